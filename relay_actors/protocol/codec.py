@@ -1,0 +1,150 @@
+"""JSON-RPC 2.0 framing for RELAY: one JSON object per WebSocket text frame.
+
+Pure functions, no I/O. :func:`decode` turns one frame into a
+:class:`Request`, :class:`Response` or :class:`ErrorResponse`, or raises
+:class:`~relay_actors.errors.ProtocolError` with a precise code; encoders
+return ``bytes`` (orjson), which a transport sends as a *text* frame
+(``websocket.send(data, text=True)``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Union
+
+import orjson
+
+from ..errors import ProtocolError
+
+__all__ = [
+    "MAX_FRAME_SIZE",
+    "ErrorResponse",
+    "Frame",
+    "Request",
+    "Response",
+    "decode",
+    "encode_error",
+    "encode_request",
+    "encode_result",
+    "new_id",
+]
+
+#: Largest inbound frame both official SDKs accept (10 MiB).
+MAX_FRAME_SIZE = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request in either direction. ``id`` is None for a notification."""
+
+    id: str | None
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A success answer. ``result`` is whatever the peer sent (not always an object)."""
+
+    id: str
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """A JSON-RPC error answer. ``id`` may be None (an error about an unparseable request)."""
+
+    id: str | None
+    code: int | str
+    message: str
+    data: Any = None
+
+
+Frame = Union[Request, Response, ErrorResponse]
+
+
+def new_id() -> str:
+    """A fresh request id (UUIDv4 string), as the SDKs use."""
+    return str(uuid.uuid4())
+
+
+def _frame_id(value: Any) -> str | None:
+    # Ids are opaque; numbers are legal JSON-RPC, keep them as their text so
+    # they can be echoed back and used as dict keys.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return orjson.dumps(value).decode()
+    raise ProtocolError("invalid_frame", f"frame id must be a string or number, not {type(value).__name__}")
+
+
+def decode(data: str | bytes | bytearray | memoryview, max_size: int = MAX_FRAME_SIZE) -> Frame:
+    """Parse one frame.
+
+    Raises:
+        ProtocolError: ``frame_too_large``, ``invalid_json``, ``not_an_object``,
+            ``invalid_frame`` (neither request nor response, bad id or method)
+            or ``invalid_params`` (``params`` present but not an object).
+    """
+    size = len(data)
+    if size > max_size:
+        raise ProtocolError("frame_too_large", f"frame of {size} bytes exceeds the {max_size}-byte limit")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"frame is not valid JSON: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_an_object", f"frame is a JSON {type(obj).__name__}, not an object")
+
+    frame_id = _frame_id(obj.get("id"))
+    method = obj.get("method")
+    if method is not None:
+        if not isinstance(method, str) or not method:
+            raise ProtocolError("invalid_frame", "request method must be a non-empty string")
+        params = obj.get("params", {})
+        if params is None or not isinstance(params, dict):
+            raise ProtocolError(
+                "invalid_params",
+                f"params of {method} must be an object, not {type(params).__name__}",
+            )
+        return Request(frame_id, method, params)
+
+    if "error" in obj:
+        err = obj["error"]
+        if isinstance(err, dict):
+            code = err.get("code", -1)
+            if not isinstance(code, (int, str)) or isinstance(code, bool):
+                code = -1
+            message = err.get("message", "Unknown error")
+            return ErrorResponse(frame_id, code, str(message), err.get("data"))
+        return ErrorResponse(frame_id, -1, str(err))
+
+    if "result" in obj:
+        if frame_id is None:
+            raise ProtocolError("invalid_frame", "response without an id")
+        return Response(frame_id, obj["result"])
+
+    raise ProtocolError("invalid_frame", "frame has neither method, result nor error")
+
+
+def encode_request(req_id: str | None, method: str, params: dict[str, Any]) -> bytes:
+    """Encode a request (``req_id`` None makes a notification)."""
+    if req_id is None:
+        return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+
+
+def encode_result(req_id: str, result: Any) -> bytes:
+    """Encode a success answer (acks and pongs are ``encode_result(id, {})``)."""
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
+
+
+def encode_error(req_id: str | None, code: int, message: str, data: Any = None) -> bytes:
+    """Encode a JSON-RPC error answer."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": err})
