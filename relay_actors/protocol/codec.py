@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
@@ -61,7 +61,7 @@ class ErrorResponse:
     data: Any = None
 
 
-Frame = Union[Request, Response, ErrorResponse]
+Frame = Request | Response | ErrorResponse
 
 
 def new_id() -> str:

@@ -1,0 +1,399 @@
+"""Typed RELAY events.
+
+:func:`parse_event` turns the outer params of a ``signalwire.event`` into a
+:class:`RelayEvent` subclass chosen by ``event_type``. Construction only picks
+the class; named fields are read lazily from ``params``, so parsing costs next
+to nothing on the hot path. Events are plain picklable objects: they cross Ray
+process boundaries unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import constants as c
+
+__all__ = [
+    "AIEvent",
+    "AuthorizationStateEvent",
+    "CallReceiveEvent",
+    "CallStateEvent",
+    "CallingErrorEvent",
+    "CollectEvent",
+    "ConferenceEvent",
+    "ConnectEvent",
+    "DenoiseEvent",
+    "DetectEvent",
+    "DialEvent",
+    "EchoEvent",
+    "FaxEvent",
+    "HoldEvent",
+    "MessageReceiveEvent",
+    "MessageStateEvent",
+    "PayEvent",
+    "PlayEvent",
+    "QueueEvent",
+    "RecordEvent",
+    "ReferEvent",
+    "RelayEvent",
+    "SendDigitsEvent",
+    "StreamEvent",
+    "TapEvent",
+    "TranscribeEvent",
+    "parse_event",
+]
+
+
+class RelayEvent:
+    """One RELAY event: ``event_type``, its inner ``params``, ``call_id`` and ``timestamp``.
+
+    An empty event (``event_type == ""``, ``params == {}``) is what an action
+    resolves with when its call is gone, as in the official SDK.
+    """
+
+    __slots__ = ("call_id", "event_type", "params", "timestamp")
+
+    def __init__(
+        self, event_type: str, params: dict[str, Any], call_id: str = "", timestamp: float = 0.0
+    ) -> None:
+        self.event_type = event_type
+        self.params = params
+        self.call_id = call_id
+        self.timestamp = timestamp
+
+    # Fields most event types share.
+    @property
+    def node_id(self) -> str:
+        return self.params.get("node_id") or ""
+
+    @property
+    def control_id(self) -> str:
+        return self.params.get("control_id") or ""
+
+    @property
+    def state(self) -> str:
+        """The ``state`` field (actions); ``""`` when absent."""
+        value = self.params.get("state")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def tag(self) -> str:
+        return self.params.get("tag") or ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.event_type!r}, call_id={self.call_id!r}, params={self.params!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RelayEvent):
+            return NotImplemented
+        return (
+            self.event_type == other.event_type
+            and self.params == other.params
+            and self.call_id == other.call_id
+            and self.timestamp == other.timestamp
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable params
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.event_type, self.params, self.call_id, self.timestamp))
+
+
+class CallStateEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def call_state(self) -> str:
+        return self.params.get("call_state") or ""
+
+    @property
+    def end_reason(self) -> str:
+        return self.params.get("end_reason") or ""
+
+    @property
+    def direction(self) -> str:
+        return self.params.get("direction") or ""
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return self.params.get("device") or {}
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        return self.params.get("peer") or {}
+
+
+class CallReceiveEvent(CallStateEvent):
+    __slots__ = ()
+
+    @property
+    def context(self) -> str:
+        # Older frames carried the context as ``protocol``.
+        return self.params.get("context") or self.params.get("protocol") or ""
+
+    @property
+    def project_id(self) -> str:
+        return self.params.get("project_id") or ""
+
+    @property
+    def segment_id(self) -> str:
+        return self.params.get("segment_id") or ""
+
+
+class PlayEvent(RelayEvent):
+    __slots__ = ()
+
+
+class RecordEvent(RelayEvent):
+    """``url``/``duration``/``size`` come inside ``record`` or at top level; ``record`` wins."""
+
+    __slots__ = ()
+
+    def _field(self, name: str) -> Any:
+        record = self.params.get("record")
+        if isinstance(record, dict) and name in record:
+            return record[name]
+        return self.params.get(name)
+
+    @property
+    def url(self) -> str:
+        return self._field("url") or ""
+
+    @property
+    def duration(self) -> float:
+        return self._field("duration") or 0
+
+    @property
+    def size(self) -> int:
+        return self._field("size") or 0
+
+
+class CollectEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def result(self) -> dict[str, Any]:
+        value = self.params.get("result")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def final(self) -> bool | None:
+        """``False`` for a partial result; ``None`` when the server did not say."""
+        value = self.params.get("final")
+        return value if isinstance(value, bool) else None
+
+
+class ConnectEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def connect_state(self) -> str:
+        return self.params.get("connect_state") or ""
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        return self.params.get("peer") or {}
+
+
+class DetectEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def detect(self) -> dict[str, Any]:
+        value = self.params.get("detect")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def detect_event(self) -> str:
+        """The phase in ``detect.params.event``: ``HUMAN``, ``MACHINE``, ``READY``, ``CED``, a digit, ..."""
+        params = self.detect.get("params")
+        return (params.get("event") or "") if isinstance(params, dict) else ""
+
+
+class FaxEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def fax(self) -> dict[str, Any]:
+        value = self.params.get("fax")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def fax_type(self) -> str:
+        return self.fax.get("type") or ""
+
+
+class TapEvent(RelayEvent):
+    __slots__ = ()
+
+
+class StreamEvent(RelayEvent):
+    __slots__ = ()
+
+
+class SendDigitsEvent(RelayEvent):
+    __slots__ = ()
+
+
+class PayEvent(RelayEvent):
+    __slots__ = ()
+
+
+class TranscribeEvent(RelayEvent):
+    __slots__ = ()
+
+
+class AIEvent(RelayEvent):
+    __slots__ = ()
+
+
+class QueueEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def status(self) -> str:
+        return self.params.get("status") or ""
+
+
+class ReferEvent(RelayEvent):
+    __slots__ = ()
+
+
+class DenoiseEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def denoised(self) -> bool:
+        return bool(self.params.get("denoised"))
+
+
+class HoldEvent(RelayEvent):
+    __slots__ = ()
+
+
+class EchoEvent(RelayEvent):
+    __slots__ = ()
+
+
+class ConferenceEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def conference_id(self) -> str:
+        return self.params.get("conference_id") or ""
+
+    @property
+    def status(self) -> str:
+        return self.params.get("status") or ""
+
+
+class CallingErrorEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def code(self) -> str:
+        return str(self.params.get("code") or "")
+
+    @property
+    def message(self) -> str:
+        return str(self.params.get("message") or "")
+
+
+class DialEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def dial_state(self) -> str:
+        return self.params.get("dial_state") or ""
+
+    @property
+    def call(self) -> dict[str, Any]:
+        value = self.params.get("call")
+        return value if isinstance(value, dict) else {}
+
+
+class MessageEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def message_id(self) -> str:
+        return self.params.get("message_id") or ""
+
+    @property
+    def message_state(self) -> str:
+        return self.params.get("message_state") or ""
+
+    @property
+    def reason(self) -> str:
+        return self.params.get("reason") or ""
+
+
+class MessageReceiveEvent(MessageEvent):
+    __slots__ = ()
+
+
+class MessageStateEvent(MessageEvent):
+    __slots__ = ()
+
+
+class AuthorizationStateEvent(RelayEvent):
+    __slots__ = ()
+
+    @property
+    def authorization_state(self) -> str:
+        value = self.params.get("authorization_state")
+        return value if isinstance(value, str) else ""
+
+    def __repr__(self) -> str:
+        # A credential: never shown.
+        return "AuthorizationStateEvent(authorization_state='***')"
+
+
+EVENT_CLASSES: dict[str, type[RelayEvent]] = {
+    c.EVENT_AUTHORIZATION_STATE: AuthorizationStateEvent,
+    c.EVENT_CALL_RECEIVE: CallReceiveEvent,
+    c.EVENT_CALL_STATE: CallStateEvent,
+    c.EVENT_CALL_DIAL: DialEvent,
+    c.EVENT_CALL_CONNECT: ConnectEvent,
+    c.EVENT_CALL_PLAY: PlayEvent,
+    c.EVENT_CALL_RECORD: RecordEvent,
+    c.EVENT_CALL_COLLECT: CollectEvent,
+    c.EVENT_CALL_DETECT: DetectEvent,
+    c.EVENT_CALL_FAX: FaxEvent,
+    c.EVENT_CALL_TAP: TapEvent,
+    c.EVENT_CALL_STREAM: StreamEvent,
+    c.EVENT_CALL_PAY: PayEvent,
+    c.EVENT_CALL_TRANSCRIBE: TranscribeEvent,
+    c.EVENT_CALL_SEND_DIGITS: SendDigitsEvent,
+    c.EVENT_CALL_QUEUE: QueueEvent,
+    c.EVENT_CALL_AI: AIEvent,
+    c.EVENT_CALL_REFER: ReferEvent,
+    c.EVENT_CALL_DENOISE: DenoiseEvent,
+    c.EVENT_CALL_HOLD: HoldEvent,
+    c.EVENT_CALL_ECHO: EchoEvent,
+    c.EVENT_CONFERENCE: ConferenceEvent,
+    c.EVENT_CALLING_ERROR: CallingErrorEvent,
+    c.EVENT_MESSAGING_RECEIVE: MessageReceiveEvent,
+    c.EVENT_MESSAGING_STATE: MessageStateEvent,
+}
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return 0.0
+
+
+def parse_event(event_type: str, params: dict[str, Any], timestamp: Any = None) -> RelayEvent:
+    """Build the typed event for ``event_type`` (a plain :class:`RelayEvent` when unknown).
+
+    ``timestamp`` is the outer one; when absent the inner ``params.timestamp``
+    is used (the SDKs read only the inner one, which is usually missing).
+    """
+    cls = EVENT_CLASSES.get(event_type, RelayEvent)
+    ts = _timestamp(timestamp) if timestamp is not None else _timestamp(params.get("timestamp"))
+    call_id = params.get("call_id")
+    if not isinstance(call_id, str):
+        # Dial events carry the call nested; message events carry none.
+        call_id = ""
+    return cls(event_type, params, call_id, ts)

@@ -1,0 +1,159 @@
+"""Hostile input at the protocol core: ≥ 10,000 malformed frames, no exception escapes,
+each one either handled or rejected with a typed ProtocolViolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay_actors.protocol import codec
+from relay_actors.protocol import constants as c
+from relay_actors.protocol.calls import CallCore
+from relay_actors.protocol.routing import EventRouter, Route
+from relay_actors.protocol.session import (
+    ClientSession,
+    Credentials,
+    EventReceived,
+    ProtocolViolation,
+)
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+KEYS = [
+    "jsonrpc",
+    "id",
+    "method",
+    "params",
+    "result",
+    "error",
+    "event_type",
+    "call_id",
+    "control_id",
+    "tag",
+    "call_state",
+    "state",
+    "message_id",
+    "message_state",
+    "dial_state",
+    "call",
+    "code",
+    "message",
+    "detect",
+    "fax",
+    "result",
+    "final",
+    "restart",
+    "authorization_state",
+    "protocol",
+]
+METHODS = st.sampled_from(
+    [
+        "signalwire.event",
+        "signalwire.ping",
+        "signalwire.disconnect",
+        "signalwire.connect",
+        "blade.execute",
+        "",
+        "calling.play",
+    ]
+) | st.text(max_size=12)
+EVENT_TYPES = st.sampled_from(sorted(c.EVENT_TYPES)) | st.text(max_size=20)
+hostile_dict = st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6)
+inner_params = st.one_of(json_values, hostile_dict)
+
+frames = st.one_of(
+    st.binary(max_size=64),
+    st.text(max_size=64).map(str.encode),
+    json_values.map(orjson.dumps),
+    hostile_dict.map(orjson.dumps),
+    st.builds(
+        lambda fid, m, p: orjson.dumps({"jsonrpc": "2.0", "id": fid, "method": m, "params": p}),
+        json_values,
+        METHODS,
+        inner_params,
+    ),
+    st.builds(
+        lambda fid, et, p, ts: orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": fid,
+                "method": "signalwire.event",
+                "params": {"event_type": et, "params": p, "timestamp": ts},
+            }
+        ),
+        st.text(max_size=8) | st.integers(0, 2**53),
+        EVENT_TYPES,
+        inner_params,
+        json_values,
+    ),
+    st.builds(
+        lambda fid, r: orjson.dumps({"jsonrpc": "2.0", "id": fid, "result": r}), json_values, json_values
+    ),
+    st.builds(
+        lambda fid, e: orjson.dumps({"jsonrpc": "2.0", "id": fid, "error": e}), json_values, json_values
+    ),
+)
+
+
+def make_world() -> tuple[ClientSession, EventRouter[CallCore]]:
+    s = ClientSession(Credentials("p", "t"))
+    rid, _ = s.start_connect()
+    s.receive(codec.encode_result(rid, {"protocol": "signalwire_f"}))
+    router: EventRouter[CallCore] = EventRouter()
+    router.add_call("c1", CallCore("c1"))
+    router.calls["c1"].actions.start("play_and_collect", "x")
+    router.dials.start("t")
+    return s, router
+
+
+def drive(s: ClientSession, router: EventRouter[CallCore], data: bytes) -> list[Any]:
+    reply, items = s.receive(data)
+    if reply is not None:
+        assert orjson.loads(reply)["jsonrpc"] == "2.0"
+    for item in items:
+        if isinstance(item, ProtocolViolation):
+            assert item.error.code and item.error.message
+        elif isinstance(item, EventReceived):
+            routed = router.route(item.event)
+            if routed.route in (Route.OFFER, Route.DIAL_LEG) and item.event.call_id:
+                router.add_call(item.event.call_id, CallCore.from_params(item.event.params))
+            elif routed.route is Route.CALL and isinstance(routed.target, CallCore):
+                routed.target.apply(item.event)
+    return items
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(frame=frames)
+def test_core_survives_hostile_frames(frame: bytes) -> None:
+    s, router = make_world()
+    drive(s, router, frame)
+    # The session still works after whatever it was fed.
+    rid, _ = s.request("calling.answer", {"call_id": "c1"})
+    _, items = s.receive(codec.encode_result(rid, {"code": "200"}))
+    assert items and type(items[0]).__name__ == "ResponseReceived"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.lists(frames, min_size=20, max_size=60))
+def test_core_survives_hostile_streams(batch: list[bytes]) -> None:
+    """Long streams: state built by earlier frames must not make later ones crash."""
+    s, router = make_world()
+    violations = 0
+    for frame in batch:
+        violations += sum(isinstance(i, ProtocolViolation) for i in drive(s, router, frame))
+    assert sum(v for k, v in s.stats.items() if k.startswith("violation.")) == violations
