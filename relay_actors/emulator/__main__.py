@@ -1,0 +1,80 @@
+"""``relay-actors emulator`` / ``python -m relay_actors.emulator``: run until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from .config import EmulatorConfig, parse_durations
+from .emulator import Emulator
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="relay-actors emulator", description="Run the RELAY emulator.")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="WebSocket port (0 = any free port)")
+    p.add_argument("--control-port", type=int, default=0, help="control API port (0 = any free port)")
+    p.add_argument("--tls", action="store_true", help="serve wss:// with a generated self-signed CA")
+    p.add_argument("--project", help="accepted project id (default: a new UUID)")
+    p.add_argument("--token", help="accepted API token (default: generated)")
+    p.add_argument("--ping-interval", type=float, default=15.0, help="seconds between server pings (0 = off)")
+    p.add_argument("--durations", default="", help="e.g. play=0.2,record=0.5 (see config.py)")
+    p.add_argument("--ring-timeout", type=float, default=30.0, help="seconds before an unanswered offer ends")
+    p.add_argument("--resume-grace", type=float, default=60.0, help="seconds a detached session is kept")
+    p.add_argument("--no-journal", action="store_true", help="do not record frames (benchmarks)")
+    p.add_argument(
+        "--messages-before-result",
+        action="store_true",
+        help="send messaging.state events before the messaging.send result",
+    )
+    return p
+
+
+async def _run(args: argparse.Namespace) -> int:
+    config = EmulatorConfig(
+        ping_interval=args.ping_interval,
+        ring_timeout=args.ring_timeout,
+        resume_grace=args.resume_grace,
+        journal=not args.no_journal,
+        message_states_before_result=args.messages_before_result,
+    )
+    config.durations.update(parse_durations(args.durations))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Emulator(
+        host=args.host,
+        port=args.port,
+        control_port=args.control_port,
+        tls=args.tls,
+        project=args.project,
+        token=args.token,
+        config=config,
+    ) as emulator:
+        sys.stdout.write(json.dumps(emulator.info()) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and serve until interrupted; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if bool(args.project) != bool(args.token):
+        print("relay-actors emulator: give both --project and --token, or neither", file=sys.stderr)
+        return 2
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
