@@ -1,0 +1,101 @@
+"""``relay-actors load``: inject inbound calls through an emulator's control API at a given rate.
+
+Prints one progress line per second to stderr (injected, answered, ended, rate)
+and exits when every call was injected and has ended (or ``--timeout`` passed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+
+__all__ = ["main", "run_load"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="relay-actors load", description="Inject inbound calls into an emulator."
+    )
+    p.add_argument("--control-url", required=True, help="the emulator's control_url")
+    p.add_argument("--rate", type=float, default=10.0, help="calls per second (default 10)")
+    p.add_argument("--total", type=int, default=100, help="calls to inject (default 100)")
+    p.add_argument("--context", default="default", help="context the calls arrive on")
+    p.add_argument("--hangup-after", type=float, help="the caller hangs up N s after the answer")
+    p.add_argument("--timeout", type=float, default=0.0, help="give up after N s (default: total/rate + 30)")
+    return p
+
+
+async def run_load(
+    control_url: str,
+    *,
+    rate: float,
+    total: int,
+    context: str,
+    hangup_after: float | None = None,
+    timeout: float = 0.0,
+    out: Any = sys.stderr,
+) -> dict[str, Any]:
+    """Inject ``total`` calls at ``rate``/s and report progress; returns the final counts."""
+    base = control_url.rstrip("/")
+    limit = timeout or total / max(rate, 0.001) + 30.0
+    started = time.monotonic()
+    counts: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http:
+
+        async def stats() -> dict[str, Any]:
+            async with http.get(f"{base}/stats") as response:
+                response.raise_for_status()
+                return await response.json()
+
+        before = (await stats())["call_state_transitions"]
+        body: dict[str, Any] = {"context": context, "count": total, "rate": rate}
+        if hangup_after is not None:
+            body["hangup_after"] = hangup_after
+        async with http.post(f"{base}/calls", json=body) as response:
+            response.raise_for_status()
+        while True:
+            await asyncio.sleep(1.0)
+            now = (await stats())["call_state_transitions"]
+            elapsed = time.monotonic() - started
+            counts = {
+                state: now.get(state, 0) - before.get(state, 0) for state in ("created", "answered", "ended")
+            }
+            injected = counts["created"]
+            print(
+                f"[{elapsed:6.1f}s] injected={injected} answered={counts['answered']} "
+                f"ended={counts['ended']} rate={injected / elapsed:.1f}/s",
+                file=out,
+                flush=True,
+            )
+            if injected >= total and counts["ended"] >= total:
+                break
+            if elapsed > limit:
+                break
+    counts["seconds"] = time.monotonic() - started
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; 0 when every call was injected and ended, 1 otherwise."""
+    args = _parser().parse_args(argv)
+    counts = asyncio.run(
+        run_load(
+            args.control_url,
+            rate=args.rate,
+            total=args.total,
+            context=args.context,
+            hangup_after=args.hangup_after,
+            timeout=args.timeout,
+        )
+    )
+    return 0 if counts.get("created", 0) >= args.total and counts.get("ended", 0) >= args.total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
