@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ArgumentError",
+    "AuthenticationError",
     "ConfigError",
     "ProtocolError",
     "RelayError",
@@ -67,3 +69,15 @@ class ConfigError(RelayError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__("config", message)
+
+
+class AuthenticationError(RelayError):
+    """``signalwire.connect`` was rejected: bad credentials, bad JWT, or an unknown
+    ``protocol`` on resume. Keeps the server's code (e.g. ``"-32000"``)."""
+
+
+class ArgumentError(RelayError, ValueError):
+    """A bad argument to a client method (caught before anything is sent). A ``ValueError``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_argument", message)

@@ -1,0 +1,511 @@
+"""``RelayClient``: the public client, with the official SDK's surface.
+
+In-process mode (this module): one :class:`~relay_actors.connection.Connection`
+feeds every event through the sans-IO :class:`~relay_actors.protocol.routing.EventRouter`
+to :class:`~relay_actors.call.Call` and :class:`~relay_actors.message.Message`
+objects in the same event loop; handlers run as tasks. The Ray runtime reuses
+the same Call API, with the connection in its own actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from .backoff import Backoff
+from .call import Call, _device_lists
+from .config import Settings, resolve_settings
+from .connection import Connection
+from .errors import ArgumentError, RelayError
+from .message import Message
+from .protocol import constants as c
+from .protocol.calls import CallCore
+from .protocol.events import RelayEvent
+from .protocol.routing import EventRouter, Route
+from .protocol.session import Connected
+from .tasks import BackgroundTasks
+
+__all__ = ["RelayClient"]
+
+log = logging.getLogger("relay_actors.client")
+
+CallHandler = Callable[[Call], Coroutine[Any, Any, Any]]
+MessageHandler = Callable[[Message], Coroutine[Any, Any, Any]]
+
+OVER_LIMIT_POLICIES = ("drop", "pass")
+
+
+class RelayClient:
+    """A RELAY client: inbound calls and messages, dialing, messaging, raw requests.
+
+    Args:
+        project, token: credentials (else ``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN``).
+        jwt_token: replaces project + token (else ``SIGNALWIRE_JWT_TOKEN``).
+        host: the space, ``example.signalwire.com`` or ``host:port`` (else ``SIGNALWIRE_SPACE``).
+        contexts: contexts to receive inbound calls and messages on.
+        max_active_calls: tracked calls at most (else ``RELAY_MAX_ACTIVE_CALLS``, default 1000);
+            offers beyond it are dropped with a warning, or passed with ``over_limit="pass"``.
+            Constructor-only, as in the official client.
+        scheme: ``"wss"`` (default, verified TLS) or ``"ws"`` (the local emulator only;
+            else ``SIGNALWIRE_RELAY_SCHEME``).
+        ca_file: extra CA bundle for ``wss`` (else ``SIGNALWIRE_RELAY_CA_FILE``).
+        over_limit: ``"drop"`` (default, as the official client) or ``"pass"``.
+        handler_timeout: if set, an ``on_call`` handler running longer is cancelled
+            and its call hung up.
+        request_timeout, ping_interval, dial_timeout: in seconds (10, 30, 120).
+        backoff: reconnect delays (default 1 s doubling to 30 s, jittered).
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        token: str | None = None,
+        jwt_token: str | None = None,
+        host: str | None = None,
+        contexts: Sequence[str] | None = None,
+        max_active_calls: int | None = None,
+        *,
+        scheme: str | None = None,
+        ca_file: str | None = None,
+        over_limit: str = "drop",
+        handler_timeout: float | None = None,
+        request_timeout: float = c.REQUEST_TIMEOUT,
+        ping_interval: float = c.CLIENT_PING_INTERVAL,
+        dial_timeout: float = c.DIAL_TIMEOUT,
+        backoff: Backoff | None = None,
+    ) -> None:
+        import os
+
+        self._settings: Settings = resolve_settings(
+            project,
+            token,
+            jwt_token,
+            host,
+            contexts,
+            max_active_calls,
+            scheme=scheme or os.environ.get("SIGNALWIRE_RELAY_SCHEME") or None,
+            ca_file=ca_file,
+        )
+        if over_limit not in OVER_LIMIT_POLICIES:
+            raise ArgumentError(f"over_limit must be one of {OVER_LIMIT_POLICIES}, not {over_limit!r}")
+        self._over_limit = over_limit
+        self._handler_timeout = handler_timeout
+        self._request_timeout = request_timeout
+        self._ping_interval = ping_interval
+        self._dial_timeout = dial_timeout
+        self._backoff = backoff
+        self._on_call: CallHandler | None = None
+        self._on_message: MessageHandler | None = None
+        self._conn: Connection | None = None
+        self._router: EventRouter[Call] = EventRouter()
+        self._dials: dict[str, asyncio.Future[Call]] = {}
+        self._messages: dict[str, Message] = {}
+        self._session_protocol = ""
+        self.tasks = BackgroundTasks()
+        #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
+        self.counters: Counter[str] = Counter()
+
+    # --- settings -----------------------------------------------------------------
+
+    @property
+    def project(self) -> str:
+        return self._settings.credentials.project
+
+    @property
+    def host(self) -> str:
+        return self._settings.host
+
+    @property
+    def contexts(self) -> list[str]:
+        """Contexts currently received (constructor's plus ``receive``d ones)."""
+        if self._conn is not None:
+            return list(self._conn.session.contexts)
+        return list(self._settings.contexts)
+
+    @property
+    def relay_protocol(self) -> str:
+        """The protocol string of the current session (``""`` before the first connect)."""
+        return self._conn.protocol if self._conn is not None else ""
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    def __repr__(self) -> str:
+        return f"<RelayClient host={self.host!r} contexts={self.contexts!r} connected={self.connected}>"
+
+    # --- handlers -----------------------------------------------------------------
+
+    def on_call(self, handler: CallHandler) -> CallHandler:
+        """Register the inbound call handler (``async def handler(call)``); usable as a decorator."""
+        if not callable(handler):
+            raise ArgumentError("on_call needs an async function taking a Call")
+        self._on_call = handler
+        return handler
+
+    def on_message(self, handler: MessageHandler) -> MessageHandler:
+        """Register the inbound message handler (``async def handler(message)``)."""
+        if not callable(handler):
+            raise ArgumentError("on_message needs an async function taking a Message")
+        self._on_message = handler
+        return handler
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = Connection(
+                self._settings,
+                on_event=self._on_event,
+                on_connected=self._on_connected,
+                request_timeout=self._request_timeout,
+                ping_interval=self._ping_interval,
+                backoff=self._backoff,
+            )
+        return self._conn
+
+    async def connect(self) -> None:
+        """Connect and authenticate (raising on failure); afterwards the connection
+        reconnects and resumes by itself until :meth:`disconnect`."""
+        await self._connection().connect()
+
+    async def disconnect(self) -> None:
+        """Close the connection. Pending and queued requests and dials fail with
+        ``RelayError("closed")``; running handlers are cancelled; calls end locally."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+        self._lose_session("closed")
+        await self.tasks.cancel_all()
+
+    async def __aenter__(self) -> RelayClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    def run(self) -> None:
+        """Connect and serve until SIGINT or SIGTERM (blocking), reconnecting as needed.
+
+        Raises the server's authentication error after 3 consecutive rejections
+        before the first successful connect."""
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(self.serve())
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller stops us through ``stop``
+        runner = asyncio.create_task(self._connection().run())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.disconnect()
+        if runner.done() and not runner.cancelled() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+
+    # --- requests -----------------------------------------------------------------
+
+    async def execute(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send a raw JSON-RPC request (e.g. ``"calling.answer"``) and return its result.
+
+        Code-checked (any 2xx passes); queued while disconnected."""
+        if not isinstance(method, str) or not method:
+            raise ArgumentError("method must be a non-empty string such as 'calling.answer'")
+        if params is not None and not isinstance(params, dict):
+            raise ArgumentError("params must be a dict")
+        return await self._connection().execute(method, params or {})
+
+    async def receive(self, contexts: Sequence[str]) -> None:
+        """Subscribe to more contexts (remembered across reconnects, even fresh ones)."""
+        ctx = self._context_list(contexts)
+        if not ctx:
+            return
+        await self.execute(c.METHOD_RECEIVE, {"contexts": ctx})
+        current = self._connection().session.contexts
+        current.extend(x for x in ctx if x not in current)
+
+    async def unreceive(self, contexts: Sequence[str]) -> None:
+        """Unsubscribe from contexts."""
+        ctx = self._context_list(contexts)
+        if not ctx:
+            return
+        await self.execute(c.METHOD_UNRECEIVE, {"contexts": ctx})
+        session = self._connection().session
+        session.contexts[:] = [x for x in session.contexts if x not in ctx]
+
+    @staticmethod
+    def _context_list(contexts: Sequence[str]) -> list[str]:
+        if isinstance(contexts, str):
+            contexts = [contexts]
+        ctx = list(dict.fromkeys(contexts or ()))
+        if any(not isinstance(x, str) or not x for x in ctx):
+            raise ArgumentError(f"contexts must be non-empty strings: {ctx!r}")
+        return ctx
+
+    async def dial(
+        self,
+        devices: Any,
+        *,
+        tag: str | None = None,
+        max_duration: int | None = None,
+        dial_timeout: float | None = None,
+        region: str | None = None,
+        max_price_per_minute: float | None = None,
+    ) -> Call:
+        """Dial out; returns the answered Call.
+
+        ``devices``: a list (tried one after another) of lists (rung in parallel)
+        of device objects; a single device or a flat list is accepted too.
+
+        Raises:
+            RelayError: ``dial_failed`` (nobody answered), ``dial_timeout``, or the server's error.
+        """
+        tag = tag or str(uuid.uuid4())
+        if tag in self._dials:
+            raise ArgumentError(f"a dial with tag {tag!r} is already pending")
+        params: dict[str, Any] = {"tag": tag, "devices": _device_lists(devices)}
+        for key, value in (
+            ("max_duration", max_duration),
+            ("region", region),
+            ("max_price_per_minute", max_price_per_minute),
+        ):
+            if value is not None:
+                params[key] = value
+        future: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
+        self._dials[tag] = future
+        self._router.dials.start(tag)
+        timeout = self._dial_timeout if dial_timeout is None else dial_timeout
+        try:
+            try:
+                await self.execute("calling.dial", params)
+            except RelayError as exc:
+                if exc.code != "connection_closed":
+                    raise
+                # The server may have started the dial before the socket died: its legs
+                # report after the resume. Keep waiting instead of orphaning them.
+                log.warning("connection lost while dialing (tag=%s); waiting for the outcome", tag)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            self._hang_up_legs(tag)
+            raise RelayError("dial_timeout", f"Dial timed out waiting for answer (tag={tag})") from None
+        finally:
+            self._dials.pop(tag, None)
+            self._router.dials.cancel(tag)
+
+    def _hang_up_legs(self, tag: str) -> None:
+        for call in list(self._router.calls.values()):
+            if call.tag == tag and not call._core.ended:
+                self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
+
+    async def send_message(
+        self,
+        *,
+        to_number: str,
+        from_number: str,
+        context: str | None = None,
+        body: str | None = None,
+        media: list[str] | None = None,
+        tags: list[str] | None = None,
+        region: str | None = None,
+        on_completed: Callable[[RelayEvent], Any] | None = None,
+    ) -> Message:
+        """Send an SMS (``body``) or MMS (``media`` URLs); returns a tracked Message.
+
+        State events that beat the send result are applied, not lost."""
+        if not body and not media:
+            raise ArgumentError("send_message needs body=... and/or media=[...]")
+        if not to_number or not from_number:
+            raise ArgumentError("send_message needs to_number=... and from_number=...")
+        msg_context = context or self.relay_protocol or "default"
+        params: dict[str, Any] = {"context": msg_context, "to_number": to_number, "from_number": from_number}
+        for key, value in (("body", body), ("media", media), ("tags", tags), ("region", region)):
+            if value:
+                params[key] = value
+        result = await self.execute("messaging.send", params)
+        message_id = str(result.get("message_id") or "")
+        message = Message(
+            message_id=message_id,
+            context=msg_context,
+            from_number=from_number,
+            to_number=to_number,
+            body=body or "",
+            media=media,
+            tags=tags,
+            on_completed=on_completed,
+        )
+        if not message_id:
+            log.warning("messaging.send returned no message_id; delivery cannot be tracked")
+            return message
+        record, applied = self._router.messages.sent(message_id)
+        for event in applied:
+            message._apply(event, record.state, record.reason, record.done and event is record.result)
+        if not record.done:
+            self._messages[message_id] = message
+        return message
+
+    # --- event dispatch (sync, in arrival order) ------------------------------------
+
+    def _on_event(self, event: RelayEvent) -> None:
+        routed = self._router.route(event)
+        route = routed.route
+        if route is Route.CALL:
+            assert routed.target is not None
+            routed.target._deliver(event)
+        elif route is Route.OFFER:
+            self._on_offer(event)
+        elif route is Route.DIAL_LEG:
+            call = Call(self, CallCore.from_params(event.params, "outbound"))
+            self._router.add_call(call.call_id, call)
+            call._deliver(event)
+        elif route is Route.DIAL_DONE:
+            self._on_dial_done(routed.dial, event)
+        elif route is Route.MESSAGE_STATE:
+            record = routed.message
+            assert record is not None
+            message = self._messages.get(record.message_id)
+            if message is not None:
+                message._apply(event, record.state, record.reason, routed.message_done)
+                if routed.message_done:
+                    del self._messages[record.message_id]
+        elif route is Route.MESSAGE_IN:
+            self._on_inbound_message(event)
+        elif route is Route.UNROUTABLE:
+            self.counters["events_unroutable"] += 1
+
+    def _on_offer(self, event: RelayEvent) -> None:
+        self.counters["offers"] += 1
+        call_id = event.call_id
+        if not call_id:
+            self.counters["offers_invalid"] += 1
+            log.warning("dropped an offer without a call_id")
+            return
+        if call_id in self._router.calls:
+            return  # a redelivered offer
+        if len(self._router.calls) >= self._settings.max_active_calls:
+            if self._over_limit == "pass":
+                self.counters["offers_passed"] += 1
+                log.warning(
+                    "max active calls (%d) reached; passing inbound call %s",
+                    self._settings.max_active_calls,
+                    call_id,
+                )
+                params = {"call_id": call_id, "node_id": event.node_id}
+                self.tasks.spawn(self.execute("calling.pass", params), f"pass of {call_id}")
+            else:
+                self.counters["offers_dropped"] += 1
+                log.warning(
+                    "max active calls (%d) reached; dropping inbound call %s",
+                    self._settings.max_active_calls,
+                    call_id,
+                )
+            return
+        call = Call(self, CallCore.from_params(event.params))
+        self._router.add_call(call_id, call)
+        if self._on_call is None:
+            log.warning("inbound call %s but no on_call handler is registered", call_id)
+            return
+        self.tasks.spawn(self._run_handler(call), f"on_call handler for {call_id}")
+
+    async def _run_handler(self, call: Call) -> None:
+        assert self._on_call is not None
+        try:
+            if self._handler_timeout is None:
+                await self._on_call(call)
+            else:
+                await asyncio.wait_for(self._on_call(call), self._handler_timeout)
+        except asyncio.TimeoutError:
+            self.counters["handler_timeouts"] += 1
+            log.error(
+                "on_call handler for %s ran over %.1fs; hanging up", call.call_id, self._handler_timeout or 0
+            )
+            with contextlib.suppress(RelayError):
+                await call.hangup("error")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("on_call handler failed for call %s", call.call_id)
+
+    def _on_dial_done(self, outcome: Any, event: RelayEvent) -> None:
+        future = self._dials.get(outcome.tag)
+        if future is None or future.done():
+            return
+        if not outcome.answered:
+            future.set_exception(RelayError("dial_failed", f"Dial failed (tag={outcome.tag})"))
+            return
+        info = outcome.call
+        call = self._router.calls.get(info["call_id"])
+        if call is None:
+            core = CallCore.from_params({**info, "tag": outcome.tag, "call_state": "answered"}, "outbound")
+            call = Call(self, core)
+            self._router.add_call(call.call_id, call)
+        elif not call._core.at_least(c.CALL_STATE_ANSWERED):
+            call._deliver(
+                RelayEvent(c.EVENT_CALL_STATE, {**info, "call_state": c.CALL_STATE_ANSWERED}, call.call_id)
+            )
+        if not call.node_id and info.get("node_id"):
+            call._core.node_id = str(info["node_id"])
+        future.set_result(call)
+
+    def _on_inbound_message(self, event: RelayEvent) -> None:
+        message = Message.from_event(event.params)
+        if self._on_message is None:
+            log.warning("inbound message %s but no on_message handler is registered", message.message_id)
+            return
+        self.tasks.spawn(self._run_message_handler(message), f"on_message handler for {message.message_id}")
+
+    async def _run_message_handler(self, message: Message) -> None:
+        assert self._on_message is not None
+        try:
+            await self._on_message(message)
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("on_message handler failed for message %s", message.message_id)
+
+    def _on_connected(self, connected: Connected) -> None:
+        previous, self._session_protocol = self._session_protocol, connected.protocol
+        if previous and not connected.restored:
+            # A fresh session (server restart order, or a refused resume): the old
+            # session's calls and dials cannot be reached any more.
+            log.warning("RELAY session was not resumed; calls of the previous session are lost")
+            self._lose_session("session_lost")
+
+    def _lose_session(self, reason: str) -> None:
+        for call in list(self._router.calls.values()):
+            call._lost(reason)
+        self._router.calls.clear()
+        for tag, future in list(self._dials.items()):
+            if not future.done():
+                future.set_exception(RelayError(reason, f"dial {tag} lost: the session ended"))
+        for message in self._messages.values():
+            message._listeners.clear()
+        self._messages.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for dashboards and tests."""
+        return {
+            **self.counters,
+            "active_calls": len(self._router.calls),
+            "pending_dials": len(self._dials),
+            "tracked_messages": len(self._messages),
+            **(self._conn.stats() if self._conn is not None else {}),
+        }

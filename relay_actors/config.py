@@ -1,0 +1,127 @@
+"""Client configuration: constructor arguments, else environment variables, else defaults.
+
+Follows the official client (argument > env > default) with errors that name
+the exact argument and variable to fix. Secrets are kept out of ``repr`` and
+out of anything that is pickled to other processes by name (see ``Settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .protocol import constants as c
+from .protocol.session import Credentials
+
+__all__ = ["Settings", "resolve_settings"]
+
+log = logging.getLogger("relay_actors.config")
+
+_BAD_HOST_CHARS = ("@", "/", "?", "#", " ", "\r", "\n", "\t")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved client settings. ``credentials`` never shows in ``repr``."""
+
+    credentials: Credentials = field(repr=False)
+    host: str = c.DEFAULT_HOST
+    contexts: tuple[str, ...] = ()
+    max_active_calls: int = c.DEFAULT_MAX_ACTIVE_CALLS
+    #: ``wss`` by default; ``ws`` only when asked for (the local emulator).
+    scheme: str = "wss"
+    ca_file: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+
+def _validate_host(host: str) -> str:
+    if not host or any(ch in host for ch in _BAD_HOST_CHARS) or "://" in host:
+        raise ConfigError(
+            f"host must be a host name, optionally with a port (example.signalwire.com or 127.0.0.1:8443), "
+            f"not {host!r}: pass host=... or set SIGNALWIRE_SPACE"
+        )
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigError(f"host {host!r} has an invalid port: pass host=... or set SIGNALWIRE_SPACE")
+    if not name:
+        raise ConfigError(f"host {host!r} has no name: pass host=... or set SIGNALWIRE_SPACE")
+    return host
+
+
+def _max_active_calls(value: int | None, env: Mapping[str, str]) -> int:
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"max_active_calls must be an integer, not {value!r}")
+        if value < 1:
+            raise ConfigError(f"max_active_calls must be at least 1, not {value}")
+        return value
+    raw = env.get("RELAY_MAX_ACTIVE_CALLS", "").strip()
+    if not raw:
+        return c.DEFAULT_MAX_ACTIVE_CALLS
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        # As the official client: a bad env value falls back to the default, but we say so.
+        log.warning("RELAY_MAX_ACTIVE_CALLS=%r is not an integer; using %d", raw, c.DEFAULT_MAX_ACTIVE_CALLS)
+        return c.DEFAULT_MAX_ACTIVE_CALLS
+
+
+def resolve_settings(
+    project: str | None = None,
+    token: str | None = None,
+    jwt_token: str | None = None,
+    host: str | None = None,
+    contexts: Sequence[str] | None = None,
+    max_active_calls: int | None = None,
+    *,
+    scheme: str | None = None,
+    ca_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve settings the way the official client does.
+
+    Raises:
+        ConfigError: (a ``ValueError``) naming the argument and environment
+            variable to fix: missing credentials, bad host, bad limit, bad contexts.
+    """
+    env = os.environ if env is None else env
+    project = project or env.get("SIGNALWIRE_PROJECT_ID", "")
+    token = token or env.get("SIGNALWIRE_API_TOKEN", "")
+    jwt_token = jwt_token or env.get("SIGNALWIRE_JWT_TOKEN", "")
+    if not jwt_token:
+        if not project:
+            raise ConfigError(
+                "project is required: pass project=... or set SIGNALWIRE_PROJECT_ID "
+                "(or use jwt_token=... / SIGNALWIRE_JWT_TOKEN)"
+            )
+        if not token:
+            raise ConfigError(
+                "token is required: pass token=... or set SIGNALWIRE_API_TOKEN "
+                "(or use jwt_token=... / SIGNALWIRE_JWT_TOKEN)"
+            )
+    host = _validate_host((host or env.get("SIGNALWIRE_SPACE", "") or c.DEFAULT_HOST).strip())
+    if isinstance(contexts, str):
+        raise ConfigError("contexts must be a list of context names, not a string: pass contexts=[...]")
+    ctx = tuple(contexts or ())
+    if any(not isinstance(x, str) or not x for x in ctx):
+        raise ConfigError(f"contexts must be non-empty strings: {list(ctx)!r}")
+    scheme = scheme or "wss"
+    if scheme not in ("ws", "wss"):
+        raise ConfigError(f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}")
+    ca_file = ca_file or env.get("SIGNALWIRE_RELAY_CA_FILE") or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"CA file {ca_file!r} does not exist: fix ca_file=... or SIGNALWIRE_RELAY_CA_FILE")
+    return Settings(
+        credentials=Credentials(project, token, jwt_token),
+        host=host,
+        contexts=tuple(dict.fromkeys(ctx)),
+        max_active_calls=_max_active_calls(max_active_calls, env),
+        scheme=scheme,
+        ca_file=ca_file,
+    )

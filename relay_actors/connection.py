@@ -1,0 +1,430 @@
+"""The connection engine: one RELAY WebSocket driven by the sans-IO :class:`ClientSession`.
+
+It opens the socket (``wss://`` with certificate verification unless ``ws`` is
+asked for), authenticates, acks every event before handing it on, answers
+server pings, pings the server and force-closes a socket whose requests go
+unanswered (half-open), reconnects with jittered exponential backoff, resumes
+the session by ``protocol``/``authorization_state``, queues requests while
+disconnected (bounded) and flushes them after re-authentication. It knows
+nothing of calls or of Ray: events go to the ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from .backoff import Backoff
+from .config import Settings
+from .errors import AuthenticationError, RelayError
+from .protocol import codec
+from .protocol import constants as c
+from .protocol.events import RelayEvent
+from .protocol.session import (
+    ClientSession,
+    Connected,
+    ConnectFailed,
+    DisconnectRequested,
+    EventReceived,
+    Item,
+    PingReceived,
+    RequestFailed,
+    ResponseReceived,
+)
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("relay_actors.connection")
+
+# What a failed attempt to open a socket can raise; all are transient.
+_TRANSPORT_ERRORS = (OSError, InvalidHandshake, ConnectionClosed, asyncio.TimeoutError)
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.scheme != "wss":
+        return None
+    ctx = ssl.create_default_context()
+    if settings.ca_file:
+        ctx.load_verify_locations(cafile=settings.ca_file)
+    return ctx
+
+
+class Connection:
+    """One self-healing RELAY connection (see the module docstring).
+
+    Args:
+        settings: resolved client settings (credentials, host, contexts, TLS).
+        on_event: called with every event, after it was acked, in arrival order.
+            Must not block; exceptions are logged and swallowed.
+        on_connected: called after every successful (re)authentication.
+        on_restart: called when the server ordered ``disconnect {restart: true}``:
+            the next session is fresh and calls of the old one are lost.
+        request_timeout: per-request deadline, counted from when it was made.
+        ping_interval: seconds between client pings (0 disables them).
+        max_auth_rejections: consecutive rejections tolerated before the first
+            successful authentication; then :meth:`run` raises.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_event: Callable[[RelayEvent], None],
+        on_connected: Callable[[Connected], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
+        request_timeout: float = c.REQUEST_TIMEOUT,
+        ping_interval: float = c.CLIENT_PING_INTERVAL,
+        max_auth_rejections: int = c.MAX_AUTH_REJECTIONS,
+        backoff: Backoff | None = None,
+        max_queued: int = c.MAX_QUEUED_REQUESTS,
+    ) -> None:
+        self.settings = settings
+        self.session = ClientSession(
+            settings.credentials, contexts=list(settings.contexts), max_queued=max_queued
+        )
+        self.request_timeout = request_timeout
+        self.ping_interval = ping_interval
+        self.max_auth_rejections = max_auth_rejections
+        self.backoff = backoff or Backoff()
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._on_restart = on_restart
+        self._ssl = _ssl_context(settings)
+        self._ws: ClientConnection | None = None
+        self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connected = asyncio.Event()
+        self._done = asyncio.Event()
+        self._closing = False
+        self._fatal: BaseException | None = None
+        self._authenticated_ever = False
+        self._auth_rejections = 0
+        self.reconnects = 0
+        self.resumes = 0
+        self.attempts = 0
+
+    # --- public -------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def protocol(self) -> str:
+        return self.session.protocol
+
+    async def connect(self) -> Connected:
+        """Open and authenticate once (raising on failure), then keep the connection
+        alive in the background: reconnect and resume whenever it drops."""
+        if self._closing:
+            raise RelayError("closed", "the connection was closed; create a new client")
+        self.attempts += 1
+        connected = await self._open()
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(), name="relay-supervisor")
+        return connected
+
+    async def run(self) -> None:
+        """Connect (retrying with backoff) and stay connected until :meth:`close`.
+
+        Raises the server's :class:`AuthenticationError` after ``max_auth_rejections``
+        consecutive rejections before any success; transport errors never count.
+        """
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(initial=True), name="relay-supervisor")
+        await self._done.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def execute(
+        self, method: str, params: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send a request and return its result (code-checked; any 2xx passes).
+
+        Queued while disconnected and flushed after re-authentication; the
+        timeout runs from now either way.
+
+        Raises:
+            RelayError: the server's code (non-2xx or JSON-RPC error), or
+                ``timeout``, ``connection_closed``, ``queue_full``, ``closed``.
+        """
+        if self._closing:
+            raise RelayError("closed", f"cannot send {method}: the client is disconnected")
+        req_id, frame = self.session.request(method, params)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[req_id] = future
+        try:
+            if frame is not None:
+                await self._send(frame)
+            return await asyncio.wait_for(future, timeout or self.request_timeout)
+        except asyncio.TimeoutError:
+            self.session.forget(req_id)
+            if self.connected:
+                # An unanswered request is the sign of a half-open socket.
+                log.warning("request %s timed out; closing the socket to reconnect", method)
+                self._abort()
+            raise RelayError("timeout", f"Request timeout for {method}") from None
+        finally:
+            self._futures.pop(req_id, None)
+
+    async def close(self) -> None:
+        """Close the socket and stop reconnecting. Pending and queued requests fail
+        with ``closed``; no caller is left waiting."""
+        if self._closing and self._done.is_set():
+            return
+        self._closing = True
+        for task in (self._supervisor, self._pinger):
+            if task is not None:
+                task.cancel()
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 2.0)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self._connected.clear()
+        error = RelayError("closed", "the client disconnected")
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(error)
+        self._futures.clear()
+        self.session.pending.clear()
+        self.session.queued.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self._done.set()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "reconnects": self.reconnects,
+            "resumes": self.resumes,
+            "attempts": self.attempts,
+            "pending": len(self.session.pending),
+            "queued": len(self.session.queued),
+            **self.session.stats,
+        }
+
+    # --- internals ----------------------------------------------------------------
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            return  # the socket just went; the request fails through connection_lost
+        try:
+            await ws.send(frame, text=True)
+        except ConnectionClosed:
+            pass
+
+    def _abort(self) -> None:
+        ws = self._ws
+        if ws is not None and ws.transport is not None:
+            ws.transport.abort()
+
+    async def _open(self) -> Connected:
+        """Open a socket and authenticate on it. Raises on any failure (socket closed)."""
+        ws = await websockets.connect(
+            self.settings.url,
+            ssl=self._ssl,
+            ping_interval=None,  # liveness is JSON-RPC level
+            max_size=codec.MAX_FRAME_SIZE,
+            open_timeout=self.request_timeout,
+            close_timeout=2.0,
+            compression=None,
+            user_agent_header=f"{c.AGENT} websockets/{websockets.__version__}",
+        )
+        self._ws = ws
+        self._reader = asyncio.create_task(self._read(ws), name="relay-reader")
+        req_id, frame = self.session.start_connect()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[req_id] = future
+        try:
+            await ws.send(frame, text=True)
+            connected: Connected = await asyncio.wait_for(future, self.request_timeout)
+        except asyncio.TimeoutError:
+            self.session.forget(req_id)
+            self._abort()
+            raise RelayError("timeout", "Request timeout for signalwire.connect") from None
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._futures.pop(req_id, None)
+        self._authenticated_ever = True
+        self._auth_rejections = 0
+        self.backoff.reset()
+        if connected.restored:
+            self.resumes += 1
+        self._connected.set()
+        for queued in self.session.take_queued():
+            await self._send(queued)
+        if self.ping_interval > 0:
+            self._pinger = asyncio.create_task(self._ping_loop(ws), name="relay-pinger")
+        log.info(
+            "connected to %s (%s)", self.settings.host, "resumed" if connected.restored else "new session"
+        )
+        if self._on_connected is not None:
+            try:
+                self._on_connected(connected)
+            except Exception:
+                log.exception("on_connected callback failed")
+        return connected
+
+    async def _read(self, ws: ClientConnection) -> None:
+        session = self.session
+        try:
+            async for data in ws:
+                reply, items = session.receive(data)
+                if reply is not None:
+                    # Ack (or pong) before anything is dispatched.
+                    try:
+                        await ws.send(reply, text=True)
+                    except ConnectionClosed:
+                        break
+                for item in items:
+                    self._handle(item)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("RELAY reader failed; reconnecting")
+        finally:
+            self._lost(ws)
+
+    def _handle(self, item: Item) -> None:
+        if isinstance(item, EventReceived):
+            try:
+                self._on_event(item.event)
+            except Exception:
+                log.exception("event handler failed for %s", item.event.event_type)
+            return
+        if isinstance(item, ResponseReceived):
+            future = self._futures.get(item.id)
+            if future is not None and not future.done():
+                future.set_result(item.result)
+        elif isinstance(item, RequestFailed):
+            future = self._futures.get(item.id)
+            if future is not None and not future.done():
+                future.set_exception(item.error)
+        elif isinstance(item, Connected):
+            future = self._futures.get(item.id)
+            if future is not None and not future.done():
+                future.set_result(item)
+        elif isinstance(item, ConnectFailed):
+            future = self._futures.get(item.id)
+            if future is not None and not future.done():
+                err = item.error
+                future.set_exception(AuthenticationError(err.code, err.message, err.data))
+        elif isinstance(item, PingReceived):
+            pass
+        elif isinstance(item, DisconnectRequested):
+            log.info("server asked to disconnect (restart=%s); waiting for it to close", item.restart)
+            if item.restart and self._on_restart is not None:
+                try:
+                    self._on_restart()
+                except Exception:
+                    log.exception("on_restart callback failed")
+
+    def _lost(self, ws: ClientConnection) -> None:
+        if ws is not self._ws:
+            return
+        self._ws = None
+        self._connected.clear()
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
+        error = RelayError("connection_closed", "Connection closed")
+        for req_id, _method in self.session.connection_lost():
+            future = self._futures.get(req_id)
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+    async def _ping_loop(self, ws: ClientConnection) -> None:
+        while self._ws is ws:
+            await asyncio.sleep(self.ping_interval)
+            if self._ws is not ws:
+                return
+            try:
+                await self.execute(c.METHOD_PING, {})
+            except RelayError as exc:
+                # A timeout already force-closed the socket; the supervisor reconnects.
+                log.warning("client ping failed: %s", exc.message)
+                return
+
+    async def _supervise(self, initial: bool = False) -> None:
+        """Keep a socket up until close(): wait for the current one to drop, then reconnect."""
+        try:
+            if initial:
+                await self._reconnect(first=True)
+            while not self._closing:
+                reader = self._reader
+                if reader is not None:
+                    await asyncio.shield(reader)
+                if self._closing:
+                    break
+                self.reconnects += 1
+                log.warning("connection to %s lost; reconnecting", self.settings.host)
+                await self._reconnect()
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:  # the auth cap, or a bug: surface it through run()
+            self._fatal = exc
+            self._closing = True
+            self._spawn(self.close())
+        finally:
+            if self._closing:
+                self._done.set()
+
+    async def _reconnect(self, first: bool = False) -> None:
+        delay = 0.0 if first else self.backoff.next_delay()
+        while not self._closing:
+            if delay:
+                log.info("reconnecting in %.2fs", delay)
+                await asyncio.sleep(delay)
+            self.attempts += 1
+            try:
+                await self._open()
+                return
+            except AuthenticationError as exc:
+                if self.session.protocol:
+                    # The server no longer knows our session: start a fresh one at once
+                    # (the SDK keeps offering the dead protocol and never gets back in).
+                    log.warning("resume refused (%s); starting a fresh session", exc.message)
+                    self.session.clear_resume_state()
+                    delay = 0.0
+                    continue
+                if not self._authenticated_ever:
+                    self._auth_rejections += 1
+                    if self._auth_rejections >= self.max_auth_rejections:
+                        log.error(
+                            "authentication rejected %d times; giving up: %s",
+                            self._auth_rejections,
+                            exc.message,
+                        )
+                        raise
+                log.warning("authentication rejected (%s); retrying", exc.message)
+            except RelayError as exc:
+                log.warning("connect failed: %s", exc.message)
+            except _TRANSPORT_ERRORS as exc:
+                log.warning("cannot reach %s: %s", self.settings.host, type(exc).__name__)
+            delay = self.backoff.next_delay()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
