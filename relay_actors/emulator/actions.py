@@ -145,7 +145,7 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
             Step("detect" if i == 0 else "step", ev, {"detect": {"type": kind, "params": {"event": name}}})
             for i, name in enumerate(_detect_events(call, detect, config))
         ]
-        end = {"detect": {"type": kind, "params": {"event": "finished"}}, "state": "finished"}
+        end = {"detect": {"type": kind, "params": {"event": "finished"}}}
         steps.append(Step("step", ev, end))
         return Script(steps=steps, stop=[(ev, end)], message="Detecting")
     if verb == "tap":

@@ -447,16 +447,16 @@ class CallService:
                     call.schedule(call.hangup_after, self.hangup, call.call_id, "hangup")
                 elif call._timer is not None:
                     call._timer.cancel()
-            return result("200", "Answered", **echo)
+            return result("200", "Answered")
         if verb == "end":
             reason = params.get("reason") or "hangup"
             call.end(str(reason))
-            return result("200", "Disconnecting call", **echo)
+            return result("200", "Disconnecting call")
         if verb == "pass":
             if call.session is not None:
                 call.session.call_ids.discard(call.call_id)
             self._spawn(self._pass(call))
-            return result("200", "Passing call", **echo)
+            return result("200", "Passing call")
         if verb == "connect":
             require(params, "devices")
             if not isinstance(params["devices"], list):
