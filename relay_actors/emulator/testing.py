@@ -51,7 +51,11 @@ class RawClient:
         self, url: str, *, ca_file: str | None = None, auto_ack: bool = True, auto_pong: bool = True
     ):
         self.url = url
-        self.ssl = ssl.create_default_context(cafile=ca_file) if ca_file else None
+        self.ssl: ssl.SSLContext | bool | None = (
+            ssl.create_default_context(cafile=ca_file)
+            if ca_file
+            else (True if url.startswith("wss") else None)
+        )
         self.auto_ack = auto_ack
         self.auto_pong = auto_pong
         self.ws: ClientConnection | None = None
