@@ -19,7 +19,26 @@ from websockets.exceptions import ConnectionClosed
 
 from ..protocol.constants import AGENT, METHOD_CONNECT, METHOD_EVENT, PROTOCOL_VERSION
 
-__all__ = ["RawClient", "RpcError", "wait_until"]
+__all__ = ["FAST_DURATIONS", "RawClient", "RpcError", "wait_until"]
+
+#: Short phase durations for tests (seconds): every scripted operation ends quickly.
+FAST_DURATIONS: dict[str, float] = {
+    "play": 0.05,
+    "record": 0.1,
+    "collect": 0.05,
+    "detect": 0.05,
+    "fax": 0.05,
+    "tap": 0.05,
+    "stream": 0.05,
+    "pay": 0.05,
+    "transcribe": 0.05,
+    "ring": 0.01,
+    "answer": 0.01,
+    "connect": 0.01,
+    "message": 0.005,
+    "step": 0.005,
+    "send_digits": 0.01,
+}
 
 
 class RpcError(Exception):

@@ -7,16 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from relay_actors.emulator import Emulator
-from relay_actors.emulator.testing import RawClient
-
-FAST = {"play": 0.05, "record": 0.1, "collect": 0.05, "detect": 0.05, "fax": 0.05, "tap": 0.05,
-        "stream": 0.05, "pay": 0.05, "transcribe": 0.05, "ring": 0.01, "answer": 0.01, "connect": 0.01,
-        "message": 0.005, "step": 0.005, "send_digits": 0.01}
+from relay_actors.emulator.testing import FAST_DURATIONS, RawClient
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(ping_interval=0, durations=FAST) as emu:
+    async with Emulator(ping_interval=0, durations=FAST_DURATIONS) as emu:
         yield emu
 
 
