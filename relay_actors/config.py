@@ -57,9 +57,15 @@ def _validate_host(host: str) -> str:
 def _max_active_calls(value: int | None, env: Mapping[str, str]) -> int:
     if value is not None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"max_active_calls must be an integer, not {value!r}")
+            raise ConfigError(
+                f"max_active_calls must be an integer, not {value!r}: "
+                "fix max_active_calls=... or set RELAY_MAX_ACTIVE_CALLS"
+            )
         if value < 1:
-            raise ConfigError(f"max_active_calls must be at least 1, not {value}")
+            raise ConfigError(
+                f"max_active_calls must be at least 1, not {value}: "
+                "fix max_active_calls=... or set RELAY_MAX_ACTIVE_CALLS"
+            )
         return value
     raw = env.get("RELAY_MAX_ACTIVE_CALLS", "").strip()
     if not raw:
