@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from . import eventloop
 from .backoff import Backoff
 from .call import Call, _device_lists
 from .config import Settings, resolve_settings
@@ -197,7 +198,7 @@ class RelayClient:
         Raises the server's authentication error after 3 consecutive rejections
         before the first successful connect."""
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(self.serve())
+            eventloop.run(self.serve())
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from . import eventloop
 from .backoff import Backoff
 from .call import Call
 from .client import RelayClient
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
-    results = asyncio.run(run_demo(args.calls, args.rate, args.dials, args.messages, args.tls))
+    results = eventloop.run(run_demo(args.calls, args.rate, args.dials, args.messages, args.tls))
     elapsed = time.monotonic() - started
     print(f"\n{'result':<32}{'count':>8}")
     for key in sorted(results):
