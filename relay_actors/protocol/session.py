@@ -113,9 +113,11 @@ class ConnectFailed:
 
 @dataclass(frozen=True, slots=True)
 class EventReceived:
-    """A ``signalwire.event``, already acked (the ack is the reply frame)."""
+    """A ``signalwire.event``. Already acked (the reply frame) unless the session
+    defers acks; then ``ack_id`` is the id to pass to :meth:`ClientSession.ack`."""
 
     event: RelayEvent
+    ack_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,9 @@ class ClientSession:
     stats: Counter[str] = field(default_factory=Counter)
     #: How many recent event ids are remembered to drop redelivered duplicates.
     dedupe_window: int = 4096
+    #: Ack events only when the driver calls :meth:`ack` (after handing them on),
+    #: so a crash before the hand-off means redelivery, not loss.
+    defer_acks: bool = False
     _connect_id: str = ""
     _recent_events: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
@@ -294,6 +299,17 @@ class ClientSession:
             return None, [self._on_response(frame)]
         return None, [self._on_error(frame)]
 
+    def _remember(self, event_id: str) -> None:
+        recent = self._recent_events
+        recent[event_id] = None
+        if len(recent) > self.dedupe_window:
+            recent.popitem(last=False)
+
+    def ack(self, event_id: str) -> bytes:
+        """The ack frame of an event received with deferred acks."""
+        self.stats["acks_sent"] += 1
+        return codec.encode_result(event_id, _PING_REPLY)
+
     def _violation(self, exc: ProtocolError) -> ProtocolViolation:
         self.stats[f"violation.{exc.code}"] += 1
         log.warning("dropped a RELAY frame: %s", exc.message)
@@ -303,6 +319,17 @@ class ClientSession:
         ack = codec.encode_result(req.id, _PING_REPLY) if req.id is not None else None
         method = req.method
         if method == c.METHOD_EVENT:
+            if self.defer_acks and ack is not None:
+                if req.id in self._recent_events:
+                    # Redelivered and already handed on: ack it again, deliver once.
+                    self.stats["duplicate_events"] += 1
+                    return ack, []
+                self._remember(req.id)  # type: ignore[arg-type]
+                items = self._on_event(req.params)
+                if items and isinstance(items[0], EventReceived):
+                    items[0] = EventReceived(items[0].event, req.id)
+                    return None, items
+                return ack, items  # a malformed event is acked at once: it goes nowhere
             if ack is not None:
                 self.stats["acks_sent"] += 1
                 # The server redelivers events it saw no ack for (resume): ack again, deliver once.
@@ -310,9 +337,7 @@ class ClientSession:
                 if req.id in recent:
                     self.stats["duplicate_events"] += 1
                     return ack, []
-                recent[req.id] = None  # type: ignore[index]
-                if len(recent) > self.dedupe_window:
-                    recent.popitem(last=False)
+                self._remember(req.id)  # type: ignore[arg-type]
             return ack, self._on_event(req.params)
         if method == c.METHOD_PING:
             self.stats["server_pings"] += 1
