@@ -45,6 +45,9 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("relay_actors.connection")
 
+#: websockets' own records for our sockets; frame content never logged (it holds credentials).
+_WIRE_LOG = codec.wire_logger("relay_actors.websockets")
+
 # What a failed attempt to open a socket can raise; all are transient.
 _TRANSPORT_ERRORS = (OSError, InvalidHandshake, ConnectionClosed, asyncio.TimeoutError)
 
@@ -296,6 +299,7 @@ class Connection:
             close_timeout=2.0,
             compression=None,
             user_agent_header=f"{c.AGENT} websockets/{websockets.__version__}",
+            logger=_WIRE_LOG,
         )
         self._ws = ws
         self._writer = _FrameWriter(ws)

@@ -21,7 +21,15 @@ from websockets.exceptions import ConnectionClosed
 
 from ..errors import ProtocolError
 from ..protocol import constants as c
-from ..protocol.codec import MAX_FRAME_SIZE, ErrorResponse, Request, decode, encode_error, encode_result
+from ..protocol.codec import (
+    MAX_FRAME_SIZE,
+    ErrorResponse,
+    Request,
+    decode,
+    encode_error,
+    encode_result,
+    wire_logger,
+)
 from .rpc import InvalidParams
 
 if TYPE_CHECKING:
@@ -367,6 +375,8 @@ class RelayServer:
             ping_interval=None,  # RELAY liveness is JSON-RPC level
             compression=None,  # per-frame deflate would dominate the event path
             process_request=self._process_request,
+            # Frame records without content: connect frames and authorization states are credentials.
+            logger=wire_logger("relay_actors.emulator.websockets"),
         )
         self.port = self._server.sockets[0].getsockname()[1]
 

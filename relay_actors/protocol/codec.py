@@ -9,6 +9,7 @@ return ``bytes`` (orjson), which a transport sends as a *text* frame
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ __all__ = [
     "encode_request",
     "encode_result",
     "new_id",
+    "wire_logger",
 ]
 
 #: Largest inbound frame both official SDKs accept (10 MiB).
@@ -148,3 +150,27 @@ def encode_error(req_id: str | None, code: int, message: str, data: Any = None) 
     if data is not None:
         err["data"] = data
     return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "error": err})
+
+
+class _FrameContentFilter(logging.Filter):
+    """websockets logs every frame at DEBUG with up to 75 characters of its content
+    (head and tail). The tail of a ``signalwire.connect`` frame or of a
+    ``signalwire.authorization.state`` event is a credential (token, JWT or
+    authorization state), so frame records keep only the frame's kind and size."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in ("< %s", "> %s") and isinstance(record.args, tuple) and len(record.args) == 1:
+            frame = record.args[0]
+            opcode = getattr(frame, "opcode", None)
+            if opcode is not None:
+                size = len(getattr(frame, "data", b""))
+                record.args = (f"{getattr(opcode, 'name', opcode)} [{size} bytes]",)
+        return True
+
+
+def wire_logger(name: str) -> logging.Logger:
+    """A logger for a websockets connection whose frame records never show frame content."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _FrameContentFilter) for f in logger.filters):
+        logger.addFilter(_FrameContentFilter())
+    return logger

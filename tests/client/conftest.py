@@ -85,6 +85,14 @@ def client_kwargs(emulator: Emulator, **kw: Any) -> dict[str, Any]:
     return kw
 
 
+async def start_serving(client: RelayClient) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Run ``client.serve(stop)`` in a task until connected; returns ``stop`` and the task."""
+    stop = asyncio.Event()
+    server = asyncio.create_task(client.serve(stop))
+    await wait_until(lambda: client.connected or server.done())
+    return stop, server
+
+
 @pytest.fixture
 async def make_client(emulator: Emulator) -> AsyncIterator[Callable[..., Awaitable[RelayClient]]]:
     clients: list[RelayClient] = []

@@ -20,7 +20,7 @@ from relay_actors.emulator.testing import wait_until
 from relay_actors.errors import ConfigError
 from relay_actors.message import Message
 
-from .conftest import PHONE, Harness, client_kwargs, phone
+from .conftest import PHONE, Harness, client_kwargs, phone, start_serving
 
 # --- configuration -----------------------------------------------------------------------
 
@@ -177,9 +177,7 @@ async def test_async_with_connects_and_disconnects(emulator: Emulator) -> None:
 
 async def test_serve_stops_on_event(emulator: Emulator) -> None:
     client = RelayClient(**client_kwargs(emulator))
-    stop = asyncio.Event()
-    server = asyncio.create_task(client.serve(stop))
-    await wait_until(lambda: client.connected)
+    stop, server = await start_serving(client)
     protocol = client.relay_protocol
     stop.set()
     await asyncio.wait_for(server, 5)

@@ -17,7 +17,7 @@ from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import wait_until
 from relay_actors.errors import AuthenticationError
 
-from .conftest import PHONE, SLOW, Harness, client_kwargs
+from .conftest import PHONE, SLOW, Harness, client_kwargs, start_serving
 
 
 def resumed(client: RelayClient, count: int = 1) -> bool:
@@ -175,9 +175,7 @@ async def test_connect_rejected_raises_at_once(emulator: Emulator) -> None:
 
 async def test_rejection_after_first_success_is_retried(emulator: Emulator) -> None:
     client = RelayClient(**client_kwargs(emulator))
-    stop = asyncio.Event()
-    server = asyncio.create_task(client.serve(stop))
-    await wait_until(lambda: client.connected)
+    stop, server = await start_serving(client)
     old = client.relay_protocol
     tokens = emulator.core.credentials.tokens
     saved = set(tokens[emulator.project])
@@ -195,25 +193,16 @@ async def test_rejection_after_first_success_is_retried(emulator: Emulator) -> N
 # --- half-open sockets --------------------------------------------------------------------
 
 
-async def test_unanswered_pings_force_a_reconnect(make_harness: Any) -> None:
+@pytest.mark.parametrize("fault", ["answer_pings", "silent"])
+async def test_half_open_socket_forces_a_reconnect(make_harness: Any, fault: str) -> None:
+    """The server stops answering pings, or goes silent altogether, on an open socket."""
     h: Harness = await make_harness(ping_interval=0.1, request_timeout=0.3)
     call = await h.answered()
     protocol = h.protocol
-    h.core.set_half_open(protocol, answer_pings=False)
+    broken = fault == "silent"
+    h.core.set_half_open(protocol, **{fault: broken})
     await wait_until(lambda: h.client.stats()["reconnects"] >= 1, timeout=5)
-    h.core.set_half_open(protocol, answer_pings=True)
-    await wait_until(lambda: resumed(h.client), timeout=5)
-    assert h.client.relay_protocol == protocol
-    assert (await call.hangup())["code"] == "200"
-
-
-async def test_silent_server_forces_a_reconnect(make_harness: Any) -> None:
-    h: Harness = await make_harness(ping_interval=0.1, request_timeout=0.3)
-    call = await h.answered()
-    protocol = h.protocol
-    h.core.set_half_open(protocol, silent=True)
-    await wait_until(lambda: h.client.stats()["reconnects"] >= 1, timeout=5)
-    h.core.set_half_open(protocol, silent=False)
+    h.core.set_half_open(protocol, **{fault: not broken})
     await wait_until(lambda: resumed(h.client), timeout=5)
     assert h.client.relay_protocol == protocol
     assert (await call.hangup())["code"] == "200"
@@ -339,8 +328,8 @@ async def test_malformed_frames_are_counted_and_survived(harness: Harness) -> No
     await wait_until(lambda: counted() == expected)
     assert client.connected and client.relay_protocol == protocol and client.stats()["reconnects"] == 0
     # Well-formed server requests were answered (acks), so the server is not left waiting.
-    replies = {f.get("id") for f in harness.frames("in")}
-    assert {"sw-bad-1", "sw-bad-2", "sw-bad-3", "sw-bad-5", "sw-bad-6"} <= replies
+    answered = {"sw-bad-1", "sw-bad-2", "sw-bad-3", "sw-bad-5", "sw-bad-6"}
+    await wait_until(lambda: answered <= {f.get("id") for f in harness.frames("in")})
     # And the next call works.
     call = await harness.answered()
     assert (await (await call.play_tts("ok")).wait(timeout=5)).params["state"] == "finished"
