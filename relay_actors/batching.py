@@ -127,4 +127,9 @@ class Batcher(Generic[T]):
         return left
 
     def stats(self) -> dict[str, int]:
-        return {"sends": self.sends, "items": self.items, "largest": self.largest, "queued": len(self._pending)}
+        return {
+            "sends": self.sends,
+            "items": self.items,
+            "largest": self.largest,
+            "queued": len(self._pending),
+        }

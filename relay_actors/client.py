@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -30,6 +31,7 @@ from .protocol.calls import CallCore
 from .protocol.events import RelayEvent
 from .protocol.routing import EventRouter, Route
 from .protocol.session import Connected
+from .ray_runtime import RayOptions, RayRuntime
 from .tasks import BackgroundTasks
 
 __all__ = ["RelayClient"]
@@ -80,6 +82,8 @@ class RelayClient:
         ping_interval: float = c.CLIENT_PING_INTERVAL,
         dial_timeout: float = c.DIAL_TIMEOUT,
         backoff: Backoff | None = None,
+        runtime: str = "local",
+        ray_options: RayOptions | None = None,
     ) -> None:
         import os
 
@@ -111,6 +115,27 @@ class RelayClient:
         self.tasks = BackgroundTasks()
         #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
         self.counters: Counter[str] = Counter()
+        if runtime not in ("local", "ray"):
+            raise ArgumentError(f"runtime must be 'local' or 'ray', not {runtime!r}")
+        self._runtime = runtime
+        self._ray_options = ray_options or RayOptions()
+        self._ray: RayRuntime | None = None
+        self._ray_protocol = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RelayClient:
+        # Inside a CallActor, the app's module may be imported to unpickle a handler:
+        # the RelayClient it builds there is a proxy to the app's connection actors.
+        host_module = sys.modules.get("relay_actors.call_actor")
+        if host_module is not None and host_module.current_host() is not None:
+            return host_module.ActorSideClient(host_module.current_host())
+        return super().__new__(cls)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A handler shipped to a CallActor carries its module's client: there it
+        # becomes the actor-side proxy. Credentials never travel this way.
+        from .call_actor import client_proxy
+
+        return (client_proxy, (self._ray_options.app,))
 
     # --- settings -----------------------------------------------------------------
 
@@ -131,7 +156,10 @@ class RelayClient:
 
     @property
     def relay_protocol(self) -> str:
-        """The protocol string of the current session (``""`` before the first connect)."""
+        """The protocol string of the current session (``""`` before the first connect).
+        On Ray: the first connection actor's, as of connect()."""
+        if self._runtime == "ray":
+            return self._ray_protocol
         return self._conn.protocol if self._conn is not None else ""
 
     @property
@@ -173,12 +201,42 @@ class RelayClient:
 
     async def connect(self) -> None:
         """Connect and authenticate (raising on failure); afterwards the connection
-        reconnects and resumes by itself until :meth:`disconnect`."""
+        reconnects and resumes by itself until :meth:`disconnect`.
+
+        On Ray: start (or re-adopt) the router, the CallActors and the connection
+        actors; they stay connected until :meth:`disconnect`."""
+        if self._runtime == "ray":
+            if self._ray is None:
+                self._ray = RayRuntime(
+                    self._settings,
+                    self._ray_options,
+                    {"on_call": self._on_call, "on_message": self._on_message},
+                    {
+                        "over_limit": self._over_limit,
+                        "handler_timeout": self._handler_timeout,
+                        "request_timeout": self._request_timeout,
+                        "ping_interval": self._ping_interval,
+                        "dial_timeout": self._dial_timeout,
+                    },
+                )
+                try:
+                    await self._ray.start()
+                except BaseException:
+                    ray_rt, self._ray = self._ray, None
+                    await ray_rt.stop()
+                    raise
+                self._ray_protocol = await self._ray.protocol()
+            return
         await self._connection().connect()
 
     async def disconnect(self) -> None:
         """Close the connection. Pending and queued requests and dials fail with
-        ``RelayError("closed")``; running handlers are cancelled; calls end locally."""
+        ``RelayError("closed")``; running handlers are cancelled; calls end locally.
+        On Ray: drain and stop the actors this client started."""
+        if self._ray is not None:
+            ray_rt, self._ray = self._ray, None
+            await ray_rt.stop()
+            return
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -211,6 +269,13 @@ class RelayClient:
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread: the caller stops us through ``stop``
+        if self._runtime == "ray":
+            try:
+                await self.connect()
+                await stop.wait()
+            finally:
+                await self.disconnect()
+            return
         runner = asyncio.create_task(self._connection().run())
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -233,12 +298,22 @@ class RelayClient:
             raise ArgumentError("method must be a non-empty string such as 'calling.answer'")
         if params is not None and not isinstance(params, dict):
             raise ArgumentError("params must be a dict")
+        if self._runtime == "ray":
+            return await self._ray_runtime().execute(method, params or {})
         return await self._connection().execute(method, params or {})
+
+    def _ray_runtime(self) -> RayRuntime:
+        if self._ray is None:
+            raise RelayError("closed", "not connected: call connect() first")
+        return self._ray
 
     async def receive(self, contexts: Sequence[str]) -> None:
         """Subscribe to more contexts (remembered across reconnects, even fresh ones)."""
         ctx = self._context_list(contexts)
         if not ctx:
+            return
+        if self._runtime == "ray":
+            await self._ray_runtime().receive(ctx, c.METHOD_RECEIVE)
             return
         await self.execute(c.METHOD_RECEIVE, {"contexts": ctx})
         current = self._connection().session.contexts
@@ -248,6 +323,9 @@ class RelayClient:
         """Unsubscribe from contexts."""
         ctx = self._context_list(contexts)
         if not ctx:
+            return
+        if self._runtime == "ray":
+            await self._ray_runtime().receive(ctx, c.METHOD_UNRECEIVE)
             return
         await self.execute(c.METHOD_UNRECEIVE, {"contexts": ctx})
         session = self._connection().session
@@ -271,15 +349,31 @@ class RelayClient:
         dial_timeout: float | None = None,
         region: str | None = None,
         max_price_per_minute: float | None = None,
+        handler: Callable[[Call], Coroutine[Any, Any, Any]] | None = None,
     ) -> Call:
         """Dial out; returns the answered Call.
 
         ``devices``: a list (tried one after another) of lists (rung in parallel)
         of device objects; a single device or a flat list is accepted too.
 
+        On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and a
+        :class:`~relay_actors.ray_runtime.RemoteCall` (ids, ``hangup``, ``execute``)
+        is returned to the driver.
+
         Raises:
             RelayError: ``dial_failed`` (nobody answered), ``dial_timeout``, or the server's error.
         """
+        if self._runtime == "ray":
+            options = {
+                "tag": tag,
+                "dial_timeout": dial_timeout,
+                "max_duration": max_duration,
+                "region": region,
+                "max_price_per_minute": max_price_per_minute,
+            }
+            return await self._ray_runtime().dial(devices, handler, options)  # type: ignore[return-value]
+        if handler is not None:
+            raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
         tag = tag or str(uuid.uuid4())
         if tag in self._dials:
             raise ArgumentError(f"a dial with tag {tag!r} is already pending")
@@ -336,6 +430,35 @@ class RelayClient:
             raise ArgumentError("send_message needs body=... and/or media=[...]")
         if not to_number or not from_number:
             raise ArgumentError("send_message needs to_number=... and from_number=...")
+        if self._runtime == "ray":
+            sent = await self._ray_runtime().send_message(
+                {
+                    "to_number": to_number,
+                    "from_number": from_number,
+                    "context": context,
+                    "body": body,
+                    "media": media,
+                    "tags": tags,
+                    "region": region,
+                },
+                wait=30.0,
+            )
+            message = Message(
+                message_id=sent["message_id"],
+                context=context or "",
+                from_number=from_number,
+                to_number=to_number,
+                body=body or "",
+                media=media,
+                tags=tags,
+                state=sent["state"],
+                reason=sent["reason"],
+                on_completed=on_completed,
+            )
+            if sent["state"] in c.MESSAGE_TERMINAL_STATES:
+                final = RelayEvent(c.EVENT_MESSAGING_STATE, {**sent, "message_state": sent["state"]})
+                message._apply(final, sent["state"], sent["reason"], True)
+            return message
         msg_context = context or self.relay_protocol or "default"
         params: dict[str, Any] = {"context": msg_context, "to_number": to_number, "from_number": from_number}
         for key, value in (("body", body), ("media", media), ("tags", tags), ("region", region)):
@@ -365,7 +488,7 @@ class RelayClient:
 
     # --- event dispatch (sync, in arrival order) ------------------------------------
 
-    def _on_event(self, event: RelayEvent) -> None:
+    def _on_event(self, event: RelayEvent, ack_id: str | None = None) -> None:
         routed = self._router.route(event)
         route = routed.route
         if route is Route.CALL:
@@ -500,6 +623,10 @@ class RelayClient:
         for message in self._messages.values():
             message._listeners.clear()
         self._messages.clear()
+
+    async def ray_stats(self) -> dict[str, Any]:
+        """On Ray: the router's, every connection actor's and every CallActor's stats."""
+        return await self._ray_runtime().stats()
 
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests."""

@@ -112,7 +112,9 @@ class Connection:
 
     Args:
         settings: resolved client settings (credentials, host, contexts, TLS).
-        on_event: called with every event, after it was acked, in arrival order.
+        on_event: called with every event and its ``ack_id``, in arrival order. The
+            ack was already sent (``ack_id`` None) unless ``defer_acks``; then the
+            caller acks with :meth:`ack` once the event is safely handed on.
             Must not block; exceptions are logged and swallowed.
         on_connected: called after every successful (re)authentication.
         on_restart: called when the server ordered ``disconnect {restart: true}``:
@@ -127,7 +129,7 @@ class Connection:
         self,
         settings: Settings,
         *,
-        on_event: Callable[[RelayEvent], None],
+        on_event: Callable[[RelayEvent, str | None], None],
         on_connected: Callable[[Connected], None] | None = None,
         on_restart: Callable[[], None] | None = None,
         request_timeout: float = c.REQUEST_TIMEOUT,
@@ -135,10 +137,14 @@ class Connection:
         max_auth_rejections: int = c.MAX_AUTH_REJECTIONS,
         backoff: Backoff | None = None,
         max_queued: int = c.MAX_QUEUED_REQUESTS,
+        defer_acks: bool = False,
     ) -> None:
         self.settings = settings
         self.session = ClientSession(
-            settings.credentials, contexts=list(settings.contexts), max_queued=max_queued
+            settings.credentials,
+            contexts=list(settings.contexts),
+            max_queued=max_queued,
+            defer_acks=defer_acks,
         )
         self.request_timeout = request_timeout
         self.ping_interval = ping_interval
@@ -231,6 +237,16 @@ class Connection:
             raise RelayError("timeout", f"Request timeout for {method}") from None
         finally:
             self._futures.pop(req_id, None)
+
+    def ack(self, ack_ids: list[str]) -> None:
+        """Ack events received with deferred acks (a no-op while disconnected: the
+        server then redelivers them after the resume, and they are deduplicated)."""
+        writer = self._writer
+        if writer is None:
+            return
+        ack = self.session.ack
+        for event_id in ack_ids:
+            writer.write(ack(event_id))
 
     async def close(self) -> None:
         """Close the socket and stop reconnecting. Pending and queued requests fail
@@ -363,7 +379,7 @@ class Connection:
     def _handle(self, item: Item) -> None:
         if isinstance(item, EventReceived):
             try:
-                self._on_event(item.event)
+                self._on_event(item.event, item.ack_id)
             except Exception:
                 log.exception("event handler failed for %s", item.event.event_type)
             return

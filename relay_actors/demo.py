@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import eventloop
 from .backoff import Backoff
@@ -92,7 +92,7 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
     return results
 
 
-async def _until(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -1,0 +1,600 @@
+"""Connection actor: owns one RELAY WebSocket session (one shard) on Ray.
+
+Its event loop is the hot spot, so it does only this: parse, admit, route,
+batch, ack. Every inbound event goes to the CallActor that owns its call in
+a batch (:class:`~relay_actors.batching.Batcher`); the event is acked once
+that batch was delivered, so a crash of this process before the hand-off
+means the server redelivers, never that the event is lost, and CallActors
+drop the duplicates by event id. Requests come back from CallActors in
+batches too; their results ride the next delivery.
+
+Admission: this shard admits an offer only with a slot leased from the router
+(which holds the cluster-wide ``max_active_calls``), so the router stays off
+the per-call path: slots are leased in blocks and returned when idle.
+
+Survives ``kill -9``: Ray restarts it (same name); it reads its credentials and
+resume state (``protocol``, ``authorization_state``, contexts) from the GCS
+key-value store, rebuilds its routing table from the CallActors (they know
+their calls, dials and messages), tells them to fail requests that were in
+flight, and resumes the session, so the server redelivers what was not acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+from . import actor_messages as m
+from . import kvstore
+from .actor_messages import NAMESPACE, actor_name
+from .backoff import Backoff
+from .batching import Batcher
+from .config import resolve_settings
+from .connection import Connection
+from .errors import RelayError
+from .protocol import constants as c
+from .protocol.events import RelayEvent
+from .protocol.messages import MessageTracker
+from .protocol.routing import EventRouter, Route
+from .protocol.session import Connected
+from .tasks import BackgroundTasks
+
+__all__ = ["ConnectionActor"]
+
+log = logging.getLogger("relay_actors.connection_actor")
+
+LEASE_BLOCK = 64
+
+
+class ConnectionActor:
+    """One shard's RELAY connection (create with :func:`ray.remote`; see module docstring).
+
+    Args:
+        app: the app's name.
+        shard: this shard's number.
+        options: ``host``, ``scheme``, ``contexts``, ``ca_pem`` (CA certificate text,
+            not a secret), ``over_limit``, ``request_timeout``, ``ping_interval``.
+            Credentials are NOT passed here: they are read from the GCS KV store.
+    """
+
+    def __init__(self, app: str, shard: int, options: dict[str, Any]) -> None:
+        self.app = app
+        self.shard = shard
+        self.options = options
+        self.routes: EventRouter[int] = EventRouter()
+        self.actors: dict[int, Any] = {}
+        self.batchers: dict[int, Batcher[tuple[tuple[Any, ...], str | None]]] = {}
+        self.placed: Counter[int] = Counter()
+        self.capacity: dict[int, int] = {}
+        self.dead: set[int] = set()
+        self.granted = 0
+        self.waiting: list[tuple[RelayEvent, str | None]] = []
+        self.dial_owner: dict[str, int] = {}
+        #: call_id → node_id, to address calls this actor must end itself.
+        self.node_of: dict[str, str] = {}
+        self.msg_owner: dict[str, int] = {}
+        self.early_messages = MessageTracker(max_early=10_000)
+        self.counters: Counter[str] = Counter()
+        self.tasks = BackgroundTasks()
+        self.conn: Connection | None = None
+        self.router: Any = None
+        self._router_batcher: Batcher[tuple[Any, ...]] | None = None
+        self._leasing = False
+        self._msg_rr = 0
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._checkpoint_pending = False
+        self._start_task = asyncio.get_running_loop().create_task(self._start())
+
+    # --- start-up and recovery ----------------------------------------------------
+
+    def _key(self, what: str) -> str:
+        return f"{self.app}/{what}"
+
+    async def _start(self) -> None:
+        try:
+            import ray
+
+            creds = await kvstore.get(self._key("credentials"))
+            if not creds:
+                raise RelayError("config", f"no credentials stored for app {self.app!r}")
+            resume = await kvstore.get(self._key(f"shard/{self.shard}/resume")) or {}
+            ca_file = None
+            if self.options.get("ca_pem"):
+                import tempfile
+
+                with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
+                    fh.write(self.options["ca_pem"])
+                    ca_file = fh.name
+            contexts = resume.get("contexts") or self.options.get("contexts") or []
+            settings = resolve_settings(
+                creds.get("project"),
+                creds.get("token"),
+                creds.get("jwt_token"),
+                self.options.get("host"),
+                contexts,
+                None,
+                scheme=self.options.get("scheme"),
+                ca_file=ca_file,
+                env={},
+            )
+            self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
+            self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router")
+            await self._refresh_pool()
+            restarted = await self._rebuild()
+            self.granted = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
+            self.conn = Connection(
+                settings,
+                on_event=self._on_event,
+                on_connected=self._on_connected,
+                request_timeout=float(self.options.get("request_timeout", c.REQUEST_TIMEOUT)),
+                ping_interval=float(self.options.get("ping_interval", c.CLIENT_PING_INTERVAL)),
+                backoff=Backoff(initial=float(self.options.get("backoff_initial", c.BACKOFF_MIN))),
+                defer_acks=True,
+            )
+            self.conn.session.restore(resume)
+            if restarted:
+                for idx in self.actors:
+                    self._to(idx, (m.RESTARTED,), None)
+            await self.conn.connect()
+        except BaseException as exc:
+            self._failed = exc
+            log.exception("connection shard %d failed to start", self.shard)
+        finally:
+            self._ready.set()
+
+    async def _refresh_pool(self) -> None:
+        pool = await self.router.pool_info.remote()
+        for idx, handle, capacity in pool:
+            if idx not in self.actors:
+                self.actors[idx] = handle
+                self.capacity[idx] = capacity
+                self.dead.discard(idx)
+
+    async def _rebuild(self) -> bool:
+        """Re-learn calls, dials and messages from the CallActors. True if there was anything."""
+        found = False
+        owned = await asyncio.gather(
+            *(handle.owned.remote(self.shard) for handle in self.actors.values()), return_exceptions=True
+        )
+        for idx, state in zip(list(self.actors), owned, strict=True):
+            if isinstance(state, BaseException):
+                continue
+            for call_id, node_id in state["calls"]:
+                self.routes.add_call(call_id, idx)
+                self.node_of[call_id] = node_id
+                self.placed[idx] += 1
+                found = True
+            for tag in state["dials"]:
+                self.dial_owner[tag] = idx
+                self.routes.dials.start(tag)
+                found = True
+            for message_id in state["messages"]:
+                self.msg_owner[message_id] = idx
+                found = True
+        if found:
+            log.warning(
+                "connection shard %d restarted: re-adopted %d calls, %d dials, %d messages",
+                self.shard,
+                len(self.routes.calls),
+                len(self.dial_owner),
+                len(self.msg_owner),
+            )
+        return found or bool(await kvstore.get(self._key(f"shard/{self.shard}/resume")))
+
+    async def ready(self) -> dict[str, Any]:
+        """Wait until started; raises if start-up failed."""
+        await self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
+        assert self.conn is not None
+        return {"shard": self.shard, "protocol": self.conn.protocol}
+
+    def _on_connected(self, connected: Connected) -> None:
+        if not connected.restored and self.routes.calls:
+            log.warning(
+                "shard %d: session not resumed; %d calls are lost", self.shard, len(self.routes.calls)
+            )
+            for call_id, idx in list(self.routes.calls.items()):
+                self._to(idx, (m.LOST, call_id, "session_lost"), None)
+                self._released(call_id, idx)
+            self.routes.calls.clear()
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Save the resume state (coalesced: one write in flight at a time)."""
+        if self._checkpoint_pending or self.conn is None:
+            return
+        self._checkpoint_pending = True
+
+        async def write() -> None:
+            self._checkpoint_pending = False
+            assert self.conn is not None
+            state = {**self.conn.session.resume_state(), "contexts": list(self.conn.session.contexts)}
+            await kvstore.put(self._key(f"shard/{self.shard}/resume"), state)
+
+        self.tasks.spawn(write(), "resume checkpoint")
+
+    # --- delivery to CallActors ---------------------------------------------------
+
+    def _batcher(self, idx: int) -> Batcher[tuple[tuple[Any, ...], str | None]]:
+        batcher = self.batchers.get(idx)
+        if batcher is None:
+            handle = self.actors[idx]
+
+            async def send(batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
+                refused = await handle.deliver.remote(self.shard, [item for item, _ in batch])
+                if self.conn is not None:
+                    self.conn.ack([ack for _, ack in batch if ack])
+                if refused:
+                    self._replace(idx, refused, batch)
+
+            def failed(exc: BaseException, batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
+                self._call_actor_failed(idx, exc, batch)
+
+            batcher = Batcher(send, on_error=failed, name=f"connection-{self.shard}->call-actor-{idx}")
+            self.batchers[idx] = batcher
+        return batcher
+
+    def _to(self, idx: int, item: tuple[Any, ...], ack_id: str | None) -> None:
+        self._batcher(idx).put((item, ack_id))
+
+    def _ack_now(self, ack_id: str | None) -> None:
+        if ack_id and self.conn is not None:
+            self.conn.ack([ack_id])
+
+    # --- inbound events -----------------------------------------------------------
+
+    def _on_event(self, event: RelayEvent, ack_id: str | None) -> None:
+        et = event.event_type
+        if et == c.EVENT_MESSAGING_STATE:
+            self._on_message_state(event, ack_id)
+            return
+        routed = self.routes.route(event)
+        route = routed.route
+        if route is Route.CALL:
+            idx = routed.target
+            assert idx is not None
+            self._to(idx, (m.EVENT, event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
+            if routed.call_ended:
+                self._released(event.call_id, idx)
+        elif route is Route.OFFER:
+            self._offer(event, ack_id)
+        elif route is Route.DIAL_LEG:
+            idx_or_none = self.dial_owner.get(event.tag)
+            if idx_or_none is None:
+                self._ack_now(ack_id)
+                return
+            self.routes.add_call(event.call_id, idx_or_none)
+            self.node_of[event.call_id] = event.node_id
+            self.placed[idx_or_none] += 1
+            self._report_add(event.call_id, idx_or_none)
+            self._to(idx_or_none, (m.LEG, event.tag, event.params), None)
+            self._to(idx_or_none, (m.EVENT, event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
+        elif route is Route.DIAL_DONE:
+            outcome = routed.dial
+            assert outcome is not None
+            idx_or_none = self.dial_owner.pop(outcome.tag, None)
+            if idx_or_none is None:
+                self._ack_now(ack_id)
+                return
+            self._to(idx_or_none, (m.DIAL, outcome.tag, outcome.answered, outcome.call), ack_id)
+        elif route is Route.MESSAGE_IN:
+            idx = self._pick_any()
+            if idx is None:
+                self.counters["messages_dropped"] += 1
+                self._ack_now(ack_id)
+                return
+            self._to(idx, (m.MSG_IN, event.params), ack_id)
+        else:
+            if route is Route.AUTH_STATE:
+                self._checkpoint()
+            elif route is Route.UNROUTABLE:
+                self.counters["events_unroutable"] += 1
+            self._ack_now(ack_id)
+
+    def _on_message_state(self, event: RelayEvent, ack_id: str | None) -> None:
+        message_id = event.params.get("message_id")
+        idx = self.msg_owner.get(message_id) if isinstance(message_id, str) else None
+        if idx is None:
+            # Its send result has not passed through yet: keep it (the SDK drops it).
+            self.early_messages.feed(event)
+            self._ack_now(ack_id)
+            return
+        if event.params.get("message_state") in c.MESSAGE_TERMINAL_STATES:
+            self.msg_owner.pop(message_id, None)  # type: ignore[arg-type]
+        self._to(idx, (m.MSG_STATE, event.event_type, event.params, event.timestamp), ack_id)
+
+    # --- admission and placement ----------------------------------------------------
+
+    def _offer(self, event: RelayEvent, ack_id: str | None) -> None:
+        self.counters["offers"] += 1
+        call_id = event.call_id
+        if not call_id or call_id in self.routes.calls:
+            self._ack_now(ack_id)  # invalid, or a redelivered offer already placed
+            return
+        if len(self.routes.calls) < self.granted and not self.waiting:
+            self._place(event, ack_id)
+            return
+        self.waiting.append((event, ack_id))
+        self._lease()
+
+    def _lease(self) -> None:
+        if self._leasing:
+            return
+        self._leasing = True
+        self.tasks.spawn(self._lease_more(), "lease")
+
+    async def _lease_more(self) -> None:
+        try:
+            while self.waiting:
+                free = self.granted - len(self.routes.calls)
+                want = len(self.waiting) - max(free, 0)
+                if want > 0:
+                    got = await self.router.acquire.remote(self.shard, max(want, LEASE_BLOCK))
+                    self.granted += got
+                waiting, self.waiting = self.waiting, []
+                for index, (event, ack_id) in enumerate(waiting):
+                    if event.call_id in self.routes.calls:
+                        self._ack_now(ack_id)
+                    elif len(self.routes.calls) < self.granted:
+                        self._place(event, ack_id)
+                    else:
+                        for later in waiting[index:]:
+                            self._over_limit(*later)
+                        break
+        except Exception:
+            log.exception("shard %d: leasing slots failed; dropping %d offers", self.shard, len(self.waiting))
+            waiting, self.waiting = self.waiting, []
+            for event, ack_id in waiting:
+                self._over_limit(event, ack_id)
+        finally:
+            self._leasing = False
+
+    def _over_limit(self, event: RelayEvent, ack_id: str | None) -> None:
+        if self.options.get("over_limit") == "pass":
+            self.counters["offers_passed"] += 1
+            log.warning("max active calls reached; passing inbound call %s", event.call_id)
+            self.tasks.spawn(self._pass(event), f"pass of {event.call_id}")
+        else:
+            self.counters["offers_dropped"] += 1
+            log.warning("max active calls reached; dropping inbound call %s", event.call_id)
+        self._ack_now(ack_id)
+
+    async def _pass(self, event: RelayEvent) -> None:
+        assert self.conn is not None
+        try:
+            await self.conn.execute("calling.pass", {"call_id": event.call_id, "node_id": event.node_id})
+        except RelayError as exc:
+            log.warning("pass of %s failed: %s", event.call_id, exc.message)
+
+    def _pick(self, exclude: set[int] = frozenset()) -> int | None:  # type: ignore[assignment]
+        best: int | None = None
+        best_load = 2.0
+        for idx in self.actors:
+            if idx in self.dead or idx in exclude:
+                continue
+            cap = self.capacity.get(idx) or 1
+            load = self.placed[idx] / cap
+            if load < best_load and self.placed[idx] < cap:
+                best, best_load = idx, load
+        return best
+
+    def _pick_any(self) -> int | None:
+        live = [idx for idx in self.actors if idx not in self.dead]
+        if not live:
+            return None
+        self._msg_rr = (self._msg_rr + 1) % len(live)
+        return live[self._msg_rr]
+
+    def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        idx = self._pick(exclude)
+        if idx is None:
+            self.counters["offers_no_capacity"] += 1
+            log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
+            self._ack_now(ack_id)
+            self.tasks.spawn(self.router.want_capacity.remote(), "scale-up request")
+            return
+        self.routes.add_call(event.call_id, idx)
+        self.node_of[event.call_id] = event.node_id
+        self.placed[idx] += 1
+        self.counters["offers_admitted"] += 1
+        self._report_add(event.call_id, idx)
+        self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
+
+    def _replace(self, idx: int, refused: list[str], batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
+        offers = {item[1]: item for item, _ in batch if item[0] == m.OFFER}
+        for call_id in refused:
+            item = offers.get(call_id)
+            self.routes.remove_call(call_id)
+            self.placed[idx] -= 1
+            self.capacity[idx] = self.placed[idx]  # it told us it is full
+            if item is not None:
+                event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
+                self._place(event, None, exclude={idx})
+
+    def _released(self, call_id: str, idx: int) -> None:
+        self.placed[idx] -= 1
+        self.node_of.pop(call_id, None)
+        if self._router_batcher is not None:
+            self._router_batcher.put(("del", call_id))
+        spare = self.granted - len(self.routes.calls)
+        if spare > 4 * LEASE_BLOCK and not self.waiting:
+            give_back = spare - LEASE_BLOCK
+            self.granted -= give_back
+            self.tasks.spawn(self.router.release.remote(self.shard, give_back), "lease release")
+
+    def _report_add(self, call_id: str, idx: int) -> None:
+        if self._router_batcher is not None:
+            self._router_batcher.put(("add", call_id, idx))
+
+    async def _report(self, batch: list[tuple[Any, ...]]) -> None:
+        await self.router.report.remote(self.shard, batch)
+
+    # --- CallActor failure -----------------------------------------------------------
+
+    def _call_actor_failed(
+        self, idx: int, exc: BaseException, batch: list[tuple[tuple[Any, ...], str | None]]
+    ) -> None:
+        log.error("CallActor %d unreachable (%s); applying the lost-calls policy", idx, type(exc).__name__)
+        self.tasks.spawn(self.call_actor_lost(idx), f"recovery of CallActor {idx}")
+        # The batch's events are consumed by the policy below; ack them so they are not replayed.
+        if self.conn is not None:
+            self.conn.ack([ack for _, ack in batch if ack])
+
+    async def call_actor_lost(self, idx: int, incarnation_changed: bool = True) -> dict[str, int]:
+        """Apply the lost-calls policy to every call placed on CallActor ``idx``:
+        hang up and count (default), or re-home them (``on_call_actor_lost="rehome"``)."""
+        if idx in self.dead:
+            return {"already": 1}
+        self.dead.add(idx)
+        batcher = self.batchers.pop(idx, None)
+        if batcher is not None:
+            await batcher.close(drain=False)
+        lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
+        policy = self.options.get("on_call_actor_lost", "hangup")
+        result = {"calls": len(lost), "hung_up": 0, "rehomed": 0}
+        for tag, owner in list(self.dial_owner.items()):
+            if owner == idx:
+                del self.dial_owner[tag]
+                self.routes.dials.cancel(tag)
+        for mid, owner in list(self.msg_owner.items()):
+            if owner == idx:
+                del self.msg_owner[mid]
+        try:
+            await self._refresh_pool()
+        except Exception:
+            log.exception("pool refresh failed")
+        # The restarted actor (same name) is usable again for new calls, empty.
+        self.dead.discard(idx)
+        self.placed[idx] = 0
+        if policy == "rehome":
+            targets: dict[int, list[dict[str, Any]]] = {}
+            for cid in lost:
+                self.routes.remove_call(cid)
+                target = self._pick()
+                if target is None:
+                    continue
+                self.routes.add_call(cid, target)
+                self.placed[target] += 1
+                targets.setdefault(target, []).append(
+                    {"call_id": cid, "node_id": self.node_of.get(cid, ""), "call_state": "answered"}
+                )
+            for target, calls in targets.items():
+                result["rehomed"] += await self.actors[target].adopt.remote(self.shard, calls)
+            self.counters["calls_rehomed"] += result["rehomed"]
+        else:
+            assert self.conn is not None
+            for cid in lost:
+                self.routes.remove_call(cid)
+                node_id = self.node_of.pop(cid, "")
+                self._released_lost(cid)
+                try:
+                    await self.conn.execute(
+                        "calling.end", {"call_id": cid, "node_id": node_id, "reason": "error"}
+                    )
+                    result["hung_up"] += 1
+                except RelayError:
+                    pass
+            self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
+        self.counters["calls_lost_actor"] += len(lost)
+        return result
+
+    def _released_lost(self, call_id: str) -> None:
+        if self._router_batcher is not None:
+            self._router_batcher.put(("del", call_id))
+
+    # --- requests from CallActors ----------------------------------------------------
+
+    async def submit(self, idx: int, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Requests from CallActor ``idx``; each result comes back through ``deliver``."""
+        for req_id, method, params in batch:
+            if method == "calling.dial" and isinstance(params.get("tag"), str):
+                self.dial_owner[params["tag"]] = idx
+                self.routes.dials.start(params["tag"])
+            elif method == "messaging.send" and not params.get("context") and self.conn is not None:
+                params = {**params, "context": self.conn.protocol or "default"}
+            self.tasks.spawn(self._execute(idx, req_id, method, params), method)
+
+    async def _execute(self, idx: int, req_id: str, method: str, params: dict[str, Any]) -> None:
+        assert self.conn is not None
+        try:
+            result = await self.conn.execute(method, params)
+        except RelayError as exc:
+            if method == "calling.dial" and exc.code != "connection_closed":
+                self.dial_owner.pop(params.get("tag", ""), None)
+                self.routes.dials.cancel(params.get("tag", ""))
+            self._to(idx, (m.RESULT, req_id, False, (exc.code, exc.message, exc.data)), None)
+            return
+        if method == "messaging.send":
+            message_id = result.get("message_id")
+            result = {**result, "context": params.get("context", "")}
+            self._to(idx, (m.RESULT, req_id, True, result), None)
+            if isinstance(message_id, str) and message_id:
+                self.msg_owner[message_id] = idx
+                for event in self.early_messages.early.pop(message_id, []):
+                    self._to(idx, (m.MSG_STATE, event.event_type, event.params, event.timestamp), None)
+            return
+        if method in (c.METHOD_RECEIVE, c.METHOD_UNRECEIVE):
+            contexts = self.conn.session.contexts
+            for ctx in params.get("contexts") or []:
+                if method == c.METHOD_RECEIVE and ctx not in contexts:
+                    contexts.append(ctx)
+                elif method == c.METHOD_UNRECEIVE and ctx in contexts:
+                    contexts.remove(ctx)
+            self._checkpoint()
+        self._to(idx, (m.RESULT, req_id, True, result), None)
+
+    async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request from the driver (not batched: the driver is not on the hot path)."""
+        await self._ready.wait()
+        assert self.conn is not None
+        if method in (c.METHOD_RECEIVE, c.METHOD_UNRECEIVE):
+            result = await self.conn.execute(method, params)
+            contexts = self.conn.session.contexts
+            for ctx in params.get("contexts") or []:
+                if method == c.METHOD_RECEIVE and ctx not in contexts:
+                    contexts.append(ctx)
+                elif method == c.METHOD_UNRECEIVE and ctx in contexts:
+                    contexts.remove(ctx)
+            self._checkpoint()
+            return result
+        return await self.conn.execute(method, params)
+
+    async def refresh_pool(self) -> int:
+        """The router changed the pool (scaled up): learn the new CallActors."""
+        await self._refresh_pool()
+        return len(self.actors)
+
+    # --- introspection and shutdown ---------------------------------------------------
+
+    async def lease_state(self) -> dict[str, int]:
+        return {"granted": self.granted, "in_use": len(self.routes.calls)}
+
+    async def stats(self) -> dict[str, Any]:
+        conn = self.conn.stats() if self.conn is not None else {}
+        return {
+            "shard": self.shard,
+            "protocol": self.conn.protocol if self.conn is not None else "",
+            "active_calls": len(self.routes.calls),
+            "granted": self.granted,
+            "waiting_offers": len(self.waiting),
+            "placed": dict(self.placed),
+            "pending_dials": len(self.dial_owner),
+            "tracked_messages": len(self.msg_owner),
+            "batchers": {idx: b.stats() for idx, b in self.batchers.items()},
+            **self.counters,
+            **{f"conn.{k}": v for k, v in conn.items()},
+        }
+
+    async def shutdown(self) -> None:
+        """Flush deliveries and close the socket (the session is not resumed after this)."""
+        for batcher in list(self.batchers.values()):
+            await batcher.close(drain=True, timeout=5.0)
+        if self._router_batcher is not None:
+            await self._router_batcher.close(drain=True, timeout=5.0)
+        if self.conn is not None:
+            await self.conn.close()
+        await self.tasks.cancel_all()
