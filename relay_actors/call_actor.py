@@ -27,6 +27,7 @@ from typing import Any
 from ray import cloudpickle
 
 from . import actor_messages as m
+from . import metrics
 from .batching import Batcher
 from .call import Call, _device_lists
 from .errors import ArgumentError, RelayError
@@ -100,6 +101,7 @@ class CallActor:
         self._batchers: dict[int, Batcher[tuple[Any, ...]]] = {}
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
+        metrics.export_actor_stats("call_actor", self.stats, {"app": self.app, "actor": str(self.index)})
         loaded = cloudpickle.loads(handlers)
         self.on_call: Callable[[Call], Any] | None = loaded.get("on_call")
         self.on_message: Callable[[Message], Any] | None = loaded.get("on_message")

@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Any
 
 from . import actor_messages as m
-from . import kvstore
+from . import kvstore, metrics
 from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
 from .batching import Batcher
@@ -87,6 +87,7 @@ class ConnectionActor:
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
+        metrics.export_actor_stats("connection", self.stats, {"app": self.app, "shard": str(self.shard)})
 
     # --- start-up and recovery ----------------------------------------------------
 

@@ -24,6 +24,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from . import metrics
 from .actor_messages import NAMESPACE, actor_name
 from .call_actor import CallActor
 from .tasks import BackgroundTasks
@@ -65,6 +66,7 @@ class Router:
         self._failed: BaseException | None = None
         loop = asyncio.get_running_loop()
         self._start_task = loop.create_task(self._start())
+        metrics.export_actor_stats("router", self.stats, {"app": self.app})
 
     # --- start-up and rebuild -----------------------------------------------------
 
