@@ -165,9 +165,17 @@ class Call:
                 event_type, predicate, future = waiter
                 if future.done():
                     self._waiters.remove(waiter)
-                elif event.event_type == event_type and (predicate is None or predicate(event)):
-                    self._waiters.remove(waiter)
-                    future.set_result(event)
+                elif event.event_type == event_type:
+                    try:
+                        matched = predicate is None or predicate(event)
+                    except Exception as exc:
+                        # A broken predicate fails its own waiter, not the delivery to the others.
+                        self._waiters.remove(waiter)
+                        future.set_exception(exc)
+                        continue
+                    if matched:
+                        self._waiters.remove(waiter)
+                        future.set_result(event)
         for handler in self._listeners.get(event.event_type, ()):
             self._fire(handler, event, f"listener for {event.event_type}")
         if self._core.ended:
@@ -222,7 +230,8 @@ class Call:
     ) -> RelayEvent:
         """The next ``event_type`` event (matching ``predicate``). Raises
         ``asyncio.TimeoutError``, or ``RelayError("call_ended")`` if the call ends first."""
-        if self._core.ended and event_type != c.EVENT_CALL_STATE:
+        if self._core.ended:
+            # Nothing more will come, state events included (``wait_for_*`` answer at once).
             raise RelayError("call_ended", f"call {self.call_id} has ended")
         future: asyncio.Future[RelayEvent] = asyncio.get_running_loop().create_future()
         waiter = (event_type, predicate, future)

@@ -680,3 +680,27 @@ async def test_call_attributes(harness: Harness) -> None:
         and call.to_number == "+15553334444"
     )
     assert call.device["type"] == "phone" and call.call_id in repr(call)
+
+
+async def test_a_broken_predicate_fails_only_its_own_waiter(harness: Harness) -> None:
+    call = await harness.answered()
+    seen: list[str] = []
+    call.on("calling.call.state", lambda ev: seen.append(ev.params["call_state"]))
+    broken = asyncio.create_task(call.wait_for("calling.call.state", lambda ev: ev.params["nope"], timeout=5))
+    ended = asyncio.create_task(call.wait_for_ended(timeout=5))
+    await wait_until(lambda: len(call._waiters) == 2)
+    await call.hangup()
+    assert (await ended).params["call_state"] == "ended"
+    with pytest.raises(KeyError):
+        await broken
+    assert seen == ["ending", "ended"]
+
+
+async def test_wait_for_on_an_ended_call_raises_at_once(harness: Harness) -> None:
+    call = await harness.answered()
+    await call.hangup()
+    await call.wait_for_ended(timeout=5)
+    for event_type in ("calling.call.state", "calling.call.play"):
+        with pytest.raises(RelayError) as info:
+            await call.wait_for(event_type, timeout=5)
+        assert info.value.code == "call_ended"
