@@ -162,6 +162,7 @@ class Connection:
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connected = asyncio.Event()
+        self._last_connected: Connected | None = None
         self._done = asyncio.Event()
         self._closing = False
         self._fatal: BaseException | None = None
@@ -186,6 +187,15 @@ class Connection:
         alive in the background: reconnect and resume whenever it drops."""
         if self._closing:
             raise RelayError("closed", "the connection was closed; create a new client")
+        if self._supervisor is not None:
+            # Already connected once: the supervisor keeps (or brings back) the socket.
+            # Opening a second one would take the session over and drop the first.
+            try:
+                await asyncio.wait_for(self._connected.wait(), self.request_timeout)
+            except asyncio.TimeoutError:
+                raise RelayError("timeout", "not reconnected within the request timeout") from None
+            assert self._last_connected is not None
+            return self._last_connected
         self.attempts += 1
         connected = await self._open()
         if self._supervisor is None:
@@ -340,6 +350,7 @@ class Connection:
         self.backoff.reset()
         if connected.restored:
             self.resumes += 1
+        self._last_connected = connected
         self._connected.set()
         for queued in self.session.take_queued():
             self._send(queued)

@@ -175,6 +175,22 @@ async def test_async_with_connects_and_disconnects(emulator: Emulator) -> None:
     await wait_until(lambda: not emulator.core.session(protocol).attached)
 
 
+async def test_connect_twice_keeps_the_one_socket(harness: Harness) -> None:
+    client = harness.client
+    protocol = client.relay_protocol
+    call = await harness.answered()
+    await client.connect()
+    await client.connect()
+    # Still the first socket: no takeover, no drop, no resume.
+    assert client.relay_protocol == protocol and client.connected
+    assert len(harness.requests("signalwire.connect")) == 1
+    assert (await call.hangup())["code"] == "200"
+    stats = client.stats()
+    assert stats["reconnects"] == 0 and stats["resumes"] == 0
+    counters = harness.core.stats()["counters"]
+    assert counters["connects"] == 1 and "resumes" not in counters
+
+
 async def test_serve_stops_on_event(emulator: Emulator) -> None:
     client = RelayClient(**client_kwargs(emulator))
     stop, server = await start_serving(client)

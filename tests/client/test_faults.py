@@ -377,3 +377,84 @@ async def test_handler_timeout_hangs_the_call_up(make_harness: Any) -> None:
     await wait_until(lambda: h.core.calls.calls[call_id].state == "ended")
     assert h.client.stats()["handler_timeouts"] == 1
     await wait_until(lambda: h.client.stats()["active_calls"] == 0)
+
+
+# --- duplicates, reordering, gaps, strays -------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["duplicate_events", "reorder_events"])
+async def test_duplicated_or_reordered_events_resolve_once(harness: Harness, fault: str) -> None:
+    call = await harness.answered()
+    harness.core.set_faults(harness.protocol, {fault: True})
+    completions: list[str] = []
+    states: list[str] = []
+    call.on("calling.call.record", lambda ev: states.append(ev.params["state"]))
+    record = await call.record(on_completed=lambda ev: completions.append(ev.params["state"]))
+    collect = await call.prompt_tts("Press", {"digits": {"max": 4}})
+    await wait_until(lambda: not harness.core.calls.calls[call.call_id].actions)  # both done server-side
+    # The reorder fault holds an odd event back until the next one: send one more.
+    harness.core.push_event(harness.protocol, "calling.call.hold", {"call_id": call.call_id, "state": "hold"})
+    assert (await collect.wait(timeout=5)).params["result"]["type"] == "digit"
+    assert (await record.wait(timeout=5)).params["state"] == "finished"
+    harness.core.set_faults(harness.protocol, {fault: False})
+    await call.hangup()
+    await call.wait_for_ended(timeout=5)
+    assert completions == ["finished"]
+    assert sorted(states) == ["finished", "recording"]  # each event once, whatever the order
+    if fault == "duplicate_events":
+        assert harness.client.stats()["duplicate_events"] > 0
+
+
+async def test_lost_terminal_event_does_not_hang_the_action(harness: Harness) -> None:
+    harness.core.set_config({"durations": SLOW})
+    call = await harness.answered()
+    play = await call.play_tts("long")
+    harness.core.calls.calls[call.call_id].actions.clear()  # its "finished" will never be sent
+    harness.core.hangup(call.call_id)
+    event = await play.wait(timeout=5)
+    assert event.event_type == "calling.call.state" and event.params["call_state"] == "ended"
+
+
+async def test_events_for_unknown_calls_are_dropped(harness: Harness) -> None:
+    harness.core.push_event(harness.protocol, "calling.call.play", {"call_id": "nobody", "control_id": "x"})
+    harness.core.push_event(
+        harness.protocol, "calling.call.state", {"call_id": "nobody", "call_state": "ended"}
+    )
+    await wait_until(lambda: harness.client.stats().get("events_unroutable") == 2)
+    assert harness.client.connected and harness.client.stats()["active_calls"] == 0
+
+
+async def test_unanswered_request_times_out_and_forces_a_reconnect(make_harness: Any) -> None:
+    h: Harness = await make_harness(request_timeout=0.3)
+    call = await h.answered()
+    protocol = h.protocol
+    h.core.set_faults(protocol, {"drop_responses": 1})
+    with pytest.raises(RelayError) as info:
+        await call.hold()
+    assert info.value.code == "timeout"
+    await wait_until(lambda: resumed(h.client))
+    assert h.client.relay_protocol == protocol and (await call.unhold())["code"] == "200"
+
+
+async def test_disconnect_cancels_handlers_and_ends_calls_locally(harness: Harness) -> None:
+    client = harness.client
+    cancelled = asyncio.Event()
+    started = asyncio.Event()
+    calls: list[Call] = []
+
+    @client.on_call
+    async def handler(call: Call) -> None:
+        calls.append(call)
+        await call.answer()
+        started.set()
+        try:
+            await call.wait_for("calling.call.play")
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    harness.core.inject_calls("office", 1)
+    await asyncio.wait_for(started.wait(), 5)
+    await client.disconnect()
+    assert cancelled.is_set()
+    assert calls[0].state == "ended" and calls[0].end_reason == "closed"
