@@ -369,15 +369,20 @@ async def test_send_message_outcomes(harness: Harness, outcome: str, reason: str
 async def test_message_states_before_send_result(harness: Harness) -> None:
     """The states beat the send result (the official SDK hangs here): wait() still resolves."""
     harness.core.set_config({"message_states_before_result": True})
+    completed: list[Any] = []
     message = await harness.client.send_message(
-        to_number="+15550009999", from_number="+15550000001", media=["https://m/1.png"], context="office"
+        to_number="+15550009999",
+        from_number="+15550000001",
+        media=["https://m/1.png"],
+        context="office",
+        on_completed=completed.append,
     )
     out = harness.frames("out")
     kinds = [f.get("params", {}).get("event_type") or ("result" if "result" in f else "") for f in out]
     assert kinds.index("messaging.state") < len(kinds) - 1 - kinds[::-1].index("result")  # states first
     final = await message.wait(timeout=2)
     assert final.params["message_state"] == "delivered" and message.state == "delivered"
-    assert harness.client.stats()["tracked_messages"] == 0
+    assert completed == [final] and harness.client.stats()["tracked_messages"] == 0
 
 
 async def test_send_message_bad_arguments(harness: Harness) -> None:

@@ -84,6 +84,9 @@ async def test_server_restart_starts_a_fresh_session(harness: Harness) -> None:
     call = await harness.answered()
     await client.receive(["runtime"])
     old = client.relay_protocol
+    harness.core.set_config({"durations": {"ring": 30.0}})
+    dial = asyncio.create_task(client.dial([[PHONE]], dial_timeout=30))
+    await harness.wait_request("calling.dial")
     assert await harness.core.disconnect(old, restart=True)
     await wait_until(lambda: client.connected and client.relay_protocol not in ("", old))
     fresh = connects(harness)[-1]
@@ -92,6 +95,10 @@ async def test_server_restart_starts_a_fresh_session(harness: Harness) -> None:
     # The old session's calls are over (the server ends them as it retires the session).
     await call.wait_for_ended(timeout=5)
     assert call.state == "ended" and client.stats()["active_calls"] == 0
+    # A dial of the old session cannot complete any more: it fails instead of hanging.
+    with pytest.raises(RelayError) as info:
+        await asyncio.wait_for(dial, 5)
+    assert info.value.code == "session_lost"
     # Runtime-received contexts are still subscribed on the fresh session.
     new_call = await harness.inbound("runtime")
     assert new_call.context == "runtime"
@@ -163,6 +170,16 @@ async def test_auth_rejected_three_times_run_raises(emulator: Emulator) -> None:
     with pytest.raises(AuthenticationError):
         await asyncio.wait_for(asyncio.to_thread(client.run), 10)
     assert emulator.core.stats()["counters"]["auth_failures"] == 3
+
+
+async def test_refused_handshakes_do_not_count_toward_the_auth_cap(emulator: Emulator) -> None:
+    emulator.core.refuse_handshakes = 4
+    client = RelayClient(**client_kwargs(emulator, backoff=Backoff(initial=0.01, cap=0.05)))
+    stop, server = await start_serving(client)
+    assert client.connected and not server.done()
+    assert emulator.core.stats()["counters"]["handshakes_refused"] == 4
+    stop.set()
+    await asyncio.wait_for(server, 5)
 
 
 async def test_connect_rejected_raises_at_once(emulator: Emulator) -> None:
@@ -333,6 +350,17 @@ async def test_malformed_frames_are_counted_and_survived(harness: Harness) -> No
     # And the next call works.
     call = await harness.answered()
     assert (await (await call.play_tts("ok")).wait(timeout=5)).params["state"] == "finished"
+
+
+async def test_oversize_frame_closes_the_socket_and_the_session_resumes(harness: Harness) -> None:
+    client = harness.client
+    call = await harness.answered()
+    protocol = client.relay_protocol
+    huge = _event({"call_id": call.call_id, "blob": "x" * (10 * 1024 * 1024 + 1)}, frame_id="sw-huge")
+    harness.core.push_raw(protocol, huge)
+    await wait_until(lambda: resumed(client), timeout=10)
+    assert client.relay_protocol == protocol
+    assert (await call.hangup())["code"] == "200"
 
 
 # --- handlers ---------------------------------------------------------------------------------
