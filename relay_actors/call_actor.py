@@ -46,6 +46,13 @@ _HOST: CallActor | None = None
 _DEDUPE_WINDOW = 100_000
 
 
+def _where() -> dict[str, Any]:
+    """This process's pid and Ray node id (for stats: fault tests and placement checks)."""
+    import ray
+
+    return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
 def current_host() -> CallActor | None:
     """The CallActor of this process, if this process is one."""
     return _HOST
@@ -473,6 +480,7 @@ class CallActor:
         return {
             "index": self.index,
             "incarnation": self.incarnation,
+            **_where(),
             "calls": len(self.calls),
             "pending_requests": len(self._requests),
             "pending_dials": len(self._dials),

@@ -31,6 +31,7 @@ from . import kvstore, metrics
 from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
 from .batching import Batcher
+from .call_actor import _where
 from .config import resolve_settings
 from .connection import Connection
 from .errors import RelayError
@@ -578,6 +579,7 @@ class ConnectionActor:
         conn = self.conn.stats() if self.conn is not None else {}
         return {
             "shard": self.shard,
+            **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
             "active_calls": len(self.routes.calls),
             "granted": self.granted,

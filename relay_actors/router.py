@@ -26,7 +26,7 @@ from typing import Any
 
 from . import metrics
 from .actor_messages import NAMESPACE, actor_name
-from .call_actor import CallActor
+from .call_actor import CallActor, _where
 from .tasks import BackgroundTasks
 
 __all__ = ["NAMESPACE", "Router"]
@@ -277,7 +277,7 @@ class Router:
         }
 
     async def stats(self) -> dict[str, Any]:
-        return {**(await self.active()), **self.counters}
+        return {**(await self.active()), **self.counters, **_where()}
 
     async def shutdown(self) -> None:
         await self.tasks.cancel_all()

@@ -1,0 +1,212 @@
+"""Helpers for the Ray runtime tests: a recording test actor, recording handlers, and
+journal arithmetic (what the emulator sent per call).
+
+This module and the test modules are pickled *by value* (see conftest), so the
+handlers defined here run in CallActors without tests/ being importable there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import ray
+
+from relay_actors.actor_messages import NAMESPACE
+from relay_actors.errors import RelayError
+
+TEST_NAMESPACE = "relay_actors_tests"
+#: Event types a recording handler listens to (after it registered, before it answers).
+RECORDED_TYPES = ("calling.call.state", "calling.call.play")
+
+
+class Recorder:
+    """A named test actor: handlers in CallActors report what they saw to it."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self.started: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.errors: dict[str, list[str]] = defaultdict(list)
+        self.done: Counter[str] = Counter()
+        self.notes: list[Any] = []
+
+    def event(self, call_id: str, event_type: str, state: str) -> None:
+        self.events[call_id].append((event_type, state))
+
+    def start(self, call_id: str, info: dict[str, Any]) -> None:
+        self.started[call_id].append(info)
+
+    def error(self, call_id: str, code: str) -> None:
+        self.errors[call_id].append(code)
+
+    def finish(self, call_id: str) -> None:
+        self.done[call_id] += 1
+
+    def note(self, value: Any) -> None:
+        self.notes.append(value)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.events),
+            "started": dict(self.started),
+            "errors": dict(self.errors),
+            "done": dict(self.done),
+            "notes": list(self.notes),
+        }
+
+
+def start_recorder(name: str) -> Any:
+    return (
+        ray.remote(Recorder)
+        .options(name=name, namespace=TEST_NAMESPACE, num_cpus=0, max_concurrency=1)
+        .remote()
+    )
+
+
+_recorders: dict[str, Any] = {}
+
+
+def recorder(name: str) -> Any:
+    """The recorder handle, from inside a CallActor (cached per process)."""
+    handle = _recorders.get(name)
+    if handle is None:
+        handle = _recorders[name] = ray.get_actor(name, namespace=TEST_NAMESPACE)
+    return handle
+
+
+def recording_handler(
+    rec_name: str,
+    *,
+    plays: int = 1,
+    hangup: bool = True,
+    until_ended: bool = False,
+    raise_on: str | None = None,
+    hang_on: str | None = None,
+) -> Callable[[Any], Awaitable[None]]:
+    """An ``on_call`` handler that reports every state/play event it sees, its errors and
+    its end. It answers, plays ``plays`` TTS prompts (with ``until_ended``: keeps
+    playing until the call ends), and hangs up. ``raise_on``/``hang_on``: a ``to``
+    number for which it raises / hangs forever after answering."""
+
+    async def handler(call: Any) -> None:
+        rec = recorder(rec_name)
+
+        def seen(event: Any) -> None:
+            params = event.params
+            state = params.get("call_state") or params.get("state") or ""
+            rec.event.remote(call.call_id, event.event_type, state)
+
+        for event_type in RECORDED_TYPES:
+            call.on(event_type, seen)
+        rec.start.remote(
+            call.call_id,
+            {
+                "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id(),
+                "recovered": call.recovered,
+            },
+        )
+        try:
+            if not call.recovered:
+                await call.answer()
+            if raise_on and call.to_number == raise_on:
+                raise RuntimeError("handler failure on purpose")
+            if hang_on and call.to_number == hang_on:
+                await asyncio.Event().wait()
+            count = 0
+            while count < plays or (until_ended and not call._core.ended):
+                try:
+                    play = await call.play_tts(f"prompt {count}")
+                    await play.wait(timeout=10)
+                except RelayError as exc:
+                    rec.error.remote(call.call_id, exc.code)
+                    if exc.code == "call_ended" or call._core.ended:
+                        break
+                count += 1
+            if hangup and not call._core.ended:
+                try:
+                    await call.hangup()
+                except RelayError as exc:
+                    rec.error.remote(call.call_id, exc.code)
+        finally:
+            rec.finish.remote(call.call_id)
+
+    return handler
+
+
+# --- what the emulator sent ------------------------------------------------------------
+
+
+def sent_events(emulator: Any, types: tuple[str, ...] = RECORDED_TYPES) -> dict[str, list[tuple[str, str]]]:
+    """Per call, the distinct events (by event id) of ``types`` the emulator sent over any
+    session, without the offer's ``created`` state."""
+    seen: set[str] = set()
+    per_call: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for entries in emulator.core.journal.frames().values():
+        for entry in entries:
+            frame = entry["frame"]
+            if entry["dir"] != "out" or frame.get("method") != "signalwire.event":
+                continue
+            if frame["id"] in seen:
+                continue
+            seen.add(frame["id"])
+            outer = frame["params"]
+            if outer.get("event_type") not in types:
+                continue
+            params = outer.get("params") or {}
+            state = params.get("call_state") or params.get("state") or ""
+            if state == "created":
+                continue
+            per_call[params.get("call_id", "")].append((outer["event_type"], state))
+    return dict(per_call)
+
+
+def sent_requests(emulator: Any, method: str) -> list[dict[str, Any]]:
+    """Params of every ``method`` request any session sent to the emulator."""
+    found = []
+    for entries in emulator.core.journal.frames().values():
+        for entry in entries:
+            frame = entry["frame"]
+            if entry["dir"] == "in" and frame.get("method") == method:
+                found.append(frame.get("params") or {})
+    return found
+
+
+# --- polling ------------------------------------------------------------------------------
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Await ``probe()`` until it returns something truthy; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = await probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what or 'condition'} not met within {timeout}s (last: {last!r})")
+        await asyncio.sleep(interval)
+
+
+def live_calls(emulator: Any) -> list[dict[str, Any]]:
+    return [c for c in emulator.core.list_calls() if c["state"] != "ended"]
+
+
+def answered_calls(emulator: Any) -> int:
+    return sum(1 for c in emulator.core.list_calls() if c["state"] in ("answered", "ending"))
+
+
+def relay_actor_names(app: str | None = None) -> list[str]:
+    """Named actors of relay-actors (of ``app``) that are alive."""
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == NAMESPACE and a["name"].startswith("relay:")
+    ]
+    return [n for n in names if app is None or n.startswith(f"relay:{app}:")]
