@@ -611,18 +611,23 @@ class RelayClient:
             # A fresh session (server restart order, or a refused resume): the old
             # session's calls and dials cannot be reached any more.
             log.warning("RELAY session was not resumed; calls of the previous session are lost")
-            self._lose_session("session_lost")
+            self._lose_session("session_lost", previous)
 
-    def _lose_session(self, reason: str) -> None:
+    def _lose_session(self, reason: str, protocol: str | None = None) -> None:
+        """End what the session named ``protocol`` (None: every session, on close) held."""
         for call in list(self._router.calls.values()):
             call._lost(reason)
         self._router.calls.clear()
         for tag, future in list(self._dials.items()):
             if not future.done():
                 future.set_exception(RelayError(reason, f"dial {tag} lost: the session ended"))
-        for message in self._messages.values():
-            message._listeners.clear()
-        self._messages.clear()
+        # A message sent on the lost protocol (the default context) reports to nobody
+        # now; one sent on a context keeps reporting to the new session: keep tracking it.
+        for message_id, message in list(self._messages.items()):
+            if protocol is None or message.context == protocol:
+                del self._messages[message_id]
+                self._router.messages.forget(message_id)
+                message._fail(RelayError(reason, f"message {message_id} lost: the session ended"))
 
     async def ray_stats(self) -> dict[str, Any]:
         """On Ray: the router's, every connection actor's and every CallActor's stats."""

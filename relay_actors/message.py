@@ -81,7 +81,8 @@ class Message:
         self._listeners.append(handler)
 
     async def wait(self, timeout: float | None = None) -> RelayEvent:
-        """The terminal state event; a timeout does not stop tracking."""
+        """The terminal state event; a timeout does not stop tracking. Raises
+        ``RelayError`` (``session_lost``, ``closed``) if tracking ends without one."""
         return await asyncio.wait_for(asyncio.shield(self._future), timeout)
 
     def _apply(self, event: RelayEvent, state: str, reason: str, finished: bool) -> None:
@@ -95,6 +96,13 @@ class Message:
             self._future.set_result(event)
             if self._on_completed is not None:
                 self._fire(self._on_completed, event)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Tracking ended without a terminal state (session lost, client closed)."""
+        self._listeners.clear()
+        if not self._future.done():
+            self._future.set_exception(exc)
+            self._future.add_done_callback(lambda f: f.exception())  # nobody may be waiting
 
     def _fire(self, handler: Callable[[RelayEvent], Any], event: RelayEvent) -> None:
         call_handler(self._tasks, handler, event, what=f"message handler of {self.message_id}")

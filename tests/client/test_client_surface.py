@@ -211,6 +211,15 @@ async def test_disconnect_fails_pending_work(harness: Harness) -> None:
     assert info.value.code == "closed"
 
 
+async def test_disconnect_fails_tracked_messages(harness: Harness) -> None:
+    harness.core.set_config({"durations": {"message": 30.0}})
+    message = await harness.client.send_message(to_number="+1555", from_number="+1556", body="x")
+    await harness.client.disconnect()
+    with pytest.raises(RelayError) as info:
+        await message.wait(timeout=5)
+    assert info.value.code == "closed" and message.is_done
+
+
 async def test_run_stops_on_sigterm(emulator: Emulator) -> None:
     """``run()`` in a real process: serves until SIGTERM, then exits cleanly."""
     script = textwrap.dedent(

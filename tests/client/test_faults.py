@@ -126,6 +126,25 @@ async def test_refused_resume_starts_fresh_and_ends_old_calls_locally(harness: H
     assert (await harness.answered()).state == "answered"
 
 
+@pytest.mark.parametrize("context", [None, "office"])
+async def test_message_in_flight_across_a_restart(harness: Harness, context: str | None) -> None:
+    """Sent on the old protocol: it fails (nobody will report on it). Sent on a context
+    the new session receives too: it is still tracked to its end."""
+    client = harness.client
+    harness.core.set_config({"durations": {"message": 0.2}})
+    message = await client.send_message(to_number="+1555", from_number="+1556", body="x", context=context)
+    old = client.relay_protocol
+    assert await harness.core.disconnect(old, restart=True)
+    await wait_until(lambda: client.connected and client.relay_protocol not in ("", old))
+    if context is None:
+        with pytest.raises(RelayError) as info:
+            await message.wait(timeout=5)
+        assert info.value.code == "session_lost"
+    else:
+        assert (await message.wait(timeout=5)).params["message_state"] == "delivered"
+    assert client.stats()["tracked_messages"] == 0
+
+
 # --- reconnect backoff and authentication ---------------------------------------------------
 
 
