@@ -119,7 +119,10 @@ def resolve_settings(
         raise ConfigError(f"contexts must be non-empty strings: {list(ctx)!r}")
     scheme = scheme or "wss"
     if scheme not in ("ws", "wss"):
-        raise ConfigError(f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}")
+        raise ConfigError(
+            f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}: "
+            "fix scheme=... or SIGNALWIRE_RELAY_SCHEME"
+        )
     ca_file = ca_file or env.get("SIGNALWIRE_RELAY_CA_FILE") or None
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"CA file {ca_file!r} does not exist: fix ca_file=... or SIGNALWIRE_RELAY_CA_FILE")

@@ -94,6 +94,8 @@ async def test_bad_jwt_is_rejected(emulator: Emulator) -> None:
             {"project": "p", "token": "t", "ca_file": "/nonexistent.pem"},
             ("ca_file=", "SIGNALWIRE_RELAY_CA_FILE"),
         ),
+        ({}, {"project": "p", "token": "t", "scheme": "http"}, ("scheme=", "SIGNALWIRE_RELAY_SCHEME")),
+        ({"SIGNALWIRE_RELAY_SCHEME": "tcp"}, {"project": "p", "token": "t"}, ("SIGNALWIRE_RELAY_SCHEME",)),
         (
             {"SIGNALWIRE_RELAY_CA_FILE": "/nonexistent.pem"},
             {"project": "p", "token": "t"},

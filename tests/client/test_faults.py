@@ -47,12 +47,29 @@ async def test_drop_mid_call_and_mid_action_resumes(harness: Harness) -> None:
     assert resume["protocol"] == protocol and resume["authorization_state"] == "***"
     restored = [f["result"] for f in harness.frames("out") if "session_restored" in f.get("result", {})]
     assert restored[-1]["session_restored"] is True
+    # The authorization state it sent back was the valid one the server gave it.
+    assert "invalid_authorization_states" not in harness.core.stats()["counters"]
     # The running action is still controllable; the pending wait() completes.
     assert (await play.volume(1.0))["code"] == "200"
     await play.stop()
     assert (await asyncio.wait_for(waiter, 5)).params["state"] == "finished"
     assert (await call.hangup())["code"] == "200"
     assert (await call.wait_for_ended(timeout=5)).params["end_reason"] == "hangup"
+
+
+async def test_an_empty_authorization_state_never_overwrites_a_good_one(harness: Harness) -> None:
+    client = harness.client
+    session = client._conn.session  # type: ignore[union-attr]
+    good = await wait_until(lambda: session.authorization_state)
+    harness.core.push_event(
+        client.relay_protocol, "signalwire.authorization.state", {"authorization_state": ""}
+    )
+    await wait_until(lambda: client.stats().get("signalwire.authorization.state") == 2)
+    assert session.authorization_state == good
+    harness.core.drop(client.relay_protocol)
+    await wait_until(lambda: resumed(client))
+    assert harness.requests("signalwire.connect")[-1]["authorization_state"] == "***"  # sent (masked here)
+    assert "invalid_authorization_states" not in harness.core.stats()["counters"]  # and valid
 
 
 async def test_events_emitted_while_dropped_arrive_after_resume(harness: Harness) -> None:
