@@ -40,13 +40,14 @@ from .protocol.events import RelayEvent
 from .protocol.messages import MessageTracker
 from .protocol.routing import EventRouter, Route
 from .protocol.session import Connected
+from .router import LEASE_BLOCK
 from .tasks import BackgroundTasks
 
 __all__ = ["ConnectionActor"]
 
 log = logging.getLogger("relay_actors.connection_actor")
 
-LEASE_BLOCK = 64
+
 
 
 class ConnectionActor:
@@ -71,6 +72,8 @@ class ConnectionActor:
         self.capacity: dict[int, int] = {}
         self.dead: set[int] = set()
         self.granted = 0
+        #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
+        self.block = LEASE_BLOCK
         self.waiting: list[tuple[RelayEvent, str | None]] = []
         self.dial_owner: dict[str, int] = {}
         #: call_id → node_id, to address calls this actor must end itself.
@@ -126,7 +129,8 @@ class ConnectionActor:
             self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router")
             await self._refresh_pool()
             restarted = await self._rebuild()
-            self.granted = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
+            lease = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
+            self.granted, self.block = lease["granted"], lease["block"]
             self.conn = Connection(
                 settings,
                 on_event=self._on_event,
@@ -335,8 +339,10 @@ class ConnectionActor:
                 free = self.granted - len(self.routes.calls)
                 want = len(self.waiting) - max(free, 0)
                 if want > 0:
-                    got = await self.router.acquire.remote(self.shard, max(want, LEASE_BLOCK))
+                    got = await self.router.acquire.remote(self.shard, max(want, self.block))
                     self.granted += got
+                    if got and len(self.waiting) > self.granted - len(self.routes.calls):
+                        continue  # more offers arrived during the round trip: ask for them too
                 waiting, self.waiting = self.waiting, []
                 for index, (event, ack_id) in enumerate(waiting):
                     if event.call_id in self.routes.calls:
@@ -422,9 +428,11 @@ class ConnectionActor:
         self.node_of.pop(call_id, None)
         if self._router_batcher is not None:
             self._router_batcher.put(("del", call_id))
+        # Spare slots go back beyond two blocks (down to one): a shard must not sit on
+        # slots another shard needs; the block is small when the budget is.
         spare = self.granted - len(self.routes.calls)
-        if spare > 4 * LEASE_BLOCK and not self.waiting:
-            give_back = spare - LEASE_BLOCK
+        if spare > 2 * self.block and not self.waiting:
+            give_back = spare - self.block
             self.granted -= give_back
             self.tasks.spawn(self.router.release.remote(self.shard, give_back), "lease release")
 

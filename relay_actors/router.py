@@ -33,6 +33,8 @@ __all__ = ["NAMESPACE", "Router"]
 
 log = logging.getLogger("relay_actors.router")
 HEALTH_INTERVAL = 0.5
+#: Largest lease block (slots a shard asks for at once).
+LEASE_BLOCK = 64
 
 
 class Router:
@@ -168,12 +170,15 @@ class Router:
     def _free(self) -> int:
         return self.budget - sum(self.grants.values())
 
-    async def register_shard(self, shard: int, in_use: int) -> int:
-        """A shard (re)started holding ``in_use`` calls: its lease, at least that."""
+    async def register_shard(self, shard: int, in_use: int) -> dict[str, int]:
+        """A shard (re)started holding ``in_use`` calls: its lease (at least that) and
+        the lease block, sized so that every shard's spare slots stay a small part of
+        the budget (64 at most; 20 calls over 2 shards lease 2 at a time)."""
         await self._ready.wait()
         granted = max(self.grants.get(shard, 0), in_use)
         self.grants[shard] = granted
-        return granted
+        block = max(1, min(LEASE_BLOCK, self.budget // (4 * self.shards)))
+        return {"granted": granted, "block": block}
 
     async def acquire(self, shard: int, want: int) -> int:
         """Lease up to ``want`` more slots to ``shard``; returns how many."""
