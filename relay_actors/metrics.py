@@ -1,18 +1,532 @@
-"""Prometheus metrics of every component (stub: the exporter is being built).
+"""Prometheus metrics of every component, read from their ``stats()``.
 
-Components keep plain counters in their ``stats()``; exporters read them
-periodically, so nothing is added to the per-frame path.
+Components keep plain counters in their ``stats()``; the exporters here read
+them periodically, so nothing is added to the per-frame path.
+
+Two exporters share one fixed list of metrics (:data:`METRICS`) and one mapping
+from ``stats()`` keys to them (:func:`flatten`):
+
+* **On Ray** — :func:`export_actor_stats`, called from each actor's
+  ``__init__``, runs a background task in the actor's event loop that every
+  ``RELAY_METRICS_INTERVAL`` seconds (default 2; ``0`` turns it off) awaits
+  ``stats()`` and feeds ``ray.util.metrics`` counters (the increase since the
+  previous read) and gauges (the current value). Ray exports them on each
+  node's metrics export port with a ``ray_`` prefix and, for counters, a
+  ``_total`` suffix, plus its own labels (``WorkerId``, ``NodeAddress``,
+  ``SessionName``, ...): ``relay_offers`` is scraped as ``ray_relay_offers_total``.
+* **In-process** (``RelayClient(runtime="local")``) — :class:`ClientCollector`, a
+  ``prometheus_client`` collector over ``RelayClient.stats()``, and
+  :func:`serve_client_metrics` to serve it on a port. The names carry no
+  ``ray_`` prefix unless ``prefix="ray_"`` is passed, which makes the series
+  match the dashboards in ``dashboards/`` (built for Ray); counters get ``_total``.
+
+Every metric carries the tags ``app``, ``component`` (``connection``,
+``router``, ``call_actor`` or ``client``), ``shard`` (connection actor number)
+and ``actor`` (CallActor number); a tag that does not apply is empty. Some
+metrics add one more tag: ``outcome``, ``event_type``, ``code``, ``peer`` or
+``key``. Label values that come from the wire (event types, violation codes)
+and unknown keys are capped per exporter (:data:`MAX_DYNAMIC_VALUES`); the rest
+go to ``"other"``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["export_actor_stats"]
+__all__ = [
+    "BASE_TAGS",
+    "METRICS",
+    "ClientCollector",
+    "MetricDef",
+    "Sample",
+    "export_actor_stats",
+    "flatten",
+    "serve_client_metrics",
+]
+
+log = logging.getLogger("relay_actors.metrics")
+
+BASE_TAGS = ("app", "component", "shard", "actor")
+DEFAULT_INTERVAL = 2.0
+#: Distinct values of a wire-derived tag (event type, violation code, unknown key) per exporter.
+MAX_DYNAMIC_VALUES = 64
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """One exported metric: ``kind`` is ``"counter"`` or ``"gauge"``; ``extra`` the
+    tag keys it has beyond :data:`BASE_TAGS`. Counter names carry no ``_total``."""
+
+    name: str
+    kind: str
+    help: str
+    extra: tuple[str, ...] = ()
+
+    @property
+    def tag_keys(self) -> tuple[str, ...]:
+        return BASE_TAGS + self.extra
+
+
+def _c(name: str, help: str, *extra: str) -> MetricDef:
+    return MetricDef(name, "counter", help, extra)
+
+
+def _g(name: str, help: str, *extra: str) -> MetricDef:
+    return MetricDef(name, "gauge", help, extra)
+
+
+_DEFS = [
+    # --- admission (connection actor / in-process client; router for the budget) ---
+    _c(
+        "relay_offers",
+        "Inbound call offers by outcome: received, admitted, dropped, passed, "
+        "no_capacity (no CallActor took it), invalid.",
+        "outcome",
+    ),
+    _g(
+        "relay_active_calls",
+        "Calls in progress: the router's cluster-wide count, a connection "
+        "actor's routed calls, a CallActor's hosted calls, or the in-process client's calls.",
+    ),
+    _g("relay_call_budget", "The admission limit (max_active_calls) the active calls count against."),
+    _g(
+        "relay_slots_granted",
+        "Admission slots leased to a connection actor (router view per shard, connection actor's own view).",
+    ),
+    _g("relay_waiting_offers", "Offers waiting for an admission slot or a CallActor."),
+    _g("relay_placed_calls", "Calls a connection actor has placed on each CallActor (tag actor)."),
+    # --- connection (WebSocket session) ---
+    _g("relay_connected", "1 while the WebSocket session is up."),
+    _c("relay_reconnects", "Reconnections of the WebSocket session."),
+    _c("relay_resumes", "Sessions resumed after a reconnection (protocol kept)."),
+    _c("relay_connect_attempts", "WebSocket connection attempts, failed ones included."),
+    _g("relay_pending_requests", "JSON-RPC requests waiting for their result."),
+    _g("relay_queued_frames", "Frames queued while disconnected."),
+    _c("relay_queue_full", "Requests refused because the disconnected queue was full."),
+    _c("relay_acks_sent", "Acks sent for server events."),
+    _c("relay_events", "Server events received, by event type.", "event_type"),
+    _c("relay_duplicate_events", "Redelivered events recognised and delivered only once."),
+    _c("relay_events_unroutable", "Events that matched no call, dial or message."),
+    _c("relay_protocol_violations", "Frames dropped as RELAY protocol violations, by code.", "code"),
+    _c("relay_server_pings", "Pings received from the server."),
+    _c("relay_server_disconnects", "Disconnect orders received from the server."),
+    _g("relay_pending_dials", "Dials waiting for their answer."),
+    _g("relay_tracked_messages", "Messages whose state is still tracked."),
+    _c("relay_messages_dropped", "Message events a connection actor could not hand to a CallActor."),
+    _c(
+        "relay_lost_actor_calls",
+        "Calls whose CallActor died, by what became of them: lost, hung_up, rehomed.",
+        "outcome",
+    ),
+    # --- router and CallActor pool ---
+    _g("relay_call_actors", "CallActors in the app's pool."),
+    _g("relay_call_actor_load", "Calls the router has placed on each CallActor (tag actor)."),
+    _c("relay_call_actors_created", "CallActors the router created."),
+    _c("relay_call_actor_restarts", "CallActor restarts the router noticed (a new incarnation)."),
+    _c("relay_slots_leased", "Admission slots leased to connection actors."),
+    _c("relay_slots_returned", "Admission slots given back by connection actors."),
+    _c("relay_lease_shortfall", "Slots asked for but not leased (the budget was used up)."),
+    _c("relay_double_assignments", "Calls found on two CallActors while rebuilding the call table."),
+    # --- CallActors (and the in-process client's handlers) ---
+    _c("relay_handlers", "on_call handlers finished, by outcome: completed, error, timeout.", "outcome"),
+    _g("relay_handler_tasks", "Handler tasks running in a CallActor."),
+    _c("relay_call_actor_offers", "Offers a CallActor accepted or refused (full).", "outcome"),
+    _c("relay_call_actor_events", "Call events delivered to calls in a CallActor."),
+    _c("relay_calls_ended", "Calls that ended in a CallActor."),
+    _c("relay_calls_recovered", "Calls re-homed to a CallActor's recovered hook."),
+    _c(
+        "relay_item_errors", "Batch items a CallActor failed on (error) or did not know (unknown).", "outcome"
+    ),
+    # --- batches between actors ---
+    _c("relay_batch_sends", "Batched actor calls from this actor to a peer.", "peer"),
+    _c("relay_batch_items", "Items carried by those batched calls (items/sends = batch size).", "peer"),
+    _g("relay_batch_largest", "Largest batch sent to a peer so far.", "peer"),
+    _g("relay_batch_queued", "Items waiting for the next batch to a peer.", "peer"),
+    # --- the rest ---
+    _g("relay_stat", "A numeric stats() value with no metric of its own (tag key).", "key"),
+]
+
+#: Every exported metric by name. Names and tags are part of the dashboards' contract.
+METRICS: dict[str, MetricDef] = {d.name: d for d in _DEFS}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One value read from ``stats()``: a metric name, its tags (base tags it
+    overrides and its extra tags), and the value."""
+
+    name: str
+    tags: tuple[tuple[str, str], ...]
+    value: float
+
+
+# stats() key → (metric, fixed extra tags). A component-specific entry wins.
+_Map = dict[str, tuple[str, dict[str, str]]]
+_COMMON: _Map = {
+    "offers": ("relay_offers", {"outcome": "received"}),
+    "offers_admitted": ("relay_offers", {"outcome": "admitted"}),
+    "offers_dropped": ("relay_offers", {"outcome": "dropped"}),
+    "offers_passed": ("relay_offers", {"outcome": "passed"}),
+    "offers_no_capacity": ("relay_offers", {"outcome": "no_capacity"}),
+    "offers_invalid": ("relay_offers", {"outcome": "invalid"}),
+    "active_calls": ("relay_active_calls", {}),
+    "granted": ("relay_slots_granted", {}),
+    "budget": ("relay_call_budget", {}),
+    "waiting_offers": ("relay_waiting_offers", {}),
+    "pending_dials": ("relay_pending_dials", {}),
+    "tracked_messages": ("relay_tracked_messages", {}),
+    "events_unroutable": ("relay_events_unroutable", {}),
+    "messages_dropped": ("relay_messages_dropped", {}),
+    "calls_lost_actor": ("relay_lost_actor_calls", {"outcome": "lost"}),
+    "calls_hung_up_lost_actor": ("relay_lost_actor_calls", {"outcome": "hung_up"}),
+    "calls_rehomed": ("relay_lost_actor_calls", {"outcome": "rehomed"}),
+    "handlers_completed": ("relay_handlers", {"outcome": "completed"}),
+    "handler_errors": ("relay_handlers", {"outcome": "error"}),
+    "handler_timeouts": ("relay_handlers", {"outcome": "timeout"}),
+    "duplicate_events": ("relay_duplicate_events", {}),
+    # Connection (Connection.stats(), ``conn.`` inside a connection actor's stats)
+    "connected": ("relay_connected", {}),
+    "reconnects": ("relay_reconnects", {}),
+    "resumes": ("relay_resumes", {}),
+    "attempts": ("relay_connect_attempts", {}),
+    "pending": ("relay_pending_requests", {}),
+    "queued": ("relay_queued_frames", {}),
+    "queue_full": ("relay_queue_full", {}),
+    "acks_sent": ("relay_acks_sent", {}),
+    "server_pings": ("relay_server_pings", {}),
+    "server_disconnects": ("relay_server_disconnects", {}),
+}
+_BY_COMPONENT: dict[str, _Map] = {
+    "router": {
+        "calls": ("relay_active_calls", {}),
+        "actors": ("relay_call_actors", {}),
+        "actors_created": ("relay_call_actors_created", {}),
+        "call_actor_restarts": ("relay_call_actor_restarts", {}),
+        "slots_leased": ("relay_slots_leased", {}),
+        "slots_returned": ("relay_slots_returned", {}),
+        "lease_shortfall": ("relay_lease_shortfall", {}),
+        "double_assignments": ("relay_double_assignments", {}),
+    },
+    "call_actor": {
+        "calls": ("relay_active_calls", {}),
+        "pending_requests": ("relay_pending_requests", {}),
+        "handler_tasks": ("relay_handler_tasks", {}),
+        "offers": ("relay_call_actor_offers", {"outcome": "accepted"}),
+        "offers_refused": ("relay_call_actor_offers", {"outcome": "refused"}),
+        "events": ("relay_call_actor_events", {}),
+        "events_for_unknown_calls": ("relay_events_unroutable", {}),
+        "calls_ended": ("relay_calls_ended", {}),
+        "calls_recovered": ("relay_calls_recovered", {}),
+        "item_errors": ("relay_item_errors", {"outcome": "error"}),
+        "unknown_items": ("relay_item_errors", {"outcome": "unknown"}),
+    },
+}
+#: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.
+_IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased"})
+_BATCH = {
+    "sends": "relay_batch_sends",
+    "items": "relay_batch_items",
+    "largest": "relay_batch_largest",
+    "queued": "relay_batch_queued",
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class _Capper:
+    """Bounds the distinct values of wire-derived tags (event types, codes, keys)."""
+
+    def __init__(self, limit: int = MAX_DYNAMIC_VALUES) -> None:
+        self.limit = limit
+        self.seen: dict[str, set[str]] = {}
+
+    def __call__(self, kind: str, value: str) -> str:
+        seen = self.seen.setdefault(kind, set())
+        if value in seen:
+            return value
+        if len(seen) >= self.limit:
+            return OTHER
+        seen.add(value)
+        return value
+
+
+def flatten(
+    component: str, stats: dict[str, Any], cap: Callable[[str, str], str] | None = None
+) -> list[Sample]:
+    """Map a component's ``stats()`` to samples of :data:`METRICS`.
+
+    Nested values: ``batchers`` (per peer) → ``relay_batch_*{peer}``; ``placed``
+    and the router's ``loads`` (per CallActor) → ``{actor}``; the router's
+    ``grants`` (per shard) → ``relay_slots_granted{shard}``. Connection keys
+    (``conn.`` prefixed inside a connection actor): ``violation.<code>`` →
+    ``relay_protocol_violations{code}``, other dotted keys are event types →
+    ``relay_events{event_type}``. Other unknown numeric keys → ``relay_stat{key}``.
+    Samples of one metric with the same tags are summed.
+    """
+    cap = cap or _Capper()
+    own = _BY_COMPONENT.get(component, {})
+    acc: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def add(name: str, value: float, **tags: str) -> None:
+        key = (name, tuple(sorted(tags.items())))
+        acc[key] = acc.get(key, 0.0) + value
+
+    for raw_key, value in stats.items():
+        key = raw_key[5:] if raw_key.startswith("conn.") else raw_key
+        if key in _IGNORED:
+            continue
+        if isinstance(value, dict):
+            _flatten_nested(component, key, value, add, cap)
+            continue
+        num = _number(value)
+        if num is None:
+            continue
+        mapped = own.get(key) or _COMMON.get(key)
+        if mapped is not None:
+            add(mapped[0], num, **mapped[1])
+        elif key.startswith("violation."):
+            add("relay_protocol_violations", num, code=cap("code", key[len("violation.") :]))
+        elif "." in key:
+            add("relay_events", num, event_type=cap("event_type", key))
+        else:
+            add("relay_stat", num, key=cap("key", raw_key))
+    if component == "client" and "offers" in stats and "offers_admitted" not in stats:
+        # The in-process client counts no admissions: offers that were not refused.
+        refused_keys = ("offers_invalid", "offers_dropped", "offers_passed")
+        refused = sum(_number(stats.get(k)) or 0.0 for k in refused_keys)
+        add("relay_offers", max(0.0, (_number(stats["offers"]) or 0.0) - refused), outcome="admitted")
+    return [Sample(name, tags, value) for (name, tags), value in acc.items()]
+
+
+def _flatten_nested(
+    component: str, key: str, value: dict[Any, Any], add: Callable[..., None], cap: Callable[[str, str], str]
+) -> None:
+    if key == "batchers":
+        peer_kind = "call_actor" if component == "connection" else "connection"
+        for peer, bstats in value.items():
+            if not isinstance(bstats, dict):
+                continue
+            for bkey, metric in _BATCH.items():
+                num = _number(bstats.get(bkey))
+                if num is not None:
+                    add(metric, num, peer=cap("peer", f"{peer_kind}:{peer}"))
+    elif key in ("placed", "loads"):
+        metric = "relay_placed_calls" if key == "placed" else "relay_call_actor_load"
+        for idx, count in value.items():
+            num = _number(count)
+            if num is not None:
+                add(metric, num, actor=cap("actor", str(idx)))
+    elif key == "grants":
+        for shard, count in value.items():
+            num = _number(count)
+            if num is not None:
+                add("relay_slots_granted", num, shard=cap("shard", str(shard)))
+    # other nested values are not exported
+
+
+# --- on Ray -----------------------------------------------------------------------
+
+
+class _RayExporter:
+    """Feeds one actor's stats into ``ray.util.metrics`` (see :func:`export_actor_stats`)."""
+
+    def __init__(self, component: str, tags: dict[str, str]) -> None:
+        from ray.util import metrics as ray_metrics
+
+        self.component = component
+        self.base = {k: "" for k in BASE_TAGS}
+        self.base.update({k: str(v) for k, v in tags.items() if k in BASE_TAGS})
+        self.base["component"] = component
+        self.metrics: dict[str, Any] = {}
+        for d in _DEFS:
+            cls = ray_metrics.Counter if d.kind == "counter" else ray_metrics.Gauge
+            self.metrics[d.name] = cls(d.name, description=d.help, tag_keys=d.tag_keys)
+        self.cap = _Capper()
+        self.last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def _tags(self, d: MetricDef, sample_tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
+        tags = dict(self.base)
+        for k in d.extra:
+            tags[k] = ""
+        tags.update(sample_tags)
+        return tags
+
+    def record(self, stats: dict[str, Any]) -> None:
+        current: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for s in flatten(self.component, stats, self.cap):
+            d = METRICS[s.name]
+            key = (s.name, s.tags)
+            current[key] = s.value
+            metric = self.metrics[s.name]
+            if d.kind == "counter":
+                prev = self.last.get(key, 0.0)
+                # A decrease means the counter restarted from zero: what it holds now is new.
+                delta = s.value - prev if s.value >= prev else s.value
+                if delta > 0:
+                    metric.inc(delta, tags=self._tags(d, s.tags))
+            else:
+                metric.set(s.value, tags=self._tags(d, s.tags))
+        for key in self.last.keys() - current.keys():
+            name, stags = key
+            d = METRICS[name]
+            if d.kind == "gauge":  # gone (a CallActor removed): do not keep its last value
+                self.metrics[name].set(0.0, tags=self._tags(d, stags))
+        # Counters that vanished keep their last value, so a reappearance counts from it.
+        self.last = {**{k: v for k, v in self.last.items() if METRICS[k[0]].kind == "counter"}, **current}
+
+
+def _interval() -> float:
+    try:
+        return float(os.environ.get("RELAY_METRICS_INTERVAL", DEFAULT_INTERVAL))
+    except ValueError:
+        return DEFAULT_INTERVAL
+
+
+_RUNNING: set[asyncio.Task[None]] = set()
 
 
 def export_actor_stats(
     component: str, stats: Callable[[], Awaitable[dict[str, Any]]], tags: dict[str, str]
+) -> asyncio.Task[None] | None:
+    """Start exporting an actor's ``stats()`` through ``ray.util.metrics``.
+
+    Call it from the actor's ``__init__`` (an async actor: its event loop is
+    running). A background task then reads ``stats()`` every
+    ``RELAY_METRICS_INTERVAL`` seconds (default 2) and records counters (the
+    increase since the last read; a decrease is taken as a restart from zero,
+    never a negative increment) and gauges (the value now). It does nothing
+    (returns None) outside a Ray worker, without a running loop, or with the
+    interval set to 0. It never raises into the actor: failures are logged,
+    once, and the next round tries again. Each round costs one ``stats()`` call
+    and one metric update per exported series; there are at most a few
+    hundred of those, so it never holds the loop long.
+    """
+    try:
+        interval = _interval()
+        if interval <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        import ray
+
+        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+            return None  # not inside a Ray actor (a unit test constructing the class)
+        exporter = _RayExporter(component, tags)
+    except Exception:  # no loop, no Ray, or metrics unavailable: the actor runs on
+        log.debug("metrics export for %s not started", component, exc_info=True)
+        return None
+    task = loop.create_task(_export_loop(exporter, stats, interval), name=f"relay-metrics-{component}")
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+    return task
+
+
+async def _export_loop(
+    exporter: _RayExporter, stats: Callable[[], Awaitable[dict[str, Any]]], interval: float
 ) -> None:
-    """Start exporting an actor's ``stats()`` through ``ray.util.metrics`` (in the actor's loop)."""
+    failing = False
+    while True:
+        try:
+            exporter.record(await stats())
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if not failing:
+                log.warning("metrics export of %s failed; retrying", exporter.component, exc_info=True)
+            failing = True
+        await asyncio.sleep(interval)
+
+
+# --- in-process -------------------------------------------------------------------
+
+
+class ClientCollector:
+    """A ``prometheus_client`` collector over an in-process ``RelayClient.stats()``.
+
+    Args:
+        client: anything with a ``stats()`` method returning a dict (a ``RelayClient``).
+        app: the ``app`` tag.
+        prefix: prepended to every name; ``"ray_"`` makes the series match the
+            Ray dashboards.
+    """
+
+    def __init__(self, client: Any, app: str = "local", prefix: str = "") -> None:
+        self.client = client
+        self.app = app
+        self.prefix = prefix
+        self.cap = _Capper()
+
+    def _stats(self) -> dict[str, Any]:
+        # Read from the HTTP server's thread while the loop runs: retry a copy that raced.
+        for _ in range(5):
+            try:
+                stats = dict(self.client.stats())
+                break
+            except RuntimeError:
+                time.sleep(0.001)
+        else:
+            return {}
+        settings = getattr(self.client, "_settings", None)
+        budget = getattr(settings, "max_active_calls", None)
+        if isinstance(budget, int) and "budget" not in stats:
+            stats["budget"] = budget
+        return stats
+
+    def describe(self) -> list[Any]:
+        return []  # unchecked collector: names are fixed by METRICS anyway
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        base = {"app": self.app, "component": "client", "shard": "", "actor": ""}
+        by_name: dict[str, list[Sample]] = {}
+        try:
+            for s in flatten("client", self._stats(), self.cap):
+                by_name.setdefault(s.name, []).append(s)
+        except Exception:
+            log.warning("client metrics collection failed", exc_info=True)
+            return
+        for name, samples in by_name.items():
+            d = METRICS[name]
+            family_cls = CounterMetricFamily if d.kind == "counter" else GaugeMetricFamily
+            family = family_cls(self.prefix + name, d.help, labels=d.tag_keys)
+            for s in samples:
+                tags = {**base, **{k: "" for k in d.extra}, **dict(s.tags)}
+                family.add_metric([tags[k] for k in d.tag_keys], s.value)
+            yield family
+
+
+def serve_client_metrics(
+    client: Any, port: int = 0, *, addr: str = "127.0.0.1", app: str = "local", prefix: str = ""
+) -> tuple[Any, int]:
+    """Serve an in-process client's metrics at ``http://addr:port/metrics``.
+
+    Uses its own registry (the process-global one is left alone). Returns the
+    HTTP server (``server.shutdown()`` stops it) and the port it listens on
+    (useful with ``port=0``).
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClientCollector(client, app=app, prefix=prefix))
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server, server.server_address[1]
+
+
+def metric_names(prefix: str = "ray_") -> Iterable[str]:
+    """The scraped names (``prefix`` + name, ``_total`` for counters)."""
+    for d in _DEFS:
+        yield prefix + d.name + ("_total" if d.kind == "counter" else "")

@@ -1,0 +1,1 @@
+"""Grafana dashboards of relay-actors, defined in Python (see build.py)."""

@@ -1,0 +1,336 @@
+"""The relay-actors dashboard: admission, connection, CallActors, batches, Ray resources.
+
+Queries use the names Ray exports (``ray_relay_*``, counters ``_total``; see
+``relay_actors.metrics``). An in-process client served with
+``serve_client_metrics(client, prefix="ray_")`` fills the same panels (as
+``component="client"``); the CallActor and Ray panels stay empty for it.
+"""
+
+from __future__ import annotations
+
+from .common import Dashboard, Panel, Row, Target, Variable
+
+APP = 'app=~"$app"'
+RI = "$__rate_interval"
+RELAY_ACTORS = 'Component=~"ray::(ConnectionActor|Router|CallActor)"'
+#: Where offers are decided: connection actors on Ray, the client in-process.
+EDGE = f'component=~"connection|client",{APP}'
+
+
+def rate(metric: str, selector: str, by: str) -> str:
+    return f"sum by ({by}) (rate({metric}{{{selector}}}[{RI}]))"
+
+
+def increase(metric: str, selector: str, by: str) -> str:
+    return f"sum by ({by}) (increase({metric}{{{selector}}}[{RI}]))"
+
+
+ADMISSION = Row(
+    1,
+    "Admission",
+    [
+        Panel(
+            2,
+            "Active calls vs limit",
+            "Calls in progress against max_active_calls, per app: the router's cluster-wide count "
+            "on Ray, the client's own count in-process.",
+            [
+                Target(
+                    f'sum by (app) (ray_relay_active_calls{{component=~"router|client",{APP}}})',
+                    "active {{app}}",
+                ),
+                Target(
+                    f'max by (app) (ray_relay_call_budget{{component=~"router|client",{APP}}})',
+                    "limit {{app}}",
+                ),
+            ],
+        ),
+        Panel(
+            3,
+            "Offers by outcome",
+            "Inbound call offers per second: received, admitted, dropped or passed (over the limit), "
+            "no_capacity (no CallActor took it), invalid.",
+            [Target(rate("ray_relay_offers_total", EDGE, "app, outcome"), "{{app}} {{outcome}}")],
+            unit="ops",
+        ),
+        Panel(
+            4,
+            "Admission slots and waiting offers",
+            "Slots leased to each connection actor (router view) and offers waiting for a slot "
+            "or a CallActor.",
+            [
+                Target(
+                    f'sum by (app, shard) (ray_relay_slots_granted{{component="router",{APP}}})',
+                    "granted {{app}} shard {{shard}}",
+                ),
+                Target(
+                    f"sum by (app, shard) (ray_relay_waiting_offers{{{APP}}})",
+                    "waiting {{app}} shard {{shard}}",
+                ),
+            ],
+        ),
+        Panel(
+            5,
+            "Slot leases",
+            "Admission slots leased and returned per second, and slots asked for but refused "
+            "because the budget was used up.",
+            [
+                Target(rate("ray_relay_slots_leased_total", APP, "app"), "leased {{app}}"),
+                Target(rate("ray_relay_slots_returned_total", APP, "app"), "returned {{app}}"),
+                Target(rate("ray_relay_lease_shortfall_total", APP, "app"), "shortfall {{app}}"),
+            ],
+            unit="ops",
+        ),
+    ],
+)
+
+CONNECTION = Row(
+    10,
+    "Connection",
+    [
+        Panel(
+            11,
+            "Events by type",
+            "Server events received per second, by event type.",
+            [Target(rate("ray_relay_events_total", EDGE, "event_type"), "{{event_type}}")],
+            unit="ops",
+            stack=True,
+        ),
+        Panel(
+            12,
+            "Requests in flight and errors",
+            "JSON-RPC requests waiting for a result (connection side and CallActor side), and "
+            "per-second errors: queue full while disconnected, unroutable events, CallActor item errors.",
+            [
+                Target(
+                    f"sum by (component) (ray_relay_pending_requests{{{APP}}})", "in flight ({{component}})"
+                ),
+                Target(f"sum by (component) (ray_relay_queued_frames{{{APP}}})", "queued ({{component}})"),
+                Target(rate("ray_relay_queue_full_total", APP, "component"), "queue full/s ({{component}})"),
+                Target(
+                    rate("ray_relay_events_unroutable_total", APP, "component"),
+                    "unroutable/s ({{component}})",
+                ),
+                Target(rate("ray_relay_item_errors_total", APP, "outcome"), "item {{outcome}}/s"),
+            ],
+        ),
+        Panel(
+            13,
+            "Reconnects and resumes",
+            "WebSocket reconnections, resumed sessions and connection attempts in each interval; "
+            "sessions up.",
+            [
+                Target(
+                    increase("ray_relay_reconnects_total", APP, "app, shard"), "reconnects {{app}} {{shard}}"
+                ),
+                Target(increase("ray_relay_resumes_total", APP, "app, shard"), "resumes {{app}} {{shard}}"),
+                Target(
+                    increase("ray_relay_connect_attempts_total", APP, "app, shard"),
+                    "attempts {{app}} {{shard}}",
+                ),
+                Target(f"sum by (app) (ray_relay_connected{{{APP}}})", "connected {{app}}"),
+            ],
+        ),
+        Panel(
+            14,
+            "Protocol violations",
+            "Frames dropped as RELAY protocol violations in each interval, by code; server "
+            "disconnect orders.",
+            [
+                Target(increase("ray_relay_protocol_violations_total", APP, "code"), "{{code}}"),
+                Target(
+                    increase("ray_relay_server_disconnects_total", APP, "app"), "server disconnect {{app}}"
+                ),
+            ],
+        ),
+        Panel(
+            15,
+            "Acks and duplicates",
+            "Acks sent per second, and redelivered events recognised (delivered once) per second.",
+            [
+                Target(rate("ray_relay_acks_sent_total", APP, "app"), "acks {{app}}"),
+                Target(
+                    rate("ray_relay_duplicate_events_total", APP, "component"), "duplicates {{component}}"
+                ),
+            ],
+            unit="ops",
+        ),
+    ],
+)
+
+CALL_ACTORS = Row(
+    20,
+    "CallActors",
+    [
+        Panel(
+            21,
+            "Calls per CallActor",
+            "Calls each CallActor hosts (its own count) and the load the router has placed on it.",
+            [
+                Target(
+                    f'sum by (app, actor) (ray_relay_active_calls{{component="call_actor",{APP}}})',
+                    "{{app}} actor {{actor}}",
+                ),
+                Target(
+                    f'sum by (app, actor) (ray_relay_call_actor_load{{component="router",{APP}}})',
+                    "{{app}} actor {{actor}} (router)",
+                ),
+            ],
+        ),
+        Panel(
+            22,
+            "Handlers finished",
+            "on_call handlers finished per second, by outcome.",
+            [Target(rate("ray_relay_handlers_total", APP, "outcome"), "{{outcome}}")],
+            unit="ops",
+            stack=True,
+        ),
+        Panel(
+            23,
+            "Handler errors and timeouts per CallActor",
+            "Handlers that raised or ran over handler_timeout in each interval, per CallActor "
+            "(the in-process client shows as component client).",
+            [
+                Target(
+                    increase(
+                        "ray_relay_handlers_total",
+                        f'outcome=~"error|timeout",{APP}',
+                        "component, actor, outcome",
+                    ),
+                    "{{component}} {{actor}} {{outcome}}",
+                ),
+            ],
+        ),
+        Panel(
+            24,
+            "Handler tasks and pending requests",
+            "Handler tasks running and requests waiting for results in each CallActor.",
+            [
+                Target(
+                    f'sum by (actor) (ray_relay_handler_tasks{{component="call_actor",{APP}}})',
+                    "tasks actor {{actor}}",
+                ),
+                Target(
+                    f'sum by (actor) (ray_relay_pending_requests{{component="call_actor",{APP}}})',
+                    "requests actor {{actor}}",
+                ),
+            ],
+        ),
+        Panel(
+            25,
+            "CallActor restarts and calls lost",
+            "CallActor restarts noticed by the router and what became of the calls of a lost "
+            "CallActor (lost, hung_up, rehomed), in each interval; CallActors in the pool.",
+            [
+                Target(increase("ray_relay_call_actor_restarts_total", APP, "app"), "restarts {{app}}"),
+                Target(
+                    increase("ray_relay_lost_actor_calls_total", APP, "app, outcome"), "calls {{outcome}}"
+                ),
+                Target(
+                    increase("ray_relay_double_assignments_total", APP, "app"), "double assignments {{app}}"
+                ),
+                Target(f'sum by (app) (ray_relay_call_actors{{component="router",{APP}}})', "pool {{app}}"),
+            ],
+        ),
+        Panel(
+            26,
+            "Offers at CallActors",
+            "Offers CallActors accepted or refused (full) per second.",
+            [
+                Target(
+                    rate("ray_relay_call_actor_offers_total", APP, "actor, outcome"),
+                    "actor {{actor}} {{outcome}}",
+                )
+            ],
+            unit="ops",
+        ),
+    ],
+)
+
+_LINK = "component, shard, actor, peer"
+BATCHES = Row(
+    30,
+    "Batches between actors",
+    [
+        Panel(
+            31,
+            "Items per batch, per link",
+            "Average items carried by one actor call, per link (connection shard → CallActor, "
+            "CallActor → connection shard): rate(items) / rate(sends).",
+            [
+                Target(
+                    f"{rate('ray_relay_batch_items_total', APP, _LINK)} / "
+                    f"{rate('ray_relay_batch_sends_total', APP, _LINK)}",
+                    "{{component}} {{shard}}{{actor}} → {{peer}}",
+                )
+            ],
+        ),
+        Panel(
+            32,
+            "Batch sends and largest batch",
+            "Batched actor calls per second per link, and the largest batch sent so far.",
+            [
+                Target(
+                    rate("ray_relay_batch_sends_total", APP, _LINK),
+                    "sends/s {{component}} {{shard}}{{actor}} → {{peer}}",
+                ),
+                Target(
+                    f"max by ({_LINK}) (ray_relay_batch_largest{{{APP}}})",
+                    "largest {{component}} {{shard}}{{actor}} → {{peer}}",
+                ),
+            ],
+        ),
+    ],
+)
+
+RAY = Row(
+    40,
+    "Ray resources",
+    [
+        Panel(
+            41,
+            "CPU of the relay actors",
+            "CPUs used by the connection actors, routers and CallActors (Ray's per-process metrics).",
+            [
+                Target(
+                    f"sum by (Component) (ray_component_cpu_percentage{{{RELAY_ACTORS}}}) / 100",
+                    "{{Component}}",
+                )
+            ],
+        ),
+        Panel(
+            42,
+            "Memory of the relay actors",
+            "Unique memory (USS) of the connection actors, routers and CallActors.",
+            [Target(f"sum by (Component) (ray_component_uss_bytes{{{RELAY_ACTORS}}})", "{{Component}}")],
+            unit="bytes",
+        ),
+        Panel(
+            43,
+            "Node CPU",
+            "CPU utilisation of each Ray node.",
+            [Target("avg by (instance) (ray_node_cpu_utilization)", "{{instance}}")],
+            unit="percent",
+        ),
+        Panel(
+            44,
+            "Node memory",
+            "Memory used on each Ray node.",
+            [
+                Target("sum by (instance) (ray_node_mem_used)", "used {{instance}}"),
+                Target("sum by (instance) (ray_node_mem_total)", "total {{instance}}"),
+            ],
+            unit="bytes",
+        ),
+    ],
+)
+
+DASHBOARD = Dashboard(
+    uid="relay-actors-overview",
+    title="relay-actors: RELAY calls on Ray",
+    description="Admission, connections, CallActors and batches of relay-actors apps; Ray resources.",
+    rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, RAY],
+    variables=[Variable("app", "App", "label_values(ray_relay_active_calls, app)")],
+    tags=["relay-actors", "ray"],
+)
+DASHBOARD.check()  # ids unique at import, as Ray does
