@@ -704,3 +704,34 @@ async def test_wait_for_on_an_ended_call_raises_at_once(harness: Harness) -> Non
         with pytest.raises(RelayError) as info:
             await call.wait_for(event_type, timeout=5)
         assert info.value.code == "call_ended"
+
+
+async def test_partial_collect_results_do_not_resolve_the_action(harness: Harness) -> None:
+    harness.core.set_config({"durations": SLOW})
+    call = await harness.answered()
+    partials: list[bool] = []
+    call.on("calling.call.collect", lambda ev: partials.append(ev.params.get("final")))
+    collect = await call.collect(speech={}, partial_results=True)
+    base = {"call_id": call.call_id, "node_id": call.node_id, "control_id": collect.control_id}
+    partial = {"type": "speech", "params": {"text": "ye", "confidence": 0.5}}
+    harness.core.push_event(
+        harness.protocol, "calling.call.collect", {**base, "final": False, "result": partial}
+    )
+    await wait_until(lambda: partials == [False])
+    assert not collect.is_done  # the official SDK resolves here, on a partial
+    final = {"type": "speech", "params": {"text": "yes", "confidence": 0.9}}
+    harness.core.push_event(
+        harness.protocol, "calling.call.collect", {**base, "final": True, "result": final}
+    )
+    event = await collect.wait(timeout=5)
+    assert event.params["result"]["params"]["text"] == "yes"
+
+
+async def test_detect_resolves_on_the_first_result_and_later_ones_still_arrive(harness: Harness) -> None:
+    call = await harness.answered()
+    seen: list[str] = []
+    call.on("calling.call.detect", lambda ev: seen.append(ev.params["detect"]["params"]["event"]))
+    detect = await call.detect_answering_machine()
+    first = await detect.wait(timeout=5)
+    assert first.params["detect"]["params"]["event"] == "MACHINE"
+    await wait_until(lambda: seen == ["MACHINE", "READY", "finished"])

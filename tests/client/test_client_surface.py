@@ -193,6 +193,21 @@ async def test_connect_twice_keeps_the_one_socket(harness: Harness) -> None:
     assert counters["connects"] == 1 and "resumes" not in counters
 
 
+async def test_reconnect_after_disconnect(make_harness: Any) -> None:
+    h: Harness = await make_harness(connect=False)
+    client = h.client
+    early = asyncio.create_task(client.receive(["early"]))  # before any connect: queued
+    await wait_until(lambda: client.stats().get("queued") == 1)
+    await client.connect()
+    await asyncio.wait_for(early, 5)  # flushed after the connect
+    first = client.relay_protocol
+    assert client.contexts == ["office", "early"]
+    await client.disconnect()
+    await client.connect()  # a new session, as after any disconnect
+    assert client.connected and client.relay_protocol not in ("", first)
+    assert (await h.inbound()).state == "created"
+
+
 async def test_serve_stops_on_event(emulator: Emulator) -> None:
     client = RelayClient(**client_kwargs(emulator))
     stop, server = await start_serving(client)
