@@ -14,6 +14,7 @@ Connection actor → CallActor (``CallActor.deliver(shard, batch)``):
 * ``(MSG_STATE, event_type, params, timestamp)`` — a state event of a message this actor sent
 * ``(LOST, call_id, reason)`` — the call cannot be reached any more (session lost)
 * ``(RESTARTED,)`` — the connection actor restarted: requests in flight to it are gone
+* ``(ADOPT, call_id, params)`` — a call re-homed here from a lost CallActor (events follow)
 
 CallActor → connection actor (``ConnectionActor.submit(actor_index, batch)``):
 
@@ -36,6 +37,7 @@ MSG_IN: Final = "msg_in"
 MSG_STATE: Final = "msg_state"
 LOST: Final = "lost"
 RESTARTED: Final = "restarted"
+ADOPT: Final = "adopt"
 
 
 def actor_name(app: str, role: str, index: int | None = None) -> str:

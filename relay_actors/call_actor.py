@@ -192,6 +192,8 @@ class CallActor:
                     if call is not None:
                         self.call_shard.pop(item[1], None)
                         call._lost(item[2])
+                elif kind == m.ADOPT:
+                    self._adopt(shard, item[2])
                 elif kind == m.RESTARTED:
                     self._fail_requests(
                         [rid for rid, (_, s) in self._requests.items() if s == shard],
@@ -456,21 +458,21 @@ class CallActor:
     async def adopt(self, shard: int, calls: list[dict[str, Any]]) -> int:
         """Re-home calls whose CallActor died: they get ``recovered = True`` and the
         ``on_call`` handler runs again for them (it can check ``call.recovered``)."""
-        adopted = 0
-        for params in calls:
-            call_id = params.get("call_id", "")
-            if not call_id or call_id in self.calls:
-                continue
-            core = CallCore.from_params(params, params.get("direction") or "inbound")
-            call = Call(self._links[shard], core)
-            call.recovered = True
-            self.calls[call_id] = call
-            self.call_shard[call_id] = shard
-            adopted += 1
-            self.counters["calls_recovered"] += 1
-            if self.on_call is not None:
-                self.tasks.spawn(self._run_handler(call), f"recovered handler for {call_id}")
-        return adopted
+        return sum(self._adopt(shard, params) for params in calls)
+
+    def _adopt(self, shard: int, params: dict[str, Any]) -> bool:
+        call_id = params.get("call_id", "")
+        if not call_id or call_id in self.calls:
+            return False
+        core = CallCore.from_params(params, params.get("direction") or "inbound")
+        call = Call(self._links[shard], core)
+        call.recovered = True
+        self.calls[call_id] = call
+        self.call_shard[call_id] = shard
+        self.counters["calls_recovered"] += 1
+        if self.on_call is not None:
+            self.tasks.spawn(self._run_handler(call), f"recovered handler for {call_id}")
+        return True
 
     async def health(self) -> dict[str, Any]:
         """Liveness and load: the router polls this."""

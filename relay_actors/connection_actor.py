@@ -71,6 +71,8 @@ class ConnectionActor:
         self.placed: Counter[int] = Counter()
         self.capacity: dict[int, int] = {}
         self.dead: set[int] = set()
+        #: CallActor index → the incarnation whose loss was last handled.
+        self.incarnations: dict[int, str] = {}
         self.granted = 0
         #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
         self.block = LEASE_BLOCK
@@ -339,7 +341,7 @@ class ConnectionActor:
                 free = self.granted - len(self.routes.calls)
                 want = len(self.waiting) - max(free, 0)
                 if want > 0:
-                    got = await self.router.acquire.remote(self.shard, max(want, self.block))
+                    got = await self._router_call("acquire", self.shard, max(want, self.block), timeout=5.0)
                     self.granted += got
                     if got and len(self.waiting) > self.granted - len(self.routes.calls):
                         continue  # more offers arrived during the round trip: ask for them too
@@ -441,7 +443,24 @@ class ConnectionActor:
             self._router_batcher.put(("add", call_id, idx))
 
     async def _report(self, batch: list[tuple[Any, ...]]) -> None:
-        await self.router.report.remote(self.shard, batch)
+        # Reports are idempotent, so they are retried across a restart of the router
+        # (a lost "del" would leak a call record there, a lost "add" hide a call).
+        await self._router_call("report", self.shard, batch)
+
+    async def _router_call(self, method: str, *args: Any, timeout: float = 30.0) -> Any:
+        """Call the router, retrying while it restarts (``ActorUnavailableError``, or an
+        error of a call in flight when it died) for up to ``timeout`` seconds."""
+        from ray.exceptions import RayActorError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await getattr(self.router, method).remote(*args)
+            except RayActorError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     # --- CallActor failure -----------------------------------------------------------
 
@@ -454,63 +473,100 @@ class ConnectionActor:
         if self.conn is not None:
             self.conn.ack([ack for _, ack in batch if ack])
 
-    async def call_actor_lost(self, idx: int, incarnation_changed: bool = True) -> dict[str, int]:
+    async def call_actor_lost(self, idx: int, incarnation: str | None = None) -> dict[str, int]:
         """Apply the lost-calls policy to every call placed on CallActor ``idx``:
-        hang up and count (default), or re-home them (``on_call_actor_lost="rehome"``)."""
-        if idx in self.dead:
+        hang up and count (default), or re-home them (``on_call_actor_lost="rehome"``).
+
+        Two detectors report a loss: a failed delivery here, and the router's health
+        loop (with the restarted actor's ``incarnation``). Each loss is handled once:
+        while it is handled ``idx`` is ``dead`` (nothing new is placed there), and the
+        incarnation that came back is remembered, so the router's later report of the
+        same restart does not hang up the calls placed on the new incarnation since."""
+        if idx in self.dead or (incarnation is not None and self.incarnations.get(idx) == incarnation):
             return {"already": 1}
         self.dead.add(idx)
-        batcher = self.batchers.pop(idx, None)
-        if batcher is not None:
-            await batcher.close(drain=False)
-        lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
-        policy = self.options.get("on_call_actor_lost", "hangup")
-        result = {"calls": len(lost), "hung_up": 0, "rehomed": 0}
-        for tag, owner in list(self.dial_owner.items()):
-            if owner == idx:
-                del self.dial_owner[tag]
-                self.routes.dials.cancel(tag)
-        for mid, owner in list(self.msg_owner.items()):
-            if owner == idx:
-                del self.msg_owner[mid]
+        result = {"calls": 0, "hung_up": 0, "rehomed": 0}
         try:
-            await self._refresh_pool()
-        except Exception:
-            log.exception("pool refresh failed")
-        # The restarted actor (same name) is usable again for new calls, empty.
-        self.dead.discard(idx)
-        self.placed[idx] = 0
-        if policy == "rehome":
-            targets: dict[int, list[dict[str, Any]]] = {}
+            batcher = self.batchers.pop(idx, None)
+            if batcher is not None:
+                await batcher.close(drain=False)
+            lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
+            result["calls"] = len(lost)
+            for tag, owner in list(self.dial_owner.items()):
+                if owner == idx:
+                    del self.dial_owner[tag]
+                    self.routes.dials.cancel(tag)
+            for mid, owner in list(self.msg_owner.items()):
+                if owner == idx:
+                    del self.msg_owner[mid]
             for cid in lost:
                 self.routes.remove_call(cid)
-                target = self._pick()
-                if target is None:
-                    continue
-                self.routes.add_call(cid, target)
-                self.placed[target] += 1
-                targets.setdefault(target, []).append(
-                    {"call_id": cid, "node_id": self.node_of.get(cid, ""), "call_state": "answered"}
-                )
-            for target, calls in targets.items():
-                result["rehomed"] += await self.actors[target].adopt.remote(self.shard, calls)
-            self.counters["calls_rehomed"] += result["rehomed"]
-        else:
-            assert self.conn is not None
+            hang_up = lost
+            if self.options.get("on_call_actor_lost", "hangup") == "rehome":
+                hang_up = self._rehome(lost, result)
+            await self._hang_up_lost(hang_up, result)
+            self.counters["calls_lost_actor"] += len(lost)
+            try:
+                await self._refresh_pool()
+            except Exception:
+                log.exception("pool refresh failed")
+            # Wait for the restarted actor (same name): it is usable again, empty. Should
+            # the old incarnation still be alive (a delivery failed for another reason),
+            # it drops the calls it no longer owns.
+            self.incarnations[idx] = incarnation or await self._incarnation(idx) or ""
             for cid in lost:
-                self.routes.remove_call(cid)
-                node_id = self.node_of.pop(cid, "")
-                self._released_lost(cid)
-                try:
-                    await self.conn.execute(
-                        "calling.end", {"call_id": cid, "node_id": node_id, "reason": "error"}
-                    )
-                    result["hung_up"] += 1
-                except RelayError:
-                    pass
-            self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
-        self.counters["calls_lost_actor"] += len(lost)
+                self._to(idx, (m.LOST, cid, "call_actor_lost"), None)
+        finally:
+            self.placed[idx] = sum(1 for owner in self.routes.calls.values() if owner == idx)
+            self.dead.discard(idx)
         return result
+
+    def _rehome(self, lost: list[str], result: dict[str, int]) -> list[str]:
+        """Move ``lost`` calls to live CallActors (in order with their later events);
+        returns those no actor has room for."""
+        homeless = []
+        for cid in lost:
+            target = self._pick()
+            if target is None:
+                homeless.append(cid)
+                continue
+            self.routes.add_call(cid, target)
+            self.placed[target] += 1
+            params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "call_state": "answered"}
+            self._to(target, (m.ADOPT, cid, params), None)
+            if self._router_batcher is not None:
+                self._router_batcher.put(("move", cid, target))
+            result["rehomed"] += 1
+        self.counters["calls_rehomed"] += result["rehomed"]
+        return homeless
+
+    async def _hang_up_lost(self, lost: list[str], result: dict[str, int]) -> None:
+        conn = self.conn
+        assert conn is not None
+
+        async def end(cid: str) -> None:
+            params = {"call_id": cid, "node_id": self.node_of.pop(cid, ""), "reason": "error"}
+            self._released_lost(cid)
+            try:
+                await conn.execute("calling.end", params)
+                result["hung_up"] += 1
+            except RelayError as exc:
+                log.warning("hang-up of %s (its CallActor was lost) failed: %s", cid, exc.message)
+
+        await asyncio.gather(*(end(cid) for cid in lost))
+        self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
+
+    async def _incarnation(self, idx: int, timeout: float = 30.0) -> str | None:
+        """The incarnation of CallActor ``idx`` once it answers again (None if it does not)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                health = await asyncio.wait_for(self.actors[idx].health.remote(), 5.0)
+                return str(health["incarnation"])
+            except Exception:
+                await asyncio.sleep(0.2)
+        return None
 
     def _released_lost(self, call_id: str) -> None:
         if self._router_batcher is not None:

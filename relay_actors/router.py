@@ -229,7 +229,7 @@ class Router:
     async def _actor_lost(self, idx: int) -> None:
         for call_id in [cid for cid, owner in self.calls.items() if owner == idx]:
             del self.calls[call_id]
-        await self._tell_shards("call_actor_lost", idx)
+        await self._tell_shards("call_actor_lost", idx, self.incarnations.get(idx))
 
     async def _tell_shards(self, method: str, *args: Any) -> None:
         import ray
@@ -260,9 +260,13 @@ class Router:
     # --- call table -------------------------------------------------------------------
 
     async def report(self, shard: int, batch: list[tuple[Any, ...]]) -> None:
-        """Placements (``("add", call_id, idx)``) and releases (``("del", call_id)``) from a shard."""
+        """Placements (``("add", call_id, idx)``), moves of re-homed calls
+        (``("move", call_id, idx)``) and releases (``("del", call_id)``) from a shard.
+        Idempotent: a shard retries a report across a restart of this actor."""
         for item in batch:
-            if item[0] == "add":
+            if item[0] == "move":
+                self.calls[item[1]] = item[2]
+            elif item[0] == "add":
                 if item[1] in self.calls and self.calls[item[1]] != item[2]:
                     self.counters["double_assignments"] += 1
                     log.error("call %s reported on two CallActors", item[1])

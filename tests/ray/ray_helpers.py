@@ -84,13 +84,15 @@ def recording_handler(
     plays: int = 1,
     hangup: bool = True,
     until_ended: bool = False,
+    stay: bool = False,
     raise_on: str | None = None,
     hang_on: str | None = None,
 ) -> Callable[[Any], Awaitable[None]]:
     """An ``on_call`` handler that reports every state/play event it sees, its errors and
     its end. It answers, plays ``plays`` TTS prompts (with ``until_ended``: keeps
-    playing until the call ends), and hangs up. ``raise_on``/``hang_on``: a ``to``
-    number for which it raises / hangs forever after answering."""
+    playing until the call ends; with ``stay``: waits for the call to end), and hangs
+    up. ``raise_on``/``hang_on``: a ``to`` number for which it raises / hangs forever
+    after answering."""
 
     async def handler(call: Any) -> None:
         rec = recorder(rec_name)
@@ -117,6 +119,8 @@ def recording_handler(
                 raise RuntimeError("handler failure on purpose")
             if hang_on and call.to_number == hang_on:
                 await asyncio.Event().wait()
+            if stay:
+                await call.wait_for_ended(timeout=120)
             count = 0
             while count < plays or (until_ended and not call._core.ended):
                 try:
@@ -210,3 +214,9 @@ def relay_actor_names(app: str | None = None) -> list[str]:
         if a["namespace"] == NAMESPACE and a["name"].startswith("relay:")
     ]
     return [n for n in names if app is None or n.startswith(f"relay:{app}:")]
+
+
+def kill9(pid: int) -> None:
+    import signal
+
+    os.kill(pid, signal.SIGKILL)
