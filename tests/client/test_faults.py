@@ -261,6 +261,25 @@ async def test_half_open_socket_forces_a_reconnect(make_harness: Any, fault: str
     assert (await call.hangup())["code"] == "200"
 
 
+async def test_unanswered_connect_times_out_and_is_retried(make_harness: Any) -> None:
+    h: Harness = await make_harness(request_timeout=0.3)
+    protocol = h.protocol
+    h.core.set_half_open(protocol, silent=True)  # the resume's connect will get no answer
+    h.core.drop(protocol)
+    await wait_until(lambda: h.client.stats()["attempts"] >= 3, timeout=5)
+    assert not h.client.connected
+    h.core.set_half_open(protocol, silent=False)
+    await wait_until(lambda: resumed(h.client), timeout=5)
+    assert h.client.relay_protocol == protocol
+
+
+async def test_server_pings_are_answered(harness: Harness) -> None:
+    harness.core.set_config({"ping_interval": 0.05})
+    await wait_until(lambda: harness.client.stats().get("server_pings", 0) >= 2, timeout=5)
+    ping_ids = {f["id"] for f in harness.frames("out") if f.get("method") == "signalwire.ping" and "id" in f}
+    await wait_until(lambda: ping_ids <= {f.get("id") for f in harness.frames("in")})
+
+
 # --- requests while disconnected -------------------------------------------------------------
 
 
@@ -335,6 +354,29 @@ async def test_burst_over_max_active_calls_is_passed(make_harness: Any) -> None:
     passed = {p["call_id"] for p in h.requests("calling.pass")}
     handled = {(await h.calls.get()).call_id for _ in range(2)}
     assert passed | handled == set(ids) and not passed & handled
+
+
+async def test_offers_without_a_call_id_or_redelivered(harness: Harness) -> None:
+    client = harness.client
+    offer = {"call_state": "created", "context": "office", "direction": "inbound"}
+    harness.core.push_event(harness.protocol, "calling.call.receive", offer)  # no call_id
+    call = await harness.inbound()
+    # The same offer again (a new event id, as after a server-side retry): handled once.
+    harness.core.push_event(harness.protocol, "calling.call.receive", {**offer, "call_id": call.call_id})
+    await wait_until(lambda: client.stats()["offers"] == 3)
+    assert client.stats()["offers_invalid"] == 1 and client.stats()["active_calls"] == 1
+    assert harness.calls.empty()
+
+
+async def test_an_offer_without_a_handler_is_tracked_and_logged(
+    emulator: Emulator, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client()  # no on_call registered
+    (call_id,) = emulator.core.inject_calls("office", 1)
+    await wait_until(lambda: client.stats().get("offers") == 1)
+    assert client.stats()["active_calls"] == 1 and "no on_call handler" in caplog.text
+    emulator.core.hangup(call_id)
+    await wait_until(lambda: client.stats()["active_calls"] == 0)
 
 
 # --- malformed frames -------------------------------------------------------------------------
