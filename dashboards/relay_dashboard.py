@@ -13,6 +13,8 @@ from .common import Dashboard, Panel, Row, Target, Variable
 APP = 'app=~"$app"'
 RI = "$__rate_interval"
 RELAY_ACTORS = 'Component=~"ray::(ConnectionActor|Router|CallActor)"'
+#: Ray's node and process gauges are exported only around each reporter update (every
+#: few seconds), so a scrape can miss them: the Ray panels take the last value seen.
 #: Where offers are decided: connection actors on Ray, the client in-process.
 EDGE = f'component=~"connection|client",{APP}'
 
@@ -293,7 +295,8 @@ RAY = Row(
             "CPUs used by the connection actors, routers and CallActors (Ray's per-process metrics).",
             [
                 Target(
-                    f"sum by (Component) (ray_component_cpu_percentage{{{RELAY_ACTORS}}}) / 100",
+                    "sum by (Component) "
+                    f"(last_over_time(ray_component_cpu_percentage{{{RELAY_ACTORS}}}[{RI}])) / 100",
                     "{{Component}}",
                 )
             ],
@@ -302,14 +305,19 @@ RAY = Row(
             42,
             "Memory of the relay actors",
             "Unique memory (USS) of the connection actors, routers and CallActors.",
-            [Target(f"sum by (Component) (ray_component_uss_bytes{{{RELAY_ACTORS}}})", "{{Component}}")],
+            [
+                Target(
+                    f"sum by (Component) (last_over_time(ray_component_uss_bytes{{{RELAY_ACTORS}}}[{RI}]))",
+                    "{{Component}}",
+                )
+            ],
             unit="bytes",
         ),
         Panel(
             43,
             "Node CPU",
             "CPU utilisation of each Ray node.",
-            [Target("avg by (instance) (ray_node_cpu_utilization)", "{{instance}}")],
+            [Target(f"avg by (instance) (last_over_time(ray_node_cpu_utilization[{RI}]))", "{{instance}}")],
             unit="percent",
         ),
         Panel(
@@ -317,8 +325,8 @@ RAY = Row(
             "Node memory",
             "Memory used on each Ray node.",
             [
-                Target("sum by (instance) (ray_node_mem_used)", "used {{instance}}"),
-                Target("sum by (instance) (ray_node_mem_total)", "total {{instance}}"),
+                Target(f"sum by (instance) (last_over_time(ray_node_mem_used[{RI}]))", "used {{instance}}"),
+                Target(f"sum by (instance) (last_over_time(ray_node_mem_total[{RI}]))", "total {{instance}}"),
             ],
             unit="bytes",
         ),

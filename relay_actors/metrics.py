@@ -340,20 +340,27 @@ def _flatten_nested(
 # --- on Ray -----------------------------------------------------------------------
 
 
+def _ray_metric(d: MetricDef) -> Any:
+    from ray.util import metrics as ray_metrics
+
+    cls = ray_metrics.Counter if d.kind == "counter" else ray_metrics.Gauge
+    return cls(d.name, description=d.help, tag_keys=d.tag_keys)
+
+
 class _RayExporter:
     """Feeds one actor's stats into ``ray.util.metrics`` (see :func:`export_actor_stats`)."""
 
-    def __init__(self, component: str, tags: dict[str, str]) -> None:
-        from ray.util import metrics as ray_metrics
-
+    def __init__(
+        self, component: str, tags: dict[str, str], make: Callable[[MetricDef], Any] | None = None
+    ) -> None:
         self.component = component
         self.base = {k: "" for k in BASE_TAGS}
         self.base.update({k: str(v) for k, v in tags.items() if k in BASE_TAGS})
         self.base["component"] = component
         self.metrics: dict[str, Any] = {}
+        make = make or _ray_metric
         for d in _DEFS:
-            cls = ray_metrics.Counter if d.kind == "counter" else ray_metrics.Gauge
-            self.metrics[d.name] = cls(d.name, description=d.help, tag_keys=d.tag_keys)
+            self.metrics[d.name] = make(d)
         self.cap = _Capper()
         self.last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
