@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -42,6 +42,8 @@ CallHandler = Callable[[Call], Coroutine[Any, Any, Any]]
 MessageHandler = Callable[[Message], Coroutine[Any, Any, Any]]
 
 OVER_LIMIT_POLICIES = ("drop", "pass")
+#: Abandoned dial tags remembered, to end legs that show up after we gave up.
+_ABANDONED_DIALS_KEPT = 1024
 
 
 class RelayClient:
@@ -111,6 +113,8 @@ class RelayClient:
         self._router: EventRouter[Call] = EventRouter()
         self._dials: dict[str, asyncio.Future[Call]] = {}
         self._messages: dict[str, Message] = {}
+        #: Tags of dials given up on (timeout, cancel) → leg call_ids already ended.
+        self._abandoned_dials: OrderedDict[str, set[str]] = OrderedDict()
         self._session_protocol = ""
         self.tasks = BackgroundTasks()
         #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
@@ -400,11 +404,41 @@ class RelayClient:
                 log.warning("connection lost while dialing (tag=%s); waiting for the outcome", tag)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
-            self._hang_up_legs(tag)
             raise RelayError("dial_timeout", f"Dial timed out waiting for answer (tag={tag})") from None
         finally:
             self._dials.pop(tag, None)
             self._router.dials.cancel(tag)
+            if not future.done():
+                # Timed out, cancelled or its request failed: nobody will take the call.
+                self._abandon_dial(tag)
+
+    def _abandon_dial(self, tag: str) -> None:
+        """End the legs of an abandoned dial: those known now, and those that show up
+        later (a serial dial rings its next group after we gave up)."""
+        self._hang_up_legs(tag)
+        self._abandoned_dials[tag] = set()
+        while len(self._abandoned_dials) > _ABANDONED_DIALS_KEPT:
+            self._abandoned_dials.popitem(last=False)
+
+    def _end_orphan_leg(self, event: RelayEvent) -> None:
+        """A state event of a leg of an abandoned dial (it was unroutable): hang it up once."""
+        legs = self._abandoned_dials.get(str(event.params.get("tag") or ""))
+        call_id = event.call_id
+        if legs is None or not call_id or call_id in legs:
+            return
+        legs.add(call_id)
+        if event.params.get("call_state") in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
+            return
+        self.counters["dial_orphans_ended"] += 1
+        params = {"call_id": call_id, "node_id": event.node_id, "reason": "cancel"}
+        self.tasks.spawn(self._end_quietly(params), f"hang-up of abandoned dial leg {call_id}")
+
+    async def _end_quietly(self, params: dict[str, Any]) -> None:
+        try:
+            await self.execute("calling.end", params)
+        except RelayError as exc:
+            if not exc.call_gone:
+                raise
 
     def _hang_up_legs(self, tag: str) -> None:
         for call in list(self._router.calls.values()):
@@ -514,6 +548,8 @@ class RelayClient:
             self._on_inbound_message(event)
         elif route is Route.UNROUTABLE:
             self.counters["events_unroutable"] += 1
+            if event.event_type == c.EVENT_CALL_STATE and self._abandoned_dials:
+                self._end_orphan_leg(event)
 
     def _on_offer(self, event: RelayEvent) -> None:
         self.counters["offers"] += 1

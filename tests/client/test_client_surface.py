@@ -361,6 +361,34 @@ async def test_dial_timeout_hangs_up_the_legs(harness: Harness) -> None:
         await harness.client.dial([], dial_timeout=1)
 
 
+async def test_serial_dial_timeout_leaves_no_orphan(harness: Harness) -> None:
+    """The dial times out during the first group; the server then rings the next one,
+    whose leg would be answered and left up if nobody ended it."""
+    harness.core.set_config({"durations": {"ring": 0.2, "answer": 0.2}})
+    with pytest.raises(RelayError) as info:
+        await harness.client.dial([[phone("+1001")], [phone("+1002")]], tag="ser", dial_timeout=0.3)
+    assert info.value.code == "dial_timeout"
+    await wait_until(lambda: any(c["device"] == phone("+1002") for c in harness.core.list_calls()))
+    await wait_until(
+        lambda: all(c["state"] == "ended" for c in harness.core.list_calls() if c["tag"] == "ser")
+    )
+    assert {c["end_reason"] for c in harness.core.list_calls()} == {"cancel"}
+    assert harness.client.stats()["dial_orphans_ended"] == 1
+
+
+async def test_cancelled_dial_hangs_up_its_legs(harness: Harness) -> None:
+    harness.core.set_config({"durations": {"answer": 30.0}})
+    dial = asyncio.create_task(harness.client.dial([[PHONE]], tag="gone", dial_timeout=30))
+    await wait_until(lambda: harness.core.list_calls(state="ringing"))
+    dial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dial
+    await wait_until(
+        lambda: all(c["state"] == "ended" for c in harness.core.list_calls() if c["tag"] == "gone")
+    )
+    assert harness.client.stats()["pending_dials"] == 0
+
+
 # --- messaging ----------------------------------------------------------------------------
 
 
