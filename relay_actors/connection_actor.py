@@ -491,6 +491,10 @@ class ConnectionActor:
             if batcher is not None:
                 await batcher.close(drain=False)
             lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
+            if incarnation is not None:
+                # Reported after the restart: offers delivered to the new incarnation
+                # meanwhile (Ray queues calls to a restarting actor) are its own, not lost.
+                lost = await self._not_owned(idx, lost)
             result["calls"] = len(lost)
             for tag, owner in list(self.dial_owner.items()):
                 if owner == idx:
@@ -555,6 +559,14 @@ class ConnectionActor:
 
         await asyncio.gather(*(end(cid) for cid in lost))
         self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
+
+    async def _not_owned(self, idx: int, calls: list[str]) -> list[str]:
+        try:
+            owned = await asyncio.wait_for(self.actors[idx].owned.remote(self.shard), 5.0)
+        except Exception:
+            return calls
+        held = {cid for cid, _node in owned["calls"]}
+        return [cid for cid in calls if cid not in held]
 
     async def _incarnation(self, idx: int, timeout: float = 30.0) -> str | None:
         """The incarnation of CallActor ``idx`` once it answers again (None if it does not)."""
