@@ -32,7 +32,10 @@ class Backoff:
 
     def nominal(self) -> float:
         """The un-jittered delay of the next attempt."""
-        return min(self.cap, self.initial * self.factor**self.attempts)
+        try:
+            return min(self.cap, self.initial * self.factor**self.attempts)
+        except OverflowError:  # factor**attempts past the float range (~1000 attempts)
+            return self.cap
 
     def next_delay(self) -> float:
         """The delay to wait before the next attempt (and count the attempt)."""

@@ -1,0 +1,42 @@
+"""Reconnect delays: exponential, jittered downwards only, capped, reset by the caller;
+and a client that has failed for hours still reconnects."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from relay_actors.backoff import Backoff
+from relay_actors.emulator.testing import wait_until
+
+from .conftest import Harness
+
+
+def test_delays_grow_to_the_cap_with_jitter_below_nominal() -> None:
+    backoff = Backoff(initial=1.0, factor=2.0, cap=30.0, rng=random.Random(7))
+    nominal = [1, 2, 4, 8, 16, 30, 30, 30]
+    delays = [backoff.next_delay() for _ in nominal]
+    for delay, expected in zip(delays, nominal, strict=True):
+        assert expected * 0.75 <= delay <= expected
+    backoff.reset()
+    assert backoff.attempts == 0 and backoff.nominal() == 1.0
+    assert Backoff(jitter=0).next_delay() == 1.0
+
+
+@pytest.mark.parametrize("attempts", [1023, 1024, 5000, 10**6])
+def test_no_overflow_after_a_long_outage(attempts: int) -> None:
+    """At the 30 s cap, ~1000 attempts is 8.5 hours: 2.0**attempts must not raise."""
+    backoff = Backoff(attempts=attempts)
+    assert backoff.nominal() == 30.0
+    assert 22.5 <= backoff.next_delay() <= 30.0
+
+
+async def test_client_still_reconnects_after_thousands_of_failures(make_harness: object) -> None:
+    backoff = Backoff(initial=0.01, cap=0.02)
+    h: Harness = await make_harness(backoff=backoff)  # type: ignore[operator]
+    backoff.attempts = 5000  # as after hours of failed attempts
+    h.core.refuse_handshakes = 3
+    h.core.drop(h.protocol)
+    await wait_until(lambda: h.client.connected and h.client.stats()["resumes"] == 1, timeout=5)
+    assert backoff.attempts == 0
