@@ -183,7 +183,8 @@ class ClientSession:
     max_queued: int = c.MAX_QUEUED_REQUESTS
 
     protocol: str = ""
-    authorization_state: str = ""
+    #: A credential (the resume blob): never in repr.
+    authorization_state: str = field(default="", repr=False)
     identity: str = ""
     connected: bool = False
     #: ``pending[id] = method`` for requests sent and not yet answered.

@@ -70,6 +70,10 @@ async def test_no_secret_in_debug_logs(
     finally:
         await jwt_client.disconnect()
         await bare_client.disconnect()
+    # The sans-IO session holds the resume blob and the credentials: its repr shows neither.
+    session_repr = repr(h.client._conn.session)  # type: ignore[union-attr]
+    assert h.client.relay_protocol in session_repr
+    assert leaks(session_repr, secrets) == []
     text = log_text(caplog)
     assert any(r.levelno == logging.DEBUG for r in caplog.records)  # DEBUG really was captured
     assert "connected to" in text
