@@ -204,6 +204,15 @@ class RayRuntime:
             return ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             pass
+        if "scheduling_strategy" not in opts:
+            # The control plane (router, connection actors) stays on the driver's node when
+            # it can (soft): with no CPUs asked, Ray otherwise scatters it over worker nodes,
+            # and losing a worker node then restarts the session too, not just CallActors.
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True
+            )
         handle: Any = (
             ray.remote(cls)
             .options(

@@ -60,9 +60,13 @@ class Recorder:
 
 
 def start_recorder(name: str) -> Any:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: a multi-node test removes worker nodes.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return (
         ray.remote(Recorder)
-        .options(name=name, namespace=TEST_NAMESPACE, num_cpus=0, max_concurrency=1)
+        .options(name=name, namespace=TEST_NAMESPACE, num_cpus=0, max_concurrency=1, scheduling_strategy=here)
         .remote()
     )
 
