@@ -446,18 +446,24 @@ async def test_send_message_bad_arguments(harness: Harness) -> None:
         await harness.client.send_message(to_number="", from_number="+2", body="x")
 
 
-async def test_inbound_message(harness: Harness) -> None:
-    received: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+async def test_inbound_messages_and_a_failing_message_handler(harness: Harness) -> None:
+    received: asyncio.Queue[Message] = asyncio.Queue()
 
     @harness.client.on_message
     async def on_message(message: Message) -> None:
-        received.set_result(message)
+        received.put_nowait(message)
+        if message.body == "boom":
+            raise RuntimeError("handler bug")
 
+    harness.core.messaging.inject("office", body="boom")
     message_id = harness.core.messaging.inject("office", body="ping", from_number="+15557778888", media=["u"])
-    message = await asyncio.wait_for(received, 5)
+    assert (await asyncio.wait_for(received.get(), 5)).body == "boom"
+    message = await asyncio.wait_for(received.get(), 5)
     assert message.message_id == message_id and message.body == "ping" and message.media == ["u"]
     assert message.direction == "inbound" and message.state == "received" and message.context == "office"
     assert message.from_number == "+15557778888"
+    await wait_until(lambda: harness.client.stats().get("handler_errors") == 1)
+    assert harness.client.connected
 
 
 # --- TLS ------------------------------------------------------------------------------------
