@@ -21,7 +21,7 @@ def test_metric_list_is_fixed_and_well_named() -> None:
         assert d.kind in ("counter", "gauge")
         assert not name.endswith("_total"), "counters are declared without _total"
         assert d.help and set(d.extra) <= {"outcome", "event_type", "code", "peer", "key"}
-    assert list(m.metric_names())[0] == "ray_relay_offers_total"
+    assert "ray_relay_offers_total" in set(m.metric_names())
 
 
 def test_connection_actor_stats() -> None:
