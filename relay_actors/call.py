@@ -331,8 +331,17 @@ class Call:
         return await self._execute("end", {"reason": reason})
 
     async def pass_(self) -> dict[str, Any]:
-        """Decline to handle an inbound call: the service offers it to another consumer."""
-        return await self._execute("pass")
+        """Decline to handle an inbound call: the service offers it to another consumer.
+
+        Once passed the call is no longer ours: it ends here (``end_reason``
+        ``"passed"``; waiters and actions resolve) and frees its slot."""
+        result = await self._execute("pass")
+        if result:
+            self._lost("passed")
+            release = getattr(self._control, "_release_call", None)
+            if release is not None:
+                release(self.call_id)
+        return result
 
     # --- play ---------------------------------------------------------------------
 

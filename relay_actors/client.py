@@ -649,6 +649,10 @@ class RelayClient:
             log.warning("RELAY session was not resumed; calls of the previous session are lost")
             self._lose_session("session_lost", previous)
 
+    def _release_call(self, call_id: str) -> None:
+        """A call we passed on: forget it (it frees its slot; a later offer of it is new)."""
+        self._router.remove_call(call_id)
+
     def _lose_session(self, reason: str, protocol: str | None = None) -> None:
         """End what the session named ``protocol`` (None: every session, on close) held."""
         for call in list(self._router.calls.values()):

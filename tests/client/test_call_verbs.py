@@ -175,6 +175,26 @@ async def test_pass_hands_the_offer_on(harness: Harness, make_harness: Any) -> N
     harness.request("calling.pass", call_id=call.call_id)
     moved = await asyncio.wait_for(other.calls.get(), 5)
     assert moved.call_id == call.call_id
+    # No longer ours: ended here, slot freed (a leaked slot per pass starves max_active_calls).
+    assert call.state == "ended" and call.end_reason == "passed"
+    assert harness.client.stats()["active_calls"] == 0 and other.client.stats()["active_calls"] == 1
+
+
+async def test_a_passed_call_offered_again_is_a_new_offer(harness: Harness, make_harness: Any) -> None:
+    await make_harness()  # someone to pass to
+    call = await harness.inbound()
+    await call.pass_()
+    # The service offers it to us again later (another round): a new offer, not a duplicate.
+    offer = {
+        "call_id": call.call_id,
+        "node_id": call.node_id,
+        "context": "office",
+        "call_state": "created",
+        "direction": "inbound",
+    }
+    harness.core.push_event(harness.protocol, "calling.call.receive", offer)
+    again = await asyncio.wait_for(harness.calls.get(), 5)
+    assert again.call_id == call.call_id and again is not call and again.state == "created"
 
 
 async def test_send_digits_on_completed(harness: Harness) -> None:
