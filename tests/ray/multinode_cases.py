@@ -31,20 +31,19 @@ def local_ray() -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="relay-cluster-")
     os.environ["RAY_TMPDIR"] = tmp  # the nodes' files go to <tmp>/ray
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "include_dashboard": False},
-    )
-    for _ in range(2):
-        cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-    _cluster = cluster
+    cluster: Cluster | None = None
     try:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        _cluster = cluster
         yield tmp
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
