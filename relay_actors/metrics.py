@@ -14,6 +14,11 @@ from ``stats()`` keys to them (:func:`flatten`):
   node's metrics export port with a ``ray_`` prefix and, for counters, a
   ``_total`` suffix, plus its own labels (``WorkerId``, ``NodeAddress``,
   ``SessionName``, ...): ``relay_offers`` is scraped as ``ray_relay_offers_total``.
+  Keep the interval at or below Ray's metrics report interval
+  (``RAY_metrics_report_interval_ms``, 10 s by default): with a 1 s report
+  interval, Ray's own node gauges (updated every few seconds) were seen to
+  vanish from the export between updates; gauges set less often than Ray
+  reports may do the same.
 * **In-process** (``RelayClient(runtime="local")``) — :class:`ClientCollector`, a
   ``prometheus_client`` collector over ``RelayClient.stats()``, and
   :func:`serve_client_metrics` to serve it on a port. The names carry no
@@ -26,7 +31,7 @@ and ``actor`` (CallActor number); a tag that does not apply is empty. Some
 metrics add one more tag: ``outcome``, ``event_type``, ``code``, ``peer`` or
 ``key``. Label values that come from the wire (event types, violation codes)
 and unknown keys are capped per exporter (:data:`MAX_DYNAMIC_VALUES`); the rest
-go to ``"other"``.
+go to ``"other"``. The table of every metric: ``dashboards/METRICS.md``.
 """
 
 from __future__ import annotations
