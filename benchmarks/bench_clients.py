@@ -1,16 +1,19 @@
-"""Side by side: our RelayClient versus the official signalwire-sdk, same emulator, same run.
+"""Side by side: the official signalwire-sdk, our in-process RelayClient, and our Ray runtime
+(1 and 2 connection shards) — same emulator, same run.
 
-    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--quick]
+    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--hold 10000] [--quick]
 
-The emulator runs in its own process pinned to CPU 0 (wss, like the SDK needs);
-each client runs in its own process pinned to CPU 1 (``client_runner.py``).
-Scenarios: inbound calls (answer → play TTS → hang up) as a burst (all injected
-at once) and at a steady rate; N outbound dials; N messages to delivered.
+The emulator runs in its own process pinned to CPU 0 (wss, which the SDK needs);
+each client runs in its own process tree pinned to CPU 1 (``client_runner.py``;
+for Ray that tree holds the driver, the GCS, the raylet and every actor).
 
-Offer→answer latency is measured at the server, identically for both clients:
-from the emulator's journal timestamp of each ``calling.call.receive`` it sent
-to that of the ``calling.answer`` it received. CPU is the client process's
-user+system time from its READY line to the end of the scenario.
+Measured from outside, identically for all: CPU seconds (user+system) of the
+client's whole process tree between its READY and DONE lines; peak memory
+(sum of PSS over the tree, sampled every 0.5 s); offer→answer latency at the
+server, from the emulator journal's timestamps of each ``calling.call.receive``
+sent and the ``calling.answer`` received; memory per active call from the
+``hold`` scenario (N calls answered and held open: PSS when all are up minus
+PSS at READY, divided by N).
 """
 
 from __future__ import annotations
@@ -21,24 +24,27 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from relay_actors.emulator import EmulatorProcess
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "client_runner.py"
-TIME_LIMIT = 600.0
-IMPLS = ("sdk", "ours")
+TIME_LIMIT = 900.0
 
 
 def http(method: str, url: str, body: Any = None) -> Any:
-    import urllib.request
-
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read() or b"null")
 
 
@@ -46,14 +52,13 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    k = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[k]
+    return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
-def offer_to_answer(journal: list[dict[str, Any]]) -> list[float]:
+def offer_to_answer(entries: list[dict[str, Any]]) -> list[float]:
     offered: dict[str, float] = {}
     latencies: list[float] = []
-    for entry in journal:
+    for entry in sorted(entries, key=lambda e: e["t"]):
         frame = entry["frame"]
         if entry["dir"] == "out" and frame.get("method") == "signalwire.event":
             params = frame.get("params") or {}
@@ -66,7 +71,88 @@ def offer_to_answer(journal: list[dict[str, Any]]) -> list[float]:
     return latencies
 
 
+class Tree:
+    """A process and its descendants, measured with psutil."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def procs(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for p in self.procs():
+            try:
+                t = p.cpu_times()
+                out[p.pid] = (self._label(p), t.user + t.system)
+            except psutil.Error:
+                continue
+        return out
+
+    @staticmethod
+    def _label(p: psutil.Process) -> str:
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            return "?"
+        text = " ".join(cmd[:3])
+        for key in (
+            "ConnectionActor",
+            "CallActor",
+            "Router",
+            "raylet",
+            "gcs_server",
+            "dashboard",
+            "agent",
+            "log_monitor",
+        ):
+            if key in text:
+                return key
+        if "client_runner" in text:
+            return "driver"
+        return os.path.basename(cmd[0]) if cmd else p.name()
+
+    def pss(self) -> float:
+        total = 0
+        for p in self.procs():
+            try:
+                total += p.memory_full_info().pss
+            except psutil.Error:
+                continue
+        return total / 2**20
+
+    def start_sampling(self, interval: float = 0.5) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                self.peak = max(self.peak, self.pss())
+
+        self._sampler = threading.Thread(target=loop, daemon=True)
+        self._sampler.start()
+
+    def stop_sampling(self) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(5)
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> Counter[str]:
+    by_label: Counter[str] = Counter()
+    for pid, (label, t) in after.items():
+        by_label[label] += t - before.get(pid, (label, 0.0))[1]
+    return by_label
+
+
 def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float | None) -> dict[str, Any]:
+    shards = 1
+    if impl.startswith("ray"):
+        shards = int(impl[3:] or 1)
     env = {
         **os.environ,
         "SIGNALWIRE_PROJECT_ID": emu.project,
@@ -75,55 +161,101 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
         "SIGNALWIRE_RELAY_CA_FILE": emu.ca_file,
         "SIGNALWIRE_LOG_MODE": "off",
         "PYTHONUNBUFFERED": "1",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", "/tmp/relay-bench-ray"),
     }
+    os.makedirs(env["RAY_TMPDIR"], exist_ok=True)
     context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
-    cmd = [
-        sys.executable,
-        str(RUNNER),
-        "--impl",
-        impl,
-        "--scenario",
-        scenario,
-        "--n",
-        str(n),
-        "--context",
-        context,
-    ]
+    kind = "ray" if impl.startswith("ray") else impl
+    cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", scenario, "--n", str(n)]
+    cmd += ["--context", context, "--shards", str(shards)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "1", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    stderr_lines: list[str] = []
+    threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    tree = Tree(proc.pid)
     try:
-        assert proc.stdout is not None
         ready = proc.stdout.readline().split()
         if not ready or ready[0] != "READY":
-            raise RuntimeError(f"{impl} runner failed: {proc.stderr.read() if proc.stderr else ''}")
-        protocol = ready[1]
-        if scenario == "inbound":
+            proc.wait(30)
+            raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
+        protocols = ready[1:]
+        cpu0, pss0 = tree.cpu(), tree.pss()
+        tree.start_sampling()
+        if scenario in ("inbound", "hold"):
             body: dict[str, Any] = {"context": context, "count": n}
             if rate:
                 body["rate"] = rate
+            if scenario == "hold":
+                body["hangup_after"] = 3600
             http("POST", f"{emu.control_url}/calls", body)
-        out, err = proc.communicate(timeout=TIME_LIMIT)
+        held_pss = float("nan")
+        if scenario == "hold":
+            deadline = time.monotonic() + TIME_LIMIT
+            while time.monotonic() < deadline:
+                answered = http("GET", f"{emu.control_url}/stats")["calls"].get("answered", 0)
+                if answered >= n:
+                    break
+                time.sleep(0.25)
+            held_pss = tree.pss()
+            calls = http("GET", f"{emu.control_url}/calls?state=answered")["calls"]
+            with ThreadPoolExecutor(16) as pool:
+                list(
+                    pool.map(
+                        lambda c: http("POST", f"{emu.control_url}/calls/{c['call_id']}/hangup", {}), calls
+                    )
+                )
+        line = proc.stdout.readline()
+        if not line.startswith("DONE"):
+            raise RuntimeError(f"{impl} {scenario} failed: {line}{''.join(stderr_lines)[-3000:]}")
+        result = json.loads(line[5:])
+        cpu1 = tree.cpu()
+        tree.stop_sampling()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(120)
     finally:
+        tree.stop_sampling()
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{impl} {scenario} failed ({proc.returncode}): {err[-2000:]}")
-    result = json.loads(lines[-1])
+            for p in tree.procs()[::-1]:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            proc.wait(30)
+    by_label = cpu_delta(cpu0, cpu1)
+    result.update(
+        impl=impl,
+        scenario=scenario,
+        cpu=sum(by_label.values()),
+        cpu_by_process=dict(by_label.most_common()),
+        peak_mib=max(tree.peak, pss0),
+        base_mib=pss0,
+        held_mib=held_pss,
+    )
+    if scenario == "hold":
+        result["kib_per_call"] = (held_pss - pss0) * 1024 / max(n, 1)
     if scenario == "inbound":
-        journal = http("GET", f"{emu.control_url}/journal?session={protocol}")
-        entries = journal.get("sessions", journal).get(protocol, []) if isinstance(journal, dict) else []
+        entries: list[dict[str, Any]] = []
+        for protocol in protocols:
+            journal = http("GET", f"{emu.control_url}/journal?session={protocol}")
+            entries += journal["sessions"].get(protocol, [])
         lat = offer_to_answer(entries)
-        result["p50_ms"] = percentile(lat, 0.5) * 1000
-        result["p99_ms"] = percentile(lat, 0.99) * 1000
-        result["latency_samples"] = len(lat)
+        result.update(
+            p50_ms=percentile(lat, 0.5) * 1000, p99_ms=percentile(lat, 0.99) * 1000, samples=len(lat)
+        )
     return result
 
 
-def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.{digits}f}"
 
 
 def main() -> int:
@@ -132,46 +264,59 @@ def main() -> int:
     )
     parser.add_argument("--n", type=int, default=1000, help="calls / dials / messages per scenario")
     parser.add_argument("--rate", type=float, default=200.0, help="steady inbound rate (calls/s)")
-    parser.add_argument("--quick", action="store_true", help="n=200 for a fast look")
+    parser.add_argument("--hold", type=int, default=10_000, help="calls held open for memory per call")
+    parser.add_argument("--quick", action="store_true", help="n=200, hold=1000 for a fast look")
+    parser.add_argument("--impls", default="sdk,ours,ray1,ray2", help="comma-separated: sdk,ours,ray1,ray2")
+    parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
     n = 200 if args.quick else args.n
+    hold = 1000 if args.quick else args.hold
+    impls = args.impls.split(",")
     scenarios = [
-        ("inbound burst", "inbound", None),
-        (f"inbound {args.rate:g}/s", "inbound", args.rate),
-        ("dial", "dial", None),
-        ("message", "message", None),
+        ("burst", "inbound", n, None, impls),
+        (f"steady {args.rate:g}/s", "inbound", n, args.rate, impls),
+        ("dial", "dial", n, None, [i for i in impls if not i.startswith("ray")]),
+        ("message", "message", n, None, [i for i in impls if not i.startswith("ray")]),
+        (f"hold {hold}", "hold", hold, None, impls),
     ]
     rows: list[tuple[str, dict[str, dict[str, Any]]]] = []
     durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
     with EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu:
-        http("POST", f"{emu.control_url}/config", {"journal_limit": 50 * n})
-        for label, scenario, rate in scenarios:
-            results = {impl: run_one(emu, impl, scenario, n, rate) for impl in IMPLS}
+        http("POST", f"{emu.control_url}/config", {"journal_limit": 50 * max(n, hold), "ring_timeout": 600})
+        for label, scenario, count, rate, which in scenarios:
+            results: dict[str, dict[str, Any]] = {}
+            for impl in which:
+                results[impl] = run_one(emu, impl, scenario, count, rate)
+                http("DELETE", f"{emu.control_url}/journal")
             rows.append((label, results))
-            http("DELETE", f"{emu.control_url}/journal")
-    print(f"\nn={n} per scenario; emulator on CPU 0, each client on CPU 1; wss\n")
+    print(f"\nemulator on CPU 0 (wss), each client's process tree on CPU 1; n={n}\n")
     header = (
-        f"{'scenario':<18}{'impl':<6}{'done':>6}{'fail':>6}{'ops/s':>10}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/op':>11}"
+        f"{'scenario':<16}{'impl':<6}{'done':>6}{'fail':>5}{'ops/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'CPU ms/op':>10}{'x sdk':>7}{'peak MiB':>9}{'KiB/call':>9}"
     )
     print(header)
     print("-" * len(header))
     for label, results in rows:
-        for impl in IMPLS:
-            r = results[impl]
+        sdk = results.get("sdk")
+        for impl, r in results.items():
             ops = r["done"] / r["wall"] if r["wall"] else float("nan")
+            cpu_op = 1000 * r["cpu"] / max(r["done"], 1)
+            ratio = cpu_op / (1000 * sdk["cpu"] / max(sdk["done"], 1)) if sdk else float("nan")
             print(
-                f"{label:<18}{impl:<6}{r['done']:>6}{r['failures']:>6}{ops:>10.0f}"
-                f"{fmt(r.get('p50_ms', float('nan'))):>9}{fmt(r.get('p99_ms', float('nan'))):>9}"
-                f"{1000 * r['cpu'] / max(r['done'], 1):>11.3f}"
+                f"{label:<16}{impl:<6}{r['done']:>6}{r['failures']:>5}{ops:>8.0f}{fmt(r.get('p50_ms')):>8}"
+                f"{fmt(r.get('p99_ms')):>8}{cpu_op:>10.3f}{fmt(ratio):>7}{r['peak_mib']:>9.0f}"
+                f"{fmt(r.get('kib_per_call'), 1):>9}"
             )
-        ours, sdk = results["ours"], results["sdk"]
-        ratio_ops = (ours["done"] / ours["wall"]) / (sdk["done"] / sdk["wall"])
-        ratio_cpu = (ours["cpu"] / max(ours["done"], 1)) / (sdk["cpu"] / max(sdk["done"], 1))
-        lat = ""
-        if "p50_ms" in ours:
-            lat = f"  p50 {fmt(ours['p50_ms'] / sdk['p50_ms'])}x  p99 {fmt(ours['p99_ms'] / sdk['p99_ms'])}x"
-        print(f"{'':<18}{'ratio':<6} ours/sdk: ops/s {ratio_ops:.2f}x  CPU/op {ratio_cpu:.2f}x{lat}")
+    print("\nCPU seconds by process (Ray runs):")
+    for label, results in rows:
+        for impl, r in results.items():
+            if impl.startswith("ray"):
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items() if v >= 0.01)
+                print(f"  {label:<16}{impl:<6}{parts}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([{"label": label, **r} for label, rs in rows for r in rs.values()])
+        )
     return 0
 
 

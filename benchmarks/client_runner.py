@@ -1,14 +1,18 @@
-"""One benchmark client process: ``ours`` (relay_actors) or ``sdk`` (the official signalwire-sdk).
+"""One benchmark client: ``sdk`` (the official signalwire-sdk), ``ours`` (in-process
+RelayClient) or ``ray`` (RelayClient on a local Ray it starts, ``--shards`` connection actors).
 
 Started by ``bench_clients.py`` with the emulator's coordinates in the environment
 (``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN``, ``SIGNALWIRE_SPACE``,
-``SIGNALWIRE_RELAY_CA_FILE``). It connects, prints ``READY <protocol>``, runs one
-scenario, and prints one JSON line: work done, wall and CPU seconds of this
-process from READY to the end (imports and connect excluded).
+``SIGNALWIRE_RELAY_CA_FILE``). Protocol on stdout/stdin, so the parent can measure
+this process tree (CPU, memory) from outside at the right moments:
+
+    READY <protocol> [<protocol> ...]   connected (Ray: every actor up)
+    DONE {json}                         the scenario is over; then it waits for a line on stdin
+    BYE                                 disconnected and stopped
 
 Scenarios: ``inbound`` (answer → play TTS → wait finished → hang up, for calls the
-parent injects), ``dial`` (N dials at once, each hung up) and ``message``
-(N messages at once, each to delivered).
+parent injects), ``hold`` (answer, then wait for the far end to hang up),
+``dial`` (N dials at once, each hung up), ``message`` (N messages at once to delivered).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import sys
 import time
 from typing import Any
@@ -25,52 +28,91 @@ from typing import Any
 PHONE = {"type": "phone", "params": {"from_number": "+15550100001", "to_number": "+15550100002"}}
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def make_client(impl: str, context: str) -> Any:
-    if impl == "sdk":
-        from signalwire.relay import RelayClient as SdkClient
-
-        return SdkClient(contexts=[context], max_active_calls=100_000)
-    from relay_actors import RelayClient
-
-    return RelayClient(contexts=[context], max_active_calls=100_000)
-
-
-async def handle_call(call: Any) -> None:
+async def inbound_flow(call: Any) -> None:
     await call.answer()
     play = await call.play_tts("Hello from the benchmark.")
     await play.wait(timeout=60)
     await call.hangup()
 
 
+async def hold_flow(call: Any) -> None:
+    await call.answer()
+    await call.wait_for_ended()
+
+
+def make_client(args: argparse.Namespace) -> Any:
+    if args.impl == "sdk":
+        from signalwire.relay import RelayClient as SdkClient
+
+        return SdkClient(contexts=[args.context], max_active_calls=100_000)
+    from relay_actors import RelayClient
+
+    if args.impl == "ray":
+        from relay_actors.ray_runtime import RayOptions
+
+        options = RayOptions(
+            app=f"bench{os.getpid()}",
+            connections=args.shards,
+            min_call_actors=2,
+            max_call_actors=2,
+            calls_per_actor=20_000,
+            call_actor_cpus=0.01,
+        )
+        return RelayClient(
+            contexts=[args.context], max_active_calls=100_000, runtime="ray", ray_options=options
+        )
+    return RelayClient(contexts=[args.context], max_active_calls=100_000)
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    client = make_client(args.impl, args.context)
+    client = make_client(args)
     done = 0
     failures = 0
     all_done = asyncio.Event()
+    flow = hold_flow if args.scenario == "hold" else inbound_flow
 
     async def on_call(call: Any) -> None:
         nonlocal done, failures
         try:
-            await handle_call(call)
+            await flow(call)
         except Exception:
             failures += 1
         done += 1
         if done >= args.n:
             all_done.set()
 
-    client.on_call(on_call)
-    await client.connect()
-    print(f"READY {client.relay_protocol}", flush=True)
-    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    if args.impl == "ray":
+        # Runs inside the CallActors: completion is read from their stats.
+        async def on_call_remote(call: Any) -> None:
+            await flow(call)
 
-    if args.scenario == "inbound":
-        # The parent injects the calls now.
-        await asyncio.wait_for(all_done.wait(), args.timeout)
+        client.on_call(on_call_remote)
+    else:
+        client.on_call(on_call)
+    await client.connect()
+    protocols = [client.relay_protocol]
+    if args.impl == "ray":
+        stats = await client.ray_stats()
+        protocols = [s["protocol"] for s in stats["connections"]]
+    print("READY " + " ".join(protocols), flush=True)
+    t0 = time.perf_counter()
+
+    if args.scenario in ("inbound", "hold"):
+        if args.impl == "ray":
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                stats = await client.ray_stats()
+                actors = stats["call_actors"]
+                done = sum(a.get("handlers_completed", 0) for a in actors)
+                # Offers never admitted count as failures too (they never reach a handler).
+                failures = sum(a.get("handler_errors", 0) for a in actors) + sum(
+                    s.get("offers_dropped", 0) + s.get("offers_no_capacity", 0) for s in stats["connections"]
+                )
+                if done + failures >= args.n:
+                    break
+                await asyncio.sleep(0.05)
+        else:
+            await asyncio.wait_for(all_done.wait(), args.timeout)
     elif args.scenario == "dial":
 
         async def one() -> None:
@@ -91,42 +133,45 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 message = await client.send_message(
                     to_number="+15550100002", from_number="+15550100001", body=f"bench {i}"
                 )
-                await message.wait(timeout=args.timeout)
+                # Bounded: the official SDK drops state events that beat the send
+                # result (its known race), and its wait() then never returns.
+                await message.wait(timeout=10)
             except Exception:
                 failures += 1
             done += 1
 
         await asyncio.wait_for(asyncio.gather(*(send(i) for i in range(args.n))), args.timeout)
 
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    wall = time.perf_counter() - t0
+    print("DONE " + json.dumps({"done": done, "failures": failures, "wall": wall}), flush=True)
+    # The parent samples CPU and memory now, then lets us go.
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     await client.disconnect()
-    return {
-        "impl": args.impl,
-        "scenario": args.scenario,
-        "done": done,
-        "failures": failures,
-        "wall": wall,
-        "cpu": cpu,
-    }
+    if args.impl == "ray":
+        import ray
+
+        ray.shutdown()
+    print("BYE", flush=True)
+    return {"done": done}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--impl", choices=["ours", "sdk"], required=True)
-    parser.add_argument("--scenario", choices=["inbound", "dial", "message"], required=True)
+    parser.add_argument("--impl", choices=["ours", "sdk", "ray"], required=True)
+    parser.add_argument("--scenario", choices=["inbound", "hold", "dial", "message"], required=True)
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--context", default="bench")
-    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     os.environ.setdefault("SIGNALWIRE_LOG_MODE", "off")
-    if args.impl == "ours":
+    if args.impl == "sdk":
+        asyncio.run(main_async(args))
+    else:
         # As RelayClient.run() does: our own loop runner (uvloop when installed).
         from relay_actors.eventloop import run
 
-        result = run(main_async(args))
-    else:
-        result = asyncio.run(main_async(args))
-    print(json.dumps(result), flush=True)
+        run(main_async(args))
     return 0
 
 

@@ -71,6 +71,12 @@ class _ShardLink:
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return await self.host.request(self.shard, method, params)
 
+    def _release_call(self, call_id: str) -> None:
+        """The call was passed to another consumer: it is not ours any more."""
+        if self.host.calls.pop(call_id, None) is not None:
+            self.host.call_shard.pop(call_id, None)
+            self.host.counters["calls_passed"] += 1
+
 
 class CallActor:
     """Hosts calls and runs the app's handlers (create with :func:`ray.remote`).

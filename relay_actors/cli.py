@@ -10,7 +10,7 @@ USAGE = """usage: relay-actors COMMAND [ARGS...]
 commands:
   emulator   run the RELAY emulator (prints one JSON line when ready)
   load       drive an emulator's control API with inbound calls
-  demo       start the embedded emulator and run the demo call flow against it
+  demo       run the demo IVR on a local Ray against the embedded emulator
 
 run 'relay-actors COMMAND --help' for a command's options."""
 

@@ -623,6 +623,14 @@ class ConnectionActor:
                 elif method == c.METHOD_UNRECEIVE and ctx in contexts:
                     contexts.remove(ctx)
             self._checkpoint()
+        elif method == "calling.pass":
+            # A passed call goes to another consumer and sends us nothing more:
+            # free its slot now, or it would leak until the end of time.
+            call_id = params.get("call_id", "")
+            self.counters["calls_passed"] += 1
+            owner = self.routes.remove_call(call_id)
+            if owner is not None:  # (None: its ``ended`` beat the pass result and freed it)
+                self._released(call_id, owner)
         self._to(idx, (m.RESULT, req_id, True, result), None)
 
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
+
+import pytest
+
+DEMO = [sys.executable, "-m", "relay_actors.cli", "demo", "--calls", "6", "--rate", "50", "--dials", "2"]
 
 
-def test_demo_command_runs_the_flows() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "relay_actors.cli", "demo", "--calls", "5", "--rate", "50", "--dials", "2"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+@pytest.mark.parametrize("runtime", ["ray", "local"])
+def test_demo_command_runs_the_flows(runtime: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="relay-demo-ray-") as ray_tmp:
+        env = {
+            **os.environ,
+            "RAY_TMPDIR": ray_tmp,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        env.pop("RAY_ADDRESS", None)
+        cmd = [*DEMO, "--runtime", runtime]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "demo OK" in proc.stdout
-    assert "inbound_completed                      5" in proc.stdout
+    assert "inbound_completed                      6" in proc.stdout
+    if runtime == "ray":
+        # The calls ran in CallActors, spread over more than one of them.
+        spread = [line for line in proc.stdout.splitlines() if line.startswith("calls_on_call_actor_")]
+        assert len(spread) >= 2 and sum(int(line.split()[-1]) for line in spread) == 6
+        assert "router.double_assignments               0" in proc.stdout
 
 
 def test_cli_usage() -> None:

@@ -140,3 +140,36 @@ async def test_over_limit_pass(make_client, emulator, recorder) -> None:
     ends = [c["end_reason"] for c in emulator.core.list_calls()]
     assert ends.count("hangup") == totals["offers_admitted"]
     await eventually(lambda: _idle(relay), 10, what="router and shards back to 0")
+
+
+def _pass_every_call() -> Any:
+    async def handler(call: Any) -> None:
+        await call.pass_()
+
+    return handler
+
+
+async def test_passed_calls_free_their_slots(make_client, emulator, recorder) -> None:
+    """A passed call belongs to another consumer: its slot must come back at once,
+    or each pass would leak one of the ``max_active_calls`` slots for good."""
+    relay = await make_client(max_active_calls=LIMIT, on_call=_pass_every_call())
+    emulator.core.inject_calls("office", LIMIT, ring_timeout=30.0)
+    await eventually(
+        lambda: _passes_done(emulator, LIMIT), 20, what="every call passed by its handler"
+    )
+    await eventually(lambda: _idle(relay), 10, what="router and shards back to 0 after the passes")
+    stats = await relay.ray_stats()
+    assert sum(a["calls"] for a in stats["call_actors"]) == 0
+    assert sum(s.get("calls_passed", 0) for s in stats["connections"]) == LIMIT
+    # The freed slots are usable: a second wave of LIMIT calls is admitted in full.
+    before = (await _shard_totals(relay))["offers_admitted"]
+    emulator.core.inject_calls("office", LIMIT, ring_timeout=30.0)
+
+    async def admitted() -> bool:
+        return (await _shard_totals(relay))["offers_admitted"] - before == LIMIT
+
+    await eventually(admitted, 20, what="the second wave admitted")
+
+
+async def _passes_done(emulator: Any, count: int) -> bool:
+    return len(helpers.sent_requests(emulator, "calling.pass")) >= count
