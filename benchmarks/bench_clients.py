@@ -55,6 +55,17 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, max(0, round(q * (len(values) - 1))))]
 
 
+def span(entries: list[dict[str, Any]]) -> float:
+    """Seconds from the first offer sent to the last ``calling.end`` received."""
+    offers = [
+        e["t"]
+        for e in entries
+        if e["dir"] == "out" and (e["frame"].get("params") or {}).get("event_type") == "calling.call.receive"
+    ]
+    ends = [e["t"] for e in entries if e["dir"] == "in" and e["frame"].get("method") == "calling.end"]
+    return max(ends) - min(offers) if offers and ends else float("nan")
+
+
 def offer_to_answer(entries: list[dict[str, Any]]) -> list[float]:
     offered: dict[str, float] = {}
     latencies: list[float] = []
@@ -246,6 +257,8 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
             journal = http("GET", f"{emu.control_url}/journal?session={protocol}")
             entries += journal["sessions"].get(protocol, [])
         lat = offer_to_answer(entries)
+        # Throughput as the server saw it, the same way for every client.
+        result["wall"] = span(entries)
         result.update(
             p50_ms=percentile(lat, 0.5) * 1000, p99_ms=percentile(lat, 0.99) * 1000, samples=len(lat)
         )

@@ -3,10 +3,14 @@
 One Ray actor call costs about a millisecond and an actor absorbs only a few
 thousand separate calls per second, but a hundred thousand items per second
 when they ride a hundred to a call. :class:`Batcher` sends what it is given
-*at once* when nothing is in flight, and coalesces everything that arrives
-while a send is in flight into the next one. Under light load every item
-leaves immediately (no fixed flush timer taxing latency); under heavy load
+when nothing is in flight — at the end of the current event-loop iteration,
+so items produced together (the frames of one socket read, say) leave
+together at no cost in latency — and coalesces everything that arrives while
+a send is in flight into the next one. Under light load every item leaves
+within microseconds (no fixed flush timer taxing latency); under heavy load
 batches grow by themselves until one send per round trip carries them all.
+For traffic nobody waits on (bookkeeping reports), ``linger`` trades a bounded
+delay for fewer, larger sends.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Batcher(Generic[T]):
         max_in_flight: int = 1,
         on_error: Callable[[BaseException, list[T]], None] | None = None,
         name: str = "batcher",
+        linger: float = 0.0,
     ) -> None:
         self._send = send
         self._max_batch = max_batch
@@ -53,6 +58,8 @@ class Batcher(Generic[T]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._linger = linger
+        self._kick_scheduled = False
         self.closed = False
         #: Counters for metrics: sends, items, largest batch.
         self.sends = 0
@@ -67,15 +74,31 @@ class Batcher(Generic[T]):
         if self.closed:
             raise RuntimeError(f"{self._name} is closed")
         self._pending.append(item)
-        if self._in_flight < self._max_in_flight:
-            self._start()
+        if not self._kick_scheduled and self._in_flight < self._max_in_flight:
+            self._schedule()
 
     def extend(self, items: list[T]) -> None:
         if self.closed:
             raise RuntimeError(f"{self._name} is closed")
         self._pending.extend(items)
-        if self._pending and self._in_flight < self._max_in_flight:
+        if self._pending and not self._kick_scheduled and self._in_flight < self._max_in_flight:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._kick_scheduled = True
+        self._idle.clear()
+        loop = asyncio.get_running_loop()
+        if self._linger > 0:
+            loop.call_later(self._linger, self._kick)
+        else:
+            loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        if self._pending and not self.closed and self._in_flight < self._max_in_flight:
             self._start()
+        elif self._in_flight == 0 and not self._pending:
+            self._idle.set()
 
     def _start(self) -> None:
         batch = self._pending[: self._max_batch]
@@ -105,8 +128,12 @@ class Batcher(Generic[T]):
         finally:
             self._in_flight -= 1
             if self._pending and not self.closed:
-                self._start()
-            elif self._in_flight == 0:
+                if self._linger > 0:
+                    if not self._kick_scheduled:
+                        self._schedule()
+                else:
+                    self._start()
+            elif self._in_flight == 0 and not self._kick_scheduled:
                 self._idle.set()
 
     async def drain(self, timeout: float | None = None) -> None:

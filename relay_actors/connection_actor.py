@@ -128,7 +128,8 @@ class ConnectionActor:
                 env={},
             )
             self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
-            self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router")
+            # Bookkeeping nobody waits on: linger to send it in few, large batches.
+            self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
             await self._refresh_pool()
             restarted = await self._rebuild()
             lease = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
