@@ -28,6 +28,7 @@ from ray import cloudpickle
 
 from . import actor_messages as m
 from . import metrics
+from .actor_link import Link, LinkClosed, LinkServer
 from .batching import Batcher
 from .call import Call, _device_lists
 from .errors import ArgumentError, RelayError
@@ -102,6 +103,12 @@ class CallActor:
         self.shards = int(options.get("shards", 1))
         self.tasks = BackgroundTasks()
         self.counters: Counter[str] = Counter()
+        self._streams: dict[int, Link] = {}
+        self._link_events: dict[int, asyncio.Event] = {}
+        self._link_server: LinkServer | None = None
+        self._endpoint: tuple[str, int] = ("", 0)
+        self._endpoint_ready = asyncio.Event()
+        self.tasks.spawn(self._serve_links(), "link server")
         self.calls: dict[str, Call] = {}
         self.call_shard: dict[str, int] = {}
         self._links = [_ShardLink(self, s) for s in range(self.shards)]
@@ -124,14 +131,11 @@ class CallActor:
     def _batcher(self, shard: int) -> Batcher[tuple[Any, ...]]:
         batcher = self._batchers.get(shard)
         if batcher is None:
-            import ray
-
-            from .actor_messages import NAMESPACE, actor_name
-
-            handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
 
             async def send(batch: list[tuple[Any, ...]]) -> None:
-                await handle.submit.remote(self.index, batch)
+                link = await self._link_for(shard)
+                link.send(("submit", batch))
+                await link.drain()
 
             def failed(exc: BaseException, batch: list[tuple[Any, ...]]) -> None:
                 self._fail_requests([item[0] for item in batch], exc)
@@ -139,6 +143,67 @@ class CallActor:
             batcher = Batcher(send, on_error=failed, name=f"call-actor-{self.index}->connection-{shard}")
             self._batchers[shard] = batcher
         return batcher
+
+    # --- the direct links from the connection actors (see actor_link) --------------------
+
+    async def _serve_links(self) -> None:
+        import ray
+
+        from . import kvstore
+
+        secret = await kvstore.get(f"{self.app}/link_secret")
+        if not secret:
+            log.error("CallActor %d: no link secret stored for app %r", self.index, self.app)
+            return
+        self._link_server = LinkServer(secret, self._on_link)
+        self._endpoint = await self._link_server.start(ray.util.get_node_ip_address())
+        self._endpoint_ready.set()
+
+    async def endpoint(self) -> tuple[str, int]:
+        """Where the connection actors link to this actor."""
+        await asyncio.wait_for(self._endpoint_ready.wait(), 30.0)
+        return self._endpoint
+
+    async def _on_link(self, link: Link, hello: Any) -> None:
+        shard = int(hello[1])
+        old = self._streams.get(shard)
+        self._streams[shard] = link
+        event = self._link_events.setdefault(shard, asyncio.Event())
+        event.set()
+        if old is not None and old is not link:
+            old.close()
+        try:
+            while True:
+                message = await link.recv()
+                if message[0] == "deliver":
+                    refused = await self.deliver(shard, message[2])
+                    link.send(("delivered", message[1], refused))
+        except LinkClosed:
+            pass
+        finally:
+            if self._streams.get(shard) is link:
+                del self._streams[shard]
+                self._link_events[shard].clear()
+                # Requests in flight on that link will get no result: say so now.
+                self._fail_requests(
+                    [rid for rid, (_, s) in self._requests.items() if s == shard],
+                    LinkClosed(f"link to connection shard {shard} closed"),
+                )
+
+    async def _link_for(self, shard: int) -> Link:
+        link = self._streams.get(shard)
+        if link is not None and not link.closed:
+            return link
+        # A connection actor (re)starting links to us within seconds; wait a little.
+        event = self._link_events.setdefault(shard, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), 5.0)
+        except asyncio.TimeoutError:
+            raise LinkClosed(f"no link from connection shard {shard}") from None
+        link = self._streams.get(shard)
+        if link is None or link.closed:
+            raise LinkClosed(f"no link from connection shard {shard}")
+        return link
 
     def _fail_requests(self, req_ids: Sequence[str], exc: BaseException) -> None:
         error = RelayError(
@@ -498,10 +563,14 @@ class CallActor:
         }
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop handlers and flush what is queued."""
-        await self.tasks.cancel_all()
+        """Flush what is queued, stop handlers, close the links."""
         for batcher in self._batchers.values():
             await batcher.close(drain=True, timeout=timeout)
+        await self.tasks.cancel_all()
+        for link in list(self._streams.values()):
+            link.close()
+        if self._link_server is not None:
+            await self._link_server.close()
 
 
 class ActorSideClient:

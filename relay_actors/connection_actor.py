@@ -26,8 +26,9 @@ import logging
 from collections import Counter
 from typing import Any
 
+from . import actor_link, kvstore, metrics
 from . import actor_messages as m
-from . import kvstore, metrics
+from .actor_link import Link, LinkClosed
 from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
 from .batching import Batcher
@@ -46,8 +47,6 @@ from .tasks import BackgroundTasks
 __all__ = ["ConnectionActor"]
 
 log = logging.getLogger("relay_actors.connection_actor")
-
-
 
 
 class ConnectionActor:
@@ -77,6 +76,13 @@ class ConnectionActor:
         #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
         self.block = LEASE_BLOCK
         self.waiting: list[tuple[RelayEvent, str | None]] = []
+        #: Direct links to CallActors by index, and deliveries awaiting their reply.
+        self.links: dict[int, Link] = {}
+        self._linking: dict[int, asyncio.Future[Link]] = {}
+        self._deliveries: dict[int, asyncio.Future[list[str]]] = {}
+        self._delivery_owner: dict[int, tuple[Link, int]] = {}
+        self._seq = 0
+        self._link_secret = ""
         self.dial_owner: dict[str, int] = {}
         #: call_id → node_id, to address calls this actor must end itself.
         self.node_of: dict[str, str] = {}
@@ -107,6 +113,7 @@ class ConnectionActor:
             creds = await kvstore.get(self._key("credentials"))
             if not creds:
                 raise RelayError("config", f"no credentials stored for app {self.app!r}")
+            self._link_secret = await kvstore.get(self._key("link_secret")) or ""
             resume = await kvstore.get(self._key(f"shard/{self.shard}/resume")) or {}
             ca_file = None
             if self.options.get("ca_pem"):
@@ -161,6 +168,16 @@ class ConnectionActor:
                 self.actors[idx] = handle
                 self.capacity[idx] = capacity
                 self.dead.discard(idx)
+        # Link eagerly: a CallActor's requests travel on the link this shard opens.
+        for idx in self.actors:
+            if idx not in self.links and idx not in self._linking and self._link_secret:
+                self.tasks.spawn(self._link_quietly(idx), f"link to CallActor {idx}")
+
+    async def _link_quietly(self, idx: int) -> None:
+        try:
+            await self._link(idx)
+        except Exception as exc:  # it may be restarting: the next delivery retries
+            log.info("shard %d: no link to CallActor %d yet (%r)", self.shard, idx, exc)
 
     async def _rebuild(self) -> bool:
         """Re-learn calls, dials and messages from the CallActors. True if there was anything."""
@@ -231,10 +248,9 @@ class ConnectionActor:
     def _batcher(self, idx: int) -> Batcher[tuple[tuple[Any, ...], str | None]]:
         batcher = self.batchers.get(idx)
         if batcher is None:
-            handle = self.actors[idx]
 
             async def send(batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
-                refused = await handle.deliver.remote(self.shard, [item for item, _ in batch])
+                refused = await self._deliver(idx, [item for item, _ in batch])
                 if self.conn is not None:
                     self.conn.ack([ack for _, ack in batch if ack])
                 if refused:
@@ -246,6 +262,65 @@ class ConnectionActor:
             batcher = Batcher(send, on_error=failed, name=f"connection-{self.shard}->call-actor-{idx}")
             self.batchers[idx] = batcher
         return batcher
+
+    # --- the direct links to CallActors (see actor_link) --------------------------------
+
+    async def _link(self, idx: int) -> Link:
+        """The open link to CallActor ``idx``, connecting (once at a time) if needed."""
+        link = self.links.get(idx)
+        if link is not None and not link.closed:
+            return link
+        pending = self._linking.get(idx)
+        if pending is None:
+            pending = asyncio.ensure_future(self._open_link(idx))
+            self._linking[idx] = pending
+            pending.add_done_callback(lambda _: self._linking.pop(idx, None))
+        return await asyncio.shield(pending)
+
+    async def _open_link(self, idx: int) -> Link:
+        host, port = await self.actors[idx].endpoint.remote()
+        link = await actor_link.connect(host, port, self._link_secret, ("shard", self.shard))
+        self.links[idx] = link
+        self.tasks.spawn(self._read_link(idx, link), f"link to CallActor {idx}")
+        return link
+
+    async def _read_link(self, idx: int, link: Link) -> None:
+        try:
+            while True:
+                message = await link.recv()
+                kind = message[0]
+                if kind == "delivered":
+                    future = self._deliveries.pop(message[1], None)
+                    if future is not None and not future.done():
+                        future.set_result(message[2])
+                elif kind == "submit":
+                    await self.submit(idx, message[1])
+        except LinkClosed:
+            pass
+        finally:
+            if self.links.get(idx) is link:
+                del self.links[idx]
+            lost = LinkClosed(f"link to CallActor {idx} closed")
+            for seq in [seq for seq, (owner, _) in self._delivery_owner.items() if owner is link]:
+                self._delivery_owner.pop(seq, None)
+                future = self._deliveries.pop(seq, None)
+                if future is not None and not future.done():
+                    future.set_exception(lost)
+
+    async def _deliver(self, idx: int, items: list[tuple[Any, ...]]) -> list[str]:
+        """Send one batch to CallActor ``idx``; returns the offers it refused."""
+        link = await self._link(idx)
+        self._seq += 1
+        seq = self._seq
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._deliveries[seq] = future
+        self._delivery_owner[seq] = (link, idx)
+        try:
+            link.send(("deliver", seq, items))
+            return await future
+        finally:
+            self._deliveries.pop(seq, None)
+            self._delivery_owner.pop(seq, None)
 
     def _to(self, idx: int, item: tuple[Any, ...], ack_id: str | None) -> None:
         self._batcher(idx).put((item, ack_id))
@@ -491,6 +566,9 @@ class ConnectionActor:
             batcher = self.batchers.pop(idx, None)
             if batcher is not None:
                 await batcher.close(drain=False)
+            link = self.links.pop(idx, None)
+            if link is not None:
+                link.close()  # to the old incarnation; the next delivery links to the new one
             lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
             if incarnation is not None:
                 # Reported after the restart: offers delivered to the new incarnation

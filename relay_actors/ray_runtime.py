@@ -149,6 +149,12 @@ class RayRuntime:
             f"{self.options.app}/credentials",
             {"project": creds.project, "token": creds.token, "jwt_token": creds.jwt_token},
         )
+        # The secret that authenticates the direct links between actors: kept when
+        # re-adopting running actors (they hold it), made afresh otherwise.
+        if not await kvstore.get(f"{self.options.app}/link_secret"):
+            from .actor_link import new_secret
+
+            await kvstore.put(f"{self.options.app}/link_secret", new_secret())
         from ray import cloudpickle
 
         handlers = cloudpickle.dumps(self.handlers)
@@ -247,7 +253,8 @@ class RayRuntime:
             if handle is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(handle, no_restart=True)
-        for key in ("credentials", *(f"shard/{s}/resume" for s in range(self.options.connections))):
+        shards = (f"shard/{s}/resume" for s in range(self.options.connections))
+        for key in ("credentials", "link_secret", *shards):
             with contextlib.suppress(Exception):
                 await kvstore.delete(f"{self.options.app}/{key}")
         self.connections = []
