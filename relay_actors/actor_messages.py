@@ -1,9 +1,12 @@
 """What actors say to each other: small tuples, tagged by their first element.
 
 Plain tuples pickle fast and small, and these cross process boundaries by the
-thousand per second, so no classes here. Every batch is a list of them.
+thousand per second, so no classes here. Every batch is a list of them, and
+batches travel on the direct link between a connection actor and a CallActor
+(:mod:`relay_actors.actor_link`): ``("deliver", seq, batch)`` one way, answered
+by ``("delivered", seq, refused_offer_ids)``; ``("submit", batch)`` the other.
 
-Connection actor → CallActor (``CallActor.deliver(shard, batch)``):
+Connection actor → CallActor (applied by ``CallActor.deliver(shard, batch)``):
 
 * ``(OFFER, call_id, params, event_id)`` — a new inbound call placed on this actor
 * ``(EVENT, call_id, event_type, params, timestamp, event_id)`` — an event of one of its calls
@@ -16,7 +19,7 @@ Connection actor → CallActor (``CallActor.deliver(shard, batch)``):
 * ``(RESTARTED,)`` — the connection actor restarted: requests in flight to it are gone
 * ``(ADOPT, call_id, params)`` — a call re-homed here from a lost CallActor (events follow)
 
-CallActor → connection actor (``ConnectionActor.submit(actor_index, batch)``):
+CallActor → connection actor (applied by ``ConnectionActor.submit(actor_index, batch)``):
 
 * ``(req_id, method, params)`` — a request; its RESULT comes back through ``deliver``
 """
