@@ -92,8 +92,10 @@ class EmulatorConfig:
     resume_grace: float = 60.0
     #: Most unacked events kept per session; beyond it the oldest are dropped and counted.
     max_unacked: int = 100_000
-    #: Seconds to wait for the ack of ``signalwire.disconnect`` before closing anyway.
-    disconnect_ack_timeout: float = 2.0
+    #: Seconds to wait for the ack of ``signalwire.disconnect`` before closing anyway. Generous:
+    #: the official SDK clears its protocol only after its ack went out, so closing early
+    #: on a loaded machine leaves it resuming a retired session.
+    disconnect_ack_timeout: float = 5.0
     #: Record every frame per session (credentials masked). Off for benchmarks.
     journal: bool = True
     #: Most frames kept per session in the journal.
