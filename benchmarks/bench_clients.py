@@ -196,6 +196,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
             proc.wait(30)
             raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
         protocols = ready[1:]
+        ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
         cpu0, pss0 = tree.cpu(), tree.pss()
         tree.start_sampling()
         if scenario in ("inbound", "hold"):
@@ -221,11 +222,27 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
                         lambda c: http("POST", f"{emu.control_url}/calls/{c['call_id']}/hangup", {}), calls
                     )
                 )
+        if scenario == "inbound":
+            deadline = time.monotonic() + TIME_LIMIT
+            while time.monotonic() < deadline:
+                stats = http("GET", f"{emu.control_url}/stats")
+                if stats["call_state_transitions"].get("ended", 0) - ended_before >= n:
+                    break
+                time.sleep(0.05)
+        if scenario in ("inbound", "hold"):
+            cpu1 = tree.cpu()
+            if scenario == "hold":
+                # Let the hang-ups reach the handlers before the runner reports.
+                while http("GET", f"{emu.control_url}/stats")["calls"].get("answered", 0) > 0:
+                    time.sleep(0.1)
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
         line = proc.stdout.readline()
         if not line.startswith("DONE"):
             raise RuntimeError(f"{impl} {scenario} failed: {line}{''.join(stderr_lines)[-3000:]}")
         result = json.loads(line[5:])
-        cpu1 = tree.cpu()
+        if scenario not in ("inbound", "hold"):
+            cpu1 = tree.cpu()
         tree.stop_sampling()
         proc.stdin.write("go\n")
         proc.stdin.flush()

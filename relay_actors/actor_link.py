@@ -74,6 +74,13 @@ class Link:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def flush(self) -> bool:
+        """Write what is queued now. True when every byte reached the kernel (nothing
+        waits in user space): then it arrives even if this process dies next."""
+        self._flush()
+        transport = self._writer.transport
+        return not self.closed and transport is not None and transport.get_write_buffer_size() == 0
+
     def _flush(self) -> None:
         self._scheduled = False
         if self.closed or not self._pending:

@@ -175,9 +175,15 @@ class CallActor:
         try:
             while True:
                 message = await link.recv()
-                if message[0] == "deliver":
+                kind = message[0]
+                if kind == "deliver":
                     refused = await self.deliver(shard, message[2])
-                    link.send(("delivered", message[1], refused))
+                    if refused:
+                        offers = {item[1]: item for item in message[2] if item[0] == m.OFFER}
+                        link.send(("refused", [offers[cid] for cid in refused if cid in offers]))
+                elif kind == "confirm":
+                    # Everything before it on this ordered stream has been applied.
+                    link.send(("delivered", message[1], []))
         except LinkClosed:
             pass
         finally:

@@ -252,11 +252,9 @@ class ConnectionActor:
         if batcher is None:
 
             async def send(batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
-                refused = await self._deliver(idx, [item for item, _ in batch])
+                await self._deliver(idx, [item for item, _ in batch])
                 if self.conn is not None:
                     self.conn.ack([ack for _, ack in batch if ack])
-                if refused:
-                    self._replace(idx, refused, batch)
 
             def failed(exc: BaseException, batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
                 self._call_actor_failed(idx, exc, batch)
@@ -297,6 +295,8 @@ class ConnectionActor:
                         future.set_result(message[2])
                 elif kind == "submit":
                     await self.submit(idx, message[1])
+                elif kind == "refused":
+                    self._replace(idx, message[1])
         except LinkClosed:
             pass
         finally:
@@ -309,17 +309,25 @@ class ConnectionActor:
                 if future is not None and not future.done():
                     future.set_exception(lost)
 
-    async def _deliver(self, idx: int, items: list[tuple[Any, ...]]) -> list[str]:
-        """Send one batch to CallActor ``idx``; returns the offers it refused."""
+    async def _deliver(self, idx: int, items: list[tuple[Any, ...]]) -> None:
+        """Send one batch to CallActor ``idx``. Returns once it is safe to ack the batch's
+        events: when its bytes are in the kernel's socket buffer they reach the CallActor
+        even if this process is killed next, so no reply is awaited (a round trip per
+        batch would cost more than the batch). Only when the link has a user-space
+        backlog does it wait for the CallActor to confirm. Offers the CallActor refuses
+        come back on their own (``refused``)."""
         link = await self._link(idx)
         self._seq += 1
         seq = self._seq
+        link.send(("deliver", seq, items, False))
+        if link.flush():
+            return
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._deliveries[seq] = future
         self._delivery_owner[seq] = (link, idx)
         try:
-            link.send(("deliver", seq, items))
-            return await future
+            link.send(("confirm", seq))
+            await future
         finally:
             self._deliveries.pop(seq, None)
             self._delivery_owner.pop(seq, None)
@@ -492,16 +500,15 @@ class ConnectionActor:
         self._report_add(event.call_id, idx)
         self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
 
-    def _replace(self, idx: int, refused: list[str], batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
-        offers = {item[1]: item for item, _ in batch if item[0] == m.OFFER}
-        for call_id in refused:
-            item = offers.get(call_id)
+    def _replace(self, idx: int, refused: list[tuple[Any, ...]]) -> None:
+        """CallActor ``idx`` was full: place the offers it refused elsewhere."""
+        for item in refused:
+            call_id = item[1]
             self.routes.remove_call(call_id)
             self.placed[idx] -= 1
             self.capacity[idx] = self.placed[idx]  # it told us it is full
-            if item is not None:
-                event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
-                self._place(event, None, exclude={idx})
+            event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
+            self._place(event, None, exclude={idx})
 
     def _released(self, call_id: str, idx: int) -> None:
         self.placed[idx] -= 1
