@@ -102,15 +102,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # The parent watches the emulator and says "stop" when every call is through:
         # polling our own actors from here would be charged to the run.
         await loop.run_in_executor(None, sys.stdin.readline)
-        if args.impl == "ray":
-            stats = await client.ray_stats()
-            actors = stats["call_actors"]
-            done = sum(a.get("handlers_completed", 0) for a in actors)
-            failures = sum(a.get("handler_errors", 0) for a in actors) + sum(
-                s.get("offers_dropped", 0) + s.get("offers_no_capacity", 0) for s in stats["connections"]
-            )
-            if args.scenario == "hold":
-                done = sum(a.get("calls_ended", 0) + a.get("calls", 0) for a in actors)
+        # The CPU sample is taken: let the last handlers return before counting them.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if args.impl == "ray":
+                stats = await client.ray_stats()
+                actors = stats["call_actors"]
+                done = sum(a.get("handlers_completed", 0) for a in actors)
+                failures = sum(a.get("handler_errors", 0) for a in actors) + sum(
+                    s.get("offers_dropped", 0) + s.get("offers_no_capacity", 0) for s in stats["connections"]
+                )
+            if done + failures >= args.n:
+                break
+            await asyncio.sleep(0.1)
     elif args.scenario == "dial":
 
         async def one() -> None:

@@ -32,6 +32,7 @@ from .actor_link import Link, LinkClosed, LinkServer
 from .batching import Batcher
 from .call import Call, _device_lists
 from .errors import ArgumentError, RelayError
+from .handlers import run_call_handler, run_message_handler
 from .message import Message
 from .protocol import constants as c
 from .protocol.calls import CallCore
@@ -339,22 +340,7 @@ class CallActor:
 
     async def _run_handler(self, call: Call) -> None:
         assert self.on_call is not None
-        try:
-            if self.handler_timeout is None:
-                await self.on_call(call)
-            else:
-                await asyncio.wait_for(self.on_call(call), self.handler_timeout)
-            self.counters["handlers_completed"] += 1
-        except asyncio.TimeoutError:
-            self.counters["handler_timeouts"] += 1
-            log.error("on_call handler for %s ran over %ss; hanging up", call.call_id, self.handler_timeout)
-            with contextlib.suppress(RelayError):
-                await call.hangup("error")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.counters["handler_errors"] += 1
-            log.exception("on_call handler failed for call %s", call.call_id)
+        await run_call_handler(self.on_call, call, self.counters, self.handler_timeout)
 
     def _on_leg(self, shard: int, item: tuple[Any, ...]) -> None:
         _, _tag, params = item
@@ -404,11 +390,7 @@ class CallActor:
 
     async def _run_message_handler(self, message: Message) -> None:
         assert self.on_message is not None
-        try:
-            await self.on_message(message)
-        except Exception:
-            self.counters["handler_errors"] += 1
-            log.exception("on_message handler failed for message %s", message.message_id)
+        await run_message_handler(self.on_message, message, self.counters)
 
     # --- what a handler's RelayClient does here ---------------------------------------
 

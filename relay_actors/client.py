@@ -25,6 +25,7 @@ from .call import Call, _device_lists
 from .config import Settings, resolve_settings
 from .connection import Connection
 from .errors import ArgumentError, RelayError
+from .handlers import run_call_handler, run_message_handler
 from .message import Message
 from .protocol import constants as c
 from .protocol.calls import CallCore
@@ -587,23 +588,7 @@ class RelayClient:
 
     async def _run_handler(self, call: Call) -> None:
         assert self._on_call is not None
-        try:
-            if self._handler_timeout is None:
-                await self._on_call(call)
-            else:
-                await asyncio.wait_for(self._on_call(call), self._handler_timeout)
-        except asyncio.TimeoutError:
-            self.counters["handler_timeouts"] += 1
-            log.error(
-                "on_call handler for %s ran over %.1fs; hanging up", call.call_id, self._handler_timeout or 0
-            )
-            with contextlib.suppress(RelayError):
-                await call.hangup("error")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.counters["handler_errors"] += 1
-            log.exception("on_call handler failed for call %s", call.call_id)
+        await run_call_handler(self._on_call, call, self.counters, self._handler_timeout)
 
     def _on_dial_done(self, outcome: Any, event: RelayEvent) -> None:
         future = self._dials.get(outcome.tag)
@@ -635,11 +620,7 @@ class RelayClient:
 
     async def _run_message_handler(self, message: Message) -> None:
         assert self._on_message is not None
-        try:
-            await self._on_message(message)
-        except Exception:
-            self.counters["handler_errors"] += 1
-            log.exception("on_message handler failed for message %s", message.message_id)
+        await run_message_handler(self._on_message, message, self.counters)
 
     def _on_connected(self, connected: Connected) -> None:
         previous, self._session_protocol = self._session_protocol, connected.protocol

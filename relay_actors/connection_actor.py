@@ -704,13 +704,7 @@ class ConnectionActor:
                     self._to(idx, (m.MSG_STATE, event.event_type, event.params, event.timestamp), None)
             return
         if method in (c.METHOD_RECEIVE, c.METHOD_UNRECEIVE):
-            contexts = self.conn.session.contexts
-            for ctx in params.get("contexts") or []:
-                if method == c.METHOD_RECEIVE and ctx not in contexts:
-                    contexts.append(ctx)
-                elif method == c.METHOD_UNRECEIVE and ctx in contexts:
-                    contexts.remove(ctx)
-            self._checkpoint()
+            self._track_contexts(method, params)
         elif method == "calling.pass":
             # A passed call goes to another consumer and sends us nothing more:
             # free its slot now, or it would leak until the end of time.
@@ -725,17 +719,22 @@ class ConnectionActor:
         """A request from the driver (not batched: the driver is not on the hot path)."""
         await self._ready.wait()
         assert self.conn is not None
+        result = await self.conn.execute(method, params)
         if method in (c.METHOD_RECEIVE, c.METHOD_UNRECEIVE):
-            result = await self.conn.execute(method, params)
-            contexts = self.conn.session.contexts
-            for ctx in params.get("contexts") or []:
-                if method == c.METHOD_RECEIVE and ctx not in contexts:
-                    contexts.append(ctx)
-                elif method == c.METHOD_UNRECEIVE and ctx in contexts:
-                    contexts.remove(ctx)
-            self._checkpoint()
-            return result
-        return await self.conn.execute(method, params)
+            self._track_contexts(method, params)
+        return result
+
+    def _track_contexts(self, method: str, params: dict[str, Any]) -> None:
+        """A receive/unreceive succeeded: keep the session's contexts (sent again on a
+        fresh connect) and checkpoint them, so a restart of this actor keeps them too."""
+        assert self.conn is not None
+        contexts = self.conn.session.contexts
+        for ctx in params.get("contexts") or []:
+            if method == c.METHOD_RECEIVE and ctx not in contexts:
+                contexts.append(ctx)
+            elif method == c.METHOD_UNRECEIVE and ctx in contexts:
+                contexts.remove(ctx)
+        self._checkpoint()
 
     async def refresh_pool(self) -> int:
         """The router changed the pool (scaled up): learn the new CallActors."""
