@@ -48,6 +48,11 @@ class Script:
     finishes: bool = True
 
 
+
+def _obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
 def _collect_result(call: Call, collect: dict[str, Any], config: EmulatorConfig) -> dict[str, Any]:
     if call.collect_result is not None:
         return call.collect_result
@@ -95,7 +100,7 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
         )
     if verb == "record":
         ev = c.EVENT_CALL_RECORD
-        record = params.get("record") if isinstance(params.get("record"), dict) else {}
+        record = _obj(params.get("record"))
         fmt = (
             (record.get("audio") or {}).get("format", "mp3")
             if isinstance(record.get("audio"), dict)
@@ -126,7 +131,7 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
         )
     if verb == "play_and_collect":
         play_ev, ev = c.EVENT_CALL_PLAY, c.EVENT_CALL_COLLECT
-        collect = params.get("collect") if isinstance(params.get("collect"), dict) else {}
+        collect = _obj(params.get("collect"))
         result = _collect_result(call, collect, config)
         return Script(
             steps=[
@@ -139,7 +144,7 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
         )
     if verb == "detect":
         ev = c.EVENT_CALL_DETECT
-        detect = params.get("detect") if isinstance(params.get("detect"), dict) else {}
+        detect = _obj(params.get("detect"))
         kind = detect.get("type", "machine")
         steps = [
             Step("detect" if i == 0 else "step", ev, {"detect": {"type": kind, "params": {"event": name}}})
