@@ -229,24 +229,46 @@ class Connection:
             RelayError: the server's code (non-2xx or JSON-RPC error), or
                 ``timeout``, ``connection_closed``, ``queue_full``, ``closed``.
         """
+        result: dict[str, Any] = await self.request(method, params, timeout)
+        return result
+
+    def request(
+        self, method: str, params: dict[str, Any], timeout: float | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """:meth:`execute` without a coroutine: a future of the result (for callers that
+        keep many requests in flight and would pay for a task each).
+
+        Raises:
+            RelayError: ``closed`` or ``queue_full`` at once; the rest through the future.
+        """
         if self._closing:
             raise RelayError("closed", f"cannot send {method}: the client is disconnected")
         req_id, frame = self.session.request(method, params)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._futures[req_id] = future
-        try:
-            if frame is not None:
-                self._send(frame)
-            return await asyncio.wait_for(future, timeout or self.request_timeout)
-        except asyncio.TimeoutError:
-            self.session.forget(req_id)
-            if self.connected:
-                # An unanswered request is the sign of a half-open socket.
-                log.warning("request %s timed out; closing the socket to reconnect", method)
-                self._abort()
-            raise RelayError("timeout", f"Request timeout for {method}") from None
-        finally:
+        timer = loop.call_later(timeout or self.request_timeout, self._timed_out, req_id, method, future)
+
+        def done(_: asyncio.Future[dict[str, Any]]) -> None:
+            timer.cancel()
             self._futures.pop(req_id, None)
+            if future.cancelled():
+                self.session.forget(req_id)
+
+        future.add_done_callback(done)
+        if frame is not None:
+            self._send(frame)
+        return future
+
+    def _timed_out(self, req_id: str, method: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        if future.done():
+            return
+        self.session.forget(req_id)
+        if self.connected:
+            # An unanswered request is the sign of a half-open socket.
+            log.warning("request %s timed out; closing the socket to reconnect", method)
+            self._abort()
+        future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
 
     def ack(self, ack_ids: list[str]) -> None:
         """Ack events received with deferred acks (a no-op while disconnected: the

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from . import actor_link, kvstore, metrics
@@ -682,18 +683,47 @@ class ConnectionActor:
                 self.routes.dials.start(params["tag"])
             elif method == "messaging.send" and not params.get("context") and self.conn is not None:
                 params = {**params, "context": self.conn.protocol or "default"}
-            self.tasks.spawn(self._execute(idx, req_id, method, params), method)
+            # A future and a callback, not a task per request: this loop is the hot spot.
+            assert self.conn is not None
+            try:
+                future = self.conn.request(method, params)
+            except RelayError as exc:
+                self._executed(idx, req_id, method, params, None, exc)
+                continue
+            future.add_done_callback(partial(self._on_request_done, idx, req_id, method, params))
 
-    async def _execute(self, idx: int, req_id: str, method: str, params: dict[str, Any]) -> None:
+    def _on_request_done(
+        self, idx: int, req_id: str, method: str, params: dict[str, Any], future: asyncio.Future[Any]
+    ) -> None:
+        if future.cancelled():
+            self._executed(idx, req_id, method, params, None, RelayError("closed", "the connection closed"))
+            return
+        exc = future.exception()
+        if exc is None:
+            self._executed(idx, req_id, method, params, future.result(), None)
+        elif isinstance(exc, RelayError):
+            self._executed(idx, req_id, method, params, None, exc)
+        else:
+            self._executed(idx, req_id, method, params, None, RelayError("internal", repr(exc)))
+
+    def _executed(
+        self,
+        idx: int,
+        req_id: str,
+        method: str,
+        params: dict[str, Any],
+        result: dict[str, Any] | None,
+        error: RelayError | None,
+    ) -> None:
         assert self.conn is not None
-        try:
-            result = await self.conn.execute(method, params)
-        except RelayError as exc:
+        if error is not None:
+            exc = error
             if method == "calling.dial" and exc.code != "connection_closed":
                 self.dial_owner.pop(params.get("tag", ""), None)
                 self.routes.dials.cancel(params.get("tag", ""))
             self._to(idx, (m.RESULT, req_id, False, (exc.code, exc.message, exc.data)), None)
             return
+        assert result is not None
         if method == "messaging.send":
             message_id = result.get("message_id")
             result = {**result, "context": params.get("context", "")}
