@@ -45,6 +45,9 @@ class RayOptions:
         on_call_actor_lost: ``"hangup"`` (default: end the calls, count them) or
             ``"rehome"`` (move them to another CallActor with ``call.recovered``).
         address: Ray address to attach to (default: ``RAY_ADDRESS``, else a local Ray).
+        control_resource: a custom resource that pins the control plane (router,
+            connection actors) to the nodes offering it, e.g. a dedicated head; by
+            default it stays on the driver's node when it can.
     """
 
     app: str = "default"
@@ -56,6 +59,7 @@ class RayOptions:
     call_actor_cpus: float = 0.1
     on_call_actor_lost: str = "hangup"
     address: str | None = None
+    control_resource: str | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -210,7 +214,9 @@ class RayRuntime:
             return ray.get_actor(name, namespace=NAMESPACE)
         except ValueError:
             pass
-        if "scheduling_strategy" not in opts:
+        if self.options.control_resource:
+            opts["resources"] = {self.options.control_resource: 0.001}
+        elif "scheduling_strategy" not in opts:
             # The control plane (router, connection actors) stays on the driver's node when
             # it can (soft): with no CPUs asked, Ray otherwise scatters it over worker nodes,
             # and losing a worker node then restarts the session too, not just CallActors.

@@ -33,7 +33,12 @@ def local_ray() -> Iterator[str]:
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
     cluster: Cluster | None = None
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        # The head carries the control plane (router, connection actor) for certain; soft
+        # affinity alone let it spill onto a worker now and then.
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 2, "include_dashboard": False, "resources": {"relay_control": 1}},
+        )
         for _ in range(2):
             cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
@@ -81,7 +86,7 @@ async def test_worker_node_removal(make_client, emulator, recorder) -> None:
     rec_name, rec = recorder
     relay = await make_client(
         on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
-        ray_options={"min_call_actors": 3, "max_call_actors": 3},
+        ray_options={"min_call_actors": 3, "max_call_actors": 3, "control_resource": "relay_control"},
     )
     stats = await relay.ray_stats()
     control_nodes = {stats["router"]["node_id"], *(s["node_id"] for s in stats["connections"])}
