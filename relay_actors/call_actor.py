@@ -486,10 +486,7 @@ class CallActor:
             on_completed=on_completed,
         )
         if message_id:
-            record, applied = self._messages.sent(message_id)
-            for event in applied:
-                message._apply(event, record.state, record.reason, record.done and event is record.result)
-            if not record.done:
+            if message._track(self._messages):
                 self._message_objects[message_id] = message
                 self._message_shard[message_id] = shard
         return message

@@ -514,10 +514,7 @@ class RelayClient:
         if not message_id:
             log.warning("messaging.send returned no message_id; delivery cannot be tracked")
             return message
-        record, applied = self._router.messages.sent(message_id)
-        for event in applied:
-            message._apply(event, record.state, record.reason, record.done and event is record.result)
-        if not record.done:
+        if message._track(self._router.messages):
             self._messages[message_id] = message
         return message
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol.events import RelayEvent
+from .protocol.messages import MessageTracker
 from .tasks import BackgroundTasks, call_handler
 
 __all__ = ["Message"]
@@ -84,6 +85,14 @@ class Message:
         """The terminal state event; a timeout does not stop tracking. Raises
         ``RelayError`` (``session_lost``, ``closed``) if tracking ends without one."""
         return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+
+    def _track(self, tracker: MessageTracker) -> bool:
+        """The send result arrived: register with ``tracker`` and apply the state events
+        that beat it. Returns True while the message still awaits a terminal state."""
+        record, applied = tracker.sent(self.message_id)
+        for event in applied:
+            self._apply(event, record.state, record.reason, record.done and event is record.result)
+        return not record.done
 
     def _apply(self, event: RelayEvent, state: str, reason: str, finished: bool) -> None:
         self.state = state

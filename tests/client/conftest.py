@@ -12,25 +12,9 @@ import pytest
 from relay_actors import Call, RelayClient
 from relay_actors.backoff import Backoff
 from relay_actors.emulator import Emulator
-from relay_actors.emulator.testing import wait_until
+from relay_actors.emulator.testing import FAST_DURATIONS, wait_until
 
-FAST = {
-    "play": 0.05,
-    "record": 0.1,
-    "collect": 0.05,
-    "detect": 0.05,
-    "fax": 0.05,
-    "tap": 0.05,
-    "stream": 0.05,
-    "pay": 0.05,
-    "transcribe": 0.05,
-    "ring": 0.01,
-    "answer": 0.01,
-    "connect": 0.01,
-    "message": 0.005,
-    "step": 0.005,
-    "send_digits": 0.01,
-}
+FAST = FAST_DURATIONS
 
 #: Every operation lasts long enough for sub-commands to reach it while it runs.
 SLOW = {name: 30.0 for name in FAST if name not in ("ring", "answer", "connect", "message", "step")}
