@@ -31,6 +31,7 @@ from . import metrics
 from .actor_link import Link, LinkClosed, LinkServer
 from .batching import Batcher
 from .call import Call, _device_lists
+from .dialing import await_dial, winner
 from .errors import ArgumentError, RelayError
 from .handlers import run_call_handler, run_message_handler
 from .message import Message
@@ -357,17 +358,14 @@ class CallActor:
         if not answered:
             future.set_exception(RelayError("dial_failed", f"Dial failed (tag={tag})"))
             return
-        call = self.calls.get(info.get("call_id", ""))
-        if call is None:
-            core = CallCore.from_params({**info, "tag": tag, "call_state": "answered"}, "outbound")
+
+        def make(core: CallCore) -> Call:
             call = Call(self._links[shard], core)
             self.calls[call.call_id] = call
             self.call_shard[call.call_id] = shard
-        elif not call._core.at_least(c.CALL_STATE_ANSWERED):
-            call._deliver(
-                RelayEvent(c.EVENT_CALL_STATE, {**info, "call_state": c.CALL_STATE_ANSWERED}, call.call_id)
-            )
-        future.set_result(call)
+            return call
+
+        future.set_result(winner(self.calls.get(info.get("call_id", "")), tag, info, make))
 
     def _on_message_state(self, item: tuple[Any, ...]) -> None:
         _, event_type, params, timestamp = item
@@ -415,22 +413,20 @@ class CallActor:
         }
         timeout = self.dial_timeout if dial_timeout is None else dial_timeout
         try:
-            try:
-                await self.request(shard, "calling.dial", payload)
-            except RelayError as exc:
-                if exc.code != "connection_closed":
-                    raise
-            call = await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            for call in list(self.calls.values()):
-                if call.tag == tag and not call._core.ended:
-                    self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
-            raise RelayError("dial_timeout", f"Dial timed out waiting for answer (tag={tag})") from None
+            call = await await_dial(
+                tag, lambda: self.request(shard, "calling.dial", payload), future, timeout, self._hang_up_legs
+            )
         finally:
             self._dials.pop(tag, None)
         if handler is not None:
             self.tasks.spawn(self._run_given_handler(handler, call), f"dial handler for {call.call_id}")
         return call
+
+    def _hang_up_legs(self, tag: str) -> None:
+        """Nobody takes the dial: end its legs."""
+        for call in list(self.calls.values()):
+            if call.tag == tag and not call._core.ended:
+                self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
 
     async def _run_given_handler(self, handler: Callable[[Call], Any], call: Call) -> None:
         try:

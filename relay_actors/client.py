@@ -24,6 +24,7 @@ from .backoff import Backoff
 from .call import Call, _device_lists
 from .config import Settings, resolve_settings
 from .connection import Connection
+from .dialing import await_dial, winner
 from .errors import ArgumentError, RelayError
 from .handlers import run_call_handler, run_message_handler
 from .message import Message
@@ -395,23 +396,12 @@ class RelayClient:
         self._router.dials.start(tag)
         timeout = self._dial_timeout if dial_timeout is None else dial_timeout
         try:
-            try:
-                await self.execute("calling.dial", params)
-            except RelayError as exc:
-                if exc.code != "connection_closed":
-                    raise
-                # The server may have started the dial before the socket died: its legs
-                # report after the resume. Keep waiting instead of orphaning them.
-                log.warning("connection lost while dialing (tag=%s); waiting for the outcome", tag)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            raise RelayError("dial_timeout", f"Dial timed out waiting for answer (tag={tag})") from None
+            return await await_dial(
+                tag, lambda: self.execute("calling.dial", params), future, timeout, self._abandon_dial
+            )
         finally:
             self._dials.pop(tag, None)
             self._router.dials.cancel(tag)
-            if not future.done():
-                # Timed out, cancelled or its request failed: nobody will take the call.
-                self._abandon_dial(tag)
 
     def _abandon_dial(self, tag: str) -> None:
         """End the legs of an abandoned dial: those known now, and those that show up
@@ -595,18 +585,13 @@ class RelayClient:
             future.set_exception(RelayError("dial_failed", f"Dial failed (tag={outcome.tag})"))
             return
         info = outcome.call
-        call = self._router.calls.get(info["call_id"])
-        if call is None:
-            core = CallCore.from_params({**info, "tag": outcome.tag, "call_state": "answered"}, "outbound")
+
+        def make(core: CallCore) -> Call:
             call = Call(self, core)
             self._router.add_call(call.call_id, call)
-        elif not call._core.at_least(c.CALL_STATE_ANSWERED):
-            call._deliver(
-                RelayEvent(c.EVENT_CALL_STATE, {**info, "call_state": c.CALL_STATE_ANSWERED}, call.call_id)
-            )
-        if not call.node_id and info.get("node_id"):
-            call._core.node_id = str(info["node_id"])
-        future.set_result(call)
+            return call
+
+        future.set_result(winner(self._router.calls.get(info["call_id"]), outcome.tag, info, make))
 
     def _on_inbound_message(self, event: RelayEvent) -> None:
         message = Message.from_event(event.params)

@@ -41,6 +41,29 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _json({"error": str(exc)}, 400)
 
 
+#: Request body field → keyword of the core operation, for inject calls / messages.
+_CALL_OPTIONS = (
+    ("from_number", "from"),
+    ("to_number", "to"),
+    ("ring_timeout", "ring_timeout"),
+    ("hangup_after", "hangup_after"),
+    ("collect", "collect"),
+    ("detect", "detect"),
+)
+_MESSAGE_OPTIONS = (
+    ("from_number", "from"),
+    ("to_number", "to"),
+    ("body", "body"),
+    ("media", "media"),
+    ("tags", "tags"),
+)
+
+
+def _given(body: dict[str, Any], fields: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The keyword arguments for the fields the request body gives."""
+    return {key: body[src] for key, src in fields if body.get(src) is not None}
+
+
 class ControlApi:
     """aiohttp application driving an :class:`EmulatorCore`."""
 
@@ -175,18 +198,7 @@ class ControlApi:
 
     async def inject_calls(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        options = {
-            key: body[src]
-            for key, src in (
-                ("from_number", "from"),
-                ("to_number", "to"),
-                ("ring_timeout", "ring_timeout"),
-                ("hangup_after", "hangup_after"),
-                ("collect", "collect"),
-                ("detect", "detect"),
-            )
-            if body.get(src) is not None
-        }
+        options = _given(body, _CALL_OPTIONS)
         ids = self.core.inject_calls(
             str(body.get("context", "default")), int(body.get("count", 1)), body.get("rate"), **options
         )
@@ -199,17 +211,7 @@ class ControlApi:
 
     async def inject_messages(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        options = {
-            key: body[src]
-            for key, src in (
-                ("from_number", "from"),
-                ("to_number", "to"),
-                ("body", "body"),
-                ("media", "media"),
-                ("tags", "tags"),
-            )
-            if body.get(src) is not None
-        }
+        options = _given(body, _MESSAGE_OPTIONS)
         context = str(body.get("context", "default"))
         ids = [self.core.messaging.inject(context, **options) for _ in range(int(body.get("count", 1)))]
         return _json({"message_ids": [i for i in ids if i is not None], "undeliverable": ids.count(None)})
