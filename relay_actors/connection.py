@@ -214,9 +214,6 @@ class Connection:
         if self._fatal is not None:
             raise self._fatal
 
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
-
     async def execute(
         self, method: str, params: dict[str, Any], timeout: float | None = None
     ) -> dict[str, Any]:

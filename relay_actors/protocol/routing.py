@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from . import constants as c
 from .dials import DialOutcome, DialTracker
@@ -108,12 +108,3 @@ class EventRouter(Generic[T]):
         if et == c.EVENT_CONFERENCE:
             return Routed(Route.CONFERENCE, event)
         return Routed(Route.UNROUTABLE, event)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counts for metrics and debugging."""
-        return {
-            "calls": len(self.calls),
-            "pending_dials": len(self.dials.pending),
-            "tracked_messages": len(self.messages.tracked),
-            "early_message_states": len(self.messages.early),
-        }
