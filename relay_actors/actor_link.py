@@ -1,181 +1,570 @@
-"""A direct stream between two actors, for the per-call data path.
+"""The actor link's asyncio shell: sockets around the sans-IO :mod:`link_protocol`.
 
-A Ray actor call costs about half a millisecond of CPU at each end (task
-submission, serialization, scheduling) — measured as the largest item in the
-connection actor's profile. Calls need a dozen messages between the
-connection actor and their CallActor, so at steady load, where batches stay
-small, Ray calls would cost more than everything else together. Ray keeps
-doing what it is good at — placing, restarting, finding and health-checking
-actors, and the control calls — while events, requests and results flow over
-one TCP stream per (connection actor, CallActor) pair: length-prefixed pickled
-messages, written in one go per event-loop iteration (group commit, no timer).
+A Ray actor call costs about half a millisecond of CPU at each end, and a call
+needs a dozen messages between the connection actor and its CallActor, so the
+per-call traffic runs over one stream per (connection actor, CallActor) pair
+while Ray keeps placing, restarting, finding and health-checking the actors.
+Everything the stream means (handshake, sequence numbers, acknowledgements,
+window, liveness) is in :mod:`relay_actors.link_protocol`; this module only
+moves bytes and keeps time:
 
-The CallActor listens on its node's address; the connection actor connects and
-proves it belongs to the app with an HMAC of a per-app secret kept in Ray's
-GCS key-value store (so nothing else on the network can talk to it, and the
-pickled payloads come only from our own actors).
+* :class:`LinkServer` (in a CallActor) listens on a Unix-domain socket readable
+  by its owner only (for connection actors on the same node: no network
+  exposure at all) and on the node's address with TLS (a per-app certificate
+  the clients pin), never on a wildcard address. It caps handshakes in
+  progress (the oldest is dropped for a new one), gives each a deadline, and
+  counts every refusal.
+* :class:`LinkClient` (in a connection actor, one per CallActor) reconnects by
+  itself, resends what was not acknowledged, and reports the peer's health —
+  ``slow`` when it stops acknowledging, ``lost`` only after a long deadline or
+  when the peer came back as a new incarnation (Ray restarted it).
+* Writes are grouped: what one event-loop iteration queues leaves as one write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
-import pickle
-import struct
+import ssl
+import stat
+import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["Link", "LinkClosed", "LinkServer", "connect", "new_secret"]
+from .link_protocol import (
+    DEFAULT_LIMITS,
+    Authenticated,
+    Delivered,
+    Health,
+    HealthStatus,
+    LinkConnection,
+    LinkError,
+    LinkLimits,
+    LinkSession,
+    PeerRestarted,
+    Role,
+    new_incarnation,
+)
+
+__all__ = ["LinkClient", "LinkHub", "LinkServer", "new_secret"]
 
 log = logging.getLogger("relay_actors.actor_link")
 
-_HEADER = struct.Struct("!I")
-_MAX_MESSAGE = 256 * 1024 * 1024
-_HELLO_TIMEOUT = 10.0
-
-
-class LinkClosed(ConnectionError):
-    """The stream to the other actor is gone (it died, restarted, or closed the link)."""
+#: Seconds a peer has to complete the handshake.
+HANDSHAKE_TIMEOUT = 5.0
+#: Handshakes in progress at most per listener; a new one drops the oldest.
+MAX_HANDSHAKES = 64
+CONNECT_TIMEOUT = 5.0
 
 
 def new_secret() -> str:
     return os.urandom(32).hex()
 
 
-def _proof(secret: str, nonce: bytes) -> bytes:
-    return hmac.new(bytes.fromhex(secret), nonce, hashlib.sha256).digest()
+class _Wire(asyncio.Protocol):
+    """One socket: feeds the :class:`LinkConnection` and writes what it says."""
 
-
-class Link:
-    """One framed stream. :meth:`send` queues a message; everything queued in one
-    loop iteration leaves in a single write. :meth:`recv` returns the next message."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._pending: list[bytes] = []
-        self._scheduled = False
+    def __init__(self, owner: _Peers, conn: LinkConnection) -> None:
+        self.owner = owner
+        self.conn = conn
+        self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.sent = 0
-        self.writes = 0
+        self.authenticated: asyncio.Future[LinkSession] = asyncio.get_running_loop().create_future()
+        self.peer_id = -1
 
-    def send(self, message: Any) -> None:
-        if self.closed:
-            raise LinkClosed("the link is closed")
-        data = pickle.dumps(message, protocol=5)
-        self._pending.append(_HEADER.pack(len(data)))
-        self._pending.append(data)
-        self.sent += 1
-        if not self._scheduled:
-            self._scheduled = True
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A write transport (uvloop's do not subclass asyncio.Transport, hence no isinstance).
+        self.transport = transport  # type: ignore[assignment]
+        if self.conn.role is Role.CLIENT:
+            self.conn.initiate()
+            self.write(self.conn.data_to_send())
+        self.owner._wire_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            events = self.conn.receive_data(data, loop.time())
+        except LinkError as exc:
+            self.owner._wire_refused(self, exc)
+            self.abort()
+            return
+        out = self.conn.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        for event in events:
+            if isinstance(event, Delivered):
+                self.owner._delivered(self.peer_id, event)
+            elif isinstance(event, Authenticated):
+                self.peer_id = event.session.peer_id
+                self.owner._bound(self, event)
+                if not self.authenticated.done():
+                    self.authenticated.set_result(event.session)
+            elif isinstance(event, PeerRestarted):
+                self.owner._restarted(event.previous)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.authenticated.done():
+            self.authenticated.set_exception(LinkError("the link closed during the handshake"))
+        self.owner._wire_lost(self)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Peers:
+    """What both ends share: sessions by peer, one bound socket each, grouped writes,
+    heartbeats. Subclasses decide how sockets come to be."""
+
+    role: Role
+
+    def __init__(
+        self,
+        key: bytes,
+        my_id: int,
+        on_items: Callable[[int, list[Any]], None],
+        *,
+        on_released: Callable[[int, list[Any]], None] | None = None,
+        on_restarted: Callable[[LinkSession], None] | None = None,
+        limits: LinkLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self._key = key
+        self.my_id = my_id
+        self.incarnation = new_incarnation()
+        self.limits = limits
+        self._on_items = on_items
+        self._on_released = on_released
+        self._on_restarted = on_restarted
+        self.sessions: dict[int, LinkSession] = {}
+        self.wires: dict[int, _Wire] = {}
+        self._dirty: set[int] = set()
+        self._flush_scheduled = False
+        self.counters: Counter[str] = Counter()
+
+    # -- sessions --
+
+    def session(self, peer_id: int) -> LinkSession:
+        session = self.sessions.get(peer_id)
+        if session is None:
+            # The peer's incarnation is learnt at the first handshake.
+            session = self.sessions[peer_id] = LinkSession(peer_id, b"", self.limits)
+        return session
+
+    def _lookup(self, peer_id: int, incarnation: bytes) -> tuple[LinkSession, LinkSession | None]:
+        session = self.session(peer_id)
+        if session.peer_incarnation in (b"", incarnation):
+            session.peer_incarnation = incarnation
+            return session, None
+        fresh = self.sessions[peer_id] = LinkSession(peer_id, incarnation, self.limits)
+        return fresh, session
+
+    def _connection(self, incarnation: bytes, **kw: Any) -> LinkConnection:
+        return LinkConnection(self.role, self._key, self.my_id, incarnation, self._lookup, **kw)
+
+    # -- sending --
+
+    def send(self, peer_id: int, item: Any, meta: Any = None) -> None:
+        """Queue ``item`` for ``peer_id``; it leaves at the end of this loop iteration
+        (or after the next reconnect). Raises :class:`LinkOverflow` when the peer's
+        queue is full."""
+        self.session(peer_id).queue(item, meta)
+        self._mark(peer_id)
+
+    def _mark(self, peer_id: int) -> None:
+        self._dirty.add(peer_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def flush(self) -> bool:
-        """Write what is queued now. True when every byte reached the kernel (nothing
-        waits in user space): then it arrives even if this process dies next."""
-        self._flush()
-        transport = self._writer.transport
-        return not self.closed and transport is not None and transport.get_write_buffer_size() == 0
-
     def _flush(self) -> None:
-        self._scheduled = False
-        if self.closed or not self._pending:
-            return
-        chunks, self._pending = self._pending, []
-        try:
-            self._writer.write(b"".join(chunks))
-            self.writes += 1
-        except Exception as exc:  # the transport is gone: the reader will see it too
-            log.debug("link write failed: %r", exc)
-            self.close()
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        now = asyncio.get_running_loop().time()
+        for peer_id in dirty:
+            wire = self.wires.get(peer_id)
+            session = self.sessions.get(peer_id)
+            if wire is None or session is None or wire.closed:
+                continue  # kept until the link is back
+            frames = session.pack(now)
+            if frames:
+                wire.write(b"".join(frames))
 
-    async def recv(self) -> Any:
-        try:
-            header = await self._reader.readexactly(_HEADER.size)
-            (size,) = _HEADER.unpack(header)
-            if size > _MAX_MESSAGE:
-                raise LinkClosed(f"message of {size} bytes is over the limit")
-            data = await self._reader.readexactly(size)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            self.close()
-            raise LinkClosed(f"the link closed: {type(exc).__name__}") from None
-        return pickle.loads(data)
+    # -- events from the wires --
 
-    async def drain(self) -> None:
-        """Wait while the kernel buffer is over its high-water mark (backpressure)."""
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.drain()
+    def _wire_opened(self, wire: _Wire) -> None:
+        pass
+
+    def _wire_refused(self, wire: _Wire, exc: LinkError) -> None:
+        self.counters["link_refused"] += 1
+        log.warning("link %s refused: %s", "peer" if wire.peer_id < 0 else wire.peer_id, exc)
+
+    def _bound(self, wire: _Wire, event: Authenticated) -> None:
+        peer_id = event.session.peer_id
+        old = self.wires.get(peer_id)
+        self.wires[peer_id] = wire
+        if old is not None and old is not wire:
+            old.abort()
+        self.counters["links_authenticated"] += 1
+        if event.released and self._on_released is not None:
+            self._on_released(peer_id, event.released)
+        self._mark(peer_id)  # what waited while the link was down
+
+    def _delivered(self, peer_id: int, event: Delivered) -> None:
+        if event.released and self._on_released is not None:
+            self._on_released(peer_id, event.released)
+        if event.items:
+            self._on_items(peer_id, event.items)
+        session = self.sessions.get(peer_id)
+        if session is not None and session.ack_due:
+            self._mark(peer_id)
+
+    def _restarted(self, previous: LinkSession) -> None:
+        self.counters["peer_restarts"] += 1
+        if self._on_restarted is not None:
+            self._on_restarted(previous)
+
+    def _wire_lost(self, wire: _Wire) -> None:
+        if self.wires.get(wire.peer_id) is wire:
+            del self.wires[wire.peer_id]
+
+    # -- time --
+
+    def tick(self, now: float, lag: float) -> None:
+        """Heartbeats on idle links; a link silent past ``dead_after`` is closed (and,
+        from the client side, reconnected)."""
+        for peer_id, wire in list(self.wires.items()):
+            session = self.sessions.get(peer_id)
+            if session is None:
+                continue
+            if session.silent_too_long(now):
+                self.counters["links_silent_closed"] += 1
+                log.warning("link to %d silent for %.1f s: closing it", peer_id, now - session.last_heard)
+                wire.abort()
+                self._wire_lost(wire)
+            elif session.heartbeat_due(now):
+                wire.write(session.heartbeat(now, lag))
+
+    def link_stats(self) -> dict[str, Any]:
+        totals: Counter[str] = Counter(self.counters)
+        for session in self.sessions.values():
+            for key, value in session.stats().items():
+                totals[f"link_{key}"] += value
+        return dict(totals)
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        for wire in list(self.wires.values()):
+            wire.abort()
+        self.wires.clear()
 
 
-class LinkServer:
-    """Accepts links from the app's connection actors (in a CallActor)."""
+class LinkServer(_Peers):
+    """The CallActor's end: accepts links from the app's connection actors.
 
-    def __init__(self, secret: str, on_link: Callable[[Link, Any], Awaitable[None]]) -> None:
-        self._secret = secret
-        self._on_link = on_link
-        self._server: asyncio.Server | None = None
+    Args:
+        key: the app's link secret.
+        my_id: this CallActor's index.
+        on_items: ``(shard, items)`` for every delivered batch.
+        on_restarted: a connection actor came back as a new incarnation (its
+            previous session is passed: what it had not acknowledged is void).
+        tls: the server context (per-app certificate), or None for no TCP listener.
+    """
+
+    role = Role.SERVER
+
+    def __init__(self, key: bytes, my_id: int, on_items: Callable[[int, list[Any]], None], **kw: Any) -> None:
+        self._tls: ssl.SSLContext | None = kw.pop("tls", None)
+        super().__init__(key, my_id, on_items, **kw)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._handshaking: dict[_Wire, asyncio.TimerHandle] = {}
+        self.unix_path = ""
+        self._unix_dir = ""
         self.host = ""
         self.port = 0
 
-    async def start(self, host: str) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._accept, host, 0)
-        self.host = host
-        self.port = self._server.sockets[0].getsockname()[1]
-        return host, self.port
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        link = Link(reader, writer)
-        nonce = os.urandom(16)
+    async def start(self, host: str | None, unix_dir: str | None = None) -> dict[str, Any]:
+        """Listen on a private Unix socket (in ``unix_dir``, else a private temp dir) and,
+        if ``host`` is given, on ``host`` with TLS. Returns the endpoint description."""
+        loop = asyncio.get_running_loop()
+        self._unix_dir = _private_dir(unix_dir)
+        self.unix_path = os.path.join(self._unix_dir, f"l{os.getpid()}-{self.incarnation.hex()[:8]}.sock")
+        old_umask = os.umask(0o177)  # the socket file is created 0600: owner only
         try:
-            link.send(("challenge", nonce))
-            hello = await asyncio.wait_for(link.recv(), _HELLO_TIMEOUT)
-        except (LinkClosed, asyncio.TimeoutError):
-            link.close()
-            return
-        except Exception:  # not even a frame of ours
-            link.close()
-            return
-        if (
-            not isinstance(hello, tuple)
-            or len(hello) != 3
-            or hello[0] != "hello"
-            or not isinstance(hello[1], bytes)
-            or not hmac.compare_digest(hello[1], _proof(self._secret, nonce))
-        ):
-            log.warning("rejected a link that did not prove it belongs to the app")
-            link.close()
-            return
-        await self._on_link(link, hello[2])
+            server = await loop.create_unix_server(self._factory, self.unix_path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.unix_path, stat.S_IRUSR | stat.S_IWUSR)
+        self._servers.append(server)
+        if host:
+            if host in ("0.0.0.0", "::", ""):
+                raise ValueError("the link never listens on a wildcard address")
+            tcp = await loop.create_server(self._factory, host, 0, ssl=self._tls)
+            self._servers.append(tcp)
+            self.host = host
+            self.port = tcp.sockets[0].getsockname()[1]
+        return {"unix": self.unix_path, "host": self.host, "port": self.port}
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    def _factory(self) -> _Wire:
+        return _Wire(self, self._connection(self.incarnation))
+
+    def _wire_opened(self, wire: _Wire) -> None:
+        if len(self._handshaking) >= MAX_HANDSHAKES:
+            # Drop the oldest handshake, not the newcomer: a flood of idle sockets
+            # cannot keep an honest peer (who completes in a millisecond) out.
+            oldest = next(iter(self._handshaking))
+            self._handshaking.pop(oldest).cancel()
+            self.counters["handshakes_evicted"] += 1
+            oldest.abort()
+        loop = asyncio.get_running_loop()
+        self._handshaking[wire] = loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout, wire)
+
+    def _handshake_timeout(self, wire: _Wire) -> None:
+        if self._handshaking.pop(wire, None) is not None:
+            self.counters["handshakes_timed_out"] += 1
+            wire.abort()
+
+    def _end_handshake(self, wire: _Wire) -> None:
+        timer = self._handshaking.pop(wire, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _bound(self, wire: _Wire, event: Authenticated) -> None:
+        self._end_handshake(wire)
+        super()._bound(wire, event)
+
+    def _wire_refused(self, wire: _Wire, exc: LinkError) -> None:
+        self._end_handshake(wire)
+        super()._wire_refused(wire, exc)
+
+    def _wire_lost(self, wire: _Wire) -> None:
+        self._end_handshake(wire)
+        super()._wire_lost(wire)
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        return len(self._handshaking)
+
+    async def aclose(self) -> None:
+        self.close()
+        for wire in list(self._handshaking):
+            self._end_handshake(wire)
+            wire.abort()
+        for server in self._servers:
+            server.close()
             with contextlib.suppress(Exception):
-                await self._server.wait_closed()
+                await asyncio.wait_for(server.wait_closed(), 2.0)
+        with contextlib.suppress(OSError):
+            os.unlink(self.unix_path)
 
 
-async def connect(host: str, port: int, secret: str, hello: Any) -> Link:
-    """Open a link to a :class:`LinkServer`, answering its challenge; ``hello`` is
-    passed to the server's ``on_link``."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), _HELLO_TIMEOUT)
-    link = Link(reader, writer)
-    try:
-        challenge = await asyncio.wait_for(link.recv(), _HELLO_TIMEOUT)
-        if not isinstance(challenge, tuple) or challenge[0] != "challenge":
-            raise LinkClosed("unexpected greeting")
-        link.send(("hello", _proof(secret, challenge[1]), hello))
-    except BaseException:
-        link.close()
-        raise
-    return link
+class LinkClient(_Peers):
+    """The connection actor's end: one link per CallActor, kept up by itself.
+
+    Args:
+        key: the app's link secret.
+        my_id: this shard's number.
+        on_items: ``(call_actor_index, items)`` for every delivered batch.
+        on_released: ``(call_actor_index, metas)`` when the peer acknowledged frames.
+        on_restarted: the CallActor came back as a new incarnation; its previous
+            session (what it never acknowledged) is passed.
+        on_health: ``(call_actor_index, Health)`` on every change of a link's status.
+        endpoint: ``async (index) -> (endpoint dict, same_node)`` (a Ray call).
+        tls: the client context that pins the app's certificate.
+    """
+
+    role = Role.CLIENT
+
+    def __init__(
+        self,
+        key: bytes,
+        my_id: int,
+        on_items: Callable[[int, list[Any]], None],
+        *,
+        endpoint: Callable[[int], Awaitable[tuple[dict[str, Any], bool]]],
+        on_health: Callable[[int, Health], None] | None = None,
+        tls: ssl.SSLContext | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(key, my_id, on_items, **kw)
+        self._endpoint = endpoint
+        self._on_health = on_health
+        self._tls = tls
+        self._keepers: dict[int, asyncio.Task[None]] = {}
+        self._down: dict[int, asyncio.Event] = {}
+        self.health: dict[int, Health] = {}
+        #: Our incarnation as each CallActor sees it: a new one after :meth:`reset`, so
+        #: the CallActor starts a fresh session too.
+        self._epochs: dict[int, bytes] = {}
+        self._closed = False
+
+    def ensure(self, peer_id: int) -> None:
+        """Keep a link to CallActor ``peer_id`` up from now on."""
+        self.session(peer_id)
+        if peer_id not in self._keepers and not self._closed:
+            self._down[peer_id] = asyncio.Event()
+            self._down[peer_id].set()
+            task = asyncio.ensure_future(self._keep(peer_id))
+            self._keepers[peer_id] = task
+
+    def forget(self, peer_id: int) -> LinkSession | None:
+        """Stop linking to ``peer_id``; returns its session (what it never acknowledged)."""
+        task = self._keepers.pop(peer_id, None)
+        if task is not None:
+            task.cancel()
+        wire = self.wires.pop(peer_id, None)
+        if wire is not None:
+            wire.abort()
+        self.health.pop(peer_id, None)
+        return self.sessions.pop(peer_id, None)
+
+    def reset(self, peer_id: int) -> LinkSession:
+        """Start afresh with ``peer_id`` after the lost-actor policy ran on it: the old
+        session (returned) is void, both ends start new ones, the link comes back."""
+        old = self.sessions.pop(peer_id, None) or LinkSession(peer_id, b"", self.limits)
+        self._epochs[peer_id] = new_incarnation()
+        self.session(peer_id)
+        wire = self.wires.pop(peer_id, None)
+        if wire is not None:
+            wire.abort()
+            down = self._down.get(peer_id)
+            if down is not None:
+                down.set()
+        self.health[peer_id] = Health(HealthStatus.OK)
+        return old
+
+    def connected(self, peer_id: int) -> bool:
+        wire = self.wires.get(peer_id)
+        return wire is not None and not wire.closed
+
+    async def _keep(self, peer_id: int) -> None:
+        delay = 0.05
+        down = self._down[peer_id]
+        while not self._closed:
+            await down.wait()
+            try:
+                await self._connect(peer_id)
+                down.clear()
+                delay = 0.05
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.counters["link_connect_failures"] += 1
+                log.info("shard %d: link to CallActor %d not up yet (%s)", self.my_id, peer_id, _why(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _connect(self, peer_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        info, same_node = await asyncio.wait_for(self._endpoint(peer_id), 2 * CONNECT_TIMEOUT)
+        epoch = self._epochs.setdefault(peer_id, new_incarnation())
+        wire = _Wire(self, self._connection(epoch, expect_peer=peer_id))
+        unix = info.get("unix")
+        if same_node and unix:
+            connect = loop.create_unix_connection(lambda: wire, unix)
+        elif info.get("port"):
+            if self._tls is None:
+                raise LinkError("the CallActor is on another node and no TLS context was given")
+            connect = loop.create_connection(
+                lambda: wire, info["host"], info["port"], ssl=self._tls, server_hostname="relay-actors-link"
+            )
+        else:
+            raise LinkError(f"no way to reach CallActor {peer_id}: {info}")
+        await asyncio.wait_for(connect, CONNECT_TIMEOUT)
+        try:
+            await asyncio.wait_for(asyncio.shield(wire.authenticated), HANDSHAKE_TIMEOUT)
+        except BaseException:
+            wire.abort()
+            raise
+
+    def _wire_lost(self, wire: _Wire) -> None:
+        super()._wire_lost(wire)
+        if wire.peer_id >= 0 and wire.peer_id not in self.wires:
+            down = self._down.get(wire.peer_id)
+            if down is not None:
+                down.set()
+
+    def tick(self, now: float, lag: float) -> None:
+        super().tick(now, lag)
+        for peer_id in list(self._keepers):
+            session = self.sessions.get(peer_id)
+            if session is None:
+                continue
+            health = session.health(now, self.connected(peer_id))
+            previous = self.health.get(peer_id)
+            if previous is None or previous.status is not health.status:
+                self.health[peer_id] = health
+                if self._on_health is not None:
+                    self._on_health(peer_id, health)
+
+    def status(self, peer_id: int) -> HealthStatus:
+        health = self.health.get(peer_id)
+        return health.status if health is not None else HealthStatus.OK
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = list(self._keepers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._keepers.clear()
+        self.close()
+
+
+class LinkHub:
+    """The process's clock for its links: heartbeats, liveness and event-loop lag,
+    on one timer (a blocked loop shows here as lag, and to peers as silence)."""
+
+    def __init__(self, *peers: _Peers, interval: float = 0.25) -> None:
+        self.peers = list(peers)
+        self.interval = interval
+        self.lag = 0.0
+        self.max_lag = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        expected = loop.time() + self.interval
+        while True:
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now = loop.time()
+            self.lag = max(0.0, now - expected)
+            self.max_lag = max(self.max_lag, self.lag)
+            expected = now + self.interval
+            for peers in self.peers:
+                try:
+                    peers.tick(now, self.lag)
+                except Exception:
+                    log.exception("link tick failed")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _private_dir(preferred: str | None) -> str:
+    """A directory for the Unix socket that only this user can enter, with a path
+    short enough for ``sun_path`` (108 bytes)."""
+    if preferred and len(preferred) < 70 and os.path.isdir(preferred):
+        path = os.path.join(preferred, "relay-links")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
+    return tempfile.mkdtemp(prefix="rl-")
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

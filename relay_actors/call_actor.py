@@ -24,16 +24,17 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 from ray import cloudpickle
 
 from . import actor_messages as m
-from . import metrics
-from .actor_link import Link, LinkClosed, LinkServer
-from .batching import Batcher
+from . import link_tls, metrics
+from .actor_link import LinkHub, LinkServer
 from .call import Call, _device_lists
 from .dialing import await_dial, winner
 from .errors import ArgumentError, RelayError
 from .handlers import run_call_handler, run_message_handler
+from .link_protocol import LinkError, LinkSession
 from .message import Message
 from .protocol import constants as c
 from .protocol.calls import CallCore
@@ -47,6 +48,16 @@ log = logging.getLogger("relay_actors.call_actor")
 
 _HOST: CallActor | None = None
 _DEDUPE_WINDOW = 100_000
+
+
+def link_stats(peers: Any) -> dict[str, Any]:
+    """Per-peer link figures for ``stats()`` (metrics: ``relay_link_*``)."""
+    if peers is None:
+        return {}
+    return {
+        peer: {**session.stats(), "connected": peer in peers.wires}
+        for peer, session in peers.sessions.items()
+    } | {"_process": dict(peers.counters)}
 
 
 def _where() -> dict[str, Any]:
@@ -97,7 +108,7 @@ class CallActor:
         _HOST = self
         self.app = app
         self.index = index
-        self.incarnation = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.incarnation = ""  # the link server's, once it is up
         self.capacity = int(options.get("capacity", 5000))
         self.handler_timeout = options.get("handler_timeout")
         self.request_timeout = float(options.get("request_timeout", c.REQUEST_TIMEOUT))
@@ -105,10 +116,9 @@ class CallActor:
         self.shards = int(options.get("shards", 1))
         self.tasks = BackgroundTasks()
         self.counters: Counter[str] = Counter()
-        self._streams: dict[int, Link] = {}
-        self._link_events: dict[int, asyncio.Event] = {}
         self._link_server: LinkServer | None = None
-        self._endpoint: tuple[str, int] = ("", 0)
+        self._hub: LinkHub | None = None
+        self._endpoint: dict[str, Any] = {}
         self._endpoint_ready = asyncio.Event()
         self.tasks.spawn(self._serve_links(), "link server")
         self.calls: dict[str, Call] = {}
@@ -120,31 +130,12 @@ class CallActor:
         self._message_objects: dict[str, Message] = {}
         self._message_shard: dict[str, int] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._batchers: dict[int, Batcher[tuple[Any, ...]]] = {}
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
         metrics.export_actor_stats("call_actor", self.stats, {"app": self.app, "actor": str(self.index)})
         loaded = cloudpickle.loads(handlers)
         self.on_call: Callable[[Call], Any] | None = loaded.get("on_call")
         self.on_message: Callable[[Message], Any] | None = loaded.get("on_message")
-
-    # --- plumbing to the connection actors -----------------------------------------
-
-    def _batcher(self, shard: int) -> Batcher[tuple[Any, ...]]:
-        batcher = self._batchers.get(shard)
-        if batcher is None:
-
-            async def send(batch: list[tuple[Any, ...]]) -> None:
-                link = await self._link_for(shard)
-                link.send(("submit", batch))
-                await link.drain()
-
-            def failed(exc: BaseException, batch: list[tuple[Any, ...]]) -> None:
-                self._fail_requests([item[0] for item in batch], exc)
-
-            batcher = Batcher(send, on_error=failed, name=f"call-actor-{self.index}->connection-{shard}")
-            self._batchers[shard] = batcher
-        return batcher
 
     # --- the direct links from the connection actors (see actor_link) --------------------
 
@@ -154,64 +145,52 @@ class CallActor:
         from . import kvstore
 
         secret = await kvstore.get(f"{self.app}/link_secret")
-        if not secret:
+        identity = await kvstore.get(f"{self.app}/link_tls")
+        if not secret or not identity:
             log.error("CallActor %d: no link secret stored for app %r", self.index, self.app)
             return
-        self._link_server = LinkServer(secret, self._on_link)
-        self._endpoint = await self._link_server.start(ray.util.get_node_ip_address())
+        server = LinkServer(
+            bytes.fromhex(secret),
+            self.index,
+            self._on_link_items,
+            on_restarted=self._on_shard_restarted,
+            tls=link_tls.server_context(identity),
+        )
+        session_dir = None
+        with contextlib.suppress(Exception):  # Ray's session dir: private API, hence the guard
+            session_dir = ray._private.worker._global_node.get_session_dir_path()  # type: ignore[attr-defined]
+        endpoint = await server.start(ray.util.get_node_ip_address(), session_dir)
+        self._link_server = server
+        self.incarnation = server.incarnation.hex()
+        self._endpoint = {**endpoint, "node_id": ray.get_runtime_context().get_node_id()}
+        self._hub = LinkHub(server)
+        self._hub.start()
         self._endpoint_ready.set()
 
-    async def endpoint(self) -> tuple[str, int]:
-        """Where the connection actors link to this actor."""
+    async def endpoint(self) -> dict[str, Any]:
+        """Where the connection actors link to this actor (Unix socket path, TLS address, node)."""
         await asyncio.wait_for(self._endpoint_ready.wait(), 30.0)
         return self._endpoint
 
-    async def _on_link(self, link: Link, hello: Any) -> None:
-        shard = int(hello[1])
-        old = self._streams.get(shard)
-        self._streams[shard] = link
-        event = self._link_events.setdefault(shard, asyncio.Event())
-        event.set()
-        if old is not None and old is not link:
-            old.close()
-        try:
-            while True:
-                message = await link.recv()
-                kind = message[0]
-                if kind == "deliver":
-                    refused = await self.deliver(shard, message[2])
-                    if refused:
-                        offers = {item[1]: item for item in message[2] if item[0] == m.OFFER}
-                        link.send(("refused", [offers[cid] for cid in refused if cid in offers]))
-                elif kind == "confirm":
-                    # Everything before it on this ordered stream has been applied.
-                    link.send(("delivered", message[1], []))
-        except LinkClosed:
-            pass
-        finally:
-            if self._streams.get(shard) is link:
-                del self._streams[shard]
-                self._link_events[shard].clear()
-                # Requests in flight on that link will get no result: say so now.
-                self._fail_requests(
-                    [rid for rid, (_, s) in self._requests.items() if s == shard],
-                    LinkClosed(f"link to connection shard {shard} closed"),
-                )
+    def _on_link_items(self, shard: int, items: list[Any]) -> None:
+        refused = self._apply(shard, items)
+        if refused:
+            offers = {item[1]: item for item in items if item[0] == m.OFFER}
+            self._send(shard, [m.REFUSED, [offers[cid] for cid in refused if cid in offers]])
 
-    async def _link_for(self, shard: int) -> Link:
-        link = self._streams.get(shard)
-        if link is not None and not link.closed:
-            return link
-        # A connection actor (re)starting links to us within seconds; wait a little.
-        event = self._link_events.setdefault(shard, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), 5.0)
-        except asyncio.TimeoutError:
-            raise LinkClosed(f"no link from connection shard {shard}") from None
-        link = self._streams.get(shard)
-        if link is None or link.closed:
-            raise LinkClosed(f"no link from connection shard {shard}")
-        return link
+    def _on_shard_restarted(self, previous: LinkSession) -> None:
+        """A connection actor came back as a new process: requests in flight to the old
+        one get no result."""
+        shard = previous.peer_id
+        self._fail_requests(
+            [rid for rid, (_, s) in self._requests.items() if s == shard], LinkError("restart")
+        )
+
+    def _send(self, shard: int, item: list[Any]) -> None:
+        server = self._link_server
+        if server is None:
+            raise RelayError("connection_lost", "the link server is not up yet")
+        server.send(shard, item)
 
     def _fail_requests(self, req_ids: Sequence[str], exc: BaseException) -> None:
         error = RelayError(
@@ -226,10 +205,16 @@ class CallActor:
 
     async def request(self, shard: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Send one request through connection shard ``shard`` (batched) and await its result."""
+        if self._link_server is None:
+            await asyncio.wait_for(self._endpoint_ready.wait(), 30.0)
+        try:
+            orjson.dumps(params)  # only JSON crosses the link: fail here, clearly, not there
+        except TypeError as exc:
+            raise ArgumentError(f"{method}: params must be JSON values ({exc})") from None
         req_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._requests[req_id] = (future, shard)
-        self._batcher(shard).put((req_id, method, params))
+        self._send(shard, [m.REQUEST, req_id, method, params])
         try:
             # The connection actor enforces the request timeout; this is a safety net.
             return await asyncio.wait_for(future, self.request_timeout + 5.0)
@@ -244,7 +229,7 @@ class CallActor:
 
     # --- from the connection actors ------------------------------------------------
 
-    async def deliver(self, shard: int, batch: list[tuple[Any, ...]]) -> list[str]:
+    def _apply(self, shard: int, batch: list[Any]) -> list[str]:
         """Apply a batch from connection shard ``shard``. Returns the ids of offers refused
         because this actor is full (the connection actor places them elsewhere)."""
         refused: list[str] = []
@@ -273,11 +258,6 @@ class CallActor:
                         call._lost(item[2])
                 elif kind == m.ADOPT:
                     self._adopt(shard, item[2])
-                elif kind == m.RESTARTED:
-                    self._fail_requests(
-                        [rid for rid, (_, s) in self._requests.items() if s == shard],
-                        RuntimeError("restart"),
-                    )
                 else:
                     self.counters["unknown_items"] += 1
             except Exception:
@@ -528,6 +508,7 @@ class CallActor:
 
     async def health(self) -> dict[str, Any]:
         """Liveness and load: the router polls this."""
+        await asyncio.wait_for(self._endpoint_ready.wait(), 30.0)
         return {"incarnation": self.incarnation, "calls": len(self.calls), "capacity": self.capacity}
 
     async def stats(self) -> dict[str, Any]:
@@ -539,19 +520,18 @@ class CallActor:
             "pending_requests": len(self._requests),
             "pending_dials": len(self._dials),
             "handler_tasks": len(self.tasks),
-            "batchers": {s: b.stats() for s, b in self._batchers.items()},
+            "loop_lag": self._hub.lag if self._hub is not None else 0.0,
+            "links": link_stats(self._link_server),
             **self.counters,
         }
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Flush what is queued, stop handlers, close the links."""
-        for batcher in self._batchers.values():
-            await batcher.close(drain=True, timeout=timeout)
+        """Stop handlers, close the links."""
         await self.tasks.cancel_all()
-        for link in list(self._streams.values()):
-            link.close()
+        if self._hub is not None:
+            await self._hub.aclose()
         if self._link_server is not None:
-            await self._link_server.close()
+            await self._link_server.aclose()
 
 
 class ActorSideClient:

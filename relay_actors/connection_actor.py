@@ -25,20 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from functools import partial
 from typing import Any
 
-from . import actor_link, kvstore, metrics
 from . import actor_messages as m
-from .actor_link import Link, LinkClosed
+from . import kvstore, link_tls, metrics
+from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
 from .batching import Batcher
-from .call_actor import _where
+from .call_actor import _where, link_stats
 from .config import resolve_settings
 from .connection import Connection
 from .errors import RelayError
+from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .protocol import constants as c
 from .protocol.events import RelayEvent
 from .protocol.messages import MessageTracker
@@ -69,23 +70,24 @@ class ConnectionActor:
         self.options = options
         self.routes: EventRouter[int] = EventRouter()
         self.actors: dict[int, Any] = {}
-        self.batchers: dict[int, Batcher[tuple[tuple[Any, ...], str | None]]] = {}
         self.placed: Counter[int] = Counter()
         self.capacity: dict[int, int] = {}
         self.dead: set[int] = set()
+        #: CallActors that take no new calls for now (their link is slow or down).
+        self.unavailable: dict[int, str] = {}
+        #: Calls the lost-actor policy took from a CallActor: commands for them from
+        #: anyone but their current owner are refused (bounded, oldest forgotten).
+        self.fenced: OrderedDict[str, None] = OrderedDict()
         #: CallActor index → the incarnation whose loss was last handled.
         self.incarnations: dict[int, str] = {}
         self.granted = 0
         #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
         self.block = LEASE_BLOCK
         self.waiting: list[tuple[RelayEvent, str | None]] = []
-        #: Direct links to CallActors by index, and deliveries awaiting their reply.
-        self.links: dict[int, Link] = {}
-        self._linking: dict[int, asyncio.Future[Link]] = {}
-        self._deliveries: dict[int, asyncio.Future[list[str]]] = {}
-        self._delivery_owner: dict[int, tuple[Link, int]] = {}
-        self._seq = 0
-        self._link_secret = ""
+        #: The direct links to the CallActors (made at start-up, once the secret is read).
+        self.links: LinkClient | None = None
+        self._hub: LinkHub | None = None
+        self._node_id = ""
         self.dial_owner: dict[str, int] = {}
         #: call_id → node_id, to address calls this actor must end itself.
         self.node_of: dict[str, str] = {}
@@ -116,7 +118,23 @@ class ConnectionActor:
             creds = await kvstore.get(self._key("credentials"))
             if not creds:
                 raise RelayError("config", f"no credentials stored for app {self.app!r}")
-            self._link_secret = await kvstore.get(self._key("link_secret")) or ""
+            secret = await kvstore.get(self._key("link_secret"))
+            identity = await kvstore.get(self._key("link_tls"))
+            if not secret or not identity:
+                raise RelayError("config", f"no link secret stored for app {self.app!r}")
+            self._node_id = ray.get_runtime_context().get_node_id()
+            self.links = LinkClient(
+                bytes.fromhex(secret),
+                self.shard,
+                self._on_link_items,
+                endpoint=self._endpoint,
+                on_released=self._on_released,
+                on_restarted=self._on_call_actor_restarted,
+                on_health=self._on_link_health,
+                tls=link_tls.client_context(identity),
+            )
+            self._hub = LinkHub(self.links)
+            self._hub.start()
             resume = await kvstore.get(self._key(f"shard/{self.shard}/resume")) or {}
             ca_file = None
             if self.options.get("ca_pem"):
@@ -155,8 +173,7 @@ class ConnectionActor:
             )
             self.conn.session.restore(resume)
             if restarted:
-                for idx in self.actors:
-                    self._to(idx, (m.RESTARTED,), None)
+                log.info("shard %d restarted; CallActors learn it from the link handshake", self.shard)
             await self.conn.connect()
         except BaseException as exc:
             self._failed = exc
@@ -172,21 +189,20 @@ class ConnectionActor:
                 self.capacity[idx] = capacity
                 self.dead.discard(idx)
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
-        for idx in self.actors:
-            if idx not in self.links and idx not in self._linking and self._link_secret:
-                self.tasks.spawn(self._link_quietly(idx), f"link to CallActor {idx}")
+        if self.links is not None:
+            for idx in self.actors:
+                self.links.ensure(idx)
 
-    async def _link_quietly(self, idx: int) -> None:
-        try:
-            await self._link(idx)
-        except Exception as exc:  # it may be restarting: the next delivery retries
-            log.info("shard %d: no link to CallActor %d yet (%r)", self.shard, idx, exc)
+    async def _endpoint(self, idx: int) -> tuple[dict[str, Any], bool]:
+        info = await self.actors[idx].endpoint.remote()
+        return info, info.get("node_id") == self._node_id
 
     async def _rebuild(self) -> bool:
         """Re-learn calls, dials and messages from the CallActors. True if there was anything."""
         found = False
         owned = await asyncio.gather(
-            *(handle.owned.remote(self.shard) for handle in self.actors.values()), return_exceptions=True
+            *(asyncio.wait_for(handle.owned.remote(self.shard), 10.0) for handle in self.actors.values()),
+            return_exceptions=True,
         )
         for idx, state in zip(list(self.actors), owned, strict=True):
             if isinstance(state, BaseException):
@@ -246,95 +262,55 @@ class ConnectionActor:
 
         self.tasks.spawn(write(), "resume checkpoint")
 
-    # --- delivery to CallActors ---------------------------------------------------
+    # --- the links to CallActors (see actor_link, link_protocol) ------------------------
 
-    def _batcher(self, idx: int) -> Batcher[tuple[tuple[Any, ...], str | None]]:
-        batcher = self.batchers.get(idx)
-        if batcher is None:
-
-            async def send(batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
-                await self._deliver(idx, [item for item, _ in batch])
-                if self.conn is not None:
-                    self.conn.ack([ack for _, ack in batch if ack])
-
-            def failed(exc: BaseException, batch: list[tuple[tuple[Any, ...], str | None]]) -> None:
-                self._call_actor_failed(idx, exc, batch)
-
-            batcher = Batcher(send, on_error=failed, name=f"connection-{self.shard}->call-actor-{idx}")
-            self.batchers[idx] = batcher
-        return batcher
-
-    # --- the direct links to CallActors (see actor_link) --------------------------------
-
-    async def _link(self, idx: int) -> Link:
-        """The open link to CallActor ``idx``, connecting (once at a time) if needed."""
-        link = self.links.get(idx)
-        if link is not None and not link.closed:
-            return link
-        pending = self._linking.get(idx)
-        if pending is None:
-            pending = asyncio.ensure_future(self._open_link(idx))
-            self._linking[idx] = pending
-            pending.add_done_callback(lambda _: self._linking.pop(idx, None))
-        return await asyncio.shield(pending)
-
-    async def _open_link(self, idx: int) -> Link:
-        host, port = await self.actors[idx].endpoint.remote()
-        link = await actor_link.connect(host, port, self._link_secret, ("shard", self.shard))
-        self.links[idx] = link
-        self.tasks.spawn(self._read_link(idx, link), f"link to CallActor {idx}")
-        return link
-
-    async def _read_link(self, idx: int, link: Link) -> None:
+    def _to(self, idx: int, item: tuple[Any, ...] | list[Any], ack_id: str | None) -> None:
+        """Send ``item`` to CallActor ``idx``; its RELAY event (``ack_id``) is acked once
+        the CallActor has acknowledged it (:meth:`_on_released`)."""
+        assert self.links is not None
         try:
-            while True:
-                message = await link.recv()
-                kind = message[0]
-                if kind == "delivered":
-                    future = self._deliveries.pop(message[1], None)
-                    if future is not None and not future.done():
-                        future.set_result(message[2])
-                elif kind == "submit":
-                    await self.submit(idx, message[1])
-                elif kind == "refused":
-                    self._replace(idx, message[1])
-        except LinkClosed:
-            pass
-        finally:
-            if self.links.get(idx) is link:
-                del self.links[idx]
-            lost = LinkClosed(f"link to CallActor {idx} closed")
-            for seq in [seq for seq, (owner, _) in self._delivery_owner.items() if owner is link]:
-                self._delivery_owner.pop(seq, None)
-                future = self._deliveries.pop(seq, None)
-                if future is not None and not future.done():
-                    future.set_exception(lost)
+            self.links.send(idx, item, ack_id)
+        except LinkOverflow as exc:
+            # Its queue is full: it stopped taking frames long ago. The lost-actor policy
+            # takes over (the item is part of what it re-places or ends).
+            log.error("shard %d: %s", self.shard, exc)
+            self.counters["link_overflows"] += 1
+            self.tasks.spawn(self.call_actor_lost(idx, overflow=(item, ack_id)), f"CallActor {idx} lost")
 
-    async def _deliver(self, idx: int, items: list[tuple[Any, ...]]) -> None:
-        """Send one batch to CallActor ``idx``. Returns once it is safe to ack the batch's
-        events: when its bytes are in the kernel's socket buffer they reach the CallActor
-        even if this process is killed next, so no reply is awaited (a round trip per
-        batch would cost more than the batch). Only when the link has a user-space
-        backlog does it wait for the CallActor to confirm. Offers the CallActor refuses
-        come back on their own (``refused``)."""
-        link = await self._link(idx)
-        self._seq += 1
-        seq = self._seq
-        link.send(("deliver", seq, items, False))
-        if link.flush():
+    def _on_released(self, idx: int, ack_ids: list[str]) -> None:
+        if self.conn is not None:
+            self.conn.ack(ack_ids)
+
+    def _on_link_items(self, idx: int, items: list[Any]) -> None:
+        for item in items:
+            kind = item[0]
+            if kind == m.REQUEST:
+                self._request(idx, item[1], item[2], item[3])
+            elif kind == m.REFUSED:
+                self._replace(idx, item[1])
+            else:
+                self.counters["unknown_link_items"] += 1
+
+    def _on_link_health(self, idx: int, health: Health) -> None:
+        if health.status is HealthStatus.OK:
+            if self.unavailable.pop(idx, None) is not None:
+                log.warning("shard %d: CallActor %d takes calls again", self.shard, idx)
             return
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._deliveries[seq] = future
-        self._delivery_owner[seq] = (link, idx)
-        try:
-            link.send(("confirm", seq))
-            await future
-        finally:
-            self._deliveries.pop(seq, None)
-            self._delivery_owner.pop(seq, None)
+        if idx not in self.unavailable:
+            self.counters["call_actors_slow"] += 1
+            log.warning("shard %d: CallActor %d takes no new calls: %s", self.shard, idx, health.reason)
+        self.unavailable[idx] = health.reason
+        if health.status is HealthStatus.LOST:
+            log.error("shard %d: CallActor %d lost (%s)", self.shard, idx, health.reason)
+            self.tasks.spawn(self.call_actor_lost(idx), f"recovery of CallActor {idx}")
 
-    def _to(self, idx: int, item: tuple[Any, ...], ack_id: str | None) -> None:
-        self._batcher(idx).put((item, ack_id))
+    def _on_call_actor_restarted(self, previous: LinkSession) -> None:
+        """The link found CallActor ``idx`` back as a new incarnation (Ray restarted it)."""
+        assert self.links is not None
+        idx = previous.peer_id
+        incarnation = self.links.sessions[idx].peer_incarnation.hex()
+        log.error("shard %d: CallActor %d restarted; applying the lost-calls policy", self.shard, idx)
+        self.tasks.spawn(self.call_actor_lost(idx, incarnation, previous), f"recovery of CallActor {idx}")
 
     def _ack_now(self, ack_id: str | None) -> None:
         if ack_id and self.conn is not None:
@@ -471,7 +447,7 @@ class ConnectionActor:
         best: int | None = None
         best_load = 2.0
         for idx in self.actors:
-            if idx in self.dead or idx in exclude:
+            if idx in self.dead or idx in exclude or idx in self.unavailable:
                 continue
             cap = self.capacity.get(idx) or 1
             load = self.placed[idx] / cap
@@ -480,7 +456,8 @@ class ConnectionActor:
         return best
 
     def _pick_any(self) -> int | None:
-        live = [idx for idx in self.actors if idx not in self.dead]
+        live = [idx for idx in self.actors if idx not in self.dead and idx not in self.unavailable]
+        live = live or [idx for idx in self.actors if idx not in self.dead]
         if not live:
             return None
         self._msg_rr = (self._msg_rr + 1) % len(live)
@@ -550,40 +527,38 @@ class ConnectionActor:
 
     # --- CallActor failure -----------------------------------------------------------
 
-    def _call_actor_failed(
-        self, idx: int, exc: BaseException, batch: list[tuple[tuple[Any, ...], str | None]]
-    ) -> None:
-        log.error("CallActor %d unreachable (%s); applying the lost-calls policy", idx, type(exc).__name__)
-        self.tasks.spawn(self.call_actor_lost(idx), f"recovery of CallActor {idx}")
-        # The batch's events are consumed by the policy below; ack them so they are not replayed.
-        if self.conn is not None:
-            self.conn.ack([ack for _, ack in batch if ack])
-
-    async def call_actor_lost(self, idx: int, incarnation: str | None = None) -> dict[str, int]:
+    async def call_actor_lost(
+        self,
+        idx: int,
+        incarnation: str | None = None,
+        previous: LinkSession | None = None,
+        overflow: tuple[Any, str | None] | None = None,
+    ) -> dict[str, int]:
         """Apply the lost-calls policy to every call placed on CallActor ``idx``:
         hang up and count (default), or re-home them (``on_call_actor_lost="rehome"``).
 
-        Two detectors report a loss: a failed delivery here, and the router's health
-        loop (with the restarted actor's ``incarnation``). Each loss is handled once:
-        while it is handled ``idx`` is ``dead`` (nothing new is placed there), and the
-        incarnation that came back is remembered, so the router's later report of the
-        same restart does not hang up the calls placed on the new incarnation since."""
+        Three detectors report a loss: the link (the CallActor came back as a new
+        incarnation: ``previous`` is the old link session; or it stayed unreachable or
+        unresponsive past the deadline; or its queue overflowed), and the router's
+        health loop (with the new ``incarnation``). Each loss is handled once. What the
+        CallActor never acknowledged is not lost: its offers are placed on another
+        CallActor (no handler ever ran for them, and none of their commands can have
+        reached the server, since a CallActor's commands travel behind its
+        acknowledgements on the same ordered stream)."""
         if idx in self.dead or (incarnation is not None and self.incarnations.get(idx) == incarnation):
             return {"already": 1}
         self.dead.add(idx)
-        result = {"calls": 0, "hung_up": 0, "rehomed": 0}
+        result = {"calls": 0, "hung_up": 0, "rehomed": 0, "replaced": 0}
         try:
-            batcher = self.batchers.pop(idx, None)
-            if batcher is not None:
-                await batcher.close(drain=False)
-            link = self.links.pop(idx, None)
-            if link is not None:
-                link.close()  # to the old incarnation; the next delivery links to the new one
-            lost = [cid for cid, owner in self.routes.calls.items() if owner == idx]
-            if incarnation is not None:
-                # Reported after the restart: offers delivered to the new incarnation
-                # meanwhile (Ray queues calls to a restarting actor) are its own, not lost.
-                lost = await self._not_owned(idx, lost)
+            assert self.links is not None
+            # The old session is void: the link starts afresh (a still-running old
+            # incarnation learns it from the handshake and fails its requests).
+            session = previous if previous is not None else self.links.reset(idx)
+            unacked = session.unacknowledged()
+            if overflow is not None:
+                unacked.append(overflow)
+            unplaced = {item[1]: (item, ack) for item, ack in unacked if item[0] == m.OFFER}
+            lost = [cid for cid, owner in self.routes.calls.items() if owner == idx and cid not in unplaced]
             result["calls"] = len(lost)
             for tag, owner in list(self.dial_owner.items()):
                 if owner == idx:
@@ -594,25 +569,47 @@ class ConnectionActor:
                     del self.msg_owner[mid]
             for cid in lost:
                 self.routes.remove_call(cid)
+                self._fence(cid)
+            # Offers it never saw: placed elsewhere, their slots kept.
+            for cid, (item, ack) in unplaced.items():
+                self.routes.remove_call(cid)
+                self._report_del(cid)
+                self._place(RelayEvent(c.EVENT_CALL_RECEIVE, item[2], cid), ack, exclude={idx})
+                result["replaced"] += 1
+            self.counters["offers_replaced"] += result["replaced"]
             hang_up = lost
             if self.options.get("on_call_actor_lost", "hangup") == "rehome":
                 hang_up = self._rehome(lost, result)
+                moved = set(lost) - set(hang_up)
+                # Their events it never acknowledged follow them, in order.
+                for item, ack in unacked:
+                    if item[0] == m.EVENT and item[1] in moved:
+                        self._to(self.routes.calls[item[1]], item, ack)
+                    elif ack:
+                        self._ack_now(ack)
+            else:
+                # Events of calls it held are consumed by the policy: ack them.
+                self._on_released(idx, [ack for item, ack in unacked if ack and item[0] != m.OFFER])
             await self._hang_up_lost(hang_up, result)
             self.counters["calls_lost_actor"] += len(lost)
             try:
-                await self._refresh_pool()
+                await asyncio.wait_for(self._refresh_pool(), 10.0)
             except Exception:
                 log.exception("pool refresh failed")
-            # Wait for the restarted actor (same name): it is usable again, empty. Should
-            # the old incarnation still be alive (a delivery failed for another reason),
-            # it drops the calls it no longer owns.
             self.incarnations[idx] = incarnation or await self._incarnation(idx) or ""
+            # Should the old incarnation still be alive (it was only unreachable), it drops
+            # the calls it no longer owns; its commands for them are refused meanwhile.
             for cid in lost:
                 self._to(idx, (m.LOST, cid, "call_actor_lost"), None)
         finally:
             self.placed[idx] = sum(1 for owner in self.routes.calls.values() if owner == idx)
             self.dead.discard(idx)
         return result
+
+    def _fence(self, call_id: str) -> None:
+        self.fenced[call_id] = None
+        if len(self.fenced) > 100_000:
+            self.fenced.popitem(last=False)
 
     def _rehome(self, lost: list[str], result: dict[str, int]) -> list[str]:
         """Move ``lost`` calls to live CallActors (in order with their later events);
@@ -639,7 +636,7 @@ class ConnectionActor:
 
         async def end(cid: str) -> None:
             params = {"call_id": cid, "node_id": self.node_of.pop(cid, ""), "reason": "error"}
-            self._released_lost(cid)
+            self._report_del(cid)
             try:
                 await conn.execute("calling.end", params)
                 result["hung_up"] += 1
@@ -648,14 +645,6 @@ class ConnectionActor:
 
         await asyncio.gather(*(end(cid) for cid in lost))
         self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
-
-    async def _not_owned(self, idx: int, calls: list[str]) -> list[str]:
-        try:
-            owned = await asyncio.wait_for(self.actors[idx].owned.remote(self.shard), 5.0)
-        except Exception:
-            return calls
-        held = {cid for cid, _node in owned["calls"]}
-        return [cid for cid in calls if cid not in held]
 
     async def _incarnation(self, idx: int, timeout: float = 30.0) -> str | None:
         """The incarnation of CallActor ``idx`` once it answers again (None if it does not)."""
@@ -669,28 +658,37 @@ class ConnectionActor:
                 await asyncio.sleep(0.2)
         return None
 
-    def _released_lost(self, call_id: str) -> None:
+    def _report_del(self, call_id: str) -> None:
         if self._router_batcher is not None:
             self._router_batcher.put(("del", call_id))
 
     # --- requests from CallActors ----------------------------------------------------
 
-    async def submit(self, idx: int, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Requests from CallActor ``idx``; each result comes back through ``deliver``."""
-        for req_id, method, params in batch:
-            if method == "calling.dial" and isinstance(params.get("tag"), str):
-                self.dial_owner[params["tag"]] = idx
-                self.routes.dials.start(params["tag"])
-            elif method == "messaging.send" and not params.get("context") and self.conn is not None:
-                params = {**params, "context": self.conn.protocol or "default"}
-            # A future and a callback, not a task per request: this loop is the hot spot.
-            assert self.conn is not None
-            try:
-                future = self.conn.request(method, params)
-            except RelayError as exc:
-                self._executed(idx, req_id, method, params, None, exc)
-                continue
-            future.add_done_callback(partial(self._on_request_done, idx, req_id, method, params))
+    def _request(self, idx: int, req_id: str, method: str, params: dict[str, Any]) -> None:
+        """A request from CallActor ``idx``; its result goes back over the link."""
+        conn = self.conn
+        if conn is None:
+            self._executed(idx, req_id, method, params, None, RelayError("connection_lost", "starting up"))
+            return
+        call_id = params.get("call_id") if method.startswith("calling.") else None
+        if call_id is not None and (call_id in self.fenced or self.routes.calls.get(call_id, idx) != idx):
+            # Not this actor's call any more (the lost-actor policy moved or ended it).
+            self.counters["requests_fenced"] += 1
+            error = RelayError("410", "the runtime ended or moved this call; it is not this CallActor's")
+            self._executed(idx, req_id, method, params, None, error)
+            return
+        if method == "calling.dial" and isinstance(params.get("tag"), str):
+            self.dial_owner[params["tag"]] = idx
+            self.routes.dials.start(params["tag"])
+        elif method == "messaging.send" and not params.get("context"):
+            params = {**params, "context": conn.protocol or "default"}
+        # A future and a callback, not a task per request: this loop is the hot spot.
+        try:
+            future = conn.request(method, params)
+        except RelayError as exc:
+            self._executed(idx, req_id, method, params, None, exc)
+            return
+        future.add_done_callback(partial(self._on_request_done, idx, req_id, method, params))
 
     def _on_request_done(
         self, idx: int, req_id: str, method: str, params: dict[str, Any], future: asyncio.Future[Any]
@@ -788,15 +786,20 @@ class ConnectionActor:
             "placed": dict(self.placed),
             "pending_dials": len(self.dial_owner),
             "tracked_messages": len(self.msg_owner),
-            "batchers": {idx: b.stats() for idx, b in self.batchers.items()},
+            "unavailable_call_actors": len(self.unavailable),
+            "loop_lag": self._hub.lag if self._hub is not None else 0.0,
+            "links": link_stats(self.links),
+            "batchers": {"router": self._router_batcher.stats()} if self._router_batcher is not None else {},
             **self.counters,
             **{f"conn.{k}": v for k, v in conn.items()},
         }
 
     async def shutdown(self) -> None:
-        """Flush deliveries and close the socket (the session is not resumed after this)."""
-        for batcher in list(self.batchers.values()):
-            await batcher.close(drain=True, timeout=5.0)
+        """Close the links and the socket (the session is not resumed after this)."""
+        if self._hub is not None:
+            await self._hub.aclose()
+        if self.links is not None:
+            await self.links.aclose()
         if self._router_batcher is not None:
             await self._router_batcher.close(drain=True, timeout=5.0)
         if self.conn is not None:

@@ -157,7 +157,10 @@ class RayRuntime:
         # re-adopting running actors (they hold it), made afresh otherwise.
         if not await kvstore.get(f"{self.options.app}/link_secret"):
             from .actor_link import new_secret
+            from .link_tls import generate_identity
 
+            # The TLS identity first: a CallActor that finds the secret expects it too.
+            await kvstore.put(f"{self.options.app}/link_tls", generate_identity())
             await kvstore.put(f"{self.options.app}/link_secret", new_secret())
         from ray import cloudpickle
 
@@ -260,7 +263,7 @@ class RayRuntime:
                 with contextlib.suppress(Exception):
                     ray.kill(handle, no_restart=True)
         shards = (f"shard/{s}/resume" for s in range(self.options.connections))
-        for key in ("credentials", "link_secret", *shards):
+        for key in ("credentials", "link_secret", "link_tls", *shards):
             with contextlib.suppress(Exception):
                 await kvstore.delete(f"{self.options.app}/{key}")
         self.connections = []
