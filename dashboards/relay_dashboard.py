@@ -1,4 +1,4 @@
-"""The relay-actors dashboard: admission, connection, CallActors, batches, Ray resources.
+"""The relay-actors dashboard: admission, connection, CallActors, batches, links, Ray resources.
 
 Queries use the names Ray exports (``ray_relay_*``, counters ``_total``; see
 ``relay_actors.metrics``). An in-process client served with
@@ -285,6 +285,76 @@ BATCHES = Row(
     ],
 )
 
+_PEER = "component, shard, actor, peer"
+LINKS = Row(
+    50,
+    "Actor links (data path)",
+    [
+        Panel(
+            51,
+            "Link traffic",
+            "Frames per second per link and direction (connection shard ↔ CallActor), and frames "
+            "sent again after a reconnect.",
+            [
+                Target(
+                    rate("ray_relay_link_frames_total", APP, f"{_PEER}, direction"),
+                    "{{direction}} {{component}} {{shard}}{{actor}} ↔ {{peer}}",
+                ),
+                Target(rate("ray_relay_link_resent_total", APP, _PEER), "resent {{component}} → {{peer}}"),
+            ],
+            unit="ops",
+        ),
+        Panel(
+            52,
+            "Acknowledgement latency",
+            "Average seconds from sending a frame to the peer's acknowledgement, per link: how long "
+            "RELAY events wait for their ack.",
+            [
+                Target(
+                    f"{rate('ray_relay_link_ack_latency_seconds_sum_total', APP, _PEER)} / "
+                    f"{rate('ray_relay_link_ack_latency_seconds_count_total', APP, _PEER)}",
+                    "{{component}} {{shard}}{{actor}} → {{peer}}",
+                )
+            ],
+            unit="s",
+        ),
+        Panel(
+            53,
+            "Window and queue",
+            "Unacknowledged frames (window) and items waiting to be framed, per link. A full window "
+            "or a growing queue is a slow peer.",
+            [
+                Target(f"max by ({_PEER}) (ray_relay_link_window{{{APP}}})", "window {{actor}} → {{peer}}"),
+                Target(f"max by ({_PEER}) (ray_relay_link_pending{{{APP}}})", "queued {{actor}} → {{peer}}"),
+            ],
+        ),
+        Panel(
+            54,
+            "Event-loop lag and slow CallActors",
+            "How late each actor's event loop runs (a blocking handler shows here), and the CallActors "
+            "each connection actor places no new calls on.",
+            [
+                Target(
+                    "max by (component, shard, actor) "
+                    f"(ray_relay_loop_lag_seconds{{{APP}}})",
+                    "lag {{component}} {{shard}}{{actor}}",
+                ),
+                Target(
+                    f"max by (shard) (ray_relay_call_actors_unavailable{{{APP}}})",
+                    "unavailable (shard {{shard}})",
+                ),
+            ],
+        ),
+        Panel(
+            55,
+            "Link events",
+            "Handshakes accepted and refused (wrong secret, bad frames), timeouts, evictions of idle "
+            "handshakes, reconnects, peer restarts, slow peers.",
+            [Target(increase("ray_relay_link_events_total", APP, "event"), "{{event}}")],
+        ),
+    ],
+)
+
 RAY = Row(
     40,
     "Ray resources",
@@ -337,7 +407,7 @@ DASHBOARD = Dashboard(
     uid="relay-actors-overview",
     title="relay-actors: RELAY calls on Ray",
     description="Admission, connections, CallActors and batches of relay-actors apps; Ray resources.",
-    rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, RAY],
+    rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, LINKS, RAY],
     variables=[Variable("app", "App", "label_values(ray_relay_active_calls, app)")],
     tags=["relay-actors", "ray"],
 )

@@ -67,12 +67,20 @@ def new_secret() -> str:
 class _Wire(asyncio.Protocol):
     """One socket: feeds the :class:`LinkConnection` and writes what it says."""
 
-    def __init__(self, owner: _Peers, conn: LinkConnection) -> None:
+    def __init__(self, owner: _Peers, conn: LinkConnection, tls: ssl.SSLContext | None = None) -> None:
         self.owner = owner
         self.conn = conn
+        #: Server side: upgrade to TLS after accepting (so the handshake cap and deadline
+        #: cover the TLS handshake too, not only ours).
+        self.tls = tls
+        self._tls_task: asyncio.Future[None] | None = None
+        #: Writes made before the TLS transport is handed back (the TLS layer may pass
+        #: us the peer's first frame before ``start_tls`` returns).
+        self._held: list[bytes] | None = [] if tls is not None else None
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.authenticated: asyncio.Future[LinkSession] = asyncio.get_running_loop().create_future()
+        #: The session once authenticated; None if the socket closed first.
+        self.authenticated: asyncio.Future[LinkSession | None] = asyncio.get_running_loop().create_future()
         self.peer_id = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +90,29 @@ class _Wire(asyncio.Protocol):
             self.conn.initiate()
             self.write(self.conn.data_to_send())
         self.owner._wire_opened(self)
+        if self.tls is not None:
+            self.transport.pause_reading()  # type: ignore[union-attr]  # the TLS layer reads first
+            self._tls_task = asyncio.ensure_future(self._start_tls(self.tls))
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+        raw = self.transport
+        assert raw is not None
+        try:
+            upgraded = await asyncio.get_running_loop().start_tls(
+                raw, self, ctx, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
+        except (OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
+            if not self.closed:  # (not dropped by us: evicted or timed out)
+                self.owner._wire_refused(self, LinkError(f"TLS handshake failed: {type(exc).__name__}"))
+            self.abort()
+            return
+        if upgraded is None or self.closed:
+            raw.abort()
+            return
+        self.transport = upgraded
+        held, self._held = self._held or [], None
+        if held:
+            upgraded.write(b"".join(held))
 
     def data_received(self, data: bytes) -> None:
         loop = asyncio.get_running_loop()
@@ -92,8 +123,8 @@ class _Wire(asyncio.Protocol):
             self.abort()
             return
         out = self.conn.data_to_send()
-        if out and self.transport is not None:
-            self.transport.write(out)
+        if out:
+            self.write(out)
         for event in events:
             if isinstance(event, Delivered):
                 self.owner._delivered(self.peer_id, event)
@@ -108,11 +139,13 @@ class _Wire(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.authenticated.done():
-            self.authenticated.set_exception(LinkError("the link closed during the handshake"))
+            self.authenticated.set_result(None)
         self.owner._wire_lost(self)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self._held is not None:
+            self._held.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def abort(self) -> None:
@@ -148,6 +181,7 @@ class _Peers:
         self.wires: dict[int, _Wire] = {}
         self._dirty: set[int] = set()
         self._flush_scheduled = False
+        self._last_refusal_log = -1e9
         self.counters: Counter[str] = Counter()
 
     # -- sessions --
@@ -204,8 +238,12 @@ class _Peers:
         pass
 
     def _wire_refused(self, wire: _Wire, exc: LinkError) -> None:
+        # Counted always; logged at most once a minute (a flood must not flood the log).
         self.counters["link_refused"] += 1
-        log.warning("link %s refused: %s", "peer" if wire.peer_id < 0 else wire.peer_id, exc)
+        now = asyncio.get_running_loop().time()
+        if now - self._last_refusal_log >= 60.0:
+            self._last_refusal_log = now
+            log.warning("refused a link (%d so far): %s", self.counters["link_refused"], exc)
 
     def _bound(self, wire: _Wire, event: Authenticated) -> None:
         peer_id = event.session.peer_id
@@ -298,7 +336,7 @@ class LinkServer(_Peers):
         self.unix_path = os.path.join(self._unix_dir, f"l{os.getpid()}-{self.incarnation.hex()[:8]}.sock")
         old_umask = os.umask(0o177)  # the socket file is created 0600: owner only
         try:
-            server = await loop.create_unix_server(self._factory, self.unix_path)
+            server = await loop.create_unix_server(self._factory, self.unix_path, backlog=1024)
         finally:
             os.umask(old_umask)
         os.chmod(self.unix_path, stat.S_IRUSR | stat.S_IWUSR)
@@ -306,7 +344,7 @@ class LinkServer(_Peers):
         if host:
             if host in ("0.0.0.0", "::", ""):
                 raise ValueError("the link never listens on a wildcard address")
-            tcp = await loop.create_server(self._factory, host, 0, ssl=self._tls)
+            tcp = await loop.create_server(self._tls_factory, host, 0, backlog=1024)
             self._servers.append(tcp)
             self.host = host
             self.port = tcp.sockets[0].getsockname()[1]
@@ -315,7 +353,13 @@ class LinkServer(_Peers):
     def _factory(self) -> _Wire:
         return _Wire(self, self._connection(self.incarnation))
 
+    def _tls_factory(self) -> _Wire:
+        if self._tls is None:
+            raise LinkError("a TCP link listener needs TLS")
+        return _Wire(self, self._connection(self.incarnation), tls=self._tls)
+
     def _wire_opened(self, wire: _Wire) -> None:
+        self.counters["link_accepted"] += 1
         if len(self._handshaking) >= MAX_HANDSHAKES:
             # Drop the oldest handshake, not the newcomer: a flood of idle sockets
             # cannot keep an honest peer (who completes in a millisecond) out.
@@ -480,10 +524,12 @@ class LinkClient(_Peers):
             raise LinkError(f"no way to reach CallActor {peer_id}: {info}")
         await asyncio.wait_for(connect, CONNECT_TIMEOUT)
         try:
-            await asyncio.wait_for(asyncio.shield(wire.authenticated), HANDSHAKE_TIMEOUT)
+            session = await asyncio.wait_for(asyncio.shield(wire.authenticated), HANDSHAKE_TIMEOUT)
         except BaseException:
             wire.abort()
             raise
+        if session is None:
+            raise LinkError("the CallActor closed the link during the handshake")
 
     def _wire_lost(self, wire: _Wire) -> None:
         super()._wire_lost(wire)

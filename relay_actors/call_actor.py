@@ -179,12 +179,18 @@ class CallActor:
             self._send(shard, [m.REFUSED, [offers[cid] for cid in refused if cid in offers]])
 
     def _on_shard_restarted(self, previous: LinkSession) -> None:
-        """A connection actor came back as a new process: requests in flight to the old
-        one get no result."""
+        """A connection actor came back as a new process. Requests that never left this
+        process go to the new one; those it may have received and executed get no
+        result, so they fail (``connection_lost``: may or may not have been executed)."""
         shard = previous.peer_id
+        carried = [item for item, _ in previous.take_pending() if item[0] == m.REQUEST]
+        unsent = {item[1] for item in carried}
         self._fail_requests(
-            [rid for rid, (_, s) in self._requests.items() if s == shard], LinkError("restart")
+            [rid for rid, (_, s) in self._requests.items() if s == shard and rid not in unsent],
+            LinkError("restart"),
         )
+        for item in carried:
+            self._send(shard, item)
 
     def _send(self, shard: int, item: list[Any]) -> None:
         server = self._link_server

@@ -482,6 +482,8 @@ class ConnectionActor:
         """CallActor ``idx`` was full: place the offers it refused elsewhere."""
         for item in refused:
             call_id = item[1]
+            if self.routes.calls.get(call_id) != idx:
+                continue  # placed before a restart of this actor: the server redelivers it
             self.routes.remove_call(call_id)
             self.placed[idx] -= 1
             self.capacity[idx] = self.placed[idx]  # it told us it is full
@@ -763,6 +765,16 @@ class ConnectionActor:
             elif method == c.METHOD_UNRECEIVE and ctx in contexts:
                 contexts.remove(ctx)
         self._checkpoint()
+
+    async def reset_links(self) -> int:
+        """Fault injection for tests and drills: reset every link's socket at once, as a
+        network blip would (the links reconnect and resend; no call may notice)."""
+        assert self.links is not None
+        wires = list(self.links.wires.values())
+        for wire in wires:
+            if wire.transport is not None:
+                wire.transport.abort()
+        return len(wires)
 
     async def refresh_pool(self) -> int:
         """The router changed the pool (scaled up): learn the new CallActors."""

@@ -118,11 +118,14 @@ class FrameDecoder:
     """Splits a byte stream into ``(type, body)`` frames, refusing oversized ones from
     their header alone."""
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "expect", "max_frame")
 
     def __init__(self, max_frame: int = PRE_AUTH_MAX) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
+        #: ``(type, size)`` the next frame must have (during the handshake), judged from
+        #: its header alone: a peer that is not ours is refused without waiting for more.
+        self.expect: tuple[int, int] | None = None
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buf = self._buf
@@ -135,11 +138,15 @@ class FrameDecoder:
             size, kind = HEADER.unpack_from(buf, pos)
             if size > self.max_frame:
                 raise LinkError(f"frame of {size} bytes is over the limit of {self.max_frame}")
+            if self.expect is not None and (kind, size) != self.expect:
+                raise LinkError(f"expected handshake frame {self.expect}, got type {kind} of {size} bytes")
             if end - pos - size_header < size:
                 break
             start = pos + size_header
             frames.append((kind, bytes(buf[start : start + size])))
             pos = start + size
+            if self.expect is not None:
+                break  # the handshake frame decides the limits of what follows it
         if pos:
             del buf[:pos]
         return frames
@@ -321,6 +328,13 @@ class LinkSession:
         pairs = [pair for entry in self._unacked for pair in zip(entry.items, entry.metas, strict=True)]
         return pairs + list(zip(self._pending, self._pending_metas, strict=True))
 
+    def take_pending(self) -> list[tuple[Any, Any]]:
+        """Remove and return the ``(item, meta)`` pairs never framed: they never left this
+        process, so they may go to a new incarnation of the peer as they are."""
+        pairs = list(zip(self._pending, self._pending_metas, strict=True))
+        self._pending, self._pending_metas = [], []
+        return pairs
+
     def unacknowledged_items(self) -> list[Any]:
         return [item for item, _ in self.unacknowledged()]
 
@@ -480,6 +494,7 @@ class LinkConnection:
         self._max_frame = max_frame
         self._nonce = nonce or os.urandom(16)
         self._decoder = FrameDecoder(PRE_AUTH_MAX)
+        self._decoder.expect = (CHALLENGE, _CHALLENGE.size) if role is Role.CLIENT else (HELLO, _HELLO.size)
         self._out: list[bytes] = []
         self._peer: tuple[int, bytes, bytes] | None = None  # id, incarnation, nonce
         self.session: LinkSession | None = None
@@ -503,20 +518,23 @@ class LinkConnection:
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         """Events for ``data``; raises :class:`LinkError` when the socket must close."""
         events: list[Event] = []
-        for kind, body in self._decoder.feed(data):
-            if self.session is not None:
-                items, released = self.session.on_frame(kind, body, now)
+        frames = self._decoder.feed(data)
+        while self.session is None and frames:
+            events.extend(self._handshake(*frames[0], now))
+            frames = self._decoder.feed(b"")
+        session = self.session
+        if session is not None:
+            for kind, body in frames:
+                items, released = session.on_frame(kind, body, now)
                 if items or released:
                     events.append(Delivered(items, released))
-            else:
-                events.extend(self._handshake(kind, body, now))
         return events
 
     def _ids(self, client: tuple[int, bytes], server: tuple[int, bytes]) -> bytes:
         return struct.pack("!I16sI16s", client[0], client[1], server[0], server[1])
 
     def _handshake(self, kind: int, body: bytes, now: float) -> list[Event]:
-        if kind != self._expect:
+        if kind != self._expect:  # (the decoder checks it first; this is the guard)
             raise LinkError(f"expected handshake frame {self._expect}, got {kind}")
         key = self._key
         if kind == HELLO:  # server
@@ -529,6 +547,7 @@ class LinkConnection:
             challenge = _CHALLENGE.pack(MAGIC, Role.SERVER, self._my_id, self._my_inc, self._nonce, proof)
             self._out.append(_frame(CHALLENGE, challenge))
             self._expect = PROOF
+            self._decoder.expect = (PROOF, _PROOF.size)
             return []
         if kind == CHALLENGE:  # client
             magic, role, peer_id, peer_inc, nonce_s, proof = self._unpack(_CHALLENGE, body)
@@ -546,6 +565,7 @@ class LinkConnection:
             self._out.append(_frame(PROOF, _PROOF.pack(mine, session.recv_seq)))
             self._pending_session = (session, previous)
             self._expect = WELCOME
+            self._decoder.expect = (WELCOME, _WELCOME.size)
             return []
         if kind == PROOF:  # server
             proof, peer_recv = self._unpack(_PROOF, body)
@@ -575,6 +595,7 @@ class LinkConnection:
     ) -> list[Event]:
         self.session = self.session or session
         self._decoder.max_frame = self._max_frame
+        self._decoder.expect = None
         events: list[Event] = []
         if previous is not None:
             events.append(PeerRestarted(previous))

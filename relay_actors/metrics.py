@@ -154,6 +154,26 @@ _DEFS = [
     _c("relay_batch_items", "Items carried by those batched calls (items/sends = batch size).", "peer"),
     _g("relay_batch_largest", "Largest batch sent to a peer so far.", "peer"),
     _g("relay_batch_queued", "Items waiting for the next batch to a peer.", "peer"),
+    # --- the actor links (connection actor ↔ CallActor data path) ---
+    _c("relay_link_frames", "Link frames sent (out) and received (in), per peer.", "peer", "direction"),
+    _c("relay_link_bytes", "Link bytes sent (out) and received (in), per peer.", "peer", "direction"),
+    _c("relay_link_resent", "Frames sent again after a link reconnected (unacknowledged before).", "peer"),
+    _c("relay_link_duplicates", "Frames received twice (after a resend), dropped by sequence.", "peer"),
+    _g("relay_link_window", "Frames sent to a peer and not yet acknowledged (window occupancy).", "peer"),
+    _g("relay_link_pending", "Items waiting to be framed for a peer (window full or link down).", "peer"),
+    _c("relay_link_ack_latency_seconds_sum", "Seconds from sending a frame to its acknowledgement.", "peer"),
+    _c("relay_link_ack_latency_seconds_count", "Frames acknowledged (count of the latency sum).", "peer"),
+    _g("relay_link_connected", "1 while the link to a peer is up.", "peer"),
+    _g("relay_link_peer_lag_seconds", "Event-loop lag a peer reported in its last heartbeat.", "peer"),
+    _c(
+        "relay_link_events",
+        "Link events: accepted, authenticated, refused (failed handshakes, bad frames), "
+        "handshake_timeout, handshake_evicted, connect_failure, silent_closed, peer_restart, slow, overflow.",
+        "event",
+    ),
+    _g("relay_loop_lag_seconds", "How late this actor's event loop ran its link timer (a blocked loop)."),
+    _g("relay_call_actors_unavailable", "CallActors a connection actor places no new calls on (slow, down)."),
+    _c("relay_requests_fenced", "Commands refused because the runtime had ended or moved their call."),
     # --- the rest ---
     _g("relay_stat", "A numeric stats() value with no metric of its own (tag key).", "key"),
 ]
@@ -181,6 +201,13 @@ _COMMON: _Map = {
     "offers_passed": ("relay_offers", {"outcome": "passed"}),
     "offers_no_capacity": ("relay_offers", {"outcome": "no_capacity"}),
     "offers_invalid": ("relay_offers", {"outcome": "invalid"}),
+    "offers_replaced": ("relay_offers", {"outcome": "replaced"}),
+    "loop_lag": ("relay_loop_lag_seconds", {}),
+    "unavailable_call_actors": ("relay_call_actors_unavailable", {}),
+    "requests_fenced": ("relay_requests_fenced", {}),
+    "call_actors_slow": ("relay_link_events", {"event": "slow"}),
+    "link_overflows": ("relay_link_events", {"event": "overflow"}),
+    "unknown_link_items": ("relay_item_errors", {"outcome": "unknown"}),
     "active_calls": ("relay_active_calls", {}),
     "granted": ("relay_slots_granted", {}),
     "budget": ("relay_call_budget", {}),
@@ -235,6 +262,31 @@ _BY_COMPONENT: dict[str, _Map] = {
 }
 #: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.
 _IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased"})
+#: Per-peer link figures (``links`` in stats()): key → (metric, fixed tags).
+_LINK: _Map = {
+    "frames_out": ("relay_link_frames", {"direction": "out"}),
+    "frames_in": ("relay_link_frames", {"direction": "in"}),
+    "bytes_out": ("relay_link_bytes", {"direction": "out"}),
+    "bytes_in": ("relay_link_bytes", {"direction": "in"}),
+    "resent": ("relay_link_resent", {}),
+    "duplicates": ("relay_link_duplicates", {}),
+    "window": ("relay_link_window", {}),
+    "pending": ("relay_link_pending", {}),
+    "ack_latency_sum": ("relay_link_ack_latency_seconds_sum", {}),
+    "ack_latency_count": ("relay_link_ack_latency_seconds_count", {}),
+    "connected": ("relay_link_connected", {}),
+}
+#: Process-wide link counters (``links["_process"]``) → relay_link_events{event}.
+_LINK_EVENTS = {
+    "link_accepted": "accepted",
+    "links_authenticated": "authenticated",
+    "link_refused": "refused",
+    "handshakes_timed_out": "handshake_timeout",
+    "handshakes_evicted": "handshake_evicted",
+    "link_connect_failures": "connect_failure",
+    "links_silent_closed": "silent_closed",
+    "peer_restarts": "peer_restart",
+}
 _BATCH = {
     "sends": "relay_batch_sends",
     "items": "relay_batch_items",
@@ -328,6 +380,25 @@ def _flatten_nested(
                 num = _number(bstats.get(bkey))
                 if num is not None:
                     add(metric, num, peer=cap("peer", f"{peer_kind}:{peer}"))
+    elif key == "links":
+        peer_kind = "call_actor" if component == "connection" else "connection"
+        for peer, lstats in value.items():
+            if not isinstance(lstats, dict):
+                continue
+            if peer == "_process":
+                for lkey, event in _LINK_EVENTS.items():
+                    num = _number(lstats.get(lkey))
+                    if num is not None:
+                        add("relay_link_events", num, event=event)
+                continue
+            tag = cap("peer", f"{peer_kind}:{peer}")
+            for lkey, (metric, fixed) in _LINK.items():
+                num = _number(lstats.get(lkey))
+                if num is not None:
+                    add(metric, num, peer=tag, **fixed)
+            lag = _number(lstats.get("peer_lag_ms"))
+            if lag is not None:
+                add("relay_link_peer_lag_seconds", lag / 1000.0, peer=tag)
     elif key in ("placed", "loads"):
         metric = "relay_placed_calls" if key == "placed" else "relay_call_actor_load"
         for idx, count in value.items():

@@ -310,11 +310,17 @@ class RayRuntime:
             return ""
         return (await self.connections[0].stats.remote())["protocol"]
 
-    async def stats(self) -> dict[str, Any]:
-        router = await self.router.stats.remote() if self.router is not None else {}
-        shards = await asyncio.gather(*(c.stats.remote() for c in self.connections), return_exceptions=True)
-        pool = await self.router.pool_info.remote() if self.router is not None else []
-        actors = await asyncio.gather(*(h.stats.remote() for _, h, _ in pool), return_exceptions=True)
+    async def stats(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Every actor's stats; an actor that does not answer within ``timeout`` (its loop
+        is blocked, it is restarting) is left out rather than holding up the rest."""
+
+        def ask(handle: Any, method: str = "stats") -> Any:
+            return asyncio.wait_for(getattr(handle, method).remote(), timeout)
+
+        router = await ask(self.router) if self.router is not None else {}
+        shards = await asyncio.gather(*(ask(c) for c in self.connections), return_exceptions=True)
+        pool = await ask(self.router, "pool_info") if self.router is not None else []
+        actors = await asyncio.gather(*(ask(h) for _, h, _ in pool), return_exceptions=True)
         return {
             "router": router,
             "connections": [s for s in shards if not isinstance(s, BaseException)],

@@ -20,7 +20,7 @@ def test_metric_list_is_fixed_and_well_named() -> None:
         assert re.fullmatch(r"relay_[a-z_]+", name), name
         assert d.kind in ("counter", "gauge")
         assert not name.endswith("_total"), "counters are declared without _total"
-        assert d.help and set(d.extra) <= {"outcome", "event_type", "code", "peer", "key"}
+        assert d.help and set(d.extra) <= {"outcome", "event_type", "code", "peer", "key", "direction", "event"}
     assert "ray_relay_offers_total" in set(m.metric_names())
 
 
@@ -195,3 +195,45 @@ def test_client_collector_retries_a_racing_read() -> None:
     families = {f.name: f for f in m.ClientCollector(Racy(), app="x", prefix="ray_").collect()}
     assert families["ray_relay_offers"].samples[0].value == 1  # family name without _total
     assert "ray_relay_active_calls" in families
+
+
+def test_link_stats_become_per_peer_link_metrics() -> None:
+    got = samples(
+        "connection",
+        {
+            "loop_lag": 0.25,
+            "unavailable_call_actors": 1,
+            "requests_fenced": 2,
+            "links": {
+                1: {
+                    "frames_out": 10,
+                    "frames_in": 4,
+                    "bytes_out": 1000,
+                    "bytes_in": 400,
+                    "resent": 2,
+                    "duplicates": 0,
+                    "window": 3,
+                    "pending": 5,
+                    "ack_latency_sum": 0.5,
+                    "ack_latency_count": 8,
+                    "connected": True,
+                    "peer_lag_ms": 1500,
+                },
+                "_process": {"links_authenticated": 3, "link_refused": 7},
+            },
+        },
+    )
+    peer = (("peer", "call_actor:1"),)
+    assert got[("relay_link_frames", (("direction", "out"), *peer))] == 10
+    assert got[("relay_link_bytes", (("direction", "in"), *peer))] == 400
+    assert got[("relay_link_window", peer)] == 3
+    assert got[("relay_link_pending", peer)] == 5
+    assert got[("relay_link_ack_latency_seconds_count", peer)] == 8
+    assert got[("relay_link_connected", peer)] == 1
+    assert got[("relay_link_peer_lag_seconds", peer)] == 1.5
+    assert got[("relay_link_events", (("event", "refused"),))] == 7
+    assert got[("relay_link_events", (("event", "authenticated"),))] == 3
+    assert got[("relay_loop_lag_seconds", ())] == 0.25
+    assert got[("relay_call_actors_unavailable", ())] == 1
+    assert got[("relay_requests_fenced", ())] == 2
+    assert not any(name == "relay_stat" for name, _ in got)

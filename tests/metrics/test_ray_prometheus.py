@@ -185,10 +185,13 @@ def test_key_metrics_have_the_values_of_the_scenario(scraped: tuple[Prometheus, 
     assert sum(float(r["value"][1]) for r in violations) >= 1
     assert v(f"sum(ray_relay_reconnects_total{{{a}}})") >= 1
     assert v(f"sum(ray_relay_resumes_total{{{a}}})") >= 1
-    # Batches: every call's offer and events rode in batches, fewer sends than items.
-    items = v(f'sum(ray_relay_batch_items_total{{{a},component="connection"}})')
-    sends = v(f'sum(ray_relay_batch_sends_total{{{a},component="connection"}})')
-    assert items is not None and sends is not None and 0 < sends <= items
+    # Links: every call's offer and events rode in frames, fewer frames than calls' items,
+    # each acknowledged (the acknowledgement latency is a sum over a count).
+    frames = v(f'sum(ray_relay_link_frames_total{{{a},component="connection",direction="out"}})')
+    acked = v(f'sum(ray_relay_link_ack_latency_seconds_count_total{{{a},component="connection"}})')
+    assert frames is not None and acked is not None and 0 < acked <= frames
+    assert v(f'sum(ray_relay_link_events_total{{{a},event="authenticated"}})') >= 2
+    assert v(f'max(ray_relay_link_connected{{{a},component="connection"}})') == 1
     # Stats keys with no metric of their own would show here; the scenario's have one each.
     assert v(f"count(ray_relay_stat{{{a}}})") is None
     stats = report["stats"]["connections"][0]
