@@ -293,14 +293,13 @@ LINKS = Row(
         Panel(
             51,
             "Link traffic",
-            "Frames per second per link and direction (connection shard ↔ CallActor), and frames "
-            "sent again after a reconnect.",
+            "Frames per second per link and direction (connection shard ↔ CallActor); frames sent "
+            "again after a reconnect are ray_relay_link_resent_total.",
             [
                 Target(
                     rate("ray_relay_link_frames_total", APP, f"{_PEER}, direction"),
                     "{{direction}} {{component}} {{shard}}{{actor}} ↔ {{peer}}",
                 ),
-                Target(rate("ray_relay_link_resent_total", APP, _PEER), "resent {{component}} → {{peer}}"),
             ],
             unit="ops",
         ),
