@@ -53,6 +53,7 @@ def _obj(value: Any) -> dict[str, Any]:
     """``value`` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
+
 def _collect_result(call: Call, collect: dict[str, Any], config: EmulatorConfig) -> dict[str, Any]:
     """The next scripted caller input, else the call's fixed result, else the configured caller."""
     if call.inputs:

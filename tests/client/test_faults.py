@@ -444,7 +444,8 @@ async def test_oversize_frame_closes_the_socket_and_the_session_resumes(harness:
 # --- handlers ---------------------------------------------------------------------------------
 
 
-async def test_handler_exception_ends_only_that_handler(harness: Harness, make_harness: Any) -> None:
+async def test_handler_exception_kept_ends_only_that_handler(make_harness: Any) -> None:
+    harness = await make_harness(on_handler_error="keep")
     client = harness.client
     served: list[str] = []
 
@@ -461,7 +462,7 @@ async def test_handler_exception_ends_only_that_handler(harness: Harness, make_h
     first, second = harness.core.inject_calls("office", 2)
     await wait_until(lambda: harness.requests("calling.end", call_id=second))
     assert client.stats()["handler_errors"] == 1 and served == ["boom", second]
-    # The failed handler's call is untouched (still up, still tracked), the client still connected.
+    # "keep": the failed handler's call is untouched (still up, still tracked), the client still connected.
     assert harness.core.calls.calls[first].state == "answered" and client.connected
     assert first in client._router.calls
 
