@@ -216,6 +216,7 @@ class RelayClient:
 
         On Ray: start (or re-adopt) the router, the CallActors and the connection
         actors; they stay connected until :meth:`disconnect`."""
+        self._warn_if_no_contexts()
         if self._runtime == "ray":
             if self._ray is None:
                 self._ray = RayRuntime(
@@ -241,6 +242,19 @@ class RelayClient:
             return
         await self._connection().connect()
 
+    def _warn_if_no_contexts(self) -> None:
+        """Handlers but no contexts: the server offers nothing, which looks like a silent hang."""
+        if self._settings.contexts or (self._on_call is None and self._on_message is None):
+            return
+        handlers = " and ".join(
+            name for name, fn in (("on_call", self._on_call), ("on_message", self._on_message)) if fn
+        )
+        log.warning(
+            "%s handler registered but contexts=[]: no inbound call or message will arrive. "
+            "Pass RelayClient(contexts=[...]) or await client.receive([...]) after connecting",
+            handlers,
+        )
+
     async def disconnect(self) -> None:
         """Close the connection. Pending and queued requests and dials fail with
         ``RelayError("closed")``; running handlers are cancelled; calls end locally.
@@ -265,10 +279,16 @@ class RelayClient:
     def run(self) -> None:
         """Connect and serve until SIGINT or SIGTERM (blocking), reconnecting as needed.
 
-        Raises the server's authentication error after 3 consecutive rejections
-        before the first successful connect."""
-        with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(self.serve())
+        When it cannot serve (credentials rejected 3 times before the first successful
+        connect, a host that does not resolve, a TLS mismatch, ...), it prints one line
+        saying what to fix to stderr and exits with status 1 (``SystemExit``), without a
+        traceback; :meth:`serve` raises the :class:`RelayError` instead."""
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                eventloop.run(self.serve())
+        except RelayError as exc:
+            print(f"relay-actors: {exc.message}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""
@@ -288,6 +308,7 @@ class RelayClient:
             finally:
                 await self.disconnect()
             return
+        self._warn_if_no_contexts()
         runner = asyncio.create_task(self._connection().run())
         stopper = asyncio.create_task(stop.wait())
         try:

@@ -200,12 +200,26 @@ async def test_auth_rejected_three_times_serve_raises(emulator: Emulator) -> Non
     assert not client.connected
 
 
-async def test_auth_rejected_three_times_run_raises(emulator: Emulator) -> None:
+async def test_auth_rejected_three_times_run_exits_with_one_line(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = RelayClient(**client_kwargs(emulator, token="wrong-token"))
+    codes: list[Any] = []
+
+    def run() -> None:
+        # SystemExit must stay in this thread: raised through the event loop it would stop it.
+        try:
+            client.run()
+        except SystemExit as exc:
+            codes.append(exc.code)
+
     # run() is blocking (asyncio.run): drive it from a thread, against our loop's emulator.
-    with pytest.raises(AuthenticationError):
-        await asyncio.wait_for(asyncio.to_thread(client.run), 10)
+    await asyncio.wait_for(asyncio.to_thread(run), 10)
+    assert codes == [1]
     assert emulator.core.stats()["counters"]["auth_failures"] == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("relay-actors: ") and "SIGNALWIRE_API_TOKEN" in err[-1]
+    assert "wrong-token" not in err[-1]
 
 
 async def test_refused_handshakes_do_not_count_toward_the_auth_cap(emulator: Emulator) -> None:
