@@ -586,8 +586,9 @@ class Connection:
             except RelayError as exc:
                 log.warning("connect failed: %s", exc.message)
             except _TRANSPORT_ERRORS as exc:
-                problem = first_contact_error(exc, self.settings)
-                if problem is not None and not self._authenticated_ever:
+                # Once connected, the settings are proven: a reset is the network, not a TLS mismatch.
+                problem = None if self._authenticated_ever else first_contact_error(exc, self.settings)
+                if problem is not None:
                     self._setup_failures += 1
                     if self._setup_failures >= self.max_auth_rejections:
                         log.error("cannot connect after %d attempts; giving up", self._setup_failures)
