@@ -99,7 +99,7 @@ class CallActor:
         app: the app's name (actor names and GCS keys derive from it).
         index: this actor's number in the pool.
         handlers: cloudpickled ``{"on_call": ..., "on_message": ...}``.
-        options: ``capacity`` (calls at most), ``handler_timeout``, ``request_timeout``,
+        options: ``capacity`` (calls at most), ``handler_timeout``, ``on_handler_error``, ``request_timeout``,
             ``dial_timeout``, ``shards`` (number of connection actors).
     """
 
@@ -111,6 +111,7 @@ class CallActor:
         self.incarnation = ""  # the link server's, once it is up
         self.capacity = int(options.get("capacity", 5000))
         self.handler_timeout = options.get("handler_timeout")
+        self.on_handler_error = str(options.get("on_handler_error", "hangup"))
         self.request_timeout = float(options.get("request_timeout", c.REQUEST_TIMEOUT))
         self.dial_timeout = float(options.get("dial_timeout", c.DIAL_TIMEOUT))
         self.shards = int(options.get("shards", 1))
@@ -327,7 +328,9 @@ class CallActor:
 
     async def _run_handler(self, call: Call) -> None:
         assert self.on_call is not None
-        await run_call_handler(self.on_call, call, self.counters, self.handler_timeout)
+        await run_call_handler(
+            self.on_call, call, self.counters, self.handler_timeout, self.on_handler_error, self.app
+        )
 
     def _on_leg(self, shard: int, item: tuple[Any, ...]) -> None:
         _, _tag, params = item
@@ -374,7 +377,7 @@ class CallActor:
 
     async def _run_message_handler(self, message: Message) -> None:
         assert self.on_message is not None
-        await run_message_handler(self.on_message, message, self.counters)
+        await run_message_handler(self.on_message, message, self.counters, self.app)
 
     # --- what a handler's RelayClient does here ---------------------------------------
 

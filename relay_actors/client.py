@@ -26,7 +26,7 @@ from .config import Settings, resolve_settings
 from .connection import Connection
 from .dialing import await_dial, winner
 from .errors import ArgumentError, RelayError
-from .handlers import run_call_handler, run_message_handler
+from .handlers import check_error_policy, run_call_handler, run_message_handler
 from .message import Message
 from .protocol import constants as c
 from .protocol.calls import CallCore
@@ -65,6 +65,9 @@ class RelayClient:
         over_limit: ``"drop"`` (default, as the official client) or ``"pass"``.
         handler_timeout: if set, an ``on_call`` handler running longer is cancelled
             and its call hung up.
+        on_handler_error: what becomes of a call whose ``on_call`` handler raised:
+            ``"hangup"`` (default: ended with reason ``error``, counted in
+            ``calls_hung_up_handler_error``) or ``"keep"`` (left as it is).
         request_timeout, ping_interval, dial_timeout: in seconds (10, 30, 120).
         backoff: reconnect delays (default 1 s doubling to 30 s, jittered).
     """
@@ -82,6 +85,7 @@ class RelayClient:
         ca_file: str | None = None,
         over_limit: str = "drop",
         handler_timeout: float | None = None,
+        on_handler_error: str = "hangup",
         request_timeout: float = c.REQUEST_TIMEOUT,
         ping_interval: float = c.CLIENT_PING_INTERVAL,
         dial_timeout: float = c.DIAL_TIMEOUT,
@@ -105,6 +109,7 @@ class RelayClient:
             raise ArgumentError(f"over_limit must be one of {OVER_LIMIT_POLICIES}, not {over_limit!r}")
         self._over_limit = over_limit
         self._handler_timeout = handler_timeout
+        self._on_handler_error = check_error_policy(on_handler_error)
         self._request_timeout = request_timeout
         self._ping_interval = ping_interval
         self._dial_timeout = dial_timeout
@@ -211,6 +216,7 @@ class RelayClient:
 
         On Ray: start (or re-adopt) the router, the CallActors and the connection
         actors; they stay connected until :meth:`disconnect`."""
+        self._warn_if_no_contexts()
         if self._runtime == "ray":
             if self._ray is None:
                 self._ray = RayRuntime(
@@ -220,6 +226,7 @@ class RelayClient:
                     {
                         "over_limit": self._over_limit,
                         "handler_timeout": self._handler_timeout,
+                        "on_handler_error": self._on_handler_error,
                         "request_timeout": self._request_timeout,
                         "ping_interval": self._ping_interval,
                         "dial_timeout": self._dial_timeout,
@@ -234,6 +241,19 @@ class RelayClient:
                 self._ray_protocol = await self._ray.protocol()
             return
         await self._connection().connect()
+
+    def _warn_if_no_contexts(self) -> None:
+        """Handlers but no contexts: the server offers nothing, which looks like a silent hang."""
+        if self._settings.contexts or (self._on_call is None and self._on_message is None):
+            return
+        handlers = " and ".join(
+            name for name, fn in (("on_call", self._on_call), ("on_message", self._on_message)) if fn
+        )
+        log.warning(
+            "%s handler registered but contexts=[]: no inbound call or message will arrive. "
+            "Pass RelayClient(contexts=[...]) or await client.receive([...]) after connecting",
+            handlers,
+        )
 
     async def disconnect(self) -> None:
         """Close the connection. Pending and queued requests and dials fail with
@@ -259,10 +279,16 @@ class RelayClient:
     def run(self) -> None:
         """Connect and serve until SIGINT or SIGTERM (blocking), reconnecting as needed.
 
-        Raises the server's authentication error after 3 consecutive rejections
-        before the first successful connect."""
-        with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(self.serve())
+        When it cannot serve (credentials rejected 3 times before the first successful
+        connect, a host that does not resolve, a TLS mismatch, ...), it prints one line
+        saying what to fix to stderr and exits with status 1 (``SystemExit``), without a
+        traceback; :meth:`serve` raises the :class:`RelayError` instead."""
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                eventloop.run(self.serve())
+        except RelayError as exc:
+            print(f"relay-actors: {exc.message}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""
@@ -282,6 +308,7 @@ class RelayClient:
             finally:
                 await self.disconnect()
             return
+        self._warn_if_no_contexts()
         runner = asyncio.create_task(self._connection().run())
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -575,7 +602,14 @@ class RelayClient:
 
     async def _run_handler(self, call: Call) -> None:
         assert self._on_call is not None
-        await run_call_handler(self._on_call, call, self.counters, self._handler_timeout)
+        await run_call_handler(
+            self._on_call,
+            call,
+            self.counters,
+            self._handler_timeout,
+            self._on_handler_error,
+            self._ray_options.app,
+        )
 
     def _on_dial_done(self, outcome: Any, event: RelayEvent) -> None:
         future = self._dials.get(outcome.tag)
@@ -602,7 +636,7 @@ class RelayClient:
 
     async def _run_message_handler(self, message: Message) -> None:
         assert self._on_message is not None
-        await run_message_handler(self._on_message, message, self.counters)
+        await run_message_handler(self._on_message, message, self.counters, self._ray_options.app)
 
     def _on_connected(self, connected: Connected) -> None:
         previous, self._session_protocol = self._session_protocol, connected.protocol

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 from websockets.protocol import State
 
 from .backoff import Backoff
@@ -41,7 +42,7 @@ from .protocol.session import (
     ResponseReceived,
 )
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "auth_failure", "first_contact_error"]
 
 log = logging.getLogger("relay_actors.connection")
 
@@ -50,6 +51,60 @@ _WIRE_LOG = codec.wire_logger("relay_actors.websockets")
 
 # What a failed attempt to open a socket can raise; all are transient.
 _TRANSPORT_ERRORS = (OSError, InvalidHandshake, ConnectionClosed, asyncio.TimeoutError)
+
+
+def first_contact_error(exc: BaseException, settings: Settings) -> RelayError | None:
+    """What a failed socket open says about the settings, with what to do; None if transient.
+
+    A name that does not resolve, TLS spoken to a plain server (or plain HTTP to a
+    TLS one) and an untrusted certificate are configuration mistakes: retrying
+    cannot fix them, so before the first success :meth:`Connection.run` gives up.
+    """
+    host = settings.host
+    if isinstance(exc, socket.gaierror):
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+        return RelayError(
+            "host_not_found",
+            f"cannot resolve host {name!r} ({exc.strerror}): check SIGNALWIRE_SPACE (or host=...) — your "
+            "space such as example.signalwire.com, or 127.0.0.1:PORT for the local emulator — and DNS",
+        )
+    if settings.scheme == "wss":
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return RelayError(
+                "tls_untrusted",
+                f"the TLS certificate of {host} is not trusted ({exc.verify_message}): for the TLS "
+                "emulator set SIGNALWIRE_RELAY_CA_FILE (or ca_file=...) to the ca_file of its ready line",
+            )
+        if isinstance(exc, (ssl.SSLError, ConnectionResetError, ConnectionAbortedError)):
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            return RelayError(
+                "tls_mismatch",
+                f"TLS handshake with {host} failed ({reason}): the server does not speak TLS on that "
+                "port. For the local emulator started without --tls set SIGNALWIRE_RELAY_SCHEME=ws "
+                "(or scheme='ws')",
+            )
+    elif isinstance(exc, InvalidMessage):
+        return RelayError(
+            "tls_mismatch",
+            f"{host} sent no HTTP answer to a plain ws:// handshake: it expects TLS. Unset "
+            "SIGNALWIRE_RELAY_SCHEME (wss is the default; ws is only for the emulator started without --tls)",
+        )
+    return None
+
+
+def auth_failure(exc: AuthenticationError, settings: Settings) -> AuthenticationError:
+    """``exc`` (a rejected ``signalwire.connect``) with one line saying what to check."""
+    what = (
+        "SIGNALWIRE_JWT_TOKEN (jwt_token=...)"
+        if settings.credentials.jwt_token
+        else "SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (project=, token=)"
+    )
+    return AuthenticationError(
+        exc.code,
+        f"{settings.host} rejected the credentials ({exc.message}): check {what}; for the local "
+        "emulator use the project and token of its ready line",
+        exc.data,
+    )
 
 
 class _FrameWriter:
@@ -121,8 +176,8 @@ class Connection:
             the next session is fresh and calls of the old one are lost.
         request_timeout: per-request deadline, counted from when it was made.
         ping_interval: seconds between client pings (0 disables them).
-        max_auth_rejections: consecutive rejections tolerated before the first
-            successful authentication; then :meth:`run` raises.
+        max_auth_rejections: consecutive rejections (and first-contact errors)
+            tolerated before the first successful authentication; then :meth:`run` raises.
     """
 
     def __init__(
@@ -168,6 +223,7 @@ class Connection:
         self._fatal: BaseException | None = None
         self._authenticated_ever = False
         self._auth_rejections = 0
+        self._setup_failures = 0  # first-contact errors before the first success
         self.reconnects = 0
         self.resumes = 0
         self.attempts = 0
@@ -197,7 +253,15 @@ class Connection:
             assert self._last_connected is not None
             return self._last_connected
         self.attempts += 1
-        connected = await self._open()
+        try:
+            connected = await self._open()
+        except AuthenticationError as exc:
+            raise auth_failure(exc, self.settings) from None
+        except _TRANSPORT_ERRORS as exc:
+            problem = first_contact_error(exc, self.settings)
+            if problem is None:
+                raise
+            raise problem from exc
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise(), name="relay-supervisor")
         return connected
@@ -206,7 +270,10 @@ class Connection:
         """Connect (retrying with backoff) and stay connected until :meth:`close`.
 
         Raises the server's :class:`AuthenticationError` after ``max_auth_rejections``
-        consecutive rejections before any success; transport errors never count.
+        consecutive rejections before any success, and as many first-contact errors
+        (:func:`first_contact_error`: unresolvable host, TLS mismatch, untrusted
+        certificate) a :class:`RelayError` saying what to fix; other transport errors
+        never count.
         """
         if self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise(initial=True), name="relay-supervisor")
@@ -512,17 +579,22 @@ class Connection:
                 if not self._authenticated_ever:
                     self._auth_rejections += 1
                     if self._auth_rejections >= self.max_auth_rejections:
-                        log.error(
-                            "authentication rejected %d times; giving up: %s",
-                            self._auth_rejections,
-                            exc.message,
-                        )
-                        raise
+                        failure = auth_failure(exc, self.settings)
+                        log.error("authentication rejected %d times; giving up", self._auth_rejections)
+                        raise failure from None
                 log.warning("authentication rejected (%s); retrying", exc.message)
             except RelayError as exc:
                 log.warning("connect failed: %s", exc.message)
             except _TRANSPORT_ERRORS as exc:
-                log.warning("cannot reach %s: %s", self.settings.host, type(exc).__name__)
+                # Once connected, the settings are proven: a reset is the network, not a TLS mismatch.
+                problem = None if self._authenticated_ever else first_contact_error(exc, self.settings)
+                if problem is not None:
+                    self._setup_failures += 1
+                    if self._setup_failures >= self.max_auth_rejections:
+                        log.error("cannot connect after %d attempts; giving up", self._setup_failures)
+                        raise problem from exc
+                detail = problem.message if problem is not None else str(exc) or type(exc).__name__
+                log.warning("cannot reach %s: %s", self.settings.host, detail)
             delay = self.backoff.next_delay()
 
     def _spawn(self, coro: Any) -> None:

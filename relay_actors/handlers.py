@@ -1,27 +1,53 @@
 """Running the user's ``on_call`` and ``on_message`` handlers: one task each, failures contained.
 
 Shared by the in-process client and the CallActors, so a handler behaves the
-same in both: an exception is logged and counted and ends nothing but that
-handler; with a ``timeout``, a call handler running longer is cancelled and its
-call hung up.
+same in both: an exception is logged and counted and, with the default
+``on_error="hangup"``, ends its call (reason ``error``) so the caller is not left
+in dead air; ``"keep"`` leaves the call to whoever else holds it. With a
+``timeout``, a call handler running longer is cancelled and its call hung up.
+Records logged inside a handler carry its call id and app (:mod:`.logcontext`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from . import logcontext
 from .call import Call
-from .errors import RelayError
+from .errors import ArgumentError, RelayError
 from .message import Message
+from .protocol import constants as c
 
-__all__ = ["run_call_handler", "run_message_handler"]
+__all__ = ["HANDLER_ERROR_POLICIES", "check_error_policy", "run_call_handler", "run_message_handler"]
 
 log = logging.getLogger("relay_actors.handlers")
+
+#: What becomes of a call whose handler raised: hung up (default) or kept as it is.
+HANDLER_ERROR_POLICIES = ("hangup", "keep")
+
+
+def check_error_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`HANDLER_ERROR_POLICIES`; else :class:`ArgumentError`."""
+    if policy not in HANDLER_ERROR_POLICIES:
+        raise ArgumentError(f"on_handler_error must be one of {HANDLER_ERROR_POLICIES}, not {policy!r}")
+    return policy
+
+
+async def _end(call: Call, counters: Counter[str], counter: str) -> None:
+    """Hang ``call`` up with reason ``error`` unless it already ends."""
+    if call.state in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
+        return
+    try:
+        await call.hangup("error")
+    except RelayError as exc:
+        if not exc.call_gone:
+            log.warning("could not hang up call %s after its handler failed: %s", call.call_id, exc.message)
+            return
+    counters[counter] += 1
 
 
 async def run_call_handler(
@@ -29,7 +55,11 @@ async def run_call_handler(
     call: Call,
     counters: Counter[str],
     timeout: float | None = None,
+    on_error: str = "hangup",
+    app: str = "",
 ) -> None:
+    """Run ``handler(call)`` in the current task, applying the timeout and the error policy."""
+    logcontext.bind(call=call.call_id, app_name=app)
     try:
         if timeout is None:
             await handler(call)
@@ -39,18 +69,26 @@ async def run_call_handler(
     except asyncio.TimeoutError:
         counters["handler_timeouts"] += 1
         log.error("on_call handler for %s ran over %ss; hanging up", call.call_id, timeout)
-        with contextlib.suppress(RelayError):
-            await call.hangup("error")
+        await _end(call, counters, "calls_hung_up_handler_timeout")
     except asyncio.CancelledError:
         raise
     except Exception:
         counters["handler_errors"] += 1
-        log.exception("on_call handler failed for call %s", call.call_id)
+        if on_error == "hangup":
+            log.exception("on_call handler failed for call %s; hanging it up", call.call_id)
+            await _end(call, counters, "calls_hung_up_handler_error")
+        else:
+            log.exception("on_call handler failed for call %s; the call is kept", call.call_id)
 
 
 async def run_message_handler(
-    handler: Callable[[Message], Coroutine[Any, Any, Any]], message: Message, counters: Counter[str]
+    handler: Callable[[Message], Coroutine[Any, Any, Any]],
+    message: Message,
+    counters: Counter[str],
+    app: str = "",
 ) -> None:
+    """Run ``handler(message)``; an exception is logged and counted."""
+    logcontext.bind(message=message.message_id, app_name=app)
     try:
         await handler(message)
     except Exception:

@@ -141,6 +141,7 @@ _DEFS = [
     _c("relay_double_assignments", "Calls found on two CallActors while rebuilding the call table."),
     # --- CallActors (and the in-process client's handlers) ---
     _c("relay_handlers", "on_call handlers finished, by outcome: completed, error, timeout.", "outcome"),
+    _c("relay_handler_hangups", "Calls hung up: handler raised (error) or ran over (timeout).", "outcome"),
     _g("relay_handler_tasks", "Handler tasks running in a CallActor."),
     _c("relay_call_actor_offers", "Offers a CallActor accepted or refused (full).", "outcome"),
     _c("relay_call_actor_events", "Call events delivered to calls in a CallActor."),
@@ -222,6 +223,8 @@ _COMMON: _Map = {
     "handlers_completed": ("relay_handlers", {"outcome": "completed"}),
     "handler_errors": ("relay_handlers", {"outcome": "error"}),
     "handler_timeouts": ("relay_handlers", {"outcome": "timeout"}),
+    "calls_hung_up_handler_error": ("relay_handler_hangups", {"outcome": "error"}),
+    "calls_hung_up_handler_timeout": ("relay_handler_hangups", {"outcome": "timeout"}),
     "duplicate_events": ("relay_duplicate_events", {}),
     # Connection (Connection.stats(), ``conn.`` inside a connection actor's stats)
     "connected": ("relay_connected", {}),

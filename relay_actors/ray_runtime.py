@@ -176,6 +176,7 @@ class RayRuntime:
             "handlers": handlers,
             "call_actor": {
                 "handler_timeout": self.client_options.get("handler_timeout"),
+                "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
                 "request_timeout": self.client_options.get("request_timeout"),
                 "dial_timeout": self.client_options.get("dial_timeout"),
             },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import signal
 import sys
@@ -71,8 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.project) != bool(args.token):
         print("relay-actors emulator: give both --project and --token, or neither", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_run(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(_run(args))
+    except OSError as exc:
+        # Binding failed (port taken, address not local): one line, not a traceback.
+        hint = (
+            "pick another --port/--control-port, or 0 for any free port"
+            if exc.errno == errno.EADDRINUSE
+            else "check --host (a local address such as 127.0.0.1) and the ports"
+        )
+        print(
+            f"relay-actors emulator: cannot listen on {args.host} (port {args.port}, control port "
+            f"{args.control_port}): {exc.strerror or exc}: {hint}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import constants as c
+from . import caller
 
 if TYPE_CHECKING:
     from .calls import Call
@@ -48,20 +49,27 @@ class Script:
     finishes: bool = True
 
 
-
 def _obj(value: Any) -> dict[str, Any]:
     """``value`` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
 
+
 def _collect_result(call: Call, collect: dict[str, Any], config: EmulatorConfig) -> dict[str, Any]:
+    """The next scripted caller input, else the call's fixed result, else the configured caller."""
+    if call.inputs:
+        return caller.collect_result(collect, call.inputs.popleft())
     if call.collect_result is not None:
         return call.collect_result
-    if "digits" in collect or "speech" not in collect:
-        return {
-            "type": "digit",
-            "params": {"digits": config.collect_digits, "terminator": config.collect_terminator},
-        }
-    return {"type": "speech", "params": {"text": config.collect_speech_text, "confidence": 0.93}}
+    pressed = caller.default_input(
+        collect, config.collect_digits, config.collect_terminator, config.collect_speech_text
+    )
+    if "digits" in pressed and "digits" not in collect:
+        collect = {**collect, "digits": {}}  # neither digits nor speech asked: keys, as before
+    return caller.collect_result(collect, pressed)
+
+
+#: ``state`` of a standalone collect's terminal event per result type.
+_COLLECT_STATES = {"no_input": "no_input", "no_match": "no_match", "error": "error"}
 
 
 def _detect_events(call: Call, detect: dict[str, Any], config: EmulatorConfig) -> list[str]:
@@ -123,7 +131,8 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
         steps = []
         if params.get("send_start_of_input"):
             steps.append(Step(0, ev, {"state": "collecting"}))
-        steps.append(Step("collect", ev, {"final": True, "state": "finished", "result": result}))
+        state = _COLLECT_STATES.get(result.get("type", ""), "finished")
+        steps.append(Step("collect", ev, {"final": True, "state": state, "result": result}))
         return Script(
             steps=steps,
             stop=[(ev, {"final": True, "state": "no_input", "result": {"type": "no_input", "params": {}}})],

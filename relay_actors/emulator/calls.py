@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import constants as c
+from . import caller
 from .actions import ACTION_VERBS, Action, build_script
 from .rpc import InvalidParams, require, result
 
@@ -65,6 +67,11 @@ class Call:
         self.offered: set[str] = set()  # protocols that were offered this call
         self.peer: Call | None = None
         self.collect_result: dict[str, Any] | None = None
+        #: What the far side presses and says, one item per collect (``caller.parse_inputs``).
+        #: A dialled number starts with its ``caller_inputs`` from the configuration.
+        self.inputs: deque[dict[str, Any]] = deque(
+            core.config.caller_inputs.get(_device_number(device), ()) if direction == "outbound" else ()
+        )
         self.detect_result: list[str] | None = None
         self.hangup_after: float | None = None
         self.transcribe_control_id: str | None = None
@@ -137,6 +144,7 @@ class Call:
             "end_reason": self.end_reason,
             "session": self.session.protocol if self.session else None,
             "actions": sorted(self.actions),
+            "inputs": list(self.inputs),
         }
 
 
@@ -196,12 +204,18 @@ class CallService:
         hangup_after: float | None = None,
         collect: dict[str, Any] | None = None,
         detect: list[str] | None = None,
+        inputs: list[dict[str, Any]] | None = None,
     ) -> Call:
-        """Create an inbound call on ``context`` and offer it to the next subscriber."""
+        """Create an inbound call on ``context`` and offer it to the next subscriber.
+
+        ``inputs``: what the caller presses and says, one item per collect
+        (:func:`~relay_actors.emulator.caller.parse_inputs`; raises ValueError)."""
+        scripted = caller.parse_inputs(inputs) if inputs is not None else []
         device = {"type": "phone", "params": {"from_number": from_number, "to_number": to_number}}
         call = self.add(Call(self.core, direction="inbound", device=device, context=context))
         self.core.count_call_state(call)
         call.collect_result = collect
+        call.inputs.extend(scripted)
         call.detect_result = detect
         call.hangup_after = hangup_after
         timeout = self.core.config.ring_timeout if ring_timeout is None else ring_timeout
@@ -238,6 +252,19 @@ class CallService:
                 "device": call.device,
             },
         )
+
+    def add_inputs(self, call_id: str, inputs: Any) -> list[dict[str, Any]] | None:
+        """Queue more caller input on a live call; its pending inputs, or None if unknown/ended.
+
+        Raises:
+            ValueError: a malformed input (see :mod:`relay_actors.emulator.caller`).
+        """
+        scripted = caller.parse_inputs(inputs)
+        call = self.calls.get(call_id)
+        if call is None or call.ended:
+            return None
+        call.inputs.extend(scripted)
+        return list(call.inputs)
 
     def hangup(self, call_id: str, reason: str = "hangup") -> bool:
         """The far side hangs up; False when the call is unknown or already ended."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .caller import parse_inputs
+
 __all__ = [
     "DIAL_OUTCOMES",
     "MESSAGE_OUTCOMES",
@@ -80,6 +82,9 @@ class EmulatorConfig:
     collect_digits: str = "1234"
     collect_terminator: str = "#"
     collect_speech_text: str = "yes please"
+    #: Per dialled number: what the callee presses and says, one item per collect
+    #: (``[{"digits": "1"}, {"speech": "sales"}, {"silence": true}]``, see ``caller.py``).
+    caller_inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: Detect events per detect type, in order; ``finished`` follows automatically.
     detect_results: dict[str, list[str]] = field(
         default_factory=lambda: {"machine": ["MACHINE", "READY"], "fax": ["CED"], "digit": ["1"]}
@@ -127,5 +132,9 @@ class EmulatorConfig:
                     if outcome not in allowed:
                         raise ValueError(f"{key}[{number}] must be one of {allowed}, not {outcome!r}")
                 getattr(self, key).update(value)
+            elif key == "caller_inputs":
+                if not isinstance(value, dict):
+                    raise ValueError("caller_inputs must map a number to a list of inputs")
+                self.caller_inputs.update({str(n): parse_inputs(items) for n, items in value.items()})
             else:
                 setattr(self, key, value)

@@ -49,6 +49,7 @@ _CALL_OPTIONS = (
     ("hangup_after", "hangup_after"),
     ("collect", "collect"),
     ("detect", "detect"),
+    ("inputs", "inputs"),
 )
 _MESSAGE_OPTIONS = (
     ("from_number", "from"),
@@ -92,6 +93,7 @@ class ControlApi:
         r.add_post("/calls", self.inject_calls)
         r.add_get("/calls/{call_id}", self.call)
         r.add_post("/calls/{call_id}/hangup", self.hangup)
+        r.add_post("/calls/{call_id}/inputs", self.add_inputs)
         r.add_post("/messages", self.inject_messages)
         r.add_post("/handshakes/refuse", self.refuse_handshakes)
         r.add_get("/journal", self.journal)
@@ -208,6 +210,13 @@ class ControlApi:
         body = await _body(request)
         ok = self.core.hangup(request.match_info["call_id"], str(body.get("reason", "hangup")))
         return _json({"hung_up": ok}, 200 if ok else 404)
+
+    async def add_inputs(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        pending = self.core.calls.add_inputs(request.match_info["call_id"], body.get("inputs"))
+        if pending is None:
+            return _json({"error": "unknown or ended call"}, 404)
+        return _json({"inputs": pending})
 
     async def inject_messages(self, request: web.Request) -> web.Response:
         body = await _body(request)

@@ -17,6 +17,7 @@ import orjson
 
 from ..protocol.constants import METHOD_DISCONNECT, METHOD_PING
 from .auth import Credentials
+from .caller import parse_inputs
 from .calls import Call, CallService
 from .config import EmulatorConfig
 from .journal import Journal
@@ -146,6 +147,9 @@ class EmulatorCore:
         Returns the ids of the calls injected now (all of them when ``rate`` is None,
         else an empty list: they arrive in the background).
         """
+        if options.get("inputs") is not None:
+            # Checked now: with a rate, the calls are made later, where an error reaches nobody.
+            options["inputs"] = parse_inputs(options["inputs"])
         if rate is None or rate <= 0:
             return [self.calls.inject(context, **options).call_id for _ in range(count)]
         self.spawn(self._inject_at_rate(context, count, rate, options))

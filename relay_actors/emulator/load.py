@@ -17,6 +17,9 @@ import aiohttp
 
 __all__ = ["main", "run_load"]
 
+#: Seconds one control API request may take.
+_HTTP_TIMEOUT = 10.0
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -46,7 +49,8 @@ async def run_load(
     limit = timeout or total / max(rate, 0.001) + 30.0
     started = time.monotonic()
     counts: dict[str, Any] = {}
-    async with aiohttp.ClientSession() as http:
+    # Every control request has a deadline: a wrong URL must not hang the command.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)) as http:
 
         async def stats() -> dict[str, Any]:
             async with http.get(f"{base}/stats") as response:
@@ -82,18 +86,37 @@ async def run_load(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; 0 when every call was injected and ended, 1 otherwise."""
+    """Entry point: 0 when every call was injected, answered by someone and ended; 1 when
+    calls were left over or none was answered (with a hint); 2 when the control API
+    cannot be reached."""
     args = _parser().parse_args(argv)
-    counts = asyncio.run(
-        run_load(
-            args.control_url,
-            rate=args.rate,
-            total=args.total,
-            context=args.context,
-            hangup_after=args.hangup_after,
-            timeout=args.timeout,
+    try:
+        counts = asyncio.run(
+            run_load(
+                args.control_url,
+                rate=args.rate,
+                total=args.total,
+                context=args.context,
+                hangup_after=args.hangup_after,
+                timeout=args.timeout,
+            )
         )
-    )
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        print(
+            f"relay-actors load: cannot use the control API at {args.control_url!r} ({reason}): pass the "
+            "control_url of the ready line of 'relay-actors emulator' (e.g. http://127.0.0.1:PORT)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.total > 0 and counts.get("answered", 0) == 0:
+        print(
+            f"relay-actors load: no call was answered: is a client receiving context {args.context!r} "
+            f"on this emulator (RelayClient(contexts=[{args.context!r}]) with an on_call handler that "
+            "answers)? Calls on a context nobody receives end at once",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if counts.get("created", 0) >= args.total and counts.get("ended", 0) >= args.total else 1
 
 

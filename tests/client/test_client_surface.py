@@ -479,7 +479,9 @@ async def test_wss_with_generated_ca(tls_emulator: Emulator) -> None:
 async def test_wss_with_wrong_ca_fails_verification(tls_emulator: Emulator) -> None:
     async with Emulator(tls=True) as other:  # its own, different CA
         client = RelayClient(**client_kwargs(tls_emulator, ca_file=other.ca_file))
-        with pytest.raises(ssl.SSLCertVerificationError):
+        with pytest.raises(RelayError) as info:
             await client.connect()
+        assert info.value.code == "tls_untrusted" and "SIGNALWIRE_RELAY_CA_FILE" in info.value.message
+        assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         await client.disconnect()
     assert tls_emulator.core.stats()["sessions"] == 0

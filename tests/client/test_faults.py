@@ -200,12 +200,26 @@ async def test_auth_rejected_three_times_serve_raises(emulator: Emulator) -> Non
     assert not client.connected
 
 
-async def test_auth_rejected_three_times_run_raises(emulator: Emulator) -> None:
+async def test_auth_rejected_three_times_run_exits_with_one_line(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = RelayClient(**client_kwargs(emulator, token="wrong-token"))
+    codes: list[Any] = []
+
+    def run() -> None:
+        # SystemExit must stay in this thread: raised through the event loop it would stop it.
+        try:
+            client.run()
+        except SystemExit as exc:
+            codes.append(exc.code)
+
     # run() is blocking (asyncio.run): drive it from a thread, against our loop's emulator.
-    with pytest.raises(AuthenticationError):
-        await asyncio.wait_for(asyncio.to_thread(client.run), 10)
+    await asyncio.wait_for(asyncio.to_thread(run), 10)
+    assert codes == [1]
     assert emulator.core.stats()["counters"]["auth_failures"] == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("relay-actors: ") and "SIGNALWIRE_API_TOKEN" in err[-1]
+    assert "wrong-token" not in err[-1]
 
 
 async def test_refused_handshakes_do_not_count_toward_the_auth_cap(emulator: Emulator) -> None:
@@ -444,7 +458,8 @@ async def test_oversize_frame_closes_the_socket_and_the_session_resumes(harness:
 # --- handlers ---------------------------------------------------------------------------------
 
 
-async def test_handler_exception_ends_only_that_handler(harness: Harness, make_harness: Any) -> None:
+async def test_handler_exception_kept_ends_only_that_handler(make_harness: Any) -> None:
+    harness = await make_harness(on_handler_error="keep")
     client = harness.client
     served: list[str] = []
 
@@ -461,7 +476,7 @@ async def test_handler_exception_ends_only_that_handler(harness: Harness, make_h
     first, second = harness.core.inject_calls("office", 2)
     await wait_until(lambda: harness.requests("calling.end", call_id=second))
     assert client.stats()["handler_errors"] == 1 and served == ["boom", second]
-    # The failed handler's call is untouched (still up, still tracked), the client still connected.
+    # "keep": the failed handler's call is untouched (still up, still tracked), the client still connected.
     assert harness.core.calls.calls[first].state == "answered" and client.connected
     assert first in client._router.calls
 

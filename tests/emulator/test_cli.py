@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import ssl
+import subprocess
+import sys
 
 import pytest
 
@@ -74,3 +77,64 @@ async def test_load_generator() -> None:
         assert counts["answered"] == 20
         assert counts["ended"] == 20
         assert "injected=20" in out.getvalue()
+
+
+# --- mistakes: one clear line, a non-zero status, no traceback ------------------------------------
+
+CLI = [sys.executable, "-m", "relay_actors.cli"]
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], status: int) -> str:
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_emulator_on_a_busy_port_says_so() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [*CLI, "emulator", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    line = _one_line_error(proc, 2)
+    assert line.startswith("relay-actors emulator: cannot listen on 127.0.0.1")
+    assert "in use" in line and "--port" in line and proc.stdout == ""
+
+
+def test_load_with_a_bad_control_url_says_so() -> None:
+    with socket.socket() as probe:  # a loopback port with nobody listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for url in (f"http://127.0.0.1:{port}", "127.0.0.1:nope"):
+        proc = subprocess.run(
+            [*CLI, "load", "--control-url", url, "--total", "1"], capture_output=True, text=True, timeout=60
+        )
+        line = _one_line_error(proc, 2)
+        assert line.startswith(f"relay-actors load: cannot use the control API at {url!r}")
+        assert "control_url" in line
+
+
+def test_load_to_a_context_nobody_receives_hints_and_fails() -> None:
+    with EmulatorProcess(["--ping-interval", "0"]) as emu:
+        proc = subprocess.run(
+            [
+                *CLI,
+                "load",
+                "--control-url",
+                emu.control_url,
+                "--context",
+                "nobody",
+                "--total",
+                "3",
+                "--rate",
+                "50",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    line = _one_line_error(proc, 1)
+    assert "answered=0" in proc.stderr
+    assert line.startswith("relay-actors load: no call was answered") and "contexts=['nobody']" in line

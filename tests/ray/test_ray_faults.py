@@ -248,9 +248,11 @@ async def test_handler_that_raises_or_hangs(make_client, emulator, recorder) -> 
 
     totals = await eventually(settled, 10, what="one error, one timeout")
     assert totals["handlers_completed"] == 4
+    hung_up = await _stats(relay)
+    assert sum(a.get("calls_hung_up_handler_error", 0) for a in hung_up["call_actors"]) == 1
     await eventually(lambda: _no_live_calls(emulator), 10, what="all calls ended")
     calls = {c["call_id"]: c for c in emulator.core.list_calls()}
     assert calls[stuck]["end_reason"] == "error", "handler_timeout hangs the call up"
-    assert calls[bad]["end_reason"] == "hangup"
+    assert calls[bad]["end_reason"] == "error", "a handler that raises has its call hung up"
     assert all(calls[cid]["end_reason"] == "hangup" for cid in good)
     await eventually(lambda: _counts_agree(relay, emulator, 0), 10, what="back to 0")
