@@ -338,6 +338,7 @@ async def test_error_codes_compare_the_sdk_way(harness: Harness) -> None:
         await harness.client.execute("calling.answer", {"call_id": "no-such-call", "node_id": "n"})
     e = info.value
     assert e.code == 404 and e.code != 410 and e.code in (404, 410) and 400 <= e.code < 500
+    assert 404 == e.code and e.code > 400 and not e.code < 404
     assert e.code == "404" and e.code in ("404", "410") and e.code in {"404"} and e.status == 404
     assert str(e.code) == "404" and f"{e.code}" == "404" and int(e.code) == 404 and e.call_gone
     closed = RelayError("closed", "the client closed")
@@ -434,8 +435,8 @@ async def test_relay_max_connections(emulator: Emulator, monkeypatch: pytest.Mon
     monkeypatch.setenv("RELAY_MAX_CONNECTIONS", "1")
     first = RelayClient(**client_kwargs(emulator))
     second = RelayClient(**client_kwargs(emulator))
-    await first.connect()
     try:
+        await first.connect()
         with pytest.raises(RuntimeError, match="RELAY_MAX_CONNECTIONS") as info:
             await second.connect()
         assert isinstance(info.value, RelayError) and info.value.code == "connection_limit"
@@ -443,14 +444,18 @@ async def test_relay_max_connections(emulator: Emulator, monkeypatch: pytest.Mon
         with pytest.raises(RuntimeError):
             await second.serve(asyncio.Event())
         await first.connect()  # itself: not counted twice
+        await first.disconnect()
+        await second.connect()
+        assert second.connected
+        monkeypatch.setenv("RELAY_MAX_CONNECTIONS", "not-a-number")  # the SDK's fallback: 1
+        with pytest.raises(RuntimeError):
+            await first.connect()
+        monkeypatch.setenv("RELAY_MAX_CONNECTIONS", "2")
+        await first.connect()
+        assert first.connected and second.connected
     finally:
         await first.disconnect()
-    await second.connect()
-    assert second.connected
-    monkeypatch.setenv("RELAY_MAX_CONNECTIONS", "not-a-number")  # the SDK's fallback: 1
-    with pytest.raises(RuntimeError):
-        await first.connect()
-    await second.disconnect()
+        await second.disconnect()
 
 
 @pytest.fixture
