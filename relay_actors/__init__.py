@@ -6,6 +6,9 @@ constants — plus the SDK's other constants (end reasons, play/record states,
 detect types, ...), so an app moves over by changing its import line.
 """
 
+# The official SDK's submodule names, reachable as attributes as there (``relay.constants.X``).
+from . import constants as constants
+from . import event as event
 from .action import (
     Action,
     AIAction,

@@ -115,8 +115,11 @@ def _signature_gaps(name: str, theirs: Any, ours: Any) -> list[str]:
 
 
 def test_every_top_level_name_of_the_sdk_is_exported() -> None:
-    missing = [n for n in sdk.__all__ if not hasattr(relay_actors, n)]
+    """``dir(signalwire.relay)`` (its ``__all__`` and its submodules ``call``, ``client``,
+    ``constants``, ``event``, ``message``) is all in ``dir(relay_actors)``."""
+    missing = [n for n in dir(sdk) if not n.startswith("_") and not hasattr(relay_actors, n)]
     assert missing == []
+    assert {"call", "client", "constants", "event", "message"} <= set(dir(relay_actors))
     not_in_all = [n for n in sdk.__all__ if n not in relay_actors.__all__]
     assert not_in_all == []
     # Same kind of thing under each name: constants with the same values, classes as classes.
@@ -510,3 +513,73 @@ async def test_signalwire_log_env(
     logging.getLogger("relay_actors.client").warning("loud\x1b[31menough")
     printed = capsys.readouterr().out
     assert "too quiet" not in printed and printed.count("loud[31menough") == 1 and "[WARNING]" in printed
+
+
+# --- one app, both libraries ---------------------------------------------------------------------
+
+
+async def sdk_style_app(relay: Any, emu: Emulator) -> list[Any]:
+    """An app written against ``signalwire.relay``, using only its surface (top-level names,
+    ``relay.constants``, typed event fields, ``RelayError`` compared with ints); ``relay`` is the
+    imported module, so the only difference between the two runs is the import."""
+    client = relay.RelayClient(project=emu.project, token=emu.token, host=emu.host, contexts=["office"])
+    seen: list[Any] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @client.on_call
+    async def handle(call: Any) -> None:
+        try:
+            await call.answer()
+            play = await call.play_tts("Welcome")
+            played = await play.wait(timeout=5)
+            seen.append(("play", type(played).__name__, played.state == relay.constants.PLAY_STATE_FINISHED))
+            record = await call.record({"beep": False})
+            recorded = await record.wait(timeout=5)
+            seen.append(
+                ("record", recorded.state == relay.constants.RECORD_STATE_FINISHED, bool(recorded.url))
+            )
+            await call.hangup()
+            ended = await call.wait_for_ended(timeout=5)
+            seen.append(("ended", ended.call_state, ended.end_reason == relay.constants.END_REASON_HANGUP))
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc)
+            raise
+
+    await client.connect()
+    try:
+        emu.core.inject_calls("office")
+        await asyncio.wait_for(done, 10)
+        message = await client.send_message(to_number="+15550009999", from_number="+15550000001", body="hi")
+        final = await message.wait(timeout=5)
+        seen.append(
+            ("message", message.state, final.params["message_state"] == relay.MESSAGE_STATE_DELIVERED)
+        )
+        try:
+            await client.execute("calling.answer", {"call_id": "no-such-call", "node_id": "n"})
+        except relay.RelayError as e:
+            seen.append(("error", e.code == 404, e.code in (404, 410), e.code != 410))
+        event = relay.parse_event({"event_type": "calling.call.queue", "params": {"id": "q1", "position": 2}})
+        seen.append(("parsed", type(event).__name__, event.queue_id, event.position))
+    finally:
+        await client.disconnect()
+    return seen
+
+
+async def test_the_same_app_runs_on_both(tls_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK-style app gives the same observations with ``signalwire.relay`` and with
+    ``relay_actors`` (both over wss:// to the emulator, trusting it through the SDK's variable)."""
+    assert tls_emulator.ca_file is not None
+    monkeypatch.setenv("SIGNALWIRE_RELAY_CA_FILE", tls_emulator.ca_file)
+    tls_emulator.core.set_config({"durations": {"play": 0.05, "record": 0.05}})
+    with_sdk = await sdk_style_app(sdk, tls_emulator)
+    with_ours = await sdk_style_app(relay_actors, tls_emulator)
+    assert with_ours == with_sdk
+    assert with_sdk == [
+        ("play", "PlayEvent", True),
+        ("record", True, True),
+        ("ended", "ended", True),
+        ("message", "delivered", True),
+        ("error", True, True, True),
+        ("parsed", "QueueEvent", "q1", 2),
+    ]
