@@ -13,6 +13,7 @@ import importlib
 import inspect
 import json
 import logging
+import pickle
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -344,6 +345,8 @@ async def test_error_codes_compare_the_sdk_way(harness: Harness) -> None:
     assert 404 == e.code and e.code > 400 and not e.code < 404
     assert e.code == "404" and e.code in ("404", "410") and e.code in {"404"} and e.status == 404
     assert str(e.code) == "404" and f"{e.code}" == "404" and int(e.code) == 404 and e.call_gone
+    crossed = pickle.loads(pickle.dumps(e))  # as it crosses a Ray process boundary
+    assert crossed.code == 404 and crossed.code == "404" and type(crossed.code) is type(e.code)
     closed = RelayError("closed", "the client closed")
     assert closed.code == -1 and closed.code == "closed" and closed.code != 0  # the SDK's -1
 
