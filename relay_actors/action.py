@@ -24,14 +24,17 @@ __all__ = [
     "CollectAction",
     "DetectAction",
     "FaxAction",
+    "PausableAction",
     "PayAction",
     "PlayAction",
     "RecordAction",
     "SendDigitsAction",
     "StandaloneCollectAction",
+    "StoppableAction",
     "StreamAction",
     "TapAction",
     "TranscribeAction",
+    "VolumeAction",
 ]
 
 log = logging.getLogger("relay_actors.call")
@@ -92,29 +95,37 @@ class Action:
         return await self._sub("stop")
 
 
-class PlayAction(Action):
-    prefix = "play"
+# The official SDK's family names, so ``isinstance`` checks written against it hold.
+class StoppableAction(Action):
+    """An action with only ``stop()``."""
 
-    async def pause(self) -> dict[str, Any]:
-        return await self._sub("pause")
+
+class PausableAction(StoppableAction):
+    """An action that also pauses and resumes (``<prefix>.pause``/``.resume``)."""
+
+    async def pause(self, behavior: str | None = None) -> dict[str, Any]:
+        """Pause. ``behavior`` (``skip``, the default, or ``silence``) is sent only
+        when given: RELAY defines it for recordings."""
+        return await self._sub("pause", behavior=behavior or None)
 
     async def resume(self) -> dict[str, Any]:
         return await self._sub("resume")
 
+
+class VolumeAction(PausableAction):
+    """A pausable action whose volume can change (``<prefix>.volume``)."""
+
     async def volume(self, volume: float) -> dict[str, Any]:
-        """Set the playback volume in dB (-40..+40)."""
+        """Set the volume in dB (-40..+40)."""
         return await self._sub("volume", volume=volume)
 
 
-class RecordAction(Action):
+class PlayAction(VolumeAction):
+    prefix = "play"
+
+
+class RecordAction(PausableAction):
     prefix = "record"
-
-    async def pause(self, behavior: str | None = None) -> dict[str, Any]:
-        """Pause; ``behavior`` is ``skip`` (default) or ``silence``."""
-        return await self._sub("pause", behavior=behavior)
-
-    async def resume(self) -> dict[str, Any]:
-        return await self._sub("resume")
 
     @property
     def url(self) -> str:
@@ -123,54 +134,58 @@ class RecordAction(Action):
         return url or str(self.start_result.get("url") or "")
 
 
-class CollectAction(Action):
-    """``play_and_collect``: resolves on the collect result, not when the prompt ends."""
+class CollectAction(StoppableAction):
+    """``play_and_collect``: resolves on the collect result, not when the prompt ends.
+
+    No ``pause``/``resume``: RELAY has no ``calling.play_and_collect.pause``
+    (the official SDK inherits them and sends them anyway)."""
 
     prefix = "play_and_collect"
 
     async def volume(self, volume: float) -> dict[str, Any]:
+        """Set the prompt's volume in dB (-40..+40)."""
         return await self._sub("volume", volume=volume)
 
     async def start_input_timers(self) -> dict[str, Any]:
         return await self.call._execute("collect.start_input_timers", {"control_id": self.control_id})
 
 
-class StandaloneCollectAction(Action):
+class StandaloneCollectAction(StoppableAction):
     prefix = "collect"
 
     async def start_input_timers(self) -> dict[str, Any]:
         return await self._sub("start_input_timers")
 
 
-class DetectAction(Action):
+class DetectAction(StoppableAction):
     prefix = "detect"
 
 
-class TapAction(Action):
+class TapAction(StoppableAction):
     prefix = "tap"
 
 
-class StreamAction(Action):
+class StreamAction(StoppableAction):
     prefix = "stream"
 
 
-class PayAction(Action):
+class PayAction(StoppableAction):
     prefix = "pay"
 
 
-class TranscribeAction(Action):
+class TranscribeAction(StoppableAction):
     prefix = "transcribe"
 
 
-class AIAction(Action):
+class AIAction(StoppableAction):
     prefix = "ai"
 
 
-class SendDigitsAction(Action):
+class SendDigitsAction(StoppableAction):
     prefix = "send_digits"
 
 
-class FaxAction(Action):
+class FaxAction(StoppableAction):
     """``send_fax`` or ``receive_fax``; ``stop`` sends the matching ``.stop``."""
 
     def __init__(self, call: Call, control_id: str, on_completed: OnCompleted | None, prefix: str) -> None:

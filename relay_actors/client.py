@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 import uuid
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -22,10 +23,10 @@ from typing import Any
 from . import eventloop
 from .backoff import Backoff
 from .call import Call, _device_lists
-from .config import Settings, resolve_settings
+from .config import Settings, max_connections, resolve_settings
 from .connection import Connection
 from .dialing import await_dial, winner
-from .errors import ArgumentError, RelayError
+from .errors import ArgumentError, ConnectionLimitError, RelayError
 from .handlers import check_error_policy, run_call_handler, run_message_handler
 from .message import Message
 from .protocol import constants as c
@@ -46,6 +47,8 @@ MessageHandler = Callable[[Message], Coroutine[Any, Any, Any]]
 OVER_LIMIT_POLICIES = ("drop", "pass")
 #: Abandoned dial tags remembered, to end legs that show up after we gave up.
 _ABANDONED_DIALS_KEPT = 1024
+#: In-process clients between connect() and disconnect(), for ``RELAY_MAX_CONNECTIONS``.
+_CONNECTED: weakref.WeakSet[RelayClient] = weakref.WeakSet()
 
 
 class RelayClient:
@@ -155,6 +158,17 @@ class RelayClient:
         return self._settings.credentials.project
 
     @property
+    def token(self) -> str:
+        """The API token (``""`` with a JWT), readable as in the official SDK so an app can
+        hand it on (e.g. to a REST client). Never shown in ``repr``, logs or errors."""
+        return self._settings.credentials.token
+
+    @property
+    def jwt_token(self) -> str:
+        """The JWT (``""`` with project + token); like :attr:`token`, never shown."""
+        return self._settings.credentials.jwt_token
+
+    @property
     def host(self) -> str:
         return self._settings.host
 
@@ -240,7 +254,23 @@ class RelayClient:
                     raise
                 self._ray_protocol = await self._ray.protocol()
             return
-        await self._connection().connect()
+        self._claim_connection()
+        try:
+            await self._connection().connect()
+        except BaseException:
+            _CONNECTED.discard(self)
+            raise
+
+    def _claim_connection(self) -> None:
+        """Count this client against ``RELAY_MAX_CONNECTIONS`` (unset: no limit), as the SDK does."""
+        limit = max_connections()
+        others = len(_CONNECTED) - (self in _CONNECTED)
+        if limit is not None and others >= limit:
+            raise ConnectionLimitError(
+                f"RelayClient connection limit reached ({limit}): {others} client(s) of this process "
+                "are connected. Call disconnect() on one first, or raise RELAY_MAX_CONNECTIONS."
+            )
+        _CONNECTED.add(self)
 
     def _warn_if_no_contexts(self) -> None:
         """Handlers but no contexts: the server offers nothing, which looks like a silent hang."""
@@ -263,6 +293,7 @@ class RelayClient:
             ray_rt, self._ray = self._ray, None
             await ray_rt.stop()
             return
+        _CONNECTED.discard(self)
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -292,6 +323,8 @@ class RelayClient:
 
     async def serve(self, stop: asyncio.Event | None = None) -> None:
         """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""
+        if self._runtime != "ray":
+            self._claim_connection()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []

@@ -7,8 +7,11 @@ out of anything that is pickled to other processes by name (see ``Settings``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +19,7 @@ from .errors import ConfigError
 from .protocol import constants as c
 from .protocol.session import Credentials
 
-__all__ = ["Settings", "resolve_settings"]
+__all__ = ["Settings", "configure_logging", "max_connections", "resolve_settings"]
 
 log = logging.getLogger("relay_actors.config")
 
@@ -134,3 +137,96 @@ def resolve_settings(
         scheme=scheme,
         ca_file=ca_file,
     )
+
+
+def max_connections(env: Mapping[str, str] | None = None) -> int | None:
+    """``RELAY_MAX_CONNECTIONS``: how many in-process clients may be connected at once
+    in this process (at least 1; a non-integer counts as 1, as in the official SDK).
+
+    ``None`` when unset: no limit. The SDK's default is 1; ours is none, because
+    one process running several clients (or tests) is normal here.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("RELAY_MAX_CONNECTIONS", "").strip()
+    if not raw:
+        return None
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        log.warning("RELAY_MAX_CONNECTIONS=%r is not an integer; using 1", raw)
+        return 1
+
+
+# --- logging, from SIGNALWIRE_LOG_MODE / _LEVEL / _FORMAT ------------------------------
+
+#: Control characters are stripped from log lines (no forged lines), as the SDK does.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+_logging_configured = False
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _CONTROL_CHARS.sub("", super().format(record))
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the SDK's keys: ``timestamp``, ``level``, ``logger``, ``event``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "timestamp": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": _CONTROL_CHARS.sub("", record.getMessage()),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(*, force: bool = False, env: Mapping[str, str] | None = None) -> None:
+    """Send relay-actors' logs (the ``relay_actors`` logger tree) where the environment says,
+    as the official SDK's ``signalwire.configure_logging()`` does for its own:
+
+    - ``SIGNALWIRE_LOG_MODE``: ``off``, ``stderr``, ``default`` (stdout) or ``auto``/unset
+      (``off`` under CGI, else ``default``);
+    - ``SIGNALWIRE_LOG_LEVEL``: ``debug``, ``info`` (default), ``warning``, ``error``, ``critical``;
+    - ``SIGNALWIRE_LOG_FORMAT``: ``console`` (default) or ``json``.
+
+    Like the SDK, importing the library configures nothing (the app's logging applies)
+    and this runs once: later calls do nothing unless ``force=True``.
+    """
+    global _logging_configured
+    if _logging_configured and not force:
+        return
+    env = os.environ if env is None else env
+    mode = env.get("SIGNALWIRE_LOG_MODE", "").strip().lower()
+    level_name = env.get("SIGNALWIRE_LOG_LEVEL", "info").strip().lower()
+    fmt = env.get("SIGNALWIRE_LOG_FORMAT", "console").strip().lower()
+    if mode in ("", "auto"):
+        mode = "off" if env.get("GATEWAY_INTERFACE") else "default"
+    logger = logging.getLogger("relay_actors")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.propagate = False  # as the SDK: our lines are not repeated by the root logger
+    if mode == "off":
+        logger.addHandler(logging.NullHandler())
+        logger.setLevel(logging.CRITICAL + 10)
+    else:
+        level = _LOG_LEVELS.get(level_name, logging.INFO)
+        handler = logging.StreamHandler(sys.stderr if mode == "stderr" else sys.stdout)
+        handler.setLevel(level)
+        handler.setFormatter(_JsonFormatter() if fmt == "json" else _ConsoleFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    _logging_configured = True

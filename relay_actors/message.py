@@ -21,7 +21,7 @@ class Message:
     def __init__(
         self,
         *,
-        message_id: str,
+        message_id: str = "",
         context: str = "",
         direction: str = "outbound",
         from_number: str = "",

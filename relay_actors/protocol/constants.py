@@ -20,6 +20,17 @@ METHOD_DISCONNECT: Final = "signalwire.disconnect"
 METHOD_RECEIVE: Final = "signalwire.receive"
 METHOD_UNRECEIVE: Final = "signalwire.unreceive"
 
+# The official SDK's names for the same things (``signalwire.relay.constants``).
+# AGENT_STRING is ours on purpose: the server sees which client it talks to.
+METHOD_SIGNALWIRE_CONNECT: Final = METHOD_CONNECT
+METHOD_SIGNALWIRE_EVENT: Final = METHOD_EVENT
+METHOD_SIGNALWIRE_PING: Final = METHOD_PING
+METHOD_SIGNALWIRE_DISCONNECT: Final = METHOD_DISCONNECT
+METHOD_SIGNALWIRE_RECEIVE: Final = METHOD_RECEIVE
+METHOD_SIGNALWIRE_UNRECEIVE: Final = METHOD_UNRECEIVE
+AGENT_STRING: Final = AGENT
+DEFAULT_RELAY_HOST: Final = DEFAULT_HOST
+
 # Fixed defaults of the official Python SDK (reference §9.1).
 REQUEST_TIMEOUT: Final = 10.0
 DIAL_TIMEOUT: Final = 120.0
@@ -32,6 +43,11 @@ BACKOFF_FACTOR: Final = 2.0
 BACKOFF_MAX: Final = 30.0
 MAX_AUTH_REJECTIONS: Final = 3
 DEFAULT_MAX_ACTIVE_CALLS: Final = 1000
+# The SDK's names of the reconnect defaults (ours are jittered: see ``Backoff``).
+RECONNECT_MIN_DELAY: Final = BACKOFF_MIN
+RECONNECT_MAX_DELAY: Final = BACKOFF_MAX
+RECONNECT_BACKOFF_FACTOR: Final = BACKOFF_FACTOR
+RECONNECT_MAX_AUTH_ATTEMPTS: Final = MAX_AUTH_REJECTIONS
 
 # Result codes are strings; any 2xx is success (the SDKs test ^2\d\d$).
 SUCCESS_CODE_RE: Final = re.compile(r"^2\d\d$")
@@ -109,8 +125,27 @@ CALL_STATES: Final = (
     CALL_STATE_ENDED,
 )
 
+END_REASON_HANGUP: Final = "hangup"
+END_REASON_CANCEL: Final = "cancel"
+END_REASON_BUSY: Final = "busy"
+END_REASON_NO_ANSWER: Final = "noAnswer"
+END_REASON_DECLINE: Final = "decline"
+END_REASON_ERROR: Final = "error"
+END_REASON_ABANDONED: Final = "abandoned"
+END_REASON_MAX_DURATION: Final = "max_duration"
+END_REASON_NOT_FOUND: Final = "not_found"
 END_REASONS: Final = frozenset(
-    {"hangup", "cancel", "busy", "noAnswer", "decline", "error", "abandoned", "max_duration", "not_found"}
+    {
+        END_REASON_HANGUP,
+        END_REASON_CANCEL,
+        END_REASON_BUSY,
+        END_REASON_NO_ANSWER,
+        END_REASON_DECLINE,
+        END_REASON_ERROR,
+        END_REASON_ABANDONED,
+        END_REASON_MAX_DURATION,
+        END_REASON_NOT_FOUND,
+    }
 )
 
 CONNECT_STATE_CONNECTING: Final = "connecting"
@@ -121,6 +156,26 @@ CONNECT_STATE_FAILED: Final = "failed"
 DIAL_STATE_DIALING: Final = "dialing"
 DIAL_STATE_ANSWERED: Final = "answered"
 DIAL_STATE_FAILED: Final = "failed"
+
+# --- action states and types (the official SDK's names) ----------------------------
+PLAY_STATE_PLAYING: Final = "playing"
+PLAY_STATE_PAUSED: Final = "paused"
+PLAY_STATE_FINISHED: Final = "finished"
+PLAY_STATE_ERROR: Final = "error"
+
+RECORD_STATE_RECORDING: Final = "recording"
+RECORD_STATE_PAUSED: Final = "paused"
+RECORD_STATE_FINISHED: Final = "finished"
+RECORD_STATE_NO_INPUT: Final = "no_input"
+
+DETECT_TYPE_MACHINE: Final = "machine"
+DETECT_TYPE_FAX: Final = "fax"
+DETECT_TYPE_DIGIT: Final = "digit"
+
+ROOM_STATE_JOINING: Final = "joining"
+ROOM_STATE_JOIN: Final = "join"
+ROOM_STATE_LEAVING: Final = "leaving"
+ROOM_STATE_LEAVE: Final = "leave"
 
 # --- messaging ------------------------------------------------------------------
 MESSAGE_STATE_QUEUED: Final = "queued"

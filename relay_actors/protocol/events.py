@@ -5,15 +5,20 @@
 the class; named fields are read lazily from ``params``, so parsing costs next
 to nothing on the hot path. Events are plain picklable objects: they cross Ray
 process boundaries unchanged.
+
+Every class has the fields of the official SDK's class of the same name (same
+names, same sources in ``params``, same defaults), as read-only properties.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar, overload
 
 from . import constants as c
 
 __all__ = [
+    "EVENT_CLASS_MAP",
     "AIEvent",
     "AuthorizationStateEvent",
     "CallReceiveEvent",
@@ -42,6 +47,9 @@ __all__ = [
     "TranscribeEvent",
     "parse_event",
 ]
+
+
+_E = TypeVar("_E", bound="RelayEvent")
 
 
 class RelayEvent:
@@ -80,6 +88,13 @@ class RelayEvent:
     def tag(self) -> str:
         return self.params.get("tag") or ""
 
+    @classmethod
+    def from_payload(cls: type[_E], payload: Mapping[str, Any]) -> _E:
+        """This class built from the outer params of a ``signalwire.event``
+        (``{"event_type": ..., "params": {...}}``), as in the official SDK."""
+        event_type, params, timestamp = _unpack(payload)
+        return _build(cls, event_type, params, timestamp)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.event_type!r}, call_id={self.call_id!r}, params={self.params!r})"
 
@@ -97,6 +112,26 @@ class RelayEvent:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.event_type, self.params, self.call_id, self.timestamp))
+
+
+def _str(params: dict[str, Any], key: str) -> str:
+    value = params.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _dict(params: dict[str, Any], key: str) -> dict[str, Any]:
+    value = params.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(params: dict[str, Any], key: str) -> list[Any]:
+    value = params.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _number(params: dict[str, Any], key: str) -> Any:
+    value = params.get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
 class CallStateEvent(RelayEvent):
@@ -148,6 +183,10 @@ class RecordEvent(RelayEvent):
     """``url``/``duration``/``size`` come inside ``record`` or at top level; ``record`` wins."""
 
     __slots__ = ()
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return _dict(self.params, "record")
 
     def _field(self, name: str) -> Any:
         record = self.params.get("record")
@@ -226,9 +265,25 @@ class FaxEvent(RelayEvent):
 class TapEvent(RelayEvent):
     __slots__ = ()
 
+    @property
+    def tap(self) -> dict[str, Any]:
+        return _dict(self.params, "tap")
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return _dict(self.params, "device")
+
 
 class StreamEvent(RelayEvent):
     __slots__ = ()
+
+    @property
+    def url(self) -> str:
+        return _str(self.params, "url")
+
+    @property
+    def name(self) -> str:
+        return _str(self.params, "name")
 
 
 class SendDigitsEvent(RelayEvent):
@@ -242,6 +297,22 @@ class PayEvent(RelayEvent):
 class TranscribeEvent(RelayEvent):
     __slots__ = ()
 
+    @property
+    def url(self) -> str:
+        return _str(self.params, "url")
+
+    @property
+    def recording_id(self) -> str:
+        return _str(self.params, "recording_id")
+
+    @property
+    def duration(self) -> float:
+        return _number(self.params, "duration")
+
+    @property
+    def size(self) -> int:
+        return _number(self.params, "size")
+
 
 class AIEvent(RelayEvent):
     __slots__ = ()
@@ -254,9 +325,40 @@ class QueueEvent(RelayEvent):
     def status(self) -> str:
         return self.params.get("status") or ""
 
+    @property
+    def queue_id(self) -> str:
+        """The queue's id (``params.id``)."""
+        return _str(self.params, "id")
+
+    @property
+    def queue_name(self) -> str:
+        """The queue's name (``params.name``)."""
+        return _str(self.params, "name")
+
+    @property
+    def position(self) -> int:
+        return _number(self.params, "position")
+
+    @property
+    def size(self) -> int:
+        return _number(self.params, "size")
+
 
 class ReferEvent(RelayEvent):
     __slots__ = ()
+
+    @property
+    def sip_refer_to(self) -> str:
+        return _str(self.params, "sip_refer_to")
+
+    @property
+    def sip_refer_response_code(self) -> str:
+        """The SIP code answering the REFER, as sent (a string, as the SDK types it)."""
+        return str(self.params.get("sip_refer_response_code") or "")
+
+    @property
+    def sip_notify_response_code(self) -> str:
+        return str(self.params.get("sip_notify_response_code") or "")
 
 
 class DenoiseEvent(RelayEvent):
@@ -281,6 +383,10 @@ class ConferenceEvent(RelayEvent):
     @property
     def conference_id(self) -> str:
         return self.params.get("conference_id") or ""
+
+    @property
+    def name(self) -> str:
+        return _str(self.params, "name")
 
     @property
     def status(self) -> str:
@@ -326,6 +432,38 @@ class MessageEvent(RelayEvent):
     @property
     def reason(self) -> str:
         return self.params.get("reason") or ""
+
+    @property
+    def context(self) -> str:
+        return _str(self.params, "context")
+
+    @property
+    def direction(self) -> str:
+        return _str(self.params, "direction")
+
+    @property
+    def from_number(self) -> str:
+        return _str(self.params, "from_number")
+
+    @property
+    def to_number(self) -> str:
+        return _str(self.params, "to_number")
+
+    @property
+    def body(self) -> str:
+        return _str(self.params, "body")
+
+    @property
+    def media(self) -> list[str]:
+        return _list(self.params, "media")
+
+    @property
+    def segments(self) -> int:
+        return _number(self.params, "segments")
+
+    @property
+    def tags(self) -> list[str]:
+        return _list(self.params, "tags")
 
 
 class MessageReceiveEvent(MessageEvent):
@@ -384,16 +522,59 @@ def _timestamp(value: Any) -> float:
     return 0.0
 
 
-def parse_event(event_type: str, params: dict[str, Any], timestamp: Any = None) -> RelayEvent:
-    """Build the typed event for ``event_type`` (a plain :class:`RelayEvent` when unknown).
+#: The official SDK's name of the same map.
+EVENT_CLASS_MAP = EVENT_CLASSES
 
-    ``timestamp`` is the outer one; when absent the inner ``params.timestamp``
-    is used (the SDKs read only the inner one, which is usually missing).
-    """
-    cls = EVENT_CLASSES.get(event_type, RelayEvent)
+
+def _unpack(payload: Mapping[str, Any]) -> tuple[str, dict[str, Any], Any]:
+    """``(event_type, params, outer timestamp)`` of a ``signalwire.event``'s outer params."""
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"an event payload is a dict of event_type and params, not {type(payload).__name__}")
+    event_type = payload.get("event_type")
+    params = payload.get("params")
+    return (
+        event_type if isinstance(event_type, str) else "",
+        params if isinstance(params, dict) else {},
+        payload.get("timestamp"),
+    )
+
+
+def _build(cls: type[_E], event_type: str, params: dict[str, Any], timestamp: Any) -> _E:
     ts = _timestamp(timestamp) if timestamp is not None else _timestamp(params.get("timestamp"))
     call_id = params.get("call_id")
     if not isinstance(call_id, str):
         # Dial events carry the call nested; message events carry none.
         call_id = ""
     return cls(event_type, params, call_id, ts)
+
+
+@overload
+def parse_event(payload: Mapping[str, Any]) -> RelayEvent: ...
+
+
+@overload
+def parse_event(payload: str, params: dict[str, Any], timestamp: Any = None) -> RelayEvent: ...
+
+
+def parse_event(
+    payload: Mapping[str, Any] | str, params: dict[str, Any] | None = None, timestamp: Any = None
+) -> RelayEvent:
+    """Build the typed event (a plain :class:`RelayEvent` when the type is unknown).
+
+    Two forms, told apart by the first argument's type:
+
+    - ``parse_event(payload)``, the official SDK's: ``payload`` is the outer params
+      of a ``signalwire.event``, ``{"event_type": ..., "params": {...}}``.
+    - ``parse_event(event_type, params, timestamp=None)``: the parts, already split.
+
+    The timestamp is the outer one when present, else the inner ``params.timestamp``
+    (the SDK reads only the inner one, which is usually missing).
+    """
+    if isinstance(payload, str):
+        if params is None:
+            raise TypeError("parse_event(event_type, params): params is missing")
+        return _build(EVENT_CLASSES.get(payload, RelayEvent), payload, params, timestamp)
+    if params is not None or timestamp is not None:
+        raise TypeError("parse_event(payload) takes the payload dict alone")
+    event_type, inner, outer_ts = _unpack(payload)
+    return _build(EVENT_CLASSES.get(event_type, RelayEvent), event_type, inner, outer_ts)
