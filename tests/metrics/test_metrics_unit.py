@@ -20,7 +20,8 @@ def test_metric_list_is_fixed_and_well_named() -> None:
         assert re.fullmatch(r"relay_[a-z_]+", name), name
         assert d.kind in ("counter", "gauge")
         assert not name.endswith("_total"), "counters are declared without _total"
-        assert d.help and set(d.extra) <= {"outcome", "event_type", "code", "peer", "key", "direction", "event"}
+        tag_keys = {"outcome", "event_type", "code", "peer", "key", "direction", "event"}
+        assert d.help and set(d.extra) <= tag_keys
     assert "ray_relay_offers_total" in set(m.metric_names())
 
 
