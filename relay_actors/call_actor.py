@@ -326,11 +326,12 @@ class CallActor:
             self.tasks.spawn(self._run_handler(call), f"on_call handler for {call_id}")
         return True
 
-    async def _run_handler(self, call: Call) -> None:
-        assert self.on_call is not None
-        await run_call_handler(
-            self.on_call, call, self.counters, self.handler_timeout, self.on_handler_error, self.app
-        )
+    async def _run_handler(self, call: Call, handler: Callable[[Call], Any] | None = None) -> None:
+        """The shared runner (timeout, error policy, log context) for ``on_call`` or a
+        dial's own ``handler``."""
+        fn = handler or self.on_call
+        assert fn is not None
+        await run_call_handler(fn, call, self.counters, self.handler_timeout, self.on_handler_error, self.app)
 
     def _on_leg(self, shard: int, item: tuple[Any, ...]) -> None:
         _, _tag, params = item
@@ -408,7 +409,7 @@ class CallActor:
         finally:
             self._dials.pop(tag, None)
         if handler is not None:
-            self.tasks.spawn(self._run_given_handler(handler, call), f"dial handler for {call.call_id}")
+            self.tasks.spawn(self._run_handler(call, handler), f"dial handler for {call.call_id}")
         return call
 
     def _hang_up_legs(self, tag: str) -> None:
@@ -416,13 +417,6 @@ class CallActor:
         for call in list(self.calls.values()):
             if call.tag == tag and not call._core.ended:
                 self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
-
-    async def _run_given_handler(self, handler: Callable[[Call], Any], call: Call) -> None:
-        try:
-            await handler(call)
-        except Exception:
-            self.counters["handler_errors"] += 1
-            log.exception("handler failed for dialled call %s", call.call_id)
 
     async def dial_remote(
         self, devices: Any, handler: bytes | None, options: dict[str, Any]
