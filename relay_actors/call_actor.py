@@ -1,9 +1,12 @@
 """CallActor: where user logic runs on Ray — many calls per process, as asyncio tasks.
 
 A Ray actor process costs ~90 MiB, so one process per call is out of the
-question: each CallActor hosts thousands of calls. The connection actor sends
-it batches of items (:mod:`relay_actors.actor_messages`): offers, events,
-results; it sends back batches of requests. Each call is a regular
+question: each CallActor hosts thousands of calls. It listens for links from
+the app's connection actors (:mod:`relay_actors.actor_link`: a private Unix
+socket for those on its node, TLS with the app's certificate for the others,
+both behind the link's mutual handshake); they send it batches of items
+(:mod:`relay_actors.actor_messages`): offers, events, results, acknowledged
+once applied; it sends back batches of requests. Each call is a regular
 :class:`~relay_actors.call.Call` whose commands travel through
 :class:`_ShardLink`, so the user's ``on_call`` handler is the same code that
 runs in-process.

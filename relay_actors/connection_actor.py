@@ -1,14 +1,22 @@
 """Connection actor: owns one RELAY WebSocket session (one shard) on Ray.
 
 Its event loop is the hot spot, so it does only this: parse, admit, route,
-batch, ack. Every inbound event goes to the CallActor that owns its call in
-a batch (:class:`~relay_actors.batching.Batcher`) over a direct link
-(:mod:`relay_actors.actor_link`: a Ray call per batch costs ~0.5 ms of CPU at
-each end, which at steady load, where batches stay small, would dwarf the rest);
-the event is acked once that batch was delivered, so a crash of this process
-before the hand-off means the server redelivers, never that the event is lost,
-and CallActors drop the duplicates by event id. Requests come back from
-CallActors in batches on the same link; their results ride the next delivery.
+send, ack. Every inbound event goes to the CallActor that owns its call over
+a direct link (:mod:`relay_actors.actor_link` around the sans-IO
+:mod:`relay_actors.link_protocol`: a Ray call per batch costs ~0.5 ms of CPU at
+each end, which at steady load, where batches stay small, would dwarf the
+rest); what one loop iteration produces for a CallActor leaves as one frame.
+An event is acked to RELAY only once the CallActor has acknowledged the frame
+that carried it, so a crash anywhere before that means the server redelivers
+(CallActors drop the duplicates by event id), never that the event is lost.
+Requests come back from CallActors on the same link.
+
+A link that breaks is reconnected and what it had not acknowledged is resent;
+a CallActor that stops acknowledging takes no new calls (placement skips it)
+and is reported; only a new incarnation (Ray restarted it), a deadline of
+unreachability or a full queue apply the lost-calls policy — and then the
+offers it never acknowledged go to another CallActor instead of being hung up,
+and commands for the calls taken from it are refused (fenced).
 
 Admission: this shard admits an offer only with a slot leased from the router
 (which holds the cluster-wide ``max_active_calls``), so the router stays off
@@ -17,8 +25,10 @@ the per-call path: slots are leased in blocks and returned when idle.
 Survives ``kill -9``: Ray restarts it (same name); it reads its credentials and
 resume state (``protocol``, ``authorization_state``, contexts) from the GCS
 key-value store, rebuilds its routing table from the CallActors (they know
-their calls, dials and messages), tells them to fail requests that were in
-flight, and resumes the session, so the server redelivers what was not acked.
+their calls, dials and messages), and resumes the session, so the server
+redelivers what was not acked. CallActors see its new incarnation in the link
+handshake: requests it may have received fail (``connection_lost``), those
+that never left them are sent to the new one.
 """
 
 from __future__ import annotations
