@@ -266,6 +266,29 @@ class Connection:
             self._supervisor = asyncio.create_task(self._supervise(), name="relay-supervisor")
         return connected
 
+    async def start(self) -> Connected:
+        """Connect through the reconnect loop — backoff, a fresh session when the resume
+        is refused — and return once connected; stay connected in the background.
+
+        Unlike :meth:`connect` (one attempt), a blip or a refused resume at this moment
+        does not leave the connection down: what keeps a connection actor's shard up
+        after its own restart. Raises what :meth:`run` raises (the rejection cap, a
+        first-contact error) if the loop gives up first.
+        """
+        if self._supervisor is None:
+            self._supervisor = asyncio.create_task(self._supervise(initial=True), name="relay-supervisor")
+        waiters = [asyncio.ensure_future(self._connected.wait()), asyncio.ensure_future(self._done.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._fatal is not None:
+            raise self._fatal
+        if self._last_connected is None:
+            raise RelayError("closed", "the connection was closed before it came up")
+        return self._last_connected
+
     async def run(self) -> None:
         """Connect (retrying with backoff) and stay connected until :meth:`close`.
 

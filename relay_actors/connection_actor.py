@@ -184,7 +184,9 @@ class ConnectionActor:
             self.conn.session.restore(resume)
             if restarted:
                 log.info("shard %d restarted; CallActors learn it from the link handshake", self.shard)
-            await self.conn.connect()
+            # Through the reconnect loop: a blip or a refused resume now must not leave the
+            # shard down for good (Ray would not restart an actor that is alive and idle).
+            await self.conn.start()
         except BaseException as exc:
             self._failed = exc
             log.exception("connection shard %d failed to start", self.shard)
