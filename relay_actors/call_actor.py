@@ -153,7 +153,7 @@ class CallActor:
 
         from . import kvstore
 
-        secret = await kvstore.get(f"{self.app}/link_secret")
+        secret = await (await kvstore.AppSecrets.open(self.app)).link_secret()
         if not secret:
             log.error("CallActor %d: no link secret stored for app %r", self.index, self.app)
             return
