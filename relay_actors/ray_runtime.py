@@ -654,24 +654,27 @@ async def _drain(
         for shard, result in enumerate(results):
             if isinstance(result, BaseException):
                 log.warning("app %r shard %d: unreceive failed (%r)", app, shard, result)
-    active = await _active_calls(router)
+    active = await _active_calls(router, connections)
     if active:
         say(f"draining {app}: {active} active calls, new offers refused (up to {timeout:g} s)")
     deadline = time.monotonic() + timeout
     while active and time.monotonic() < deadline:
         # Polling the router (no event to wait on across processes), with a deadline.
         await asyncio.sleep(0.25)
-        active = await _active_calls(router)
+        active = await _active_calls(router, connections)
     return active
 
 
-async def _active_calls(router: Any) -> int:
-    if router is None:
-        return 0
-    try:
-        return int((await _call(router.active.remote()))["calls"])
-    except Exception:  # unreachable router: nothing to wait for
-        return 0
+async def _active_calls(router: Any, connections: list[Any]) -> int:
+    """Active calls by the router's table and by the shards' own (the router learns of
+    calls in batches, a little later): the larger. Unreachable actors count 0."""
+    asks = [router.active.remote()] if router is not None else []
+    asks += [conn.lease_state.remote() for conn in connections]
+    answers = await asyncio.gather(*(_call(a) for a in asks), return_exceptions=True)
+    counts = [a for a in answers if not isinstance(a, BaseException)]
+    by_router = int(counts[0]["calls"]) if router is not None and counts and "calls" in counts[0] else 0
+    by_shards = sum(int(a.get("in_use", 0)) for a in counts if "in_use" in a)
+    return max(by_router, by_shards)
 
 
 async def _teardown(app: str, record: dict[str, Any] | None) -> int:
