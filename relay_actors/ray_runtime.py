@@ -173,7 +173,12 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
         warn_runtime_env_credentials()
         return False
     # A local Ray of our own: keep every socket on 127.0.0.1 and stay quiet.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0") == "0":
+        # Ray reads this variable when it is imported, which it may well be by now; the
+        # processes it starts read it from the environment.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {
         "address": "local",
