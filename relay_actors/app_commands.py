@@ -27,7 +27,7 @@ import orjson
 from . import eventloop
 from .client import RelayClient
 from .errors import RelayError
-from .ray_runtime import app_status, list_apps, sanitize_app_name, stop_app
+from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
 
 __all__ = ["load_client", "run_main", "status_main", "stop_main"]
 
@@ -72,7 +72,8 @@ def load_client(target: str) -> tuple[RelayClient, str]:
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay-actors run",
-        description="Serve a module's RelayClient, keeping every setting it has.",
+        description="Serve a module's RelayClient, keeping every setting it has; the Ray options "
+        "given here override its RayOptions.",
     )
     parser.add_argument("target", help="MODULE[:CLIENT], e.g. examples.ivr:client")
     parser.add_argument("--ray", action="store_true", help="run on Ray (else as the client says)")
@@ -81,6 +82,10 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--app", help="the app's name on Ray (default: the module's name)")
     parser.add_argument("--join", action="store_true", help="join the app if it already runs (same settings)")
+    parser.add_argument("--connections", type=int, help="connection actors (shards) on Ray")
+    parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
+    parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
+    parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
     parser.add_argument("--log-level", default="info", help="logging level of the app (default info)")
     return parser
@@ -94,16 +99,7 @@ def run_main(argv: Sequence[str]) -> int:
     try:
         client, module_name = load_client(args.target)
         if args.ray or args.address or client.runtime == "ray":
-            options = client.ray_options
-            app = args.app or (
-                sanitize_app_name(module_name.rsplit(".", 1)[-1]) if options.app_defaulted else None
-            )
-            changes: dict[str, Any] = {"join": args.join or options.join}
-            if app:
-                changes["app"] = app
-            if args.address:
-                changes["address"] = args.address
-            client.configure_ray(replace(options, **changes))
+            client.configure_ray(_ray_options(args, client.ray_options, module_name))
             _ship_by_value(module_name)
         eventloop.run(_serve(client, args.drain_timeout))
     except (RelayError, ValueError, ImportError) as exc:
@@ -112,6 +108,22 @@ def run_main(argv: Sequence[str]) -> int:
         pass
     say("stopped")
     return 0
+
+
+def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str) -> RayOptions:
+    """The client's RayOptions with what the command line says; the app is named after
+    the module unless the client or ``--app`` names it."""
+    changes: dict[str, Any] = {"join": args.join or options.join}
+    if args.app or options.app_defaulted:
+        changes["app"] = args.app or sanitize_app_name(module_name.rsplit(".", 1)[-1])
+    if args.address:
+        changes["address"] = args.address
+    for name in ("connections", "min_call_actors", "max_call_actors"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.placement:
+        changes["placement"] = "spread" if args.placement == "spread" else {"resource": args.placement}
+    return replace(options, **changes)
 
 
 def _ship_by_value(module_name: str) -> None:
