@@ -338,7 +338,17 @@ class RelayClient:
                 install()
                 if on_ready is not None:
                     await _maybe_await(on_ready())
-                await stop.wait()
+                # Until a signal, or until the app is stopped from elsewhere (then there is
+                # nothing left to serve).
+                waits = [
+                    asyncio.create_task(stop.wait()),
+                    asyncio.create_task(self._ray_runtime().stopped_elsewhere()),
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in waits:
+                        task.cancel()
             finally:
                 for sig in installed:
                     loop.remove_signal_handler(sig)

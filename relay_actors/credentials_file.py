@@ -57,7 +57,9 @@ def read_credentials_file(path: str) -> dict[str, str]:
         raise ConfigError(f"{ENV_VAR} names {path!r}, which cannot be read ({exc.strerror})") from None
     if mode & stat.S_IROTH:
         log.warning(
-            "%s %r is readable by every user: chmod 600 it (Kubernetes: defaultMode: 0440 and fsGroup)", ENV_VAR, path
+            "%s %r is readable by every user: chmod 600 it (Kubernetes: defaultMode: 0440 and fsGroup)",
+            ENV_VAR,
+            path,
         )
     text = data.decode("utf-8", "replace").strip()
     raw = _parse_json(path, text) if text.startswith("{") else _parse_env(path, text)

@@ -572,12 +572,27 @@ class RayRuntime:
         """Stop the app if this driver created it (draining first for ``drain_timeout``
         s); a driver that joined a running app leaves it alone."""
         owner, self.owner = self.owner, False
-        if owner:
+        if owner and await self._still_ours():
             if drain_timeout > 0:
                 await self.drain(drain_timeout)
             await _teardown(self.app, self.record)
         self.connections = []
         self.router = None
+
+    async def _still_ours(self) -> bool:
+        """The app's record is still this deploy's (not stopped, nor replaced, elsewhere)."""
+        try:
+            current = await kvstore.read_record(self.app)
+        except Exception:  # the KV store unreachable: stop what we can
+            return True
+        return current is not None and current.get("secrets") == (self.record or {}).get("secrets")
+
+    async def stopped_elsewhere(self, interval: float = 2.0) -> None:
+        """Return once the app was stopped by someone else (``relay-actors stop APP``)."""
+        # The KV store has no watch: poll the record, every ``interval`` s.
+        while await self._still_ours():  # noqa: ASYNC110
+            await asyncio.sleep(interval)
+        log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
 
     # --- requests from the driver ----------------------------------------------------
 
