@@ -246,6 +246,7 @@ def render_status(s: dict[str, Any]) -> str:
                 "SHARD",
                 "NODE",
                 "CONNECTED",
+                "SESSION AGE",
                 "RECONNECTS",
                 "RESUMES",
                 "CALLS",
@@ -258,6 +259,7 @@ def render_status(s: dict[str, Any]) -> str:
                     r["shard"],
                     r["node"],
                     "yes" if r["connected"] else "NO",
+                    _duration(r["session_age"]),
                     r["reconnects"],
                     r["resumes"],
                     r["active_calls"],
@@ -299,9 +301,13 @@ def render_status(s: dict[str, Any]) -> str:
 
 
 def _age(created: Any) -> str:
-    if not created:
-        return "?"
-    seconds = max(0, int(time.time() - float(created)))
+    return _duration(time.time() - float(created)) if created else "?"
+
+
+def _duration(value: Any) -> str:
+    if value is None:
+        return "-"
+    seconds = max(0, int(value))
     return (
         f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
         if seconds >= 3600

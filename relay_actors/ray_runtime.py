@@ -819,6 +819,9 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
                 "node": node_ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8]),
                 "connected": bool(stats.get("conn.connected")),
                 "protocol": stats.get("protocol", ""),
+                "session_age": round(time.time() - started, 1)
+                if (started := stats.get("conn.session_started"))
+                else None,
                 "reconnects": stats.get("conn.reconnects", 0),
                 "resumes": stats.get("conn.resumes", 0),
                 "active_calls": stats.get("active_calls", 0),
@@ -853,7 +856,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         "created": (record or {}).get("created"),
         "driver": (record or {}).get("driver"),
         "contexts": (record or {}).get("contexts"),
-        "active_calls": (router_stats or {}).get("calls"),
+        # The shards' own counts are current; the router learns of calls in batches.
+        "active_calls": max((router_stats or {}).get("calls", 0), sum(r["active_calls"] for r in shard_rows)),
         "max_active_calls": (router_stats or {}).get("budget", (record or {}).get("max_active_calls")),
         "leased": (router_stats or {}).get("leased"),
         "shards": sorted(shard_rows, key=lambda r: r["shard"]),

@@ -178,6 +178,7 @@ async def test_status_json_shows_the_numbers(make_client, emulator, recorder, ap
     assert status["active_calls"] == 3 and status["max_active_calls"] == 40
     assert [s["shard"] for s in status["shards"]] == [0, 1]
     assert all(s["connected"] and s["protocol"] for s in status["shards"])
+    assert all(0 <= s["session_age"] < 120 for s in status["shards"])
     assert sum(s["active_calls"] for s in status["shards"]) == 3
     assert len(status["call_actors"]) == 2 and sum(a["calls"] for a in status["call_actors"]) == 3
     assert all(a["capacity"] == 5000 for a in status["call_actors"])
@@ -185,7 +186,7 @@ async def test_status_json_shows_the_numbers(make_client, emulator, recorder, ap
     assert status["unreachable"] == []
     assert await asyncio.to_thread(cli.main, ["status", app_name]) == 0
     table = capsys.readouterr().out
-    assert "active calls 3 / 40" in table and "CALLACTOR" in table
+    assert "active calls 3 / 40" in table and "CALLACTOR" in table and "SESSION AGE" in table
     assert await asyncio.to_thread(cli.main, ["status"]) == 0
     assert app_name in capsys.readouterr().out
     for call_id in call_ids:
