@@ -226,6 +226,12 @@ def check_ray_auth(address: str, timeout: float = 5.0) -> None:
     thread = threading.Thread(target=probe, name="ray-auth-probe", daemon=True)
     thread.start()
     thread.join(timeout)
+    if refused and os.environ.get("RAY_AUTH_MODE") == "token":
+        raise RelayError(
+            "ray_auth",
+            f"the Ray cluster at {address} refused this process's Ray token: put the cluster's token "
+            "in ~/.ray/auth_token (or name its file with RAY_AUTH_TOKEN_PATH)",
+        )
     if refused:
         mode = os.environ.get("RAY_AUTH_MODE", "") or "unset"
         raise RelayError(

@@ -235,6 +235,18 @@ def test_missing_ray_token_is_one_clear_line(cluster: Cluster) -> None:
     assert len(ours) == 1 and "set RAY_AUTH_MODE=token" in ours[0] and cluster.gcs in ours[0], result.stderr
     assert "Traceback" not in result.stderr and "previous Ray instance" not in result.stderr
 
+    wrong = cluster.tmp / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    result = cluster.run(
+        "relay-actors",
+        "status",
+        "--address",
+        cluster.gcs,
+        env={**cluster.env, "RAY_AUTH_TOKEN_PATH": str(wrong)},
+    )
+    ours = [line for line in result.stderr.splitlines() if line.startswith("relay-actors: error:")]
+    assert result.returncode == 1 and len(ours) == 1 and "refused this process's Ray token" in ours[0]
+
 
 def test_job_submit_with_a_credentials_file(cluster: Cluster, emulator_server: EmulatorThread) -> None:
     app_dir = cluster.tmp / "app"
