@@ -102,7 +102,7 @@ def run_main(argv: Sequence[str]) -> int:
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
             _ship_by_value(module_name)
         eventloop.run(_serve(client, args.drain_timeout))
-    except (RelayError, ValueError, ImportError) as exc:
+    except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
         pass

@@ -405,10 +405,8 @@ class RayRuntime:
                     f"Ray app {app!r} is being started by another driver ({_describe(record)}): "
                     "wait and join it with RayOptions(join=True), or pass a different RayOptions(app=...)",
                 )
-            log.warning(
-                "reclaiming the records of Ray app %r, whose actors are gone (%s)", app, _describe(record)
-            )
-            await kvstore.delete_app(app, record)
+            log.warning("reclaiming Ray app %r, whose router is gone (%s)", app, _describe(record))
+            await _teardown(app, record)  # its records, and any actor of it left behind
             return None
         return record
 

@@ -67,6 +67,8 @@ async def test_second_driver_is_refused_joins_on_purpose_and_leaves_the_app_alon
     assert f"relay-actors stop {app_name}" in message
     assert relay_actor_names(app_name) == names, "a refused driver must not touch the running app"
     assert _record(app_name) == record, "nor its record (credentials, server, secrets)"
+    assert not await kvstore.create_record(app_name, {"app": app_name}), "the name is claimed once"
+    assert _record(app_name) == record
 
     other = _client(emulator, app_name, handler, join=True, max_active_calls=7)
     with pytest.raises(RelayError) as mismatch:
