@@ -42,7 +42,24 @@ import orjson
 
 from .errors import RelayError
 
-__all__ = ["NAMESPACE", "AppSecrets", "delete", "get", "get_sync", "keys", "put", "put_sync"]
+__all__ = [
+    "NAMESPACE",
+    "AppSecrets",
+    "apps",
+    "create_record",
+    "delete",
+    "delete_app",
+    "get",
+    "get_sync",
+    "keys",
+    "keys_sync",
+    "put",
+    "put_sync",
+    "read_record",
+    "record_key",
+    "secrets_namespace",
+    "update_record",
+]
 
 log = logging.getLogger("relay_actors.kvstore")
 
