@@ -328,7 +328,7 @@ def _stop_parser() -> argparse.ArgumentParser:
 
 def stop_main(argv: Sequence[str]) -> int:
     args = _stop_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.WARNING, force=True)
+    logging.basicConfig(level=logging.WARNING)
     try:
         eventloop.run(
             stop_app(args.app, address=args.address, drain_timeout=args.drain_timeout, progress=say)

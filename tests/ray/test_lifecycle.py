@@ -213,12 +213,16 @@ def test_default_app_name_comes_from_the_script(tmp_path: Path) -> None:
     assert [n.strip() for n in names] == ["my-ivr-app", "voice_mail"]
 
 
-async def test_a_serving_driver_ends_when_its_app_is_stopped_elsewhere(make_client, app_name) -> None:
+async def test_a_serving_driver_ends_when_its_app_is_stopped_elsewhere(make_client, app_name, capsys) -> None:
     relay = await make_client(connect=False, ray_options={"app": app_name})
     ready = asyncio.Event()
     serving = asyncio.create_task(relay.serve(asyncio.Event(), on_ready=ready.set))
     await asyncio.wait_for(ready.wait(), 60)
     assert relay_actor_names(app_name)
-    await stop_app(app_name, drain_timeout=5)
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, ["stop", app_name, "--drain-timeout", "5"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"relay-actors: stopped {app_name}: 4 actors")
     await asyncio.wait_for(serving, 15)  # it noticed, and its own stop touched nothing
     assert relay_actor_names(app_name) == [] and _record(app_name) is None
+    assert await asyncio.to_thread(cli.main, ["stop", app_name]) == 1
+    assert f"no Ray app named '{app_name}'" in capsys.readouterr().err
