@@ -17,14 +17,15 @@ that finds a record whose actors are gone reclaims it the same way.
 What this protects, honestly: Ray's KV store has no access control — any
 driver or job that can connect to the cluster can read every namespace, and
 anyone who can run code there can run code in our actors anyway. The random
-namespace scopes the secrets to one deploy (a restarted actor of an old deploy
-cannot read a new deploy's secrets; one delete by prefix reclaims them all; a
-scan of the fixed namespace shows no secrets), and sealing makes the resume
-state tamper-evident and unreadable without the credentials (a stray copy of
-the resume record, e.g. in a GCS backup of Redis, reveals no
-``authorization_state`` on its own). Neither keeps a job on the same cluster
-from reading the credentials: run relay-actors on a cluster you trust, with
-Ray's token auth on (``RAY_AUTH_MODE=token``), and no untrusted jobs.
+namespace scopes the secrets to one deploy (one delete by prefix reclaims them
+all, a name reused by the next deploy never meets the last one's leftovers, and
+a scan of the fixed namespace, or a guess at the old fixed keys, finds no
+secret); sealing makes the resume state tamper-evident and unreadable without
+the credentials (a stray copy of the resume record alone reveals no
+``authorization_state``, and one from another deploy is refused). Neither
+keeps a job on the same cluster from reading the credentials: run relay-actors
+on a cluster you trust, with Ray's token auth on (``RAY_AUTH_MODE=token``), and
+no untrusted jobs.
 
 Async access goes through Ray's GCS client object (the driver's helpers
 ``*_sync`` through ``ray.experimental.internal_kv``).
