@@ -148,8 +148,9 @@ class CallActor:
 
         from . import kvstore
 
-        secret = await kvstore.get(f"{self.app}/link_secret")
-        identity = await kvstore.get(f"{self.app}/link_tls")
+        secrets = await kvstore.AppSecrets.open(self.app)
+        secret = await secrets.link_secret()
+        identity = await secrets.link_tls()
         if not secret or not identity:
             log.error("CallActor %d: no link secret stored for app %r", self.index, self.app)
             return

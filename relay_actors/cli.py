@@ -1,4 +1,4 @@
-"""The ``relay-actors`` command: ``emulator``, ``load`` and ``demo``."""
+"""The ``relay-actors`` command: ``emulator``, ``load``, ``demo``, ``run``, ``status`` and ``stop``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ commands:
   emulator   run the RELAY emulator (prints one JSON line when ready)
   load       drive an emulator's control API with inbound calls
   demo       run the demo IVR on a local Ray against the embedded emulator
+  run        serve a module's RelayClient in-process or on Ray (run MODULE:CLIENT [--ray])
+  status     show the Ray apps, or one app's shards, calls and CallActors
+  stop       drain and stop a Ray app
 
 run 'relay-actors COMMAND --help' for a command's options."""
 
@@ -34,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(rest)
+    if command in ("run", "status", "stop"):
+        from . import app_commands
+
+        return {
+            "run": app_commands.run_main,
+            "status": app_commands.status_main,
+            "stop": app_commands.stop_main,
+        }[command](rest)
     print(f"relay-actors: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

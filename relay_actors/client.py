@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import sys
@@ -135,6 +136,8 @@ class RelayClient:
         self._ray_options = ray_options or RayOptions()
         self._ray: RayRuntime | None = None
         self._ray_protocol = ""
+        #: Set on the first successful connect (in-process): ``serve(on_ready=...)`` waits on it.
+        self._connected_once = asyncio.Event()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RelayClient:
         # Inside a CallActor, the app's module may be imported to unpickle a handler:
@@ -186,6 +189,23 @@ class RelayClient:
         if self._runtime == "ray":
             return self._ray_protocol
         return self._conn.protocol if self._conn is not None else ""
+
+    @property
+    def runtime(self) -> str:
+        """``"local"`` (in-process) or ``"ray"``."""
+        return self._runtime
+
+    @property
+    def ray_options(self) -> RayOptions:
+        return self._ray_options
+
+    def configure_ray(self, options: RayOptions) -> None:
+        """Run this client, with every setting it has, on Ray with ``options`` (before
+        :meth:`connect`): what ``relay-actors run --ray`` does."""
+        if self._ray is not None or self._conn is not None:
+            raise ArgumentError("configure_ray() must come before connect()")
+        self._runtime = "ray"
+        self._ray_options = options
 
     @property
     def connected(self) -> bool:
@@ -285,20 +305,43 @@ class RelayClient:
             handlers,
         )
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, drain_timeout: float = 0.0) -> None:
         """Close the connection. Pending and queued requests and dials fail with
         ``RelayError("closed")``; running handlers are cancelled; calls end locally.
-        On Ray: drain and stop the actors this client started."""
+        With ``drain_timeout``: :meth:`drain` first.
+
+        On Ray: stop the app if this client started it; a client that joined a running
+        app (``RayOptions(join=True)``) leaves it running (stop it with
+        ``relay-actors stop APP`` or :func:`relay_actors.ray_runtime.stop_app`)."""
         if self._ray is not None:
             ray_rt, self._ray = self._ray, None
-            await ray_rt.stop()
+            await ray_rt.stop(drain_timeout)
             return
         _CONNECTED.discard(self)
+        if drain_timeout > 0 and self._conn is not None:
+            await self.drain(drain_timeout)
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
         self._lose_session("closed")
         await self.tasks.cancel_all()
+
+    async def drain(self, timeout: float) -> int:
+        """Stop taking new calls (unsubscribe from every context: the service offers them
+        to other consumers) and wait up to ``timeout`` s for active calls to end.
+        Returns the calls still active. On Ray: the whole app's calls."""
+        if self._ray is not None:
+            return await self._ray.drain(timeout)
+        contexts = self.contexts
+        if contexts and self.connected:
+            with contextlib.suppress(RelayError):
+                await self.unreceive(contexts)
+        now = asyncio.get_running_loop().time
+        end = now() + timeout
+        # Calls end inside the event router, which has no hook: poll, with a deadline.
+        while self._router.calls and now() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        return len(self._router.calls)
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
@@ -321,38 +364,74 @@ class RelayClient:
             print(f"relay-actors: {exc.message}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
 
-    async def serve(self, stop: asyncio.Event | None = None) -> None:
-        """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives."""
+    async def serve(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        drain_timeout: float = 0.0,
+        on_ready: Callable[[], Any] | None = None,
+    ) -> None:
+        """The coroutine behind :meth:`run`: serve until ``stop`` is set or a signal arrives,
+        then :meth:`drain` for up to ``drain_timeout`` s and disconnect. ``on_ready()`` (a
+        function or coroutine function) is called once connected (on Ray: once the app is up)."""
         if self._runtime != "ray":
             self._claim_connection()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread: the caller stops us through ``stop``
+        installed: list[int] = []
+
+        def install() -> None:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread: the caller stops us through ``stop``
+
+        install()
         if self._runtime == "ray":
             try:
                 await self.connect()
-                await stop.wait()
+                # ray.init() replaced our SIGTERM handler with sys.exit (a stack dump
+                # mid-loop): take it back, so SIGTERM drains and stops cleanly.
+                install()
+                if on_ready is not None:
+                    await _maybe_await(on_ready())
+                # Until a signal, or until the app is stopped from elsewhere (then there is
+                # nothing left to serve).
+                waits = [
+                    asyncio.create_task(stop.wait()),
+                    asyncio.create_task(self._ray_runtime().stopped_elsewhere()),
+                ]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in waits:
+                        task.cancel()
             finally:
-                await self.disconnect()
+                for sig in installed:
+                    loop.remove_signal_handler(sig)
+                await self.disconnect(drain_timeout if stop.is_set() else 0.0)
             return
         self._warn_if_no_contexts()
         runner = asyncio.create_task(self._connection().run())
         stopper = asyncio.create_task(stop.wait())
+        ready = asyncio.create_task(self._when_ready(on_ready)) if on_ready is not None else None
         try:
             await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
+            if ready is not None:
+                ready.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
-            await self.disconnect()
+            await self.disconnect(drain_timeout if stop.is_set() else 0.0)
         if runner.done() and not runner.cancelled() and runner.exception() is not None:
             raise runner.exception()  # type: ignore[misc]
+
+    async def _when_ready(self, on_ready: Callable[[], Any]) -> None:
+        await self._connected_once.wait()
+        await _maybe_await(on_ready())
 
     # --- requests -----------------------------------------------------------------
 
@@ -641,7 +720,7 @@ class RelayClient:
             self.counters,
             self._handler_timeout,
             self._on_handler_error,
-            self._ray_options.app,
+            self._ray_options.app or "",
         )
 
     def _on_dial_done(self, outcome: Any, event: RelayEvent) -> None:
@@ -669,9 +748,10 @@ class RelayClient:
 
     async def _run_message_handler(self, message: Message) -> None:
         assert self._on_message is not None
-        await run_message_handler(self._on_message, message, self.counters, self._ray_options.app)
+        await run_message_handler(self._on_message, message, self.counters, self._ray_options.app or "")
 
     def _on_connected(self, connected: Connected) -> None:
+        self._connected_once.set()
         previous, self._session_protocol = self._session_protocol, connected.protocol
         if previous and not connected.restored:
             # A fresh session (server restart order, or a refused resume): the old
@@ -712,3 +792,7 @@ class RelayClient:
             "tracked_messages": len(self._messages),
             **(self._conn.stats() if self._conn is not None else {}),
         }
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

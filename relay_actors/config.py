@@ -99,7 +99,14 @@ def resolve_settings(
         ConfigError: (a ``ValueError``) naming the argument and environment
             variable to fix: missing credentials, bad host, bad limit, bad contexts.
     """
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
+        # The driver's own environment: a credentials file (Ray jobs) fills it in.
+        path = env.get("SIGNALWIRE_CREDENTIALS_FILE")
+        if path:
+            from .credentials_file import read_credentials_file
+
+            env = {**env, **read_credentials_file(path)}
     project = project or env.get("SIGNALWIRE_PROJECT_ID", "")
     token = token or env.get("SIGNALWIRE_API_TOKEN", "")
     jwt_token = jwt_token or env.get("SIGNALWIRE_JWT_TOKEN", "")

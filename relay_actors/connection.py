@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -226,6 +227,8 @@ class Connection:
         self._setup_failures = 0  # first-contact errors before the first success
         self.reconnects = 0
         self.resumes = 0
+        #: Wall-clock time the current session (protocol) began, as seen by this process.
+        self.session_started = 0.0
         self.attempts = 0
 
     # --- public -------------------------------------------------------------------
@@ -404,6 +407,7 @@ class Connection:
             "connected": self.connected,
             "reconnects": self.reconnects,
             "resumes": self.resumes,
+            "session_started": self.session_started,
             "attempts": self.attempts,
             "pending": len(self.session.pending),
             "queued": len(self.session.queued),
@@ -459,6 +463,8 @@ class Connection:
         self.backoff.reset()
         if connected.restored:
             self.resumes += 1
+        if not connected.restored or not self.session_started:
+            self.session_started = time.time()
         self._last_connected = connected
         self._connected.set()
         for queued in self.session.take_queued():

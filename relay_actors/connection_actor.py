@@ -98,6 +98,8 @@ class ConnectionActor:
         self.links: LinkClient | None = None
         self._hub: LinkHub | None = None
         self._node_id = ""
+        #: This deploy's secrets in Ray's KV store (credentials, link secret, sealed resume state).
+        self.secrets: kvstore.AppSecrets
         self.dial_owner: dict[str, int] = {}
         #: call_id → node_id, to address calls this actor must end itself.
         self.node_of: dict[str, str] = {}
@@ -118,18 +120,14 @@ class ConnectionActor:
 
     # --- start-up and recovery ----------------------------------------------------
 
-    def _key(self, what: str) -> str:
-        return f"{self.app}/{what}"
-
     async def _start(self) -> None:
         try:
             import ray
 
-            creds = await kvstore.get(self._key("credentials"))
-            if not creds:
-                raise RelayError("config", f"no credentials stored for app {self.app!r}")
-            secret = await kvstore.get(self._key("link_secret"))
-            identity = await kvstore.get(self._key("link_tls"))
+            self.secrets = await kvstore.AppSecrets.open(self.app)
+            creds = await self.secrets.credentials()
+            secret = await self.secrets.link_secret()
+            identity = await self.secrets.link_tls()
             if not secret or not identity:
                 raise RelayError("config", f"no link secret stored for app {self.app!r}")
             self._node_id = ray.get_runtime_context().get_node_id()
@@ -145,7 +143,7 @@ class ConnectionActor:
             )
             self._hub = LinkHub(self.links)
             self._hub.start()
-            resume = await kvstore.get(self._key(f"shard/{self.shard}/resume")) or {}
+            resume = await self.secrets.load_resume(self.shard)
             ca_file = None
             if self.options.get("ca_pem"):
                 import tempfile
@@ -239,7 +237,7 @@ class ConnectionActor:
                 len(self.dial_owner),
                 len(self.msg_owner),
             )
-        return found or bool(await kvstore.get(self._key(f"shard/{self.shard}/resume")))
+        return found or await self.secrets.has_resume(self.shard)
 
     async def ready(self) -> dict[str, Any]:
         """Wait until started; raises if start-up failed."""
@@ -270,7 +268,7 @@ class ConnectionActor:
             self._checkpoint_pending = False
             assert self.conn is not None
             state = {**self.conn.session.resume_state(), "contexts": list(self.conn.session.contexts)}
-            await kvstore.put(self._key(f"shard/{self.shard}/resume"), state)
+            await self.secrets.save_resume(self.shard, state)
 
         self.tasks.spawn(write(), "resume checkpoint")
 

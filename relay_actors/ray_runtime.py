@@ -1,32 +1,91 @@
-"""The Ray runtime, driver side: start (or re-adopt) the app's actors and talk to them.
+"""The Ray runtime, driver side: start, join, drain and stop an app's actors.
 
-``RelayClient(..., runtime="ray")`` uses this. It attaches to the Ray cluster
-the driver runs in (``ray job submit``, ``RAY_ADDRESS``) or starts a local one
-kept on 127.0.0.1; stores the credentials in the GCS key-value store (never in
-actor arguments, which Ray's dashboard shows); creates the router (which
-creates the CallActor pool) and ``connections`` connection actors, all named
-and detached in the ``relay_actors`` namespace; and stops what it started on
-:meth:`RayRuntime.stop`. Actors of the same app that already run (a driver
-restarted) are re-adopted, not duplicated.
+``RelayClient(..., runtime="ray")`` uses this. It attaches to the Ray cluster the
+driver runs in (``ray job submit``, ``RAY_ADDRESS``) or starts a local Ray of its
+own (``address="local"``, kept on 127.0.0.1). An app is a named set of detached
+actors (``relay:<app>:router``, ``relay:<app>:connection:<n>``, ``relay:<app>:call:<n>``
+in the ``relay_actors`` namespace) plus its record and secrets in the GCS
+key-value store (:mod:`relay_actors.kvstore`; credentials never travel as actor
+arguments, which Ray's dashboard shows).
+
+Lifecycle, on purpose and never by accident:
+
+* a driver that finds no app of its name **creates** it and owns it: its
+  :meth:`RayRuntime.stop` (``disconnect()``) stops the app;
+* a driver that finds the app running fails with a ``RelayError("app_running")``
+  naming the way out, unless it asked to **join** (``RayOptions(join=True)``) with
+  the same configuration (compared as an HMAC fingerprint stored in the record);
+  a joined driver's ``stop()`` leaves the app alone;
+* :func:`stop_app` (``relay-actors stop APP``) drains and stops an app from
+  anywhere, including one whose driver is gone; a start that finds a record whose
+  actors are gone (a crash) reclaims it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
 from .config import Settings
 from .errors import ArgumentError, RelayError
+from .protocol import constants as c
 
-__all__ = ["RayOptions", "RayRuntime", "RemoteCall", "ensure_ray"]
+__all__ = [
+    "RayOptions",
+    "RayRuntime",
+    "RemoteCall",
+    "app_status",
+    "attach_ray",
+    "default_app_name",
+    "ensure_ray",
+    "list_apps",
+    "stop_app",
+]
 
 log = logging.getLogger("relay_actors.ray_runtime")
+
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: A record "starting" for longer than this, with no router, is a crashed start.
+STARTING_GRACE = 120.0
+#: How long the driver waits for the router and the connection actors to be ready.
+START_TIMEOUT = 120.0
+#: Every control call the driver makes to an actor has this deadline.
+CALL_TIMEOUT = 10.0
+#: Environment variables that must not arrive through a runtime env.
+_SECRET_ENV = ("SIGNALWIRE_API_TOKEN", "SIGNALWIRE_JWT_TOKEN")
+
+
+def default_app_name() -> str:
+    """The app's name from the program: ``python ivr.py`` and ``python -m examples.ivr``
+    give ``ivr``. Sanitized to letters, digits, ``_``, ``-``; ``relay`` if there is none."""
+    main = sys.modules.get("__main__")
+    spec_name = str(getattr(getattr(main, "__spec__", None), "name", None) or "")
+    parts = [p for p in spec_name.split(".") if p and p != "__main__"]
+    name = parts[-1] if parts else ""
+    if not name:
+        path = getattr(main, "__file__", "") or ""
+        name = os.path.splitext(os.path.basename(path))[0]
+    return sanitize_app_name(name)
+
+
+def sanitize_app_name(name: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:48]
+    return cleaned or "relay"
 
 
 @dataclass
@@ -34,7 +93,11 @@ class RayOptions:
     """How the app is laid out on Ray.
 
     Attributes:
-        app: the app's name; actor names and stored state derive from it.
+        app: the app's name; actor names and stored state derive from it. Default:
+            the program's name (``ivr`` for ``python ivr.py`` or ``-m examples.ivr``).
+        join: if the app already runs, join it (same configuration required) instead
+            of failing; a joined driver's ``disconnect()`` leaves the app running.
+            With no app running, the driver starts it (and owns it) as usual.
         connections: connection actors (sessions on the same contexts; the service
             spreads offers over them).
         min_call_actors, max_call_actors: CallActor pool size bounds.
@@ -44,13 +107,15 @@ class RayOptions:
         call_actor_cpus: Ray CPUs reserved per CallActor.
         on_call_actor_lost: ``"hangup"`` (default: end the calls, count them) or
             ``"rehome"`` (move them to another CallActor with ``call.recovered``).
-        address: Ray address to attach to (default: ``RAY_ADDRESS``, else a local Ray).
+        address: Ray address to attach to (default: ``RAY_ADDRESS``, else a local Ray
+            of our own).
         control_resource: a custom resource that pins the control plane (router,
             connection actors) to the nodes offering it, e.g. a dedicated head; by
             default it stays on the driver's node when it can.
     """
 
-    app: str = "default"
+    app: str | None = None
+    join: bool = False
     connections: int = 1
     min_call_actors: int = 2
     max_call_actors: int = 8
@@ -61,32 +126,62 @@ class RayOptions:
     address: str | None = None
     control_resource: str | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: True when ``app`` was not given (named after the program): ``relay-actors run``
+    #: then names the app after the module it runs.
+    app_defaulted: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.app is None:
+            self.app = default_app_name()
+            self.app_defaulted = True
         if self.connections < 1:
             raise ArgumentError("connections must be at least 1")
         if self.min_call_actors < 1 or self.max_call_actors < self.min_call_actors:
             raise ArgumentError("need 1 <= min_call_actors <= max_call_actors")
         if self.on_call_actor_lost not in ("hangup", "rehome"):
             raise ArgumentError("on_call_actor_lost must be 'hangup' or 'rehome'")
-        if not self.app or ":" in self.app or "/" in self.app:
-            raise ArgumentError(f"app must be a simple name, not {self.app!r}")
+        if not isinstance(self.app, str) or not _APP_NAME.match(self.app):
+            raise ArgumentError(
+                f"app must be a simple name (letters, digits, '_', '-', '.'; up to 63), not {self.app!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        """The app's name (always set after construction)."""
+        assert self.app is not None
+        return self.app
+
+
+# --- attaching to Ray ---------------------------------------------------------------------
 
 
 def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
-    """Attach to Ray, or start a local one on loopback. Returns True if we started it."""
+    """Attach to Ray, or start a local Ray of our own on loopback. Returns True if we started it.
+
+    ``address`` (else ``RAY_ADDRESS``) names a running cluster; without one we start
+    our own (``address="local"``: never the cluster some other ``ray start`` left on
+    this machine). Raises ``RelayError("ray_auth")`` in one line when the cluster wants
+    Ray's token authentication and this process does not have it."""
     import ray
 
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
+        check_ray_auth(address)
         ray.init(address=address, namespace=NAMESPACE, **init_kwargs)
+        warn_runtime_env_credentials()
         return False
     # A local Ray of our own: keep every socket on 127.0.0.1 and stay quiet.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0") == "0":
+        # Ray reads this variable when it is imported, which it may well be by now; the
+        # processes it starts read it from the environment.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs: dict[str, Any] = {
+        "address": "local",
         "namespace": NAMESPACE,
         "_node_ip_address": "127.0.0.1",
         "include_dashboard": False,
@@ -95,6 +190,133 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     }
     ray.init(**kwargs)
     return True
+
+
+def attach_ray(address: str | None = None) -> None:
+    """Attach to a running cluster (for ``status``/``stop``: never start one)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "local":
+        raise RelayError("no_ray", "no Ray cluster named: pass --address HOST:PORT or set RAY_ADDRESS")
+    ensure_ray(address, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def check_ray_auth(address: str, timeout: float = 5.0) -> None:
+    """Ask the cluster's GCS whether we may talk to it, before ``ray.init`` (which
+    would retry for ~20 s, logging a line a second, then blame a crashed instance).
+
+    Only a refusal is reported; anything else (unreachable, slow) is left to ``ray.init``."""
+    if not re.match(r"^[\w.\-\[\]:]+:\d+$", address):
+        return  # ray://, auto, http://...: not a GCS address we can probe
+    refused: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+            GcsClient(address=address)
+        except BaseException as exc:  # only an auth refusal is ours to report
+            if type(exc).__name__ == "AuthenticationError":
+                refused.append(exc)
+
+    # A daemon thread: an unreachable GCS keeps the probe busy for ~40 s; we do not wait.
+    thread = threading.Thread(target=probe, name="ray-auth-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if refused and os.environ.get("RAY_AUTH_MODE") == "token":
+        raise RelayError(
+            "ray_auth",
+            f"the Ray cluster at {address} refused this process's Ray token: put the cluster's token "
+            "in ~/.ray/auth_token (or name its file with RAY_AUTH_TOKEN_PATH)",
+        )
+    if refused:
+        mode = os.environ.get("RAY_AUTH_MODE", "") or "unset"
+        raise RelayError(
+            "ray_auth",
+            f"the Ray cluster at {address} requires token authentication and this process has none "
+            f"(RAY_AUTH_MODE is {mode}): set RAY_AUTH_MODE=token and put the cluster's token in "
+            "~/.ray/auth_token (or name its file with RAY_AUTH_TOKEN_PATH)",
+        )
+
+
+def warn_runtime_env_credentials() -> None:
+    """Loudly warn when SignalWire secrets came in through the job's runtime env: Ray's
+    jobs API and dashboard show a runtime env's ``env_vars`` in clear."""
+    import ray
+
+    try:
+        runtime_env = ray.get_runtime_context().runtime_env or {}
+        env_vars = dict(runtime_env.get("env_vars") or {})
+    except Exception:  # a best-effort check
+        return
+    leaked = [name for name in _SECRET_ENV if name in env_vars]
+    if leaked:
+        message = (
+            f"WARNING: {', '.join(leaked)} arrived through this job's runtime_env: Ray's jobs API "
+            "(ray job list, GET /api/jobs/) and dashboard show it in clear to anyone who can reach "
+            "the cluster. Rotate that token, and give the driver its credentials with "
+            "SIGNALWIRE_CREDENTIALS_FILE naming a file on the head node instead (see cluster/README.md)."
+        )
+        log.warning(message)
+        print(f"relay-actors: {message}", file=sys.stderr, flush=True)
+
+
+# --- the app's identity ---------------------------------------------------------------------
+
+
+def config_fingerprint(
+    settings: Settings, options: RayOptions, handlers: dict[str, Any], client_options: dict[str, Any]
+) -> str:
+    """An HMAC of the app's configuration under its credentials: two drivers with the
+    same credentials and settings get the same value; it reveals neither."""
+    creds = settings.credentials
+    config = {
+        "host": settings.host,
+        "scheme": settings.scheme,
+        "contexts": sorted(settings.contexts),
+        "max_active_calls": settings.max_active_calls,
+        "connections": options.connections,
+        "call_actors": [options.min_call_actors, options.max_call_actors, options.calls_per_actor],
+        "placement": options.placement,
+        "on_call_actor_lost": options.on_call_actor_lost,
+        "control_resource": options.control_resource,
+        "client": {k: client_options.get(k) for k in sorted(client_options)},
+        "handlers": {
+            k: f"{getattr(h, '__module__', '')}.{getattr(h, '__qualname__', '')}" if h else None
+            for k, h in sorted(handlers.items())
+        },
+    }
+    key = f"{creds.project}\0{creds.token}\0{creds.jwt_token}".encode()
+    return hmac.new(key, orjson.dumps(config, option=orjson.OPT_SORT_KEYS), hashlib.sha256).hexdigest()
+
+
+def _actor_or_none(name: str) -> Any:
+    import ray
+
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def _app_actor_names(app: str) -> list[str]:
+    import ray
+
+    prefix = f"relay:{app}:"
+    return sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix)
+    )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    driver = record.get("driver") or {}
+    age = max(0.0, time.time() - float(record.get("created", 0)))
+    return f"started {age:.0f} s ago by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}"
 
 
 @dataclass
@@ -119,7 +341,7 @@ class RemoteCall:
 
 
 class RayRuntime:
-    """Starts, reaches and stops the app's actors (see the module docstring)."""
+    """Starts (or joins), reaches and stops one app's actors (see the module docstring)."""
 
     def __init__(
         self,
@@ -135,7 +357,9 @@ class RayRuntime:
         self.router: Any = None
         self.connections: list[Any] = []
         self.started_ray = False
-        self._created: list[Any] = []
+        #: True once this driver created the app: then (and only then) stop() stops it.
+        self.owner = False
+        self.record: dict[str, Any] | None = None
         self._rr = 0
         # The CA certificate (public) travels to the connection actors as text.
         self._ca_pem: str | None = None
@@ -143,25 +367,126 @@ class RayRuntime:
             with open(settings.ca_file) as fh:
                 self._ca_pem = fh.read()
 
+    @property
+    def app(self) -> str:
+        return self.options.name
+
     def _name(self, role: str, index: int | None = None) -> str:
-        return actor_name(self.options.app, role, index)
+        return actor_name(self.app, role, index)
 
     async def start(self) -> None:
+        """Create the app, or join it (``join=True``), or refuse with a clear error."""
         self.started_ray = ensure_ray(self.options.address, **self.options.init_kwargs)
-        creds = self.settings.credentials
-        await kvstore.put(
-            f"{self.options.app}/credentials",
-            {"project": creds.project, "token": creds.token, "jwt_token": creds.jwt_token},
-        )
-        # The secret that authenticates the direct links between actors: kept when
-        # re-adopting running actors (they hold it), made afresh otherwise.
-        if not await kvstore.get(f"{self.options.app}/link_secret"):
-            from .actor_link import new_secret
-            from .link_tls import generate_identity
+        fingerprint = config_fingerprint(self.settings, self.options, self.handlers, self.client_options)
+        record = await self._existing()
+        if record is not None:
+            await self._join(record, fingerprint)
+            return
+        await self._create(fingerprint)
 
-            # The TLS identity first: a CallActor that finds the secret expects it too.
-            await kvstore.put(f"{self.options.app}/link_tls", generate_identity())
-            await kvstore.put(f"{self.options.app}/link_secret", new_secret())
+    async def _existing(self) -> dict[str, Any] | None:
+        """The running app's record; a crashed one's is reclaimed (None)."""
+        app = self.app
+        record = await kvstore.read_record(app)
+        router = _actor_or_none(self._name("router"))
+        if record is None:
+            if router is not None:
+                raise RelayError(
+                    "app_running",
+                    f"actors of Ray app {app!r} are running but its record is gone: "
+                    f"stop them with `relay-actors stop {app}`, or pass a different RayOptions(app=...)",
+                )
+            return None
+        if router is None:
+            starting = record.get("state") == "starting"
+            if starting and time.time() - float(record.get("created", 0)) < STARTING_GRACE:
+                raise RelayError(
+                    "app_starting",
+                    f"Ray app {app!r} is being started by another driver ({_describe(record)}): "
+                    "wait and join it with RayOptions(join=True), or pass a different RayOptions(app=...)",
+                )
+            log.warning("reclaiming Ray app %r, whose router is gone (%s)", app, _describe(record))
+            await _teardown(app, record)  # its records, and any actor of it left behind
+            return None
+        return record
+
+    async def _join(self, record: dict[str, Any], fingerprint: str) -> None:
+        app = self.app
+        if not self.options.join:
+            raise RelayError(
+                "app_running",
+                f"Ray app {app!r} is already running ({_describe(record)}). To share it, pass "
+                f"RayOptions(join=True) (relay-actors run --join) with the same settings; to run "
+                f"another app, pass a different RayOptions(app=...) (--app NAME); to replace it, "
+                f"stop it first: relay-actors stop {app}",
+            )
+        if record.get("fingerprint") != fingerprint:
+            raise RelayError(
+                "app_config_mismatch",
+                f"Ray app {app!r} is running with other settings (credentials, host, contexts, limits, "
+                f"pool or handlers; {_describe(record)}): stop it first (relay-actors stop {app}) "
+                "or pass a different RayOptions(app=...)",
+            )
+        self.record = record
+        self.router = self._get(self._name("router"))
+        self.connections = [
+            self._get(self._name("connection", shard)) for shard in range(int(record.get("connections", 1)))
+        ]
+        await self._wait_ready()
+        log.info("joined running Ray app %r (%s)", app, _describe(record))
+
+    def _get(self, name: str) -> Any:
+        handle = _actor_or_none(name)
+        if handle is None:
+            raise RelayError("app_gone", f"{name} is not running: the app is stopping or broken")
+        return handle
+
+    async def _create(self, fingerprint: str) -> None:
+        import ray
+
+        from .actor_link import new_secret
+        from .link_tls import generate_identity
+
+        app = self.app
+        record = {
+            "version": 1,
+            "app": app,
+            "state": "starting",
+            "created": time.time(),
+            "secrets": os.urandom(16).hex(),
+            "fingerprint": fingerprint,
+            "driver": {
+                "pid": os.getpid(),
+                "node_ip": ray.util.get_node_ip_address(),
+                "job_id": ray.get_runtime_context().get_job_id(),
+            },
+            "host": self.settings.host,
+            "contexts": list(self.settings.contexts),
+            "connections": self.options.connections,
+            "max_call_actors": self.options.max_call_actors,
+            "max_active_calls": self.settings.max_active_calls,
+        }
+        if not await kvstore.create_record(app, record):
+            raise RelayError(
+                "app_starting",
+                f"another driver started Ray app {app!r} at the same moment: "
+                "join it with RayOptions(join=True), or pass a different RayOptions(app=...)",
+            )
+        self.owner = True
+        self.record = record
+        creds = self.settings.credentials
+        secrets = kvstore.AppSecrets(app, kvstore.secrets_namespace(record))
+        await secrets.store(
+            {"project": creds.project, "token": creds.token, "jwt_token": creds.jwt_token},
+            new_secret(),
+            generate_identity(),
+        )
+        self._create_actors()
+        await self._wait_ready()
+        record["state"] = "running"
+        await kvstore.update_record(app, record)
+
+    def _create_actors(self) -> None:
         from ray import cloudpickle
 
         handlers = cloudpickle.dumps(self.handlers)
@@ -183,10 +508,7 @@ class RayRuntime:
         }
         from .router import Router
 
-        self.router = self._get_or_create(
-            self._name("router"), Router, (self.options.app, router_options), num_cpus=0
-        )
-        await self.router.ready.remote()
+        self.router = self._spawn(self._name("router"), Router, (self.app, router_options), num_cpus=0)
         conn_options = {
             "host": self.settings.host,
             "scheme": self.settings.scheme,
@@ -200,24 +522,31 @@ class RayRuntime:
         from .connection_actor import ConnectionActor
 
         self.connections = [
-            self._get_or_create(
+            self._spawn(
                 self._name("connection", shard),
                 ConnectionActor,
-                (self.options.app, shard, conn_options),
+                (self.app, shard, conn_options),
                 num_cpus=0,
                 max_task_retries=0,
             )
             for shard in range(self.options.connections)
         ]
-        await asyncio.gather(*(conn.ready.remote() for conn in self.connections))
 
-    def _get_or_create(self, name: str, cls: type, args: tuple[Any, ...], **opts: Any) -> Any:
+    async def _wait_ready(self) -> None:
+        """The router first (it creates the pool the shards link to), then every shard."""
+        try:
+            await asyncio.wait_for(self.router.ready.remote(), START_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.gather(*(conn.ready.remote() for conn in self.connections)), START_TIMEOUT
+            )
+        except asyncio.TimeoutError:
+            raise RelayError(
+                "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"
+            ) from None
+
+    def _spawn(self, name: str, cls: type, args: tuple[Any, ...], **opts: Any) -> Any:
         import ray
 
-        try:
-            return ray.get_actor(name, namespace=NAMESPACE)
-        except ValueError:
-            pass
         if self.options.control_resource:
             opts["resources"] = {self.options.control_resource: 0.001}
         elif "scheduling_strategy" not in opts:
@@ -229,7 +558,7 @@ class RayRuntime:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=True
             )
-        handle: Any = (
+        return (
             ray.remote(cls)
             .options(
                 name=name,
@@ -237,38 +566,41 @@ class RayRuntime:
                 lifetime="detached",
                 max_restarts=-1,
                 max_concurrency=10_000,
-                get_if_exists=True,
                 **opts,
             )
             .remote(*args)
         )
-        self._created.append(handle)
-        return handle
 
-    async def stop(self) -> None:
-        """Close the sessions, stop handlers, remove the actors and the stored credentials."""
-        import ray
+    async def drain(self, timeout: float, progress: Callable[[str], None] | None = None) -> int:
+        """Stop taking offers and wait up to ``timeout`` s for active calls to end;
+        returns the calls still active."""
+        return await _drain(self.app, self.record, self.connections, self.router, timeout, progress)
 
-        for conn in self.connections:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.shutdown.remote(), 10.0)
-        pool: list[Any] = []
-        if self.router is not None:
-            with contextlib.suppress(Exception):
-                pool = [h for _, h, _ in await asyncio.wait_for(self.router.pool_info.remote(), 10.0)]
-        for handle in pool:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(handle.shutdown.remote(), 10.0)
-        for handle in [*self.connections, *pool, self.router]:
-            if handle is not None:
-                with contextlib.suppress(Exception):
-                    ray.kill(handle, no_restart=True)
-        shards = (f"shard/{s}/resume" for s in range(self.options.connections))
-        for key in ("credentials", "link_secret", "link_tls", *shards):
-            with contextlib.suppress(Exception):
-                await kvstore.delete(f"{self.options.app}/{key}")
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        """Stop the app if this driver created it (draining first for ``drain_timeout``
+        s); a driver that joined a running app leaves it alone."""
+        owner, self.owner = self.owner, False
+        if owner and await self._still_ours():
+            if drain_timeout > 0:
+                await self.drain(drain_timeout)
+            await _teardown(self.app, self.record)
         self.connections = []
         self.router = None
+
+    async def _still_ours(self) -> bool:
+        """The app's record is still this deploy's (not stopped, nor replaced, elsewhere)."""
+        try:
+            current = await kvstore.read_record(self.app)
+        except Exception:  # the KV store unreachable: stop what we can
+            return True
+        return current is not None and current.get("secrets") == (self.record or {}).get("secrets")
+
+    async def stopped_elsewhere(self, interval: float = 2.0) -> None:
+        """Return once the app was stopped by someone else (``relay-actors stop APP``)."""
+        # The KV store has no watch: poll the record, every ``interval`` s.
+        while await self._still_ours():  # noqa: ASYNC110
+            await asyncio.sleep(interval)
+        log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
 
     # --- requests from the driver ----------------------------------------------------
 
@@ -327,3 +659,237 @@ class RayRuntime:
             "connections": [s for s in shards if not isinstance(s, BaseException)],
             "call_actors": [a for a in actors if not isinstance(a, BaseException)],
         }
+
+
+# --- operating an app from anywhere: drain, stop, status -------------------------------------
+
+
+async def _call(ref: Any, timeout: float = CALL_TIMEOUT) -> Any:
+    return await asyncio.wait_for(ref, timeout)
+
+
+async def _drain(
+    app: str,
+    record: dict[str, Any] | None,
+    connections: list[Any],
+    router: Any,
+    timeout: float,
+    progress: Callable[[str], None] | None,
+) -> int:
+    """Unsubscribe every shard from the app's contexts (the service then offers new calls
+    to other consumers, or to nobody), then wait for the active calls to end."""
+    say = progress or (lambda line: log.info("%s", line))
+    contexts = list((record or {}).get("contexts") or [])
+    if contexts:
+        results = await asyncio.gather(
+            *(_call(conn.execute.remote(c.METHOD_UNRECEIVE, {"contexts": contexts})) for conn in connections),
+            return_exceptions=True,
+        )
+        for shard, result in enumerate(results):
+            if isinstance(result, BaseException):
+                log.warning("app %r shard %d: unreceive failed (%r)", app, shard, result)
+    active = await _active_calls(router, connections)
+    if active:
+        say(f"draining {app}: {active} active calls, new offers refused (up to {timeout:g} s)")
+    deadline = time.monotonic() + timeout
+    while active and time.monotonic() < deadline:
+        # Polling the router (no event to wait on across processes), with a deadline.
+        await asyncio.sleep(0.25)
+        active = await _active_calls(router, connections)
+    return active
+
+
+async def _active_calls(router: Any, connections: list[Any]) -> int:
+    """Active calls by the router's table and by the shards' own (the router learns of
+    calls in batches, a little later): the larger. Unreachable actors count 0."""
+    asks = [router.active.remote()] if router is not None else []
+    asks += [conn.lease_state.remote() for conn in connections]
+    answers = await asyncio.gather(*(_call(a) for a in asks), return_exceptions=True)
+    counts = [a for a in answers if not isinstance(a, BaseException)]
+    by_router = int(counts[0]["calls"]) if router is not None and counts and "calls" in counts[0] else 0
+    by_shards = sum(int(a.get("in_use", 0)) for a in counts if "in_use" in a)
+    return max(by_router, by_shards)
+
+
+async def _teardown(app: str, record: dict[str, Any] | None) -> int:
+    """Shut the app's actors down (sessions first), kill them, delete its KV records.
+    Returns the number of actors removed."""
+    import ray
+
+    names = _app_actor_names(app)
+    handles = {name: _actor_or_none(name) for name in names}
+    handles = {name: h for name, h in handles.items() if h is not None}
+
+    async def shutdown(role: str) -> None:
+        await asyncio.gather(
+            *(_call(h.shutdown.remote()) for n, h in handles.items() if n.split(":")[2] == role),
+            return_exceptions=True,
+        )
+
+    for role in ("connection", "call", "router"):
+        await shutdown(role)
+    for handle in handles.values():
+        with contextlib.suppress(Exception):
+            ray.kill(handle, no_restart=True)
+    await kvstore.delete_app(app, record)
+    return len(handles)
+
+
+async def stop_app(
+    app: str,
+    *,
+    address: str | None = None,
+    drain_timeout: float = 30.0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Drain and stop the Ray app ``app`` wherever its driver is (or was): stop taking
+    offers, wait up to ``drain_timeout`` s for active calls, shut down and remove its
+    actors and its KV records. ``address``: the cluster (else ``RAY_ADDRESS`` or the
+    Ray this process is attached to).
+
+    Raises:
+        RelayError: ``not_found`` if no app of that name has actors or records.
+    """
+    attach_ray(address)
+    say = progress or (lambda line: log.info("%s", line))
+    record = await kvstore.read_record(app)
+    names = _app_actor_names(app)
+    if record is None and not names:
+        known = ", ".join(await kvstore.apps()) or "none"
+        raise RelayError("not_found", f"no Ray app named {app!r} (apps: {known})")
+    router = _actor_or_none(actor_name(app, "router"))
+    shards = int((record or {}).get("connections", 0)) or sum(":connection:" in n for n in names)
+    connections = [h for h in (_actor_or_none(actor_name(app, "connection", i)) for i in range(shards)) if h]
+    left = await _drain(app, record, connections, router, drain_timeout, say) if router is not None else 0
+    removed = await _teardown(app, record)
+    say(
+        f"stopped {app}: {removed} actors removed, records deleted"
+        + (f"; {left} calls were still active after the drain timeout" if left else "")
+    )
+    return {"app": app, "actors_removed": removed, "calls_left": left}
+
+
+async def list_apps(address: str | None = None) -> list[dict[str, Any]]:
+    """Every app with a record: name, state, driver, and whether its router is up."""
+    attach_ray(address)
+    found = []
+    for app in await kvstore.apps():
+        record = await kvstore.read_record(app) or {}
+        found.append(
+            {
+                "app": app,
+                "state": record.get("state", "?") if _actor_or_none(actor_name(app, "router")) else "dead",
+                "created": record.get("created"),
+                "driver": record.get("driver"),
+                "contexts": record.get("contexts"),
+                "max_active_calls": record.get("max_active_calls"),
+            }
+        )
+    return found
+
+
+async def app_status(app: str, *, address: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """One app's live state, from its actors' ``stats()`` (each asked with ``timeout``):
+    shards, active calls against the limit, CallActors per node, error counters."""
+    attach_ray(address)
+    record = await kvstore.read_record(app)
+    router = _actor_or_none(actor_name(app, "router"))
+    if record is None and router is None:
+        known = ", ".join(await kvstore.apps()) or "none"
+        raise RelayError("not_found", f"no Ray app named {app!r} (apps: {known})")
+    unreachable: list[str] = []
+
+    async def ask(name: str, ref: Any) -> Any:
+        try:
+            return await _call(ref, timeout)
+        except Exception as exc:  # reported, the rest of the table still shows
+            unreachable.append(f"{name}: {type(exc).__name__}")
+            return None
+
+    router_stats = await ask("router", router.stats.remote()) if router is not None else None
+    pool = await ask("router", router.pool_info.remote()) if router is not None else None
+    shards = int((record or {}).get("connections", 1))
+    conn_handles = [(i, _actor_or_none(actor_name(app, "connection", i))) for i in range(shards)]
+    conn_stats = await asyncio.gather(
+        *(ask(f"connection {i}", h.stats.remote()) for i, h in conn_handles if h is not None)
+    )
+    actor_stats = await asyncio.gather(*(ask(f"CallActor {i}", h.stats.remote()) for i, h, _ in pool or []))
+    node_ips = _node_ips()
+    errors: dict[str, int] = {}
+
+    def count_errors(stats: dict[str, Any]) -> None:
+        for key, value in stats.items():
+            if isinstance(value, int) and value and any(w in key for w in _ERROR_WORDS):
+                errors[key] = errors.get(key, 0) + value
+
+    shard_rows = []
+    for stats in conn_stats:
+        if not stats:
+            continue
+        count_errors(stats)
+        shard_rows.append(
+            {
+                "shard": stats["shard"],
+                "node": node_ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8]),
+                "connected": bool(stats.get("conn.connected")),
+                "protocol": stats.get("protocol", ""),
+                "session_age": round(time.time() - started, 1)
+                if (started := stats.get("conn.session_started"))
+                else None,
+                "reconnects": stats.get("conn.reconnects", 0),
+                "resumes": stats.get("conn.resumes", 0),
+                "active_calls": stats.get("active_calls", 0),
+                "granted": stats.get("granted", 0),
+                "waiting_offers": stats.get("waiting_offers", 0),
+            }
+        )
+    actor_rows = []
+    nodes: dict[str, dict[str, int]] = {}
+    capacity = {idx: cap for idx, _, cap in pool or []}
+    for stats in actor_stats:
+        if not stats:
+            continue
+        count_errors(stats)
+        node = node_ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8])
+        row = {
+            "index": stats["index"],
+            "node": node,
+            "calls": stats.get("calls", 0),
+            "capacity": capacity.get(stats["index"], 0),
+            "handler_tasks": stats.get("handler_tasks", 0),
+        }
+        actor_rows.append(row)
+        per_node = nodes.setdefault(node, {"call_actors": 0, "calls": 0})
+        per_node["call_actors"] += 1
+        per_node["calls"] += row["calls"]
+    if router_stats:
+        count_errors(router_stats)
+    return {
+        "app": app,
+        "state": (record or {}).get("state", "unknown") if router is not None else "dead",
+        "created": (record or {}).get("created"),
+        "driver": (record or {}).get("driver"),
+        "contexts": (record or {}).get("contexts"),
+        # The shards' own counts are current; the router learns of calls in batches.
+        "active_calls": max((router_stats or {}).get("calls", 0), sum(r["active_calls"] for r in shard_rows)),
+        "max_active_calls": (router_stats or {}).get("budget", (record or {}).get("max_active_calls")),
+        "leased": (router_stats or {}).get("leased"),
+        "shards": sorted(shard_rows, key=lambda r: r["shard"]),
+        "call_actors": sorted(actor_rows, key=lambda r: r["index"]),
+        "nodes": nodes,
+        "errors": dict(sorted(errors.items())),
+        "unreachable": unreachable,
+    }
+
+
+#: Counter names that count trouble (shown as "errors" by status).
+_ERROR_WORDS = ("error", "dropped", "failed", "lost", "violation", "unroutable", "timeout", "double")
+
+
+def _node_ips() -> dict[str, str]:
+    import ray
+
+    try:
+        return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    except Exception:  # ids then
+        return {}

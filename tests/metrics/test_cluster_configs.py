@@ -57,11 +57,18 @@ def test_kuberay_relay_calls_group_and_no_secret_in_runtime_env() -> None:
     assert not any("SIGNALWIRE" in k or "TOKEN" in k for k in runtime_env.get("env_vars", {}))
     head, workers = _groups(job["spec"]["rayClusterSpec"])
     (container,) = head["template"]["spec"]["containers"]
-    assert container["envFrom"] == [{"secretRef": {"name": "signalwire-relay"}}]
+    # The Secret is a file on the head only, named by SIGNALWIRE_CREDENTIALS_FILE (not envFrom:
+    # every Ray process on the head would inherit it).
+    assert "envFrom" not in container
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (mount,) = container["volumeMounts"]
+    assert env["SIGNALWIRE_CREDENTIALS_FILE"].startswith(mount["mountPath"] + "/")
+    (volume,) = head["template"]["spec"]["volumes"]
+    assert volume["name"] == mount["name"] and volume["secret"]["secretName"] == "signalwire-relay"
     for w in workers:
         for c in w["template"]["spec"]["containers"]:
             assert "envFrom" not in c and "SIGNALWIRE" not in json.dumps(c.get("env", []))
-    assert "examples.ivr" in job["spec"]["entrypoint"]
+    assert job["spec"]["entrypoint"].startswith("relay-actors run examples.ivr:client --ray")
     assert (REPO / "examples" / "ivr.py").exists()
 
 

@@ -202,9 +202,11 @@ async def test_disconnect_stops_every_actor_and_deletes_credentials(make_client,
         [f"relay:{app_name}:router", f"relay:{app_name}:connection:0", f"relay:{app_name}:connection:1"]
         + [f"relay:{app_name}:call:{i}" for i in range(2)]
     )
-    assert kvstore.get_sync(f"{app_name}/credentials")
+    secrets = kvstore.secrets_namespace(kvstore.get_sync(kvstore.record_key(app_name)))
+    assert kvstore.get_sync("credentials", namespace=secrets)
+    assert kvstore.keys_sync("shard/", namespace=secrets) == ["shard/0/resume", "shard/1/resume"]
     await relay.disconnect()
     assert relay_actor_names(app_name) == []
-    assert kvstore.get_sync(f"{app_name}/credentials") is None
-    assert kvstore.get_sync(f"{app_name}/shard/0/resume") is None
+    assert kvstore.get_sync(kvstore.record_key(app_name)) is None
+    assert kvstore.keys_sync("", namespace=secrets) == []
     assert ray.is_initialized()
