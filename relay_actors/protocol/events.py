@@ -40,6 +40,7 @@ __all__ = [
     "StreamEvent",
     "TapEvent",
     "TranscribeEvent",
+    "drop_mistyped_fields",
     "parse_event",
 ]
 
@@ -207,7 +208,8 @@ class DetectEvent(RelayEvent):
     def detect_event(self) -> str:
         """The phase in ``detect.params.event``: ``HUMAN``, ``MACHINE``, ``READY``, ``CED``, a digit, ..."""
         params = self.detect.get("params")
-        return (params.get("event") or "") if isinstance(params, dict) else ""
+        value = params.get("event") if isinstance(params, dict) else None
+        return value if isinstance(value, str) else ""
 
 
 class FaxEvent(RelayEvent):
@@ -220,7 +222,8 @@ class FaxEvent(RelayEvent):
 
     @property
     def fax_type(self) -> str:
-        return self.fax.get("type") or ""
+        value = self.fax.get("type")
+        return value if isinstance(value, str) else ""
 
 
 class TapEvent(RelayEvent):
@@ -376,6 +379,64 @@ EVENT_CLASSES: dict[str, type[RelayEvent]] = {
     c.EVENT_MESSAGING_RECEIVE: MessageReceiveEvent,
     c.EVENT_MESSAGING_STATE: MessageStateEvent,
 }
+
+
+_STR = (str,)
+_NUMBER = (int, float)
+#: The type every known inner field must have, whatever the event (None counts as absent).
+#: Types are matched exactly (JSON gives exactly these), so ``true`` is not a number.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(
+        (
+            "call_id", "node_id", "control_id", "tag", "call_state", "end_reason", "direction",
+            "context", "protocol", "project_id", "segment_id", "state", "dial_state",
+            "connect_state", "message_id", "message_state", "reason", "authorization_state",
+            "conference_id", "url",
+        ),
+        _STR,
+    ),
+    **dict.fromkeys(("device", "peer", "call", "record", "detect", "fax"), (dict,)),
+    **dict.fromkeys(("duration", "size", "timestamp"), _NUMBER),
+    "final": (bool,),
+}  # fmt: skip
+#: Per event type, fields whose type differs by event (``result`` is collect's object).
+EVENT_FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    c.EVENT_CALL_COLLECT: {"result": (dict,)},
+}
+#: Objects whose own fields are checked too (the dial winner, a recording).
+_NESTED = frozenset(("call", "record"))
+
+
+def drop_mistyped_fields(event_type: str, params: dict[str, Any]) -> list[str]:
+    """Remove, in place, every known field of ``params`` whose type is wrong (a list
+    where a ``call_state`` string belongs, a number as ``node_id``, ...), so nothing
+    downstream reads one; returns their dotted names for the caller to report.
+
+    The rest of the event stays usable: an ``ended`` state event with a bad
+    ``tag`` still ends its call.
+    """
+    special = EVENT_FIELD_TYPES.get(event_type)
+    return _drop_mistyped(params, special, "")
+
+
+def _drop_mistyped(
+    params: dict[str, Any], special: dict[str, tuple[type, ...]] | None, prefix: str
+) -> list[str]:
+    bad: list[str] = []
+    drop: list[str] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        expected = (special.get(key) if special else None) or FIELD_TYPES.get(key)
+        if expected is None:
+            continue
+        if type(value) not in expected:
+            drop.append(key)
+        elif key in _NESTED:
+            bad.extend(_drop_mistyped(value, None, f"{prefix}{key}."))
+    for key in drop:
+        del params[key]
+    return [prefix + key for key in drop] + bad
 
 
 def _timestamp(value: Any) -> float:
