@@ -48,10 +48,10 @@ class Script:
     finishes: bool = True
 
 
-
 def _obj(value: Any) -> dict[str, Any]:
     """``value`` if it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
+
 
 def _collect_result(call: Call, collect: dict[str, Any], config: EmulatorConfig) -> dict[str, Any]:
     if call.collect_result is not None:

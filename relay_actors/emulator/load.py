@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="relay-actors load", description="Inject inbound calls into an emulator."
     )
     p.add_argument("--control-url", required=True, help="the emulator's control_url")
+    p.add_argument(
+        "--control-token", help="the control API's token, if it has one (else $RELAY_EMULATOR_CONTROL_TOKEN)"
+    )
     p.add_argument("--rate", type=float, default=10.0, help="calls per second (default 10)")
     p.add_argument("--total", type=int, default=100, help="calls to inject (default 100)")
     p.add_argument("--context", default="default", help="context the calls arrive on")
@@ -39,6 +43,7 @@ async def run_load(
     context: str,
     hangup_after: float | None = None,
     timeout: float = 0.0,
+    control_token: str | None = None,
     out: Any = sys.stderr,
 ) -> dict[str, Any]:
     """Inject ``total`` calls at ``rate``/s and report progress; returns the final counts."""
@@ -46,7 +51,8 @@ async def run_load(
     limit = timeout or total / max(rate, 0.001) + 30.0
     started = time.monotonic()
     counts: dict[str, Any] = {}
-    async with aiohttp.ClientSession() as http:
+    headers = {"Authorization": f"Bearer {control_token}"} if control_token else None
+    async with aiohttp.ClientSession(headers=headers) as http:
 
         async def stats() -> dict[str, Any]:
             async with http.get(f"{base}/stats") as response:
@@ -92,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             context=args.context,
             hangup_after=args.hangup_after,
             timeout=args.timeout,
+            control_token=args.control_token or os.environ.get("RELAY_EMULATOR_CONTROL_TOKEN"),
         )
     )
     return 0 if counts.get("created", 0) >= args.total and counts.get("ended", 0) >= args.total else 1
