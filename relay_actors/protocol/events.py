@@ -381,11 +381,16 @@ EVENT_CLASSES: dict[str, type[RelayEvent]] = {
 }
 
 
-_STR = (str,)
-_NUMBER = (int, float)
-#: The type every known inner field must have, whatever the event (None counts as absent).
-#: Types are matched exactly (JSON gives exactly these), so ``true`` is not a number.
-FIELD_TYPES: dict[str, tuple[type, ...]] = {
+_NONE = type(None)  # null counts as absent
+_STR: frozenset[type] = frozenset((str, _NONE))
+_NUMBER: frozenset[type] = frozenset((int, float, _NONE))
+_DICT: frozenset[type] = frozenset((dict, _NONE))
+#: Objects whose own fields are checked too (the dial winner, a recording); a distinct
+#: object so the hot loop tells them apart by identity.
+_CHECKED_DICT: frozenset[type] = frozenset((dict, _NONE))
+#: The type every known inner field must have, whatever the event. Types are matched
+#: exactly (JSON gives exactly these), so ``true`` is not a number.
+FIELD_TYPES: dict[str, frozenset[type]] = {
     **dict.fromkeys(
         (
             "call_id", "node_id", "control_id", "tag", "call_state", "end_reason", "direction",
@@ -395,16 +400,15 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
         ),
         _STR,
     ),
-    **dict.fromkeys(("device", "peer", "call", "record", "detect", "fax"), (dict,)),
+    **dict.fromkeys(("device", "peer", "detect", "fax"), _DICT),
+    **dict.fromkeys(("call", "record"), _CHECKED_DICT),
     **dict.fromkeys(("duration", "size", "timestamp"), _NUMBER),
-    "final": (bool,),
+    "final": frozenset[type]((bool, _NONE)),
 }  # fmt: skip
-#: Per event type, fields whose type differs by event (``result`` is collect's object).
-EVENT_FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
-    c.EVENT_CALL_COLLECT: {"result": (dict,)},
+#: Per event type, the fields whose type differs by event (``result`` is collect's object).
+_TYPES_BY_EVENT: dict[str, dict[str, frozenset[type]]] = {
+    c.EVENT_CALL_COLLECT: {**FIELD_TYPES, "result": _DICT},
 }
-#: Objects whose own fields are checked too (the dial winner, a recording).
-_NESTED = frozenset(("call", "record"))
 
 
 def drop_mistyped_fields(event_type: str, params: dict[str, Any]) -> list[str]:
@@ -413,30 +417,29 @@ def drop_mistyped_fields(event_type: str, params: dict[str, Any]) -> list[str]:
     downstream reads one; returns their dotted names for the caller to report.
 
     The rest of the event stays usable: an ``ended`` state event with a bad
-    ``tag`` still ends its call.
+    ``tag`` still ends its call. On the hot path: one dict lookup per field.
     """
-    special = EVENT_FIELD_TYPES.get(event_type)
-    return _drop_mistyped(params, special, "")
+    return _drop_mistyped(params, _TYPES_BY_EVENT.get(event_type, FIELD_TYPES), "")
 
 
-def _drop_mistyped(
-    params: dict[str, Any], special: dict[str, tuple[type, ...]] | None, prefix: str
-) -> list[str]:
-    bad: list[str] = []
-    drop: list[str] = []
+def _drop_mistyped(params: dict[str, Any], types: dict[str, frozenset[type]], prefix: str) -> list[str]:
+    own: list[str] | None = None  # this level's bad keys (allocated only when there is one)
+    nested: list[str] | None = None
     for key, value in params.items():
-        if value is None:
-            continue
-        expected = (special.get(key) if special else None) or FIELD_TYPES.get(key)
+        expected = types.get(key)
         if expected is None:
             continue
         if type(value) not in expected:
-            drop.append(key)
-        elif key in _NESTED:
-            bad.extend(_drop_mistyped(value, None, f"{prefix}{key}."))
-    for key in drop:
+            own = [key] if own is None else [*own, key]
+        elif expected is _CHECKED_DICT and value is not None:
+            found = _drop_mistyped(value, FIELD_TYPES, f"{prefix}{key}.")
+            if found:
+                nested = found if nested is None else nested + found
+    if own is None and nested is None:
+        return []
+    for key in own or ():
         del params[key]
-    return [prefix + key for key in drop] + bad
+    return [prefix + key for key in own or ()] + (nested or [])
 
 
 def _timestamp(value: Any) -> float:
