@@ -64,7 +64,8 @@ class RelayClient:
             offers beyond it are dropped with a warning, or passed with ``over_limit="pass"``.
             Constructor-only, as in the official client.
         scheme: ``"wss"`` (default, verified TLS) or ``"ws"`` (the local emulator only;
-            else ``SIGNALWIRE_RELAY_SCHEME``).
+            else ``SIGNALWIRE_RELAY_SCHEME``). ``ws`` is refused for a host that is not
+            loopback unless ``allow_insecure=True`` (else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``).
         ca_file: extra CA bundle for ``wss`` (else ``SIGNALWIRE_RELAY_CA_FILE``).
         over_limit: ``"drop"`` (default, as the official client) or ``"pass"``.
         handler_timeout: if set, an ``on_call`` handler running longer is cancelled
@@ -87,6 +88,7 @@ class RelayClient:
         *,
         scheme: str | None = None,
         ca_file: str | None = None,
+        allow_insecure: bool | None = None,
         over_limit: str = "drop",
         handler_timeout: float | None = None,
         on_handler_error: str = "hangup",
@@ -108,6 +110,7 @@ class RelayClient:
             max_active_calls,
             scheme=scheme or os.environ.get("SIGNALWIRE_RELAY_SCHEME") or None,
             ca_file=ca_file,
+            allow_insecure=allow_insecure,
         )
         if over_limit not in OVER_LIMIT_POLICIES:
             raise ArgumentError(f"over_limit must be one of {OVER_LIMIT_POLICIES}, not {over_limit!r}")

@@ -7,6 +7,7 @@ out of anything that is pickled to other processes by name (see ``Settings``).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -19,11 +20,22 @@ from .errors import ConfigError
 from .protocol import constants as c
 from .protocol.session import Credentials
 
-__all__ = ["Settings", "configure_logging", "max_connections", "resolve_settings"]
+__all__ = [
+    "ALLOW_INSECURE_ENV",
+    "Settings",
+    "configure_logging",
+    "is_loopback",
+    "max_connections",
+    "resolve_settings",
+]
 
 log = logging.getLogger("relay_actors.config")
 
 _BAD_HOST_CHARS = ("@", "/", "?", "#", " ", "\r", "\n", "\t")
+
+#: The explicit opt-in to ``ws://`` towards a host that is not this machine.
+ALLOW_INSECURE_ENV = "SIGNALWIRE_RELAY_ALLOW_INSECURE"
+_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,46 @@ def _validate_host(host: str) -> str:
     if not name:
         raise ConfigError(f"host {host!r} has no name: pass host=... or set SIGNALWIRE_SPACE")
     return host
+
+
+def host_name(host: str) -> str:
+    """The name or address part of ``host`` (``[::1]:443`` → ``::1``, ``a.b:80`` → ``a.b``)."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    if host.count(":") == 1:
+        return host.rpartition(":")[0]
+    return host  # a name, or a bare IPv6 address
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (optionally with a port) is this machine: 127.0.0.0/8, ::1 or localhost.
+
+    Only literal addresses and the name ``localhost`` count; any other name may
+    resolve anywhere, so it is not trusted with a token sent in clear."""
+    name = host_name(host).lower().rstrip(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_plaintext(scheme: str, host: str, allow_insecure: bool | None, env: Mapping[str, str]) -> None:
+    """``ws://`` sends the token in clear: only to loopback, unless the caller opts in."""
+    if scheme != "ws" or is_loopback(host):
+        return
+    if allow_insecure is None:
+        allow_insecure = env.get(ALLOW_INSECURE_ENV, "").strip().lower() in _TRUE
+    if not allow_insecure:
+        raise ConfigError(
+            f"scheme 'ws' sends the credentials in clear and is refused for {host!r}, which is not a "
+            "loopback host (127.0.0.0/8, ::1, localhost): use scheme='wss' (unset SIGNALWIRE_RELAY_SCHEME), "
+            f"or opt in explicitly with allow_insecure=True or {ALLOW_INSECURE_ENV}=1"
+        )
+    log.warning(
+        "connecting to %s over plaintext ws:// (allow_insecure): the credentials travel in clear", host
+    )
 
 
 def _max_active_calls(value: int | None, env: Mapping[str, str]) -> int:
@@ -91,13 +143,18 @@ def resolve_settings(
     *,
     scheme: str | None = None,
     ca_file: str | None = None,
+    allow_insecure: bool | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve settings the way the official client does.
 
+    ``allow_insecure`` (else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``) permits
+    ``scheme='ws'`` towards a host that is not loopback; without it, that is refused.
+
     Raises:
         ConfigError: (a ``ValueError``) naming the argument and environment
-            variable to fix: missing credentials, bad host, bad limit, bad contexts.
+            variable to fix: missing credentials, bad host, bad limit, bad contexts,
+            plaintext towards a remote host.
     """
     if env is None:
         env = os.environ
@@ -133,6 +190,7 @@ def resolve_settings(
             f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}: "
             "fix scheme=... or SIGNALWIRE_RELAY_SCHEME"
         )
+    _check_plaintext(scheme, host, allow_insecure, env)
     ca_file = ca_file or env.get("SIGNALWIRE_RELAY_CA_FILE") or None
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"CA file {ca_file!r} does not exist: fix ca_file=... or SIGNALWIRE_RELAY_CA_FILE")

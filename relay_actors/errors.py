@@ -128,8 +128,8 @@ class ProtocolError(RelayError):
     """A frame that breaks the RELAY/JSON-RPC rules: malformed, oversize, missing fields.
 
     Codes: ``invalid_json``, ``not_an_object``, ``invalid_frame``,
-    ``invalid_params``, ``frame_too_large``, ``unknown_response``,
-    ``unknown_event``, ``unknown_method``.
+    ``invalid_params``, ``invalid_field`` (an event field of the wrong type),
+    ``frame_too_large``, ``unknown_response``, ``unknown_event``, ``unknown_method``.
     """
 
 

@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import errno
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from ..errors import ConfigError
 from .config import EmulatorConfig, parse_durations
+from .control import CONTROL_TOKEN_ENV
 from .emulator import Emulator
 
 __all__ = ["main"]
@@ -22,6 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="WebSocket port (0 = any free port)")
     p.add_argument("--control-port", type=int, default=0, help="control API port (0 = any free port)")
+    p.add_argument("--control-host", help="control API bind address (default: --host)")
+    p.add_argument(
+        "--control-token",
+        default=os.environ.get(CONTROL_TOKEN_ENV) or None,
+        help=f"bearer token the control API requires (else ${CONTROL_TOKEN_ENV}); "
+        "needed when the control API is not on loopback",
+    )
     p.add_argument("--tls", action="store_true", help="serve wss:// with a generated self-signed CA")
     p.add_argument("--project", help="accepted project id (default: a new UUID)")
     p.add_argument("--token", help="accepted API token (default: generated)")
@@ -58,6 +68,8 @@ async def _run(args: argparse.Namespace) -> int:
         tls=args.tls,
         project=args.project,
         token=args.token,
+        control_host=args.control_host,
+        control_token=args.control_token,
         config=config,
     ) as emulator:
         sys.stdout.write(json.dumps(emulator.info()) + "\n")
@@ -75,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(args))
+    except ConfigError as exc:
+        print(f"relay-actors emulator: {exc.message}", file=sys.stderr)
+        return 2
     except OSError as exc:
         # Binding failed (port taken, address not local): one line, not a traceback.
         hint = (

@@ -1,34 +1,125 @@
-"""The HTTP control API (aiohttp, loopback only). Documented in CONTROL_API.md."""
+"""The HTTP control API (aiohttp). Documented in CONTROL_API.md.
+
+It can inject calls, read the journal and add credentials, so it is guarded:
+it listens on loopback unless given a bearer token (checked on every request),
+answers only requests whose ``Host`` is loopback or the address it is bound to
+(a web page in a browser on this machine cannot reach it by DNS rebinding),
+and takes POST bodies only as ``application/json`` (a page cannot send that
+cross-origin without a CORS preflight, which this API never grants).
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
+from ..config import host_name, is_loopback
+from ..errors import ConfigError
 from .core import EmulatorCore, UnknownSession
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["ControlApi"]
+__all__ = ["CONTROL_TOKEN_ENV", "ControlApi", "allowed_host", "check_control_bind"]
+
+#: Environment variable the CLI and the load generator read the control token from.
+CONTROL_TOKEN_ENV = "RELAY_EMULATOR_CONTROL_TOKEN"
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+def _refuse(status: int, message: str, **headers: str) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"error": message}), status=status, content_type="application/json", headers=headers
+    )
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
+    # The guard already required ``application/json`` on every POST.
+    raw = await request.read()
+    if not raw.strip():
+        return {}  # fields are all optional on body-less operations (drop, refuse, ...)
     try:
-        data = orjson.loads(await request.read())
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise web.HTTPBadRequest(text=f"body is not JSON: {exc}") from None
+        raise ValueError(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
+        raise ValueError(f"body must be a JSON object, not a JSON {type(data).__name__}")
     return data
+
+
+def check_control_bind(host: str, token: str | None) -> None:
+    """Refuse to serve the control API beyond this machine without a token.
+
+    Raises:
+        ConfigError: ``host`` is not loopback and ``token`` is empty.
+    """
+    if not token and not is_loopback(host):
+        raise ConfigError(
+            f"the control API would listen on {host!r}, which is not loopback, without a token: "
+            f"give one (control_token=..., --control-token or {CONTROL_TOKEN_ENV}) "
+            "or bind it to 127.0.0.1 (control_host=... or --control-host)"
+        )
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def allowed_host(header: str, bind_host: str) -> bool:
+    """Whether a request's ``Host`` header may reach an API bound to ``bind_host``:
+    a loopback name or address, the bound address itself, or, when bound to a
+    wildcard address, any IP literal (a DNS-rebinding page's Host is its own DNS
+    name, never an IP literal)."""
+    if not header:
+        return False
+    if is_loopback(header):
+        return True
+    name = host_name(header).lower().rstrip(".")
+    bound = host_name(bind_host).lower()
+    if name == bound:
+        return True
+    bound_ip = _ip(bound)
+    return bound_ip is not None and bound_ip.is_unspecified and _ip(name) is not None
+
+
+def _guard(bind_host: str, token: str | None) -> Any:
+    """The middleware checking Host, then the bearer token, then the POST content type."""
+    expected = f"Bearer {token}".encode() if token else b""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        header = request.headers.get("Host", "")
+        if not allowed_host(header, bind_host):
+            return _refuse(
+                403, f"Host {header!r} is not allowed: use the control_url (loopback or the bound address)"
+            )
+        if token:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _refuse(
+                    401,
+                    "missing or wrong token: send the header 'Authorization: Bearer <control token>'",
+                    **{"WWW-Authenticate": 'Bearer realm="relay-emulator"'},
+                )
+        if request.method == "POST" and request.content_type != "application/json":
+            return _refuse(
+                415,
+                f"POST bodies must be JSON objects sent as Content-Type: application/json, "
+                f"not {request.content_type!r}",
+            )
+        return await handler(request)
+
+    return guard
 
 
 @web.middleware
@@ -68,10 +159,19 @@ def _given(body: dict[str, Any], fields: tuple[tuple[str, str], ...]) -> dict[st
 class ControlApi:
     """aiohttp application driving an :class:`EmulatorCore`."""
 
-    def __init__(self, core: EmulatorCore, info: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        core: EmulatorCore,
+        info: Callable[[], dict[str, Any]],
+        *,
+        bind_host: str = "127.0.0.1",
+        token: str | None = None,
+    ) -> None:
+        check_control_bind(bind_host, token)
         self.core = core
         self._info = info
-        self.app = web.Application(middlewares=[_errors])
+        self.bind_host = bind_host
+        self.app = web.Application(middlewares=[_guard(bind_host, token), _errors])
         r = self.app.router
         r.add_get("/health", self.health)
         r.add_get("/info", self.info)
@@ -101,11 +201,11 @@ class ControlApi:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port`` (0 = any free port; read :attr:`port`)."""
+    async def start(self, port: int) -> None:
+        """Listen on the bind host's ``port`` (0 = any free port; read :attr:`port`)."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, self.bind_host, port)
         await site.start()
         server = site._server
         assert server is not None

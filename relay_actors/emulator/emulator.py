@@ -12,7 +12,7 @@ from typing import Any
 
 from .auth import Credentials
 from .config import EmulatorConfig
-from .control import ControlApi
+from .control import ControlApi, check_control_bind
 from .core import EmulatorCore
 from .server import RelayServer
 from .tls import generate_tls_files
@@ -24,8 +24,14 @@ class Emulator:
     """A running RELAY emulator: WebSocket endpoint, HTTP control API and direct control.
 
     Attributes (valid once started): ``url``, ``host``, ``control_url``, ``ca_file``,
-    ``project``, ``token``, ``jwt``, and ``core`` — the :class:`EmulatorCore`
-    whose methods are the same operations as the HTTP control API.
+    ``project``, ``token``, ``jwt``, ``control_token``, and ``core`` — the
+    :class:`EmulatorCore` whose methods are the same operations as the HTTP control API.
+
+    The control API listens on ``control_host`` (default: ``host``); anywhere but
+    loopback it needs a ``control_token``, required then as ``Authorization: Bearer``.
+
+    Raises:
+        ConfigError: a non-loopback control host without a control token.
     """
 
     def __init__(
@@ -37,9 +43,15 @@ class Emulator:
         tls: bool = False,
         project: str | None = None,
         token: str | None = None,
+        control_host: str | None = None,
+        control_token: str | None = None,
         config: EmulatorConfig | None = None,
         **config_fields: Any,
     ) -> None:
+        self._control_host = control_host or host
+        #: Bearer token of the control API (None: loopback only, no token).
+        self.control_token = control_token or None
+        check_control_bind(self._control_host, self.control_token)
         self.config = config or EmulatorConfig()
         if config_fields:
             self.config.update(config_fields)
@@ -77,11 +89,13 @@ class Emulator:
     def control_url(self) -> str:
         """Base URL of the HTTP control API."""
         assert self._control is not None, "emulator not started"
-        return f"http://{self._bind_host}:{self._control.port}"
+        host = f"[{self._control_host}]" if ":" in self._control_host else self._control_host
+        return f"http://{host}:{self._control.port}"
 
     def info(self) -> dict[str, Any]:
-        """The ready line's content."""
-        return {
+        """The ready line's content (credentials included on purpose: it is for local use).
+        ``control_token`` appears only when one is set."""
+        info = {
             "url": self.url,
             "host": self.host,
             "control_url": self.control_url,
@@ -90,6 +104,9 @@ class Emulator:
             "token": self.token,
             "jwt": self.jwt,
         }
+        if self.control_token:
+            info["control_token"] = self.control_token
+        return info
 
     async def start(self) -> Emulator:
         """Generate TLS files if needed, then listen."""
@@ -101,8 +118,10 @@ class Emulator:
             ssl_context = files.server_context()
         self._server = RelayServer(self.core, self._bind_host, self._port, ssl_context)
         await self._server.start()
-        self._control = ControlApi(self.core, self.info)
-        await self._control.start(self._bind_host, self._control_port)
+        self._control = ControlApi(
+            self.core, self.info, bind_host=self._control_host, token=self.control_token
+        )
+        await self._control.start(self._control_port)
         self._background = [
             asyncio.get_running_loop().create_task(self.core.ping_loop()),
             asyncio.get_running_loop().create_task(self.core.expire_detached()),

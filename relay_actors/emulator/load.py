@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="relay-actors load", description="Inject inbound calls into an emulator."
     )
     p.add_argument("--control-url", required=True, help="the emulator's control_url")
+    p.add_argument(
+        "--control-token", help="the control API's token, if it has one (else $RELAY_EMULATOR_CONTROL_TOKEN)"
+    )
     p.add_argument("--rate", type=float, default=10.0, help="calls per second (default 10)")
     p.add_argument("--total", type=int, default=100, help="calls to inject (default 100)")
     p.add_argument("--context", default="default", help="context the calls arrive on")
@@ -42,6 +46,7 @@ async def run_load(
     context: str,
     hangup_after: float | None = None,
     timeout: float = 0.0,
+    control_token: str | None = None,
     out: Any = sys.stderr,
 ) -> dict[str, Any]:
     """Inject ``total`` calls at ``rate``/s and report progress; returns the final counts."""
@@ -50,7 +55,9 @@ async def run_load(
     started = time.monotonic()
     counts: dict[str, Any] = {}
     # Every control request has a deadline: a wrong URL must not hang the command.
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)) as http:
+    headers = {"Authorization": f"Bearer {control_token}"} if control_token else None
+    deadline = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT)
+    async with aiohttp.ClientSession(headers=headers, timeout=deadline) as http:
 
         async def stats() -> dict[str, Any]:
             async with http.get(f"{base}/stats") as response:
@@ -99,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 context=args.context,
                 hangup_after=args.hangup_after,
                 timeout=args.timeout,
+                control_token=args.control_token or os.environ.get("RELAY_EMULATOR_CONTROL_TOKEN"),
             )
         )
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:

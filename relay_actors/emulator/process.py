@@ -55,8 +55,10 @@ class EmulatorProcess:
         reader.start()
         reader.join(self.ready_timeout)
         if not line or not line[0].strip():
+            if self.proc.poll() is None:
+                self.proc.kill()
+            _, stderr = self.proc.communicate(timeout=5)  # read before stop() closes the pipes
             self.stop()
-            stderr = self.proc.stderr.read() if self.proc.stderr else ""
             raise RuntimeError(f"emulator did not become ready: {stderr[-2000:]}")
         self.info = json.loads(line[0])
         return self

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "ErrorResponse",
     "Frame",
+    "InvalidRequest",
     "Request",
     "Response",
     "decode",
@@ -36,13 +37,40 @@ __all__ = [
 MAX_FRAME_SIZE = 10 * 1024 * 1024
 
 
+#: A JSON-RPC id as it was on the wire (numbers stay numbers when echoed back).
+WireId = str | int | float
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A request in either direction. ``id`` is None for a notification."""
+    """A request in either direction. ``id`` is None for a notification.
+
+    ``id`` is the text form (a dict key); ``wire_id`` is the number the peer sent
+    when its id was a number, so an answer can echo it unchanged."""
 
     id: str | None
     method: str
     params: dict[str, Any]
+    wire_id: int | float | None = None
+
+    @property
+    def reply_id(self) -> WireId | None:
+        """The id an answer to this request must carry (None: a notification, no answer)."""
+        return self.wire_id if self.wire_id is not None else self.id
+
+
+class InvalidRequest(ProtocolError):
+    """A request that breaks the rules (bad method or params) but has a usable id,
+    so the receiver can still answer it instead of leaving the sender waiting
+    (a server redelivers an unanswered event for ever). ``request`` is what could
+    be read of it: its ids, its method ("" when not a non-empty string) and no params."""
+
+    def __init__(self, code: str, message: str, request: Request) -> None:
+        super().__init__(code, message)
+        self.request = request
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message, self.request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +129,27 @@ def decode(data: str | bytes | bytearray | memoryview, max_size: int = MAX_FRAME
     if not isinstance(obj, dict):
         raise ProtocolError("not_an_object", f"frame is a JSON {type(obj).__name__}, not an object")
 
-    frame_id = _frame_id(obj.get("id"))
+    raw_id = obj.get("id")
+    frame_id = _frame_id(raw_id)
     method = obj.get("method")
     if method is not None:
+        problem: ProtocolError | None = None
         if not isinstance(method, str) or not method:
-            raise ProtocolError("invalid_frame", "request method must be a non-empty string")
-        params = obj.get("params", {})
-        if params is None or not isinstance(params, dict):
-            raise ProtocolError(
-                "invalid_params",
-                f"params of {method} must be an object, not {type(params).__name__}",
-            )
-        return Request(frame_id, method, params)
+            problem = ProtocolError("invalid_frame", "request method must be a non-empty string")
+            method = ""
+        else:
+            params = obj.get("params", {})
+            if type(params) is not dict:
+                problem = ProtocolError(
+                    "invalid_params",
+                    f"params of {method} must be an object, not {type(params).__name__}",
+                )
+        wire_id = raw_id if frame_id is not None and type(raw_id) is not str else None
+        if problem is not None:
+            if frame_id is None:
+                raise problem
+            raise InvalidRequest(problem.code, problem.message, Request(frame_id, method, {}, wire_id))
+        return Request(frame_id, method, params, wire_id)
 
     if "error" in obj:
         err = obj["error"]
@@ -139,12 +176,12 @@ def encode_request(req_id: str | None, method: str, params: dict[str, Any]) -> b
     return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
 
 
-def encode_result(req_id: str, result: Any) -> bytes:
+def encode_result(req_id: WireId, result: Any) -> bytes:
     """Encode a success answer (acks and pongs are ``encode_result(id, {})``)."""
     return orjson.dumps({"jsonrpc": "2.0", "id": req_id, "result": result})
 
 
-def encode_error(req_id: str | None, code: int, message: str, data: Any = None) -> bytes:
+def encode_error(req_id: WireId | None, code: int, message: str, data: Any = None) -> bytes:
     """Encode a JSON-RPC error answer."""
     err: dict[str, Any] = {"code": code, "message": message}
     if data is not None:

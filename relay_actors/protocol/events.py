@@ -45,6 +45,7 @@ __all__ = [
     "StreamEvent",
     "TapEvent",
     "TranscribeEvent",
+    "drop_mistyped_fields",
     "parse_event",
 ]
 
@@ -246,7 +247,8 @@ class DetectEvent(RelayEvent):
     def detect_event(self) -> str:
         """The phase in ``detect.params.event``: ``HUMAN``, ``MACHINE``, ``READY``, ``CED``, a digit, ..."""
         params = self.detect.get("params")
-        return (params.get("event") or "") if isinstance(params, dict) else ""
+        value = params.get("event") if isinstance(params, dict) else None
+        return value if isinstance(value, str) else ""
 
 
 class FaxEvent(RelayEvent):
@@ -259,7 +261,8 @@ class FaxEvent(RelayEvent):
 
     @property
     def fax_type(self) -> str:
-        return self.fax.get("type") or ""
+        value = self.fax.get("type")
+        return value if isinstance(value, str) else ""
 
 
 class TapEvent(RelayEvent):
@@ -514,6 +517,67 @@ EVENT_CLASSES: dict[str, type[RelayEvent]] = {
     c.EVENT_MESSAGING_RECEIVE: MessageReceiveEvent,
     c.EVENT_MESSAGING_STATE: MessageStateEvent,
 }
+
+
+_NONE = type(None)  # null counts as absent
+_STR: frozenset[type] = frozenset((str, _NONE))
+_NUMBER: frozenset[type] = frozenset((int, float, _NONE))
+_DICT: frozenset[type] = frozenset((dict, _NONE))
+#: Objects whose own fields are checked too (the dial winner, a recording); a distinct
+#: object so the hot loop tells them apart by identity.
+_CHECKED_DICT: frozenset[type] = frozenset((dict, _NONE))
+#: The type every known inner field must have, whatever the event. Types are matched
+#: exactly (JSON gives exactly these), so ``true`` is not a number.
+FIELD_TYPES: dict[str, frozenset[type]] = {
+    **dict.fromkeys(
+        (
+            "call_id", "node_id", "control_id", "tag", "call_state", "end_reason", "direction",
+            "context", "protocol", "project_id", "segment_id", "state", "dial_state",
+            "connect_state", "message_id", "message_state", "reason", "authorization_state",
+            "conference_id", "url",
+        ),
+        _STR,
+    ),
+    **dict.fromkeys(("device", "peer", "detect", "fax"), _DICT),
+    **dict.fromkeys(("call", "record"), _CHECKED_DICT),
+    **dict.fromkeys(("duration", "size", "timestamp"), _NUMBER),
+    "final": frozenset[type]((bool, _NONE)),
+}  # fmt: skip
+#: Per event type, the fields whose type differs by event (``result`` is collect's object).
+_TYPES_BY_EVENT: dict[str, dict[str, frozenset[type]]] = {
+    c.EVENT_CALL_COLLECT: {**FIELD_TYPES, "result": _DICT},
+}
+
+
+def drop_mistyped_fields(event_type: str, params: dict[str, Any]) -> list[str]:
+    """Remove, in place, every known field of ``params`` whose type is wrong (a list
+    where a ``call_state`` string belongs, a number as ``node_id``, ...), so nothing
+    downstream reads one; returns their dotted names for the caller to report.
+
+    The rest of the event stays usable: an ``ended`` state event with a bad
+    ``tag`` still ends its call. On the hot path: one dict lookup per field.
+    """
+    return _drop_mistyped(params, _TYPES_BY_EVENT.get(event_type, FIELD_TYPES), "")
+
+
+def _drop_mistyped(params: dict[str, Any], types: dict[str, frozenset[type]], prefix: str) -> list[str]:
+    own: list[str] | None = None  # this level's bad keys (allocated only when there is one)
+    nested: list[str] | None = None
+    for key, value in params.items():
+        expected = types.get(key)
+        if expected is None:
+            continue
+        if type(value) not in expected:
+            own = [key] if own is None else [*own, key]
+        elif expected is _CHECKED_DICT and value is not None:
+            found = _drop_mistyped(value, FIELD_TYPES, f"{prefix}{key}.")
+            if found:
+                nested = found if nested is None else nested + found
+    if own is None and nested is None:
+        return []
+    for key in own or ():
+        del params[key]
+    return [prefix + key for key in own or ()] + (nested or [])
 
 
 def _timestamp(value: Any) -> float:

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ConfigError, ProtocolError, RelayError
 from . import codec
 from . import constants as c
-from .events import RelayEvent, parse_event
+from .events import RelayEvent, drop_mistyped_fields, parse_event
 
 __all__ = [
     "ClientSession",
@@ -134,7 +134,9 @@ class DisconnectRequested:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolViolation:
-    """A frame that broke the rules; it was dropped (events are still acked)."""
+    """A frame, or a field of one, that broke the rules. A bad frame is dropped (a
+    request with an id still answered); a wrongly typed field is removed from its
+    event, which is delivered without it."""
 
     error: ProtocolError
 
@@ -200,6 +202,9 @@ class ClientSession:
     defer_acks: bool = False
     _connect_id: str = ""
     _recent_events: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Deferred events whose id was a number: text form → the number, so :meth:`ack`
+    #: echoes the id as sent (bounded like the dedupe window).
+    _numeric_ids: OrderedDict[str, int | float] = field(default_factory=OrderedDict)
 
     # --- outbound ---------------------------------------------------------------
 
@@ -292,6 +297,8 @@ class ClientSession:
         """
         try:
             frame = codec.decode(data, self.max_frame_size)
+        except codec.InvalidRequest as exc:
+            return self._on_invalid_request(exc)
         except ProtocolError as exc:
             return None, [self._violation(exc)]
         if isinstance(frame, codec.Request):
@@ -309,26 +316,52 @@ class ClientSession:
     def ack(self, event_id: str) -> bytes:
         """The ack frame of an event received with deferred acks."""
         self.stats["acks_sent"] += 1
-        return codec.encode_result(event_id, _PING_REPLY)
+        return codec.encode_result(self._numeric_ids.pop(event_id, event_id), _PING_REPLY)
 
     def _violation(self, exc: ProtocolError) -> ProtocolViolation:
         self.stats[f"violation.{exc.code}"] += 1
-        log.warning("dropped a RELAY frame: %s", exc.message)
+        log.warning("RELAY protocol violation: %s", exc.message)
         return ProtocolViolation(exc)
 
+    def _on_invalid_request(self, exc: codec.InvalidRequest) -> tuple[bytes | None, list[Item]]:
+        """A request with an id but a bad method or params: answered all the same.
+
+        RELAY's server requests (event, ping, disconnect) all expect the empty
+        result whatever they carry, and the server redelivers an unanswered event
+        for ever, so a known method is acked like a well-formed one; its params
+        are unreadable, so it is treated as carrying none (a disconnect as
+        ``restart: false``). A bad or unknown method gets the JSON-RPC error.
+        """
+        violation = self._violation(exc)
+        req = exc.request
+        reply_id: codec.WireId = req.reply_id  # type: ignore[assignment]  # never None here
+        if req.method == c.METHOD_EVENT:
+            self.stats["acks_sent"] += 1
+            return codec.encode_result(reply_id, _PING_REPLY), [violation]
+        if not req.method:
+            return codec.encode_error(reply_id, -32600, "Invalid Request"), [violation]
+        reply, items = self._on_request(req)
+        return reply, [violation, *items]
+
     def _on_request(self, req: codec.Request) -> tuple[bytes | None, list[Item]]:
-        ack = codec.encode_result(req.id, _PING_REPLY) if req.id is not None else None
+        reply_id = req.reply_id
+        ack = codec.encode_result(reply_id, _PING_REPLY) if reply_id is not None else None
         method = req.method
         if method == c.METHOD_EVENT:
-            if self.defer_acks and ack is not None:
+            # An empty id cannot be deferred: drivers take a falsy ``ack_id`` as "already acked".
+            if self.defer_acks and req.id:
                 if req.id in self._recent_events:
                     # Redelivered and already handed on: ack it again, deliver once.
                     self.stats["duplicate_events"] += 1
                     return ack, []
-                self._remember(req.id)  # type: ignore[arg-type]
+                self._remember(req.id)
                 items = self._on_event(req.params)
                 if items and isinstance(items[0], EventReceived):
                     items[0] = EventReceived(items[0].event, req.id)
+                    if req.wire_id is not None:
+                        self._numeric_ids[req.id] = req.wire_id
+                        if len(self._numeric_ids) > self.dedupe_window:
+                            self._numeric_ids.popitem(last=False)
                     return None, items
                 return ack, items  # a malformed event is acked at once: it goes nowhere
             if ack is not None:
@@ -351,14 +384,14 @@ class ClientSession:
             return ack, [DisconnectRequested(restart)]
         # An unknown server request: answer it so the server does not wait, and count it.
         err = ProtocolError("unknown_method", f"unknown server request {method!r}")
-        reply = codec.encode_error(req.id, -32601, "Method not found") if req.id is not None else None
+        reply = codec.encode_error(reply_id, -32601, "Method not found") if reply_id is not None else None
         return reply, [self._violation(err)]
 
     def _on_event(self, outer: dict[str, Any]) -> list[Item]:
         event_type = outer.get("event_type")
         inner = outer.get("params")
         if not isinstance(event_type, str) or not event_type:
-            return [self._violation(ProtocolError("invalid_params", "event without an event_type"))]
+            return [self._violation(ProtocolError("invalid_params", "event_type must be a non-empty string"))]
         if not isinstance(inner, dict):
             return [
                 self._violation(
@@ -369,13 +402,23 @@ class ClientSession:
                 )
             ]
         self.stats[event_type] += 1
-        event = parse_event(event_type, inner, outer.get("timestamp"))
+        items: list[Item] = []
+        for name in drop_mistyped_fields(event_type, inner):
+            items.append(
+                self._violation(ProtocolError("invalid_field", f"{event_type}: {name} has the wrong type"))
+            )
+        timestamp = outer.get("timestamp")
+        if timestamp is not None and type(timestamp) not in (int, float):
+            items.append(
+                self._violation(ProtocolError("invalid_field", f"{event_type}: timestamp is not a number"))
+            )
+        event = parse_event(event_type, inner, timestamp)
         if event_type == c.EVENT_AUTHORIZATION_STATE:
             value = inner.get("authorization_state")
             # An empty value never overwrites a good one.
             if isinstance(value, str) and value:
                 self.authorization_state = value
-        items: list[Item] = [EventReceived(event)]
+        items.insert(0, EventReceived(event))
         if event_type not in c.EVENT_TYPES:
             # Still delivered (listeners may want it), but counted and logged.
             items.append(

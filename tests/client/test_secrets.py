@@ -108,3 +108,92 @@ async def test_reprs_and_errors_hide_credentials(emulator: Emulator) -> None:
         await jwt_bad.connect()
     await jwt_bad.disconnect()
     assert leaks(str(info.value) + repr(info.value.data), [emulator.jwt]) == []
+
+
+async def test_emulator_ready_line_is_the_only_place_its_secrets_appear() -> None:
+    """The emulator prints its credentials on purpose (the ready line, for local use); nothing
+    else it writes — DEBUG logs of connects, rejections, resumes and control requests — holds them."""
+    import asyncio
+    import json
+    import signal
+    import sys
+
+    import aiohttp
+
+    from relay_actors.emulator.testing import RawClient
+
+    token, control_token = "PT" + "k" * 30 + "TOKEN", "CT" + "c" * 30 + "CTRL"
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)\n"
+        "from relay_actors.emulator.__main__ import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = [
+        "--project",
+        "proj-1",
+        "--token",
+        token,
+        "--control-token",
+        control_token,
+        "--ping-interval",
+        "0.05",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 20))
+        assert (ready["token"], ready["control_token"]) == (token, control_token)
+        secrets = [token, control_token, ready["jwt"]]
+        client = await RawClient(ready["url"]).open()
+        try:
+            await client.connect("proj-1", token, contexts=["office"])
+            await wait_until(lambda: client.authorization_state, timeout=10)
+            state = client.authorization_state
+            assert state is not None
+            secrets.append(state)
+            await wait_until(
+                lambda: any(f.get("method") == "signalwire.ping" for f in client.frames), timeout=10
+            )
+        finally:
+            await client.close()
+        resumed = await RawClient(ready["url"]).open()
+        try:
+            await resumed.connect("proj-1", token, protocol=client.protocol, authorization_state=state)
+        finally:
+            await resumed.close()
+        for bad in ({"project": "proj-1", "token": "bad-" + token}, {"jwt": ready["jwt"] + "x"}):
+            rejected = await RawClient(ready["url"]).open()
+            try:
+                answer = await rejected.call(
+                    "signalwire.connect",
+                    {"version": {"major": 2, "minor": 0, "revision": 0}, "authentication": bad},
+                )
+                assert "error" in answer and leaks(json.dumps(answer), secrets) == []
+            finally:
+                await rejected.close()
+        async with aiohttp.ClientSession(base_url=ready["control_url"]) as http:
+            for headers in ({}, {"Authorization": "Bearer " + control_token[:-1]}):
+                async with http.get("/stats", headers=headers) as response:
+                    assert response.status == 401 and leaks(await response.text(), secrets) == []
+            auth = {"Authorization": "Bearer " + control_token}
+            async with http.get(f"/journal?session={client.protocol}", headers=auth) as response:
+                assert response.status == 200 and leaks(await response.text(), secrets) == []
+            async with http.post("/calls", json={"context": "office"}, headers=auth) as response:
+                assert response.status == 200
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 15)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+    assert proc.returncode == 0
+    logs = stderr.decode()
+    assert "DEBUG" in logs and "relay_actors.emulator.websockets" in logs  # DEBUG was really on
+    assert stdout.decode().strip() == ""  # nothing after the ready line
+    assert leaks(logs, secrets) == []

@@ -100,12 +100,12 @@ def test_event_with_bad_inner_params_is_acked_and_counted(params: object) -> Non
 
 
 @pytest.mark.parametrize("outer", [None, [], "x", 1])
-def test_request_with_bad_outer_params_is_a_violation(outer: object) -> None:
+def test_request_with_bad_outer_params_is_a_violation_and_still_acked(outer: object) -> None:
     s = connected_session()
     reply, items = s.receive(
         orjson.dumps({"jsonrpc": "2.0", "id": "z", "method": "signalwire.event", "params": outer})
     )
-    assert reply is None
+    assert orjson.loads(reply) == {"jsonrpc": "2.0", "id": "z", "result": {}}
     assert isinstance(items[0], ProtocolViolation) and items[0].error.code == "invalid_params"
 
 
