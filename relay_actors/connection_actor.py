@@ -162,6 +162,7 @@ class ConnectionActor:
                 scheme=self.options.get("scheme"),
                 ca_file=ca_file,
                 env={},
+                allow_insecure=bool(self.options.get("allow_insecure")),
             )
             self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
             # Bookkeeping nobody waits on: linger to send it in few, large batches.

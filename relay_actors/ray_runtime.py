@@ -41,7 +41,7 @@ import orjson
 
 from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
-from .config import Settings
+from .config import Settings, is_loopback
 from .errors import ArgumentError, RelayError
 from .protocol import constants as c
 
@@ -512,6 +512,9 @@ class RayRuntime:
         conn_options = {
             "host": self.settings.host,
             "scheme": self.settings.scheme,
+            # The driver's settings passed the plaintext check (loopback, or opted in):
+            # the actor, which sees no environment, must not refuse what was allowed.
+            "allow_insecure": self.settings.scheme == "ws" and not is_loopback(self.settings.host),
             "contexts": list(self.settings.contexts),
             "ca_pem": self._ca_pem,
             "over_limit": self.client_options.get("over_limit", "drop"),
