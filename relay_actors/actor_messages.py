@@ -19,6 +19,7 @@ CallActor → connection actor (applied by ``ConnectionActor._on_link_items(acto
 
 * ``[REQUEST, req_id, method, params]`` — a request; its RESULT comes back the same way
 * ``[REFUSED, [offer, ...]]`` — offers this actor is too full to take (placed elsewhere)
+* ``[DIAL_ABANDONED, tag]`` — nobody takes this dial: forget it, hang up its late legs
 
 A connection actor that restarted is recognised by the link's handshake (a new
 incarnation): the CallActor then fails the requests it had in flight to it.
@@ -42,6 +43,7 @@ LOST: Final = "lost"
 ADOPT: Final = "adopt"
 REQUEST: Final = "req"
 REFUSED: Final = "refused"
+DIAL_ABANDONED: Final = "dial_abandoned"
 
 
 def actor_name(app: str, role: str, index: int | None = None) -> str:

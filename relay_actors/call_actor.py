@@ -408,13 +408,21 @@ class CallActor:
         timeout = self.dial_timeout if dial_timeout is None else dial_timeout
         try:
             call = await await_dial(
-                tag, lambda: self.request(shard, "calling.dial", payload), future, timeout, self._hang_up_legs
+                tag, lambda: self.request(shard, "calling.dial", payload), future, timeout, self._abandon_dial
             )
         finally:
             self._dials.pop(tag, None)
         if handler is not None:
             self.tasks.spawn(self._run_handler(call, handler), f"dial handler for {call.call_id}")
         return call
+
+    def _abandon_dial(self, tag: str) -> None:
+        """Nobody takes the dial: end the legs this actor knows, and have the connection
+        actor end those that show up later and forget the dial."""
+        self._hang_up_legs(tag)
+        shard = self._dials.get(tag, (None, self.next_shard()))[1]
+        with contextlib.suppress(RelayError):
+            self._send(shard, [m.DIAL_ABANDONED, tag])
 
     def _hang_up_legs(self, tag: str) -> None:
         """Nobody takes the dial: end its legs."""

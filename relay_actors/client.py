@@ -17,7 +17,7 @@ import signal
 import sys
 import uuid
 import weakref
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -26,7 +26,7 @@ from .backoff import Backoff
 from .call import Call, _device_lists
 from .config import Settings, max_connections, resolve_settings
 from .connection import Connection
-from .dialing import await_dial, winner
+from .dialing import AbandonedDials, await_dial, winner
 from .errors import ArgumentError, ConnectionLimitError, RelayError
 from .handlers import check_error_policy, run_call_handler, run_message_handler
 from .message import Message
@@ -128,7 +128,7 @@ class RelayClient:
         self._dials: dict[str, asyncio.Future[Call]] = {}
         self._messages: dict[str, Message] = {}
         #: Tags of dials given up on (timeout, cancel) → leg call_ids already ended.
-        self._abandoned_dials: OrderedDict[str, set[str]] = OrderedDict()
+        self._abandoned_dials = AbandonedDials(_ABANDONED_DIALS_KEPT)
         self._session_protocol = ""
         self.tasks = BackgroundTasks()
         #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
@@ -549,22 +549,14 @@ class RelayClient:
         """End the legs of an abandoned dial: those known now, and those that show up
         later (a serial dial rings its next group after we gave up)."""
         self._hang_up_legs(tag)
-        self._abandoned_dials[tag] = set()
-        while len(self._abandoned_dials) > _ABANDONED_DIALS_KEPT:
-            self._abandoned_dials.popitem(last=False)
+        self._abandoned_dials.add(tag)
 
     def _end_orphan_leg(self, event: RelayEvent) -> None:
         """A state event of a leg of an abandoned dial (it was unroutable): hang it up once."""
-        legs = self._abandoned_dials.get(str(event.params.get("tag") or ""))
-        call_id = event.call_id
-        if legs is None or not call_id or call_id in legs:
-            return
-        legs.add(call_id)
-        if event.params.get("call_state") in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
-            return
-        self.counters["dial_orphans_ended"] += 1
-        params = {"call_id": call_id, "node_id": event.node_id, "reason": "cancel"}
-        self.tasks.spawn(self._end_quietly(params), f"hang-up of abandoned dial leg {call_id}")
+        params = self._abandoned_dials.orphan_leg(event)
+        if params is not None:
+            self.counters["dial_orphans_ended"] += 1
+            self.tasks.spawn(self._end_quietly(params), f"hang-up of abandoned dial leg {params['call_id']}")
 
     async def _end_quietly(self, params: dict[str, Any]) -> None:
         try:
@@ -678,7 +670,7 @@ class RelayClient:
             self._on_inbound_message(event)
         elif route is Route.UNROUTABLE:
             self.counters["events_unroutable"] += 1
-            if event.event_type == c.EVENT_CALL_STATE and self._abandoned_dials:
+            if self._abandoned_dials:
                 self._end_orphan_leg(event)
 
     def _on_offer(self, event: RelayEvent) -> None:

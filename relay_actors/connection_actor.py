@@ -48,6 +48,7 @@ from .batching import Batcher
 from .call_actor import _where, link_stats
 from .config import resolve_settings
 from .connection import Connection
+from .dialing import AbandonedDials
 from .errors import RelayError
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .protocol import constants as c
@@ -101,6 +102,8 @@ class ConnectionActor:
         #: This deploy's secrets in Ray's KV store (credentials, link secret, sealed resume state).
         self.secrets: kvstore.AppSecrets
         self.dial_owner: dict[str, int] = {}
+        #: Dials a CallActor gave up: their late legs are hung up here.
+        self.abandoned_dials = AbandonedDials()
         #: call_id → node_id, to address calls this actor must end itself.
         self.node_of: dict[str, str] = {}
         self.msg_owner: dict[str, int] = {}
@@ -299,8 +302,25 @@ class ConnectionActor:
                 self._request(idx, item[1], item[2], item[3])
             elif kind == m.REFUSED:
                 self._replace(idx, item[1])
+            elif kind == m.DIAL_ABANDONED:
+                self._dial_abandoned(idx, item[1])
             else:
                 self.counters["unknown_link_items"] += 1
+
+    def _dial_abandoned(self, idx: int, tag: str) -> None:
+        """CallActor ``idx`` gave up dial ``tag``: its legs from now on are hung up here."""
+        if self.dial_owner.get(tag) == idx:
+            del self.dial_owner[tag]
+        self.routes.dials.cancel(tag)
+        self.abandoned_dials.add(tag)
+
+    async def _end_orphan(self, params: dict[str, Any]) -> None:
+        assert self.conn is not None
+        try:
+            await self.conn.execute("calling.end", params)
+        except RelayError as exc:
+            if not exc.call_gone:
+                log.warning("hang-up of abandoned dial leg %s failed: %s", params["call_id"], exc.message)
 
     def _on_link_health(self, idx: int, health: Health) -> None:
         if health.status is HealthStatus.OK:
@@ -375,6 +395,11 @@ class ConnectionActor:
                 self._checkpoint()
             elif route is Route.UNROUTABLE:
                 self.counters["events_unroutable"] += 1
+                orphan = self.abandoned_dials.orphan_leg(event) if self.abandoned_dials else None
+                if orphan is not None:
+                    self.counters["dial_orphans_ended"] += 1
+                    what = f"hang-up of abandoned dial leg {event.call_id}"
+                    self.tasks.spawn(self._end_orphan(orphan), what)
             self._ack_now(ack_id)
 
     def _on_message_state(self, event: RelayEvent, ack_id: str | None) -> None:

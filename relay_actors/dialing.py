@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from .protocol import constants as c
 from .protocol.calls import CallCore
 from .protocol.events import RelayEvent
 
-__all__ = ["await_dial", "winner"]
+__all__ = ["AbandonedDials", "await_dial", "winner"]
 
 log = logging.getLogger("relay_actors.dialing")
 
@@ -68,3 +69,40 @@ def winner(known: Call | None, tag: str, info: dict[str, Any], make: Callable[[C
     if not known.node_id and info.get("node_id"):
         known._core.node_id = str(info["node_id"])
     return known
+
+
+class AbandonedDials:
+    """Dials nobody took (timed out, failed, cancelled), so that their legs that show up
+    later — a serial dial rings its next group after we gave up — are hung up, once
+    each, instead of being left answered with nobody in control. Kept for the last
+    ``keep`` dials. Used wherever dial legs arrive: the in-process client and the
+    connection actors (where a CallActor's abandoned dial is reported).
+    """
+
+    def __init__(self, keep: int = 1024) -> None:
+        self._tags: OrderedDict[str, set[str]] = OrderedDict()
+        self._keep = keep
+        self.ended = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._tags)
+
+    def add(self, tag: str) -> None:
+        self._tags[tag] = set()
+        while len(self._tags) > self._keep:
+            self._tags.popitem(last=False)
+
+    def orphan_leg(self, event: RelayEvent) -> dict[str, Any] | None:
+        """For an unroutable state event of a leg of an abandoned dial: the ``calling.end``
+        params to hang it up (once per leg; None otherwise, or if it already ends)."""
+        if event.event_type != c.EVENT_CALL_STATE:
+            return None
+        legs = self._tags.get(str(event.params.get("tag") or ""))
+        call_id = event.call_id
+        if legs is None or not call_id or call_id in legs:
+            return None
+        legs.add(call_id)
+        if event.params.get("call_state") in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
+            return None
+        self.ended += 1
+        return {"call_id": call_id, "node_id": event.node_id, "reason": "cancel"}

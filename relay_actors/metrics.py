@@ -123,6 +123,7 @@ _DEFS = [
     _c("relay_server_pings", "Pings received from the server."),
     _c("relay_server_disconnects", "Disconnect orders received from the server."),
     _g("relay_pending_dials", "Dials waiting for their answer."),
+    _c("relay_dial_orphans_ended", "Late legs of dials nobody took any more, hung up by the runtime."),
     _g("relay_tracked_messages", "Messages whose state is still tracked."),
     _c("relay_messages_dropped", "Message events a connection actor could not hand to a CallActor."),
     _c(
@@ -214,6 +215,7 @@ _COMMON: _Map = {
     "budget": ("relay_call_budget", {}),
     "waiting_offers": ("relay_waiting_offers", {}),
     "pending_dials": ("relay_pending_dials", {}),
+    "dial_orphans_ended": ("relay_dial_orphans_ended", {}),
     "tracked_messages": ("relay_tracked_messages", {}),
     "events_unroutable": ("relay_events_unroutable", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
