@@ -12,7 +12,11 @@ CallActors in batches on the same link; their results ride the next delivery.
 
 Admission: this shard admits an offer only with a slot leased from the router
 (which holds the cluster-wide ``max_active_calls``), so the router stays off
-the per-call path: slots are leased in blocks and returned when idle.
+the per-call path: slots are leased in blocks and returned when idle. The
+rules are in :mod:`relay_actors.admission` (:class:`ShardLeases`), the choice
+of a CallActor in :mod:`relay_actors.placement`; this actor carries out their
+decisions: it sends the lease requests (one at a time, retransmitted until
+answered) and places, drops or passes the offers.
 
 Survives ``kill -9``: Ray restarts it (same name); it reads its credentials and
 resume state (``protocol``, ``authorization_state``, contexts) from the GCS
@@ -31,6 +35,7 @@ from typing import Any
 
 from . import actor_link, kvstore, metrics
 from . import actor_messages as m
+from . import admission as adm
 from .actor_link import Link, LinkClosed
 from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
@@ -39,17 +44,24 @@ from .call_actor import _where
 from .config import resolve_settings
 from .connection import Connection
 from .errors import RelayError
+from .placement import Placement
 from .protocol import constants as c
 from .protocol.events import RelayEvent
 from .protocol.messages import MessageTracker
 from .protocol.routing import EventRouter, Route
 from .protocol.session import Connected
-from .router import LEASE_BLOCK
 from .tasks import BackgroundTasks
 
 __all__ = ["ConnectionActor"]
 
 log = logging.getLogger("relay_actors.connection_actor")
+
+#: An offer waiting for a slot: the event and its ack id.
+Waiting = tuple[RelayEvent, str | None]
+#: Waiting offers are dropped (or passed) when the router has not answered for this long.
+LEASE_TIMEOUT = 5.0
+#: A failed hang-up of a lost CallActor's call is retried, backing off up to this.
+HANGUP_RETRY_MAX = 30.0
 
 
 class ConnectionActor:
@@ -70,15 +82,12 @@ class ConnectionActor:
         self.routes: EventRouter[int] = EventRouter()
         self.actors: dict[int, Any] = {}
         self.batchers: dict[int, Batcher[tuple[tuple[Any, ...], str | None]]] = {}
-        self.placed: Counter[int] = Counter()
-        self.capacity: dict[int, int] = {}
-        self.dead: set[int] = set()
+        self.placement = Placement()
+        self.placed = self.placement.placed  # (the same Counter: calls placed per CallActor)
         #: CallActor index → the incarnation whose loss was last handled.
         self.incarnations: dict[int, str] = {}
-        self.granted = 0
-        #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
-        self.block = LEASE_BLOCK
-        self.waiting: list[tuple[RelayEvent, str | None]] = []
+        #: Slots, active calls and waiting offers (set at start-up, after the rebuild).
+        self.leases: adm.ShardLeases[Waiting] | None = None
         #: Direct links to CallActors by index, and deliveries awaiting their reply.
         self.links: dict[int, Link] = {}
         self._linking: dict[int, asyncio.Future[Link]] = {}
@@ -97,7 +106,7 @@ class ConnectionActor:
         self.router: Any = None
         self._router_batcher: Batcher[tuple[Any, ...]] | None = None
         self._leasing = False
-        self._msg_rr = 0
+        self._retrying_hangups = False
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
@@ -142,8 +151,7 @@ class ConnectionActor:
             self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
             await self._refresh_pool()
             restarted = await self._rebuild()
-            lease = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
-            self.granted, self.block = lease["granted"], lease["block"]
+            await self._start_leases()
             self.conn = Connection(
                 settings,
                 on_event=self._on_event,
@@ -169,8 +177,7 @@ class ConnectionActor:
         for idx, handle, capacity in pool:
             if idx not in self.actors:
                 self.actors[idx] = handle
-                self.capacity[idx] = capacity
-                self.dead.discard(idx)
+                self.placement.add(idx, capacity)
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
         for idx in self.actors:
             if idx not in self.links and idx not in self._linking and self._link_secret:
@@ -194,7 +201,7 @@ class ConnectionActor:
             for call_id, node_id in state["calls"]:
                 self.routes.add_call(call_id, idx)
                 self.node_of[call_id] = node_id
-                self.placed[idx] += 1
+                self.placement.placed_on(idx)
                 found = True
             for tag in state["dials"]:
                 self.dial_owner[tag] = idx
@@ -366,6 +373,8 @@ class ConnectionActor:
             self.node_of[event.call_id] = event.node_id
             self.placed[idx_or_none] += 1
             self._report_add(event.call_id, idx_or_none)
+            if self.leases is not None:  # a dialled call counts against the limit too
+                self._lease_actions(self.leases.adopt(event.call_id))
             self._to(idx_or_none, (m.LEG, event.tag, event.params), None)
             self._to(idx_or_none, (m.EVENT, event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
         elif route is Route.DIAL_DONE:
@@ -404,17 +413,43 @@ class ConnectionActor:
 
     # --- admission and placement ----------------------------------------------------
 
+    async def _start_leases(self) -> None:
+        """Start the lease unit from what the CallActors hold and the hang-ups that were
+        never confirmed (kept in the KV store: they are held by no CallActor)."""
+        counter = self._key(f"shard/{self.shard}/incarnation")
+        incarnation = int(await kvstore.get(counter) or 0) + 1
+        await kvstore.put(counter, incarnation)
+        lease = await asyncio.wait_for(self._router_call("register_shard", self.shard), 60.0)
+        stored = await kvstore.get(self._key(f"shard/{self.shard}/unconfirmed")) or []
+        unconfirmed = {str(cid) for cid, _node in stored}
+        self.node_of.update((str(cid), str(node)) for cid, node in stored)
+        self.leases = adm.ShardLeases(
+            self.shard, incarnation, lease["block"], active=set(self.routes.calls), unconfirmed=unconfirmed
+        )
+        self.leases.epoch = lease["epoch"]
+        self._lease_actions(self.leases.start())
+        if unconfirmed:
+            self._retry_hangups()
+
+    def _lease_actions(self, actions: list[adm.Action[Waiting]]) -> None:
+        """Carry out the lease unit's decisions."""
+        for action in actions:
+            if isinstance(action, adm.Admit):
+                self._place(*action.offer)
+            elif isinstance(action, adm.Reject):
+                self._over_limit(*action.offer)
+            elif isinstance(action, adm.Duplicate):
+                self._ack_now(action.offer[1])
+            else:
+                self._lease()
+
     def _offer(self, event: RelayEvent, ack_id: str | None) -> None:
         self.counters["offers"] += 1
         call_id = event.call_id
-        if not call_id or call_id in self.routes.calls:
+        if not call_id or call_id in self.routes.calls or self.leases is None:
             self._ack_now(ack_id)  # invalid, or a redelivered offer already placed
             return
-        if len(self.routes.calls) < self.granted and not self.waiting:
-            self._place(event, ack_id)
-            return
-        self.waiting.append((event, ack_id))
-        self._lease()
+        self._lease_actions(self.leases.offer(call_id, (event, ack_id)))
 
     def _lease(self) -> None:
         if self._leasing:
@@ -423,30 +458,29 @@ class ConnectionActor:
         self.tasks.spawn(self._lease_more(), "lease")
 
     async def _lease_more(self) -> None:
+        """Send the outstanding lease request, one at a time, retransmitting it unchanged
+        until answered (the router applies it once). Offers that waited
+        ``LEASE_TIMEOUT`` for one request are dropped or passed; the request goes on."""
+        loop = asyncio.get_running_loop()
         try:
-            while self.waiting:
-                free = self.granted - len(self.routes.calls)
-                want = len(self.waiting) - max(free, 0)
-                if want > 0:
-                    got = await self._router_call("acquire", self.shard, max(want, self.block), timeout=5.0)
-                    self.granted += got
-                    if got and len(self.waiting) > self.granted - len(self.routes.calls):
-                        continue  # more offers arrived during the round trip: ask for them too
-                waiting, self.waiting = self.waiting, []
-                for index, (event, ack_id) in enumerate(waiting):
-                    if event.call_id in self.routes.calls:
-                        self._ack_now(ack_id)
-                    elif len(self.routes.calls) < self.granted:
-                        self._place(event, ack_id)
-                    else:
-                        for later in waiting[index:]:
-                            self._over_limit(*later)
+            while self.leases is not None and (request := self.leases.outstanding) is not None:
+                since, delay = loop.time(), 0.05
+                while self.leases.outstanding is request:
+                    try:
+                        reply = await asyncio.wait_for(self.router.lease.remote(request), LEASE_TIMEOUT)
+                    except Exception as exc:  # restarting, slow, or the call failed
+                        log.info("shard %d: lease request unanswered (%r); retrying", self.shard, exc)
+                        reply = None
+                    if reply is not None:
+                        self._lease_actions(self.leases.on_reply(reply))
+                    if self.leases.outstanding is not request:
                         break
-        except Exception:
-            log.exception("shard %d: leasing slots failed; dropping %d offers", self.shard, len(self.waiting))
-            waiting, self.waiting = self.waiting, []
-            for event, ack_id in waiting:
-                self._over_limit(event, ack_id)
+                    if loop.time() - since > LEASE_TIMEOUT and self.leases.waiting:
+                        self.counters["lease_timeouts"] += 1
+                        log.warning("shard %d: the router did not lease slots in time", self.shard)
+                        self._lease_actions(self.leases.timed_out())
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 1.0)
         finally:
             self._leasing = False
 
@@ -468,23 +502,10 @@ class ConnectionActor:
             log.warning("pass of %s failed: %s", event.call_id, exc.message)
 
     def _pick(self, exclude: set[int] = frozenset()) -> int | None:  # type: ignore[assignment]
-        best: int | None = None
-        best_load = 2.0
-        for idx in self.actors:
-            if idx in self.dead or idx in exclude:
-                continue
-            cap = self.capacity.get(idx) or 1
-            load = self.placed[idx] / cap
-            if load < best_load and self.placed[idx] < cap:
-                best, best_load = idx, load
-        return best
+        return self.placement.pick(exclude)
 
     def _pick_any(self) -> int | None:
-        live = [idx for idx in self.actors if idx not in self.dead]
-        if not live:
-            return None
-        self._msg_rr = (self._msg_rr + 1) % len(live)
-        return live[self._msg_rr]
+        return self.placement.pick_any()
 
     def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         idx = self._pick(exclude)
@@ -493,10 +514,12 @@ class ConnectionActor:
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
             self._ack_now(ack_id)
             self.tasks.spawn(self.router.want_capacity.remote(), "scale-up request")
+            if self.leases is not None:  # never answered: its slot is free again
+                self._lease_actions(self.leases.ended(event.call_id))
             return
         self.routes.add_call(event.call_id, idx)
         self.node_of[event.call_id] = event.node_id
-        self.placed[idx] += 1
+        self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self._report_add(event.call_id, idx)
         self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
@@ -506,23 +529,25 @@ class ConnectionActor:
         for item in refused:
             call_id = item[1]
             self.routes.remove_call(call_id)
-            self.placed[idx] -= 1
-            self.capacity[idx] = self.placed[idx]  # it told us it is full
+            self.placement.released(idx)
+            self.placement.full(idx)  # it told us it is full
             event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
             self._place(event, None, exclude={idx})
 
     def _released(self, call_id: str, idx: int) -> None:
-        self.placed[idx] -= 1
+        """``call_id`` on CallActor ``idx`` ended (or was passed): free its slot."""
+        self.placement.released(idx)
+        self._confirmed_end(call_id)
+
+    def _confirmed_end(self, call_id: str) -> None:
         self.node_of.pop(call_id, None)
         if self._router_batcher is not None:
             self._router_batcher.put(("del", call_id))
-        # Spare slots go back beyond two blocks (down to one): a shard must not sit on
-        # slots another shard needs; the block is small when the budget is.
-        spare = self.granted - len(self.routes.calls)
-        if spare > 2 * self.block and not self.waiting:
-            give_back = spare - self.block
-            self.granted -= give_back
-            self.tasks.spawn(self.router.release.remote(self.shard, give_back), "lease release")
+        if self.leases is not None:
+            had_unconfirmed = call_id in self.leases.unconfirmed
+            self._lease_actions(self.leases.ended(call_id))
+            if had_unconfirmed:
+                self._store_unconfirmed()
 
     def _report_add(self, call_id: str, idx: int) -> None:
         if self._router_batcher is not None:
@@ -568,9 +593,11 @@ class ConnectionActor:
         while it is handled ``idx`` is ``dead`` (nothing new is placed there), and the
         incarnation that came back is remembered, so the router's later report of the
         same restart does not hang up the calls placed on the new incarnation since."""
-        if idx in self.dead or (incarnation is not None and self.incarnations.get(idx) == incarnation):
+        if not self.placement.is_available(idx, "lost") or (
+            incarnation is not None and self.incarnations.get(idx) == incarnation
+        ):
             return {"already": 1}
-        self.dead.add(idx)
+        self.placement.set_unavailable(idx, "lost")
         result = {"calls": 0, "hung_up": 0, "rehomed": 0}
         try:
             batcher = self.batchers.pop(idx, None)
@@ -610,8 +637,8 @@ class ConnectionActor:
             for cid in lost:
                 self._to(idx, (m.LOST, cid, "call_actor_lost"), None)
         finally:
-            self.placed[idx] = sum(1 for owner in self.routes.calls.values() if owner == idx)
-            self.dead.discard(idx)
+            self.placement.recount(idx, sum(1 for owner in self.routes.calls.values() if owner == idx))
+            self.placement.set_available(idx, "lost")
         return result
 
     def _rehome(self, lost: list[str], result: dict[str, int]) -> list[str]:
@@ -624,7 +651,7 @@ class ConnectionActor:
                 homeless.append(cid)
                 continue
             self.routes.add_call(cid, target)
-            self.placed[target] += 1
+            self.placement.placed_on(target)
             params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "call_state": "answered"}
             self._to(target, (m.ADOPT, cid, params), None)
             if self._router_batcher is not None:
@@ -634,20 +661,59 @@ class ConnectionActor:
         return homeless
 
     async def _hang_up_lost(self, lost: list[str], result: dict[str, int]) -> None:
-        conn = self.conn
-        assert conn is not None
+        """End calls whose CallActor was lost. A slot is freed only once the end is
+        confirmed (the server accepted it, or says the call is gone); a failed hang-up
+        keeps its slot, is stored (no CallActor holds the call) and retried."""
+        ended = await asyncio.gather(*(self._end_lost_call(cid) for cid in lost))
+        result["hung_up"] += sum(ended)
+        self.counters["calls_hung_up_lost_actor"] += sum(ended)
+        if not all(ended):
+            self._store_unconfirmed()
+            self._retry_hangups()
 
-        async def end(cid: str) -> None:
-            params = {"call_id": cid, "node_id": self.node_of.pop(cid, ""), "reason": "error"}
-            self._released_lost(cid)
+    async def _end_lost_call(self, cid: str) -> bool:
+        """``calling.end`` for ``cid``; True once its end is confirmed."""
+        assert self.conn is not None
+        params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "reason": "error"}
+        try:
+            await self.conn.execute("calling.end", params)
+        except RelayError as exc:
+            if not exc.call_gone:
+                self.counters["hangups_unconfirmed"] += 1
+                log.warning("hang-up of %s (its CallActor was lost) failed: %s; retrying", cid, exc.message)
+                if self.leases is not None:
+                    self.leases.hangup_failed(cid)
+                return False
+        self._confirmed_end(cid)
+        return True
+
+    def _retry_hangups(self) -> None:
+        if self._retrying_hangups:
+            return
+        self._retrying_hangups = True
+
+        async def retry() -> None:
+            delay = 1.0
             try:
-                await conn.execute("calling.end", params)
-                result["hung_up"] += 1
-            except RelayError as exc:
-                log.warning("hang-up of %s (its CallActor was lost) failed: %s", cid, exc.message)
+                while self.leases is not None and self.leases.unconfirmed:
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, HANGUP_RETRY_MAX)
+                    if self.conn is None or not self.conn.connected:
+                        continue
+                    for cid in sorted(self.leases.unconfirmed):
+                        await self._end_lost_call(cid)
+            finally:
+                self._retrying_hangups = False
 
-        await asyncio.gather(*(end(cid) for cid in lost))
-        self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
+        self.tasks.spawn(retry(), "retry of failed hang-ups")
+
+    def _store_unconfirmed(self) -> None:
+        """Keep the unconfirmed hang-ups where a restart of this actor finds them."""
+        pending = sorted(self.leases.unconfirmed) if self.leases is not None else []
+        calls = [[cid, self.node_of.get(cid, "")] for cid in pending]
+        self.tasks.spawn(
+            kvstore.put(self._key(f"shard/{self.shard}/unconfirmed"), calls), "store unconfirmed hang-ups"
+        )
 
     async def _not_owned(self, idx: int, calls: list[str]) -> list[str]:
         try:
@@ -668,10 +734,6 @@ class ConnectionActor:
             except Exception:
                 await asyncio.sleep(0.2)
         return None
-
-    def _released_lost(self, call_id: str) -> None:
-        if self._router_batcher is not None:
-            self._router_batcher.put(("del", call_id))
 
     # --- requests from CallActors ----------------------------------------------------
 
@@ -773,8 +835,14 @@ class ConnectionActor:
 
     # --- introspection and shutdown ---------------------------------------------------
 
-    async def lease_state(self) -> dict[str, int]:
-        return {"granted": self.granted, "in_use": len(self.routes.calls)}
+    async def lease_state(self, epoch: int = 0) -> dict[str, int]:
+        """This shard's leases; a router of a newer ``epoch`` (restarted) gets them
+        reported through :meth:`Router.lease` (the request is sent, not returned here,
+        so that it is numbered and retransmitted like any other)."""
+        if self.leases is None:
+            return {}  # starting: it reports by itself once started
+        self._lease_actions(self.leases.on_ask(epoch))
+        return self.leases.state()
 
     async def stats(self) -> dict[str, Any]:
         conn = self.conn.stats() if self.conn is not None else {}
@@ -783,8 +851,9 @@ class ConnectionActor:
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
             "active_calls": len(self.routes.calls),
-            "granted": self.granted,
-            "waiting_offers": len(self.waiting),
+            "granted": self.leases.granted if self.leases is not None else 0,
+            "waiting_offers": len(self.leases.waiting) if self.leases is not None else 0,
+            "unconfirmed_hangups": len(self.leases.unconfirmed) if self.leases is not None else 0,
             "placed": dict(self.placed),
             "pending_dials": len(self.dial_owner),
             "tracked_messages": len(self.msg_owner),

@@ -259,8 +259,12 @@ class RayRuntime:
             if handle is not None:
                 with contextlib.suppress(Exception):
                     ray.kill(handle, no_restart=True)
-        shards = (f"shard/{s}/resume" for s in range(self.options.connections))
-        for key in ("credentials", "link_secret", *shards):
+        shards = (
+            f"shard/{s}/{what}"
+            for s in range(self.options.connections)
+            for what in ("resume", "incarnation", "unconfirmed")
+        )
+        for key in ("credentials", "link_secret", "router_epoch", *shards):
             with contextlib.suppress(Exception):
                 await kvstore.delete(f"{self.options.app}/{key}")
         self.connections = []
