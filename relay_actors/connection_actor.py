@@ -107,6 +107,8 @@ class ConnectionActor:
         self._router_batcher: Batcher[tuple[Any, ...]] | None = None
         self._leasing = False
         self._retrying_hangups = False
+        self._storing_unconfirmed = False
+        self._unconfirmed_dirty = False
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
@@ -708,12 +710,24 @@ class ConnectionActor:
         self.tasks.spawn(retry(), "retry of failed hang-ups")
 
     def _store_unconfirmed(self) -> None:
-        """Keep the unconfirmed hang-ups where a restart of this actor finds them."""
-        pending = sorted(self.leases.unconfirmed) if self.leases is not None else []
-        calls = [[cid, self.node_of.get(cid, "")] for cid in pending]
-        self.tasks.spawn(
-            kvstore.put(self._key(f"shard/{self.shard}/unconfirmed"), calls), "store unconfirmed hang-ups"
-        )
+        """Keep the unconfirmed hang-ups where a restart of this actor finds them (one
+        write at a time, always of the latest set, so writes cannot land out of order)."""
+        self._unconfirmed_dirty = True
+        if self._storing_unconfirmed:
+            return
+        self._storing_unconfirmed = True
+
+        async def write() -> None:
+            try:
+                while self._unconfirmed_dirty:
+                    self._unconfirmed_dirty = False
+                    pending = sorted(self.leases.unconfirmed) if self.leases is not None else []
+                    calls = [[cid, self.node_of.get(cid, "")] for cid in pending]
+                    await kvstore.put(self._key(f"shard/{self.shard}/unconfirmed"), calls)
+            finally:
+                self._storing_unconfirmed = False
+
+        self.tasks.spawn(write(), "store unconfirmed hang-ups")
 
     async def _not_owned(self, idx: int, calls: list[str]) -> list[str]:
         try:

@@ -28,6 +28,7 @@ printed (``-s``) and kept in ``RUNS``.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from typing import Any
 
@@ -58,6 +59,7 @@ PROFILES = {"ci": (300, 100), "long": (3000, 200), "find": (300, 100)}
 PROFILE = os.environ.get("RELAY_MODEL_PROFILE", "ci")
 EXAMPLES, STEPS = PROFILES[PROFILE]
 RUNS: Counter[str] = Counter()
+STARTED: dict[str, float] = {}
 
 #: ("router", shard, LeaseRequest), ("shard", shard, LeaseReply) or ("ask", shard, epoch).
 Message = tuple[str, int, Any]
@@ -69,6 +71,7 @@ rare = st.integers(min_value=0, max_value=3)
 class AdmissionModel(RuleBasedStateMachine):
     @initialize(limit=st.integers(1, 8), shards=st.integers(1, 3), actors=st.integers(1, 3))
     def setup(self, limit: int, shards: int, actors: int) -> None:
+        STARTED.setdefault("at", time.monotonic())
         RUNS["examples"] += 1
         self.limit = limit
         self.n = shards
@@ -336,7 +339,8 @@ AdmissionModel.TestCase.settings = settings(
 class TestAdmissionModel(AdmissionModel.TestCase):  # type: ignore[name-defined,misc]
     @classmethod
     def tearDownClass(cls) -> None:
-        print(f"\nadmission model: {dict(RUNS)}")
+        seconds = time.monotonic() - STARTED.get("at", time.monotonic())
+        print(f"\nadmission model ({PROFILE}, {seconds:.1f} s): {dict(RUNS)}")
 
 
 def test_figures_were_collected() -> None:
