@@ -55,7 +55,6 @@ grants beyond ``budget - sum(grants)``. It is kept by these rules:
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -271,7 +270,8 @@ class ShardLeases(Generic[OfferT]):
     epoch: int = 0
     synced: bool = False
     outstanding: LeaseRequest | None = None
-    waiting: deque[tuple[str, OfferT]] = field(default_factory=deque)
+    #: Offers waiting for a slot, by call id, oldest first.
+    waiting: dict[str, OfferT] = field(default_factory=dict)
     _seq: int = 0
 
     def __post_init__(self) -> None:
@@ -301,14 +301,14 @@ class ShardLeases(Generic[OfferT]):
 
     def offer(self, call_id: str, offer: OfferT) -> list[Action[OfferT]]:
         """An inbound call (``calling.call.receive``)."""
-        if call_id in self.active or any(cid == call_id for cid, _ in self.waiting):
+        if call_id in self.active or call_id in self.waiting:
             return [Duplicate(call_id, offer)]
         if self.synced and not self.waiting and self.spare > 0:
             self.active.add(call_id)
             return [Admit(call_id, offer)]
         if len(self.waiting) >= self.max_waiting:
             return [Reject(call_id, offer)]
-        self.waiting.append((call_id, offer))
+        self.waiting[call_id] = offer
         return self._next()
 
     def adopt(self, call_id: str) -> list[Action[OfferT]]:
@@ -384,13 +384,14 @@ class ShardLeases(Generic[OfferT]):
     def _admit_waiting(self) -> list[Action[OfferT]]:
         actions: list[Action[OfferT]] = []
         while self.waiting and self.synced and self.spare > 0:
-            call_id, offer = self.waiting.popleft()
+            call_id = next(iter(self.waiting))
+            offer = self.waiting.pop(call_id)
             self.active.add(call_id)
             actions.append(Admit(call_id, offer))
         return actions
 
     def _reject_waiting(self) -> list[Action[OfferT]]:
-        actions: list[Action[OfferT]] = [Reject(cid, offer) for cid, offer in self.waiting]
+        actions: list[Action[OfferT]] = [Reject(cid, offer) for cid, offer in self.waiting.items()]
         self.waiting.clear()
         return actions
 

@@ -239,7 +239,7 @@ class AdmissionModel(RuleBasedStateMachine):
             placement.recount(idx, sum(1 for owner in actor.values() if owner == s))
         self.placements[s] = placement
         self._apply(s, self.shards[s].start())
-        for call_id, _ in old.waiting:  # never acked: the server offers them again
+        for call_id in old.waiting:  # never acked: the server offers them again
             self._apply(s, self.shards[s].offer(call_id, call_id))
 
     @rule(actor=index, roll=rare, data=st.data())
