@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from functools import partial
 from typing import Any
 
@@ -434,10 +434,14 @@ class ConnectionActor:
             self._retry_hangups()
 
     def _lease_actions(self, actions: list[adm.Action[Waiting]]) -> None:
-        """Carry out the lease unit's decisions."""
-        for action in actions:
+        """Carry out the lease unit's decisions (in a loop, not recursively: an admitted
+        offer no CallActor has room for frees its slot, which admits the next one)."""
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
             if isinstance(action, adm.Admit):
-                self._place(*action.offer)
+                if not self._place(*action.offer) and self.leases is not None:
+                    queue.extend(self.leases.ended(action.call_id))  # never answered: free
             elif isinstance(action, adm.Reject):
                 self._over_limit(*action.offer)
             elif isinstance(action, adm.Duplicate):
@@ -509,22 +513,22 @@ class ConnectionActor:
     def _pick_any(self) -> int | None:
         return self.placement.pick_any()
 
-    def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
+        """Place an admitted offer; False if no CallActor has room (it is dropped)."""
         idx = self._pick(exclude)
         if idx is None:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
             self._ack_now(ack_id)
             self.tasks.spawn(self.router.want_capacity.remote(), "scale-up request")
-            if self.leases is not None:  # never answered: its slot is free again
-                self._lease_actions(self.leases.ended(event.call_id))
-            return
+            return False
         self.routes.add_call(event.call_id, idx)
         self.node_of[event.call_id] = event.node_id
         self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self._report_add(event.call_id, idx)
         self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
+        return True
 
     def _replace(self, idx: int, refused: list[tuple[Any, ...]]) -> None:
         """CallActor ``idx`` was full: place the offers it refused elsewhere."""
@@ -534,7 +538,8 @@ class ConnectionActor:
             self.placement.released(idx)
             self.placement.full(idx)  # it told us it is full
             event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
-            self._place(event, None, exclude={idx})
+            if not self._place(event, None, exclude={idx}) and self.leases is not None:
+                self._lease_actions(self.leases.ended(call_id))
 
     def _released(self, call_id: str, idx: int) -> None:
         """``call_id`` on CallActor ``idx`` ended (or was passed): free its slot."""
@@ -592,7 +597,7 @@ class ConnectionActor:
 
         Two detectors report a loss: a failed delivery here, and the router's health
         loop (with the restarted actor's ``incarnation``). Each loss is handled once:
-        while it is handled ``idx`` is ``dead`` (nothing new is placed there), and the
+        while it is handled ``idx`` is unavailable (``lost``: nothing new is placed there), and the
         incarnation that came back is remembered, so the router's later report of the
         same restart does not hang up the calls placed on the new incarnation since."""
         if not self.placement.is_available(idx, "lost") or (
@@ -679,10 +684,10 @@ class ConnectionActor:
         params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "reason": "error"}
         try:
             await self.conn.execute("calling.end", params)
-        except RelayError as exc:
-            if not exc.call_gone:
-                self.counters["hangups_unconfirmed"] += 1
-                log.warning("hang-up of %s (its CallActor was lost) failed: %s; retrying", cid, exc.message)
+        except Exception as exc:
+            if not (isinstance(exc, RelayError) and exc.call_gone):
+                self.counters["lost_call_hangup_failures"] += 1
+                log.warning("hang-up of %s (its CallActor was lost) failed: %r; retrying", cid, exc)
                 if self.leases is not None:
                     self.leases.hangup_failed(cid)
                 return False
