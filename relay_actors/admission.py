@@ -51,6 +51,13 @@ grants beyond ``budget - sum(grants)``. It is kept by these rules:
   successful ``calling.end`` (or ``calling.pass``), or a 404/410 answer to one.
   A failed hang-up keeps the slot and lists the call in
   :attr:`ShardLeases.unconfirmed` for the caller to retry and persist.
+
+What this does not cover: a shard re-learns its calls from the CallActors, so
+a call is counted after a shard restart only if a CallActor holds it (or it is
+a stored unconfirmed hang-up). Calls of a CallActor that died while its shard
+was down too, before the shard handled the loss, and calls on a CallActor that
+did not answer the rebuild, are not counted until they end.
+``tests/admission/test_admission_model.py`` checks these rules by model.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from typing import Generic, Literal, TypeVar
 
 __all__ = [
     "LEASE_BLOCK",
+    "Action",
     "Admit",
     "Duplicate",
     "LeaseLedger",
