@@ -20,7 +20,11 @@ and commands for the calls taken from it are refused (fenced).
 
 Admission: this shard admits an offer only with a slot leased from the router
 (which holds the cluster-wide ``max_active_calls``), so the router stays off
-the per-call path: slots are leased in blocks and returned when idle.
+the per-call path: slots are leased in blocks and returned when idle. The
+rules are in :mod:`relay_actors.admission` (:class:`ShardLeases`), the choice
+of a CallActor in :mod:`relay_actors.placement`; this actor carries out their
+decisions: it sends the lease requests (one at a time, retransmitted until
+answered) and places, drops or passes the offers.
 
 Survives ``kill -9``: Ray restarts it (same name); it reads its credentials and
 resume state (``protocol``, ``authorization_state``, contexts) from the GCS
@@ -35,11 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any
 
 from . import actor_messages as m
+from . import admission as adm
 from . import kvstore, link_tls, metrics
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
@@ -51,17 +56,24 @@ from .connection import Connection
 from .dialing import AbandonedDials
 from .errors import RelayError
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
+from .placement import Placement
 from .protocol import constants as c
 from .protocol.events import RelayEvent
 from .protocol.messages import MessageTracker
 from .protocol.routing import EventRouter, Route
 from .protocol.session import Connected
-from .router import LEASE_BLOCK
 from .tasks import BackgroundTasks
 
 __all__ = ["ConnectionActor"]
 
 log = logging.getLogger("relay_actors.connection_actor")
+
+#: An offer waiting for a slot: the event and its ack id.
+Waiting = tuple[RelayEvent, str | None]
+#: Waiting offers are dropped (or passed) when the router has not answered for this long.
+LEASE_TIMEOUT = 5.0
+#: A failed hang-up of a lost CallActor's call is retried, backing off up to this.
+HANGUP_RETRY_MAX = 30.0
 
 
 class ConnectionActor:
@@ -81,20 +93,15 @@ class ConnectionActor:
         self.options = options
         self.routes: EventRouter[int] = EventRouter()
         self.actors: dict[int, Any] = {}
-        self.placed: Counter[int] = Counter()
-        self.capacity: dict[int, int] = {}
-        self.dead: set[int] = set()
-        #: CallActors that take no new calls for now (their link is slow or down).
-        self.unavailable: dict[int, str] = {}
+        self.placement = Placement()
+        self.placed = self.placement.placed  # (the same Counter: calls placed per CallActor)
         #: Calls the lost-actor policy took from a CallActor: commands for them from
         #: anyone but their current owner are refused (bounded, oldest forgotten).
         self.fenced: OrderedDict[str, None] = OrderedDict()
         #: CallActor index → the incarnation whose loss was last handled.
         self.incarnations: dict[int, str] = {}
-        self.granted = 0
-        #: Lease block: slots asked for at once; spare slots beyond two blocks go back.
-        self.block = LEASE_BLOCK
-        self.waiting: list[tuple[RelayEvent, str | None]] = []
+        #: Slots, active calls and waiting offers (set at start-up, after the rebuild).
+        self.leases: adm.ShardLeases[Waiting] | None = None
         #: The direct links to the CallActors (made at start-up, once the secret is read).
         self.links: LinkClient | None = None
         self._hub: LinkHub | None = None
@@ -114,7 +121,9 @@ class ConnectionActor:
         self.router: Any = None
         self._router_batcher: Batcher[tuple[Any, ...]] | None = None
         self._leasing = False
-        self._msg_rr = 0
+        self._retrying_hangups = False
+        self._storing_unconfirmed = False
+        self._unconfirmed_dirty = False
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
@@ -172,8 +181,7 @@ class ConnectionActor:
             self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
             await self._refresh_pool()
             restarted = await self._rebuild()
-            lease = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
-            self.granted, self.block = lease["granted"], lease["block"]
+            await self._start_leases()
             self.conn = Connection(
                 settings,
                 on_event=self._on_event,
@@ -200,8 +208,7 @@ class ConnectionActor:
         for idx, handle, capacity in pool:
             if idx not in self.actors:
                 self.actors[idx] = handle
-                self.capacity[idx] = capacity
-                self.dead.discard(idx)
+                self.placement.add(idx, capacity)
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
         if self.links is not None:
             for idx in self.actors:
@@ -224,7 +231,7 @@ class ConnectionActor:
             for call_id, node_id in state["calls"]:
                 self.routes.add_call(call_id, idx)
                 self.node_of[call_id] = node_id
-                self.placed[idx] += 1
+                self.placement.placed_on(idx)
                 found = True
             for tag in state["dials"]:
                 self.dial_owner[tag] = idx
@@ -324,13 +331,14 @@ class ConnectionActor:
 
     def _on_link_health(self, idx: int, health: Health) -> None:
         if health.status is HealthStatus.OK:
-            if self.unavailable.pop(idx, None) is not None:
+            if not self.placement.is_available(idx, "slow"):
+                self.placement.set_available(idx, "slow")
                 log.warning("shard %d: CallActor %d takes calls again", self.shard, idx)
             return
-        if idx not in self.unavailable:
+        if self.placement.is_available(idx, "slow"):
             self.counters["call_actors_slow"] += 1
             log.warning("shard %d: CallActor %d takes no new calls: %s", self.shard, idx, health.reason)
-        self.unavailable[idx] = health.reason
+            self.placement.set_unavailable(idx, "slow")
         if health.status is HealthStatus.LOST:
             log.error("shard %d: CallActor %d lost (%s)", self.shard, idx, health.reason)
             self.tasks.spawn(self.call_actor_lost(idx), f"recovery of CallActor {idx}")
@@ -371,8 +379,10 @@ class ConnectionActor:
                 return
             self.routes.add_call(event.call_id, idx_or_none)
             self.node_of[event.call_id] = event.node_id
-            self.placed[idx_or_none] += 1
+            self.placement.placed_on(idx_or_none)
             self._report_add(event.call_id, idx_or_none)
+            if self.leases is not None:  # a dialled call counts against the limit too
+                self._lease_actions(self.leases.adopt(event.call_id))
             self._to(idx_or_none, (m.LEG, event.tag, event.params), None)
             self._to(idx_or_none, (m.EVENT, event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
         elif route is Route.DIAL_DONE:
@@ -416,17 +426,47 @@ class ConnectionActor:
 
     # --- admission and placement ----------------------------------------------------
 
+    async def _start_leases(self) -> None:
+        """Start the lease unit from what the CallActors hold and the hang-ups that were
+        never confirmed (kept in the KV store: they are held by no CallActor)."""
+        counter = f"shard/{self.shard}/incarnation"
+        incarnation = int(await self.secrets.load(counter) or 0) + 1
+        await self.secrets.save(counter, incarnation)
+        lease = await asyncio.wait_for(self._router_call("register_shard", self.shard), 60.0)
+        stored = await self.secrets.load(f"shard/{self.shard}/unconfirmed") or []
+        unconfirmed = {str(cid) for cid, _node in stored}
+        self.node_of.update((str(cid), str(node)) for cid, node in stored)
+        self.leases = adm.ShardLeases(
+            self.shard, incarnation, lease["block"], active=set(self.routes.calls), unconfirmed=unconfirmed
+        )
+        self.leases.epoch = lease["epoch"]
+        self._lease_actions(self.leases.start())
+        if unconfirmed:
+            self._retry_hangups()
+
+    def _lease_actions(self, actions: list[adm.Action[Waiting]]) -> None:
+        """Carry out the lease unit's decisions (in a loop, not recursively: an admitted
+        offer no CallActor has room for frees its slot, which admits the next one)."""
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, adm.Admit):
+                if not self._place(*action.offer) and self.leases is not None:
+                    queue.extend(self.leases.ended(action.call_id))  # never answered: free
+            elif isinstance(action, adm.Reject):
+                self._over_limit(*action.offer)
+            elif isinstance(action, adm.Duplicate):
+                self._ack_now(action.offer[1])
+            else:
+                self._lease()
+
     def _offer(self, event: RelayEvent, ack_id: str | None) -> None:
         self.counters["offers"] += 1
         call_id = event.call_id
-        if not call_id or call_id in self.routes.calls:
+        if not call_id or call_id in self.routes.calls or self.leases is None:
             self._ack_now(ack_id)  # invalid, or a redelivered offer already placed
             return
-        if len(self.routes.calls) < self.granted and not self.waiting:
-            self._place(event, ack_id)
-            return
-        self.waiting.append((event, ack_id))
-        self._lease()
+        self._lease_actions(self.leases.offer(call_id, (event, ack_id)))
 
     def _lease(self) -> None:
         if self._leasing:
@@ -435,30 +475,29 @@ class ConnectionActor:
         self.tasks.spawn(self._lease_more(), "lease")
 
     async def _lease_more(self) -> None:
+        """Send the outstanding lease request, one at a time, retransmitting it unchanged
+        until answered (the router applies it once). Offers that waited
+        ``LEASE_TIMEOUT`` for one request are dropped or passed; the request goes on."""
+        loop = asyncio.get_running_loop()
         try:
-            while self.waiting:
-                free = self.granted - len(self.routes.calls)
-                want = len(self.waiting) - max(free, 0)
-                if want > 0:
-                    got = await self._router_call("acquire", self.shard, max(want, self.block), timeout=5.0)
-                    self.granted += got
-                    if got and len(self.waiting) > self.granted - len(self.routes.calls):
-                        continue  # more offers arrived during the round trip: ask for them too
-                waiting, self.waiting = self.waiting, []
-                for index, (event, ack_id) in enumerate(waiting):
-                    if event.call_id in self.routes.calls:
-                        self._ack_now(ack_id)
-                    elif len(self.routes.calls) < self.granted:
-                        self._place(event, ack_id)
-                    else:
-                        for later in waiting[index:]:
-                            self._over_limit(*later)
+            while self.leases is not None and (request := self.leases.outstanding) is not None:
+                since, delay = loop.time(), 0.05
+                while self.leases.outstanding is request:
+                    try:
+                        reply = await asyncio.wait_for(self.router.lease.remote(request), LEASE_TIMEOUT)
+                    except Exception as exc:  # restarting, slow, or the call failed
+                        log.info("shard %d: lease request unanswered (%r); retrying", self.shard, exc)
+                        reply = None
+                    if reply is not None:
+                        self._lease_actions(self.leases.on_reply(reply))
+                    if self.leases.outstanding is not request:
                         break
-        except Exception:
-            log.exception("shard %d: leasing slots failed; dropping %d offers", self.shard, len(self.waiting))
-            waiting, self.waiting = self.waiting, []
-            for event, ack_id in waiting:
-                self._over_limit(event, ack_id)
+                    if loop.time() - since > LEASE_TIMEOUT and self.leases.waiting:
+                        self.counters["lease_timeouts"] += 1
+                        log.warning("shard %d: the router did not lease slots in time", self.shard)
+                        self._lease_actions(self.leases.timed_out())
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 1.0)
         finally:
             self._leasing = False
 
@@ -480,39 +519,27 @@ class ConnectionActor:
             log.warning("pass of %s failed: %s", event.call_id, exc.message)
 
     def _pick(self, exclude: set[int] = frozenset()) -> int | None:  # type: ignore[assignment]
-        best: int | None = None
-        best_load = 2.0
-        for idx in self.actors:
-            if idx in self.dead or idx in exclude or idx in self.unavailable:
-                continue
-            cap = self.capacity.get(idx) or 1
-            load = self.placed[idx] / cap
-            if load < best_load and self.placed[idx] < cap:
-                best, best_load = idx, load
-        return best
+        return self.placement.pick(exclude)
 
     def _pick_any(self) -> int | None:
-        live = [idx for idx in self.actors if idx not in self.dead and idx not in self.unavailable]
-        live = live or [idx for idx in self.actors if idx not in self.dead]
-        if not live:
-            return None
-        self._msg_rr = (self._msg_rr + 1) % len(live)
-        return live[self._msg_rr]
+        return self.placement.pick_any()
 
-    def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+    def _place(self, event: RelayEvent, ack_id: str | None, exclude: set[int] = frozenset()) -> bool:  # type: ignore[assignment]
+        """Place an admitted offer; False if no CallActor has room (it is dropped)."""
         idx = self._pick(exclude)
         if idx is None:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
             self._ack_now(ack_id)
             self.tasks.spawn(self.router.want_capacity.remote(), "scale-up request")
-            return
+            return False
         self.routes.add_call(event.call_id, idx)
         self.node_of[event.call_id] = event.node_id
-        self.placed[idx] += 1
+        self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self._report_add(event.call_id, idx)
         self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
+        return True
 
     def _replace(self, idx: int, refused: list[tuple[Any, ...]]) -> None:
         """CallActor ``idx`` was full: place the offers it refused elsewhere."""
@@ -521,23 +548,26 @@ class ConnectionActor:
             if self.routes.calls.get(call_id) != idx:
                 continue  # placed before a restart of this actor: the server redelivers it
             self.routes.remove_call(call_id)
-            self.placed[idx] -= 1
-            self.capacity[idx] = self.placed[idx]  # it told us it is full
+            self.placement.released(idx)
+            self.placement.full(idx)  # it told us it is full
             event = RelayEvent(c.EVENT_CALL_RECEIVE, item[2], call_id)
-            self._place(event, None, exclude={idx})
+            if not self._place(event, None, exclude={idx}) and self.leases is not None:
+                self._lease_actions(self.leases.ended(call_id))
 
     def _released(self, call_id: str, idx: int) -> None:
-        self.placed[idx] -= 1
+        """``call_id`` on CallActor ``idx`` ended (or was passed): free its slot."""
+        self.placement.released(idx)
+        self._confirmed_end(call_id)
+
+    def _confirmed_end(self, call_id: str) -> None:
         self.node_of.pop(call_id, None)
         if self._router_batcher is not None:
             self._router_batcher.put(("del", call_id))
-        # Spare slots go back beyond two blocks (down to one): a shard must not sit on
-        # slots another shard needs; the block is small when the budget is.
-        spare = self.granted - len(self.routes.calls)
-        if spare > 2 * self.block and not self.waiting:
-            give_back = spare - self.block
-            self.granted -= give_back
-            self.tasks.spawn(self.router.release.remote(self.shard, give_back), "lease release")
+        if self.leases is not None:
+            had_unconfirmed = call_id in self.leases.unconfirmed
+            self._lease_actions(self.leases.ended(call_id))
+            if had_unconfirmed:
+                self._store_unconfirmed()
 
     def _report_add(self, call_id: str, idx: int) -> None:
         if self._router_batcher is not None:
@@ -583,9 +613,11 @@ class ConnectionActor:
         CallActor (no handler ever ran for them, and none of their commands can have
         reached the server, since a CallActor's commands travel behind its
         acknowledgements on the same ordered stream)."""
-        if idx in self.dead or (incarnation is not None and self.incarnations.get(idx) == incarnation):
+        if not self.placement.is_available(idx, "lost") or (
+            incarnation is not None and self.incarnations.get(idx) == incarnation
+        ):
             return {"already": 1}
-        self.dead.add(idx)
+        self.placement.set_unavailable(idx, "lost")
         result = {"calls": 0, "hung_up": 0, "rehomed": 0, "replaced": 0}
         try:
             assert self.links is not None
@@ -612,7 +644,9 @@ class ConnectionActor:
             for cid, (item, ack) in unplaced.items():
                 self.routes.remove_call(cid)
                 self._report_del(cid)
-                self._place(RelayEvent(c.EVENT_CALL_RECEIVE, item[2], cid), ack, exclude={idx})
+                placed = self._place(RelayEvent(c.EVENT_CALL_RECEIVE, item[2], cid), ack, exclude={idx})
+                if not placed and self.leases is not None:
+                    self._lease_actions(self.leases.ended(cid))
                 result["replaced"] += 1
             self.counters["offers_replaced"] += result["replaced"]
             hang_up = lost
@@ -640,8 +674,8 @@ class ConnectionActor:
             for cid in lost:
                 self._to(idx, (m.LOST, cid, "call_actor_lost"), None)
         finally:
-            self.placed[idx] = sum(1 for owner in self.routes.calls.values() if owner == idx)
-            self.dead.discard(idx)
+            self.placement.recount(idx, sum(1 for owner in self.routes.calls.values() if owner == idx))
+            self.placement.set_available(idx, "lost")
         return result
 
     def _fence(self, call_id: str) -> None:
@@ -659,7 +693,7 @@ class ConnectionActor:
                 homeless.append(cid)
                 continue
             self.routes.add_call(cid, target)
-            self.placed[target] += 1
+            self.placement.placed_on(target)
             params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "call_state": "answered"}
             self._to(target, (m.ADOPT, cid, params), None)
             if self._router_batcher is not None:
@@ -669,20 +703,71 @@ class ConnectionActor:
         return homeless
 
     async def _hang_up_lost(self, lost: list[str], result: dict[str, int]) -> None:
-        conn = self.conn
-        assert conn is not None
+        """End calls whose CallActor was lost. A slot is freed only once the end is
+        confirmed (the server accepted it, or says the call is gone); a failed hang-up
+        keeps its slot, is stored (no CallActor holds the call) and retried."""
+        ended = await asyncio.gather(*(self._end_lost_call(cid) for cid in lost))
+        result["hung_up"] += sum(ended)
+        self.counters["calls_hung_up_lost_actor"] += sum(ended)
+        if not all(ended):
+            self._store_unconfirmed()
+            self._retry_hangups()
 
-        async def end(cid: str) -> None:
-            params = {"call_id": cid, "node_id": self.node_of.pop(cid, ""), "reason": "error"}
-            self._report_del(cid)
+    async def _end_lost_call(self, cid: str) -> bool:
+        """``calling.end`` for ``cid``; True once its end is confirmed."""
+        assert self.conn is not None
+        params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "reason": "error"}
+        try:
+            await self.conn.execute("calling.end", params)
+        except Exception as exc:
+            if not (isinstance(exc, RelayError) and exc.call_gone):
+                self.counters["lost_call_hangup_failures"] += 1
+                log.warning("hang-up of %s (its CallActor was lost) failed: %r; retrying", cid, exc)
+                if self.leases is not None:
+                    self.leases.hangup_failed(cid)
+                return False
+        self._confirmed_end(cid)
+        return True
+
+    def _retry_hangups(self) -> None:
+        if self._retrying_hangups:
+            return
+        self._retrying_hangups = True
+
+        async def retry() -> None:
+            delay = 1.0
             try:
-                await conn.execute("calling.end", params)
-                result["hung_up"] += 1
-            except RelayError as exc:
-                log.warning("hang-up of %s (its CallActor was lost) failed: %s", cid, exc.message)
+                while self.leases is not None and self.leases.unconfirmed:
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, HANGUP_RETRY_MAX)
+                    if self.conn is None or not self.conn.connected:
+                        continue
+                    for cid in sorted(self.leases.unconfirmed):
+                        await self._end_lost_call(cid)
+            finally:
+                self._retrying_hangups = False
 
-        await asyncio.gather(*(end(cid) for cid in lost))
-        self.counters["calls_hung_up_lost_actor"] += result["hung_up"]
+        self.tasks.spawn(retry(), "retry of failed hang-ups")
+
+    def _store_unconfirmed(self) -> None:
+        """Keep the unconfirmed hang-ups where a restart of this actor finds them (one
+        write at a time, always of the latest set, so writes cannot land out of order)."""
+        self._unconfirmed_dirty = True
+        if self._storing_unconfirmed:
+            return
+        self._storing_unconfirmed = True
+
+        async def write() -> None:
+            try:
+                while self._unconfirmed_dirty:
+                    self._unconfirmed_dirty = False
+                    pending = sorted(self.leases.unconfirmed) if self.leases is not None else []
+                    calls = [[cid, self.node_of.get(cid, "")] for cid in pending]
+                    await self.secrets.save(f"shard/{self.shard}/unconfirmed", calls)
+            finally:
+                self._storing_unconfirmed = False
+
+        self.tasks.spawn(write(), "store unconfirmed hang-ups")
 
     async def _incarnation(self, idx: int, timeout: float = 30.0) -> str | None:
         """The incarnation of CallActor ``idx`` once it answers again (None if it does not)."""
@@ -819,8 +904,14 @@ class ConnectionActor:
 
     # --- introspection and shutdown ---------------------------------------------------
 
-    async def lease_state(self) -> dict[str, int]:
-        return {"granted": self.granted, "in_use": len(self.routes.calls)}
+    async def lease_state(self, epoch: int = 0) -> dict[str, int]:
+        """This shard's leases; a router of a newer ``epoch`` (restarted) gets them
+        reported through :meth:`Router.lease` (the request is sent, not returned here,
+        so that it is numbered and retransmitted like any other)."""
+        if self.leases is None:
+            return {}  # starting: it reports by itself once started
+        self._lease_actions(self.leases.on_ask(epoch))
+        return self.leases.state()
 
     async def stats(self) -> dict[str, Any]:
         conn = self.conn.stats() if self.conn is not None else {}
@@ -829,12 +920,13 @@ class ConnectionActor:
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
             "active_calls": len(self.routes.calls),
-            "granted": self.granted,
-            "waiting_offers": len(self.waiting),
+            "granted": self.leases.granted if self.leases is not None else 0,
+            "waiting_offers": len(self.leases.waiting) if self.leases is not None else 0,
+            "unconfirmed_hangups": len(self.leases.unconfirmed) if self.leases is not None else 0,
             "placed": dict(self.placed),
             "pending_dials": len(self.dial_owner),
             "tracked_messages": len(self.msg_owner),
-            "unavailable_call_actors": len(self.unavailable),
+            "unavailable_call_actors": len(self.placement.unavailable),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "links": link_stats(self.links),
             "batchers": {"router": self._router_batcher.stats()} if self._router_batcher is not None else {},

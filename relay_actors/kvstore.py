@@ -189,6 +189,13 @@ class AppSecrets:
     async def link_secret(self) -> str:
         return str(await get("link_secret", namespace=self.namespace) or "")
 
+    async def load(self, key: str) -> Any:
+        """A value of the deploy's own state (kept with its secrets, deleted with them)."""
+        return await get(key, namespace=self.namespace)
+
+    async def save(self, key: str, value: Any) -> None:
+        await put(key, value, namespace=self.namespace)
+
     async def link_tls(self) -> dict[str, str] | None:
         """The deploy's link certificate and key (:mod:`relay_actors.link_tls`)."""
         identity: dict[str, str] | None = await get("link_tls", namespace=self.namespace)

@@ -106,6 +106,12 @@ _DEFS = [
         "Admission slots leased to a connection actor (router view per shard, connection actor's own view).",
     ),
     _g("relay_waiting_offers", "Offers waiting for an admission slot or a CallActor."),
+    _c("relay_lease_timeouts", "Waits for the router a connection actor gave up (offers dropped or passed)."),
+    _g(
+        "relay_unconfirmed_hangups",
+        "Calls of lost CallActors whose hang-up is not confirmed yet (retried; their slots stay taken).",
+    ),
+    _c("relay_lost_call_hangup_failures", "Failed hang-ups of calls whose CallActor was lost (retried)."),
     _g("relay_placed_calls", "Calls a connection actor has placed on each CallActor (tag actor)."),
     # --- connection (WebSocket session) ---
     _g("relay_connected", "1 while the WebSocket session is up."),
@@ -139,6 +145,10 @@ _DEFS = [
     _c("relay_slots_leased", "Admission slots leased to connection actors."),
     _c("relay_slots_returned", "Admission slots given back by connection actors."),
     _c("relay_lease_shortfall", "Slots asked for but not leased (the budget was used up)."),
+    _g(
+        "relay_lease_unknown_shards",
+        "Shards yet to report their leases to the router since it started (none leased until 0).",
+    ),
     _c("relay_double_assignments", "Calls found on two CallActors while rebuilding the call table."),
     # --- CallActors (and the in-process client's handlers) ---
     _c("relay_handlers", "on_call handlers finished, by outcome: completed, error, timeout.", "outcome"),
@@ -214,6 +224,9 @@ _COMMON: _Map = {
     "granted": ("relay_slots_granted", {}),
     "budget": ("relay_call_budget", {}),
     "waiting_offers": ("relay_waiting_offers", {}),
+    "lease_timeouts": ("relay_lease_timeouts", {}),
+    "unconfirmed_hangups": ("relay_unconfirmed_hangups", {}),
+    "lost_call_hangup_failures": ("relay_lost_call_hangup_failures", {}),
     "pending_dials": ("relay_pending_dials", {}),
     "dial_orphans_ended": ("relay_dial_orphans_ended", {}),
     "tracked_messages": ("relay_tracked_messages", {}),
@@ -249,6 +262,7 @@ _BY_COMPONENT: dict[str, _Map] = {
         "slots_leased": ("relay_slots_leased", {}),
         "slots_returned": ("relay_slots_returned", {}),
         "lease_shortfall": ("relay_lease_shortfall", {}),
+        "unknown_shards": ("relay_lease_unknown_shards", {}),
         "double_assignments": ("relay_double_assignments", {}),
     },
     "call_actor": {
@@ -266,7 +280,7 @@ _BY_COMPONENT: dict[str, _Map] = {
     },
 }
 #: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.
-_IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased"})
+_IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased", "lease_epoch"})
 #: Per-peer link figures (``links`` in stats()): key → (metric, fixed tags).
 _LINK: _Map = {
     "frames_out": ("relay_link_frames", {"direction": "out"}),

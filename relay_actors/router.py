@@ -4,7 +4,9 @@ It owns the hard state and keeps the rest honest:
 
 * the cluster-wide budget of ``max_active_calls``: connection shards lease
   slots in blocks (so the router is not on the per-call path) and give back
-  what they do not use; the sum of leases never exceeds the budget;
+  what they do not use; the rules (epochs, numbered requests, what a rebuild
+  may count as free) are in :mod:`relay_actors.admission`, whose
+  :class:`~relay_actors.admission.LeaseLedger` this actor only carries;
 * the CallActor pool: created between ``min_actors`` and ``max_actors``,
   spread over the nodes (``SPREAD``) or pinned to a custom resource, grown
   when the calls fill it, polled for health; a crashed or restarted CallActor
@@ -13,7 +15,8 @@ It owns the hard state and keeps the rest honest:
 * the call → CallActor table, reported by the shards in batches.
 
 After its own restart it rebuilds all of that from the others: leases from the
-shards, the pool by actor name, calls from the CallActors. It never places a
+shards (asked until each has reported; nothing is leased before), the pool by
+actor name, calls from the CallActors. It never places a
 call itself, so a restart cannot assign a call twice.
 """
 
@@ -24,17 +27,18 @@ import logging
 from collections import Counter
 from typing import Any
 
-from . import metrics
+from . import kvstore, metrics
 from .actor_messages import NAMESPACE, actor_name
+from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
 from .tasks import BackgroundTasks
 
-__all__ = ["NAMESPACE", "Router"]
+__all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
 
 log = logging.getLogger("relay_actors.router")
 HEALTH_INTERVAL = 0.5
-#: Largest lease block (slots a shard asks for at once).
-LEASE_BLOCK = 64
+#: How often shards that have not reported their leases since a restart are asked again.
+ASK_INTERVAL = 0.5
 
 
 class Router:
@@ -56,12 +60,15 @@ class Router:
         self.min_actors = int(options.get("min_actors", 1))
         self.max_actors = max(self.min_actors, int(options.get("max_actors", self.min_actors)))
         self.capacity = int(options.get("capacity", 5000))
-        self.grants: dict[int, int] = {}
+        #: Set at start-up, once this router's epoch is known.
+        self.ledger: LeaseLedger | None = None
         self.pool: dict[int, Any] = {}
         self.incarnations: dict[int, str] = {}
         self.loads: dict[int, int] = {}
         self.calls: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
+        #: Per shard, the last reply counted in the lease counters (a retry is not recounted).
+        self._last_replies: dict[int, LeaseReply] = {}
         self.tasks = BackgroundTasks()
         self._ready = asyncio.Event()
         self._scaling = False
@@ -76,6 +83,12 @@ class Router:
         try:
             import ray
 
+            # Each router a higher epoch than any before it: requests a shard meant for
+            # an earlier one are refused, never applied to this one's ledger.
+            secrets = await kvstore.AppSecrets.open(self.app)
+            epoch = int(await secrets.load("router_epoch") or 0) + 1
+            await secrets.save("router_epoch", epoch)
+            self.ledger = LeaseLedger(self.budget, self.shards, epoch)
             for idx in range(self.max_actors):
                 try:
                     self.pool[idx] = ray.get_actor(actor_name(self.app, "call", idx), namespace=NAMESPACE)
@@ -92,7 +105,7 @@ class Router:
                 self.incarnations[idx] = health["incarnation"]
                 self.loads[idx] = health["calls"]
             await self._rebuild_calls()
-            await self._rebuild_grants()
+            self.tasks.spawn(self._ask_shards(), "lease rebuild")
             self.tasks.spawn(self._health_loop(), "CallActor health loop")
         except BaseException as exc:
             self._failed = exc
@@ -110,16 +123,22 @@ class Router:
                     for call_id, _node in state["calls"]:
                         self.calls[call_id] = idx
 
-    async def _rebuild_grants(self) -> None:
+    async def _ask_shards(self) -> None:
+        """Ask the shards that have not reported in this epoch to report, until all have.
+        One that cannot be asked (not started, restarting, slow) stays unknown, which
+        reserves the budget (see :mod:`relay_actors.admission`): "could not ask" is
+        "retry", never "free". A shard that calls first learns the epoch anyway."""
         import ray
 
-        for shard in range(self.shards):
-            try:
-                handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
-                state = await asyncio.wait_for(handle.lease_state.remote(), 5.0)
-                self.grants[shard] = state["granted"]
-            except Exception:
-                continue  # not started yet: it registers itself
+        assert self.ledger is not None
+        while unknown := self.ledger.unknown():
+            for shard in unknown:
+                try:
+                    handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
+                    await asyncio.wait_for(handle.lease_state.remote(self.ledger.epoch), 5.0)
+                except Exception as exc:
+                    log.info("shard %d not asked for its leases yet (%r); retrying", shard, exc)
+            await asyncio.sleep(ASK_INTERVAL)
 
     async def ready(self) -> dict[str, Any]:
         await self._ready.wait()
@@ -167,32 +186,32 @@ class Router:
 
     # --- leases ---------------------------------------------------------------------
 
-    def _free(self) -> int:
-        return self.budget - sum(self.grants.values())
+    def _ledger(self) -> LeaseLedger:
+        if self.ledger is None:
+            raise RuntimeError(f"the router did not start: {self._failed!r}")
+        return self.ledger
 
-    async def register_shard(self, shard: int, in_use: int) -> dict[str, int]:
-        """A shard (re)started holding ``in_use`` calls: its lease (at least that) and
-        the lease block, sized so that every shard's spare slots stay a small part of
-        the budget (64 at most; 20 calls over 2 shards lease 2 at a time)."""
+    async def register_shard(self, shard: int) -> dict[str, int]:
+        """A shard (re)starts: the lease block (spare slots a shard keeps stay a small
+        part of the budget) and this router's epoch. Changes nothing: the shard then
+        reports its leases with :meth:`lease`."""
         await self._ready.wait()
-        granted = max(self.grants.get(shard, 0), in_use)
-        self.grants[shard] = granted
-        block = max(1, min(LEASE_BLOCK, self.budget // (4 * self.shards)))
-        return {"granted": granted, "block": block}
+        ledger = self._ledger()
+        return {"block": ledger.block, "epoch": ledger.epoch}
 
-    async def acquire(self, shard: int, want: int) -> int:
-        """Lease up to ``want`` more slots to ``shard``; returns how many."""
+    async def lease(self, request: LeaseRequest) -> LeaseReply | None:
+        """One request of a shard (``sync``, ``acquire``, ``release``); idempotent: a
+        retried request gets the same reply and is applied once. None: stale, ignore."""
         await self._ready.wait()
-        got = max(0, min(want, self._free()))
-        self.grants[shard] = self.grants.get(shard, 0) + got
-        self.counters["slots_leased"] += got
-        if got < want:
-            self.counters["lease_shortfall"] += want - got
-        return got
-
-    async def release(self, shard: int, count: int) -> None:
-        self.grants[shard] = max(0, self.grants.get(shard, 0) - count)
-        self.counters["slots_returned"] += count
+        reply = self._ledger().handle(request)
+        if reply is not None and reply != self._last_replies.get(request.shard):
+            self._last_replies[request.shard] = reply
+            if reply.kind == "granted":
+                self.counters["slots_leased"] += reply.count
+                self.counters["lease_shortfall"] += request.count - reply.count
+            elif reply.kind == "released":
+                self.counters["slots_returned"] += request.count
+        return reply
 
     # --- pool ---------------------------------------------------------------------------
 
@@ -278,9 +297,11 @@ class Router:
         """Cluster-wide counts: what tests sample to check the limit."""
         return {
             "calls": len(self.calls),
-            "leased": sum(self.grants.values()),
+            "leased": self.ledger.leased() if self.ledger else 0,
             "budget": self.budget,
-            "grants": dict(self.grants),
+            "grants": self.ledger.grants() if self.ledger else {},
+            "unknown_shards": len(self.ledger.unknown()) if self.ledger else self.shards,
+            "lease_epoch": self.ledger.epoch if self.ledger else 0,
             "actors": len(self.pool),
             "loads": dict(self.loads),
         }

@@ -40,6 +40,14 @@ async def _counts_agree(relay: Any, emulator: Any, expected: int | None = None) 
     return stats if ok and counts == (live, live, live) else None
 
 
+async def _leases_agree(relay: Any) -> Any:
+    """Every shard has reported to the router, and they agree on each grant."""
+    stats = await _stats(relay)
+    router = stats["router"]
+    shards = {s["shard"]: s["granted"] for s in stats["connections"]}
+    return stats if router["unknown_shards"] == 0 and router["grants"] == shards else None
+
+
 def _report(name: str, seconds: float) -> None:
     print(f"\n[timing] {name}: {seconds:.2f}s")
 
@@ -213,8 +221,11 @@ async def test_router_kill9_rebuilds(make_client, emulator, recorder) -> None:
     await eventually(rebuilt, 20, what="router restarted")
     _report("router kill -9 -> serving again", time.monotonic() - killed)
     stats = await eventually(lambda: _counts_agree(relay, emulator, 5), 15, what="call table rebuilt")
+    # The new router (a new epoch) learned every shard's grant from the shard itself.
+    await eventually(lambda: _leases_agree(relay), 10, what="leases re-learned from the shards")
     router = stats["router"]
     assert router["actors"] == 2 and router["budget"] == 30
+    assert router["lease_epoch"] == old["lease_epoch"] + 1, "a restarted router fences the old one"
     assert router["leased"] <= 30 and router["leased"] >= 5
     assert router.get("actors_created", 0) == 0, "the pool is re-adopted, not re-created"
     fresh = emulator.core.inject_calls("office", 4)
