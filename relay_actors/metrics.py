@@ -115,6 +115,7 @@ _DEFS = [
     _g("relay_placed_calls", "Calls a connection actor has placed on each CallActor (tag actor)."),
     # --- connection (WebSocket session) ---
     _g("relay_connected", "1 while the WebSocket session is up."),
+    _g("relay_session_started_seconds", "Unix time the RELAY session started (its age: time() - this)."),
     _c("relay_reconnects", "Reconnections of the WebSocket session."),
     _c("relay_resumes", "Sessions resumed after a reconnection (protocol kept)."),
     _c("relay_connect_attempts", "WebSocket connection attempts, failed ones included."),
@@ -243,6 +244,7 @@ _COMMON: _Map = {
     "duplicate_events": ("relay_duplicate_events", {}),
     # Connection (Connection.stats(), ``conn.`` inside a connection actor's stats)
     "connected": ("relay_connected", {}),
+    "session_started": ("relay_session_started_seconds", {}),
     "reconnects": ("relay_reconnects", {}),
     "resumes": ("relay_resumes", {}),
     "attempts": ("relay_connect_attempts", {}),
