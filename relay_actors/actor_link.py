@@ -443,6 +443,7 @@ class LinkClient(_Peers):
         self._tls = tls
         self._keepers: dict[int, asyncio.Task[None]] = {}
         self._down: dict[int, asyncio.Event] = {}
+        self._up: dict[int, asyncio.Event] = {}
         self.health: dict[int, Health] = {}
         #: Our incarnation as each CallActor sees it: a new one after :meth:`reset`, so
         #: the CallActor starts a fresh session too.
@@ -455,6 +456,7 @@ class LinkClient(_Peers):
         if peer_id not in self._keepers and not self._closed:
             self._down[peer_id] = asyncio.Event()
             self._down[peer_id].set()
+            self._up.setdefault(peer_id, asyncio.Event())
             task = asyncio.ensure_future(self._keep(peer_id))
             self._keepers[peer_id] = task
 
@@ -483,6 +485,14 @@ class LinkClient(_Peers):
                 down.set()
         self.health[peer_id] = Health(HealthStatus.OK)
         return old
+
+    async def wait_linked(self, peer_ids: list[int], timeout: float) -> list[int]:
+        """Wait up to ``timeout`` for links to ``peer_ids``; returns those still down (the
+        caller carries on with a partial pool: they come up by themselves)."""
+        events = [self._up.setdefault(p, asyncio.Event()) for p in peer_ids]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), timeout)
+        return [p for p in peer_ids if not self.connected(p)]
 
     def connected(self, peer_id: int) -> bool:
         wire = self.wires.get(peer_id)
@@ -531,9 +541,16 @@ class LinkClient(_Peers):
         if session is None:
             raise LinkError("the CallActor closed the link during the handshake")
 
+    def _bound(self, wire: _Wire, event: Authenticated) -> None:
+        super()._bound(wire, event)
+        self._up.setdefault(wire.peer_id, asyncio.Event()).set()
+
     def _wire_lost(self, wire: _Wire) -> None:
         super()._wire_lost(wire)
         if wire.peer_id >= 0 and wire.peer_id not in self.wires:
+            up = self._up.get(wire.peer_id)
+            if up is not None:
+                up.clear()
             down = self._down.get(wire.peer_id)
             if down is not None:
                 down.set()

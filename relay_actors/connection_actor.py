@@ -197,6 +197,11 @@ class ConnectionActor:
             # Through the reconnect loop: a blip or a refused resume now must not leave the
             # shard down for good (Ray would not restart an actor that is alive and idle).
             await self.conn.start()
+            # Ready once every CallActor can be reached (bounded: a partial pool serves,
+            # and the rest join as their links come up).
+            down = await self.links.wait_linked(list(self.actors), 10.0)
+            if down:
+                log.warning("shard %d: no link yet to CallActors %s; serving meanwhile", self.shard, down)
         except BaseException as exc:
             self._failed = exc
             log.exception("connection shard %d failed to start", self.shard)

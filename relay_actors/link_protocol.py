@@ -390,7 +390,9 @@ class LinkSession:
             down = now - self.unreachable_since
             if down >= limits.lost_after:
                 return Health(HealthStatus.LOST, f"unreachable for {down:.0f} s")
-            return Health(HealthStatus.SLOW, "reconnecting")
+            if down >= limits.slow_after:  # (a blip reconnects well before: frames just wait)
+                return Health(HealthStatus.SLOW, f"unreachable for {down:.1f} s")
+            return Health(HealthStatus.OK)
         self.unreachable_since = None
         oldest = now - self._unacked[0].sent_at if self._unacked else 0.0
         silent = now - self.last_heard if self.last_heard else 0.0

@@ -62,7 +62,9 @@ async def test_plain_ws_to_the_tls_emulator(tls_emulator: Emulator, caplog: pyte
 
 
 async def test_a_host_that_does_not_resolve(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
-    error = await _serve_fails(_fast(emulator, host=f"{UNRESOLVABLE}:{emulator.port}"), caplog)
+    # (allow_insecure: plain ws to a name that is not loopback is refused before any DNS)
+    client = _fast(emulator, host=f"{UNRESOLVABLE}:{emulator.port}", allow_insecure=True)
+    error = await _serve_fails(client, caplog)
     assert error.code == "host_not_found"
     assert repr(UNRESOLVABLE) in error.message and "SIGNALWIRE_SPACE" in error.message
 

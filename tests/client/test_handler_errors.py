@@ -13,6 +13,7 @@ from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import wait_until
 from relay_actors.errors import ArgumentError
 from relay_actors.logcontext import LOG_FORMAT
+from relay_actors.ray_runtime import default_app_name
 
 from .conftest import Harness, client_kwargs
 
@@ -96,7 +97,8 @@ async def test_handler_log_records_carry_the_call_id(make_harness: Any) -> None:
         app_log.removeHandler(capture)
     inside, child, outside = capture.records
     assert inside.call_id == child.call_id == call_id  # type: ignore[attr-defined]
-    assert inside.app == "default"  # type: ignore[attr-defined]
+    app = default_app_name()  # the program's name, as for a Ray app
+    assert inside.app == app  # type: ignore[attr-defined]
     assert outside.call_id == "-"  # type: ignore[attr-defined]
     line = capture.format(inside)
-    assert f"default {call_id} tests.my_app: pressed 1" in line
+    assert f"{app} {call_id} tests.my_app: pressed 1" in line

@@ -251,7 +251,8 @@ def test_health_slow_then_lost_when_unacknowledged_and_unreachable() -> None:
     assert a.health(1.5, True).status is HealthStatus.SLOW
     assert a.health(10.5, True).status is HealthStatus.LOST
     b = LinkSession(1, b"b", limits)
-    assert b.health(0.0, False).status is HealthStatus.SLOW  # reconnecting
+    assert b.health(0.0, False).status is HealthStatus.OK  # a blip: frames wait, calls still placed
+    assert b.health(1.5, False).status is HealthStatus.SLOW  # down past slow_after
     assert b.health(9.0, False).status is HealthStatus.SLOW
     assert b.health(10.0, False).status is HealthStatus.LOST
 

@@ -42,7 +42,8 @@ def local_ray() -> Iterator[str]:
         for _ in range(2):
             cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        logs = bool(os.environ.get("RELAY_TEST_RAY_LOGS"))
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=logs)
         _cluster = cluster
         yield tmp
     finally:

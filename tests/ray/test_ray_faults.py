@@ -84,7 +84,9 @@ async def test_connection_actor_kill9_mid_call(make_client, emulator, recorder) 
         assert dump["events"][cid] == sent[cid], f"{cid}: events lost or handled twice"
         assert len(dump["started"][cid]) == 1
     # Commands in flight either succeeded or failed visibly; none vanished (the handlers ended).
-    assert set(code for codes in dump["errors"].values() for code in codes) <= {"connection_lost"}
+    # One issued while the restarted shard was still resuming may also time out (visibly,
+    # under load: the restart and the resume take longer than the request timeout).
+    assert set(code for codes in dump["errors"].values() for code in codes) <= {"connection_lost", "timeout"}
     assert all(c["end_reason"] == "hangup" for c in emulator.core.list_calls())
     await eventually(lambda: _counts_agree(relay, emulator, 0), 10, what="no call record leaked")
 
