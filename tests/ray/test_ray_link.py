@@ -282,7 +282,7 @@ async def test_a_call_actor_blocked_for_30s_is_reported_and_skipped(make_client,
         notes = (await rec.dump.remote())["notes"]
         return next((n[1] for n in notes if n[0] == "blocking"), None)
 
-    blocked_pid = await eventually(blocking, 10, what="a CallActor's loop blocked")
+    blocked_pid = await eventually(blocking, 30, what="a CallActor's loop blocked")
     blocked_at = time.monotonic()
     conn_pid = (await _stats(relay))["connections"][0]["pid"]
     rss = psutil.Process(conn_pid).memory_info().rss
