@@ -135,6 +135,10 @@ class _Wire(asyncio.Protocol):
                     self.authenticated.set_result(event.session)
             elif isinstance(event, PeerRestarted):
                 self.owner._restarted(event.previous)
+        # An acknowledgement may have opened the window for items that were waiting.
+        session = self.conn.session
+        if session is not None and session.pending:
+            self.owner._mark(session.peer_id)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -330,3 +330,23 @@ async def test_a_peer_whose_loop_is_blocked_turns_slow_and_back() -> None:
     await hub.aclose()
     await client.aclose()
     await server.aclose()
+
+
+async def test_items_waiting_behind_a_full_window_leave_when_it_opens() -> None:
+    """With a window of one frame, every frame waits for the previous one's
+    acknowledgement: what waits must leave when it comes, in both directions."""
+    s_side, c_side = Side(), Side()
+    limits = LinkLimits(window=1)
+    server = await start_server(s_side, limits=limits)
+    client = client_for(server, c_side, limits=limits)
+    client.ensure(7)
+    await until(lambda: client.connected(7))
+    for i in range(50):
+        client.send(7, ["event", i])
+        server.send(3, ["req", i])
+        await asyncio.sleep(0)  # one frame per loop iteration: most wait behind the window
+    await until(lambda: len(s_side.items) == 50 and len(c_side.items) == 50, what="everything delivered")
+    assert [item[1] for _, item in s_side.items] == list(range(50))
+    assert [item[1] for _, item in c_side.items] == list(range(50))
+    await client.aclose()
+    await server.aclose()
