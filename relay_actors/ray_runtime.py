@@ -33,6 +33,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,9 @@ from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
 from .config import Settings, is_loopback
 from .errors import ArgumentError, RelayError
+from .message import Message
 from .protocol import constants as c
+from .protocol.events import parse_event
 
 __all__ = [
     "RayOptions",
@@ -339,6 +342,51 @@ class RemoteCall:
         payload = {"call_id": self.call_id, "node_id": self.node_id, **(params or {})}
         return await self._runtime.execute(f"calling.{verb}", payload)
 
+    # The SDK's most used verbs, started from here. The call's events stay in its
+    # CallActor, so these return once the service accepted the command: no action
+    # object to wait on (do that in the dial's ``handler``). Each returns the
+    # command's ``control_id`` (for ``execute("play.stop", {"control_id": ...})``).
+
+    async def _start(self, verb: str, params: dict[str, Any]) -> str:
+        control_id = str(uuid.uuid4())
+        await self.execute(verb, {"control_id": control_id, **params})
+        return control_id
+
+    async def play(self, media: list[dict[str, Any]], volume: float | None = None) -> str:
+        """Start ``calling.play`` of ``media`` (the SDK's play items); returns its control_id."""
+        params: dict[str, Any] = {"play": media}
+        if volume is not None:
+            params["volume"] = volume
+        return await self._start("play", params)
+
+    async def play_tts(
+        self,
+        text: str,
+        *,
+        language: str | None = None,
+        gender: str | None = None,
+        voice: str | None = None,
+        volume: float | None = None,
+    ) -> str:
+        """Start saying ``text``; returns the play's control_id."""
+        tts: dict[str, Any] = {"text": text}
+        for key, value in (("language", language), ("gender", gender), ("voice", voice)):
+            if value is not None:
+                tts[key] = value
+        return await self.play([{"type": "tts", "params": tts}], volume)
+
+    async def play_audio(self, url: str, volume: float | None = None) -> str:
+        """Start playing the audio file at ``url``; returns the play's control_id."""
+        return await self.play([{"type": "audio", "params": {"url": url}}], volume)
+
+    async def send_digits(self, digits: str) -> str:
+        """Start sending DTMF ``digits``; returns the command's control_id."""
+        return await self._start("send_digits", {"digits": digits})
+
+    async def record(self, audio: dict[str, Any] | None = None) -> str:
+        """Start recording (``audio``: the SDK's record params); returns its control_id."""
+        return await self._start("record", {"record": {"audio": audio or {}}})
+
 
 class RayRuntime:
     """Starts (or joins), reaches and stops one app's actors (see the module docstring)."""
@@ -360,6 +408,10 @@ class RayRuntime:
         #: True once this driver created the app: then (and only then) stop() stops it.
         self.owner = False
         self.record: dict[str, Any] | None = None
+        #: Every shard's :meth:`ConnectionActor.session_info` as last read (``None``: no answer).
+        self.sessions: list[dict[str, Any] | None] = []
+        #: ``time.monotonic()`` of that read (0: never).
+        self.sessions_read = 0.0
         self._rr = 0
         # The CA certificate (public) travels to the connection actors as text.
         self._ca_pem: str | None = None
@@ -504,6 +556,9 @@ class RayRuntime:
                 "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
                 "request_timeout": self.client_options.get("request_timeout"),
                 "dial_timeout": self.client_options.get("dial_timeout"),
+                # What the handlers' client shows (not secrets).
+                "project": self.settings.credentials.project,
+                "host": self.settings.host,
             },
         }
         from .router import Router
@@ -520,6 +575,7 @@ class RayRuntime:
             "over_limit": self.client_options.get("over_limit", "drop"),
             "request_timeout": self.client_options.get("request_timeout"),
             "ping_interval": self.client_options.get("ping_interval"),
+            "backoff": self.client_options.get("backoff"),
             "on_call_actor_lost": self.options.on_call_actor_lost,
         }
         from .connection_actor import ConnectionActor
@@ -613,13 +669,20 @@ class RayRuntime:
         self._rr = (self._rr + 1) % len(self.connections)
         return self.connections[self._rr]
 
+    def _request_deadline(self) -> float:
+        """A driver request's deadline: the shard's own request timeout, and some slack."""
+        return float(self.client_options.get("request_timeout") or c.REQUEST_TIMEOUT) + 5.0
+
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._conn().execute.remote(method, params)
+        return await _call(self._conn().execute.remote(method, params), self._request_deadline())
 
     async def receive(self, contexts: list[str], method: str) -> None:
         # Every shard receives the same contexts: the service spreads offers over them.
         await asyncio.gather(
-            *(conn.execute.remote(method, {"contexts": contexts}) for conn in self.connections)
+            *(
+                _call(conn.execute.remote(method, {"contexts": contexts}), self._request_deadline())
+                for conn in self.connections
+            )
         )
 
     async def _call_actor(self) -> Any:
@@ -637,14 +700,56 @@ class RayRuntime:
         info = await actor.dial_remote.remote(devices, blob, options)
         return RemoteCall(info["call_id"], info["node_id"], info["tag"], info["actor"], self)
 
-    async def send_message(self, params: dict[str, Any], wait: float | None) -> dict[str, Any]:
+    async def send_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Send through a CallActor (which tracks the message); returns the send's
+        result and that actor, to :meth:`follow_message` from."""
         actor = await self._call_actor()
-        return await actor.send_message_remote.remote(params, wait)
+        return await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0), actor
 
-    async def protocol(self) -> str:
-        if not self.connections:
-            return ""
-        return (await self.connections[0].stats.remote())["protocol"]
+    async def follow_message(self, actor: Any, message: Message, poll: float = 20.0) -> None:
+        """Apply the state events of ``message`` (sent through ``actor``) as they come:
+        long polls of ``poll`` s each, until its terminal state. Fails the message
+        (``connection_lost``) if the actor cannot be asked any more."""
+        start = 0
+        while not message.is_done:
+            try:
+                got = await _call(
+                    actor.message_events.remote(message.message_id, start, poll), poll + CALL_TIMEOUT
+                )
+            except Exception as exc:  # the actor died or hangs: nobody will report this message
+                message._fail(
+                    RelayError(
+                        "connection_lost",
+                        f"message {message.message_id}: its CallActor stopped answering "
+                        f"({type(exc).__name__})",
+                    )
+                )
+                return
+            if got is None:  # the actor forgot it (restarted)
+                message._fail(
+                    RelayError("connection_lost", f"message {message.message_id}: its CallActor restarted")
+                )
+                return
+            for event_type, params, timestamp, state, reason, finished in got:
+                message._apply(parse_event(event_type, params, timestamp), state, reason, finished)
+            start += len(got)
+
+    async def refresh_sessions(self, timeout: float = 5.0) -> list[dict[str, Any] | None]:
+        """Read every shard's session (protocol, connected, contexts, load); a shard that
+        does not answer within ``timeout`` reads as ``None``."""
+        answers = await asyncio.gather(
+            *(_call(conn.session_info.remote(), timeout) for conn in self.connections), return_exceptions=True
+        )
+        self.sessions = [None if isinstance(a, BaseException) else a for a in answers]
+        self.sessions_read = time.monotonic()
+        return self.sessions
+
+    async def watch_sessions(self, interval: float = 2.0) -> None:
+        """Keep :attr:`sessions` fresh (the driver's ``relay_protocol``, ``connected``,
+        ``contexts``, ``stats()``): actors have no push to the driver, so it reads."""
+        while self.connections:
+            await asyncio.sleep(interval)
+            await self.refresh_sessions()
 
     async def stats(self, timeout: float = 5.0) -> dict[str, Any]:
         """Every actor's stats; an actor that does not answer within ``timeout`` (its loop
