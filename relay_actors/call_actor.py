@@ -236,8 +236,8 @@ class CallActor:
             )
             if len(answers) == self.shards:
                 self.sessions = [None if isinstance(a, BaseException) else a for a in answers]
-            if self.sessions and self.sessions[0] and self.sessions[0].get("protocol"):
-                delay = _SESSION_REFRESH
+            known = bool(self.sessions and self.sessions[0] and self.sessions[0].get("protocol"))
+            delay = _SESSION_REFRESH if known else min(delay * 2, _SESSION_REFRESH)
             await asyncio.sleep(delay)
 
     async def endpoint(self) -> dict[str, Any]:

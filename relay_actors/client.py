@@ -558,8 +558,9 @@ class RelayClient:
         of device objects; a single device or a flat list is accepted too.
 
         On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and a
-        :class:`~relay_actors.ray_runtime.RemoteCall` (ids, ``hangup``, ``execute``)
-        is returned to the driver.
+        :class:`~relay_actors.ray_runtime.RemoteCall` (ids, ``hangup``, ``execute``,
+        and ``play``/``play_tts``/``play_audio``/``send_digits``/``record`` that start
+        the command and return its ``control_id``) is returned to the driver.
 
         Raises:
             RelayError: ``dial_failed`` (nobody answered), ``dial_timeout``, or the server's error.
