@@ -46,6 +46,7 @@ from .protocol import constants as c
 from .protocol.calls import CallCore
 from .protocol.events import RelayEvent, parse_event
 from .protocol.messages import MessageTracker
+from .ray_runtime import STREAM_LOST
 from .tasks import BackgroundTasks
 
 __all__ = ["CallActor", "current_host"]
@@ -88,14 +89,49 @@ def building_app_client() -> CallActor | None:
     return _HOST if _HOST is not None and _HOST._unpickling else None
 
 
-class _Followed:
-    """The state events of a message the driver sent, until the driver fetched them."""
+class _Stream:
+    """Events of a message or call the driver follows, kept until it fetched them:
+    it asks from the number of events it has, which drops those before. Bounded: past
+    ``keep`` unfetched events the oldest go (counted in ``dropped``)."""
 
-    __slots__ = ("changed", "events")
+    __slots__ = ("base", "changed", "done", "dropped", "events", "keep")
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any], float, str, str, bool]] = []
+    def __init__(self, keep: int = 10_000) -> None:
+        self.events: list[Any] = []
+        self.base = 0  # the number of the first event in ``events``
+        self.done = False
+        self.dropped = 0
+        self.keep = keep
         self.changed = asyncio.Event()
+
+    def add(self, item: Any, done: bool = False) -> None:
+        self.events.append(item)
+        if len(self.events) > self.keep:
+            del self.events[0]
+            self.base += 1
+            self.dropped += 1
+        self.done = self.done or done
+        self.changed.set()
+
+    async def fetch(self, start: int, timeout: float) -> list[Any]:
+        """The events from number ``start`` on, waiting up to ``timeout`` s for one."""
+        if start > self.base:
+            del self.events[: start - self.base]
+            self.base = start
+        if not self.events and not self.done:
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout)
+        return list(self.events)
+
+
+def _forget_oldest(streams: OrderedDict[str, _Stream], keep: int) -> int:
+    """Bound the streams the driver has not finished fetching; returns how many went."""
+    gone = 0
+    while len(streams) > keep:
+        streams.popitem(last=False)
+        gone += 1
+    return gone
 
 
 class _ShardLink:
@@ -161,7 +197,9 @@ class CallActor:
         self._messages = MessageTracker()
         self._message_objects: dict[str, Message] = {}
         self._message_shard: dict[str, int] = {}
-        self._followed: OrderedDict[str, _Followed] = OrderedDict()
+        #: Driver-sent messages and driver-dialled calls whose events it fetches.
+        self._followed: OrderedDict[str, _Stream] = OrderedDict()
+        self._streamed: OrderedDict[str, _Stream] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
@@ -335,6 +373,9 @@ class CallActor:
                     if call is not None:
                         self.call_shard.pop(item[1], None)
                         call._lost(item[2])
+                    stream = self._streamed.get(item[1])
+                    if stream is not None:
+                        stream.add((STREAM_LOST, {"reason": item[2]}, 0.0), True)
                 elif kind == m.ADOPT:
                     self._adopt(shard, item[2])
                 else:
@@ -365,6 +406,9 @@ class CallActor:
             return
         self.counters["events"] += 1
         call._deliver(parse_event(event_type, params, timestamp))
+        stream = self._streamed.get(call_id)
+        if stream is not None:
+            stream.add((event_type, params, timestamp), call._core.ended)
         if call._core.ended:
             del self.calls[call_id]
             self.call_shard.pop(call_id, None)
@@ -505,7 +549,40 @@ class CallActor:
         with self.unpickling():
             fn = cloudpickle.loads(handler) if handler else None
         call = await self.dial(devices, handler=fn, **options)
-        return {"call_id": call.call_id, "node_id": call.node_id, "tag": call.tag, "actor": self.index}
+        # From here on its events are kept for the driver's Call (call_events).
+        stream = self._streamed[call.call_id] = _Stream()
+        if call._core.ended:
+            stream.done = True
+        self.counters["streamed_calls_forgotten"] += _forget_oldest(self._streamed, _FOLLOWED_KEPT)
+        core = call._core
+        return {
+            "call_id": call.call_id,
+            "node_id": call.node_id,
+            "tag": call.tag,
+            "actor": self.index,
+            "direction": core.direction,
+            "context": core.context,
+            "project_id": core.project_id,
+            "segment_id": core.segment_id,
+            "device": core.device,
+            "call_state": core.state,
+        }
+
+    async def call_events(self, call_id: str, start: int, timeout: float) -> list[Any] | None:
+        """The events of driver-dialled ``call_id`` from number ``start`` on (see
+        :class:`_Stream`); ``None`` if this actor does not know the call."""
+        stream = self._streamed.get(call_id)
+        if stream is None:
+            return None
+        events = await stream.fetch(start, timeout)
+        if stream.done:
+            self._streamed.pop(call_id, None)  # the end is among these: nothing follows it
+        return events
+
+    async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A command of the driver's Call, through the shard that owns the call."""
+        shard = self.call_shard.get(call_id)
+        return await self.request(self.next_shard() if shard is None else shard, method, params)
 
     async def send_message(
         self,
@@ -557,21 +634,17 @@ class CallActor:
     async def send_message_remote(self, params: dict[str, Any]) -> dict[str, Any]:
         """A message sent by the driver: returns the send's result at once; the driver
         then fetches its state events with :meth:`message_events`."""
-        followed = _Followed()
+        followed = _Stream()
 
         def record(message: Message, event: RelayEvent) -> None:
             done = message.state in c.MESSAGE_TERMINAL_STATES
-            followed.events.append(
-                (event.event_type, event.params, event.timestamp, message.state, message.reason, done)
-            )
-            followed.changed.set()
+            item = (event.event_type, event.params, event.timestamp, message.state, message.reason, done)
+            followed.add(item, done)
 
         message = await self.send_message(**params, _listener=record)
         if message.message_id:
             self._followed[message.message_id] = followed
-            while len(self._followed) > _FOLLOWED_KEPT:
-                self._followed.popitem(last=False)
-                self.counters["followed_messages_forgotten"] += 1
+            self.counters["followed_messages_forgotten"] += _forget_oldest(self._followed, _FOLLOWED_KEPT)
         return {
             "message_id": message.message_id,
             "context": message.context,
@@ -585,13 +658,9 @@ class CallActor:
         followed = self._followed.get(message_id)
         if followed is None:
             return None
-        if len(followed.events) <= start:
-            followed.changed.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(followed.changed.wait(), timeout)
-        events = followed.events[start:]
-        if events and events[-1][5]:
-            self._followed.pop(message_id, None)  # the driver has them all
+        events = await followed.fetch(start, timeout)
+        if followed.done and events and events[-1][5]:
+            self._followed.pop(message_id, None)  # the terminal one goes now: nothing follows it
         return events
 
     # --- for the router and the connection actors ------------------------------------

@@ -557,10 +557,9 @@ class RelayClient:
         ``devices``: a list (tried one after another) of lists (rung in parallel)
         of device objects; a single device or a flat list is accepted too.
 
-        On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and a
-        :class:`~relay_actors.ray_runtime.RemoteCall` (ids, ``hangup``, ``execute``,
-        and ``play``/``play_tts``/``play_audio``/``send_digits``/``record`` that start
-        the command and return its ``control_id``) is returned to the driver.
+        On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and the
+        driver gets a :class:`~relay_actors.ray_runtime.RemoteCall`: a full Call whose
+        events the CallActor streams to it, plus ``execute(verb, params)``.
 
         Raises:
             RelayError: ``dial_failed`` (nobody answered), ``dial_timeout``, or the server's error.
@@ -573,7 +572,7 @@ class RelayClient:
                 "region": region,
                 "max_price_per_minute": max_price_per_minute,
             }
-            return await (await self._ray_ready()).dial(devices, handler, options)  # type: ignore[return-value]
+            return await (await self._ray_ready()).dial(devices, handler, options, self.tasks)
         if handler is not None:
             raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
         tag = tag or str(uuid.uuid4())

@@ -33,7 +33,6 @@ import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,11 +41,14 @@ import orjson
 
 from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
+from .call import Call
 from .config import Settings, is_loopback
 from .errors import ArgumentError, RelayError
 from .message import Message
 from .protocol import constants as c
+from .protocol.calls import CallCore
 from .protocol.events import parse_event
+from .tasks import BackgroundTasks
 
 __all__ = [
     "RayOptions",
@@ -322,70 +324,67 @@ def _describe(record: dict[str, Any]) -> str:
     return f"started {age:.0f} s ago by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}"
 
 
-@dataclass
-class RemoteCall:
-    """A call dialled from the driver on Ray: it lives (with its handler) in a CallActor."""
+#: The item of a call's event stream (CallActor → driver) that says the runtime lost the call.
+STREAM_LOST = "relay_actors.lost"
 
-    call_id: str
-    node_id: str
-    tag: str
-    actor: int
-    _runtime: RayRuntime = field(repr=False)
 
-    async def hangup(self, reason: str = "hangup") -> dict[str, Any]:
-        return await self._runtime.execute(
-            "calling.end", {"call_id": self.call_id, "node_id": self.node_id, "reason": reason}
-        )
+class _CallLink:
+    """The CallControl of a driver-side call: its commands go through its CallActor
+    (and the shard that owns the call), its handlers run in the driver's task set."""
+
+    __slots__ = ("actor", "deadline", "tasks")
+
+    def __init__(self, actor: Any, deadline: float, tasks: BackgroundTasks) -> None:
+        self.actor = actor
+        self.deadline = deadline
+        self.tasks = tasks
+
+    async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        call_id = str(params.get("call_id") or "")
+        return await _call(self.actor.call_execute.remote(call_id, method, params), self.deadline)
+
+
+class RemoteCall(Call):
+    """A call dialled from the driver on Ray. It lives in a CallActor (where the dial's
+    ``handler`` runs); this is a full :class:`~relay_actors.call.Call` on the driver,
+    whose events the CallActor streams here (long polls) and whose commands go through
+    it: ``play_tts(...)`` returns an action whose ``wait()`` works, ``wait_for_ended()``,
+    ``on(...)`` too. ``actor`` is the CallActor's index; ``execute(verb, params)`` sends
+    a raw ``calling.<verb>`` for it."""
+
+    def __init__(self, actor: Any, info: dict[str, Any], deadline: float, tasks: BackgroundTasks) -> None:
+        super().__init__(_CallLink(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
+        self.actor = int(info.get("actor", -1))
+        self._actor = actor
 
     async def execute(self, verb: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send ``calling.<verb>`` for this call."""
         payload = {"call_id": self.call_id, "node_id": self.node_id, **(params or {})}
-        return await self._runtime.execute(f"calling.{verb}", payload)
+        return await self._control.execute(f"calling.{verb}", payload)
 
-    # The SDK's most used verbs, started from here. The call's events stay in its
-    # CallActor, so these return once the service accepted the command: no action
-    # object to wait on (do that in the dial's ``handler``). Each returns the
-    # command's ``control_id`` (for ``execute("play.stop", {"control_id": ...})``).
-
-    async def _start(self, verb: str, params: dict[str, Any]) -> str:
-        control_id = str(uuid.uuid4())
-        await self.execute(verb, {"control_id": control_id, **params})
-        return control_id
-
-    async def play(self, media: list[dict[str, Any]], volume: float | None = None) -> str:
-        """Start ``calling.play`` of ``media`` (the SDK's play items); returns its control_id."""
-        params: dict[str, Any] = {"play": media}
-        if volume is not None:
-            params["volume"] = volume
-        return await self._start("play", params)
-
-    async def play_tts(
-        self,
-        text: str,
-        *,
-        language: str | None = None,
-        gender: str | None = None,
-        voice: str | None = None,
-        volume: float | None = None,
-    ) -> str:
-        """Start saying ``text``; returns the play's control_id."""
-        tts: dict[str, Any] = {"text": text}
-        for key, value in (("language", language), ("gender", gender), ("voice", voice)):
-            if value is not None:
-                tts[key] = value
-        return await self.play([{"type": "tts", "params": tts}], volume)
-
-    async def play_audio(self, url: str, volume: float | None = None) -> str:
-        """Start playing the audio file at ``url``; returns the play's control_id."""
-        return await self.play([{"type": "audio", "params": {"url": url}}], volume)
-
-    async def send_digits(self, digits: str) -> str:
-        """Start sending DTMF ``digits``; returns the command's control_id."""
-        return await self._start("send_digits", {"digits": digits})
-
-    async def record(self, audio: dict[str, Any] | None = None) -> str:
-        """Start recording (``audio``: the SDK's record params); returns its control_id."""
-        return await self._start("record", {"record": {"audio": audio or {}}})
+    async def follow(self, poll: float = 20.0) -> None:
+        """Deliver the call's events as its CallActor streams them, until it ends; the
+        call is lost (``connection_lost``) if the actor stops answering, ``closed`` if
+        this is cancelled (the client disconnected)."""
+        start = 0
+        try:
+            while not self._core.ended:
+                try:
+                    ref = self._actor.call_events.remote(self.call_id, start, poll)
+                    got = await _call(ref, poll + CALL_TIMEOUT)
+                except Exception:  # the actor died or hangs: nobody will report this call
+                    got = None
+                if got is None:
+                    self._lost("connection_lost")
+                    return
+                for event_type, params, timestamp in got:
+                    if event_type == STREAM_LOST:
+                        self._lost(str(params.get("reason") or "lost"))
+                        return
+                    self._deliver(parse_event(event_type, params, timestamp))
+                start += len(got)
+        finally:
+            self._lost("closed")  # (nothing if it ended)
 
 
 class RayRuntime:
@@ -692,13 +691,19 @@ class RayRuntime:
         self._rr = (self._rr + 1) % len(pool)
         return pool[self._rr][1]
 
-    async def dial(self, devices: Any, handler: Any, options: dict[str, Any]) -> RemoteCall:
+    async def dial(
+        self, devices: Any, handler: Any, options: dict[str, Any], tasks: BackgroundTasks
+    ) -> RemoteCall:
+        """Dial from a CallActor (which runs ``handler``); the answered call, on the driver,
+        follows its events in ``tasks``."""
         from ray import cloudpickle
 
         actor = await self._call_actor()
         blob = cloudpickle.dumps(handler) if handler is not None else None
         info = await actor.dial_remote.remote(devices, blob, options)
-        return RemoteCall(info["call_id"], info["node_id"], info["tag"], info["actor"], self)
+        call = RemoteCall(actor, info, self._request_deadline() + 5.0, tasks)
+        tasks.spawn(call.follow(), f"events of dialled call {call.call_id}")
+        return call
 
     async def send_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """Send through a CallActor (which tracks the message); returns the send's

@@ -141,18 +141,45 @@ async def test_requests_wait_for_connect_and_late_handlers_are_refused(make_clie
     assert timed_out.value.code == "timeout"
 
 
-async def test_driver_dial_gives_the_common_verbs(make_client, emulator, recorder) -> None:
+async def test_driver_dial_returns_a_full_call(make_client, emulator, recorder) -> None:
     rec_name, rec = recorder
-    relay = await make_client()
+    relay = await make_client(ray_options={"connections": 2})
     remote = await relay.dial([[PHONE]], handler=helpers.recording_handler(rec_name, plays=0, stay=True))
-    control_id = await remote.play_tts("hello from the driver")
-    digits_id = await remote.send_digits("12")
-    plays = helpers.sent_requests(emulator, "calling.play")
-    assert [p["control_id"] for p in plays] == [control_id]
-    assert plays[0]["play"] == [{"type": "tts", "params": {"text": "hello from the driver"}}]
-    assert [p["control_id"] for p in helpers.sent_requests(emulator, "calling.send_digits")] == [digits_id]
+    assert remote.state == "answered" and remote.direction == "outbound"
+    seen: list[str] = []
+    remote.on("calling.call.play", lambda event: seen.append(event.params["state"]))
+    # The SDK's verbs, with actions that resolve on the driver from the streamed events.
+    play = await remote.play_tts("hello from the driver")
+    finished = await play.wait(10)
+    assert finished.params["state"] == "finished"
+    assert seen[-1] == "finished"
+    (sent,) = helpers.sent_requests(emulator, "calling.play")
+    assert sent["control_id"] == play.control_id
+    assert sent["play"] == [{"type": "tts", "params": {"text": "hello from the driver"}}]
+    digits_done = asyncio.Event()
+    result = await remote.send_digits("12", on_completed=lambda event: digits_done.set())
+    assert result["code"] == "200"
+    await asyncio.wait_for(digits_done.wait(), 10)
+    assert [p["digits"] for p in helpers.sent_requests(emulator, "calling.send_digits")] == ["12"]
+    # Commands go through the shard that owns the call (each shard has its own session).
+    (call,) = [c for c in emulator.core.list_calls() if c["call_id"] == remote.call_id]
+    owner = call["session"]
+    for method in ("calling.play", "calling.send_digits"):
+        assert {e["session"] for e in _requests_with_session(emulator, method)} == {owner}
     await remote.hangup()
+    ended = await remote.wait_for_ended(timeout=10)
+    assert ended.params["call_state"] == "ended"
+    assert remote.state == "ended"
     await eventually(lambda: _done(rec, remote.call_id), 10, what="dial handler saw the end")
+
+
+def _requests_with_session(emulator: Any, method: str) -> list[dict[str, Any]]:
+    found = []
+    for protocol, entries in emulator.core.journal.frames().items():
+        for entry in entries:
+            if entry["dir"] == "in" and entry["frame"].get("method") == method:
+                found.append({"session": protocol, **(entry["frame"].get("params") or {})})
+    return found
 
 
 async def _done(rec: Any, call_id: str) -> bool:
