@@ -89,6 +89,10 @@ def building_app_client() -> CallActor | None:
     return _HOST if _HOST is not None and _HOST._unpickling else None
 
 
+#: What a driver's fetch of a stream gets: the number to ask from next, and the events.
+_Fetched = tuple[int, list[Any]]
+
+
 class _Stream:
     """Events of a message or call the driver follows, kept until it fetched them:
     it asks from the number of events it has, which drops those before. Bounded: past
@@ -113,8 +117,9 @@ class _Stream:
         self.done = self.done or done
         self.changed.set()
 
-    async def fetch(self, start: int, timeout: float) -> list[Any]:
-        """The events from number ``start`` on, waiting up to ``timeout`` s for one."""
+    async def fetch(self, start: int, timeout: float) -> _Fetched:
+        """The events from number ``start`` on (those still kept), waiting up to
+        ``timeout`` s for one, and the number to ask from next time."""
         if start > self.base:
             del self.events[: start - self.base]
             self.base = start
@@ -122,7 +127,7 @@ class _Stream:
             self.changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout)
-        return list(self.events)
+        return self.base + len(self.events), list(self.events)
 
 
 def _forget_oldest(streams: OrderedDict[str, _Stream], keep: int) -> int:
@@ -568,16 +573,16 @@ class CallActor:
             "call_state": core.state,
         }
 
-    async def call_events(self, call_id: str, start: int, timeout: float) -> list[Any] | None:
-        """The events of driver-dialled ``call_id`` from number ``start`` on (see
-        :class:`_Stream`); ``None`` if this actor does not know the call."""
+    async def call_events(self, call_id: str, start: int, timeout: float) -> _Fetched | None:
+        """The events of driver-dialled ``call_id`` from number ``start`` on, and the next
+        number (see :class:`_Stream`); ``None`` if this actor does not know the call."""
         stream = self._streamed.get(call_id)
         if stream is None:
             return None
-        events = await stream.fetch(start, timeout)
+        fetched = await stream.fetch(start, timeout)
         if stream.done:
             self._streamed.pop(call_id, None)  # the end is among these: nothing follows it
-        return events
+        return fetched
 
     async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A command of the driver's Call, through the shard that owns the call."""
@@ -652,16 +657,17 @@ class CallActor:
             "reason": message.reason,
         }
 
-    async def message_events(self, message_id: str, start: int, timeout: float) -> list[Any] | None:
+    async def message_events(self, message_id: str, start: int, timeout: float) -> _Fetched | None:
         """The state events of driver-sent ``message_id`` from number ``start`` on, waiting
-        up to ``timeout`` s for one; ``None`` if this actor does not know the message."""
+        up to ``timeout`` s for one, and the next number; ``None`` if this actor does not
+        know the message."""
         followed = self._followed.get(message_id)
         if followed is None:
             return None
-        events = await followed.fetch(start, timeout)
-        if followed.done and events and events[-1][5]:
-            self._followed.pop(message_id, None)  # the terminal one goes now: nothing follows it
-        return events
+        fetched = await followed.fetch(start, timeout)
+        if followed.done:
+            self._followed.pop(message_id, None)  # the terminal one is among these: nothing follows it
+        return fetched
 
     # --- for the router and the connection actors ------------------------------------
 

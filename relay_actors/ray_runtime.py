@@ -377,12 +377,12 @@ class RemoteCall(Call):
                 if got is None:
                     self._lost("connection_lost")
                     return
-                for event_type, params, timestamp in got:
+                start, events = got
+                for event_type, params, timestamp in events:
                     if event_type == STREAM_LOST:
                         self._lost(str(params.get("reason") or "lost"))
                         return
                     self._deliver(parse_event(event_type, params, timestamp))
-                start += len(got)
         finally:
             self._lost("closed")  # (nothing if it ended)
 
@@ -735,9 +735,9 @@ class RayRuntime:
                     RelayError("connection_lost", f"message {message.message_id}: its CallActor restarted")
                 )
                 return
-            for event_type, params, timestamp, state, reason, finished in got:
+            start, events = got
+            for event_type, params, timestamp, state, reason, finished in events:
                 message._apply(parse_event(event_type, params, timestamp), state, reason, finished)
-            start += len(got)
 
     async def refresh_sessions(self, timeout: float = 5.0) -> list[dict[str, Any] | None]:
         """Read every shard's session (protocol, connected, contexts, load); a shard that
