@@ -358,11 +358,12 @@ class RelayClient:
             ray_rt, self._ray = self._ray, None
             self._ray_up.clear()
             self._ray_closed = True
-            try:
-                await ray_rt.stop(drain_timeout)
-            finally:
-                await self.tasks.cancel_all()
-                self._lose_session("closed")
+            # The driver's view goes first: its dialled calls and sent messages end here
+            # with ``closed`` (the calls themselves live on in their CallActors while the
+            # app drains), not with ``connection_lost`` once the actors are gone.
+            await self.tasks.cancel_all()
+            self._lose_session("closed")
+            await ray_rt.stop(drain_timeout)
             return
         _CONNECTED.discard(self)
         if drain_timeout > 0 and self._conn is not None:

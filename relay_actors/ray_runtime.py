@@ -714,7 +714,14 @@ class RayRuntime:
     async def follow_message(self, actor: Any, message: Message, poll: float = 20.0) -> None:
         """Apply the state events of ``message`` (sent through ``actor``) as they come:
         long polls of ``poll`` s each, until its terminal state. Fails the message
-        (``connection_lost``) if the actor cannot be asked any more."""
+        (``connection_lost``) if the actor cannot be asked any more, ``closed`` if this
+        is cancelled (the client disconnected)."""
+        try:
+            await self._follow_message(actor, message, poll)
+        finally:
+            message._fail(RelayError("closed", f"message {message.message_id}: the client disconnected"))
+
+    async def _follow_message(self, actor: Any, message: Message, poll: float) -> None:
         start = 0
         while not message.is_done:
             try:

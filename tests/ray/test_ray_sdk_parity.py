@@ -129,7 +129,12 @@ async def test_requests_wait_for_connect_and_late_handlers_are_refused(make_clie
     with pytest.raises(ArgumentError, match="before connect"):
         relay.on_message(late)
 
+    emulator.core.config.durations["message"] = 30.0  # still on its way at the disconnect
+    pending = await relay.send_message(to_number="+15550000009", from_number="+15550000001", body="late")
     await relay.disconnect()
+    with pytest.raises(RelayError) as lost:
+        await pending.wait(5)  # fails, rather than waiting for ever
+    assert lost.value.code == "closed"
     with pytest.raises(RelayError) as closed:
         await asyncio.wait_for(relay.execute("signalwire.ping", {}), 5)
     assert closed.value.code == "closed"
