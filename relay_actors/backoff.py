@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from .protocol import constants as c
 
@@ -45,3 +46,16 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+    def options(self) -> dict[str, float]:
+        """The settings (not the state): what travels to a Ray connection actor."""
+        return {name: float(getattr(self, name)) for name in _SETTINGS}
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Backoff:
+        """A fresh Backoff from :meth:`options` (missing ones: the defaults)."""
+        settings: dict[str, Any] = {name: float(options[name]) for name in _SETTINGS if name in options}
+        return cls(**settings)
+
+
+_SETTINGS = ("initial", "factor", "cap", "jitter")

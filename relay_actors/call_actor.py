@@ -11,9 +11,11 @@ once applied; it sends back batches of requests. Each call is a regular
 :class:`_ShardLink`, so the user's ``on_call`` handler is the same code that
 runs in-process.
 
-Inside a CallActor, a ``RelayClient`` (the one the handler's module refers to,
-unpickled or constructed here) is a proxy: ``dial``, ``send_message``,
-``execute``, ``receive`` and ``unreceive`` go through the app's connection actors.
+Inside a CallActor, the app's own ``RelayClient`` (the one the handlers refer to:
+unpickled with them, or built while their module is imported here) is an
+:class:`ActorSideClient`: ``dial``, ``send_message``, ``execute``, ``receive`` and
+``unreceive`` go through the app's connection actors. A ``RelayClient(...)`` a
+handler constructs itself is a real, independent in-process client.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import os
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -34,6 +36,7 @@ from . import actor_messages as m
 from . import link_tls, metrics
 from .actor_link import LinkHub, LinkServer
 from .call import Call, _device_lists
+from .config import context_list, updated_contexts
 from .dialing import await_dial, winner
 from .errors import ArgumentError, RelayError
 from .handlers import run_call_handler, run_message_handler
@@ -43,6 +46,7 @@ from .protocol import constants as c
 from .protocol.calls import CallCore
 from .protocol.events import RelayEvent, parse_event
 from .protocol.messages import MessageTracker
+from .ray_runtime import STREAM_LOST
 from .tasks import BackgroundTasks
 
 __all__ = ["CallActor", "current_host"]
@@ -51,6 +55,10 @@ log = logging.getLogger("relay_actors.call_actor")
 
 _HOST: CallActor | None = None
 _DEDUPE_WINDOW = 100_000
+#: Messages sent for the driver whose states it has not fetched yet, at most (oldest forgotten).
+_FOLLOWED_KEPT = 10_000
+#: How often the shards' sessions are read for the handlers' client (protocol, contexts).
+_SESSION_REFRESH = 5.0
 
 
 def link_stats(peers: Any) -> dict[str, Any]:
@@ -73,6 +81,62 @@ def _where() -> dict[str, Any]:
 def current_host() -> CallActor | None:
     """The CallActor of this process, if this process is one."""
     return _HOST
+
+
+def building_app_client() -> CallActor | None:
+    """The CallActor of this process while it unpickles handlers (importing the app's
+    module, whose ``RelayClient(...)`` is then the app's client: the proxy)."""
+    return _HOST if _HOST is not None and _HOST._unpickling else None
+
+
+#: What a driver's fetch of a stream gets: the number to ask from next, and the events.
+_Fetched = tuple[int, list[Any]]
+
+
+class _Stream:
+    """Events of a message or call the driver follows, kept until it fetched them:
+    it asks from the number of events it has, which drops those before. Bounded: past
+    ``keep`` unfetched events the oldest go (counted in ``dropped``)."""
+
+    __slots__ = ("base", "changed", "done", "dropped", "events", "keep")
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.events: list[Any] = []
+        self.base = 0  # the number of the first event in ``events``
+        self.done = False
+        self.dropped = 0
+        self.keep = keep
+        self.changed = asyncio.Event()
+
+    def add(self, item: Any, done: bool = False) -> None:
+        self.events.append(item)
+        if len(self.events) > self.keep:
+            del self.events[0]
+            self.base += 1
+            self.dropped += 1
+        self.done = self.done or done
+        self.changed.set()
+
+    async def fetch(self, start: int, timeout: float) -> _Fetched:
+        """The events from number ``start`` on (those still kept), waiting up to
+        ``timeout`` s for one, and the number to ask from next time."""
+        if start > self.base:
+            del self.events[: start - self.base]
+            self.base = start
+        if not self.events and not self.done:
+            self.changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout)
+        return self.base + len(self.events), list(self.events)
+
+
+def _forget_oldest(streams: OrderedDict[str, _Stream], keep: int) -> int:
+    """Bound the streams the driver has not finished fetching; returns how many went."""
+    gone = 0
+    while len(streams) > keep:
+        streams.popitem(last=False)
+        gone += 1
+    return gone
 
 
 class _ShardLink:
@@ -118,6 +182,11 @@ class CallActor:
         self.request_timeout = float(options.get("request_timeout", c.REQUEST_TIMEOUT))
         self.dial_timeout = float(options.get("dial_timeout", c.DIAL_TIMEOUT))
         self.shards = int(options.get("shards", 1))
+        self.project = str(options.get("project") or "")
+        self.host = str(options.get("host") or "")
+        #: Every shard's session as last read (see :meth:`_watch_sessions`).
+        self.sessions: list[dict[str, Any] | None] = []
+        self._unpickling = False
         self.tasks = BackgroundTasks()
         self.counters: Counter[str] = Counter()
         self._link_server: LinkServer | None = None
@@ -133,11 +202,15 @@ class CallActor:
         self._messages = MessageTracker()
         self._message_objects: dict[str, Message] = {}
         self._message_shard: dict[str, int] = {}
+        #: Driver-sent messages and driver-dialled calls whose events it fetches.
+        self._followed: OrderedDict[str, _Stream] = OrderedDict()
+        self._streamed: OrderedDict[str, _Stream] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
         metrics.export_actor_stats("call_actor", self.stats, {"app": self.app, "actor": str(self.index)})
-        loaded = cloudpickle.loads(handlers)
+        with self.unpickling():
+            loaded = cloudpickle.loads(handlers)
         self.on_call: Callable[[Call], Any] | None = loaded.get("on_call")
         self.on_message: Callable[[Message], Any] | None = loaded.get("on_message")
 
@@ -171,6 +244,44 @@ class CallActor:
         self._hub = LinkHub(server)
         self._hub.start()
         self._endpoint_ready.set()
+        self.tasks.spawn(self._watch_sessions(), "session reads")
+
+    @contextlib.contextmanager
+    def unpickling(self) -> Iterator[None]:
+        """While handlers are unpickled, a ``RelayClient(...)`` is the app's client (the proxy)."""
+        self._unpickling = True
+        try:
+            yield
+        finally:
+            self._unpickling = False
+
+    async def _watch_sessions(self) -> None:
+        """Read the shards' sessions for the handlers' client (``relay_protocol``,
+        ``contexts``, ``connected``): quickly until the first protocol, then every few
+        seconds (actors have no push to us outside the link, which carries calls)."""
+        import ray
+
+        from .actor_messages import NAMESPACE
+
+        delay = 0.2
+        while True:
+            handles: list[Any] = []
+            for shard in range(self.shards):
+                try:
+                    handles.append(
+                        ray.get_actor(m.actor_name(self.app, "connection", shard), namespace=NAMESPACE)
+                    )
+                except ValueError:  # not created yet, or gone
+                    handles.append(None)
+            answers = await asyncio.gather(
+                *(asyncio.wait_for(h.session_info.remote(), 5.0) for h in handles if h is not None),
+                return_exceptions=True,
+            )
+            if len(answers) == self.shards:
+                self.sessions = [None if isinstance(a, BaseException) else a for a in answers]
+            known = bool(self.sessions and self.sessions[0] and self.sessions[0].get("protocol"))
+            delay = _SESSION_REFRESH if known else min(delay * 2, _SESSION_REFRESH)
+            await asyncio.sleep(delay)
 
     async def endpoint(self) -> dict[str, Any]:
         """Where the connection actors link to this actor (Unix socket path, TLS address, node)."""
@@ -267,6 +378,9 @@ class CallActor:
                     if call is not None:
                         self.call_shard.pop(item[1], None)
                         call._lost(item[2])
+                    stream = self._streamed.get(item[1])
+                    if stream is not None:
+                        stream.add((STREAM_LOST, {"reason": item[2]}, 0.0), True)
                 elif kind == m.ADOPT:
                     self._adopt(shard, item[2])
                 else:
@@ -297,6 +411,9 @@ class CallActor:
             return
         self.counters["events"] += 1
         call._deliver(parse_event(event_type, params, timestamp))
+        stream = self._streamed.get(call_id)
+        if stream is not None:
+            stream.add((event_type, params, timestamp), call._core.ended)
         if call._core.ended:
             del self.calls[call_id]
             self.call_shard.pop(call_id, None)
@@ -434,9 +551,43 @@ class CallActor:
         self, devices: Any, handler: bytes | None, options: dict[str, Any]
     ) -> dict[str, Any]:
         """A dial asked for by the driver: the call (and ``handler``) live here."""
-        fn = cloudpickle.loads(handler) if handler else None
+        with self.unpickling():
+            fn = cloudpickle.loads(handler) if handler else None
         call = await self.dial(devices, handler=fn, **options)
-        return {"call_id": call.call_id, "node_id": call.node_id, "tag": call.tag, "actor": self.index}
+        # From here on its events are kept for the driver's Call (call_events).
+        stream = self._streamed[call.call_id] = _Stream()
+        if call._core.ended:
+            stream.done = True
+        self.counters["streamed_calls_forgotten"] += _forget_oldest(self._streamed, _FOLLOWED_KEPT)
+        core = call._core
+        return {
+            "call_id": call.call_id,
+            "node_id": call.node_id,
+            "tag": call.tag,
+            "actor": self.index,
+            "direction": core.direction,
+            "context": core.context,
+            "project_id": core.project_id,
+            "segment_id": core.segment_id,
+            "device": core.device,
+            "call_state": core.state,
+        }
+
+    async def call_events(self, call_id: str, start: int, timeout: float) -> _Fetched | None:
+        """The events of driver-dialled ``call_id`` from number ``start`` on, and the next
+        number (see :class:`_Stream`); ``None`` if this actor does not know the call."""
+        stream = self._streamed.get(call_id)
+        if stream is None:
+            return None
+        fetched = await stream.fetch(start, timeout)
+        if stream.done:
+            self._streamed.pop(call_id, None)  # the end is among these: nothing follows it
+        return fetched
+
+    async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A command of the driver's Call, through the shard that owns the call."""
+        shard = self.call_shard.get(call_id)
+        return await self.request(self.next_shard() if shard is None else shard, method, params)
 
     async def send_message(
         self,
@@ -449,6 +600,7 @@ class CallActor:
         tags: list[str] | None = None,
         region: str | None = None,
         on_completed: Callable[[RelayEvent], Any] | None = None,
+        _listener: Callable[[Message, RelayEvent], None] | None = None,
     ) -> Message:
         if not body and not media:
             raise ArgumentError("send_message needs body=... and/or media=[...]")
@@ -476,19 +628,46 @@ class CallActor:
             tags=tags,
             on_completed=on_completed,
         )
+        if _listener is not None:
+            message.on(lambda event: _listener(message, event))
         if message_id:
             if message._track(self._messages):
                 self._message_objects[message_id] = message
                 self._message_shard[message_id] = shard
         return message
 
-    async def send_message_remote(self, params: dict[str, Any], wait: float | None) -> dict[str, Any]:
-        """A message sent by the driver; returns its id and, with ``wait``, its final state."""
-        message = await self.send_message(**params)
-        if wait:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await message.wait(wait)
-        return {"message_id": message.message_id, "state": message.state, "reason": message.reason}
+    async def send_message_remote(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A message sent by the driver: returns the send's result at once; the driver
+        then fetches its state events with :meth:`message_events`."""
+        followed = _Stream()
+
+        def record(message: Message, event: RelayEvent) -> None:
+            done = message.state in c.MESSAGE_TERMINAL_STATES
+            item = (event.event_type, event.params, event.timestamp, message.state, message.reason, done)
+            followed.add(item, done)
+
+        message = await self.send_message(**params, _listener=record)
+        if message.message_id:
+            self._followed[message.message_id] = followed
+            self.counters["followed_messages_forgotten"] += _forget_oldest(self._followed, _FOLLOWED_KEPT)
+        return {
+            "message_id": message.message_id,
+            "context": message.context,
+            "state": message.state,
+            "reason": message.reason,
+        }
+
+    async def message_events(self, message_id: str, start: int, timeout: float) -> _Fetched | None:
+        """The state events of driver-sent ``message_id`` from number ``start`` on, waiting
+        up to ``timeout`` s for one, and the next number; ``None`` if this actor does not
+        know the message."""
+        followed = self._followed.get(message_id)
+        if followed is None:
+            return None
+        fetched = await followed.fetch(start, timeout)
+        if followed.done:
+            self._followed.pop(message_id, None)  # the terminal one is among these: nothing follows it
+        return fetched
 
     # --- for the router and the connection actors ------------------------------------
 
@@ -527,6 +706,10 @@ class CallActor:
         return {"incarnation": self.incarnation, "calls": len(self.calls), "capacity": self.capacity}
 
     async def stats(self) -> dict[str, Any]:
+        return self.local_stats()
+
+    def local_stats(self) -> dict[str, Any]:
+        """This actor's figures (what the handlers' ``client.stats()`` shows)."""
         return {
             "index": self.index,
             "incarnation": self.incarnation,
@@ -550,15 +733,21 @@ class CallActor:
 
 
 class ActorSideClient:
-    """What a ``RelayClient`` is inside a CallActor: requests go through the app's
-    connection actors. Handler registration is the driver's business, so the
-    decorators here only return the function."""
+    """What the app's ``RelayClient`` is inside a CallActor: requests go through the
+    app's connection actors. Handler registration is the driver's business, so the
+    decorators here only return the function. ``relay_protocol``, ``contexts`` and
+    ``connected`` show the first connection shard's session as last read (every few
+    seconds, and at once after this client's own ``receive``/``unreceive``).
+    Credentials never reach it: ``token`` and ``jwt_token`` raise."""
 
     def __init__(self, host: CallActor) -> None:
         self._host = host
 
     def __repr__(self) -> str:
-        return f"<RelayClient proxy in CallActor {self._host.index} of app {self._host.app!r}>"
+        return (
+            f"<RelayClient proxy in CallActor {self._host.index} of app {self._host.app!r} "
+            f"host={self.host!r} contexts={self.contexts!r}>"
+        )
 
     def on_call(self, handler: Callable[[Call], Any]) -> Callable[[Call], Any]:
         return handler
@@ -566,9 +755,53 @@ class ActorSideClient:
     def on_message(self, handler: Callable[[Message], Any]) -> Callable[[Message], Any]:
         return handler
 
+    # --- settings and state -------------------------------------------------------
+
+    @property
+    def project(self) -> str:
+        return self._host.project
+
+    @property
+    def host(self) -> str:
+        return self._host.host
+
+    @property
+    def token(self) -> str:
+        raise AttributeError("the API token is not available inside a CallActor (it stays with the runtime)")
+
+    @property
+    def jwt_token(self) -> str:
+        raise AttributeError("the JWT is not available inside a CallActor (it stays with the runtime)")
+
+    def _session(self) -> dict[str, Any]:
+        sessions = self._host.sessions
+        return (sessions[0] if sessions else None) or {}
+
     @property
     def relay_protocol(self) -> str:
-        return ""
+        """The first shard's protocol string (``""`` until first read)."""
+        return str(self._session().get("protocol") or "")
+
+    @property
+    def contexts(self) -> list[str]:
+        """The first shard's contexts (the constructor's plus ``receive``d ones)."""
+        return list(self._session().get("contexts") or [])
+
+    @property
+    def connected(self) -> bool:
+        """Every shard's session was connected when last read."""
+        sessions = self._host.sessions
+        return bool(sessions) and all(s is not None and s.get("connected") for s in sessions)
+
+    @property
+    def runtime(self) -> str:
+        return "ray"
+
+    def stats(self) -> dict[str, Any]:
+        """This CallActor's figures (the app's: ``ray_stats()`` on the driver)."""
+        return self._host.local_stats()
+
+    # --- requests -----------------------------------------------------------------
 
     async def dial(self, devices: Any, **kw: Any) -> Call:
         return await self._host.dial(devices, **kw)
@@ -579,13 +812,25 @@ class ActorSideClient:
     async def execute(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await self._host.request(self._host.next_shard(), method, params or {})
 
-    async def receive(self, contexts: Sequence[str]) -> None:
-        for shard in range(self._host.shards):
-            await self._host.request(shard, c.METHOD_RECEIVE, {"contexts": list(contexts)})
+    async def receive(self, contexts: Sequence[str] | str) -> None:
+        """Subscribe every shard to more contexts (a str is one context, as in the SDK)."""
+        await self._subscribe(c.METHOD_RECEIVE, contexts)
 
-    async def unreceive(self, contexts: Sequence[str]) -> None:
+    async def unreceive(self, contexts: Sequence[str] | str) -> None:
+        """Unsubscribe every shard from contexts."""
+        await self._subscribe(c.METHOD_UNRECEIVE, contexts)
+
+    async def _subscribe(self, method: str, contexts: Sequence[str] | str) -> None:
+        ctx = context_list(contexts)
+        if not ctx:
+            return
         for shard in range(self._host.shards):
-            await self._host.request(shard, c.METHOD_UNRECEIVE, {"contexts": list(contexts)})
+            await self._host.request(shard, method, {"contexts": ctx})
+        session = self._session()
+        if session:  # show it now, not at the next read
+            session["contexts"] = updated_contexts(session.get("contexts") or [], method, ctx)
+
+    # --- lifecycle: the driver's ----------------------------------------------------
 
     def run(self) -> None:
         raise RuntimeError("run() belongs to the driver, not to a handler inside a CallActor")
@@ -594,6 +839,12 @@ class ActorSideClient:
         """Already connected through the connection actors."""
 
     async def disconnect(self) -> None:
+        """The driver owns the connection; nothing to do here."""
+
+    async def __aenter__(self) -> ActorSideClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         """The driver owns the connection; nothing to do here."""
 
 

@@ -15,6 +15,7 @@ import inspect
 import logging
 import signal
 import sys
+import time
 import uuid
 import weakref
 from collections import Counter
@@ -24,7 +25,7 @@ from typing import Any
 from . import eventloop
 from .backoff import Backoff
 from .call import Call, _device_lists
-from .config import Settings, max_connections, resolve_settings
+from .config import Settings, context_list, max_connections, resolve_settings, updated_contexts
 from .connection import Connection
 from .dialing import AbandonedDials, await_dial, winner
 from .errors import ArgumentError, ConnectionLimitError, RelayError
@@ -138,16 +139,21 @@ class RelayClient:
         self._runtime = runtime
         self._ray_options = ray_options or RayOptions()
         self._ray: RayRuntime | None = None
-        self._ray_protocol = ""
+        #: Set while the Ray app is up (connect() done, disconnect() not yet): requests made
+        #: before it wait for it, as the SDK queues them before connect().
+        self._ray_up = asyncio.Event()
+        self._ray_closed = False
         #: Set on the first successful connect (in-process): ``serve(on_ready=...)`` waits on it.
         self._connected_once = asyncio.Event()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RelayClient:
         # Inside a CallActor, the app's module may be imported to unpickle a handler:
         # the RelayClient it builds there is a proxy to the app's connection actors.
+        # A RelayClient a handler constructs itself is a real, independent client.
         host_module = sys.modules.get("relay_actors.call_actor")
-        if host_module is not None and host_module.current_host() is not None:
-            return host_module.ActorSideClient(host_module.current_host())
+        host = host_module.building_app_client() if host_module is not None else None
+        if host is not None:
+            return host_module.ActorSideClient(host)  # type: ignore[union-attr]
         return super().__new__(cls)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -180,7 +186,12 @@ class RelayClient:
 
     @property
     def contexts(self) -> list[str]:
-        """Contexts currently received (constructor's plus ``receive``d ones)."""
+        """Contexts currently received (constructor's plus ``receive``d ones). On Ray:
+        the first connection shard's, as last read (every 2 s, and at once after this
+        client's ``receive``/``unreceive``)."""
+        session = self._ray_session()
+        if session is not None:
+            return list(session.get("contexts") or [])
         if self._conn is not None:
             return list(self._conn.session.contexts)
         return list(self._settings.contexts)
@@ -188,9 +199,10 @@ class RelayClient:
     @property
     def relay_protocol(self) -> str:
         """The protocol string of the current session (``""`` before the first connect).
-        On Ray: the first connection actor's, as of connect()."""
+        On Ray: the first connection shard's (``relay:<app>:connection:0``), as last read
+        (every 2 s); each shard has a session of its own (``ray_stats()`` shows them)."""
         if self._runtime == "ray":
-            return self._ray_protocol
+            return str((self._ray_session() or {}).get("protocol") or "")
         return self._conn.protocol if self._conn is not None else ""
 
     @property
@@ -212,7 +224,18 @@ class RelayClient:
 
     @property
     def connected(self) -> bool:
+        """The socket is up and authenticated. On Ray: every connection shard's was, as
+        last read (every 2 s)."""
+        if self._runtime == "ray":
+            sessions = self._ray.sessions if self._ray is not None else []
+            return bool(sessions) and all(s is not None and s.get("connected") for s in sessions)
         return self._conn is not None and self._conn.connected
+
+    def _ray_session(self) -> dict[str, Any] | None:
+        """On Ray, the first shard's session as last read; else None."""
+        if self._runtime != "ray" or self._ray is None or not self._ray.sessions:
+            return None
+        return self._ray.sessions[0]
 
     def __repr__(self) -> str:
         return f"<RelayClient host={self.host!r} contexts={self.contexts!r} connected={self.connected}>"
@@ -223,6 +246,7 @@ class RelayClient:
         """Register the inbound call handler (``async def handler(call)``); usable as a decorator."""
         if not callable(handler):
             raise ArgumentError("on_call needs an async function taking a Call")
+        self._check_handlers_open("on_call")
         self._on_call = handler
         return handler
 
@@ -230,8 +254,18 @@ class RelayClient:
         """Register the inbound message handler (``async def handler(message)``)."""
         if not callable(handler):
             raise ArgumentError("on_message needs an async function taking a Message")
+        self._check_handlers_open("on_message")
         self._on_message = handler
         return handler
+
+    def _check_handlers_open(self, which: str) -> None:
+        """On Ray the handlers are shipped to the CallActors at connect(): a later one
+        would never run, so it is refused rather than ignored."""
+        if self._ray is not None:
+            raise ArgumentError(
+                f"{which}() after connect() on Ray: the handlers went to the CallActors when the app "
+                "started. Register handlers before connect() (or disconnect(), register, connect())"
+            )
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -267,6 +301,7 @@ class RelayClient:
                         "request_timeout": self._request_timeout,
                         "ping_interval": self._ping_interval,
                         "dial_timeout": self._dial_timeout,
+                        "backoff": self._backoff.options() if self._backoff is not None else None,
                     },
                 )
                 try:
@@ -275,7 +310,10 @@ class RelayClient:
                     ray_rt, self._ray = self._ray, None
                     await ray_rt.stop()
                     raise
-                self._ray_protocol = await self._ray.protocol()
+                await self._ray.refresh_sessions()
+                self.tasks.spawn(self._ray.watch_sessions(), "reads of the shards' sessions")
+                self._ray_closed = False
+                self._ray_up.set()
             return
         self._claim_connection()
         try:
@@ -318,6 +356,13 @@ class RelayClient:
         ``relay-actors stop APP`` or :func:`relay_actors.ray_runtime.stop_app`)."""
         if self._ray is not None:
             ray_rt, self._ray = self._ray, None
+            self._ray_up.clear()
+            self._ray_closed = True
+            # The driver's view goes first: its dialled calls and sent messages end here
+            # with ``closed`` (the calls themselves live on in their CallActors while the
+            # app drains), not with ``connection_lost`` once the actors are gone.
+            await self.tasks.cancel_all()
+            self._lose_session("closed")
             await ray_rt.stop(drain_timeout)
             return
         _CONNECTED.discard(self)
@@ -447,7 +492,7 @@ class RelayClient:
         if params is not None and not isinstance(params, dict):
             raise ArgumentError("params must be a dict")
         if self._runtime == "ray":
-            return await self._ray_runtime().execute(method, params or {})
+            return await (await self._ray_ready()).execute(method, params or {})
         return await self._connection().execute(method, params or {})
 
     def _ray_runtime(self) -> RayRuntime:
@@ -455,38 +500,47 @@ class RelayClient:
             raise RelayError("closed", "not connected: call connect() first")
         return self._ray
 
+    async def _ray_ready(self) -> RayRuntime:
+        """The Ray app, once up: a request made before connect() waits for it (as the SDK
+        queues one) for up to ``request_timeout`` s; after disconnect() it fails at once."""
+        if not self._ray_up.is_set():
+            if self._ray_closed and self._ray is None:
+                raise RelayError("closed", "the client was disconnected: call connect() again first")
+            try:
+                await asyncio.wait_for(self._ray_up.wait(), self._request_timeout)
+            except asyncio.TimeoutError:
+                raise RelayError(
+                    "timeout",
+                    f"not connected after {self._request_timeout:g} s: call await client.connect() "
+                    "(or use async with client / client.run()) before sending requests",
+                ) from None
+        return self._ray_runtime()
+
     async def receive(self, contexts: Sequence[str]) -> None:
         """Subscribe to more contexts (remembered across reconnects, even fresh ones)."""
-        ctx = self._context_list(contexts)
+        ctx = context_list(contexts)
         if not ctx:
             return
-        if self._runtime == "ray":
-            await self._ray_runtime().receive(ctx, c.METHOD_RECEIVE)
-            return
-        await self.execute(c.METHOD_RECEIVE, {"contexts": ctx})
-        current = self._connection().session.contexts
-        current.extend(x for x in ctx if x not in current)
+        await self._subscribe(c.METHOD_RECEIVE, ctx)
 
     async def unreceive(self, contexts: Sequence[str]) -> None:
         """Unsubscribe from contexts."""
-        ctx = self._context_list(contexts)
+        ctx = context_list(contexts)
         if not ctx:
             return
-        if self._runtime == "ray":
-            await self._ray_runtime().receive(ctx, c.METHOD_UNRECEIVE)
-            return
-        await self.execute(c.METHOD_UNRECEIVE, {"contexts": ctx})
-        session = self._connection().session
-        session.contexts[:] = [x for x in session.contexts if x not in ctx]
+        await self._subscribe(c.METHOD_UNRECEIVE, ctx)
 
-    @staticmethod
-    def _context_list(contexts: Sequence[str]) -> list[str]:
-        if isinstance(contexts, str):
-            contexts = [contexts]
-        ctx = list(dict.fromkeys(contexts or ()))
-        if any(not isinstance(x, str) or not x for x in ctx):
-            raise ArgumentError(f"contexts must be non-empty strings: {ctx!r}")
-        return ctx
+    async def _subscribe(self, method: str, ctx: list[str]) -> None:
+        if self._runtime == "ray":
+            ray_rt = await self._ray_ready()
+            await ray_rt.receive(ctx, method)
+            for session in ray_rt.sessions:  # show it now, not at the next read
+                if session is not None:
+                    session["contexts"] = updated_contexts(session.get("contexts") or [], method, ctx)
+            return
+        await self.execute(method, {"contexts": ctx})
+        contexts = self._connection().session.contexts
+        contexts[:] = updated_contexts(contexts, method, ctx)
 
     async def dial(
         self,
@@ -504,9 +558,9 @@ class RelayClient:
         ``devices``: a list (tried one after another) of lists (rung in parallel)
         of device objects; a single device or a flat list is accepted too.
 
-        On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and a
-        :class:`~relay_actors.ray_runtime.RemoteCall` (ids, ``hangup``, ``execute``)
-        is returned to the driver.
+        On Ray, the call lives in a CallActor: ``handler(call)`` runs there, and the
+        driver gets a :class:`~relay_actors.ray_runtime.RemoteCall`: a full Call whose
+        events the CallActor streams to it, plus ``execute(verb, params)``.
 
         Raises:
             RelayError: ``dial_failed`` (nobody answered), ``dial_timeout``, or the server's error.
@@ -519,7 +573,7 @@ class RelayClient:
                 "region": region,
                 "max_price_per_minute": max_price_per_minute,
             }
-            return await self._ray_runtime().dial(devices, handler, options)  # type: ignore[return-value]
+            return await (await self._ray_ready()).dial(devices, handler, options, self.tasks)
         if handler is not None:
             raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
         tag = tag or str(uuid.uuid4())
@@ -590,7 +644,7 @@ class RelayClient:
         if not to_number or not from_number:
             raise ArgumentError("send_message needs to_number=... and from_number=...")
         if self._runtime == "ray":
-            sent = await self._ray_runtime().send_message(
+            return await self._send_message_on_ray(
                 {
                     "to_number": to_number,
                     "from_number": from_number,
@@ -600,24 +654,8 @@ class RelayClient:
                     "tags": tags,
                     "region": region,
                 },
-                wait=30.0,
+                on_completed,
             )
-            message = Message(
-                message_id=sent["message_id"],
-                context=context or "",
-                from_number=from_number,
-                to_number=to_number,
-                body=body or "",
-                media=media,
-                tags=tags,
-                state=sent["state"],
-                reason=sent["reason"],
-                on_completed=on_completed,
-            )
-            if sent["state"] in c.MESSAGE_TERMINAL_STATES:
-                final = RelayEvent(c.EVENT_MESSAGING_STATE, {**sent, "message_state": sent["state"]})
-                message._apply(final, sent["state"], sent["reason"], True)
-            return message
         msg_context = context or self.relay_protocol or "default"
         params: dict[str, Any] = {"context": msg_context, "to_number": to_number, "from_number": from_number}
         for key, value in (("body", body), ("media", media), ("tags", tags), ("region", region)):
@@ -640,6 +678,38 @@ class RelayClient:
             return message
         if message._track(self._router.messages):
             self._messages[message_id] = message
+        return message
+
+    async def _send_message_on_ray(
+        self, params: dict[str, Any], on_completed: Callable[[RelayEvent], Any] | None
+    ) -> Message:
+        """Sent (and tracked) by a CallActor; its state events follow here as they come."""
+        ray_rt = await self._ray_ready()
+        sent, actor = await ray_rt.send_message(params)
+        message = Message(
+            message_id=sent["message_id"],
+            context=sent.get("context") or params["context"] or "",
+            from_number=params["from_number"],
+            to_number=params["to_number"],
+            body=params["body"] or "",
+            media=params["media"],
+            tags=params["tags"],
+            state=sent["state"],
+            reason=sent["reason"],
+            on_completed=on_completed,
+        )
+        if not message.message_id:
+            log.warning("messaging.send returned no message_id; delivery cannot be tracked")
+            return message
+        self._messages[message.message_id] = message
+
+        async def follow() -> None:
+            try:
+                await ray_rt.follow_message(actor, message)
+            finally:
+                self._messages.pop(message.message_id, None)
+
+        self.tasks.spawn(follow(), f"states of message {message.message_id}")
         return message
 
     # --- event dispatch (sync, in arrival order) ------------------------------------
@@ -779,13 +849,32 @@ class RelayClient:
         return await self._ray_runtime().stats()
 
     def stats(self) -> dict[str, Any]:
-        """Counters for dashboards and tests."""
+        """Counters for dashboards and tests. On Ray: this driver's counters and messages,
+        and the app's calls and dials summed over the shards as last read (every 2 s;
+        ``stats_age`` s ago); ``ray_stats()`` asks every actor now."""
+        if self._runtime == "ray":
+            return self._ray_driver_stats()
         return {
             **self.counters,
             "active_calls": len(self._router.calls),
             "pending_dials": len(self._dials),
             "tracked_messages": len(self._messages),
             **(self._conn.stats() if self._conn is not None else {}),
+        }
+
+    def _ray_driver_stats(self) -> dict[str, Any]:
+        ray_rt = self._ray
+        sessions = [s for s in (ray_rt.sessions if ray_rt is not None else []) if s is not None]
+        read = ray_rt.sessions_read if ray_rt is not None else 0.0
+        return {
+            **self.counters,
+            "active_calls": sum(int(s.get("active_calls", 0)) for s in sessions),
+            "pending_dials": sum(int(s.get("pending_dials", 0)) for s in sessions),
+            "tracked_messages": len(self._messages),
+            "connected": self.connected,
+            "shards": len(ray_rt.connections) if ray_rt is not None else 0,
+            "shards_reporting": len(sessions),
+            "stats_age": round(time.monotonic() - read, 3) if read else None,
         }
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ArgumentError, ConfigError
 from .protocol import constants as c
 from .protocol.session import Credentials
 
@@ -24,9 +24,11 @@ __all__ = [
     "ALLOW_INSECURE_ENV",
     "Settings",
     "configure_logging",
+    "context_list",
     "is_loopback",
     "max_connections",
     "resolve_settings",
+    "updated_contexts",
 ]
 
 log = logging.getLogger("relay_actors.config")
@@ -295,3 +297,21 @@ def configure_logging(*, force: bool = False, env: Mapping[str, str] | None = No
         logger.addHandler(handler)
         logger.setLevel(level)
     _logging_configured = True
+
+
+def context_list(contexts: Sequence[str] | str) -> list[str]:
+    """The contexts of a ``receive``/``unreceive``: a str is one context (as in the
+    SDK), duplicates dropped. Raises ArgumentError for an empty or non-str name."""
+    if isinstance(contexts, str):
+        contexts = [contexts]
+    ctx = list(dict.fromkeys(contexts or ()))
+    if any(not isinstance(x, str) or not x for x in ctx):
+        raise ArgumentError(f"contexts must be non-empty strings: {ctx!r}")
+    return ctx
+
+
+def updated_contexts(current: Sequence[str], method: str, contexts: Sequence[str]) -> list[str]:
+    """``current`` after a successful ``signalwire.receive``/``unreceive`` of ``contexts``."""
+    if method == c.METHOD_RECEIVE:
+        return [*current, *(x for x in contexts if x not in current)]
+    return [x for x in current if x not in contexts]

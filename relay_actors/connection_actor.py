@@ -51,7 +51,7 @@ from .actor_messages import NAMESPACE, actor_name
 from .backoff import Backoff
 from .batching import Batcher
 from .call_actor import _where, link_stats
-from .config import resolve_settings
+from .config import resolve_settings, updated_contexts
 from .connection import Connection
 from .dialing import AbandonedDials
 from .errors import RelayError
@@ -83,7 +83,8 @@ class ConnectionActor:
         app: the app's name.
         shard: this shard's number.
         options: ``host``, ``scheme``, ``contexts``, ``ca_pem`` (CA certificate text,
-            not a secret), ``over_limit``, ``request_timeout``, ``ping_interval``.
+            not a secret), ``over_limit``, ``request_timeout``, ``ping_interval``,
+            ``backoff`` (the driver's reconnect delays, :meth:`Backoff.options`).
             Credentials are NOT passed here: they are read from the GCS KV store.
     """
 
@@ -188,7 +189,7 @@ class ConnectionActor:
                 on_connected=self._on_connected,
                 request_timeout=float(self.options.get("request_timeout", c.REQUEST_TIMEOUT)),
                 ping_interval=float(self.options.get("ping_interval", c.CLIENT_PING_INTERVAL)),
-                backoff=Backoff(initial=float(self.options.get("backoff_initial", c.BACKOFF_MIN))),
+                backoff=Backoff.from_options(self.options.get("backoff") or {}),
                 defer_acks=True,
             )
             self.conn.session.restore(resume)
@@ -885,11 +886,7 @@ class ConnectionActor:
         fresh connect) and checkpoint them, so a restart of this actor keeps them too."""
         assert self.conn is not None
         contexts = self.conn.session.contexts
-        for ctx in params.get("contexts") or []:
-            if method == c.METHOD_RECEIVE and ctx not in contexts:
-                contexts.append(ctx)
-            elif method == c.METHOD_UNRECEIVE and ctx in contexts:
-                contexts.remove(ctx)
+        contexts[:] = updated_contexts(contexts, method, params.get("contexts") or [])
         self._checkpoint()
 
     async def reset_links(self) -> int:
@@ -918,6 +915,21 @@ class ConnectionActor:
         self._lease_actions(self.leases.on_ask(epoch))
         return self.leases.state()
 
+    async def session_info(self) -> dict[str, Any]:
+        """This shard's session as the app's clients show it (``relay_protocol``,
+        ``connected``, ``contexts``), and its load: a cheap read, polled by them."""
+        conn = self.conn
+        return {
+            "shard": self.shard,
+            "protocol": conn.protocol if conn is not None else "",
+            "connected": bool(conn is not None and conn.connected),
+            "contexts": list(
+                conn.session.contexts if conn is not None else self.options.get("contexts") or []
+            ),
+            "active_calls": len(self.routes.calls),
+            "pending_dials": len(self.dial_owner),
+        }
+
     async def stats(self) -> dict[str, Any]:
         conn = self.conn.stats() if self.conn is not None else {}
         return {
@@ -933,6 +945,7 @@ class ConnectionActor:
             "tracked_messages": len(self.msg_owner),
             "unavailable_call_actors": len(self.placement.unavailable),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
+            "backoff": self.conn.backoff.options() if self.conn is not None else {},
             "links": link_stats(self.links),
             "batchers": {"router": self._router_batcher.stats()} if self._router_batcher is not None else {},
             **self.counters,

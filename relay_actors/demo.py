@@ -109,8 +109,7 @@ async def run_demo(
                 sent = await client.send_message(
                     to_number="+15550100002", from_number="+15550100001", body=f"demo message {i}"
                 )
-                if runtime == "local":
-                    await sent.wait(timeout=10)
+                await sent.wait(timeout=10)
                 results[f"message_{sent.state}"] += 1
             before = emulator.core.messaging.sent
             emulator.core.messaging.inject("demo", body="hello from the far side")

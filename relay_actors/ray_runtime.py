@@ -41,9 +41,14 @@ import orjson
 
 from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
+from .call import Call
 from .config import Settings, is_loopback
 from .errors import ArgumentError, RelayError
+from .message import Message
 from .protocol import constants as c
+from .protocol.calls import CallCore
+from .protocol.events import parse_event
+from .tasks import BackgroundTasks
 
 __all__ = [
     "RayOptions",
@@ -319,25 +324,67 @@ def _describe(record: dict[str, Any]) -> str:
     return f"started {age:.0f} s ago by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}"
 
 
-@dataclass
-class RemoteCall:
-    """A call dialled from the driver on Ray: it lives (with its handler) in a CallActor."""
+#: The item of a call's event stream (CallActor → driver) that says the runtime lost the call.
+STREAM_LOST = "relay_actors.lost"
 
-    call_id: str
-    node_id: str
-    tag: str
-    actor: int
-    _runtime: RayRuntime = field(repr=False)
 
-    async def hangup(self, reason: str = "hangup") -> dict[str, Any]:
-        return await self._runtime.execute(
-            "calling.end", {"call_id": self.call_id, "node_id": self.node_id, "reason": reason}
-        )
+class _CallLink:
+    """The CallControl of a driver-side call: its commands go through its CallActor
+    (and the shard that owns the call), its handlers run in the driver's task set."""
+
+    __slots__ = ("actor", "deadline", "tasks")
+
+    def __init__(self, actor: Any, deadline: float, tasks: BackgroundTasks) -> None:
+        self.actor = actor
+        self.deadline = deadline
+        self.tasks = tasks
+
+    async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        call_id = str(params.get("call_id") or "")
+        return await _call(self.actor.call_execute.remote(call_id, method, params), self.deadline)
+
+
+class RemoteCall(Call):
+    """A call dialled from the driver on Ray. It lives in a CallActor (where the dial's
+    ``handler`` runs); this is a full :class:`~relay_actors.call.Call` on the driver,
+    whose events the CallActor streams here (long polls) and whose commands go through
+    it: ``play_tts(...)`` returns an action whose ``wait()`` works, ``wait_for_ended()``,
+    ``on(...)`` too. ``actor`` is the CallActor's index; ``execute(verb, params)`` sends
+    a raw ``calling.<verb>`` for it."""
+
+    def __init__(self, actor: Any, info: dict[str, Any], deadline: float, tasks: BackgroundTasks) -> None:
+        super().__init__(_CallLink(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
+        self.actor = int(info.get("actor", -1))
+        self._actor = actor
 
     async def execute(self, verb: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send ``calling.<verb>`` for this call."""
         payload = {"call_id": self.call_id, "node_id": self.node_id, **(params or {})}
-        return await self._runtime.execute(f"calling.{verb}", payload)
+        return await self._control.execute(f"calling.{verb}", payload)
+
+    async def follow(self, poll: float = 20.0) -> None:
+        """Deliver the call's events as its CallActor streams them, until it ends; the
+        call is lost (``connection_lost``) if the actor stops answering, ``closed`` if
+        this is cancelled (the client disconnected)."""
+        start = 0
+        try:
+            while not self._core.ended:
+                try:
+                    ref = self._actor.call_events.remote(self.call_id, start, poll)
+                    got = await _call(ref, poll + CALL_TIMEOUT)
+                except Exception:  # the actor died or hangs: nobody will report this call
+                    got = None
+                if got is None:
+                    self._lost("connection_lost")
+                    return
+                start, events = got
+                for event_type, params, timestamp in events:
+                    if event_type == STREAM_LOST:
+                        self._lost(str(params.get("reason") or "lost"))
+                        return
+                    self._deliver(parse_event(event_type, params, timestamp))
+        finally:
+            self._lost("closed")  # (nothing if it ended)
 
 
 class RayRuntime:
@@ -360,6 +407,10 @@ class RayRuntime:
         #: True once this driver created the app: then (and only then) stop() stops it.
         self.owner = False
         self.record: dict[str, Any] | None = None
+        #: Every shard's :meth:`ConnectionActor.session_info` as last read (``None``: no answer).
+        self.sessions: list[dict[str, Any] | None] = []
+        #: ``time.monotonic()`` of that read (0: never).
+        self.sessions_read = 0.0
         self._rr = 0
         # The CA certificate (public) travels to the connection actors as text.
         self._ca_pem: str | None = None
@@ -504,6 +555,9 @@ class RayRuntime:
                 "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
                 "request_timeout": self.client_options.get("request_timeout"),
                 "dial_timeout": self.client_options.get("dial_timeout"),
+                # What the handlers' client shows (not secrets).
+                "project": self.settings.credentials.project,
+                "host": self.settings.host,
             },
         }
         from .router import Router
@@ -520,6 +574,7 @@ class RayRuntime:
             "over_limit": self.client_options.get("over_limit", "drop"),
             "request_timeout": self.client_options.get("request_timeout"),
             "ping_interval": self.client_options.get("ping_interval"),
+            "backoff": self.client_options.get("backoff"),
             "on_call_actor_lost": self.options.on_call_actor_lost,
         }
         from .connection_actor import ConnectionActor
@@ -613,13 +668,20 @@ class RayRuntime:
         self._rr = (self._rr + 1) % len(self.connections)
         return self.connections[self._rr]
 
+    def _request_deadline(self) -> float:
+        """A driver request's deadline: the shard's own request timeout, and some slack."""
+        return float(self.client_options.get("request_timeout") or c.REQUEST_TIMEOUT) + 5.0
+
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self._conn().execute.remote(method, params)
+        return await _call(self._conn().execute.remote(method, params), self._request_deadline())
 
     async def receive(self, contexts: list[str], method: str) -> None:
         # Every shard receives the same contexts: the service spreads offers over them.
         await asyncio.gather(
-            *(conn.execute.remote(method, {"contexts": contexts}) for conn in self.connections)
+            *(
+                _call(conn.execute.remote(method, {"contexts": contexts}), self._request_deadline())
+                for conn in self.connections
+            )
         )
 
     async def _call_actor(self) -> Any:
@@ -629,22 +691,77 @@ class RayRuntime:
         self._rr = (self._rr + 1) % len(pool)
         return pool[self._rr][1]
 
-    async def dial(self, devices: Any, handler: Any, options: dict[str, Any]) -> RemoteCall:
+    async def dial(
+        self, devices: Any, handler: Any, options: dict[str, Any], tasks: BackgroundTasks
+    ) -> RemoteCall:
+        """Dial from a CallActor (which runs ``handler``); the answered call, on the driver,
+        follows its events in ``tasks``."""
         from ray import cloudpickle
 
         actor = await self._call_actor()
         blob = cloudpickle.dumps(handler) if handler is not None else None
         info = await actor.dial_remote.remote(devices, blob, options)
-        return RemoteCall(info["call_id"], info["node_id"], info["tag"], info["actor"], self)
+        call = RemoteCall(actor, info, self._request_deadline() + 5.0, tasks)
+        tasks.spawn(call.follow(), f"events of dialled call {call.call_id}")
+        return call
 
-    async def send_message(self, params: dict[str, Any], wait: float | None) -> dict[str, Any]:
+    async def send_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Send through a CallActor (which tracks the message); returns the send's
+        result and that actor, to :meth:`follow_message` from."""
         actor = await self._call_actor()
-        return await actor.send_message_remote.remote(params, wait)
+        return await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0), actor
 
-    async def protocol(self) -> str:
-        if not self.connections:
-            return ""
-        return (await self.connections[0].stats.remote())["protocol"]
+    async def follow_message(self, actor: Any, message: Message, poll: float = 20.0) -> None:
+        """Apply the state events of ``message`` (sent through ``actor``) as they come:
+        long polls of ``poll`` s each, until its terminal state. Fails the message
+        (``connection_lost``) if the actor cannot be asked any more, ``closed`` if this
+        is cancelled (the client disconnected)."""
+        try:
+            await self._follow_message(actor, message, poll)
+        finally:
+            message._fail(RelayError("closed", f"message {message.message_id}: the client disconnected"))
+
+    async def _follow_message(self, actor: Any, message: Message, poll: float) -> None:
+        start = 0
+        while not message.is_done:
+            try:
+                got = await _call(
+                    actor.message_events.remote(message.message_id, start, poll), poll + CALL_TIMEOUT
+                )
+            except Exception as exc:  # the actor died or hangs: nobody will report this message
+                message._fail(
+                    RelayError(
+                        "connection_lost",
+                        f"message {message.message_id}: its CallActor stopped answering "
+                        f"({type(exc).__name__})",
+                    )
+                )
+                return
+            if got is None:  # the actor forgot it (restarted)
+                message._fail(
+                    RelayError("connection_lost", f"message {message.message_id}: its CallActor restarted")
+                )
+                return
+            start, events = got
+            for event_type, params, timestamp, state, reason, finished in events:
+                message._apply(parse_event(event_type, params, timestamp), state, reason, finished)
+
+    async def refresh_sessions(self, timeout: float = 5.0) -> list[dict[str, Any] | None]:
+        """Read every shard's session (protocol, connected, contexts, load); a shard that
+        does not answer within ``timeout`` reads as ``None``."""
+        answers = await asyncio.gather(
+            *(_call(conn.session_info.remote(), timeout) for conn in self.connections), return_exceptions=True
+        )
+        self.sessions = [None if isinstance(a, BaseException) else a for a in answers]
+        self.sessions_read = time.monotonic()
+        return self.sessions
+
+    async def watch_sessions(self, interval: float = 2.0) -> None:
+        """Keep :attr:`sessions` fresh (the driver's ``relay_protocol``, ``connected``,
+        ``contexts``, ``stats()``): actors have no push to the driver, so it reads."""
+        while self.connections:
+            await asyncio.sleep(interval)
+            await self.refresh_sessions()
 
     async def stats(self, timeout: float = 5.0) -> dict[str, Any]:
         """Every actor's stats; an actor that does not answer within ``timeout`` (its loop

@@ -40,3 +40,12 @@ async def test_client_still_reconnects_after_thousands_of_failures(make_harness:
     h.core.drop(h.protocol)
     await wait_until(lambda: h.client.connected and h.client.stats()["resumes"] == 1, timeout=5)
     assert backoff.attempts == 0
+
+
+def test_options_round_trip_without_the_state() -> None:
+    backoff = Backoff(initial=0.07, factor=3.0, cap=0.9, jitter=0.1)
+    backoff.next_delay()
+    again = Backoff.from_options(backoff.options())
+    assert again.options() == {"initial": 0.07, "factor": 3.0, "cap": 0.9, "jitter": 0.1}
+    assert again.attempts == 0  # settings travel, not the attempts so far
+    assert Backoff.from_options({}).options() == Backoff().options()
