@@ -132,3 +132,96 @@ async def until(probe: Callable[[], Any], timeout: float = 30.0, what: str = "a 
 
 def call_state(emu: Emulator, call_id: str) -> dict[str, Any]:
     return next(c for c in emu.core.list_calls() if c["call_id"] == call_id)
+
+
+def ended(emu: Emulator, call_ids: list[str]) -> bool:
+    return all(call_state(emu, c)["state"] == "ended" for c in call_ids)
+
+
+def methods(emu: Emulator, call_id: str) -> list[str]:
+    return [method for method, _ in commands(emu, call_id)]
+
+
+def transferred_to(emu: Emulator, call_id: str) -> list[str]:
+    return [
+        device["params"]["to_number"]
+        for method, params in commands(emu, call_id)
+        if method == "calling.connect"
+        for group in params["devices"]
+        for device in group
+    ]
+
+
+# --- the IVR ------------------------------------------------------------------------------
+
+SALES, SUPPORT = "+15550100099", "+15550100098"
+#: What each caller does; ``check_ivr_routes`` says how the IVR must have routed them.
+IVR_CASES = {
+    "sales": [{"digits": "1"}],
+    "support": [{"digits": "2#"}],
+    "voicemail": [{"digits": "3"}],
+    "retry-then-voicemail": [{"digits": "9"}, {"silence": True}, {"digits": "3"}],
+    "nothing": [{"silence": True}, {"no_match": True}, {"digits": "7"}],
+}
+
+
+def ivr_bridged(emu: Emulator, call_id: str) -> bool:
+    """The call was transferred and is up: the caller may hang up now."""
+    return bool(transferred_to(emu, call_id)) and call_state(emu, call_id)["state"] == "answered"
+
+
+def check_ivr_routes(emu: Emulator, calls: dict[str, str]) -> None:
+    assert transferred_to(emu, calls["sales"]) == [SALES]
+    assert transferred_to(emu, calls["support"]) == [SUPPORT]
+    for name in ("voicemail", "retry-then-voicemail", "nothing"):
+        assert transferred_to(emu, calls[name]) == [], name
+    prompts = {name: methods(emu, c).count("calling.play_and_collect") for name, c in calls.items()}
+    assert prompts == {"sales": 1, "support": 1, "voicemail": 1, "retry-then-voicemail": 3, "nothing": 3}
+    recorded = {name: "calling.record" in methods(emu, c) for name, c in calls.items()}
+    assert recorded == {
+        "sales": False, "support": False, "voicemail": True, "retry-then-voicemail": True, "nothing": False,
+    }  # fmt: skip
+    for name in ("voicemail", "retry-then-voicemail", "nothing"):
+        # The app said goodbye and hung up (not the caller, not an error).
+        assert methods(emu, calls[name])[-1] == "calling.end", name
+        assert call_state(emu, calls[name])["end_reason"] == "hangup", name
+
+
+# --- the dialer ---------------------------------------------------------------------------
+
+#: The campaign's numbers: the outcome expected, and what each callee does.
+DIALER_CASES = {
+    "+15552220001": ("human", {"detect": ["HUMAN"]}),
+    "+15552220002": ("machine", {"detect": ["MACHINE", "READY"]}),
+    "+15552220003": ("no-answer", {"dial": "no-answer"}),
+    "+15552220004": ("no-answer", {"dial": "busy"}),
+    "+15552220005": ("unknown", {"detect": ["UNKNOWN"]}),
+    "+15552220006": ("human", {"detect": ["HUMAN"]}),
+    "+15552220007": ("machine", {"detect": ["MACHINE", "READY"]}),
+}
+
+
+def dialer_config() -> dict[str, Any]:
+    """The emulator configuration that makes each callee behave as ``DIALER_CASES`` says."""
+    return {
+        "dial_outcomes": {n: case["dial"] for n, (_, case) in DIALER_CASES.items() if "dial" in case},
+        "detect_outcomes": {n: case["detect"] for n, (_, case) in DIALER_CASES.items() if "detect" in case},
+    }
+
+
+def write_numbers(path: Path) -> None:
+    path.write_text(
+        "# the test's campaign\n" + "".join(f"{n}  # {o}\n" for n, (o, _) in DIALER_CASES.items())
+    )
+
+
+def check_dialer_results(emu: Emulator, results: list[dict[str, Any]], concurrency: int) -> None:
+    """One result per number, the outcome each callee called for, the concurrency limit held,
+    and each answered call screened (detect), given its message (play) and hung up."""
+    assert sorted(r["number"] for r in results) == sorted(DIALER_CASES), results
+    assert {r["number"]: r["outcome"] for r in results} == {n: o for n, (o, _) in DIALER_CASES.items()}
+    spans = [(r["started"], r["ended"]) for r in results]
+    assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= concurrency
+    for r in results:
+        if r["outcome"] != "no-answer":
+            assert methods(emu, r["call_id"]) == ["calling.detect", "calling.play", "calling.end"], r
