@@ -225,3 +225,24 @@ def check_dialer_results(emu: Emulator, results: list[dict[str, Any]], concurren
     for r in results:
         if r["outcome"] != "no-answer":
             assert methods(emu, r["call_id"]) == ["calling.detect", "calling.play", "calling.end"], r
+
+
+# --- the SMS auto-responder -------------------------------------------------------------
+
+#: Sender -> body of the inbound messages; replies to the third are not delivered.
+RESPONDER_INBOUND = {"+15553330001": "hours please", "+15553330002": "STOP", "+15553330003": "hello?"}
+RESPONDER_CONFIG = {"message_outcomes": {"+15553330003": "undelivered"}}
+
+
+def check_responder_replies(replies: list[dict[str, Any]], message_ids: dict[str, str | None]) -> None:
+    """Every inbound message answered once, by keyword, its reply followed to the carrier's verdict."""
+    by_sender = {r["from"]: r for r in replies}
+    assert len(replies) == len(by_sender) == len(RESPONDER_INBOUND), replies
+    assert {n: r["message_id"] for n, r in by_sender.items()} == message_ids
+    assert {n: r["keyword"] for n, r in by_sender.items()} == {
+        "+15553330001": "HOURS", "+15553330002": "STOP", "+15553330003": "",
+    }  # fmt: skip
+    assert {n: r["state"] for n, r in by_sender.items()} == {
+        "+15553330001": "delivered", "+15553330002": "delivered", "+15553330003": "undelivered",
+    }  # fmt: skip
+    assert all(r["reply_id"] for r in replies)

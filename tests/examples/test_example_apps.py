@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from example_apps import (
     IVR_CASES,
+    RESPONDER_CONFIG,
+    RESPONDER_INBOUND,
     call_state,
     check_dialer_results,
     check_ivr_routes,
+    check_responder_replies,
     dialer_config,
     ended,
     ivr_bridged,
@@ -79,18 +82,10 @@ async def test_dialer_writes_a_result_per_number(emu: Emulator, tmp_path: Path) 
 
 async def test_sms_responder_answers_every_message(emu: Emulator, tmp_path: Path) -> None:
     store = tmp_path / "responder"
-    emu.core.set_config({"message_outcomes": {"+15553330003": "undelivered"}})
-    inbound = {"+15553330001": "hours please", "+15553330002": "STOP", "+15553330003": "hello?"}
+    emu.core.set_config(RESPONDER_CONFIG)
     async with served("examples.sms_responder.app:client", emu, RESPONDER_DIR=str(store)):
-        ids = {n: emu.core.messaging.inject("sms", from_number=n, body=b) for n, b in inbound.items()}
+        ids = {
+            n: emu.core.messaging.inject("sms", from_number=n, body=b) for n, b in RESPONDER_INBOUND.items()
+        }
         await until(lambda: len(read_lines(store / "replies.jsonl")) == 3, what="three replies")
-    replies = {r["from"]: r for r in read_lines(store / "replies.jsonl")}
-    assert {n: r["message_id"] for n, r in replies.items()} == ids
-    assert {n: r["keyword"] for n, r in replies.items()} == {
-        "+15553330001": "HOURS", "+15553330002": "STOP", "+15553330003": "",
-    }  # fmt: skip
-    # Delivery followed to the end: the carrier's verdict for each reply.
-    assert {n: r["state"] for n, r in replies.items()} == {
-        "+15553330001": "delivered", "+15553330002": "delivered", "+15553330003": "undelivered",
-    }  # fmt: skip
-    assert all(r["reply_id"] for r in replies.values())
+    check_responder_replies(read_lines(store / "replies.jsonl"), ids)

@@ -26,9 +26,12 @@ import pytest
 from example_apps import (
     IVR_CASES,
     REPO,
+    RESPONDER_CONFIG,
+    RESPONDER_INBOUND,
     call_state,
     check_dialer_results,
     check_ivr_routes,
+    check_responder_replies,
     dialer_config,
     ended,
     ivr_bridged,
@@ -124,7 +127,10 @@ def two_nodes(emulator_thread: EmulatorThread) -> Iterator[tuple[Cluster, str]]:
             listed = cluster.run("ray", "list", "nodes", "--address", cluster.dashboard, "--format", "json")
             return sum(1 for n in json.loads(listed.stdout) if n["state"] == "ALIVE") >= 2
 
-        _wait(alive_nodes, 90, "two nodes")
+        try:
+            _wait(alive_nodes, 120, "two nodes")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {(tmp / 'worker.log').read_text()[-3000:]}") from None
         yield cluster, worker_ip
     finally:
         for proc in reversed(procs):
@@ -166,14 +172,19 @@ def ready_line(cluster: Cluster, job: str) -> str:
     return str(_wait(find, 120, f"the ready line of {job}")[0])
 
 
-def test_ivr_and_dialer_as_ray_jobs(two_nodes: tuple[Cluster, str], emulator_thread: EmulatorThread) -> None:
+def test_ivr_dialer_and_responder_as_ray_jobs(
+    two_nodes: tuple[Cluster, str], emulator_thread: EmulatorThread
+) -> None:
     cluster, worker_ip = two_nodes
     emu = emulator_thread
-    emu.on_loop(emu.emu.core.set_config, dialer_config())
+    emu.on_loop(emu.emu.core.set_config, {**dialer_config(), **RESPONDER_CONFIG})
     write_numbers(cluster.tmp / "numbers.txt")
     results = cluster.tmp / "results.jsonl"
+    replies = cluster.tmp / "responder"
     ivr_job, dialer_job = f"ivr-{secrets.token_hex(3)}", f"dialer-{secrets.token_hex(3)}"
-    # Both jobs at once: the IVR spread over both nodes, the dialer's campaign beside it.
+    responder_job = f"responder-{secrets.token_hex(3)}"
+    # Three jobs at once: the IVR spread over both nodes, the dialer's campaign and the
+    # responder beside it.
     submit(
         cluster, ivr_job, "relay-actors", "run", "examples.ivr.app:client", "--ray", "--placement", "spread",
         "--min-call-actors", "2", "--max-call-actors", "2", "--drain-timeout", "10",
@@ -186,6 +197,11 @@ def test_ivr_and_dialer_as_ray_jobs(two_nodes: tuple[Cluster, str], emulator_thr
     submit(
         cluster, dialer_job, "relay-actors", "run", "examples.dialer.app:client", "--ray",
         "--task", "campaign", env_vars=settings,
+    )  # fmt: skip
+
+    submit(
+        cluster, responder_job, "relay-actors", "run", "examples.sms_responder.app:client", "--ray",
+        env_vars={"RESPONDER_DIR": str(replies)},
     )  # fmt: skip
 
     line = ready_line(cluster, ivr_job)
@@ -220,11 +236,25 @@ def test_ivr_and_dialer_as_ray_jobs(two_nodes: tuple[Cluster, str], emulator_thr
     assert "task campaign done" in dialer_logs and "relay-actors: stopped" in dialer_logs
     emu.on_loop(check_dialer_results, emu.emu, read_lines(results), 3)
 
-    stop = cluster.run("ray", "job", "stop", "--address", cluster.dashboard, ivr_job)
-    assert stop.returncode == 0, stop.stderr
-    _wait(
-        lambda: _job_status(cluster, ivr_job) in ("STOPPED", "SUCCEEDED", "FAILED"), 60, "the IVR job to end"
-    )
-    logs = _job_logs(cluster, ivr_job)
-    assert "relay-actors: stopped" in logs and "Traceback" not in logs, logs[-3000:]
+    ready_line(cluster, responder_job)
+
+    def inject_messages() -> dict[str, str | None]:
+        inject = emu.emu.core.messaging.inject
+        return {n: inject("sms", from_number=n, body=b) for n, b in RESPONDER_INBOUND.items()}
+
+    message_ids = emu.on_loop(inject_messages)
+    _wait(lambda: len(read_lines(replies / "replies.jsonl")) >= 3, 60, "three replies")
+    check_responder_replies(read_lines(replies / "replies.jsonl"), message_ids)
+
+    logs = ""
+    for job in (ivr_job, responder_job):
+        stop = cluster.run("ray", "job", "stop", "--address", cluster.dashboard, job)
+        assert stop.returncode == 0, stop.stderr
+    for job in (ivr_job, responder_job):
+        _wait(
+            lambda j=job: _job_status(cluster, j) in ("STOPPED", "SUCCEEDED", "FAILED"), 60, f"{job} to end"
+        )
+        job_logs = _job_logs(cluster, job)
+        assert "relay-actors: stopped" in job_logs and "Traceback" not in job_logs, job_logs[-3000:]
+        logs += job_logs
     assert emu.emu.token not in logs + dialer_logs + cluster.http("/api/jobs/")
