@@ -159,14 +159,16 @@ async def _serve(
 
     async def run_task() -> None:
         assert task is not None
+        outcome = "failed"
         try:
             await task(client)
+            outcome = "done"
         except Exception:
             log.exception("--task %s failed", task.__name__)
             raise
         finally:
             if not stopping.is_set():
-                say(f"task {task.__name__} done: draining")
+                say(f"task {task.__name__} {outcome}: draining")
             stopping.set()
 
     async def ready() -> None:

@@ -100,6 +100,20 @@ def test_progress_off_a_terminal_prints_a_line_per_quarter() -> None:
     assert "dials" not in lines[-1] and lines[-1].endswith("inbound 8/8")
 
 
+def test_progress_on_a_terminal_redraws_one_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    bar = Progress({"inbound": 2}, out=out)
+    bar.set("inbound", 1)
+    bar.set("inbound", 2)
+    bar.draw(final=True)
+    text = out.getvalue()
+    assert text.count("\r") == 3 and text.count("\n") == 1 and text.endswith("inbound 2/2\033[K\n")
+
+
 def test_demo_help_is_plain_text() -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "relay_actors.cli", "demo", "--help"],
