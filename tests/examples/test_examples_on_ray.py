@@ -1,8 +1,10 @@
 """The example apps as a user ships them: ``ray job submit`` of ``relay-actors run ... --ray``
 to a real two-node cluster (``ray start --head`` and ``ray start --address``, each on a
 127.0.0.x address of its own, Ray's token authentication on), the credentials from
-``SIGNALWIRE_CREDENTIALS_FILE`` on the head, calls driven from the emulator; the IVR's
-CallActors on both nodes, its routes, and the dialer's result per number asserted.
+``SIGNALWIRE_CREDENTIALS_FILE`` on the head, calls and messages driven from the emulator.
+Every example runs as a job at once: the IVR's CallActors on both nodes and its route for
+each digit, the dialer's result per number, the responder's reply to every message and its
+delivery, the voicemail's stored recordings; the token shows in no job's logs or the jobs API.
 
 The cluster machinery (emulator thread, free ports, job API, finding our processes by their
 ``RAY_TMPDIR``) is ``tests/ray/test_lifecycle_cluster.py``'s; every process started here is
@@ -172,9 +174,7 @@ def ready_line(cluster: Cluster, job: str) -> str:
     return str(_wait(find, 120, f"the ready line of {job}")[0])
 
 
-def test_ivr_dialer_and_responder_as_ray_jobs(
-    two_nodes: tuple[Cluster, str], emulator_thread: EmulatorThread
-) -> None:
+def test_every_example_as_a_ray_job(two_nodes: tuple[Cluster, str], emulator_thread: EmulatorThread) -> None:
     cluster, worker_ip = two_nodes
     emu = emulator_thread
     emu.on_loop(emu.emu.core.set_config, {**dialer_config(), **RESPONDER_CONFIG})
@@ -182,9 +182,10 @@ def test_ivr_dialer_and_responder_as_ray_jobs(
     results = cluster.tmp / "results.jsonl"
     replies = cluster.tmp / "responder"
     ivr_job, dialer_job = f"ivr-{secrets.token_hex(3)}", f"dialer-{secrets.token_hex(3)}"
-    responder_job = f"responder-{secrets.token_hex(3)}"
-    # Three jobs at once: the IVR spread over both nodes, the dialer's campaign and the
-    # responder beside it.
+    responder_job, voicemail_job = f"responder-{secrets.token_hex(3)}", f"voicemail-{secrets.token_hex(3)}"
+    voicemails = cluster.tmp / "voicemail"
+    # Every example at once: the IVR spread over both nodes, the dialer's campaign, the
+    # responder and the voicemail beside it.
     submit(
         cluster, ivr_job, "relay-actors", "run", "examples.ivr.app:client", "--ray", "--placement", "spread",
         "--min-call-actors", "2", "--max-call-actors", "2", "--drain-timeout", "10",
@@ -202,6 +203,10 @@ def test_ivr_dialer_and_responder_as_ray_jobs(
     submit(
         cluster, responder_job, "relay-actors", "run", "examples.sms_responder.app:client", "--ray",
         env_vars={"RESPONDER_DIR": str(replies)},
+    )  # fmt: skip
+    submit(
+        cluster, voicemail_job, "relay-actors", "run", "examples.voicemail.app:client", "--ray",
+        env_vars={"VOICEMAIL_DIR": str(voicemails)},
     )  # fmt: skip
 
     line = ready_line(cluster, ivr_job)
@@ -246,11 +251,19 @@ def test_ivr_dialer_and_responder_as_ray_jobs(
     _wait(lambda: len(read_lines(replies / "replies.jsonl")) >= 3, 60, "three replies")
     check_responder_replies(read_lines(replies / "replies.jsonl"), message_ids)
 
+    ready_line(cluster, voicemail_job)
+    callers = ["+15551110001", "+15551110002"]
+    left = [emu.on_loop(lambda n=n: core.inject_calls("voicemail", 1, from_number=n)[0]) for n in callers]
+    _wait(lambda: len(read_lines(voicemails / "voicemails.jsonl")) >= 2, 60, "two voicemails")
+    stored = {v["call_id"]: v for v in read_lines(voicemails / "voicemails.jsonl")}
+    assert sorted(stored) == sorted(left) and {v["from"] for v in stored.values()} == set(callers)
+    assert all(v["url"].startswith("https://files.emulator.invalid/recordings/") for v in stored.values())
+
     logs = ""
-    for job in (ivr_job, responder_job):
+    for job in (ivr_job, responder_job, voicemail_job):
         stop = cluster.run("ray", "job", "stop", "--address", cluster.dashboard, job)
         assert stop.returncode == 0, stop.stderr
-    for job in (ivr_job, responder_job):
+    for job in (ivr_job, responder_job, voicemail_job):
         _wait(
             lambda j=job: _job_status(cluster, j) in ("STOPPED", "SUCCEEDED", "FAILED"), 60, f"{job} to end"
         )
