@@ -210,7 +210,8 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
                 report.metrics = _ray_metrics_urls()
             print(
                 f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
-                f"metrics at {', '.join(report.metrics) or '?'} while the demo runs",
+                f"metrics at {', '.join(report.metrics) or '?'} while the demo runs"
+                + (" (ray_relay_* from Ray's first report, ~10 s in)" if runtime == "ray" else ""),
                 flush=True,
             )
             progress.draw()
