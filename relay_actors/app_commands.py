@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ def load_client(target: str) -> tuple[RelayClient, str]:
     the module's name. Without ``:attr``, the module must hold exactly one RelayClient."""
     module_name, _, attr = target.partition(":")
     if not module_name:
-        raise RelayError("argument", f"expected MODULE[:CLIENT] such as examples.ivr:client, not {target!r}")
+        raise RelayError(
+            "argument", f"expected MODULE[:CLIENT] such as examples.ivr.app:client, not {target!r}"
+        )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     module = importlib.import_module(module_name)
@@ -75,7 +78,7 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Serve a module's RelayClient, keeping every setting it has; the Ray options "
         "given here override its RayOptions.",
     )
-    parser.add_argument("target", help="MODULE[:CLIENT], e.g. examples.ivr:client")
+    parser.add_argument("target", help="MODULE[:CLIENT], e.g. examples.ivr.app:client")
     parser.add_argument("--ray", action="store_true", help="run on Ray (else as the client says)")
     parser.add_argument(
         "--address", help="Ray cluster to run on (implies --ray; else RAY_ADDRESS or our own)"
@@ -88,6 +91,11 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
     parser.add_argument("--log-level", default="info", help="logging level of the app (default info)")
+    parser.add_argument(
+        "--task",
+        help="a coroutine function of the module, FUNC(client), run once the app is ready; when it "
+        "returns the app drains and stops (a batch job, e.g. a dialing campaign)",
+    )
     return parser
 
 
@@ -98,10 +106,11 @@ def run_main(argv: Sequence[str]) -> int:
     )
     try:
         client, module_name = load_client(args.target)
+        task = _task(module_name, args.task) if args.task else None
         if args.ray or args.address or client.runtime == "ray":
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
             _ship_by_value(module_name)
-        eventloop.run(_serve(client, args.drain_timeout))
+        eventloop.run(_serve(client, args.drain_timeout, task))
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
@@ -134,11 +143,38 @@ def _ship_by_value(module_name: str) -> None:
     cloudpickle.register_pickle_by_value(sys.modules[module_name])
 
 
-async def _serve(client: RelayClient, drain_timeout: float) -> None:
+def _task(module_name: str, name: str) -> Callable[[RelayClient], Awaitable[Any]]:
+    """The module's ``--task`` function."""
+    task = getattr(sys.modules[module_name], name, None)
+    if not inspect.iscoroutinefunction(task):
+        raise RelayError("argument", f"--task {name}: {module_name}.{name} is not an async function")
+    return task
+
+
+async def _serve(
+    client: RelayClient, drain_timeout: float, task: Callable[[RelayClient], Awaitable[Any]] | None = None
+) -> None:
     stopping = asyncio.Event()
+    running: list[asyncio.Task[Any]] = []
+
+    async def run_task() -> None:
+        assert task is not None
+        outcome = "failed"
+        try:
+            await task(client)
+            outcome = "done"
+        except Exception:
+            log.exception("--task %s failed", task.__name__)
+            raise
+        finally:
+            if not stopping.is_set():
+                say(f"task {task.__name__} {outcome}: draining")
+            stopping.set()
 
     async def ready() -> None:
         say(await _ready_line(client))
+        if task is not None:
+            running.append(asyncio.create_task(run_task()))
         loop = asyncio.get_running_loop()
 
         def on_signal(name: str) -> None:
@@ -149,7 +185,15 @@ async def _serve(client: RelayClient, drain_timeout: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig.name)
 
-    await client.serve(stopping, drain_timeout=drain_timeout, on_ready=ready)
+    try:
+        await client.serve(stopping, drain_timeout=drain_timeout, on_ready=ready)
+    finally:
+        for started in running:
+            started.cancel()
+    for started in running:
+        if not started.cancelled() and started.exception() is not None:
+            name = getattr(task, "__name__", "?")
+            raise RelayError("task_failed", f"--task {name}: {started.exception()}")
 
 
 async def _ready_line(client: RelayClient) -> str:

@@ -1,13 +1,12 @@
 """``relay-actors demo``: the embedded RELAY emulator plus a small IVR, on a local Ray.
 
-It starts the emulator in this process (real WebSockets on 127.0.0.1), starts a
-local Ray kept on loopback (or attaches to ``RAY_ADDRESS``), and serves the IVR
-with ``RelayClient(runtime="ray")``: the connection actor owns the socket, the
-router admits calls, and the handlers run in CallActors. Inbound calls go
-through the IVR (answer, greet, collect a digit, record, hang up); the driver
-dials out and sends messages; an inbound message is answered from a CallActor.
-``--runtime local`` runs the same handlers in this process instead. It prints a
-summary and exits non-zero if any flow failed, so it doubles as a smoke test.
+It starts the emulator in this process (real WebSockets on 127.0.0.1), starts a local
+Ray kept on loopback (or attaches to ``RAY_ADDRESS``), and serves the IVR with
+``RelayClient(runtime="ray")``: the connection actor owns the socket, the router admits
+calls, the handlers run in CallActors. It shows its progress, then what a phone
+operator looks at: calls handled per node, the offer-to-answer latency, errors, and
+where the metrics and the dashboard are. It exits non-zero if any flow failed, so it
+doubles as a smoke test.
 """
 
 from __future__ import annotations
@@ -15,23 +14,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from . import eventloop
 from .backoff import Backoff
 from .call import Call
 from .client import RelayClient
 from .emulator import Emulator
+from .errors import RelayError
 from .message import Message
 from .ray_runtime import RayOptions
 
 log = logging.getLogger("relay_actors.demo")
 
+DESCRIPTION = """\
+Run the demo: the embedded RELAY emulator (real WebSockets on 127.0.0.1) and a small IVR
+(answer, greeting, digit prompt, recording, hang-up) served on a local Ray (or RAY_ADDRESS):
+a connection actor owns the socket, a router admits calls, CallActors run the handlers.
+The driver also dials out and sends messages, and an inbound message is answered from a
+CallActor. With --runtime local the same handlers run in this process.
+
+It shows its progress, then calls handled per node, the offer-to-answer latency (p50/p99),
+errors, and where the metrics and the dashboard are; it exits 1 if any flow failed."""
+
 PHONE = {"type": "phone", "params": {"from_number": "+15550100001", "to_number": "+15550100002"}}
 DURATIONS = {"play": 0.2, "record": 0.3, "collect": 0.2, "ring": 0.05, "answer": 0.02, "message": 0.02}
+DASHBOARD = "dashboards/grafana/relay-actors-overview.json"
 
 
 async def ivr(call: Call) -> None:
@@ -51,6 +64,88 @@ async def ivr(call: Call) -> None:
     await call.wait_for_ended(timeout=10)
 
 
+class Progress:
+    """One progress bar: redrawn in place on a terminal, a line per quarter elsewhere."""
+
+    WIDTH = 30
+
+    def __init__(self, totals: dict[str, int], out: TextIO | None = None) -> None:
+        self.totals = {k: v for k, v in totals.items() if v}
+        self.done: Counter[str] = Counter()
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self._quarter = -1
+        self._last = ""
+
+    def set(self, name: str, value: int) -> None:
+        if self.done[name] != value:
+            self.done[name] = value
+            self.draw()
+
+    def draw(self, final: bool = False) -> None:
+        total = sum(self.totals.values()) or 1
+        done = sum(min(self.done[k], v) for k, v in self.totals.items())
+        filled = self.WIDTH * done // total
+        parts = "  ".join(f"{k} {min(self.done[k], v)}/{v}" for k, v in self.totals.items())
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * done // total:3d}%  {parts}"
+        if self.tty:
+            self.out.write(f"\r{line}\033[K" + ("\n" if final else ""))
+        elif (final or 4 * done // total > self._quarter) and line != self._last:
+            self._quarter = 4 * done // total
+            self._last = line
+            self.out.write(line + "\n")
+        self.out.flush()
+
+
+@dataclass
+class Report:
+    """What the demo measured."""
+
+    runtime: str
+    ok: bool = False
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Node → (CallActors there, calls handled there).
+    nodes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Seconds from each offer (``calling.call.receive`` sent) to its ``calling.answer``.
+    offer_to_answer: list[float] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+
+
+def offer_to_answer(journal: dict[str, list[dict[str, Any]]]) -> list[float]:
+    """Per answered inbound call, seconds from the offer the emulator sent to the answer it
+    received, over every session's journal."""
+    offered: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    for entries in journal.values():
+        for entry in entries:
+            for frame in _frames(entry["frame"]):
+                params = frame.get("params")
+                if not isinstance(params, dict):
+                    continue
+                if entry["dir"] == "out" and params.get("event_type") == "calling.call.receive":
+                    call_id = (params.get("params") or {}).get("call_id")
+                    if call_id:
+                        offered.setdefault(call_id, entry["t"])
+                elif entry["dir"] == "in" and frame.get("method") == "calling.answer":
+                    if params.get("call_id"):
+                        answered.setdefault(params["call_id"], entry["t"])
+    return sorted(answered[c] - offered[c] for c in answered if c in offered)
+
+
+def _frames(frame: Any) -> Iterable[dict[str, Any]]:
+    for item in frame if isinstance(frame, list) else [frame]:
+        if isinstance(item, dict):
+            yield item
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0 < q <= 100) of sorted ``values``."""
+    if not values:
+        return float("nan")
+    rank = max(1, -(-len(values) * q // 100))
+    return values[int(rank) - 1]
+
+
 async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -59,11 +154,13 @@ async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> No
         await asyncio.sleep(0.1)
 
 
-async def run_demo(
-    calls: int, rate: float, dials: int, messages: int, tls: bool, runtime: str
-) -> Counter[str]:
-    results: Counter[str] = Counter()
-    async with Emulator(tls=tls, ping_interval=0, durations=DURATIONS) as emulator:
+async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool, runtime: str) -> Report:
+    report = Report(runtime)
+    counts = report.counts
+    progress = Progress({"inbound": calls, "dials": dials, "messages": messages, "reply": 1})
+    async with Emulator(
+        tls=tls, ping_interval=0, durations=DURATIONS, journal_limit=max(5000, 40 * calls)
+    ) as emulator:
         client = RelayClient(
             project=emulator.project,
             token=emulator.token,
@@ -80,7 +177,7 @@ async def run_demo(
         async def on_call(call: Call) -> None:
             await ivr(call)
             if runtime == "local":
-                results["inbound_completed"] += 1
+                counts["inbound_completed"] += 1
 
         @client.on_message
         async def on_message(message: Message) -> None:
@@ -89,54 +186,177 @@ async def run_demo(
                 to_number=message.from_number, from_number=message.to_number, body="got it, thanks"
             )
 
-        async def completed() -> int:
+        async def refresh() -> int:
+            """Calls handled so far (and the handler errors), per node on Ray."""
             if runtime == "local":
-                return results["inbound_completed"]
-            stats = await client.ray_stats()
-            actors = stats["call_actors"]
-            results["handler_errors"] = sum(a.get("handler_errors", 0) for a in actors)
-            return sum(a.get("handlers_completed", 0) for a in actors)
+                counts["handler_errors"] = client.stats().get("handler_errors", 0)
+                report.nodes = {"this process": (0, counts["inbound_completed"])}
+                done = counts["inbound_completed"]
+            else:
+                done = await _ray_refresh(client, report)
+            progress.set("inbound", done)
+            return done
 
         started = time.monotonic()
+        metrics_server = None
+        print(f"emulator at {emulator.url}; starting the {runtime} runtime ...", flush=True)
         async with client:
-            print(f"emulator at {emulator.url}; {runtime} runtime up in {time.monotonic() - started:.1f}s")
+            if runtime == "local":
+                from .metrics import serve_client_metrics
+
+                metrics_server, port = serve_client_metrics(client, 0, prefix="ray_")
+                report.metrics = [f"http://127.0.0.1:{port}/metrics"]
+            else:
+                report.metrics = _ray_metrics_urls()
+            print(
+                f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
+                f"metrics at {', '.join(report.metrics) or '?'} while the demo runs"
+                + (" (ray_relay_* from Ray's first report, ~10 s in)" if runtime == "ray" else ""),
+                flush=True,
+            )
+            progress.draw()
+
+            async def watch() -> None:
+                """Keep the bar moving while the driver dials and sends."""
+                while True:
+                    try:
+                        await refresh()
+                    except Exception as exc:  # a slow actor: the next round will do
+                        log.debug("progress refresh: %s", exc)
+                    await asyncio.sleep(0.3)
+
+            watcher = asyncio.create_task(watch())
             emulator.core.inject_calls("demo", calls, rate=rate)
             for _ in range(dials):
-                call: Any = await client.dial([[PHONE]], dial_timeout=10)
-                results["dialed_answered"] += 1
-                await call.hangup()
+                try:
+                    call: Any = await client.dial([[PHONE]], dial_timeout=10)
+                    counts["dialed_answered"] += 1
+                    await call.hangup()
+                except RelayError as exc:
+                    log.warning("dial failed: %s", exc)
+                    counts["dials_failed"] += 1
+                progress.set("dials", counts["dialed_answered"] + counts["dials_failed"])
             for i in range(messages):
                 sent = await client.send_message(
                     to_number="+15550100002", from_number="+15550100001", body=f"demo message {i}"
                 )
-                await sent.wait(timeout=10)
-                results[f"message_{sent.state}"] += 1
+                await sent.wait(timeout=10)  # (on Ray too: send_message does not block)
+                counts[f"message_{sent.state}"] += 1
+                progress.set("messages", i + 1)
             before = emulator.core.messaging.sent
             emulator.core.messaging.inject("demo", body="hello from the far side")
 
             async def replied() -> bool:
+                await refresh()
                 return emulator.core.messaging.sent > before
 
-            await _until(replied, 15)
-            results["message_replied"] += 1
-
             async def all_done() -> bool:
-                return await completed() + results["handler_errors"] >= calls
+                return await refresh() + counts["handler_errors"] >= calls
 
-            await _until(all_done, 30 + calls / max(rate, 0.1))
-            results["inbound_completed"] = await completed()
-            if runtime == "ray":
-                stats = await client.ray_stats()
-                for actor in stats["call_actors"]:
-                    results[f"calls_on_call_actor_{actor['index']}"] = actor.get("handlers_completed", 0)
-                results["router.double_assignments"] = stats["router"].get("double_assignments", 0)
-            else:
-                results.update({f"client.{k}": v for k, v in client.stats().items() if isinstance(v, int)})
-    return results
+            try:
+                await _until(replied, 15)
+                counts["message_replied"] += 1
+                progress.set("reply", 1)
+                await _until(all_done, 30 + calls / max(rate, 0.1))
+            except TimeoutError:
+                log.warning("the demo timed out waiting for its calls and messages")
+            watcher.cancel()
+            counts["inbound_completed"] = await refresh()
+            progress.draw(final=True)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        report.offer_to_answer = offer_to_answer(emulator.core.journal.frames())
+    report.ok = (
+        counts["inbound_completed"] == calls
+        and counts["handler_errors"] == 0
+        and counts["dialed_answered"] == dials
+        and counts["message_delivered"] == messages
+        and counts["message_replied"] == 1
+    )
+    return report
+
+
+async def _ray_refresh(client: RelayClient, report: Report) -> int:
+    """Calls handled and CallActors per node, and handler errors, from the actors' stats."""
+    import ray
+
+    stats = await client.ray_stats()
+    addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    nodes: dict[str, list[int]] = {}
+    errors = 0
+    for actor in stats["call_actors"]:
+        node = addresses.get(actor.get("node_id", ""), actor.get("node_id", "?")[:12])
+        entry = nodes.setdefault(node, [0, 0])
+        entry[0] += 1
+        entry[1] += actor.get("handlers_completed", 0)
+        errors += actor.get("handler_errors", 0) + actor.get("handler_timeouts", 0)
+    report.nodes = {node: (n[0], n[1]) for node, n in sorted(nodes.items())}
+    report.counts["handler_errors"] = errors
+    return sum(n[1] for n in nodes.values())
+
+
+def _ray_metrics_urls() -> list[str]:
+    import ray
+
+    return [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
+
+
+def render(report: Report, expected: dict[str, int], elapsed: float) -> str:
+    """The summary a phone operator reads."""
+    counts = report.counts
+    node_rows = [("NODE", "CALLACTORS", "CALLS HANDLED")]
+    node_rows += [
+        (node, str(actors) if report.runtime == "ray" else "-", str(handled))
+        for node, (actors, handled) in report.nodes.items()
+    ]
+    widths = [max(len(row[i]) for row in node_rows) for i in range(3)]
+    table = [f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}" for row in node_rows]
+    latencies = report.offer_to_answer
+    latency = (
+        f"p50 {1000 * percentile(latencies, 50):.1f} ms, p99 {1000 * percentile(latencies, 99):.1f} ms"
+        f" over {len(latencies)} calls (emulator journal: offer sent -> answer received)"
+        if latencies
+        else "no answered offer"
+    )
+    errors = {
+        "handler errors": counts["handler_errors"],
+        "calls not completed": max(0, expected["calls"] - counts["inbound_completed"]),
+        "dials failed": counts["dials_failed"],
+        "messages not delivered": max(0, expected["messages"] - counts["message_delivered"]),
+        "reply missing": 1 - counts["message_replied"],
+    }
+    total_errors = sum(errors.values())
+    lines = [
+        "",
+        f"calls handled per node ({report.runtime} runtime):",
+        *table,
+        f"inbound calls completed: {counts['inbound_completed']}/{expected['calls']}, "
+        f"dials answered: {counts['dialed_answered']}/{expected['dials']}, "
+        f"messages delivered: {counts['message_delivered']}/{expected['messages']}, "
+        f"inbound message answered: {counts['message_replied']}/1",
+        f"offer -> answer: {latency}",
+        f"errors: {total_errors}"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in errors.items() if v) + ")" if total_errors else ""),
+        "",
+        "metrics: Prometheus text at " + (", ".join(report.metrics) or "?") + " while the demo ran"
+        " (names: dashboards/METRICS.md; a cluster's: cluster/README.md#metrics)",
+        f"dashboard: Grafana, {DASHBOARD} (provisioning: cluster/grafana/provisioning)",
+        "",
+        f"demo {'OK' if report.ok else 'FAILED'} in {elapsed:.1f}s",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relay-actors demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="relay-actors demo",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--calls", type=int, default=20, help="inbound calls to inject (default 20)")
     parser.add_argument("--rate", type=float, default=10.0, help="inbound calls per second (default 10)")
     parser.add_argument("--dials", type=int, default=3, help="outbound calls (default 3)")
@@ -152,21 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     demo = run_demo(args.calls, args.rate, args.dials, args.messages, args.tls, args.runtime)
-    results = eventloop.run(demo)
+    report = eventloop.run(demo)
     if args.runtime == "ray":
         import ray
 
         ray.shutdown()
-    elapsed = time.monotonic() - started
-    print(f"\n{'result':<32}{'count':>8}")
-    for key in sorted(results):
-        print(f"{key:<32}{results[key]:>8}")
-    ok = (
-        results["inbound_completed"] == args.calls
-        and results["handler_errors"] == 0
-        and results["dialed_answered"] == args.dials
-        and results["message_delivered"] == args.messages
-        and results["message_replied"] == 1
-    )
-    print(f"\ndemo {'OK' if ok else 'FAILED'} in {elapsed:.1f}s")
-    return 0 if ok else 1
+    expected = {"calls": args.calls, "dials": args.dials, "messages": args.messages}
+    print(render(report, expected, time.monotonic() - started), flush=True)
+    return 0 if report.ok else 1

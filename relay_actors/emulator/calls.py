@@ -72,7 +72,9 @@ class Call:
         self.inputs: deque[dict[str, Any]] = deque(
             core.config.caller_inputs.get(_device_number(device), ()) if direction == "outbound" else ()
         )
-        self.detect_result: list[str] | None = None
+        #: A dialled number's detect events come from the configuration's ``detect_outcomes``.
+        outcome = core.config.detect_outcomes.get(_device_number(device)) if direction == "outbound" else None
+        self.detect_result: list[str] | None = list(outcome) if outcome is not None else None
         self.hangup_after: float | None = None
         self.transcribe_control_id: str | None = None
         self._timer: asyncio.TimerHandle | None = None

@@ -89,6 +89,9 @@ class EmulatorConfig:
     detect_results: dict[str, list[str]] = field(
         default_factory=lambda: {"machine": ["MACHINE", "READY"], "fax": ["CED"], "digit": ["1"]}
     )
+    #: Per dialled number: its detect events (``{"+1555...": ["HUMAN"]}``), instead of
+    #: ``detect_results``, whatever the detect type (answering-machine detection per callee).
+    detect_outcomes: dict[str, list[str]] = field(default_factory=dict)
     #: ``signalwire.receive`` answers 402 for these contexts ("*" = every context).
     receive_402: list[str] = field(default_factory=list)
     #: Seconds between server pings (0 = never).
@@ -132,6 +135,12 @@ class EmulatorConfig:
                     if outcome not in allowed:
                         raise ValueError(f"{key}[{number}] must be one of {allowed}, not {outcome!r}")
                 getattr(self, key).update(value)
+            elif key == "detect_outcomes":
+                if not isinstance(value, dict) or not all(
+                    isinstance(v, list) and all(isinstance(e, str) for e in v) for v in value.values()
+                ):
+                    raise ValueError('detect_outcomes must map a number to a list of events, e.g. ["HUMAN"]')
+                self.detect_outcomes.update({str(n): list(v) for n, v in value.items()})
             elif key == "caller_inputs":
                 if not isinstance(value, dict):
                     raise ValueError("caller_inputs must map a number to a list of inputs")

@@ -68,8 +68,8 @@ def test_kuberay_relay_calls_group_and_no_secret_in_runtime_env() -> None:
     for w in workers:
         for c in w["template"]["spec"]["containers"]:
             assert "envFrom" not in c and "SIGNALWIRE" not in json.dumps(c.get("env", []))
-    assert job["spec"]["entrypoint"].startswith("relay-actors run examples.ivr:client --ray")
-    assert (REPO / "examples" / "ivr.py").exists()
+    assert job["spec"]["entrypoint"].startswith("relay-actors run examples.ivr.app:client --ray")
+    assert (REPO / "examples" / "ivr" / "app.py").exists()
 
 
 def test_vm_cluster_has_relay_calls_worker_group() -> None:
