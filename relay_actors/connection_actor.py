@@ -582,13 +582,19 @@ class ConnectionActor:
             for cid in lost:
                 self.routes.remove_call(cid)
                 self._fence(cid)
-            # Offers it never saw: placed elsewhere, their slots kept.
+            # Offers it never saw: placed elsewhere, their slots kept. Their later events it
+            # never acknowledged either follow them, in order (routed afresh: the call may
+            # have ended meanwhile, or found no room and been dropped).
             for cid, (item, ack) in unplaced.items():
                 self.routes.remove_call(cid)
                 self._report_del(cid)
                 self._place(RelayEvent(c.EVENT_CALL_RECEIVE, item[2], cid), ack, exclude={idx})
                 result["replaced"] += 1
             self.counters["offers_replaced"] += result["replaced"]
+            following = [(item, ack) for item, ack in unacked if item[0] == m.EVENT and item[1] in unplaced]
+            for item, ack in following:
+                self._on_event(RelayEvent(item[2], item[3], item[1], item[4]), ack)
+            unacked = [entry for entry in unacked if entry not in following]
             hang_up = lost
             if self.options.get("on_call_actor_lost", "hangup") == "rehome":
                 hang_up = self._rehome(lost, result)
