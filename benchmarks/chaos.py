@@ -33,17 +33,19 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+import ray
+from ray.cluster_utils import Cluster
 
-from relay_actors import RelayClient  # noqa: E402
-from relay_actors import chaos  # noqa: E402
-from relay_actors.actor_messages import NAMESPACE, actor_name  # noqa: E402
-from relay_actors.backoff import Backoff  # noqa: E402
-from relay_actors.emulator import Emulator  # noqa: E402
-from relay_actors.emulator.testing import FAST_DURATIONS  # noqa: E402
-from relay_actors.errors import RelayError  # noqa: E402
-from relay_actors.ray_runtime import RayOptions  # noqa: E402
+from relay_actors import (
+    RelayClient,
+    chaos,
+)
+from relay_actors.actor_messages import NAMESPACE, actor_name
+from relay_actors.backoff import Backoff
+from relay_actors.emulator import Emulator
+from relay_actors.emulator.testing import FAST_DURATIONS
+from relay_actors.errors import RelayError
+from relay_actors.ray_runtime import RayOptions
 
 CONTEXT = "office"
 RAISE_ON = "+15550000666"
@@ -103,13 +105,20 @@ def chaos_handler(rec_name: str) -> Any:
 
         def seen(event: Any) -> None:
             params = event.params
-            rec.event.remote(call.call_id, event.event_type, params.get("call_state") or params.get("state") or "")
+            rec.event.remote(
+                call.call_id, event.event_type, params.get("call_state") or params.get("state") or ""
+            )
 
         for event_type in chaos.RECORDED_TYPES:
             call.on(event_type, seen)
         rec.start.remote(
             call.call_id,
-            {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "recovered": call.recovered},
+            {
+                "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id(),
+                "recovered": call.recovered,
+                "state": call.state,
+            },
         )
         try:
             if not call.recovered:
@@ -148,7 +157,6 @@ class ChaosRun:
         self.retired_calls: set[str] = set()
         self.load_on = asyncio.Event()
         self.injected: list[str] = []
-        self.restored: dict[str, list[float]] = defaultdict(list)
         self.log: list[str] = []
 
     def say(self, text: str) -> None:
@@ -208,7 +216,9 @@ class ChaosRun:
         while time.monotonic() < deadline:
             now = time.monotonic()
             if now >= next_probe:
-                probes += self.core.inject_calls(CONTEXT, 1, to_number=PROBE_TO, hangup_after=0.3, ring_timeout=2.0)
+                probes += self.core.inject_calls(
+                    CONTEXT, 1, to_number=PROBE_TO, hangup_after=0.3, ring_timeout=2.0
+                )
                 next_probe = now + 0.25
             try:
                 if await asyncio.wait_for(self.rec.any_started.remote(probes), 5.0):
@@ -293,7 +303,9 @@ class ChaosRun:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.rec = (
             ray.remote(Recorder)
-            .options(name=RECORDER, namespace=RECORDER_NS, num_cpus=0, max_concurrency=1, scheduling_strategy=here)
+            .options(
+                name=RECORDER, namespace=RECORDER_NS, num_cpus=0, max_concurrency=1, scheduling_strategy=here
+            )
             .remote()
         )
         self.relay = RelayClient(
@@ -330,14 +342,14 @@ class ChaosRun:
                 self.report.recovered(fault.kind, took)
                 await self.after(fault)
                 whole = await self.until(self.whole, 90)
-                self.restored[fault.kind].append(time.monotonic() - began)
+                self.report.restored[fault.kind].append(time.monotonic() - began)
                 self.say(
                     f"fault {fault.index:3d} {fault.kind:<18} {what}: calls flow after "
                     f"{'never' if took is None else f'{took:.2f}s'}, whole after "
                     f"{time.monotonic() - began:.2f}s{'' if whole else ' (NOT WHOLE)'}"
                 )
                 if not whole:
-                    self.report.failed_recoveries[fault.kind] += 1
+                    self.report.not_restored[fault.kind] += 1
             self.load_on.clear()
             await self.quiesce()
         finally:
@@ -371,14 +383,13 @@ class ChaosRun:
             for cid, starts in dump["started"].items()
             if any(s["pid"] in self.killed_pids or s["node"] in self.removed_nodes for s in starts)
         } | self.retired_calls
-        events = chaos.check_events(sent, dump["events"], disturbed, calls=list(dump["started"]))
+        at_start = {cid: starts[0].get("state", "") for cid, starts in dump["started"].items()}
+        events = chaos.check_events(sent, dump["events"], disturbed, list(dump["started"]), at_start)
         twice = chaos.check_starts(dump["started"])
         after_end = chaos.commands_after_end(journal)
         unacked = sum(self.core.stats()["unacked"].values())
         live = sum(1 for c in calls.values() if c.state != "ended")
-        unfinished = [
-            cid for cid in dump["started"] if cid not in dump["done"] and cid not in disturbed
-        ]
+        unfinished = [cid for cid in dump["started"] if cid not in dump["done"] and cid not in disturbed]
         self.report.invariants = {
             "events lost": events["lost"],
             "events handled twice": events["twice"],
@@ -391,7 +402,11 @@ class ChaosRun:
             "handlers never finished": len(unfinished),
             "journal truncated": truncated,
         }
-        traced = [e["call_id"] for e in events["examples"]] + twice[:3] + [a["call_id"] for a in after_end[:3]]
+        leaked = await self.leaked_ids()
+        traced = (
+            [e["call_id"] for e in events["examples"]] + twice[:3] + [a["call_id"] for a in after_end[:3]]
+        )
+        traced += leaked[:3]
         self.report.details = {
             "events": events["examples"],
             "traces": {
@@ -410,11 +425,32 @@ class ChaosRun:
             "peak_answered": self.monitor.peak,
             "samples": self.monitor.samples,
             "unfinished": unfinished[:10],
+            "leaked_ids": leaked[:10],
             "calls_started": len(dump["started"]),
             "calls_disturbed": len(disturbed),
             "calls_injected": len(self.injected),
             "final_stats": _brief(st),
         }
+
+    async def leaked_ids(self) -> list[str]:
+        """Evidence: the call ids the router and the shards still hold."""
+        found: list[str] = []
+        names = [actor_name(self.args.app, "router")] + [
+            actor_name(self.args.app, "connection", s) for s in (0, 1)
+        ]
+        for name in names:
+            try:
+                handle = ray.get_actor(name, namespace=NAMESPACE)
+                ids = await asyncio.wait_for(
+                    handle.__ray_call__.remote(
+                        lambda actor: list(getattr(actor, "calls", None) or actor.routes.calls)
+                    ),
+                    10.0,
+                )
+                found += [f"{cid}" for cid in ids if cid not in found]
+            except Exception as exc:  # evidence only
+                found.append(f"{name}: {exc!r}"[:200])
+        return found
 
     def leaks(self, st: dict[str, Any]) -> int:
         records = st["router"].get("calls", 0)
@@ -433,7 +469,9 @@ def _brief(st: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "router": {k: st["router"].get(k) for k in keep},
         "connections": [{k: s.get(k) for k in shard_keep} for s in st["connections"]],
-        "call_actors": [{k: a.get(k) for k in ("index", "calls", "handler_tasks")} for a in st["call_actors"]],
+        "call_actors": [
+            {k: a.get(k) for k in ("index", "calls", "handler_tasks")} for a in st["call_actors"]
+        ],
     }
 
 
@@ -468,12 +506,18 @@ def start_cluster(tmp: str) -> Cluster:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--faults", type=int, default=20)
-    parser.add_argument("--kinds", type=lambda s: s.split(","), default=None, help="comma-separated fault kinds")
+    parser.add_argument(
+        "--kinds", type=lambda s: s.split(","), default=None, help="comma-separated fault kinds"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="inbound calls per second")
-    parser.add_argument("--call-seconds", type=float, default=1.5, help="a call lives this long once answered")
+    parser.add_argument(
+        "--call-seconds", type=float, default=1.5, help="a call lives this long once answered"
+    )
     parser.add_argument("--limit", type=int, default=30, help="max_active_calls")
     parser.add_argument("--handler-timeout", type=float, default=2.0)
     parser.add_argument("--app", default="chaos")

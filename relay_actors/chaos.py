@@ -146,20 +146,26 @@ def check_events(
     seen: Mapping[str, Sequence[tuple[str, str]]],
     disturbed: Iterable[str] = (),
     calls: Iterable[str] | None = None,
+    state_at_start: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compare what each handler saw with what the emulator sent.
 
     ``calls``: the calls whose handler started (only they can have seen anything).
     ``disturbed``: calls whose handler may legitimately have stopped seeing events
     (their CallActor died, their session was retired): their events must be a prefix
-    of what was sent. Returns counts ``lost``, ``twice``, ``out_of_order`` and up to
-    10 ``examples``."""
+    of what was sent. ``state_at_start``: the call's state when its handler started; a
+    handler cannot see the state events its CallActor applied before it started (an
+    offer that waited, then ended while ringing), so those are not expected.
+    Returns counts ``lost``, ``twice``, ``out_of_order`` and up to 10 ``examples``."""
     disturbed = set(disturbed)
     lost = twice = disorder = 0
     examples: list[dict[str, Any]] = []
     for cid in calls if calls is not None else seen.keys():
         want = list(sent.get(cid, ()))
         got = list(seen.get(cid, ()))
+        initial = (state_at_start or {}).get(cid, "")
+        if initial not in ("", "created", "ringing") and ("calling.call.state", initial) in want:
+            want = want[want.index(("calling.call.state", initial)) + 1 :]
         if got == want:
             continue
         if cid in disturbed and got == want[: len(got)]:
@@ -224,6 +230,10 @@ class Report:
 
     seed: int
     recoveries: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    #: Seconds from the fault until every component was back (all shards on attached
+    #: sessions, the whole CallActor pool).
+    restored: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    not_restored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed_recoveries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     invariants: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -240,22 +250,36 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not any(self.invariants.values()) and not any(self.failed_recoveries.values())
+        return (
+            not any(self.invariants.values())
+            and not any(self.failed_recoveries.values())
+            and not any(self.not_restored.values())
+        )
+
+
+def _spread(times: Sequence[float]) -> tuple[str, str]:
+    if not times:
+        return "-", "-"
+    return f"{statistics.median(times):.2f}s", f"{max(times):.2f}s"
 
 
 def render_table(report: Report) -> str:
-    """One table: faults by kind (count, recovery median/max), then the invariants."""
+    """One table: faults by kind (count; median/max seconds until calls flow again and
+    until every component is back; failures to recover), then the invariants."""
     kinds = sorted(set(report.recoveries) | set(report.failed_recoveries))
     lines = [
         f"chaos run, seed {report.seed}: {report.faults} faults over {len(kinds)} kinds",
-        f"{'fault kind':<20} {'count':>5} {'recovery median':>16} {'max':>8} {'not recovered':>14}",
+        f"{'fault kind':<20} {'count':>5} {'calls flow: median':>19} {'max':>7}"
+        f" {'all back: median':>17} {'max':>7} {'not recovered':>14}",
     ]
     for kind in kinds:
-        times = report.recoveries.get(kind, [])
-        med = f"{statistics.median(times):.2f}s" if times else "-"
-        top = f"{max(times):.2f}s" if times else "-"
-        count = len(times) + report.failed_recoveries.get(kind, 0)
-        lines.append(f"{kind:<20} {count:>5} {med:>16} {top:>8} {report.failed_recoveries.get(kind, 0):>14}")
+        flow = _spread(report.recoveries.get(kind, []))
+        back = _spread(report.restored.get(kind, []))
+        failed = report.failed_recoveries.get(kind, 0) + report.not_restored.get(kind, 0)
+        count = len(report.recoveries.get(kind, [])) + report.failed_recoveries.get(kind, 0)
+        lines.append(
+            f"{kind:<20} {count:>5} {flow[0]:>19} {flow[1]:>7} {back[0]:>17} {back[1]:>7} {failed:>14}"
+        )
     lines.append(f"{'invariant':<36} {'count':>7}")
     for name, value in report.invariants.items():
         lines.append(f"{name:<36} {value:>7}{'' if value == 0 else '   <-- FAILED'}")
@@ -272,8 +296,9 @@ def call_trace(journal: Mapping[str, Iterable[Mapping[str, Any]]], call_id: str)
     for session, entries in journal.items():
         for entry in entries:
             frame = entry["frame"]
-            params = frame.get("params") or {}
-            inner = params.get("params") if isinstance(params.get("params"), dict) else params
+            params: dict[str, Any] = frame.get("params") or {}
+            nested = params.get("params")
+            inner: dict[str, Any] = nested if isinstance(nested, dict) else params
             if call_id not in (inner.get("call_id"), params.get("call_id")):
                 if "method" in frame or frame.get("id") not in request_ids:
                     continue
@@ -286,5 +311,7 @@ def call_trace(journal: Mapping[str, Iterable[Mapping[str, Any]]], call_id: str)
             if "method" not in frame:
                 result = frame.get("result") or frame.get("error") or {}
                 detail = str(result.get("code", "")) if isinstance(result, dict) else ""
-            lines.append(f"{entry['t']:.3f} {session[-6:]} {entry['dir']:>3} {what} {detail} id={frame.get('id', '')}")
+            lines.append(
+                f"{entry['t']:.3f} {session[-6:]} {entry['dir']:>3} {what} {detail} id={frame.get('id', '')}"
+            )
     return sorted(lines)

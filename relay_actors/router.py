@@ -262,7 +262,10 @@ class Router:
     async def report(self, shard: int, batch: list[tuple[Any, ...]]) -> None:
         """Placements (``("add", call_id, idx)``), moves of re-homed calls
         (``("move", call_id, idx)``) and releases (``("del", call_id)``) from a shard.
-        Idempotent: a shard retries a report across a restart of this actor."""
+        Idempotent: a shard retries a report across a restart of this actor. Applied
+        only after the rebuild: a "del" applied while the rebuild reads the CallActors
+        would be undone by their answer (read before the call ended), leaking the call."""
+        await self._ready.wait()
         for item in batch:
             if item[0] == "move":
                 self.calls[item[1]] = item[2]
