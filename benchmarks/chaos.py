@@ -441,12 +441,7 @@ class ChaosRun:
         for name in names:
             try:
                 handle = ray.get_actor(name, namespace=NAMESPACE)
-                ids = await asyncio.wait_for(
-                    handle.__ray_call__.remote(
-                        lambda actor: list(getattr(actor, "calls", None) or actor.routes.calls)
-                    ),
-                    10.0,
-                )
+                ids = await asyncio.wait_for(handle.__ray_call__.remote(_held_call_ids), 10.0)
                 found += [f"{cid}" for cid in ids if cid not in found]
             except Exception as exc:  # evidence only
                 found.append(f"{name}: {exc!r}"[:200])
@@ -461,6 +456,12 @@ class ChaosRun:
         return int(records)
 
 
+def _held_call_ids(actor: Any) -> list[str]:
+    """Runs in the router or a connection actor: the call ids it holds a record of."""
+    routes = getattr(actor, "routes", None)
+    return list(routes.calls if routes is not None else actor.calls)
+
+
 def _brief(st: dict[str, Any] | None) -> dict[str, Any]:
     if st is None:
         return {}
@@ -468,7 +469,9 @@ def _brief(st: dict[str, Any] | None) -> dict[str, Any]:
     shard_keep = ("shard", "active_calls", "granted", "waiting_offers", "calls_lost_actor", "offers_replaced")
     return {
         "router": {k: st["router"].get(k) for k in keep},
-        "connections": [{k: s.get(k) for k in shard_keep} for s in st["connections"]],
+        "connections": [
+            {**{k: s.get(k) for k in shard_keep}, "links": s.get("links")} for s in st["connections"]
+        ],
         "call_actors": [
             {k: a.get(k) for k in ("index", "calls", "handler_tasks")} for a in st["call_actors"]
         ],
@@ -522,6 +525,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--handler-timeout", type=float, default=2.0)
     parser.add_argument("--app", default="chaos")
     parser.add_argument("--verbose", "-v", action="store_true")
+    parser.add_argument("--keep-logs", action="store_true", help="keep Ray's temp dir (its logs)")
     return parser.parse_args(argv)
 
 
@@ -539,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         if cluster is not None:
             cluster.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep_logs:
+            print(f"Ray's files (logs) kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(chaos.render_table(report))
     if not report.ok:
         print(json.dumps(report.details, indent=1, default=str))

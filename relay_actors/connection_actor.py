@@ -731,7 +731,8 @@ class ConnectionActor:
         result: dict[str, Any] | None,
         error: RelayError | None,
     ) -> None:
-        assert self.conn is not None
+        # No ``self.conn`` needed (nor present while starting up: requests then fail with
+        # ``connection_lost``); an exception here would break the link it came in on.
         if error is not None:
             exc = error
             if method == "calling.dial" and exc.code != "connection_closed":
