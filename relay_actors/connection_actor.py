@@ -170,6 +170,9 @@ class ConnectionActor:
             self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
             await self._refresh_pool()
             restarted = await self._rebuild()
+            # The router's records of this shard's calls become what it holds now (a "del"
+            # batched before a kill -9 was lost with it).
+            self._router_batcher.put(("sync", list(self.routes.calls.items())))
             lease = await self.router.register_shard.remote(self.shard, len(self.routes.calls))
             self.granted, self.block = lease["granted"], lease["block"]
             self.conn = Connection(
