@@ -32,9 +32,11 @@ from typing import Any
 
 __all__ = [
     "FAULT_KINDS",
+    "RECORDED_TYPES",
     "Fault",
     "LimitMonitor",
     "Report",
+    "call_trace",
     "check_events",
     "check_starts",
     "commands_after_end",
