@@ -155,6 +155,11 @@ class ChaosRun:
         self.killed_pids: set[int] = set()
         self.removed_nodes: set[str] = set()
         self.retired_calls: set[str] = set()
+        #: Calls to a raising or hanging handler: the runtime ends them, as it should.
+        self.faulty_calls: set[str] = set()
+        #: Calls up when a CallActor was killed or a node removed: the runtime may end them
+        #: (the lost-CallActor policy), whether or not their handler had reported yet.
+        self.exposed: set[str] = set()
         self.load_on = asyncio.Event()
         self.injected: list[str] = []
         self.log: list[str] = []
@@ -228,6 +233,9 @@ class ChaosRun:
             await asyncio.sleep(0.02)
         return None
 
+    def live_ids(self) -> set[str]:
+        return {cid for cid, call in self.core.calls.calls.items() if call.state != "ended"}
+
     # --- faults ----------------------------------------------------------------
     async def apply(self, fault: chaos.Fault) -> str:
         """Apply ``fault``; returns what was hit."""
@@ -244,6 +252,7 @@ class ChaosRun:
         if kind == "kill_call_actor":
             actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
             self.killed_pids.add(actor["pid"])
+            self.exposed |= self.live_ids()
             os.kill(actor["pid"], signal.SIGKILL)
             return f"CallActor {actor['index']} pid {actor['pid']}"
         if kind == "reset_links":
@@ -270,6 +279,7 @@ class ChaosRun:
         if kind == "handler_fault":
             ids = self.core.inject_calls(CONTEXT, 1, to_number=RAISE_ON, hangup_after=5.0)
             ids += self.core.inject_calls(CONTEXT, 1, to_number=HANG_ON)
+            self.faulty_calls |= set(ids)
             return f"calls {ids} to a raising and a hanging handler"
         if kind == "burst":
             count = 10 * self.args.limit
@@ -285,6 +295,7 @@ class ChaosRun:
                 return "no worker node to remove"
             node = candidates[pick % len(candidates)]
             self.removed_nodes.add(node.node_id)
+            self.exposed |= self.live_ids()
             self.cluster.remove_node(node)
             return f"node {node.node_id[:8]} removed"
         raise ValueError(kind)
@@ -378,15 +389,18 @@ class ChaosRun:
         journal = self.core.journal.frames()
         truncated = sum(1 for entries in journal.values() if len(entries) >= self.core.journal.limit)
         sent = chaos.sent_events(journal)
+        # A handler that finished was not cut short: its CallActor died later, if at all.
         disturbed = {
             cid
             for cid, starts in dump["started"].items()
-            if any(s["pid"] in self.killed_pids or s["node"] in self.removed_nodes for s in starts)
+            if cid not in dump["done"]
+            and any(s["pid"] in self.killed_pids or s["node"] in self.removed_nodes for s in starts)
         } | self.retired_calls
         at_start = {cid: starts[0].get("state", "") for cid, starts in dump["started"].items()}
         events = chaos.check_events(sent, dump["events"], disturbed, list(dump["started"]), at_start)
         twice = chaos.check_starts(dump["started"])
         after_end = chaos.commands_after_end(journal)
+        healthy_ended = sorted(chaos.runtime_ended(journal) - disturbed - self.exposed - self.faulty_calls)
         unacked = sum(self.core.stats()["unacked"].values())
         live = sum(1 for c in calls.values() if c.state != "ended")
         unfinished = [cid for cid in dump["started"] if cid not in dump["done"] and cid not in disturbed]
@@ -396,6 +410,7 @@ class ChaosRun:
             "events out of order": events["out_of_order"],
             "calls handled twice": len(twice),
             "commands after the runtime ended": len(after_end),
+            "healthy calls ended by the runtime": len(healthy_ended),
             "moments over the limit": self.monitor.over,
             "events unacked after quiescence": unacked,
             "leaked calls/records": (self.leaks(st) if st is not None else 1) + live,
@@ -406,7 +421,7 @@ class ChaosRun:
         traced = (
             [e["call_id"] for e in events["examples"]] + twice[:3] + [a["call_id"] for a in after_end[:3]]
         )
-        traced += leaked[:3]
+        traced += leaked[:3] + healthy_ended[:3]
         self.report.details = {
             "events": events["examples"],
             "traces": {
@@ -426,6 +441,7 @@ class ChaosRun:
             "samples": self.monitor.samples,
             "unfinished": unfinished[:10],
             "leaked_ids": leaked[:10],
+            "healthy_ended": healthy_ended[:10],
             "calls_started": len(dump["started"]),
             "calls_disturbed": len(disturbed),
             "calls_injected": len(self.injected),
@@ -522,7 +538,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--call-seconds", type=float, default=1.5, help="a call lives this long once answered"
     )
     parser.add_argument("--limit", type=int, default=30, help="max_active_calls")
-    parser.add_argument("--handler-timeout", type=float, default=2.0)
+    parser.add_argument("--handler-timeout", type=float, default=4.0)
     parser.add_argument("--app", default="chaos")
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep Ray's temp dir (its logs)")

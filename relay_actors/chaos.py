@@ -17,6 +17,8 @@ Invariants (each is a count; every one must be 0):
   ``recovered`` excepted).
 - ``after_end``: a client request on a call after the runtime ended it (a client
   ``calling.end`` with reason ``error``).
+- ``healthy_ended``: calls the runtime ended although their CallActor, session and
+  handler were fine (a blip must never end a healthy call).
 - ``unacked``: events a live session still waits an ack for after quiescence.
 - ``leaked``: calls or records left anywhere after quiescence.
 """
@@ -42,6 +44,7 @@ __all__ = [
     "commands_after_end",
     "make_schedule",
     "render_table",
+    "runtime_ended",
     "sent_events",
 ]
 
@@ -224,6 +227,20 @@ def commands_after_end(journal: Mapping[str, Iterable[Mapping[str, Any]]]) -> li
         elif frame["method"] == "calling.end" and params.get("reason") == "error":
             ended[cid] = t
     return found
+
+
+def runtime_ended(journal: Mapping[str, Iterable[Mapping[str, Any]]]) -> set[str]:
+    """Calls the runtime ended (a client ``calling.end`` with reason ``error``): beyond
+    the calls of a lost CallActor and of a failed or stuck handler, each is a healthy
+    call a fault ended."""
+    return {
+        (entry["frame"].get("params") or {}).get("call_id", "")
+        for entries in journal.values()
+        for entry in entries
+        if entry["dir"] == "in"
+        and entry["frame"].get("method") == "calling.end"
+        and (entry["frame"].get("params") or {}).get("reason") == "error"
+    }
 
 
 @dataclass

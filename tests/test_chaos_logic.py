@@ -150,3 +150,14 @@ def test_call_trace_follows_requests_and_their_responses() -> None:
     assert any("calling.answer" in line for line in lines)
     assert any("response 410" in line for line in lines)
     assert any("calling.call.state ended" in line for line in lines)
+
+
+def test_runtime_ended_is_the_calls_ended_with_reason_error() -> None:
+    journal = {
+        "s1": [
+            _request(1.0, "calling.end", "lost", reason="error"),
+            _request(1.0, "calling.end", "mine", reason="hangup"),
+            _request(1.0, "calling.play", "other"),
+        ]
+    }
+    assert chaos.runtime_ended(journal) == {"lost"}
