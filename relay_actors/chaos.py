@@ -230,17 +230,27 @@ def commands_after_end(journal: Mapping[str, Iterable[Mapping[str, Any]]]) -> li
 
 
 def runtime_ended(journal: Mapping[str, Iterable[Mapping[str, Any]]]) -> set[str]:
-    """Calls the runtime ended (a client ``calling.end`` with reason ``error``): beyond
-    the calls of a lost CallActor and of a failed or stuck handler, each is a healthy
-    call a fault ended."""
-    return {
-        (entry["frame"].get("params") or {}).get("call_id", "")
-        for entries in journal.values()
-        for entry in entries
-        if entry["dir"] == "in"
-        and entry["frame"].get("method") == "calling.end"
-        and (entry["frame"].get("params") or {}).get("reason") == "error"
-    }
+    """Calls the runtime ended: a client ``calling.end`` with reason ``error`` that the
+    server answered 200 (a 404/410 means the call had ended already). Beyond the calls
+    of a lost CallActor and of a failed or stuck handler, each is a healthy call a fault
+    ended."""
+    requests: dict[str, str] = {}
+    succeeded: set[str] = set()
+    for entries in journal.values():
+        for entry in entries:
+            frame = entry["frame"]
+            params = frame.get("params") or {}
+            if (
+                entry["dir"] == "in"
+                and frame.get("method") == "calling.end"
+                and params.get("reason") == "error"
+            ):
+                requests[frame.get("id", "")] = params.get("call_id", "")
+            elif entry["dir"] == "out" and "method" not in frame:
+                result = frame.get("result")
+                if isinstance(result, dict) and str(result.get("code")) == "200":
+                    succeeded.add(frame.get("id", ""))
+    return {cid for rid, cid in requests.items() if rid in succeeded}
 
 
 @dataclass

@@ -152,12 +152,20 @@ def test_call_trace_follows_requests_and_their_responses() -> None:
     assert any("calling.call.state ended" in line for line in lines)
 
 
-def test_runtime_ended_is_the_calls_ended_with_reason_error() -> None:
+def test_runtime_ended_is_the_calls_it_ended_with_reason_error() -> None:
+    def response(t: float, code: str) -> dict[str, Any]:
+        return {"t": t + 0.1, "dir": "out", "frame": {"id": f"r{t}", "result": {"code": code}}}
+
     journal = {
         "s1": [
             _request(1.0, "calling.end", "lost", reason="error"),
-            _request(1.0, "calling.end", "mine", reason="hangup"),
-            _request(1.0, "calling.play", "other"),
+            response(1.0, "200"),
+            _request(2.0, "calling.end", "gone", reason="error"),  # it had ended already
+            response(2.0, "410"),
+            _request(3.0, "calling.end", "mine", reason="hangup"),
+            response(3.0, "200"),
+            _request(4.0, "calling.play", "other"),
+            response(4.0, "200"),
         ]
     }
     assert chaos.runtime_ended(journal) == {"lost"}
