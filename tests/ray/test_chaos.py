@@ -42,6 +42,7 @@ def test_chaos_short_schedule() -> None:
         "events handled twice",
         "calls handled twice",
         "commands after the runtime ended",
+        "healthy calls ended by the runtime",
         "moments over the limit",
         "events unacked after quiescence",
         "leaked calls/records",
