@@ -376,8 +376,24 @@ class ConnectionActor:
             if route is Route.AUTH_STATE:
                 self._checkpoint()
             elif route is Route.UNROUTABLE:
+                if self._ended_while_waiting(event, ack_id):
+                    return
                 self.counters["events_unroutable"] += 1
             self._ack_now(ack_id)
+
+    def _ended_while_waiting(self, event: RelayEvent, ack_id: str | None) -> bool:
+        """A call that ended while its offer waited for a slot (the router restarting):
+        it is never placed, or a handler would start on a call it can never see end."""
+        if event.event_type != c.EVENT_CALL_STATE or event.params.get("call_state") != c.CALL_STATE_ENDED:
+            return False
+        for index, (offer, offer_ack) in enumerate(self.waiting):
+            if offer.call_id == event.call_id:
+                del self.waiting[index]
+                self.counters["offers_ended_waiting"] += 1
+                self._ack_now(offer_ack)
+                self._ack_now(ack_id)
+                return True
+        return False
 
     def _on_message_state(self, event: RelayEvent, ack_id: str | None) -> None:
         message_id = event.params.get("message_id")
