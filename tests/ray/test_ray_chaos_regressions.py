@@ -72,3 +72,23 @@ async def _all(rec: Any, key: str, call_ids: list[str]) -> bool:
 
 async def _router_calls(relay: Any, count: int) -> bool:
     return (await relay.ray_stats())["router"]["calls"] == count
+
+
+async def test_offers_that_end_while_waiting_for_a_slot_are_not_placed(
+    make_client, emulator, recorder
+) -> None:
+    rec_name, rec = recorder
+    relay = await make_client(
+        max_active_calls=40, on_call=helpers.recording_handler(rec_name, stay=True, hangup=False)
+    )
+    router = (await relay.ray_stats())["router"]
+    kill9(router["pid"])
+    # More offers than the shard holds slots for: the rest wait for the (restarting)
+    # router, and their callers give up meanwhile. None may reach a handler afterwards.
+    call_ids = emulator.core.inject_calls("office", 30, ring_timeout=0.3)
+    await eventually(lambda: _none_left(relay, emulator), 30, what="no call left anywhere")
+    stats = await relay.ray_stats()
+    assert sum(s.get("offers_ended_waiting", 0) for s in stats["connections"]) >= 1, stats["connections"]
+    dump = await rec.dump.remote()
+    late = [cid for cid in call_ids if cid in dump["started"] and cid not in dump["done"]]
+    assert not late, f"handlers started on calls that had ended: {late}"
