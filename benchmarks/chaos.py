@@ -389,11 +389,13 @@ class ChaosRun:
         journal = self.core.journal.frames()
         truncated = sum(1 for entries in journal.values() if len(entries) >= self.core.journal.limit)
         sent = chaos.sent_events(journal)
-        # A handler that finished was not cut short: its CallActor died later, if at all.
+        # Cut short by the death of its CallActor: a call up at the time (its handler may
+        # have finished before, e.g. timed out, with the call living on) or whose handler
+        # never finished; a call that ended before the kill was not disturbed.
         disturbed = {
             cid
             for cid, starts in dump["started"].items()
-            if cid not in dump["done"]
+            if (cid not in dump["done"] or cid in self.exposed)
             and any(s["pid"] in self.killed_pids or s["node"] in self.removed_nodes for s in starts)
         } | self.retired_calls
         at_start = {cid: starts[0].get("state", "") for cid, starts in dump["started"].items()}
