@@ -319,6 +319,11 @@ class ShardLeases(Generic[OfferT]):
         self.waiting[call_id] = offer
         return self._next()
 
+    def withdraw(self, call_id: str) -> OfferT | None:
+        """Take back a waiting offer (its call ended before it got a slot); None if it
+        was not waiting."""
+        return self.waiting.pop(call_id, None)
+
     def adopt(self, call_id: str) -> list[Action[OfferT]]:
         """A call that exists without an offer (a dial leg): count it; a grant short of
         the active calls is topped up from the router."""

@@ -182,6 +182,9 @@ class ConnectionActor:
             self._router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
             await self._refresh_pool()
             restarted = await self._rebuild()
+            # The router's records of this shard's calls become what it holds now (a "del"
+            # batched before a kill -9 was lost with it).
+            self._router_batcher.put(("sync", list(self.routes.calls.items())))
             await self._start_leases()
             self.conn = Connection(
                 settings,
@@ -410,6 +413,8 @@ class ConnectionActor:
             if route is Route.AUTH_STATE:
                 self._checkpoint()
             elif route is Route.UNROUTABLE:
+                if self._ended_while_waiting(event, ack_id):
+                    return
                 self.counters["events_unroutable"] += 1
                 orphan = self.abandoned_dials.orphan_leg(event) if self.abandoned_dials else None
                 if orphan is not None:
@@ -417,6 +422,19 @@ class ConnectionActor:
                     what = f"hang-up of abandoned dial leg {event.call_id}"
                     self.tasks.spawn(self._end_orphan(orphan), what)
             self._ack_now(ack_id)
+
+    def _ended_while_waiting(self, event: RelayEvent, ack_id: str | None) -> bool:
+        """A call that ended while its offer waited for a slot (the router restarting):
+        it is never placed, or a handler would start on a call it can never see end."""
+        if event.event_type != c.EVENT_CALL_STATE or event.params.get("call_state") != c.CALL_STATE_ENDED:
+            return False
+        waiting = self.leases.withdraw(event.call_id) if self.leases is not None else None
+        if waiting is None:
+            return False
+        self.counters["offers_ended_waiting"] += 1
+        self._ack_now(waiting[1])
+        self._ack_now(ack_id)
+        return True
 
     def _on_message_state(self, event: RelayEvent, ack_id: str | None) -> None:
         message_id = event.params.get("message_id")
@@ -646,7 +664,9 @@ class ConnectionActor:
             for cid in lost:
                 self.routes.remove_call(cid)
                 self._fence(cid)
-            # Offers it never saw: placed elsewhere, their slots kept.
+            # Offers it never saw: placed elsewhere, their slots kept. Their later events it
+            # never acknowledged either follow them, in order (routed afresh: the call may
+            # have ended meanwhile, or found no room and been dropped).
             for cid, (item, ack) in unplaced.items():
                 self.routes.remove_call(cid)
                 self._report_del(cid)
@@ -655,6 +675,10 @@ class ConnectionActor:
                     self._lease_actions(self.leases.ended(cid))
                 result["replaced"] += 1
             self.counters["offers_replaced"] += result["replaced"]
+            following = [(item, ack) for item, ack in unacked if item[0] == m.EVENT and item[1] in unplaced]
+            for item, ack in following:
+                self._on_event(RelayEvent(item[2], item[3], item[1], item[4]), ack)
+            unacked = [entry for entry in unacked if entry not in following]
             hang_up = lost
             if self.options.get("on_call_actor_lost", "hangup") == "rehome":
                 hang_up = self._rehome(lost, result)
@@ -842,7 +866,8 @@ class ConnectionActor:
         result: dict[str, Any] | None,
         error: RelayError | None,
     ) -> None:
-        assert self.conn is not None
+        # No ``self.conn`` needed (nor present while starting up: requests then fail with
+        # ``connection_lost``); an exception here would break the link it came in on.
         if error is not None:
             exc = error
             if method == "calling.dial" and exc.code != "connection_closed":

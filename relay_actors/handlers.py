@@ -28,6 +28,8 @@ log = logging.getLogger("relay_actors.handlers")
 
 #: What becomes of a call whose handler raised: hung up (default) or kept as it is.
 HANDLER_ERROR_POLICIES = ("hangup", "keep")
+#: Attempts to hang up a call whose handler failed or ran over.
+HANGUP_ATTEMPTS = 3
 
 
 def check_error_policy(policy: str) -> str:
@@ -39,15 +41,25 @@ def check_error_policy(policy: str) -> str:
 
 async def _end(call: Call, counters: Counter[str], counter: str) -> None:
     """Hang ``call`` up with reason ``error`` unless it already ends."""
-    if call.state in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
-        return
-    try:
-        await call.hangup("error")
-    except RelayError as exc:
-        if not exc.call_gone:
-            log.warning("could not hang up call %s after its handler failed: %s", call.call_id, exc.message)
+    # A few attempts: a hang-up lost to a connection blip (the connection actor restarted,
+    # a request timed out) would leave the caller on a call nobody handles, for good.
+    # Ending twice is harmless: an ended call answers 404/410 (``call_gone``).
+    for attempt in range(HANGUP_ATTEMPTS):
+        if call.state in (c.CALL_STATE_ENDING, c.CALL_STATE_ENDED):
             return
-    counters[counter] += 1
+        try:
+            await call.hangup("error")
+        except RelayError as exc:
+            if not exc.call_gone:
+                if attempt + 1 < HANGUP_ATTEMPTS:
+                    await asyncio.sleep(0.5 * (attempt + 1))
+                    continue
+                log.warning(
+                    "could not hang up call %s after its handler failed: %s", call.call_id, exc.message
+                )
+                return
+        counters[counter] += 1
+        return
 
 
 async def run_call_handler(

@@ -66,6 +66,8 @@ class Router:
         self.incarnations: dict[int, str] = {}
         self.loads: dict[int, int] = {}
         self.calls: dict[str, int] = {}
+        #: call_id → the shard that reported it (to reconcile with a restarted shard).
+        self.call_shard: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         #: Per shard, the last reply counted in the lease counters (a retry is not recounted).
         self._last_replies: dict[int, LeaseReply] = {}
@@ -122,6 +124,7 @@ class Router:
                 if not isinstance(state, BaseException):
                     for call_id, _node in state["calls"]:
                         self.calls[call_id] = idx
+                        self.call_shard[call_id] = shard
 
     async def _ask_shards(self) -> None:
         """Ask the shards that have not reported in this epoch to report, until all have.
@@ -248,6 +251,7 @@ class Router:
     async def _actor_lost(self, idx: int) -> None:
         for call_id in [cid for cid, owner in self.calls.items() if owner == idx]:
             del self.calls[call_id]
+            self.call_shard.pop(call_id, None)
         await self._tell_shards("call_actor_lost", idx, self.incarnations.get(idx))
 
     async def _tell_shards(self, method: str, *args: Any) -> None:
@@ -280,8 +284,12 @@ class Router:
 
     async def report(self, shard: int, batch: list[tuple[Any, ...]]) -> None:
         """Placements (``("add", call_id, idx)``), moves of re-homed calls
-        (``("move", call_id, idx)``) and releases (``("del", call_id)``) from a shard.
-        Idempotent: a shard retries a report across a restart of this actor."""
+        (``("move", call_id, idx)``), releases (``("del", call_id)``) and, from a
+        (re)started shard, every call it holds (``("sync", [(call_id, idx), ...])``).
+        Idempotent: a shard retries a report across a restart of this actor. Applied
+        only after the rebuild: a "del" applied while the rebuild reads the CallActors
+        would be undone by their answer (read before the call ended), leaking the call."""
+        await self._ready.wait()
         for item in batch:
             if item[0] == "move":
                 self.calls[item[1]] = item[2]
@@ -290,8 +298,20 @@ class Router:
                     self.counters["double_assignments"] += 1
                     log.error("call %s reported on two CallActors", item[1])
                 self.calls[item[1]] = item[2]
+                self.call_shard[item[1]] = shard
+            elif item[0] == "sync":
+                # A (re)started shard's calls: those it no longer holds ended while it was
+                # down (their "del" died with it); without this they would stay forever.
+                held = dict(item[1])
+                for cid in [cid for cid, s in self.call_shard.items() if s == shard and cid not in held]:
+                    self.calls.pop(cid, None)
+                    self.call_shard.pop(cid, None)
+                for cid, idx in held.items():
+                    self.calls[cid] = idx
+                    self.call_shard[cid] = shard
             else:
                 self.calls.pop(item[1], None)
+                self.call_shard.pop(item[1], None)
 
     async def active(self) -> dict[str, Any]:
         """Cluster-wide counts: what tests sample to check the limit."""

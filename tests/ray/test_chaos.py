@@ -1,0 +1,51 @@
+"""The chaos suite, short: ``benchmarks/chaos.py`` with a seeded schedule of 20 faults
+over every fault kind, against a 3-node cluster under steady load, in a subprocess (a
+Cluster cannot share this process with the session's local Ray). The long run is the
+same command with ``--faults 100``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent.parent
+SEED = 7
+FAULTS = 20
+
+
+@pytest.mark.timeout(300)
+def test_chaos_short_schedule() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env.pop("RAY_TMPDIR", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "chaos.py"), "--seed", str(SEED), "--faults", str(FAULTS)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    out = proc.stdout
+    print(out[-8000:])
+    assert proc.returncode == 0, out[-8000:] + proc.stderr[-3000:]
+    header = re.search(r"seed (\d+): (\d+) faults over (\d+) kinds", out)
+    assert header is not None, out
+    assert (int(header[1]), int(header[2])) == (SEED, FAULTS) and int(header[3]) >= 5
+    invariants = dict(re.findall(r"^([a-z][a-z /]+?)\s{2,}(\d+)\s*$", out, re.MULTILINE))
+    for name in (
+        "events lost",
+        "events handled twice",
+        "calls handled twice",
+        "commands after the runtime ended",
+        "healthy calls ended by the runtime",
+        "moments over the limit",
+        "events unacked after quiescence",
+        "leaked calls/records",
+    ):
+        assert invariants.get(name) == "0", f"{name}: {invariants.get(name)}\n{out[-8000:]}"
+    assert "RESULT: ok" in out
