@@ -126,15 +126,21 @@ class _Wire(asyncio.Protocol):
         if out:
             self.write(out)
         for event in events:
-            if isinstance(event, Delivered):
-                self.owner._delivered(self.peer_id, event)
-            elif isinstance(event, Authenticated):
-                self.peer_id = event.session.peer_id
-                self.owner._bound(self, event)
-                if not self.authenticated.done():
-                    self.authenticated.set_result(event.session)
-            elif isinstance(event, PeerRestarted):
-                self.owner._restarted(event.previous)
+            # The owner's callbacks are its business: a bug there is logged and counted,
+            # never allowed to break the link (the stream is already past these frames).
+            try:
+                if isinstance(event, Delivered):
+                    self.owner._delivered(self.peer_id, event)
+                elif isinstance(event, Authenticated):
+                    self.peer_id = event.session.peer_id
+                    self.owner._bound(self, event)
+                    if not self.authenticated.done():
+                        self.authenticated.set_result(event.session)
+                elif isinstance(event, PeerRestarted):
+                    self.owner._restarted(event.previous)
+            except Exception:
+                self.owner.counters["link_callback_errors"] += 1
+                log.exception("link %d: a handler of its frames failed", self.peer_id)
         # An acknowledgement may have opened the window for items that were waiting.
         session = self.conn.session
         if session is not None and session.pending:

@@ -48,6 +48,13 @@ __all__ = ["Call", "CallControl"]
 
 log = logging.getLogger("relay_actors.call")
 
+#: Verbs that may be sent again when the connection was cut while they were out (the
+#: server ends up in the same state whether it ran them once or twice).
+_IDEMPOTENT = frozenset({"answer", "end"})
+_IDEMPOTENT_RETRIES = 2
+#: Error codes of a request whose connection went before its result came back.
+_CUT_OFF = frozenset({"connection_lost", "connection_closed"})
+
 A = TypeVar("A", bound=Action)
 EventHandler = Callable[[RelayEvent], Any]
 
@@ -278,13 +285,22 @@ class Call:
         payload: dict[str, Any] = {"node_id": self.node_id, "call_id": self.call_id}
         if params:
             payload.update(params)
-        try:
-            return await self._control.execute(f"calling.{method}", payload)
-        except RelayError as exc:
-            if exc.call_gone:
-                log.info("call %s is gone (%s) during %s", self.call_id, exc.code, method)
-                return {}
-            raise
+        attempts = _IDEMPOTENT_RETRIES if method in _IDEMPOTENT else 0
+        while True:
+            try:
+                return await self._control.execute(f"calling.{method}", payload)
+            except RelayError as exc:
+                if exc.call_gone:
+                    log.info("call %s is gone (%s) during %s", self.call_id, exc.code, method)
+                    return {}
+                if attempts and exc.code in _CUT_OFF:
+                    # The connection went while the request was out: it may or may not
+                    # have run. Running it again is harmless for these verbs, and failing
+                    # would make a handler give up a healthy call over a network blip.
+                    attempts -= 1
+                    log.info("call %s: %s cut off (%s); sending it again", self.call_id, method, exc.code)
+                    continue
+                raise
 
     async def _start(
         self,

@@ -314,14 +314,18 @@ class ConnectionActor:
     def _on_link_items(self, idx: int, items: list[Any]) -> None:
         for item in items:
             kind = item[0]
-            if kind == m.REQUEST:
-                self._request(idx, item[1], item[2], item[3])
-            elif kind == m.REFUSED:
-                self._replace(idx, item[1])
-            elif kind == m.DIAL_ABANDONED:
-                self._dial_abandoned(idx, item[1])
-            else:
-                self.counters["unknown_link_items"] += 1
+            try:
+                if kind == m.REQUEST:
+                    self._request(idx, item[1], item[2], item[3])
+                elif kind == m.REFUSED:
+                    self._replace(idx, item[1])
+                elif kind == m.DIAL_ABANDONED:
+                    self._dial_abandoned(idx, item[1])
+                else:
+                    self.counters["unknown_link_items"] += 1
+            except Exception:  # one bad item must not cost the others (nor the link)
+                self.counters["item_errors"] += 1
+                log.exception("shard %d: failed on a %s item from CallActor %d", self.shard, kind, idx)
 
     def _dial_abandoned(self, idx: int, tag: str) -> None:
         """CallActor ``idx`` gave up dial ``tag``: its legs from now on are hung up here."""

@@ -221,6 +221,7 @@ _COMMON: _Map = {
     "call_actors_slow": ("relay_link_events", {"event": "slow"}),
     "link_overflows": ("relay_link_events", {"event": "overflow"}),
     "unknown_link_items": ("relay_item_errors", {"outcome": "unknown"}),
+    "item_errors": ("relay_item_errors", {"outcome": "error"}),
     "active_calls": ("relay_active_calls", {}),
     "granted": ("relay_slots_granted", {}),
     "budget": ("relay_call_budget", {}),
@@ -307,6 +308,7 @@ _LINK_EVENTS = {
     "link_connect_failures": "connect_failure",
     "links_silent_closed": "silent_closed",
     "peer_restarts": "peer_restart",
+    "link_callback_errors": "callback_error",
 }
 _BATCH = {
     "sends": "relay_batch_sends",
