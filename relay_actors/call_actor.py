@@ -193,7 +193,10 @@ class CallActor:
         self._hub: LinkHub | None = None
         self._endpoint: dict[str, Any] = {}
         self._endpoint_ready = asyncio.Event()
-        self.tasks.spawn(self._serve_links(), "link server")
+        #: This actor's own long-lived work, apart from the handlers' (``tasks``, which
+        #: ``handler_tasks`` counts and a quiescent actor has none of).
+        self.service = BackgroundTasks()
+        self.service.spawn(self._serve_links(), "link server")
         self.calls: dict[str, Call] = {}
         self.call_shard: dict[str, int] = {}
         self._links = [_ShardLink(self, s) for s in range(self.shards)]
@@ -244,7 +247,7 @@ class CallActor:
         self._hub = LinkHub(server)
         self._hub.start()
         self._endpoint_ready.set()
-        self.tasks.spawn(self._watch_sessions(), "session reads")
+        self.service.spawn(self._watch_sessions(), "session reads")
 
     @contextlib.contextmanager
     def unpickling(self) -> Iterator[None]:
@@ -726,6 +729,7 @@ class CallActor:
     async def shutdown(self, timeout: float = 5.0) -> None:
         """Stop handlers, close the links."""
         await self.tasks.cancel_all()
+        await self.service.cancel_all()
         if self._hub is not None:
             await self._hub.aclose()
         if self._link_server is not None:
