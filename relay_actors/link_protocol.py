@@ -40,7 +40,7 @@ import hmac
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,12 +335,6 @@ class LinkSession:
         self._pending, self._pending_metas = [], []
         return pairs
 
-    def unacknowledged_items(self) -> list[Any]:
-        return [item for item, _ in self.unacknowledged()]
-
-    def unacknowledged_metas(self) -> list[Any]:
-        return [meta for _, meta in self.unacknowledged() if meta is not None]
-
     # -- receiving --
 
     def on_frame(self, kind: int, body: bytes, now: float) -> tuple[list[Any], list[Any]]:
@@ -606,7 +600,3 @@ class LinkConnection:
         events.append(Authenticated(session, released))
         return events
 
-
-def encode_batch(items: Iterable[Any]) -> bytes:
-    """orjson of a batch (exposed for tests and size checks)."""
-    return orjson.dumps(list(items))

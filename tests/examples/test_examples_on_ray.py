@@ -51,6 +51,7 @@ from test_lifecycle_cluster import (
     _job_status,
     _our_pids,
     _wait,
+    cluster_env,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -84,16 +85,7 @@ def two_nodes(emulator_thread: EmulatorThread) -> Iterator[tuple[Cluster, str]]:
     emu = emulator_thread.emu
     creds.write_text(json.dumps({"project": emu.project, "token": emu.token, "space": emu.host}))
     creds.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SIGNALWIRE_"))}
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        RAY_TMPDIR=str(tmp),
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"),
-        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-        RAY_JOB_STOP_WAIT_TIME_S="30",
-    )
+    env = cluster_env(tmp)
     # The head's environment is the driver's: the credentials file, and ws:// to the emulator.
     head_env = {**env, "SIGNALWIRE_CREDENTIALS_FILE": str(creds), "SIGNALWIRE_RELAY_SCHEME": "ws"}
     ports = {flag: _free_port(ip) for flag in ("--port", "--dashboard-port", "--ray-client-server-port")}

@@ -266,8 +266,7 @@ def test_peer_restart_is_reported_with_the_previous_session() -> None:
     _, _, c_events, _ = pair(cd, Directory(), server_inc=b"2" * 16)
     restarted = [e for e in c_events if isinstance(e, PeerRestarted)]
     assert len(restarted) == 1
-    assert restarted[0].previous.unacknowledged_items() == [["offer", "c1"]]
-    assert restarted[0].previous.unacknowledged_metas() == ["ack-c1"]
+    assert restarted[0].previous.unacknowledged() == [(["offer", "c1"], "ack-c1")]
     assert cd.sessions[7].peer_incarnation == b"2" * 16 and cd.sessions[7].in_window == 0
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import ray
 
+from relay_actors import chaos
 from relay_actors.actor_messages import NAMESPACE
 from relay_actors.errors import RelayError
 
 TEST_NAMESPACE = "relay_actors_tests"
 #: Event types a recording handler listens to (after it registered, before it answers).
-RECORDED_TYPES = ("calling.call.state", "calling.call.play")
+RECORDED_TYPES = chaos.RECORDED_TYPES
 
 
 class Recorder:
@@ -151,26 +152,8 @@ def recording_handler(
 
 def sent_events(emulator: Any, types: tuple[str, ...] = RECORDED_TYPES) -> dict[str, list[tuple[str, str]]]:
     """Per call, the distinct events (by event id) of ``types`` the emulator sent over any
-    session, without the offer's ``created`` state."""
-    seen: set[str] = set()
-    per_call: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for entries in emulator.core.journal.frames().values():
-        for entry in entries:
-            frame = entry["frame"]
-            if entry["dir"] != "out" or frame.get("method") != "signalwire.event":
-                continue
-            if frame["id"] in seen:
-                continue
-            seen.add(frame["id"])
-            outer = frame["params"]
-            if outer.get("event_type") not in types:
-                continue
-            params = outer.get("params") or {}
-            state = params.get("call_state") or params.get("state") or ""
-            if state == "created":
-                continue
-            per_call[params.get("call_id", "")].append((outer["event_type"], state))
-    return dict(per_call)
+    session, without the offer's ``created`` state (the chaos suite's own arithmetic)."""
+    return chaos.sent_events(emulator.core.journal.frames(), types)
 
 
 def sent_requests(emulator: Any, method: str) -> list[dict[str, Any]]:

@@ -79,6 +79,22 @@ class Cluster:
         )
 
 
+def cluster_env(tmp: Path) -> dict[str, str]:
+    """The environment of a test cluster's processes: this venv first, Ray's files in
+    ``tmp``, token auth from ``tmp/auth_token``, none of the caller's Ray/SignalWire settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SIGNALWIRE_"))}
+    env.update(
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+        RAY_TMPDIR=str(tmp),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"),
+        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+        RAY_JOB_STOP_WAIT_TIME_S="30",
+    )
+    return env
+
+
 def _free_port(ip: str) -> int:
     with socket.socket() as sock:
         sock.bind((ip, 0))
@@ -158,16 +174,7 @@ def cluster(emulator_server: EmulatorThread) -> Iterator[Cluster]:
         f"SIGNALWIRE_SPACE={emulator_server.emu.host}\n"
     )
     creds.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SIGNALWIRE_"))}
-    env.update(
-        PATH=f"{BIN}:{env.get('PATH', '')}",
-        RAY_TMPDIR=str(tmp),
-        RAY_USAGE_STATS_ENABLED="0",
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(tmp / "auth_token"),
-        RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-        RAY_JOB_STOP_WAIT_TIME_S="30",
-    )
+    env = cluster_env(tmp)
     head_env = {**env, "SIGNALWIRE_CREDENTIALS_FILE": str(creds)}
     ports = {
         flag: _free_port(ip)
