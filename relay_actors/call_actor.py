@@ -212,6 +212,8 @@ class CallActor:
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
         metrics.export_actor_stats("call_actor", self.stats, {"app": self.app, "actor": str(self.index)})
+        # The app's own code, from the driver through Ray (an actor argument, behind Ray's
+        # token auth) — never bytes from a socket of ours: the links carry only JSON.
         with self.unpickling():
             loaded = cloudpickle.loads(handlers)
         self.on_call: Callable[[Call], Any] | None = loaded.get("on_call")
@@ -554,7 +556,7 @@ class CallActor:
         self, devices: Any, handler: bytes | None, options: dict[str, Any]
     ) -> dict[str, Any]:
         """A dial asked for by the driver: the call (and ``handler``) live here."""
-        with self.unpickling():
+        with self.unpickling():  # (the driver's code, through a Ray call: see __init__)
             fn = cloudpickle.loads(handler) if handler else None
         call = await self.dial(devices, handler=fn, **options)
         # From here on its events are kept for the driver's Call (call_events).
