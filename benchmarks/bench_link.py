@@ -24,8 +24,8 @@ import tempfile
 import time
 from typing import Any
 
-from relay_actors import actor_link, link_tls
-from relay_actors.actor_link import LinkClient, LinkServer
+from relay_actors.ray_runtime import actor_link, link_tls
+from relay_actors.ray_runtime.actor_link import LinkClient, LinkServer
 
 
 def cpu() -> float:

@@ -40,12 +40,12 @@ from relay_actors import (
     RelayClient,
     chaos,
 )
-from relay_actors.actor_messages import NAMESPACE, actor_name
 from relay_actors.backoff import Backoff
 from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import RayOptions
+from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
 CONTEXT = "office"
 RAISE_ON = "+15550000666"

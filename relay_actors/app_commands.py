@@ -29,6 +29,7 @@ from . import eventloop
 from .client import RelayClient
 from .errors import RelayError
 from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
+from .ray_runtime.driver import gcs_address, ship_module_by_value
 
 __all__ = ["load_client", "run_main", "status_main", "stop_main"]
 
@@ -109,7 +110,7 @@ def run_main(argv: Sequence[str]) -> int:
         task = _task(module_name, args.task) if args.task else None
         if args.ray or args.address or client.runtime == "ray":
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
-            _ship_by_value(module_name)
+            ship_module_by_value(module_name)
         eventloop.run(_serve(client, args.drain_timeout, task))
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
@@ -133,14 +134,6 @@ def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str
     if args.placement:
         changes["placement"] = "spread" if args.placement == "spread" else {"resource": args.placement}
     return replace(options, **changes)
-
-
-def _ship_by_value(module_name: str) -> None:
-    """Handlers of the app's module travel to CallActors by value: the module need not be
-    importable on the worker nodes (its other imports must be)."""
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[module_name])
 
 
 def _task(module_name: str, name: str) -> Callable[[RelayClient], Awaitable[Any]]:
@@ -201,11 +194,9 @@ async def _ready_line(client: RelayClient) -> str:
     if client.runtime != "ray":
         protocol = client.relay_protocol
         return f"ready: in-process, connected to {client.host} (protocol {protocol}), contexts {contexts}"
-    import ray
-
     status = await app_status(client.ray_options.name)
     nodes = " ".join(f"{node}:{n['call_actors']}" for node, n in sorted(status["nodes"].items()))
-    gcs = ray.get_runtime_context().gcs_address
+    gcs = gcs_address()
     shards = len(status["shards"])
     return (
         f"ready: app {status['app']} on Ray {gcs}, connected to {client.host}, contexts {contexts}, "

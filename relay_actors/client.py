@@ -150,7 +150,7 @@ class RelayClient:
         # Inside a CallActor, the app's module may be imported to unpickle a handler:
         # the RelayClient it builds there is a proxy to the app's connection actors.
         # A RelayClient a handler constructs itself is a real, independent client.
-        host_module = sys.modules.get("relay_actors.call_actor")
+        host_module = sys.modules.get("relay_actors.ray_runtime.call_actor")
         host = host_module.building_app_client() if host_module is not None else None
         if host is not None:
             return host_module.ActorSideClient(host)  # type: ignore[union-attr]
@@ -159,7 +159,7 @@ class RelayClient:
     def __reduce__(self) -> tuple[Any, ...]:
         # A handler shipped to a CallActor carries its module's client: there it
         # becomes the actor-side proxy. Credentials never travel this way.
-        from .call_actor import client_proxy
+        from .ray_runtime.call_actor import client_proxy
 
         return (client_proxy, (self._ray_options.app,))
 

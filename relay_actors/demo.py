@@ -29,6 +29,7 @@ from .emulator import Emulator
 from .errors import RelayError
 from .message import Message
 from .ray_runtime import RayOptions
+from .ray_runtime.driver import metrics_urls, node_ips, shutdown_ray
 
 log = logging.getLogger("relay_actors.demo")
 
@@ -207,7 +208,7 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
                 metrics_server, port = serve_client_metrics(client, 0, prefix="ray_")
                 report.metrics = [f"http://127.0.0.1:{port}/metrics"]
             else:
-                report.metrics = _ray_metrics_urls()
+                report.metrics = metrics_urls()
             print(
                 f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
                 f"metrics at {', '.join(report.metrics) or '?'} while the demo runs"
@@ -278,10 +279,8 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
 
 async def _ray_refresh(client: RelayClient, report: Report) -> int:
     """Calls handled and CallActors per node, and handler errors, from the actors' stats."""
-    import ray
-
     stats = await client.ray_stats()
-    addresses = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    addresses = node_ips()
     nodes: dict[str, list[int]] = {}
     errors = 0
     for actor in stats["call_actors"]:
@@ -293,16 +292,6 @@ async def _ray_refresh(client: RelayClient, report: Report) -> int:
     report.nodes = {node: (n[0], n[1]) for node, n in sorted(nodes.items())}
     report.counts["handler_errors"] = errors
     return sum(n[1] for n in nodes.values())
-
-
-def _ray_metrics_urls() -> list[str]:
-    import ray
-
-    return [
-        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-        for n in ray.nodes()
-        if n.get("Alive") and n.get("MetricsExportPort")
-    ]
 
 
 def render(report: Report, expected: dict[str, int], elapsed: float) -> str:
@@ -374,9 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = run_demo(args.calls, args.rate, args.dials, args.messages, args.tls, args.runtime)
     report = eventloop.run(demo)
     if args.runtime == "ray":
-        import ray
-
-        ray.shutdown()
+        shutdown_ray()
     expected = {"calls": args.calls, "dials": args.dials, "messages": args.messages}
     print(render(report, expected, time.monotonic() - started), flush=True)
     return 0 if report.ok else 1

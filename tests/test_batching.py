@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from relay_actors.batching import Batcher
+from relay_actors.ray_runtime.batching import Batcher
 
 
 class Link:

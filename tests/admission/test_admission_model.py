@@ -1,4 +1,4 @@
-"""Model-based test of the lease ledger (``relay_actors.admission``) and placement.
+"""Model-based test of the lease ledger (``relay_actors.ray_runtime.admission``) and placement.
 
 The state machine holds N shards (:class:`ShardLeases`), the router's
 :class:`LeaseLedger`, CallActors (the calls they hold, by shard) and the RELAY
@@ -42,7 +42,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from relay_actors.admission import (
+from relay_actors.ray_runtime.admission import (
     Admit,
     Duplicate,
     LeaseLedger,
@@ -51,7 +51,7 @@ from relay_actors.admission import (
     ShardLeases,
     lease_block,
 )
-from relay_actors.placement import Placement
+from relay_actors.ray_runtime.placement import Placement
 
 #: (examples, steps per example); "find" is "ci" without shrinking (to check that a
 #: deliberately broken ledger is caught, fast).

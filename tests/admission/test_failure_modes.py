@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay_actors.admission import (
+from relay_actors.ray_runtime.admission import (
     Admit,
     Duplicate,
     LeaseLedger,
@@ -17,7 +17,7 @@ from relay_actors.admission import (
     Send,
     ShardLeases,
 )
-from relay_actors.placement import Placement
+from relay_actors.ray_runtime.placement import Placement
 
 
 def _sent(actions: list[Any]) -> LeaseRequest:

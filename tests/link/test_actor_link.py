@@ -18,10 +18,10 @@ from typing import Any
 import psutil
 import pytest
 
-from relay_actors import actor_link, link_tls
-from relay_actors import link_protocol as lp
-from relay_actors.actor_link import LinkClient, LinkHub, LinkServer
-from relay_actors.link_protocol import HealthStatus, LinkLimits, LinkSession
+from relay_actors.ray_runtime import actor_link, link_tls
+from relay_actors.ray_runtime import link_protocol as lp
+from relay_actors.ray_runtime.actor_link import LinkClient, LinkHub, LinkServer
+from relay_actors.ray_runtime.link_protocol import HealthStatus, LinkLimits, LinkSession
 
 SECRET = bytes.fromhex(actor_link.new_secret())
 IDENTITY = link_tls.generate_identity()

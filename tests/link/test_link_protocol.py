@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay_actors import link_protocol as lp
-from relay_actors.link_protocol import (
+from relay_actors.ray_runtime import link_protocol as lp
+from relay_actors.ray_runtime.link_protocol import (
     Authenticated,
     Delivered,
     HealthStatus,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from relay_actors import metrics as m
+from relay_actors.ray_runtime import metrics_export as mx
 
 
 def samples(component: str, stats: dict[str, Any]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -134,7 +135,7 @@ def test_exporter_counts_deltas_never_negative_and_zeroes_vanished_gauges() -> N
         made[d.name] = FakeMetric(d)
         return made[d.name]
 
-    ex = m._RayExporter("call_actor", {"app": "a", "actor": "3"}, make)
+    ex = mx.RayExporter("call_actor", {"app": "a", "actor": "3"}, make)
     ex.record(
         {
             "offers": 5,
@@ -156,10 +157,10 @@ def test_export_is_a_no_op_outside_a_ray_actor() -> None:
     async def stats() -> dict[str, Any]:
         return {}
 
-    assert m.export_actor_stats("router", stats, {"app": "a"}) is None  # no running loop
+    assert mx.export_actor_stats("router", stats, {"app": "a"}) is None  # no running loop
 
     async def inside_loop() -> None:
-        assert m.export_actor_stats("router", stats, {"app": "a"}) is None  # not in a Ray actor
+        assert mx.export_actor_stats("router", stats, {"app": "a"}) is None  # not in a Ray actor
 
     asyncio.run(inside_loop())
 
@@ -174,8 +175,8 @@ async def test_export_loop_survives_a_failing_stats(caplog: pytest.LogCaptureFix
             raise RuntimeError("boom")
         return {"offers": calls}
 
-    ex = m._RayExporter("call_actor", {"app": "a"}, FakeMetric)
-    task = asyncio.ensure_future(m._export_loop(ex, stats, 0.01))
+    ex = mx.RayExporter("call_actor", {"app": "a"}, FakeMetric)
+    task = asyncio.ensure_future(mx._export_loop(ex, stats, 0.01))
     await asyncio.sleep(0.1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -27,11 +27,11 @@ from ray import cloudpickle
 from ray_helpers import relay_actor_names
 
 from relay_actors import RelayClient
-from relay_actors.actor_messages import NAMESPACE
 from relay_actors.backoff import Backoff
 from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
 from relay_actors.ray_runtime import RayOptions
+from relay_actors.ray_runtime.actor_messages import NAMESPACE
 
 # Handlers defined in tests are shipped to CallActors by value: tests/ is not importable there.
 cloudpickle.register_pickle_by_value(helpers)

@@ -18,7 +18,7 @@ import ray_helpers as helpers
 from ray.cluster_utils import Cluster
 from ray_helpers import eventually, relay_actor_names
 
-from relay_actors.actor_messages import NAMESPACE
+from relay_actors.ray_runtime.actor_messages import NAMESPACE
 
 _cluster: Cluster | None = None
 

@@ -17,8 +17,8 @@ from typing import Any
 import ray
 
 from relay_actors import chaos
-from relay_actors.actor_messages import NAMESPACE
 from relay_actors.errors import RelayError
+from relay_actors.ray_runtime.actor_messages import NAMESPACE
 
 TEST_NAMESPACE = "relay_actors_tests"
 #: Event types a recording handler listens to (after it registered, before it answers).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from relay_actors.call_actor import _forget_oldest, _Stream
+from relay_actors.ray_runtime.call_actor import _forget_oldest, _Stream
 
 
 async def test_fetch_by_number_trims_what_was_fetched() -> None:

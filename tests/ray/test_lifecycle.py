@@ -15,10 +15,10 @@ import pytest
 import ray_helpers as helpers
 from ray_helpers import eventually, relay_actor_names
 
-from relay_actors import RelayClient, cli, kvstore
+from relay_actors import RelayClient, cli
 from relay_actors.backoff import Backoff
 from relay_actors.errors import RelayError
-from relay_actors.ray_runtime import RayOptions, stop_app
+from relay_actors.ray_runtime import RayOptions, kvstore, stop_app
 
 
 async def _started(rec: Any, call_ids: list[str]) -> Any:

@@ -12,8 +12,8 @@ import ray
 import ray_helpers as helpers
 from ray_helpers import eventually, relay_actor_names
 
-from relay_actors import kvstore
 from relay_actors.errors import RelayError
+from relay_actors.ray_runtime import kvstore
 
 PHONE = {"type": "phone", "params": {"from_number": "+15550000001", "to_number": "+15550000002"}}
 

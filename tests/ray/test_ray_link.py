@@ -20,9 +20,9 @@ import ray
 import ray_helpers as helpers
 from ray_helpers import eventually, kill9
 
-from relay_actors import link_protocol as lp
-from relay_actors.actor_messages import NAMESPACE, actor_name
-from relay_actors.link_protocol import LinkConnection, LinkSession, Role
+from relay_actors.ray_runtime import link_protocol as lp
+from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+from relay_actors.ray_runtime.link_protocol import LinkConnection, LinkSession, Role
 
 
 async def _stats(relay: Any) -> dict[str, Any]:

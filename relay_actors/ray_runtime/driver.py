@@ -5,7 +5,7 @@ driver runs in (``ray job submit``, ``RAY_ADDRESS``) or starts a local Ray of it
 own (``address="local"``, kept on 127.0.0.1). An app is a named set of detached
 actors (``relay:<app>:router``, ``relay:<app>:connection:<n>``, ``relay:<app>:call:<n>``
 in the ``relay_actors`` namespace) plus its record and secrets in the GCS
-key-value store (:mod:`relay_actors.kvstore`; credentials never travel as actor
+key-value store (:mod:`relay_actors.ray_runtime.kvstore`; credentials never travel as actor
 arguments, which Ray's dashboard shows).
 
 Lifecycle, on purpose and never by accident:
@@ -39,16 +39,16 @@ from typing import Any
 
 import orjson
 
+from ..call import Call
+from ..config import Settings, is_loopback
+from ..errors import ArgumentError, RelayError
+from ..message import Message
+from ..protocol import constants as c
+from ..protocol.calls import CallCore
+from ..protocol.events import parse_event
+from ..tasks import BackgroundTasks
 from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
-from .call import Call
-from .config import Settings, is_loopback
-from .errors import ArgumentError, RelayError
-from .message import Message
-from .protocol import constants as c
-from .protocol.calls import CallCore
-from .protocol.events import parse_event
-from .tasks import BackgroundTasks
 
 __all__ = [
     "RayOptions",
@@ -934,7 +934,7 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         *(ask(f"connection {i}", h.stats.remote()) for i, h in conn_handles if h is not None)
     )
     actor_stats = await asyncio.gather(*(ask(f"CallActor {i}", h.stats.remote()) for i, h, _ in pool or []))
-    node_ips = _node_ips()
+    ips = node_ips()
     errors: dict[str, int] = {}
 
     def count_errors(stats: dict[str, Any]) -> None:
@@ -950,7 +950,7 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         shard_rows.append(
             {
                 "shard": stats["shard"],
-                "node": node_ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8]),
+                "node": ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8]),
                 "connected": bool(stats.get("conn.connected")),
                 "protocol": stats.get("protocol", ""),
                 "session_age": round(time.time() - started, 1)
@@ -970,7 +970,7 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         if not stats:
             continue
         count_errors(stats)
-        node = node_ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8])
+        node = ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8])
         row = {
             "index": stats["index"],
             "node": node,
@@ -1006,10 +1006,44 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
 _ERROR_WORDS = ("error", "dropped", "failed", "lost", "violation", "unroutable", "timeout", "double")
 
 
-def _node_ips() -> dict[str, str]:
+def node_ips() -> dict[str, str]:
+    """Node id -> node address of the cluster this process is attached to ({} if unknown)."""
     import ray
 
     try:
         return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
     except Exception:  # ids then
         return {}
+
+
+def metrics_urls() -> list[str]:
+    """The metrics endpoint of Ray's agent on every live node."""
+    import ray
+
+    return [
+        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+        for n in ray.nodes()
+        if n.get("Alive") and n.get("MetricsExportPort")
+    ]
+
+
+def gcs_address() -> str:
+    """The address of the Ray cluster this process is attached to."""
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def shutdown_ray() -> None:
+    """Detach from Ray (stopping the local Ray this process started, if any)."""
+    import ray
+
+    ray.shutdown()
+
+
+def ship_module_by_value(module_name: str) -> None:
+    """Handlers of the app's module travel to CallActors by value: the module need not be
+    importable on the worker nodes (its other imports must be)."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[module_name])

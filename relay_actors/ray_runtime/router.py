@@ -5,8 +5,8 @@ It owns the hard state and keeps the rest honest:
 * the cluster-wide budget of ``max_active_calls``: connection shards lease
   slots in blocks (so the router is not on the per-call path) and give back
   what they do not use; the rules (epochs, numbered requests, what a rebuild
-  may count as free) are in :mod:`relay_actors.admission`, whose
-  :class:`~relay_actors.admission.LeaseLedger` this actor only carries;
+  may count as free) are in :mod:`relay_actors.ray_runtime.admission`, whose
+  :class:`~relay_actors.ray_runtime.admission.LeaseLedger` this actor only carries;
 * the CallActor pool: created between ``min_actors`` and ``max_actors``,
   spread over the nodes (``SPREAD``) or pinned to a custom resource, grown
   when the calls fill it, polled for health; a crashed or restarted CallActor
@@ -27,15 +27,15 @@ import logging
 from collections import Counter
 from typing import Any
 
-from . import kvstore, metrics
+from ..tasks import BackgroundTasks
+from . import kvstore, metrics_export
 from .actor_messages import NAMESPACE, actor_name
 from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
-from .tasks import BackgroundTasks
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
 
-log = logging.getLogger("relay_actors.router")
+log = logging.getLogger("relay_actors.ray_runtime.router")
 HEALTH_INTERVAL = 0.5
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
@@ -77,7 +77,7 @@ class Router:
         self._failed: BaseException | None = None
         loop = asyncio.get_running_loop()
         self._start_task = loop.create_task(self._start())
-        metrics.export_actor_stats("router", self.stats, {"app": self.app})
+        metrics_export.export_actor_stats("router", self.stats, {"app": self.app})
 
     # --- start-up and rebuild -----------------------------------------------------
 
@@ -129,7 +129,7 @@ class Router:
     async def _ask_shards(self) -> None:
         """Ask the shards that have not reported in this epoch to report, until all have.
         One that cannot be asked (not started, restarting, slow) stays unknown, which
-        reserves the budget (see :mod:`relay_actors.admission`): "could not ask" is
+        reserves the budget (see :mod:`relay_actors.ray_runtime.admission`): "could not ask" is
         "retry", never "free". A shard that calls first learns the epoch anyway."""
         import ray
 

@@ -5,7 +5,7 @@ needs a dozen messages between the connection actor and its CallActor, so the
 per-call traffic runs over one stream per (connection actor, CallActor) pair
 while Ray keeps placing, restarting, finding and health-checking the actors.
 Everything the stream means (handshake, sequence numbers, acknowledgements,
-window, liveness) is in :mod:`relay_actors.link_protocol`; this module only
+window, liveness) is in :mod:`relay_actors.ray_runtime.link_protocol`; this module only
 moves bytes and keeps time:
 
 * :class:`LinkServer` (in a CallActor) listens on a Unix-domain socket readable
@@ -51,7 +51,7 @@ from .link_protocol import (
 
 __all__ = ["LinkClient", "LinkHub", "LinkServer", "new_secret"]
 
-log = logging.getLogger("relay_actors.actor_link")
+log = logging.getLogger("relay_actors.ray_runtime.actor_link")
 
 #: Seconds a peer has to complete the handshake.
 HANDSHAKE_TIMEOUT = 5.0

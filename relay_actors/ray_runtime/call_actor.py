@@ -2,10 +2,10 @@
 
 A Ray actor process costs ~90 MiB, so one process per call is out of the
 question: each CallActor hosts thousands of calls. It listens for links from
-the app's connection actors (:mod:`relay_actors.actor_link`: a private Unix
+the app's connection actors (:mod:`relay_actors.ray_runtime.actor_link`: a private Unix
 socket for those on its node, TLS with the app's certificate for the others,
 both behind the link's mutual handshake); they send it batches of items
-(:mod:`relay_actors.actor_messages`): offers, events, results, acknowledged
+(:mod:`relay_actors.ray_runtime.actor_messages`): offers, events, results, acknowledged
 once applied; it sends back batches of requests. Each call is a regular
 :class:`~relay_actors.call.Call` whose commands travel through
 :class:`_ShardLink`, so the user's ``on_call`` handler is the same code that
@@ -32,26 +32,26 @@ from typing import Any
 import orjson
 from ray import cloudpickle
 
+from ..call import Call, _device_lists
+from ..config import context_list, updated_contexts
+from ..dialing import await_dial, winner
+from ..errors import ArgumentError, RelayError
+from ..handlers import run_call_handler, run_message_handler
+from ..message import Message
+from ..protocol import constants as c
+from ..protocol.calls import CallCore
+from ..protocol.events import RelayEvent, parse_event
+from ..protocol.messages import MessageTracker
+from ..tasks import BackgroundTasks
 from . import actor_messages as m
-from . import link_tls, metrics
+from . import link_tls, metrics_export
 from .actor_link import LinkHub, LinkServer
-from .call import Call, _device_lists
-from .config import context_list, updated_contexts
-from .dialing import await_dial, winner
-from .errors import ArgumentError, RelayError
-from .handlers import run_call_handler, run_message_handler
+from .driver import STREAM_LOST
 from .link_protocol import LinkError, LinkSession
-from .message import Message
-from .protocol import constants as c
-from .protocol.calls import CallCore
-from .protocol.events import RelayEvent, parse_event
-from .protocol.messages import MessageTracker
-from .ray_runtime import STREAM_LOST
-from .tasks import BackgroundTasks
 
 __all__ = ["CallActor", "current_host"]
 
-log = logging.getLogger("relay_actors.call_actor")
+log = logging.getLogger("relay_actors.ray_runtime.call_actor")
 
 _HOST: CallActor | None = None
 _DEDUPE_WINDOW = 100_000
@@ -211,7 +211,8 @@ class CallActor:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
-        metrics.export_actor_stats("call_actor", self.stats, {"app": self.app, "actor": str(self.index)})
+        tags = {"app": self.app, "actor": str(self.index)}
+        metrics_export.export_actor_stats("call_actor", self.stats, tags)
         # The app's own code, from the driver through Ray (an actor argument, behind Ray's
         # token auth) — never bytes from a socket of ours: the links carry only JSON.
         with self.unpickling():

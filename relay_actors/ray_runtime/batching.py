@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 __all__ = ["Batcher"]
 
-log = logging.getLogger("relay_actors.batching")
+log = logging.getLogger("relay_actors.ray_runtime.batching")
 
 T = TypeVar("T")
 

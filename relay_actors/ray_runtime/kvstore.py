@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from .errors import RelayError
+from ..errors import RelayError
 
 __all__ = [
     "NAMESPACE",
@@ -62,7 +62,7 @@ __all__ = [
     "update_record",
 ]
 
-log = logging.getLogger("relay_actors.kvstore")
+log = logging.getLogger("relay_actors.ray_runtime.kvstore")
 
 #: The fixed namespace: app records only, never secrets.
 NAMESPACE = b"relay_actors"
@@ -197,7 +197,7 @@ class AppSecrets:
         await put(key, value, namespace=self.namespace)
 
     async def link_tls(self) -> dict[str, str] | None:
-        """The deploy's link certificate and key (:mod:`relay_actors.link_tls`)."""
+        """The deploy's link certificate and key (:mod:`relay_actors.ray_runtime.link_tls`)."""
         identity: dict[str, str] | None = await get("link_tls", namespace=self.namespace)
         return identity
 

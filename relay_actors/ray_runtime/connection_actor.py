@@ -2,8 +2,8 @@
 
 Its event loop is the hot spot, so it does only this: parse, admit, route,
 send, ack. Every inbound event goes to the CallActor that owns its call over
-a direct link (:mod:`relay_actors.actor_link` around the sans-IO
-:mod:`relay_actors.link_protocol`: a Ray call per batch costs ~0.5 ms of CPU at
+a direct link (:mod:`relay_actors.ray_runtime.actor_link` around the sans-IO
+:mod:`relay_actors.ray_runtime.link_protocol`: a Ray call per batch costs ~0.5 ms of CPU at
 each end, which at steady load, where batches stay small, would dwarf the
 rest); what one loop iteration produces for a CallActor leaves as one frame.
 An event is acked to RELAY only once the CallActor has acknowledged the frame
@@ -21,8 +21,8 @@ and commands for the calls taken from it are refused (fenced).
 Admission: this shard admits an offer only with a slot leased from the router
 (which holds the cluster-wide ``max_active_calls``), so the router stays off
 the per-call path: slots are leased in blocks and returned when idle. The
-rules are in :mod:`relay_actors.admission` (:class:`ShardLeases`), the choice
-of a CallActor in :mod:`relay_actors.placement`; this actor carries out their
+rules are in :mod:`relay_actors.ray_runtime.admission` (:class:`ShardLeases`), the choice
+of a CallActor in :mod:`relay_actors.ray_runtime.placement`; this actor carries out their
 decisions: it sends the lease requests (one at a time, retransmitted until
 answered) and places, drops or passes the offers.
 
@@ -43,30 +43,30 @@ from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any
 
+from ..backoff import Backoff
+from ..config import resolve_settings, updated_contexts
+from ..connection import Connection
+from ..dialing import AbandonedDials
+from ..errors import RelayError
+from ..protocol import constants as c
+from ..protocol.events import RelayEvent
+from ..protocol.messages import MessageTracker
+from ..protocol.routing import EventRouter, Route
+from ..protocol.session import Connected
+from ..tasks import BackgroundTasks
 from . import actor_messages as m
 from . import admission as adm
-from . import kvstore, link_tls, metrics
+from . import kvstore, link_tls, metrics_export
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
-from .backoff import Backoff
 from .batching import Batcher
 from .call_actor import _where, link_stats
-from .config import resolve_settings, updated_contexts
-from .connection import Connection
-from .dialing import AbandonedDials
-from .errors import RelayError
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .placement import Placement
-from .protocol import constants as c
-from .protocol.events import RelayEvent
-from .protocol.messages import MessageTracker
-from .protocol.routing import EventRouter, Route
-from .protocol.session import Connected
-from .tasks import BackgroundTasks
 
 __all__ = ["ConnectionActor"]
 
-log = logging.getLogger("relay_actors.connection_actor")
+log = logging.getLogger("relay_actors.ray_runtime.connection_actor")
 
 #: An offer waiting for a slot: the event and its ack id.
 Waiting = tuple[RelayEvent, str | None]
@@ -129,7 +129,8 @@ class ConnectionActor:
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
-        metrics.export_actor_stats("connection", self.stats, {"app": self.app, "shard": str(self.shard)})
+        tags = {"app": self.app, "shard": str(self.shard)}
+        metrics_export.export_actor_stats("connection", self.stats, tags)
 
     # --- start-up and recovery ----------------------------------------------------
 

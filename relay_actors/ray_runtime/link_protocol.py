@@ -2,7 +2,7 @@
 
 The per-call data path of the Ray runtime runs over one stream per (connection
 actor, CallActor) pair. This module is everything that stream means, with no
-asyncio and no Ray in it (the shell is :mod:`relay_actors.actor_link`):
+asyncio and no Ray in it (the shell is :mod:`relay_actors.ray_runtime.actor_link`):
 
 * **Framing**: ``!IB`` (body length, frame type) then the body. Before both
   sides have proved themselves, a frame may be at most :data:`PRE_AUTH_MAX`

@@ -1,6 +1,6 @@
 """What actors say to each other on the link: small JSON arrays, tagged by their first element.
 
-They travel as orjson in the DATA frames of :mod:`relay_actors.link_protocol`
+They travel as orjson in the DATA frames of :mod:`relay_actors.ray_runtime.link_protocol`
 (nothing executable crosses a socket), so each is a list of JSON values.
 
 Connection actor → CallActor (applied by ``CallActor._apply(shard, batch)``):

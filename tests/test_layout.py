@@ -1,0 +1,92 @@
+"""The folder tree is the architecture: each third-party runtime stays inside its layer.
+
+The ruff rule TID251 (``pyproject.toml``) flags these imports as they are written; this
+test also catches what a per-file exemption would let through (websockets inside the
+Ray runtime, say) and any import spelled dynamically.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "relay_actors"
+
+#: top-level module -> the only places in the package allowed to import it
+ALLOWED = {
+    "ray": ("ray_runtime/",),
+    "websockets": ("connection.py", "emulator/"),
+}
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value.split(".")[0])
+    return found
+
+
+def test_ray_and_websockets_stay_in_their_layers() -> None:
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        for module, allowed in ALLOWED.items():
+            if module in _imports(path) and not rel.startswith(allowed):
+                offenders.append(f"{rel} imports {module}")
+    assert offenders == []
+
+
+def test_the_ray_runtime_is_a_subpackage_with_the_actors_and_the_link() -> None:
+    names = {p.stem for p in (PACKAGE / "ray_runtime").glob("*.py")}
+    assert {
+        "driver", "connection_actor", "router", "call_actor", "actor_link", "link_protocol",
+        "actor_messages", "admission", "placement", "kvstore",
+    } <= names
+    # none of them left behind at the top
+    assert not names & {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+
+
+def test_the_in_process_client_never_imports_ray() -> None:
+    code = (
+        "import sys, relay_actors\n"
+        "from relay_actors import RelayClient\n"
+        "RelayClient(project='p', token='t', host='127.0.0.1:1', contexts=['x'])\n"
+        "print('ray' in sys.modules, 'ray.util' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_the_lint_rule_flags_an_import_outside_its_layer(module: str, tmp_path: pathlib.Path) -> None:
+    """The rule is live: ruff, with the project's configuration, rejects a stray import."""
+    root = PACKAGE.parent
+    stray = PACKAGE / f"_layout_probe_{module}.py"
+    stray.write_text(f"import {module}\n\nprint({module})\n")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "TID251", str(stray)],
+            capture_output=True, text=True, cwd=root, timeout=60,
+        )
+    finally:
+        stray.unlink()
+    assert out.returncode == 1
+    assert "TID251" in out.stdout
