@@ -32,7 +32,9 @@ key-value store, rebuilds its routing table from the CallActors (they know
 their calls, dials and messages), and resumes the session, so the server
 redelivers what was not acked. CallActors see its new incarnation in the link
 handshake: requests it may have received fail (``connection_lost``), those
-that never left them are sent to the new one.
+that never left them are sent to the new one; requests that reach it before its
+RELAY connection exists wait for it (they never reached the server, so an
+idempotent verb's resend must not fail for that).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ Waiting = tuple[RelayEvent, str | None]
 LEASE_TIMEOUT = 5.0
 #: A failed hang-up of a lost CallActor's call is retried, backing off up to this.
 HANGUP_RETRY_MAX = 30.0
+#: Requests CallActors send while this shard starts (no RELAY connection yet) wait, up to this many.
+MAX_EARLY_REQUESTS = 10_000
 
 
 class ConnectionActor:
@@ -127,6 +131,8 @@ class ConnectionActor:
         self._unconfirmed_dirty = False
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
+        #: Requests that came before the RELAY connection existed (see :meth:`_request`).
+        self._early_requests: deque[tuple[int, str, str, dict[str, Any]]] = deque()
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
         tags = {"app": self.app, "shard": str(self.shard)}
@@ -197,6 +203,7 @@ class ConnectionActor:
                 defer_acks=True,
             )
             self.conn.session.restore(resume)
+            self._send_early_requests()
             if restarted:
                 log.info("shard %d restarted; CallActors learn it from the link handshake", self.shard)
             # Through the reconnect loop: a blip or a refused resume now must not leave the
@@ -210,6 +217,7 @@ class ConnectionActor:
         except BaseException as exc:
             self._failed = exc
             log.exception("connection shard %d failed to start", self.shard)
+            self._send_early_requests()  # (they fail: no connection will come)
         finally:
             self._ready.set()
 
@@ -826,7 +834,16 @@ class ConnectionActor:
         """A request from CallActor ``idx``; its result goes back over the link."""
         conn = self.conn
         if conn is None:
-            self._executed(idx, req_id, method, params, None, RelayError("connection_lost", "starting up"))
+            # Starting up: the links come up before the RELAY connection exists. These
+            # requests never reached the server, so they wait for it (bounded) rather than
+            # fail: a failure here looked like "cut off" to an idempotent verb, which
+            # resent it at once, failed thrice in a few ms, and the handler's error policy
+            # then ended a healthy call.
+            if self._failed is None and len(self._early_requests) < MAX_EARLY_REQUESTS:
+                self._early_requests.append((idx, req_id, method, params))
+                return
+            code = "queue_full" if self._failed is None else "connection_lost"
+            self._executed(idx, req_id, method, params, None, RelayError(code, "the shard is starting up"))
             return
         call_id = params.get("call_id") if method.startswith("calling.") else None
         if call_id is not None and (call_id in self.fenced or self.routes.calls.get(call_id, idx) != idx):
@@ -847,6 +864,17 @@ class ConnectionActor:
             self._executed(idx, req_id, method, params, None, exc)
             return
         future.add_done_callback(partial(self._on_request_done, idx, req_id, method, params))
+
+    def _send_early_requests(self) -> None:
+        """The RELAY connection exists now (or never will): send the requests that waited
+        for it, in order (each checked again: the rebuild may have moved its call)."""
+        while self._early_requests:
+            idx, req_id, method, params = self._early_requests.popleft()
+            if self.conn is None:
+                error = RelayError("connection_lost", "the shard failed to start")
+                self._executed(idx, req_id, method, params, None, error)
+            else:
+                self._request(idx, req_id, method, params)
 
     def _on_request_done(
         self, idx: int, req_id: str, method: str, params: dict[str, Any], future: asyncio.Future[Any]
