@@ -52,16 +52,30 @@ grants beyond ``budget - sum(grants)``. It is kept by these rules:
   A failed hang-up keeps the slot and lists the call in
   :attr:`ShardLeases.unconfirmed` for the caller to retry and persist.
 
-What this does not cover: a shard re-learns its calls from the CallActors, so
-a call is counted after a shard restart only if a CallActor holds it (or it is
-a stored unconfirmed hang-up). Calls of a CallActor that died while its shard
-was down too, before the shard handled the loss, and calls on a CallActor that
-did not answer the rebuild, are not counted until they end.
+* **A CallActor a restarted shard could not ask is "unknown", not empty.** A
+  shard re-learns its calls from the CallActors; one whose ``owned()`` failed
+  or timed out is asked again (with backoff, up to a deadline), and meanwhile
+  its calls are counted without being known one by one: the shard's first
+  ``sync`` asks to *inherit* its previous incarnation's grant (``inherit``),
+  which covers every call that incarnation had (the safety inequality), and
+  the part of it beyond the calls it knows is *held* (:attr:`ShardLeases.held`),
+  neither used nor given back, until every CallActor has answered (or was
+  given up and its last known calls handed to the lost-actor policy:
+  :meth:`ShardLeases.learned`). A router that has no record of the earlier
+  incarnation (it restarted too) cannot say what that grant was: it answers
+  ``wait`` and the shard stays unknown (reserving the budget) until it can
+  report in full.
+
+What this does not cover: a call is counted after a shard restart only if a
+CallActor holds it, it is a stored unconfirmed hang-up, or its CallActor could
+not be asked (held). Calls of a CallActor that died while its shard was down
+too, before the shard handled the loss, are not counted until they end.
 ``tests/admission/test_admission_model.py`` checks these rules by model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -95,7 +109,9 @@ def lease_block(budget: int, shards: int) -> int:
 @dataclass(frozen=True, slots=True)
 class LeaseRequest:
     """Shard → router. ``count`` is slots for ``acquire``/``release`` and the shard's
-    ``granted`` for ``sync``; ``active`` (``sync`` only) is its live calls."""
+    ``granted`` for ``sync``; ``active`` (``sync`` only) is its live calls it knows;
+    ``inherit`` (``sync`` only): a new incarnation that could not ask every CallActor
+    for its calls keeps at least its previous incarnation's grant."""
 
     kind: RequestKind
     shard: int
@@ -104,6 +120,7 @@ class LeaseRequest:
     epoch: int
     count: int = 0
     active: int = 0
+    inherit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +201,11 @@ class LeaseLedger:
             if req.seq <= record.last_seq:
                 return None
         if req.kind == "sync":
-            return self._sync(req)
+            if req.inherit and record is None:
+                # What the earlier incarnation was granted is unknown here (this router
+                # never heard from it): the shard stays unknown, its reserve kept.
+                return self._reply(req, "wait")
+            return self._sync(req, record.granted if record is not None and req.inherit else 0)
         if record is None or req.incarnation != record.incarnation:
             return self._reply(req, "refused")  # unknown here: it must report first
         if req.kind == "acquire":
@@ -201,9 +222,10 @@ class LeaseLedger:
         record.last_seq, record.last_reply = req.seq, reply
         return reply
 
-    def _sync(self, req: LeaseRequest) -> LeaseReply:
-        # Its calls exist whatever the budget says: the grant covers at least them.
-        granted = max(req.count, req.active, 0)
+    def _sync(self, req: LeaseRequest, inherited: int = 0) -> LeaseReply:
+        # Its calls exist whatever the budget says: the grant covers at least them (and
+        # those of CallActors it could not ask, within the earlier incarnation's grant).
+        granted = max(req.count, req.active, inherited, 0)
         reply = self._reply(req, "synced", granted)
         self._records[req.shard] = _Record(req.incarnation, granted, req.seq, reply)
         return reply
@@ -264,6 +286,9 @@ class ShardLeases(Generic[OfferT]):
         block: slots asked for at once; spare slots beyond two blocks go back.
         active: calls this shard holds at start (re-learned from the CallActors).
         unconfirmed: calls whose hang-up has not been confirmed (from durable storage).
+        unknown: CallActors whose calls this (restarted) shard could not learn yet;
+            until :meth:`learned` resolves each, the earlier incarnation's grant is
+            inherited and what it does not explain is :attr:`held`.
         max_waiting: bound of the queue of offers waiting for a slot; beyond it
             offers are rejected at once.
     """
@@ -273,7 +298,10 @@ class ShardLeases(Generic[OfferT]):
     block: int = LEASE_BLOCK
     active: set[str] = field(default_factory=set)
     unconfirmed: set[str] = field(default_factory=set)
+    unknown: set[int] = field(default_factory=set)
     max_waiting: int = 10_000
+    #: Slots kept for the calls of the :attr:`unknown` CallActors (not known one by one).
+    held: int = 0
     granted: int = 0
     epoch: int = 0
     synced: bool = False
@@ -284,18 +312,24 @@ class ShardLeases(Generic[OfferT]):
 
     def __post_init__(self) -> None:
         self.active |= self.unconfirmed
+        if self.incarnation <= 1:
+            self.unknown.clear()  # a first life: no earlier one placed calls anywhere
+        #: Set once this incarnation knows its grant (an inherited one included).
+        self._grant_known = not self.unknown
 
     # --- views ------------------------------------------------------------------------
 
     @property
     def spare(self) -> int:
-        return self.granted - len(self.active)
+        return self.granted - len(self.active) - self.held
 
     def state(self) -> dict[str, int]:
         """What the shard reports (``lease_state``) and shows in its stats."""
         return {
             "granted": self.granted,
-            "in_use": len(self.active),
+            "in_use": len(self.active) + self.held,
+            "held": self.held,
+            "unknown_call_actors": len(self.unknown),
             "epoch": self.epoch,
             "waiting": len(self.waiting),
             "unconfirmed": len(self.unconfirmed),
@@ -339,6 +373,26 @@ class ShardLeases(Generic[OfferT]):
         self.unconfirmed.discard(call_id)
         return self._admit_waiting() + self._next()
 
+    def learned(self, actor: int, calls: Iterable[str]) -> list[Action[OfferT]]:
+        """CallActor ``actor`` was unknown and now answered with ``calls`` (this shard's
+        calls it holds), or was given up and ``calls`` are its last known ones, handed
+        to the lost-actor policy: they are counted one by one from now on, in place of
+        the held slots. Once no CallActor is unknown, nothing is held."""
+        if actor not in self.unknown:
+            return []
+        self.unknown.discard(actor)
+        new = set(calls) - self.active
+        self.active |= new
+        self.held = max(0, self.held - len(new)) if self.unknown else 0
+        req = self.outstanding
+        if not self.unknown and not self.synced and req is not None and req.inherit:
+            # Answered "wait" (the router knew no earlier grant): report in full instead.
+            # Safe to replace: a sync changes nothing the shard relied on.
+            self.outstanding = None
+        if not self.unknown:
+            self._grant_known = True
+        return self._admit_waiting() + self._next()
+
     def hangup_failed(self, call_id: str) -> None:
         """A ``calling.end`` failed (timeout, connection lost): the call may be live, so its
         slot stays taken; it is listed in :attr:`unconfirmed` to retry and persist."""
@@ -358,6 +412,11 @@ class ShardLeases(Generic[OfferT]):
         self.outstanding = None
         if reply.kind == "synced":
             self.granted, self.synced = reply.count, True
+            if not self._grant_known:
+                # The inherited grant beyond the calls known when asking is held for the
+                # unknown CallActors' calls (calls adopted since then are new: not in it).
+                self.held = max(0, reply.count - req.active) if self.unknown else 0
+                self._grant_known = True
             return self._admit_waiting() + self._next()
         if reply.kind == "granted":
             self.granted += reply.count
@@ -413,7 +472,8 @@ class ShardLeases(Generic[OfferT]):
         if self.outstanding is not None:
             return []
         if not self.synced:
-            return [self._send("sync", self.granted, len(self.active))]
+            inherit = not self._grant_known
+            return [self._send("sync", self.granted, len(self.active), inherit)]
         want = len(self.waiting) - self.spare
         if want > 0:
             return [self._send("acquire", max(want, self.block))]
@@ -423,8 +483,8 @@ class ShardLeases(Generic[OfferT]):
             return [self._send("release", give_back)]
         return []
 
-    def _send(self, kind: RequestKind, count: int, active: int = 0) -> Send:
+    def _send(self, kind: RequestKind, count: int, active: int = 0, inherit: bool = False) -> Send:
         self._seq += 1
-        req = LeaseRequest(kind, self.shard, self.incarnation, self._seq, self.epoch, count, active)
+        req = LeaseRequest(kind, self.shard, self.incarnation, self._seq, self.epoch, count, active, inherit)
         self.outstanding = req
         return Send(req)

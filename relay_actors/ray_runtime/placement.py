@@ -6,14 +6,21 @@ can be set unavailable for a reason (``"lost"`` while its loss is handled,
 ``"draining"``, ``"slow"`` when the data plane sees its link lag) and is then
 skipped until it is set available again; a reason set by one detector is not
 cleared by another.
+
+:class:`RouteRebuild` is the other half of a shard's routing table: after a
+restart the shard re-learns which CallActor holds each call by asking them, and
+one that could not be asked is "unknown, retry", never "holds nothing".
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "RouteRebuild"]
+
+E = TypeVar("E")
 
 
 class Placement:
@@ -89,3 +96,106 @@ class Placement:
 
     def recount(self, idx: int, calls: int) -> None:
         self.placed[idx] = calls
+
+
+class RouteRebuild(Generic[E]):
+    """What a restarted shard has still to learn from the CallActors, and the events it
+    holds meanwhile.
+
+    A CallActor whose ``owned()`` failed or timed out is *unknown*: it is asked again
+    (:meth:`due`, :meth:`failed`: backoff from ``first_delay`` doubling to
+    ``max_delay``) until it answers (:meth:`resolved` with its calls) or ``deadline``
+    seconds have passed since the restart (:meth:`expired`: give it up; the caller
+    applies the lost-actor policy to its last known calls and resolves it with them).
+    An event for a call the shard cannot route may be one of its calls: while any
+    CallActor is unknown it is held (:meth:`hold`), in arrival order, and handed back
+    when its call is learned, so the caller routes it then. When no CallActor is
+    unknown any more, what is still held is handed back too: truly unroutable.
+
+    Bounded: at most ``max_held`` events are held; when full, :meth:`hold` refuses the
+    event (counted in :attr:`overflowed`) and the caller treats it as unroutable now.
+    """
+
+    def __init__(
+        self,
+        unknown: Iterable[int],
+        now: float,
+        *,
+        deadline: float = 60.0,
+        first_delay: float = 0.5,
+        max_delay: float = 5.0,
+        max_held: int = 10_000,
+    ) -> None:
+        self.unknown: set[int] = set(unknown)
+        self.deadline_at = now + deadline
+        self.max_delay = max_delay
+        self.max_held = max_held
+        self._delay = dict.fromkeys(self.unknown, first_delay)
+        self._next_at = dict.fromkeys(self.unknown, now + first_delay)
+        self._asking: set[int] = set()
+        self._given_up: set[int] = set()
+        #: (call_id, event), in arrival order.
+        self.held: list[tuple[str, E]] = []
+        self.held_total = 0
+        self.overflowed = 0
+
+    @property
+    def pending(self) -> bool:
+        """True while some CallActor is unknown."""
+        return bool(self.unknown)
+
+    def due(self, now: float) -> list[int]:
+        """Unknown CallActors to ask now (each is being asked until :meth:`failed` or
+        :meth:`resolved`)."""
+        ready = [
+            idx
+            for idx in sorted(self.unknown)
+            if idx not in self._asking and idx not in self._given_up and self._next_at[idx] <= now
+        ]
+        self._asking.update(ready)
+        return ready
+
+    def failed(self, idx: int, now: float) -> None:
+        """Asking ``idx`` failed or timed out: ask again later."""
+        self._asking.discard(idx)
+        if idx in self.unknown:
+            self._delay[idx] = min(2 * self._delay[idx], self.max_delay)
+            self._next_at[idx] = now + self._delay[idx]
+
+    def expired(self, now: float) -> list[int]:
+        """Unknown CallActors past the deadline: given up (once each); the caller applies
+        the lost-actor policy and then calls :meth:`resolved`."""
+        if now < self.deadline_at:
+            return []
+        gone = sorted(self.unknown - self._given_up)
+        self._given_up.update(gone)
+        return gone
+
+    def resolved(self, idx: int, calls: Iterable[str]) -> list[tuple[str, E]]:
+        """``idx`` is known now (it answered with ``calls``, or was given up and ``calls``
+        are its last known ones): the held events to route now, in arrival order —
+        those of ``calls``, or every one once no CallActor is unknown."""
+        if idx not in self.unknown:
+            return []
+        self.unknown.discard(idx)
+        self._asking.discard(idx)
+        if not self.unknown:
+            released, self.held = self.held, []
+            return released
+        mine = set(calls)
+        released = [entry for entry in self.held if entry[0] in mine]
+        if released:
+            self.held = [entry for entry in self.held if entry[0] not in mine]
+        return released
+
+    def hold(self, call_id: str, event: E) -> bool:
+        """Hold an event for ``call_id``, which the shard cannot route yet. False: not
+        held (no CallActor is unknown, or the hold is full): it is unroutable now."""
+        if not self.unknown:
+            return False
+        if len(self.held) >= self.max_held:
+            self.overflowed += 1
+            return False
+        self.held.append((call_id, event))
+        self.held_total += 1
+        return True

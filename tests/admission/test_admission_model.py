@@ -10,7 +10,10 @@ router, any shard and any CallActor can restart at any step:
 * shard restart: a new incarnation that re-learns its calls from what the
   CallActors hold and its unconfirmed hang-ups from durable storage (the Ray
   shell keeps them in the GCS KV store); its unacknowledged offers are
-  redelivered by the server;
+  redelivered by the server. Any CallActor's ``owned()`` may fail then: it stays
+  *unknown* to the shard (its calls held, not counted one by one, their `ended`
+  events held by the shell) until a later ask answers, or the shard gives it up
+  and hands its last known calls to the lost-actor policy;
 * CallActor crash: its calls are hung up by their shard; each ``calling.end``
   may fail, and a failed one leaves the call live on the server.
 
@@ -85,6 +88,7 @@ class AdmissionModel(RuleBasedStateMachine):
         self.live: dict[str, int] = {}  # calls live on the server -> the shard that admitted them
         self.events: list[list[str]] = [[] for _ in range(shards)]  # `ended` events not yet acked
         self.durable: list[set[str]] = [set() for _ in range(shards)]  # unconfirmed hang-ups, stored
+        self.held_events: list[list[str]] = [[] for _ in range(shards)]  # `ended` held by the shell
         self.net: list[Message] = []
         self.next_call = 0
         for s in range(shards):
@@ -128,13 +132,60 @@ class AdmissionModel(RuleBasedStateMachine):
         else:
             self._apply(s, self.shards[s].on_ask(payload))
 
+    def _holder(self, call_id: str) -> int | None:
+        return next((idx for idx, held in enumerate(self.actors) if call_id in held), None)
+
     def _end_confirmed(self, s: int, call_id: str) -> None:
+        if call_id not in self.shards[s].active and self._holder(call_id) in self.shards[s].unknown:
+            # The shell cannot route it (its CallActor is unknown): held, not dropped.
+            self.held_events[s].append(call_id)
+            RUNS["events_held"] += 1
+            return
         for idx, held in enumerate(self.actors):
             if held.pop(call_id, None) is not None:
                 self.placements[s].released(idx)
         self._apply(s, self.shards[s].ended(call_id))
 
     # --- the outside world ----------------------------------------------------------------
+
+    def _learn(self, s: int, idx: int) -> None:
+        """CallActor ``idx`` answers shard ``s``'s ask (or is given up with its last known
+        calls): the shard counts them, and the events held for them go on."""
+        calls = sorted(cid for cid, owner in self.actors[idx].items() if owner == s)
+        self._apply(s, self.shards[s].learned(idx, calls))
+        for _ in calls:
+            self.placements[s].placed_on(idx)
+        held, self.held_events[s] = self.held_events[s], []
+        for call_id in held:
+            self._end_confirmed(s, call_id)
+
+    @precondition(lambda self: any(shard.unknown for shard in self.shards))
+    @rule(shard=index, actor=index, roll=rare)
+    def owned_answers(self, shard: int, actor: int, roll: int) -> None:
+        if roll:  # (not at once: the shard works with it unknown for a while)
+            return
+        pending = [s for s in range(self.n) if self.shards[s].unknown]
+        s = pending[shard % len(pending)]
+        unknown = sorted(self.shards[s].unknown)
+        RUNS["owned_answered_late"] += 1
+        self._learn(s, unknown[actor % len(unknown)])
+
+    @precondition(lambda self: any(shard.unknown for shard in self.shards))
+    @rule(shard=index, actor=index, roll=rare, data=st.data())
+    def owned_given_up(self, shard: int, actor: int, roll: int, data: st.DataObject) -> None:
+        """The deadline passed: the last known calls get the lost-actor policy (hung up;
+        the CallActor, should it be alive, drops them)."""
+        if roll:
+            return
+        pending = [s for s in range(self.n) if self.shards[s].unknown]
+        s = pending[shard % len(pending)]
+        unknown = sorted(self.shards[s].unknown)
+        idx = unknown[actor % len(unknown)]
+        RUNS["owned_given_up"] += 1
+        self._learn(s, idx)
+        for call_id in sorted(cid for cid, owner in self.actors[idx].items() if owner == s):
+            self._hang_up(s, call_id, data.draw(st.booleans(), label=f"end {call_id} works"))
+            self.actors[idx].pop(call_id, None)
 
     @rule(shard=index, count=st.integers(1, 4))
     def offers(self, shard: int, count: int) -> None:
@@ -222,21 +273,38 @@ class AdmissionModel(RuleBasedStateMachine):
         # It asks every shard at once (the asks can be lost or late like any message).
         self.net.extend(("ask", s, self.epoch) for s in range(self.n))
 
-    @rule(shard=index, roll=rare)
-    def shard_restarts(self, shard: int, roll: int) -> None:
+    @rule(shard=index, roll=rare, answers=st.lists(st.booleans(), min_size=3, max_size=3))
+    def shard_restarts(self, shard: int, roll: int, answers: list[bool]) -> None:
+        """``answers[idx]``: CallActor ``idx`` answered ``owned()`` now (else: unknown)."""
         if roll:
             return
         RUNS["shard_restarts"] += 1
         s = shard % self.n
         old = self.shards[s]
         self.incarnations[s] += 1
-        held = {cid for actor in self.actors for cid, owner in actor.items() if owner == s}
+        asked = [idx for idx in range(len(self.actors)) if answers[idx]]
+        unknown = {idx for idx in range(len(self.actors)) if not answers[idx]}
+        held = {cid for idx in asked for cid, owner in self.actors[idx].items() if owner == s}
         self.shards[s] = ShardLeases(
-            s, self.incarnations[s], self.block, active=held, unconfirmed=set(self.durable[s])
+            s,
+            self.incarnations[s],
+            self.block,
+            active=held,
+            unconfirmed=set(self.durable[s]),
+            unknown=unknown,
         )
+        if self.shards[s].unknown:
+            RUNS["owned_failed_at_restart"] += 1
+            unasked = self.shards[s].unknown
+            hidden = [cid for idx in unasked for cid, owner in self.actors[idx].items() if owner == s]
+            RUNS["calls_hidden_at_restart"] += len(hidden)
+            RUNS["live_calls_hidden_at_restart"] += sum(1 for cid in hidden if cid in self.live)
+        # Held events were never acked: the server redelivers them to the new incarnation.
+        self.events[s].extend(self.held_events[s])
+        self.held_events[s] = []
         placement = self._placement(len(self.actors))
-        for idx, actor in enumerate(self.actors):
-            placement.recount(idx, sum(1 for owner in actor.values() if owner == s))
+        for idx in asked:
+            placement.recount(idx, sum(1 for owner in self.actors[idx].values() if owner == s))
         self.placements[s] = placement
         self._apply(s, self.shards[s].start())
         for call_id in old.waiting:  # never acked: the server offers them again
@@ -248,6 +316,11 @@ class AdmissionModel(RuleBasedStateMachine):
             return
         RUNS["call_actor_crashes"] += 1
         idx = actor % len(self.actors)
+        for s in range(self.n):
+            if idx in self.shards[s].unknown:
+                # The lost-actor policy finds it unknown: it is given up at once, with its
+                # last known calls (which the policy then hangs up, below).
+                self._learn(s, idx)
         lost, self.actors[idx] = self.actors[idx], {}
         for call_id, s in sorted(lost.items()):
             self.placements[s].released(idx)
@@ -282,8 +355,19 @@ class AdmissionModel(RuleBasedStateMachine):
 
     @invariant()
     def every_live_call_is_counted(self) -> None:
+        """By id, or (on a CallActor the shard could not ask) within its held slots."""
+        uncounted: Counter[int] = Counter()
         for call_id, s in self.live.items():
-            assert call_id in self.shards[s].active, f"{call_id} live but not counted by shard {s}"
+            if call_id in self.shards[s].active:
+                continue
+            holder = self._holder(call_id)
+            assert holder in self.shards[s].unknown, f"{call_id} live but not counted by shard {s}"
+            uncounted[s] += 1
+            RUNS["steps_with_calls_held_uncounted"] += 1
+        for s, count in uncounted.items():
+            shard = self.shards[s]
+            if shard.synced:  # (before, the router still holds the earlier incarnation's grant)
+                assert count <= shard.held, (s, count, shard.held)
 
     @invariant()
     def router_within_budget(self) -> None:
@@ -298,6 +382,7 @@ class AdmissionModel(RuleBasedStateMachine):
         for s, shard in enumerate(self.shards):
             assert shard.synced and shard.epoch == router.epoch and shard.outstanding is None
             assert not shard.waiting and not shard.unconfirmed
+            assert not shard.unknown and shard.held == 0 and not self.held_events[s]
             assert router.grants()[s] == shard.granted, (s, router.grants(), shard.granted)
             assert 0 <= shard.spare <= 2 * self.block, (s, shard.spare)
         counted = set().union(*(shard.active for shard in self.shards))
@@ -313,6 +398,9 @@ class AdmissionModel(RuleBasedStateMachine):
             elif any(self.events):
                 s = next(i for i, queue in enumerate(self.events) if queue)
                 self._end_confirmed(s, self.events[s].pop(0))
+            elif any(shard.unknown for shard in self.shards):
+                s = next(i for i, shard in enumerate(self.shards) if shard.unknown)
+                self._learn(s, min(self.shards[s].unknown))
             elif any(shard.unconfirmed for shard in self.shards):
                 s = next(i for i, shard in enumerate(self.shards) if shard.unconfirmed)
                 self._hang_up(s, sorted(self.shards[s].unconfirmed)[0], True)

@@ -17,7 +17,7 @@ from relay_actors.ray_runtime.admission import (
     Send,
     ShardLeases,
 )
-from relay_actors.ray_runtime.placement import Placement
+from relay_actors.ray_runtime.placement import Placement, RouteRebuild
 
 
 def _sent(actions: list[Any]) -> LeaseRequest:
@@ -244,3 +244,95 @@ def test_placement_round_robin_over_live_actors() -> None:
     placement.set_unavailable(0, "lost")
     placement.set_unavailable(2, "lost")
     assert placement.pick_any() is None
+
+
+# --- a restarted shard that could not ask every CallActor (``owned()`` failed) -------------
+
+
+def _restarted(ledger: LeaseLedger, known: set[str], unknown: set[int]) -> ShardLeases[str]:
+    """Shard 0's next incarnation, which learned ``known`` and could not ask ``unknown``."""
+    shard = ShardLeases[str](0, 2, block=1, active=set(known), unknown=set(unknown))
+    _synced(ledger, shard)
+    return shard
+
+
+def test_shard_restart_calls_of_an_unasked_call_actor_stay_counted() -> None:
+    # Old: `_rebuild` skipped a CallActor whose `owned()` failed or timed out (10 s): the
+    # new incarnation synced with only the calls it knew (1 of 3), the router cut its
+    # grant to 1, and 2 more offers were admitted: 5 live calls on a limit of 4.
+    ledger = LeaseLedger(4, 1, epoch=1)
+    old = ShardLeases[str](0, 1, block=1)
+    _synced(ledger, old)
+    _holding(ledger, old, 3)  # s0-c0 on CallActor 0; s0-c1, s0-c2 on CallActor 1
+    shard = _restarted(ledger, {"s0-c0"}, unknown={1})
+    assert ledger.grants() == {0: 3} and shard.granted == 3 and shard.held == 2 and shard.spare == 0
+    actions = shard.offer("n1", "n1")
+    reply = ledger.handle(_sent(actions))
+    assert reply is not None and shard.on_reply(reply) == [Admit("n1", "n1")]  # the 4th slot
+    reply = ledger.handle(_sent(shard.offer("n2", "n2")))
+    assert reply is not None and shard.on_reply(reply) == [Reject("n2", "n2")]  # not a 5th
+    # CallActor 1 answers at last: its calls are counted by id, nothing is held any more.
+    assert shard.learned(1, ["s0-c1", "s0-c2"]) == []
+    assert shard.held == 0 and shard.active == {"s0-c0", "s0-c1", "s0-c2", "n1"}
+    assert shard.learned(1, ["s0-c1"]) == []  # a late second answer changes nothing
+    assert shard.ended("s0-c1") == [] and shard.spare == 1
+
+
+def test_inherited_grant_unknown_to_a_restarted_router_waits() -> None:
+    # The router restarted too: it never heard of the earlier incarnation, so it cannot
+    # say what that grant was. The shard stays unknown to it (reserving the budget)
+    # rather than reporting a grant too small, until its CallActors have answered.
+    old = LeaseLedger(4, 1, epoch=1)
+    first = ShardLeases[str](0, 1, block=1)
+    _synced(old, first)
+    _holding(old, first, 3)
+    ledger = LeaseLedger(4, 1, epoch=2)
+    shard = ShardLeases[str](0, 2, block=1, active={"s0-c0"}, unknown={1})
+    shard.epoch = 2
+    sync = _sent(shard.start())
+    assert sync.inherit
+    reply = ledger.handle(sync)
+    assert reply is not None and reply.kind == "wait" and ledger.unknown() == [0]
+    assert shard.on_reply(reply) == [] and not shard.synced and ledger.free() == 0
+    plain = _sent(shard.learned(1, ["s0-c1", "s0-c2"]))  # answered: report in full
+    assert plain.kind == "sync" and not plain.inherit and plain.active == 3
+    reply = ledger.handle(plain)
+    assert reply is not None and shard.on_reply(reply) == []
+    assert ledger.grants() == {0: 3} and shard.synced and shard.held == 0
+
+
+def test_first_life_has_nothing_to_inherit() -> None:
+    shard = ShardLeases[str](0, 1, block=1, unknown={1})
+    assert shard.unknown == set() and not _sent(shard.start()).inherit
+
+
+def test_route_rebuild_holds_events_until_the_call_actor_answers() -> None:
+    # Old: an event for a call of a CallActor the restarted shard could not ask was
+    # routed nowhere and acked as unroutable: the handler never saw it (an `ended`
+    # never seen: a handler waiting forever, a slot never freed).
+    rebuild = RouteRebuild[str]([1, 2], now=0.0, first_delay=0.5, max_delay=2.0, deadline=30.0)
+    assert rebuild.due(0.0) == [] and rebuild.due(0.5) == [1, 2]
+    assert rebuild.due(0.6) == []  # being asked
+    rebuild.failed(1, 1.0)
+    rebuild.failed(2, 1.0)
+    assert rebuild.due(1.9) == [] and rebuild.due(2.0) == [1, 2]  # backoff: 1 s
+    rebuild.failed(1, 2.0)
+    rebuild.failed(1, 2.0)  # (twice: capped)
+    assert rebuild.hold("a", "a1") and rebuild.hold("b", "b1") and rebuild.hold("a", "a2")
+    assert rebuild.resolved(1, ["a"]) == [("a", "a1"), ("a", "a2")]  # in order
+    assert rebuild.resolved(1, ["a"]) == []  # once
+    assert rebuild.pending and rebuild.held == [("b", "b1")]
+    # The last unknown answers without "b": it is no one's, and goes on as unroutable.
+    assert rebuild.resolved(2, []) == [("b", "b1")]
+    assert not rebuild.pending and not rebuild.hold("c", "c1")
+
+
+def test_route_rebuild_is_bounded_and_gives_up_at_its_deadline() -> None:
+    rebuild = RouteRebuild[str]([3], now=10.0, deadline=60.0, max_held=2)
+    assert rebuild.hold("a", "a1") and rebuild.hold("a", "a2")
+    assert not rebuild.hold("a", "a3") and rebuild.overflowed == 1  # full: unroutable now
+    assert rebuild.expired(69.9) == []
+    assert rebuild.expired(70.0) == [3] and rebuild.expired(80.0) == []  # given up once
+    assert rebuild.due(80.0) == []  # and no longer asked
+    assert rebuild.pending  # until resolved with its last known calls
+    assert rebuild.resolved(3, ["a"]) == [("a", "a1"), ("a", "a2")]
