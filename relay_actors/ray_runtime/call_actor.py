@@ -209,6 +209,8 @@ class CallActor:
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
         self._streamed: OrderedDict[str, _Stream] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        #: (until, hang) while :meth:`owned` is made to fail (:meth:`fail_owned`).
+        self._owned_fault: tuple[float, bool] | None = None
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
         tags = {"app": self.app, "actor": str(self.index)}
@@ -679,6 +681,13 @@ class CallActor:
 
     async def owned(self, shard: int) -> dict[str, Any]:
         """What this actor holds for ``shard``: the routing state a restarted connection actor rebuilds."""
+        until = self._owned_fault[0] if self._owned_fault is not None else 0.0
+        now = asyncio.get_running_loop().time()
+        if now < until:
+            assert self._owned_fault is not None
+            if self._owned_fault[1]:  # hang: the caller's timeout fires
+                await asyncio.sleep(until - now)
+            raise RelayError("internal", "owned() fails on purpose (fault injection)")
         return {
             "calls": [
                 (cid, call.node_id) for cid, call in self.calls.items() if self.call_shard.get(cid) == shard
@@ -686,6 +695,12 @@ class CallActor:
             "dials": [tag for tag, (_, s) in self._dials.items() if s == shard],
             "messages": [mid for mid, s in self._message_shard.items() if s == shard],
         }
+
+    async def fail_owned(self, seconds: float, hang: bool = False) -> None:
+        """Fault injection for tests and drills (a Ray call, never reachable from the
+        network): :meth:`owned` fails (or, with ``hang``, answers nothing until then and
+        fails) for the next ``seconds``, as a CallActor too busy to answer would."""
+        self._owned_fault = (asyncio.get_running_loop().time() + seconds, hang)
 
     async def adopt(self, shard: int, calls: list[dict[str, Any]]) -> int:
         """Re-home calls whose CallActor died: they get ``recovered = True`` and the

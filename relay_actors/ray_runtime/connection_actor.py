@@ -64,7 +64,7 @@ from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
 from .call_actor import _where, link_stats
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
-from .placement import Placement
+from .placement import Placement, RouteRebuild
 
 __all__ = ["ConnectionActor"]
 
@@ -78,6 +78,13 @@ LEASE_TIMEOUT = 5.0
 HANGUP_RETRY_MAX = 30.0
 #: Requests CallActors send while this shard starts (no RELAY connection yet) wait, up to this many.
 MAX_EARLY_REQUESTS = 10_000
+#: A CallActor's answer to ``owned()`` (the rebuild after a restart) is awaited this long.
+OWNED_TIMEOUT = 10.0
+#: A CallActor that has not answered ``owned()`` this long after the restart is given up:
+#: the lost-actor policy applies to the calls the router last knew on it.
+REBUILD_DEADLINE = 60.0
+#: Events held meanwhile for calls this shard cannot route yet (beyond: unroutable).
+MAX_HELD_EVENTS = 10_000
 
 
 class ConnectionActor:
@@ -131,6 +138,9 @@ class ConnectionActor:
         self._unconfirmed_dirty = False
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
+        #: CallActors this (restarted) shard could not ask for their calls yet, and the
+        #: events it holds for calls it cannot route meanwhile (see :meth:`_rebuild`).
+        self.rebuild: RouteRebuild[Waiting] | None = None
         #: Requests that came before the RELAY connection existed (see :meth:`_request`).
         self._early_requests: deque[tuple[int, str, str, dict[str, Any]]] = deque()
         self._checkpoint_pending = False
@@ -190,9 +200,15 @@ class ConnectionActor:
             await self._refresh_pool()
             restarted = await self._rebuild()
             # The router's records of this shard's calls become what it holds now (a "del"
-            # batched before a kill -9 was lost with it).
-            self._router_batcher.put(("sync", list(self.routes.calls.items())))
+            # batched before a kill -9 was lost with it); those on CallActors it could not
+            # ask are kept (unknown is not "ended").
+            unknown = sorted(self.rebuild.unknown) if self.rebuild is not None else []
+            self._router_batcher.put(("sync", list(self.routes.calls.items()), unknown))
             await self._start_leases()
+            if self.rebuild is not None and self.leases is not None and not self.leases.unknown:
+                self.rebuild = None  # a first life: no earlier one placed calls anywhere
+            if self.rebuild is not None:
+                self.tasks.spawn(self._ask_unknown(), "rebuild from the CallActors that did not answer")
             self.conn = Connection(
                 settings,
                 on_event=self._on_event,
@@ -237,27 +253,37 @@ class ConnectionActor:
         return info, info.get("node_id") == self._node_id
 
     async def _rebuild(self) -> bool:
-        """Re-learn calls, dials and messages from the CallActors. True if there was anything."""
+        """Re-learn calls, dials and messages from the CallActors. True if there was anything.
+
+        A CallActor whose ``owned()`` fails or times out is *unknown*, never "holds
+        nothing": it is asked again (:meth:`_ask_unknown`), its calls' slots stay counted
+        (:class:`~relay_actors.ray_runtime.admission.ShardLeases` inherits the earlier
+        grant) and the events this shard cannot route meanwhile are held, not acked
+        as unroutable (:class:`~relay_actors.ray_runtime.placement.RouteRebuild`)."""
         found = False
         owned = await asyncio.gather(
-            *(asyncio.wait_for(handle.owned.remote(self.shard), 10.0) for handle in self.actors.values()),
+            *(
+                asyncio.wait_for(handle.owned.remote(self.shard), OWNED_TIMEOUT)
+                for handle in self.actors.values()
+            ),
             return_exceptions=True,
         )
+        failed = []
         for idx, state in zip(list(self.actors), owned, strict=True):
             if isinstance(state, BaseException):
+                log.warning(
+                    "shard %d: CallActor %d did not say what it holds (%r); asking again",
+                    self.shard,
+                    idx,
+                    state,
+                )
+                failed.append(idx)
                 continue
-            for call_id, node_id in state["calls"]:
-                self.routes.add_call(call_id, idx)
-                self.node_of[call_id] = node_id
-                self.placement.placed_on(idx)
-                found = True
-            for tag in state["dials"]:
-                self.dial_owner[tag] = idx
-                self.routes.dials.start(tag)
-                found = True
-            for message_id in state["messages"]:
-                self.msg_owner[message_id] = idx
-                found = True
+            calls = self._adopt_owned(idx, state)
+            found = found or bool(calls or state["dials"] or state["messages"])
+        if failed:
+            now = asyncio.get_running_loop().time()
+            self.rebuild = RouteRebuild(failed, now, deadline=REBUILD_DEADLINE, max_held=MAX_HELD_EVENTS)
         if found:
             log.warning(
                 "connection shard %d restarted: re-adopted %d calls, %d dials, %d messages",
@@ -267,6 +293,93 @@ class ConnectionActor:
                 len(self.msg_owner),
             )
         return found or await self.secrets.has_resume(self.shard)
+
+    def _adopt_owned(self, idx: int, state: dict[str, Any]) -> list[str]:
+        """Route to CallActor ``idx`` what it says it holds for this shard; returns the
+        ids of the calls routed (those not routed already)."""
+        calls = []
+        for call_id, node_id in state["calls"]:
+            if call_id in self.routes.calls:
+                continue
+            self.routes.add_call(call_id, idx)
+            if node_id or call_id not in self.node_of:
+                self.node_of[call_id] = node_id
+            self.placement.placed_on(idx)
+            calls.append(call_id)
+        for tag in state["dials"]:
+            self.dial_owner[tag] = idx
+            self.routes.dials.start(tag)
+        for message_id in state["messages"]:
+            self.msg_owner[message_id] = idx
+        return calls
+
+    async def _ask_unknown(self) -> None:
+        """Ask the CallActors that did not answer the rebuild again (backoff, in
+        :class:`RouteRebuild`) until each answers or the deadline passes."""
+        loop = asyncio.get_running_loop()
+        rebuild = self.rebuild
+        while rebuild is not None and rebuild.pending and rebuild is self.rebuild:
+            now = loop.time()
+            for idx in rebuild.expired(now):
+                self.tasks.spawn(self._give_up_unknown(idx), f"give up CallActor {idx}")
+            for idx in rebuild.due(now):
+                self.tasks.spawn(self._ask_owned(idx), f"ask CallActor {idx} what it holds")
+            await asyncio.sleep(0.1)
+
+    async def _ask_owned(self, idx: int) -> None:
+        rebuild = self.rebuild
+        if rebuild is None:
+            return
+        try:
+            state = await asyncio.wait_for(self.actors[idx].owned.remote(self.shard), OWNED_TIMEOUT)
+        except Exception as exc:
+            self.counters["owned_retries"] += 1
+            log.info("shard %d: CallActor %d still does not say what it holds (%r)", self.shard, idx, exc)
+            rebuild.failed(idx, asyncio.get_running_loop().time())
+            return
+        log.warning("shard %d: CallActor %d answered the rebuild at last", self.shard, idx)
+        self._learned(idx, state)
+
+    def _learned(self, idx: int, state: dict[str, Any]) -> None:
+        """CallActor ``idx`` is known now: route its calls, count them by id instead of
+        the held slots, and route the events held for them (in their order)."""
+        rebuild = self.rebuild
+        if rebuild is None or idx not in rebuild.unknown:
+            return
+        calls = self._adopt_owned(idx, state)
+        for call_id in calls:
+            self._report_add(call_id, idx)
+        if self.leases is not None:
+            self._lease_actions(self.leases.learned(idx, calls))
+        released = rebuild.resolved(idx, calls)
+        self.counters["held_events_released"] += len(released)
+        for _call_id, (event, ack_id) in released:
+            self._on_event(event, ack_id)
+
+    async def _give_up_unknown(self, idx: int) -> None:
+        """The deadline passed: the lost-actor policy, as for a CallActor that stayed
+        unreachable (it also runs :meth:`_learn_last_known` first)."""
+        self.counters["owned_given_up"] += 1
+        log.error(
+            "shard %d: CallActor %d never said what it holds; applying the lost-calls policy", self.shard, idx
+        )
+        await self.call_actor_lost(idx)
+        if self.rebuild is not None and idx in self.rebuild.unknown:
+            # (Its loss was being handled already, from before it was given up.)
+            self._learned(idx, {"calls": [], "dials": [], "messages": []})
+
+    async def _learn_last_known(self, idx: int) -> None:
+        """``idx`` is lost while still unknown: its calls are those the router last knew
+        on it for this shard (as this shard reported them), so the lost-actor policy
+        can end them and free their slots."""
+        calls: list[Any] = []
+        try:
+            calls = await asyncio.wait_for(self.router.calls_on.remote(self.shard, idx), 5.0)
+        except Exception as exc:
+            log.warning("shard %d: the router did not say what CallActor %d held (%r)", self.shard, idx, exc)
+        self._learned(
+            idx, {"calls": [(cid, self.node_of.get(cid, "")) for cid in calls], "dials": [], "messages": []}
+        )
 
     async def ready(self) -> dict[str, Any]:
         """Wait until started; raises if start-up failed."""
@@ -426,7 +539,7 @@ class ConnectionActor:
             if route is Route.AUTH_STATE:
                 self._checkpoint()
             elif route is Route.UNROUTABLE:
-                if self._ended_while_waiting(event, ack_id):
+                if self._ended_while_waiting(event, ack_id) or self._held(event, ack_id):
                     return
                 self.counters["events_unroutable"] += 1
                 orphan = self.abandoned_dials.orphan_leg(event) if self.abandoned_dials else None
@@ -435,6 +548,19 @@ class ConnectionActor:
                     what = f"hang-up of abandoned dial leg {event.call_id}"
                     self.tasks.spawn(self._end_orphan(orphan), what)
             self._ack_now(ack_id)
+
+    def _held(self, event: RelayEvent, ack_id: str | None) -> bool:
+        """An event for a call this shard cannot route while a CallActor it could not
+        ask is unknown: it may be that actor's call, so it is held (not acked) until the
+        answer comes; when the hold is full it is unroutable now (counted)."""
+        rebuild = self.rebuild
+        if rebuild is None or not event.call_id or not rebuild.pending:
+            return False
+        if rebuild.hold(event.call_id, (event, ack_id)):
+            self.counters["events_held"] += 1
+            return True
+        self.counters["events_held_overflow"] += 1
+        return False
 
     def _ended_while_waiting(self, event: RelayEvent, ack_id: str | None) -> bool:
         """A call that ended while its offer waited for a slot (the router restarting):
@@ -474,7 +600,12 @@ class ConnectionActor:
         unconfirmed = {str(cid) for cid, _node in stored}
         self.node_of.update((str(cid), str(node)) for cid, node in stored)
         self.leases = adm.ShardLeases(
-            self.shard, incarnation, lease["block"], active=set(self.routes.calls), unconfirmed=unconfirmed
+            self.shard,
+            incarnation,
+            lease["block"],
+            active=set(self.routes.calls),
+            unconfirmed=unconfirmed,
+            unknown=set(self.rebuild.unknown) if self.rebuild is not None else set(),
         )
         self.leases.epoch = lease["epoch"]
         self._lease_actions(self.leases.start())
@@ -657,6 +788,8 @@ class ConnectionActor:
         self.placement.set_unavailable(idx, "lost")
         result = {"calls": 0, "hung_up": 0, "rehomed": 0, "replaced": 0}
         try:
+            if self.rebuild is not None and idx in self.rebuild.unknown:
+                await self._learn_last_known(idx)  # lost before it said what it holds
             assert self.links is not None
             # The old session is void: the link starts afresh (a still-running old
             # incarnation learns it from the handshake and fails its requests).
@@ -998,6 +1131,9 @@ class ConnectionActor:
             "granted": self.leases.granted if self.leases is not None else 0,
             "waiting_offers": len(self.leases.waiting) if self.leases is not None else 0,
             "unconfirmed_hangups": len(self.leases.unconfirmed) if self.leases is not None else 0,
+            "held_slots": self.leases.held if self.leases is not None else 0,
+            "unknown_call_actors": len(self.rebuild.unknown) if self.rebuild is not None else 0,
+            "held_events": len(self.rebuild.held) if self.rebuild is not None else 0,
             "placed": dict(self.placed),
             "pending_dials": len(self.dial_owner),
             "tracked_messages": len(self.msg_owner),

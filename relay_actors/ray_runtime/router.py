@@ -302,8 +302,12 @@ class Router:
             elif item[0] == "sync":
                 # A (re)started shard's calls: those it no longer holds ended while it was
                 # down (their "del" died with it); without this they would stay forever.
+                # Those on CallActors it could not ask (``item[2]``) are kept: unknown is
+                # not "ended" (the shard reports them once it learns them).
                 held = dict(item[1])
-                for cid in [cid for cid, s in self.call_shard.items() if s == shard and cid not in held]:
+                unasked = set(item[2]) if len(item) > 2 else set()
+                mine = [cid for cid, s in self.call_shard.items() if s == shard]
+                for cid in [cid for cid in mine if cid not in held and self.calls.get(cid) not in unasked]:
                     self.calls.pop(cid, None)
                     self.call_shard.pop(cid, None)
                 for cid, idx in held.items():
@@ -312,6 +316,12 @@ class Router:
             else:
                 self.calls.pop(item[1], None)
                 self.call_shard.pop(item[1], None)
+
+    async def calls_on(self, shard: int, idx: int) -> list[str]:
+        """The calls ``shard`` last reported on CallActor ``idx`` (for a restarted shard
+        that could never ask that CallActor itself before it was lost)."""
+        await self._ready.wait()
+        return [cid for cid, on in self.calls.items() if on == idx and self.call_shard.get(cid) == shard]
 
     async def active(self) -> dict[str, Any]:
         """Cluster-wide counts: what tests sample to check the limit."""

@@ -1,4 +1,4 @@
-"""Requests and events across a connection-actor restart.
+"""Requests and events across a connection-actor restart (kill -9).
 
 * A handler's ``answer`` issued while its connection actor is down (kill -9) reaches
   the server once the actor is back, instead of failing (the chaos suite's rare
@@ -6,6 +6,10 @@
   handshake of the new incarnation, was resent at once to an actor that had no
   RELAY connection yet, failed twice more within milliseconds, and the handler error
   policy hung up the call).
+* A CallActor that cannot say what it holds (``owned()`` fails, by the
+  ``fail_owned`` fault hook) when the shard restarts: its calls stay counted
+  against the limit and their events are held, then delivered exactly once when
+  it answers.
 """
 
 from __future__ import annotations
@@ -106,3 +110,139 @@ async def test_answer_issued_while_the_connection_actor_restarts_is_sent_not_fai
     await eventually(lambda: _all(rec, "done", call_ids), 20, what="every handler finished")
     stats = await relay.ray_stats()
     assert stats["connections"][0]["pid"] != shard["pid"]
+
+
+def staying_handler(rec_name: str) -> Any:
+    """Answer, record every state/play event, stay until the caller hangs up."""
+
+    async def handler(call: Any) -> None:
+        rec = helpers.recorder(rec_name)
+
+        def seen(event: Any) -> None:
+            params = event.params
+            rec.event.remote(call.call_id, event.event_type, params.get("call_state") or "")
+
+        for event_type in helpers.RECORDED_TYPES:
+            call.on(event_type, seen)
+        rec.start.remote(call.call_id, {"pid": os.getpid(), "recovered": call.recovered})
+        try:
+            await call.answer()
+            await call.wait_for_ended(timeout=90)
+        finally:
+            rec.finish.remote(call.call_id)
+
+    return handler
+
+
+async def test_calls_of_a_call_actor_that_cannot_say_what_it_holds_stay_counted_and_routed(
+    make_client, emulator, recorder, app_name
+) -> None:
+    """A restarted shard whose ``owned()`` call to a CallActor fails keeps asking it; its
+    calls' slots stay counted meanwhile (no more than the limit answered), their events
+    are held, not acked as unroutable, and reach their handlers once it answers."""
+    from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+
+    limit = 6
+    rec_name, rec = recorder
+    relay = await make_client(on_call=staying_handler(rec_name), max_active_calls=limit)
+    first = emulator.core.inject_calls("office", 4, ring_timeout=60.0)
+    await eventually(lambda: _all(rec, "started", first), 20, what="every handler started")
+
+    async def answered(ids: list[str]) -> bool:
+        calls = {c["call_id"]: c for c in emulator.core.list_calls()}
+        return all(calls[cid]["state"] == "answered" for cid in ids)
+
+    await eventually(lambda: answered(first), 20, what="every call answered")
+    stats = await relay.ray_stats()
+    dump = await rec.dump.remote()
+    pid_of = {a["pid"]: a["index"] for a in stats["call_actors"]}
+    on: dict[int, list[str]] = {}
+    for cid in first:
+        on.setdefault(pid_of[dump["started"][cid][0]["pid"]], []).append(cid)
+    victim = max(on, key=lambda idx: len(on[idx]))
+    hidden = on[victim]  # the calls the restarted shard cannot learn
+    victim_actor = ray.get_actor(actor_name(app_name, "call", victim), namespace=NAMESPACE)
+    await victim_actor.fail_owned.remote(120.0)
+    shard = stats["connections"][0]
+    kill9(shard["pid"])
+
+    async def restarted_unknown() -> Any:
+        try:
+            shards = (await relay.ray_stats())["connections"]
+        except Exception:
+            return None
+        up = shards and shards[0]["pid"] != shard["pid"] and shards[0]["conn.connected"]
+        return shards[0] if up and shards[0]["unknown_call_actors"] == 1 else None
+
+    back = await eventually(restarted_unknown, 30, what="shard back, one CallActor unknown")
+    assert back["held_slots"] >= len(hidden), back
+
+    # Offers while it is unknown: its calls still count, so at most the limit is answered.
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, helpers.answered_calls(emulator))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
+    try:
+        more = emulator.core.inject_calls("office", 6, ring_timeout=60.0)
+        # (With the hidden calls not counted, 4 of these would be admitted: 8 answered.)
+        await eventually(
+            lambda: _answered_count(emulator, more, limit - len(first)), 20, what="the free slots filled"
+        )
+        # An event for a hidden call: held by the shard, not acked as unroutable.
+        emulator.core.hangup(hidden[0])
+
+        async def held() -> Any:
+            shards = (await relay.ray_stats())["connections"]
+            return shards[0]["held_events"] >= 1 and shards[0]
+
+        await eventually(held, 10, what="the hidden call's ended event held")
+        assert hidden[0] not in (await rec.dump.remote())["done"]
+        await victim_actor.fail_owned.remote(0.0)  # it answers from now on
+
+        async def learned() -> Any:
+            shards = (await relay.ray_stats())["connections"]
+            return shards[0]["unknown_call_actors"] == 0 and shards[0]
+
+        after = await eventually(learned, 20, what="the CallActor answered the rebuild")
+        assert after["held_slots"] == 0 and after["events_held"] >= 1, after
+        await eventually(lambda: _all(rec, "done", hidden[:1]), 10, what="the held ended event delivered")
+    finally:
+        sampling = False
+        await sampler
+    assert peak <= limit, peak
+
+    for call in helpers.live_calls(emulator):
+        emulator.core.hangup(call["call_id"])
+    admitted = [cid for cid in first + more if cid in (await rec.dump.remote())["started"]]
+    await eventually(lambda: _all(rec, "done", admitted), 20, what="every handler finished")
+
+    async def quiet() -> Any:
+        st = await relay.ray_stats()
+        counts = (
+            st["router"]["calls"],
+            sum(s["active_calls"] for s in st["connections"]),
+            sum(a["calls"] for a in st["call_actors"]),
+        )
+        shards = {s["shard"]: s["granted"] for s in st["connections"]}
+        agree = st["router"]["unknown_shards"] == 0 and st["router"]["grants"] == shards
+        return counts == (0, 0, 0) and agree and not helpers.live_calls(emulator) and st
+
+    st = await eventually(quiet, 20, what="nothing left after quiescence")
+    assert st["connections"][0]["held_events"] == 0 and st["connections"][0]["held_slots"] == 0
+    # Every event of every handled call reached its handler exactly once, in order.
+    sent = helpers.sent_events(emulator)
+    dump = await rec.dump.remote()
+    for cid in admitted:
+        assert dump["events"].get(cid, []) == sent.get(cid, []), (cid, cid in hidden)
+        assert len(dump["started"][cid]) == 1
+
+
+async def _answered_count(emulator: Any, ids: list[str], count: int) -> bool:
+    calls = {c["call_id"]: c for c in emulator.core.list_calls()}
+    return sum(calls[cid]["state"] == "answered" for cid in ids) >= count
