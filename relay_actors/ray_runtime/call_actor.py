@@ -209,8 +209,8 @@ class CallActor:
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
         self._streamed: OrderedDict[str, _Stream] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
-        #: (until, hang) while :meth:`owned` is made to fail (:meth:`fail_owned`).
-        self._owned_fault: tuple[float, bool] | None = None
+        #: (until, hang, cleared) while :meth:`owned` is made to fail (:meth:`fail_owned`).
+        self._owned_fault: tuple[float, bool, asyncio.Event] | None = None
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
         tags = {"app": self.app, "actor": str(self.index)}
@@ -681,12 +681,12 @@ class CallActor:
 
     async def owned(self, shard: int) -> dict[str, Any]:
         """What this actor holds for ``shard``: the routing state a restarted connection actor rebuilds."""
-        until = self._owned_fault[0] if self._owned_fault is not None else 0.0
-        now = asyncio.get_running_loop().time()
-        if now < until:
-            assert self._owned_fault is not None
-            if self._owned_fault[1]:  # hang: the caller's timeout fires
-                await asyncio.sleep(until - now)
+        fault = self._owned_fault
+        left = fault[0] - asyncio.get_running_loop().time() if fault is not None else 0.0
+        if fault is not None and left > 0:
+            if fault[1]:  # hang: no answer (the caller's timeout fires) until it ends or is cleared
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(fault[2].wait(), left)
             raise RelayError("internal", "owned() fails on purpose (fault injection)")
         return {
             "calls": [
@@ -700,7 +700,9 @@ class CallActor:
         """Fault injection for tests and drills (a Ray call, never reachable from the
         network): :meth:`owned` fails (or, with ``hang``, answers nothing until then and
         fails) for the next ``seconds``, as a CallActor too busy to answer would."""
-        self._owned_fault = (asyncio.get_running_loop().time() + seconds, hang)
+        if self._owned_fault is not None:
+            self._owned_fault[2].set()  # a hanging owned() ends now
+        self._owned_fault = (asyncio.get_running_loop().time() + seconds, hang, asyncio.Event())
 
     async def adopt(self, shard: int, calls: list[dict[str, Any]]) -> int:
         """Re-home calls whose CallActor died: they get ``recovered = True`` and the

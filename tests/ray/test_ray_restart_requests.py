@@ -18,6 +18,7 @@ import asyncio
 import os
 from typing import Any
 
+import pytest
 import ray
 import ray_helpers as helpers
 from ray_helpers import TEST_NAMESPACE, eventually, kill9
@@ -134,12 +135,14 @@ def staying_handler(rec_name: str) -> Any:
     return handler
 
 
+@pytest.mark.parametrize("hang", [False, True], ids=["fails", "times_out"])
 async def test_calls_of_a_call_actor_that_cannot_say_what_it_holds_stay_counted_and_routed(
-    make_client, emulator, recorder, app_name
+    make_client, emulator, recorder, app_name, hang
 ) -> None:
-    """A restarted shard whose ``owned()`` call to a CallActor fails keeps asking it; its
-    calls' slots stay counted meanwhile (no more than the limit answered), their events
-    are held, not acked as unroutable, and reach their handlers once it answers."""
+    """A restarted shard whose ``owned()`` call to a CallActor fails (or times out: 10 s)
+    keeps asking it; its calls' slots stay counted meanwhile (no more than the limit
+    answered), their events are held, not acked as unroutable, and reach their handlers
+    once it answers."""
     from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
     limit = 6
@@ -162,20 +165,19 @@ async def test_calls_of_a_call_actor_that_cannot_say_what_it_holds_stay_counted_
     victim = max(on, key=lambda idx: len(on[idx]))
     hidden = on[victim]  # the calls the restarted shard cannot learn
     victim_actor = ray.get_actor(actor_name(app_name, "call", victim), namespace=NAMESPACE)
-    await victim_actor.fail_owned.remote(120.0)
+    await victim_actor.fail_owned.remote(120.0, hang)
     shard = stats["connections"][0]
     kill9(shard["pid"])
 
-    async def restarted_unknown() -> Any:
+    async def restarted() -> Any:
         try:
             shards = (await relay.ray_stats())["connections"]
         except Exception:
             return None
-        up = shards and shards[0]["pid"] != shard["pid"] and shards[0]["conn.connected"]
-        return shards[0] if up and shards[0]["unknown_call_actors"] == 1 else None
+        up = shards and shards[0]["pid"] != shard["pid"] and shards[0].get("conn.connected")
+        return shards[0] if up else None
 
-    back = await eventually(restarted_unknown, 30, what="shard back, one CallActor unknown")
-    assert back["held_slots"] >= len(hidden), back
+    await eventually(restarted, 45, what="shard back")
 
     # Offers while it is unknown: its calls still count, so at most the limit is answered.
     peak = 0
@@ -190,16 +192,27 @@ async def test_calls_of_a_call_actor_that_cannot_say_what_it_holds_stay_counted_
     sampler = asyncio.get_running_loop().create_task(sample())
     try:
         more = emulator.core.inject_calls("office", 6, ring_timeout=60.0)
-        # (With the hidden calls not counted, 4 of these would be admitted: 8 answered.)
+
+        async def decided() -> Any:
+            shards = (await relay.ray_stats())["connections"]
+            done = shards[0].get("offers_admitted", 0) + shards[0].get("offers_dropped", 0)
+            return done >= len(more) and shards[0]
+
+        offers = await eventually(decided, 20, what="every new offer admitted or dropped")
+        admitted_now = offers.get("offers_admitted", 0)
         await eventually(
-            lambda: _answered_count(emulator, more, limit - len(first)), 20, what="the free slots filled"
+            lambda: _answered_count(emulator, more, admitted_now), 20, what="the admitted ones answered"
         )
+        # With the hidden calls not counted, 4 of these were admitted: 8 calls answered.
+        assert peak <= limit and admitted_now == limit - len(first), (peak, admitted_now)
+        back = (await relay.ray_stats())["connections"][0]
+        assert back.get("unknown_call_actors") == 1 and back["held_slots"] >= len(hidden), back
         # An event for a hidden call: held by the shard, not acked as unroutable.
         emulator.core.hangup(hidden[0])
 
         async def held() -> Any:
             shards = (await relay.ray_stats())["connections"]
-            return shards[0]["held_events"] >= 1 and shards[0]
+            return shards[0].get("held_events", 0) >= 1 and shards[0]
 
         await eventually(held, 10, what="the hidden call's ended event held")
         assert hidden[0] not in (await rec.dump.remote())["done"]
@@ -209,7 +222,7 @@ async def test_calls_of_a_call_actor_that_cannot_say_what_it_holds_stay_counted_
             shards = (await relay.ray_stats())["connections"]
             return shards[0]["unknown_call_actors"] == 0 and shards[0]
 
-        after = await eventually(learned, 20, what="the CallActor answered the rebuild")
+        after = await eventually(learned, 30, what="the CallActor answered the rebuild")
         assert after["held_slots"] == 0 and after["events_held"] >= 1, after
         await eventually(lambda: _all(rec, "done", hidden[:1]), 10, what="the held ended event delivered")
     finally:
