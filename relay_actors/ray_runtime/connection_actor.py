@@ -141,6 +141,8 @@ class ConnectionActor:
         #: CallActors this (restarted) shard could not ask for their calls yet, and the
         #: events it holds for calls it cannot route meanwhile (see :meth:`_rebuild`).
         self.rebuild: RouteRebuild[Waiting] | None = None
+        #: The session was not resumed while some CallActor was unknown: its calls are gone.
+        self._rebuild_session_lost = False
         #: Requests that came before the RELAY connection existed (see :meth:`_request`).
         self._early_requests: deque[tuple[int, str, str, dict[str, Any]]] = deque()
         self._checkpoint_pending = False
@@ -351,6 +353,12 @@ class ConnectionActor:
             self._report_add(call_id, idx)
         if self.leases is not None:
             self._lease_actions(self.leases.learned(idx, calls))
+        if self._rebuild_session_lost:
+            # Calls of the session the server did not resume: gone, as in _on_connected.
+            for call_id in calls:
+                self.routes.remove_call(call_id)
+                self._to(idx, (m.LOST, call_id, "session_lost"), None)
+                self._released(call_id, idx)
         released = rebuild.resolved(idx, calls)
         self.counters["held_events_released"] += len(released)
         for _call_id, (event, ack_id) in released:
@@ -398,6 +406,8 @@ class ConnectionActor:
                 self._to(idx, (m.LOST, call_id, "session_lost"), None)
                 self._released(call_id, idx)
             self.routes.calls.clear()
+        if not connected.restored and self.rebuild is not None and self.rebuild.pending:
+            self._rebuild_session_lost = True  # what the unknown CallActors hold is lost too
         self._checkpoint()
 
     def _checkpoint(self) -> None:
