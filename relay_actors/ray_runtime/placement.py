@@ -114,6 +114,11 @@ class RouteRebuild(Generic[E]):
 
     Bounded: at most ``max_held`` events are held; when full, :meth:`hold` refuses the
     event (counted in :attr:`overflowed`) and the caller treats it as unroutable now.
+
+    Not covered: an *offer* redelivered for a call of an unknown CallActor (the old
+    shard died between that CallActor's acknowledgement and its RELAY ack) looks like
+    a new call and is placed; and dial events by a tag only an unknown CallActor knows
+    are not held (offers are never held: new callers must not ring until a deadline).
     """
 
     def __init__(
