@@ -7,11 +7,7 @@ Its protocol state (state machine, actions by ``control_id``) is a sans-IO
 :meth:`CallBase._deliver`. The verbs, grouped by family, are in
 :mod:`relay_actors.verbs`.
 
-Conventions, as in the official SDK: keyword arguments default to None and
-are sent only when given; ``**kw`` extras merge into the params; a
-``control_id`` is generated when omitted; commands return the result dict,
-``{}`` when the call is already gone (404/410 is normal telephony, not an
-error); any other error raises :class:`~relay_actors.errors.RelayError`.
+The conventions every verb follows are in :mod:`relay_actors.call`.
 """
 
 from __future__ import annotations
