@@ -21,6 +21,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
 from . import eventloop
 from .backoff import Backoff
 from .call import Call
@@ -66,7 +70,8 @@ async def ivr(call: Call) -> None:
 
 
 class Progress:
-    """One progress bar: redrawn in place on a terminal, a line per quarter elsewhere."""
+    """The demo's progress: a live ``rich`` bar per kind of work on a terminal; elsewhere
+    (``ray job logs``, a pipe) one plain line per quarter, so logs stay short."""
 
     WIDTH = 30
 
@@ -77,6 +82,19 @@ class Progress:
         self.tty = self.out.isatty()
         self._quarter = -1
         self._last = ""
+        self._live: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        if self.tty:
+            self._live = RichProgress(
+                TextColumn("{task.description:<9}"),
+                BarColumn(bar_width=self.WIDTH),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.out, force_terminal=True),
+                auto_refresh=False,  # redrawn on each change, from our loop: no thread
+            )
+            self._tasks = {k: self._live.add_task(k, total=v) for k, v in self.totals.items()}
+            self._live.start()
 
     def set(self, name: str, value: int) -> None:
         if self.done[name] != value:
@@ -84,18 +102,26 @@ class Progress:
             self.draw()
 
     def draw(self, final: bool = False) -> None:
+        if self._live is not None:
+            for name, task in self._tasks.items():
+                self._live.update(task, completed=min(self.done[name], self.totals[name]))
+            self._live.refresh()
+            if final:
+                self._live.stop()
+                self._live = None
+            return
+        if self.tty:
+            return  # the bar was stopped
         total = sum(self.totals.values()) or 1
         done = sum(min(self.done[k], v) for k, v in self.totals.items())
         filled = self.WIDTH * done // total
         parts = "  ".join(f"{k} {min(self.done[k], v)}/{v}" for k, v in self.totals.items())
         line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * done // total:3d}%  {parts}"
-        if self.tty:
-            self.out.write(f"\r{line}\033[K" + ("\n" if final else ""))
-        elif (final or 4 * done // total > self._quarter) and line != self._last:
+        if (final or 4 * done // total > self._quarter) and line != self._last:
             self._quarter = 4 * done // total
             self._last = line
             self.out.write(line + "\n")
-        self.out.flush()
+            self.out.flush()
 
 
 @dataclass
