@@ -77,7 +77,14 @@ class Router:
         self._failed: BaseException | None = None
         loop = asyncio.get_running_loop()
         self._start_task = loop.create_task(self._start())
-        metrics_export.export_actor_stats("router", self.stats, {"app": self.app})
+        # The app's metrics endpoint lives here: the router lives as long as the app.
+        self.metrics = metrics_export.AppMetrics(
+            app,
+            metrics_export.MetricsConfig.from_dict(options.get("metrics")),
+            lambda: metrics_export.router_sources(app, self.shards, self, lambda: self.pool),
+        )
+        self.metrics.start()
+        self.tasks.spawn(self.metrics.run(), "metrics poll")
 
     # --- start-up and rebuild -----------------------------------------------------
 
@@ -327,7 +334,8 @@ class Router:
         }
 
     async def stats(self) -> dict[str, Any]:
-        return {**(await self.active()), **self.counters, **_where()}
+        return {**(await self.active()), **self.counters, **_where(), **self.metrics.info()}
 
     async def shutdown(self) -> None:
+        self.metrics.close()
         await self.tasks.cancel_all()
