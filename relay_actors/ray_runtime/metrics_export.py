@@ -14,6 +14,7 @@ them. What is polled and how it is labelled: :mod:`relay_actors.metrics`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from ..metrics import (
 )
 from .actor_messages import NAMESPACE, actor_name
 
-__all__ = ["AppMetrics", "MetricsConfig"]
+__all__ = ["AppComponents", "AppMetrics", "MetricsConfig"]
 
 log = logging.getLogger("relay_actors.metrics")
 #: Longest wait for one component's stats in a poll (a blocked loop must not hold the rest).
@@ -165,36 +166,38 @@ class AppMetrics:
             self.server = None
 
 
-def router_sources(app: str, shards: int, router: Any, pool: Callable[[], dict[int, Any]]) -> list[Source]:
-    """The components of one app: the router (asked in-process), its connection actors by
-    name, and the CallActors of the router's pool now."""
-    sources: list[Source] = [("router", "", "", router.stats)]
-    for shard in range(shards):
-        sources.append(("connection", str(shard), "", _by_name(actor_name(app, "connection", shard))))
-    for idx, handle in sorted(pool().items()):
-        sources.append(("call_actor", "", str(idx), handle.stats.remote))
-    return sources
+class AppComponents:
+    """The components of one app, for :class:`AppMetrics`: the router (asked in-process),
+    its connection actors by name (handles looked up once, again after a failure) and
+    the CallActors of the router's pool now."""
 
+    def __init__(self, app: str, shards: int, router: Any, pool: Callable[[], dict[int, Any]]) -> None:
+        self.app = app
+        self.shards = shards
+        self.router = router
+        self.pool = pool
+        self._handles: dict[str, Any] = {}
 
-_HANDLES: dict[str, Any] = {}
+    def __call__(self) -> list[Source]:
+        sources: list[Source] = [("router", "", "", self.router.stats)]
+        for shard in range(self.shards):
+            ask = functools.partial(self._ask, actor_name(self.app, "connection", shard))
+            sources.append(("connection", str(shard), "", ask))
+        for idx, handle in sorted(self.pool().items()):
+            sources.append(("call_actor", "", str(idx), handle.stats.remote))
+        return sources
 
-
-def _by_name(name: str) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """Ask a named actor for its stats; its handle is looked up once, again after a failure."""
-
-    async def ask() -> dict[str, Any]:
+    async def _ask(self, name: str) -> dict[str, Any]:
         import ray
 
-        handle = _HANDLES.get(name)
+        handle = self._handles.get(name)
         if handle is None:
-            handle = _HANDLES[name] = ray.get_actor(name, namespace=NAMESPACE)
+            handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
         try:
             return await handle.stats.remote()
         except Exception:
-            _HANDLES.pop(name, None)
+            self._handles.pop(name, None)
             raise
-
-    return ask
 
 
 def _node_address() -> str:

@@ -81,7 +81,7 @@ class Router:
         self.metrics = metrics_export.AppMetrics(
             app,
             metrics_export.MetricsConfig.from_dict(options.get("metrics")),
-            lambda: metrics_export.router_sources(app, self.shards, self, lambda: self.pool),
+            metrics_export.AppComponents(app, self.shards, self, lambda: self.pool),
         )
         self.metrics.start()
         self.tasks.spawn(self.metrics.run(), "metrics poll")

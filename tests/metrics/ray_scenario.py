@@ -61,7 +61,7 @@ async def main(args: argparse.Namespace) -> None:
     from relay_actors.emulator.testing import FAST_DURATIONS
     from relay_actors.ray_runtime import RayOptions
     from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
-    from relay_actors.ray_runtime.driver import metrics_endpoint
+    from relay_actors.ray_runtime.driver import app_status, metrics_endpoint
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -135,6 +135,7 @@ async def main(args: argparse.Namespace) -> None:
             "other_app": args.other_app,
             "metrics": await metrics_endpoint(args.app),
             "other_metrics": await metrics_endpoint(args.other_app),
+            "status": await app_status(args.app),
             "session_dir": ray._private.worker._global_node.get_session_dir_path(),
             "stats": await client.ray_stats(),
             "timings": timings,

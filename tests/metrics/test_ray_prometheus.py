@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay_actors.app_commands import render_status
 from relay_actors.metrics import DEFAULT_METRICS_PORT, LABELS
 
 from .promserver import MISSING, PROMETHEUS, REPO, Prometheus, free_port, grafana_expr
@@ -224,6 +225,9 @@ def test_the_documented_port_serves_the_app(env: Env) -> None:
     for doc in ("README.md", "cluster/README.md"):
         assert "9478" in (REPO / doc).read_text(), f"{doc} does not give the default metrics port"
     assert env.report["metrics"] == {"metrics_url": env.url, "metrics_error": None}
+    # `relay-actors status APP` says where it is.
+    assert env.report["status"]["metrics_url"] == env.url
+    assert f"\nmetrics {env.url}" in render_status(env.report["status"])
     m = scrape(env.url)
     labels = {"app": APP, "component": "connection", "shard": "0", "node": "127.0.0.1", "outcome": "received"}
     assert m[("relay_offers_total", tuple(sorted(labels.items())))] == CALLS
