@@ -491,7 +491,7 @@ def serve_local_metrics(client: Any, port: int | None = None, app: str = "local"
     a port in use is reported, not raised."""
     port = resolve_metrics_config(port)["port"]
     if port is None:
-        return None, "none (RELAY_METRICS_PORT=off)"
+        return None, "none (turned off)"
     try:
         server, port = serve_client_metrics(client, port, app=app)
     except OSError as exc:
