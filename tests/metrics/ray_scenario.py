@@ -15,6 +15,7 @@ Then it reads commands, one per line on stdin, and answers each with ``DONE {...
 - ``restart_actor N``: kill CallActor N of the first app (Ray restarts it) and wait
   for the new incarnation to answer;
 - ``kill_actor N``: kill CallActor N of the first app for good;
+- ``restart_router``: kill the first app's router (Ray restarts it) and wait for it;
 - ``stop_other``: stop the second app (its driver's ``disconnect()``).
 
 When stdin closes (or ``--hold`` seconds pass) it stops the apps, Ray and the emulator.
@@ -161,6 +162,21 @@ async def main(args: argparse.Namespace) -> None:
 
                 await _wait(restarted, 60, "the CallActor's restart")
                 return {"incarnation_before": before}
+            if verb == "restart_router":
+                router = ray.get_actor(actor_name(args.app, "router"), namespace=NAMESPACE)
+                before = (await router.stats.remote())["pid"]
+                ray.kill(router, no_restart=False)
+
+                async def router_back() -> bool:
+                    try:
+                        await asyncio.wait_for(router.ready.remote(), 2)
+                        now = await asyncio.wait_for(router.stats.remote(), 2)
+                    except Exception:
+                        return False
+                    return bool(now["pid"] != before)
+
+                await _wait(router_back, 60, "the router's restart")
+                return {"metrics": await metrics_endpoint(args.app)}
             if verb == "kill_actor":
                 ray.kill(call_actor(int(rest[0])), no_restart=True)
                 return {}

@@ -421,6 +421,27 @@ def test_a_killed_call_actor_disappears(env: Env) -> None:
     assert env.prom.value(f'count({{app="{APP}",component="call_actor",actor="0"}})')
 
 
+def test_the_endpoint_survives_a_router_restart_on_the_same_port(env: Env) -> None:
+    """The router serves the endpoint: its restart (a new process) binds the same port
+    again and serves every live component; its counters start again from the actors'
+    own counts (a counter reset, as documented)."""
+    done = env.scenario.command("restart_router")
+    assert done["metrics"] == {"metrics_url": env.url, "metrics_error": None}
+
+    def served() -> Scraped | None:
+        try:
+            m = scrape(env.url)
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        components = {dict(labels).get("component") for _, labels in m}
+        return m if components == {"router", "connection", "call_actor"} else None
+
+    m = poll(served, 20, "the restarted router's endpoint")
+    assert _value(m, "relay_offers_total", app=APP, component="connection", outcome="received") == CALLS
+    up = f'up{{job="relay",instance="127.0.0.1:{DEFAULT_METRICS_PORT}"}}'
+    assert env.prom.wait_value(up, 1.0, 10) == 1.0
+
+
 def test_a_stopped_app_disappears(env: Env) -> None:
     assert env.prom.value(f'count({{app="{OTHER}"}})'), "the second app not in Prometheus"
     env.scenario.command("stop_other")
