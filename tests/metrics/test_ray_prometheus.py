@@ -238,6 +238,19 @@ def test_the_documented_port_serves_the_app(env: Env) -> None:
     assert not ray_series
 
 
+def test_the_endpoint_is_on_loopback_only(env: Env) -> None:
+    """A local Ray's node address is 127.0.0.1: the endpoint listens there, not on a
+    wildcard address (read from this host's socket table: no connection made)."""
+    import psutil
+
+    listening = {
+        c.laddr.ip
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == DEFAULT_METRICS_PORT
+    }
+    assert listening == {"127.0.0.1"}
+
+
 def test_targets_are_up(env: Env) -> None:
     want = {f"127.0.0.1:{DEFAULT_METRICS_PORT}": "up", env.other_url.split("/")[2]: "up"}
 
