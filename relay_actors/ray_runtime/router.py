@@ -49,7 +49,9 @@ class Router:
         options: ``max_active_calls``, ``shards``, ``min_actors``, ``max_actors``,
             ``capacity`` (calls per CallActor), ``handlers`` (cloudpickled),
             ``call_actor`` (options passed to CallActors), ``placement``
-            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor.
+            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor,
+            ``metrics`` (the app's metrics endpoint: port, host, poll interval; see
+            :mod:`relay_actors.ray_runtime.metrics_export`).
     """
 
     def __init__(self, app: str, options: dict[str, Any]) -> None:
