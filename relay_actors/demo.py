@@ -32,8 +32,9 @@ from .client import RelayClient
 from .emulator import Emulator
 from .errors import RelayError
 from .message import Message
+from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions
-from .ray_runtime.driver import metrics_urls, node_ips, shutdown_ray
+from .ray_runtime.driver import metrics_endpoint, node_ips, shutdown_ray
 
 log = logging.getLogger("relay_actors.demo")
 
@@ -135,7 +136,7 @@ class Report:
     nodes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Seconds from each offer (``calling.call.receive`` sent) to its ``calling.answer``.
     offer_to_answer: list[float] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
+    metrics: str = "?"
 
 
 def offer_to_answer(journal: dict[str, list[dict[str, Any]]]) -> list[float]:
@@ -229,16 +230,13 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
         print(f"emulator at {emulator.url}; starting the {runtime} runtime ...", flush=True)
         async with client:
             if runtime == "local":
-                from .metrics import serve_client_metrics
-
-                metrics_server, port = serve_client_metrics(client, 0, prefix="ray_")
-                report.metrics = [f"http://127.0.0.1:{port}/metrics"]
+                metrics_server, report.metrics = serve_local_metrics(client, app="demo")
             else:
-                report.metrics = metrics_urls()
+                endpoint = await metrics_endpoint("demo")
+                report.metrics = endpoint["metrics_url"] or f"none ({endpoint['metrics_error'] or 'off'})"
             print(
                 f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
-                f"metrics at {', '.join(report.metrics) or '?'} while the demo runs"
-                + (" (ray_relay_* from Ray's first report, ~10 s in)" if runtime == "ray" else ""),
+                f"metrics at {report.metrics} while the demo runs",
                 flush=True,
             )
             progress.draw()
@@ -357,7 +355,7 @@ def render(report: Report, expected: dict[str, int], elapsed: float) -> str:
         f"errors: {total_errors}"
         + (" (" + ", ".join(f"{k} {v}" for k, v in errors.items() if v) + ")" if total_errors else ""),
         "",
-        "metrics: Prometheus text at " + (", ".join(report.metrics) or "?") + " while the demo ran"
+        f"metrics: Prometheus text at {report.metrics} while the demo ran"
         " (names: dashboards/METRICS.md; a cluster's: cluster/README.md#metrics)",
         f"dashboard: Grafana, {DASHBOARD} (provisioning: cluster/grafana/provisioning)",
         "",
