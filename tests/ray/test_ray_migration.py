@@ -17,6 +17,7 @@ runs must equal the SDK run. Deliberate differences would be listed in README's 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import time
@@ -96,10 +97,11 @@ def load_app(name: str, flavour: str) -> types.ModuleType:
 
 
 def remote_observer(rec_name: str) -> Callable[[str, str, Any], None]:
-    """``observe`` for Ray: every process (driver, CallActors) reports to one Recorder actor."""
+    """``observe`` for Ray: every process (driver, CallActors) reports to one Recorder actor,
+    with its pid."""
 
     def observe(label: str, what: str, value: Any) -> None:
-        helpers.recorder(rec_name).note.remote((label, what, value))
+        helpers.recorder(rec_name).note.remote((label, what, value, os.getpid()))
 
     return observe
 
@@ -114,6 +116,8 @@ class Run:
     notes: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
     #: Per label: the emulator's journal for its calls and messages.
     frames: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    #: Per label: the processes it was observed in.
+    pids: dict[str, set[int]] = field(default_factory=dict)
 
 
 Drive = Callable[[types.ModuleType, Emulator], Awaitable[None]]
@@ -125,7 +129,7 @@ async def run_app(name: str, flavour: str, emulator: Emulator, drive: Drive, fin
     emulator.core.journal.clear()
     module = load_app(name, flavour)
     client = module.client
-    notes: list[tuple[str, str, Any]] = []
+    notes: list[tuple[Any, ...]] = []
     recorder = None
     try:
         if flavour == "ray":
@@ -137,15 +141,15 @@ async def run_app(name: str, flavour: str, emulator: Emulator, drive: Drive, fin
             client.configure_ray(RayOptions(app=app, connections=1, min_call_actors=2, max_call_actors=2))
             ship_module_by_value(module.__name__)
         else:
-            module.observe = lambda label, what, value: notes.append((label, what, value))
+            module.observe = lambda label, what, value: notes.append((label, what, value, os.getpid()))
         await asyncio.wait_for(client.connect(), 60)
         try:
             await asyncio.wait_for(drive(module, emulator), 60)
 
-            async def collected() -> list[tuple[str, str, Any]]:
+            async def collected() -> list[tuple[Any, ...]]:
                 if recorder is not None:
                     notes[:] = [tuple(n) for n in (await recorder.dump.remote())["notes"]]
-                done = {label for label, what, _ in notes if what == "done"}
+                done = {note[0] for note in notes if note[1] == "done"}
                 return notes if done >= finishing else []
 
             await helpers.eventually(collected, 30, what=f"{name}/{flavour}: every label done")
@@ -163,12 +167,13 @@ async def run_app(name: str, flavour: str, emulator: Emulator, drive: Drive, fin
     return summarise(flavour, notes, emulator.core.journal.frames())
 
 
-def summarise(flavour: str, notes: list[tuple[str, str, Any]], journal: dict[str, list[Any]]) -> Run:
+def summarise(flavour: str, notes: list[tuple[Any, ...]], journal: dict[str, list[Any]]) -> Run:
     run = Run(flavour)
     by_label: dict[str, list[tuple[str, Any]]] = defaultdict(list)
     ids: dict[str, set[str]] = defaultdict(set)
-    for label, what, value in notes:
+    for label, what, value, pid in notes:
         by_label[label].append((what, value))
+        run.pids.setdefault(label, set()).add(pid)
         if isinstance(value, dict):
             ids[label].update(str(value[k]) for k in ("call_id", "tag", "message_id") if value.get(k))
     run.notes = {label: split_notes(normalise(seq)) for label, seq in by_label.items()}
@@ -208,7 +213,9 @@ def frames_of(journal: dict[str, list[Any]], subject_ids: set[str]) -> dict[str,
                 result = responses.get(frame.get("id"), {})
                 if _mentions(params, subject_ids) or result.get("message_id") in subject_ids:
                     requests.append({"method": method, "params": params})
-            elif entry["dir"] == "out" and method == "signalwire.event" and frame.get("id") not in seen_events:
+            elif (
+                entry["dir"] == "out" and method == "signalwire.event" and frame.get("id") not in seen_events
+            ):
                 outer = frame.get("params") or {}
                 if _mentions(outer.get("params") or {}, subject_ids):
                     seen_events.add(frame.get("id"))  # a redelivered event counts once
@@ -253,21 +260,47 @@ async def compare(
     runs = {}
     for flavour in FLAVOURS:
         started = time.monotonic()
-        runs[flavour] = await run_app(name, flavour, emulator, drive, labels if finishing is None else finishing)
+        runs[flavour] = await run_app(
+            name, flavour, emulator, drive, labels if finishing is None else finishing
+        )
         print(f"{name}/{flavour}: {time.monotonic() - started:.1f} s")
     sdk = runs["sdk"]
-    import json, os
-    if os.environ.get("MIG_DUMP"):
-        for f, r in runs.items():
-            with open(f"/tmp/mig_{name}_{f}.json", "w") as fh:
-                json.dump({"notes": r.notes, "frames": r.frames}, fh, indent=1, default=str)
     assert set(sdk.notes) == labels
     for flavour in FLAVOURS[1:]:
         run = runs[flavour]
         for label in sorted(labels):
-            assert run.notes.get(label) == sdk.notes[label], f"{name}/{flavour}/{label}: observations differ"
-            assert run.frames.get(label) == sdk.frames[label], f"{name}/{flavour}/{label}: wire frames differ"
+            where = f"{name}/{flavour}/{label}"
+            assert run.notes.get(label) == sdk.notes[label], difference(
+                where, sdk.notes[label], run.notes.get(label)
+            )
+            assert run.frames.get(label) == sdk.frames[label], difference(
+                where, sdk.frames[label], run.frames.get(label)
+            )
+    # On Ray, the handlers ran in CallActors and main() on the driver.
+    ray_run = runs["ray"]
+    for label in labels:
+        pids = ray_run.pids[label]
+        if label.startswith("driver"):
+            assert pids == {os.getpid()}, f"{name}/ray/{label} ran in {pids}, not on the driver"
+        else:
+            assert os.getpid() not in pids, f"{name}/ray/{label}: the handler ran on the driver"
     return runs
+
+
+def difference(where: str, sdk: Any, ours: Any) -> str:
+    """The first place where ``ours`` departs from the SDK's, for the assertion message."""
+    path = ""
+    while type(sdk) is type(ours) and isinstance(sdk, (dict, list)) and sdk != ours:
+        keys = list(sdk) if isinstance(sdk, dict) else list(range(max(len(sdk), len(ours))))
+        for key in keys:
+            a = sdk.get(key) if isinstance(sdk, dict) else (sdk[key] if key < len(sdk) else None)
+            b = ours.get(key) if isinstance(ours, dict) else (ours[key] if key < len(ours) else None)
+            if a != b:
+                path, sdk, ours = f"{path}[{key!r}]", a, b
+                break
+        else:
+            break
+    return f"{where}{path}: the SDK's {sdk!r} != relay_actors' {ours!r}"
 
 
 def steps(run: Run, label: str) -> dict[str, Any]:
@@ -305,7 +338,10 @@ async def test_ivr_runs_unchanged(local_ray: str, wss_emulator: Emulator) -> Non
     assert sales["menu"] == {"type": "digit", "params": {"digits": "1", "terminator": ""}}
     assert sales["connected"][0] == "connected"
     assert support["menu"]["type"] == "speech" and support["menu"]["params"]["text"] == "support"
-    assert support["account"] == ["finished", {"type": "digit", "params": {"digits": "4321", "terminator": "#"}}]
+    assert support["account"] == [
+        "finished",
+        {"type": "digit", "params": {"digits": "4321", "terminator": "#"}},
+    ]
     assert support["recorded"] == ["finished", True, "wav"]
     assert short["account"][1]["params"]["digits"] == "99"
     assert silent["menu"]["type"] == "no_input" and silent["goodbye"] == "finished"

@@ -24,8 +24,14 @@ async def leave_message(label, to_number):
     except RelayError as exc:
         observe(label, "dial failed", {"tag": tag, "-1": exc.code == -1, "404": exc.code == 404})
         return
-    observe(label, "call", {"call_id": call.call_id, "tag": call.tag, "state": call.state, "direction": call.direction})
-    call.on("calling.call.state", lambda event: observe(label, "event", ("state", event.params["call_state"])))
+    observe(
+        label,
+        "call",
+        {"call_id": call.call_id, "tag": call.tag, "state": call.state, "direction": call.direction},
+    )
+    call.on(
+        "calling.call.state", lambda event: observe(label, "event", ("state", event.params["call_state"]))
+    )
     call.on("calling.call.play", lambda event: observe(label, "event", ("play", event.params["state"])))
     call.on("calling.call.record", lambda event: observe(label, "event", ("record", event.params["state"])))
 
@@ -37,7 +43,9 @@ async def leave_message(label, to_number):
 
     record = await call.record({"format": "mp3", "direction": "both"})
     recorded = await record.wait(timeout=10)
-    observe(label, "recorded", (recorded.params["state"], recorded.params["record"]["url"].rsplit(".", 1)[-1]))
+    observe(
+        label, "recorded", (recorded.params["state"], recorded.params["record"]["url"].rsplit(".", 1)[-1])
+    )
 
     await call.hangup()
     ended = await call.wait_for_ended(timeout=10)

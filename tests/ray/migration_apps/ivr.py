@@ -32,7 +32,9 @@ def listen(call, label):
     """Listeners for every event family the IVR drives (plain and coroutine callbacks)."""
 
     def on_state(event):
-        observe(label, "event", ("state", isinstance(event, CallStateEvent), event.call_state, event.end_reason))
+        observe(
+            label, "event", ("state", isinstance(event, CallStateEvent), event.call_state, event.end_reason)
+        )
 
     async def on_play(event):
         observe(label, "event", ("play", event.params["state"]))
@@ -68,9 +70,7 @@ async def to_sales(call, label):
 
 
 async def support(call, label):
-    account = await call.collect(
-        digits={"max": 6, "terminators": "#", "digit_timeout": 5}, initial_timeout=5
-    )
+    account = await call.collect(digits={"max": 6, "terminators": "#", "digit_timeout": 5}, initial_timeout=5)
     entered = await account.wait(timeout=10)
     observe(label, "account", (entered.params["state"], entered.params["result"]))
     record = await call.record(

@@ -42,7 +42,12 @@ async def send_and_wait(label, to_number, body, tags=None):
         tags=tags,
         on_completed=lambda event: states.append("completed"),
     )
-    sent = {"message_id": message.message_id, "state": message.state, "body": message.body, "tags": message.tags}
+    sent = {
+        "message_id": message.message_id,
+        "state": message.state,
+        "body": message.body,
+        "tags": message.tags,
+    }
     observe(label, "sent", sent)
 
     async def on_state(event):
@@ -51,14 +56,20 @@ async def send_and_wait(label, to_number, body, tags=None):
     message.on(on_state)
     final = await message.wait(timeout=10)
     terminal = message.state in (MESSAGE_STATE_DELIVERED, MESSAGE_STATE_UNDELIVERED, MESSAGE_STATE_FAILED)
-    observe(label, "final", (final.params["message_state"], message.state, message.is_done, terminal, message.reason))
+    observe(
+        label,
+        "final",
+        (final.params["message_state"], message.state, message.is_done, terminal, message.reason),
+    )
     observe(label, "result", message.result is not None and message.result.params["message_state"])
     observe(label, "states", states)
 
 
 async def failing_requests(label):
     try:
-        await client.execute("calling.end", {"node_id": "nowhere", "call_id": "no-such-call", "reason": "hangup"})
+        await client.execute(
+            "calling.end", {"node_id": "nowhere", "call_id": "no-such-call", "reason": "hangup"}
+        )
         observe(label, "unknown call", "no error")
     except RelayError as exc:
         observe(label, "unknown call", codes(exc))
