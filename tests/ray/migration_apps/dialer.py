@@ -6,6 +6,8 @@ The migration test runs this text as is with the SDK, and with its import line c
 ``relay_actors`` in-process and on Ray; ``observe(label, what, value)`` is set by the test.
 """
 
+import uuid
+
 from signalwire.relay import RelayClient, RelayError
 
 client = RelayClient(contexts=["callback"])
@@ -17,10 +19,10 @@ def phone(to_number):
     return [[{"type": "phone", "params": {"from_number": "+15550001000", "to_number": to_number}}]]
 
 
-async def leave_message(label, to_number):
-    tag = "reminder " + label
+async def leave_message(label, to_number, dial_timeout=15):
+    tag = "reminder-" + str(uuid.uuid4())
     try:
-        call = await client.dial(phone(to_number), tag=tag, dial_timeout=15)
+        call = await client.dial(phone(to_number), tag=tag, dial_timeout=dial_timeout)
     except RelayError as exc:
         observe(label, "dial failed", {"tag": tag, "-1": exc.code == -1, "404": exc.code == 404})
         return
@@ -53,9 +55,10 @@ async def leave_message(label, to_number):
 
 
 async def main():
-    """From the driver: one call that answers, one that is busy."""
+    """From the driver: one call that answers, one that is busy, one nobody answers in time."""
     await leave_message("driver", "+15550004001")
     await leave_message("driver busy", "+15550004002")
+    await leave_message("driver no answer", "+15550004004", dial_timeout=0.5)
     observe("driver", "done", True)
 
 

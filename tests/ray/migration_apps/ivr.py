@@ -25,7 +25,7 @@ client = RelayClient(contexts=["ivr"])
 observe = print
 
 SALES = [[{"type": "phone", "params": {"from_number": "+15550001000", "to_number": "+15550002000"}}]]
-MENU = [{"type": "tts", "params": {"text": "For sales press 1 or say sales. For support press 2."}}]
+MENU = [{"type": "tts", "params": {"text": "Press 1 or say sales, 2 or say support, 3 to hold."}}]
 
 
 def listen(call, label):
@@ -82,6 +82,17 @@ async def support(call, label):
     observe(label, "recorded", (recorded.params["state"], record.is_done, details["url"].rsplit(".", 1)[-1]))
 
 
+async def hold(call, label):
+    """Hold music until the caller gives up; then the call is gone."""
+    music = await call.play_tts("Please hold.")
+    observe(label, "held", (await music.wait(timeout=10)).params["state"])
+    ended = await call.wait_for_ended(timeout=20)
+    observe(label, "caller hung up", (ended.call_state, ended.end_reason))
+    late = await call.play_tts("Are you still there?")
+    gone = await late.wait(timeout=5)
+    observe(label, "late play", (gone.event_type, gone.params, late.is_done))
+
+
 @client.on_call
 async def ivr(call):
     label = call.device["params"]["from_number"]
@@ -113,6 +124,8 @@ async def ivr(call):
             await to_sales(call, label)
         elif choice in ("2", "support"):
             await support(call, label)
+        elif choice == "3":
+            await hold(call, label)
         else:
             goodbye = await call.play_tts("Sorry, we did not get that. Goodbye.")
             finished = await goodbye.wait(timeout=10)
