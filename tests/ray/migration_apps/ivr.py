@@ -12,6 +12,7 @@ from signalwire.relay import (
     EVENT_CALL_COLLECT,
     EVENT_CALL_CONNECT,
     EVENT_CALL_DETECT,
+    EVENT_CALL_PLAY,
     EVENT_CALL_STATE,
     CallStateEvent,
     CollectEvent,
@@ -91,6 +92,10 @@ async def hold(call, label):
     late = await call.play_tts("Are you still there?")
     gone = await late.wait(timeout=5)
     observe(label, "late play", (gone.event_type, gone.params, late.is_done))
+    try:
+        await call.wait_for(EVENT_CALL_PLAY, timeout=0.2)
+    except asyncio.TimeoutError:
+        observe(label, "no more events", "timeout")
 
 
 @client.on_call
@@ -136,6 +141,6 @@ async def ivr(call):
         # The call is gone: like any verb on it, a second hang-up is a no-op.
         observe(label, "hangup again", await call.hangup())
     except RelayError as exc:
-        observe(label, "error", (exc.code == 404, exc.code == -1, str(exc)))
+        observe(label, "error", {"404": exc.code == 404, "client side": exc.code == -1})
     finally:
         observe(label, "done", True)
