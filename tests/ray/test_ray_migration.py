@@ -483,7 +483,13 @@ async def test_dialer_runs_unchanged(local_ray: str, wss_emulator: Emulator) -> 
 
 
 async def drive_sender(module: types.ModuleType, emulator: Emulator) -> None:
-    emulator.core.messaging.inject("sms", from_number="+15550007001", body="where is my order?")
+    emulator.core.messaging.inject(
+        "sms",
+        from_number="+15550007001",
+        body="where is my order?",
+        media=["https://example.invalid/receipt.jpg"],
+        tags=["web"],
+    )
     await module.main()
 
 
@@ -506,4 +512,13 @@ async def test_sender_runs_unchanged(local_ray: str, wss_emulator: Emulator) -> 
         assert seen["unknown call"]["404"] is True and seen["unknown call"]["gone"] is True
         assert seen["premium"]["402"] is True and seen["premium"]["4xx"] is True
         assert seen["empty"] == "ValueError"
-    assert steps(sdk, "handler")["inbound"][0] == "where is my order?"
+        assert seen["invalid"]["invalid params"] is True and seen["invalid"]["4xx"] is False
+    body, sender, direction, state, context, media, tags, _ = steps(sdk, "handler")["inbound"]
+    assert (body, sender, direction, state, context) == (
+        "where is my order?",
+        "+15550007001",
+        "inbound",
+        "received",
+        "sms",
+    )
+    assert media == ["https://example.invalid/receipt.jpg"] and tags == ["web"]

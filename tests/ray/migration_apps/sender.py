@@ -30,6 +30,7 @@ def codes(exc):
         "gone": exc.code in (404, 410),
         "4xx": 400 <= exc.code < 500,
         "client side": exc.code == -1,
+        "invalid params": exc.code == -32602,
     }
 
 
@@ -74,6 +75,11 @@ async def failing_requests(label):
     except RelayError as exc:
         observe(label, "unknown call", codes(exc))
     try:
+        await client.execute("calling.dial", {"tag": "no devices"})
+        observe(label, "invalid", "no error")
+    except RelayError as exc:
+        observe(label, "invalid", codes(exc))
+    try:
         await client.receive(["premium"])
         observe(label, "premium", "no error")
     except RelayError as exc:
@@ -100,7 +106,8 @@ async def reply(message):
     """An inbound message gets a reply, sent and tracked from the handler."""
     label = "handler"
     try:
-        observe(label, "inbound", (message.body, message.from_number, message.direction, message.state))
+        seen = (message.body, message.from_number, message.direction, message.state, message.context)
+        observe(label, "inbound", (*seen, message.media, message.tags, message.segments))
         await send_and_wait(label, message.from_number, "Thanks, we got: " + message.body)
         await failing_requests(label)
     finally:
