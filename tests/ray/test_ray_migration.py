@@ -12,8 +12,8 @@ its listeners saw, digits, error-code comparisons) and the emulator's journal pe
 message (requests received, events sent), ids and timestamps normalised; the relay_actors
 runs must equal the SDK run. A deliberate difference is a row of README's table "Differences
 from the official SDK" and is checked on both sides instead (``DELIBERATE``: a dial that
-timed out); a difference found here that was a bug has its own focused test
-(``tests/client/test_message_listeners.py``).
+times out, ``Call.wait_for()`` after the call ended); a difference found here that was a bug
+has its own focused test (``tests/client/test_message_listeners.py``).
 """
 
 from __future__ import annotations
@@ -114,10 +114,10 @@ def remote_observer(rec_name: str) -> Callable[[str, str, Any], None]:
 @dataclass
 class Run:
     flavour: str
-    #: Per label (one caller, the driver, the handler): what the app observed, in order.
-    notes: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
-    #: Per label: the emulator's journal for its calls and messages.
-    frames: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    #: Per label (one caller, the driver, the handler): what the app observed (``split_notes``).
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Per label: the emulator's journal for its calls and messages (``frames_of``).
+    frames: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Per label: the processes it was observed in.
     pids: dict[str, set[int]] = field(default_factory=dict)
 
@@ -193,7 +193,7 @@ def split_notes(seq: list[list[Any]]) -> dict[str, Any]:
     return {"steps": steps, "events": dict(heard)}
 
 
-def frames_of(journal: dict[str, list[Any]], subject_ids: set[str]) -> dict[str, list[Any]]:
+def frames_of(journal: dict[str, list[Any]], subject_ids: set[str]) -> dict[str, Any]:
     """The requests the emulator received and the events it sent for these calls and
     messages (by call id, dial tag or message id), ids and times normalised: the requests
     in order, the events in order per event type. How requests and events interleave, and
