@@ -22,7 +22,7 @@ from .action import (
     Action,
     OnCompleted,
 )
-from .errors import ArgumentError, RelayError
+from .errors import ArgumentError, CallEndedError, RelayError
 from .protocol import constants as c
 from .protocol.actions import empty_event
 from .protocol.calls import STATE_RANK, CallCore
@@ -182,7 +182,7 @@ class CallBase:
         self._actions.clear()
         for _, _, future in self._waiters:
             if not future.done():
-                future.set_exception(RelayError("call_ended", f"call {self.call_id} ended"))
+                future.set_exception(CallEndedError(f"call {self.call_id} ended"))
                 future.add_done_callback(lambda f: f.exception())
         self._waiters.clear()
 
@@ -223,10 +223,12 @@ class CallBase:
         timeout: float | None = None,
     ) -> RelayEvent:
         """The next ``event_type`` event (matching ``predicate``). Raises
-        ``asyncio.TimeoutError``, or ``RelayError("call_ended")`` if the call ends first."""
+        ``asyncio.TimeoutError`` when ``timeout`` passes; :class:`~relay_actors.errors.CallEndedError`
+        (a ``RelayError`` and an ``asyncio.TimeoutError``) at once if the call has ended or
+        ends first, since no event will come."""
         if self._core.ended:
             # Nothing more will come, state events included (``wait_for_*`` answer at once).
-            raise RelayError("call_ended", f"call {self.call_id} has ended")
+            raise CallEndedError(f"call {self.call_id} has ended")
         future: asyncio.Future[RelayEvent] = asyncio.get_running_loop().create_future()
         waiter = (event_type, predicate, future)
         self._waiters.append(waiter)

@@ -429,35 +429,9 @@ def timed_out_dial(sdk_run: Run, our_run: Run, label: str) -> None:
     assert "answered" not in _states(ours, "calling.call.dial", "dial_state")
 
 
-def wait_for_after_the_end(sdk_run: Run, our_run: Run, label: str) -> None:
-    """README, "``Call.wait_for()`` when the call ends": the SDK waits out its timeout
-    (``asyncio.TimeoutError``); relay_actors raises ``RelayError("call_ended")`` (``== -1``)
-    at once. The holding caller's handler takes another path from there: up to that point
-    both runs are the same."""
-    sdk, ours = sdk_run.notes[label], our_run.notes[label]
-    cut = [what for what, _ in sdk["steps"]].index("no more events")
-    assert sdk["steps"][cut:] == [
-        ["no more events", "timeout"],
-        ["ended", ["ended", "hangup", True]],
-        ["hangup again", {}],
-        ["done", True],
-    ]
-    assert ours["steps"] == [
-        *sdk["steps"][:cut],
-        ["error", {"404": False, "client side": True}],
-        ["done", True],
-    ]
-    assert ours["events"] == sdk["events"]
-    sdk_frames, our_frames = sdk_run.frames[label], our_run.frames[label]
-    # The SDK's two hang-ups of the gone call (each answered 404/410) are not sent.
-    assert [r["method"] for r in sdk_frames["requests"][-2:]] == ["calling.end", "calling.end"]
-    assert our_frames == {**sdk_frames, "requests": sdk_frames["requests"][:-2]}
-
-
 #: ``(app, label)`` that differ on purpose (a row of README's table "Differences from the
 #: official SDK"): checked on both sides instead of equality.
 DELIBERATE: dict[tuple[str, str], Callable[[Run, Run, str], None]] = {
-    ("ivr", HOLDING): wait_for_after_the_end,
     ("dialer", "driver no answer"): timed_out_dial,
 }
 
