@@ -86,6 +86,12 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--app", help="the app's name on Ray (default: the module's name)")
     parser.add_argument("--join", action="store_true", help="join the app if it already runs (same settings)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="if the app already runs, deploy this code to it as a rolling upgrade (same settings; new "
+        "calls go to the new code, the old CallActors drain for up to --drain-timeout s) and take it over",
+    )
     parser.add_argument("--connections", type=int, help="connection actors (shards) on Ray")
     parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
@@ -111,19 +117,21 @@ def run_main(argv: Sequence[str]) -> int:
         if args.ray or args.address or client.runtime == "ray":
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
             ship_module_by_value(module_name)
-        eventloop.run(_serve(client, args.drain_timeout, task))
+        last = eventloop.run(_serve(client, args.drain_timeout, task))
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
-        pass
-    say("stopped")
+        last = None
+    say(last or "stopped")
     return 0
 
 
 def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str) -> RayOptions:
     """The client's RayOptions with what the command line says; the app is named after
     the module unless the client or ``--app`` names it."""
-    changes: dict[str, Any] = {"join": args.join or options.join}
+    changes: dict[str, Any] = {"join": args.join or options.join, "upgrade": args.upgrade or options.upgrade}
+    if args.upgrade:
+        changes["upgrade_drain_timeout"] = args.drain_timeout
     if args.app or options.app_defaulted:
         changes["app"] = args.app or sanitize_app_name(module_name.rsplit(".", 1)[-1])
     if args.address:
@@ -146,9 +154,12 @@ def _task(module_name: str, name: str) -> Callable[[RelayClient], Awaitable[Any]
 
 async def _serve(
     client: RelayClient, drain_timeout: float, task: Callable[[RelayClient], Awaitable[Any]] | None = None
-) -> None:
+) -> str | None:
+    """Serve until a signal (or the end of ``task``); returns the line to end with, if
+    not the usual one (this driver handed its Ray app over to an upgrade)."""
     stopping = asyncio.Event()
     running: list[asyncio.Task[Any]] = []
+    runtimes: list[Any] = []
 
     async def run_task() -> None:
         assert task is not None
@@ -165,6 +176,7 @@ async def _serve(
             stopping.set()
 
     async def ready() -> None:
+        runtimes.append(client._ray)
         say(await _ready_line(client))
         if task is not None:
             running.append(asyncio.create_task(run_task()))
@@ -187,6 +199,7 @@ async def _serve(
         if not started.cancelled() and started.exception() is not None:
             name = getattr(task, "__name__", "?")
             raise RelayError("task_failed", f"--task {name}: {started.exception()}")
+    return next((rt.handed_over for rt in runtimes if rt is not None and rt.handed_over), None)
 
 
 async def _ready_line(client: RelayClient) -> str:
@@ -198,8 +211,13 @@ async def _ready_line(client: RelayClient) -> str:
     nodes = " ".join(f"{node}:{n['call_actors']}" for node, n in sorted(status["nodes"].items()))
     gcs = gcs_address()
     shards = len(status["shards"])
+    runtime = client._ray
+    upgraded = (
+        f" (upgraded: generation {runtime.generation})" if runtime is not None and runtime.generation else ""
+    )
     return (
-        f"ready: app {status['app']} on Ray {gcs}, connected to {client.host}, contexts {contexts}, "
+        f"ready: app {status['app']}{upgraded} on Ray {gcs}, connected to {client.host}, "
+        f"contexts {contexts}, "
         f"{shards} shard{'s' * (shards != 1)}, limit {status['max_active_calls']} calls, "
         f"CallActors per node {nodes or '(none)'}"
     )
