@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import time
@@ -97,7 +98,11 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
     parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
-    parser.add_argument("--log-level", default="info", help="logging level of the app (default info)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("SIGNALWIRE_LOG_LEVEL") or "info",
+        help="logging level of the app, its CallActors' too on Ray (default SIGNALWIRE_LOG_LEVEL, else info)",
+    )
     parser.add_argument(
         "--task",
         help="a coroutine function of the module, FUNC(client), run once the app is ready; when it "

@@ -2,7 +2,8 @@
 ``ray job submit`` of an app run by ``relay-actors run`` with its credentials from
 ``SIGNALWIRE_CREDENTIALS_FILE`` (on the head only), a call driven from the emulator,
 ``relay-actors status``, ``ray job stop`` (drain, clear lines), and the checks that the
-token shows nowhere in Ray's jobs API or actor listings.
+token shows nowhere in Ray's jobs API or actor listings; the handler's log records reach
+``ray job logs`` at the app's level (INFO, not DEBUG), each with its app, node and call id.
 
 The cluster runs on a loopback address of its own (127.0.0.x), every port chosen free,
 in a temp dir of its own (``RAY_TMPDIR``); every process it started is found by that
@@ -36,8 +37,12 @@ from relay_actors.emulator.testing import FAST_DURATIONS
 
 BIN = Path(sys.executable).parent
 APP = """
+import logging
+
 from relay_actors import RelayClient
 from relay_actors.ray_runtime import RayOptions
+
+log = logging.getLogger("lifeapp")
 
 client = RelayClient(contexts=["office"], scheme="ws", max_active_calls=10,
                      ray_options=RayOptions(min_call_actors=1, max_call_actors=1))
@@ -45,6 +50,8 @@ client = RelayClient(contexts=["office"], scheme="ws", max_active_calls=10,
 
 @client.on_call
 async def on_call(call):
+    log.info("answering the caller")
+    log.debug("a detail below the app's level")
     await call.answer()
     await call.hangup()
 """
@@ -284,6 +291,13 @@ def test_job_submit_with_a_credentials_file(cluster: Cluster, emulator_server: E
 
     _wait(handled, 30, "the call answered and hung up by the app")
 
+    # The handler's INFO record, in the job's logs, with its app, node and call id.
+    def logged() -> list[str]:
+        return [line for line in _job_logs(cluster, job).splitlines() if "answering the caller" in line]
+
+    (record,) = _wait(logged, 30, "the handler's log line in ray job logs")
+    assert f"INFO app=lifeapp node={cluster.ip} call_id={call_id} lifeapp: answering the caller" in record
+
     status = cluster.run("relay-actors", "status", "lifeapp", "--address", cluster.gcs, "--json")
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
@@ -305,6 +319,7 @@ def test_job_submit_with_a_credentials_file(cluster: Cluster, emulator_server: E
     logs = _job_logs(cluster, job)
     assert "relay-actors: SIGTERM: draining" in logs and "relay-actors: stopped" in logs, logs[-2000:]
     assert "Traceback" not in logs, logs[-3000:]
+    assert "a detail below the app's level" not in logs, "the app logs at INFO: no DEBUG records"
     apps = cluster.run("relay-actors", "status", "--address", cluster.gcs, "--json")
     assert apps.returncode == 0 and json.loads(apps.stdout) == [], apps.stdout
 

@@ -1,10 +1,19 @@
-"""Rolling upgrade under steady load, as a user does it: ``relay-actors run app:client --ray``
+"""Rolling upgrade and drain under steady load, as a user does it.
+
+Rolling upgrade: ``relay-actors run app:client --ray``
 serves handler v1; ``relay-actors run app:client --ray --upgrade`` (same app, same settings,
 handler v2) deploys v2 while calls keep arriving at ~15/s, each held ~1 s. Every call is
 offered once, answered once and handled by exactly one version (its TTS text says which,
 in the emulator's journal), ended by its handler (none dropped or hung up by the runtime);
 calls offered after the switch all go to v2; the v1 CallActors are retired (gone) and the
-v1 driver hands over with a clear line. Both drivers attach to the session's local Ray.
+v1 driver hands over with a clear line.
+
+Drain: SIGTERM to ``relay-actors run app:client --ray`` while calls are active and keep
+arriving; a second consumer of the context (an in-process RelayClient) is subscribed too.
+The active calls finish normally, every offer is handled once (those after the drain began
+by the other consumer), and the driver exits with the draining/stopped lines.
+
+The drivers attach to the session's local Ray (``--address``).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import ray
 import ray_helpers as helpers
 from ray_helpers import relay_actor_names
 
+from relay_actors import RelayClient
 from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
 pytestmark = pytest.mark.timeout(180)
@@ -44,7 +54,7 @@ async def on_call(call):
     await call.answer()
     action = await call.play_tts(f"handled by {{VERSION}}")
     await action.wait()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep({hold})
     await call.hangup()
 """
 
@@ -97,12 +107,21 @@ async def _start(cwd: Path, emulator: Any, app: str, *extra: str) -> Driver:
     return Driver(proc)
 
 
-def _journal_by_call(emulator: Any) -> tuple[dict[str, int], dict[str, list[str]], dict[str, int], list[str]]:
-    """Per call: offers sent, versions played, answers requested; and every end's reason."""
-    offers: Counter[str] = Counter()
-    versions: dict[str, list[str]] = defaultdict(list)
-    answers: Counter[str] = Counter()
-    ends: list[str] = []
+class Handled:
+    """What the emulator's journal shows of one call."""
+
+    def __init__(self) -> None:
+        self.offers = 0
+        self.answers = 0
+        self.versions: list[str] = []
+        self.end_reasons: list[str] = []
+        self.ended_at = 0.0
+
+
+def _journal_by_call(emulator: Any) -> dict[str, Handled]:
+    """Per call: offers sent, answers requested, versions played (the TTS text), the ends
+    the client requested (reasons) and when."""
+    calls: dict[str, Handled] = defaultdict(Handled)
     seen: set[str] = set()
     for entries in emulator.core.journal.frames().values():
         for entry in entries:
@@ -112,39 +131,76 @@ def _journal_by_call(emulator: Any) -> tuple[dict[str, int], dict[str, list[str]
             if entry["dir"] == "out" and method == "signalwire.event" and frame["id"] not in seen:
                 seen.add(frame["id"])
                 if params.get("event_type") == "calling.call.receive":
-                    offers[params["params"]["call_id"]] += 1
+                    calls[params["params"]["call_id"]].offers += 1
             elif entry["dir"] == "in" and method == "calling.answer":
-                answers[params["call_id"]] += 1
+                calls[params["call_id"]].answers += 1
             elif entry["dir"] == "in" and method == "calling.play":
                 text = str(params.get("play"))
-                versions[params["call_id"]] += [v for v in ("v1", "v2") if f"handled by {v}" in text]
+                calls[params["call_id"]].versions += [
+                    v for v in ("v1", "v2", "backup") if f"handled by {v}" in text
+                ]
             elif entry["dir"] == "in" and method == "calling.end":
-                ends.append(str(params.get("reason")))
-    return dict(offers), dict(versions), dict(answers), ends
+                calls[params["call_id"]].end_reasons.append(str(params.get("reason")))
+                calls[params["call_id"]].ended_at = entry["t"]
+    return dict(calls)
+
+
+def _check_handled_once(emulator: Any, injected: dict[str, float]) -> dict[str, Handled]:
+    """Every injected call was offered once, answered once, handled by exactly one
+    handler and ended by it (reason ``hangup``: nothing dropped or ended by the runtime)."""
+    calls = {c["call_id"]: c for c in emulator.core.list_calls()}
+    journal = _journal_by_call(emulator)
+    assert {calls[cid]["end_reason"] for cid in injected} == {"hangup"}, "ended by their handlers"
+    assert all(journal[cid].offers == 1 for cid in injected), "each offered once: none passed or re-placed"
+    assert all(journal[cid].answers == 1 for cid in injected), "each answered once"
+    assert all(len(journal[cid].versions) == 1 for cid in injected), "each handled by exactly one version"
+    assert all(journal[cid].end_reasons == ["hangup"] for cid in injected), "no call ended by the runtime"
+    return journal
+
+
+class Load:
+    """Inbound calls on "office" at ``RATE`` per second until stopped; when each came."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.injected: dict[str, float] = {}
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:  # pacing, not synchronization
+            (call_id,) = self.core.inject_calls("office", 1)
+            self.injected[call_id] = time.time()
+            await asyncio.sleep(1 / RATE)
+
+    async def reach(self, count: int, timeout: float, what: str) -> None:
+        async def reached() -> bool:
+            return len(self.injected) >= count
+
+        await helpers.eventually(reached, timeout, what=what)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def all_ended(self, timeout: float) -> None:
+        async def ended() -> bool:
+            calls = {c["call_id"]: c for c in self.core.list_calls()}
+            return all(calls[cid]["state"] == "ended" for cid in self.injected)
+
+        await helpers.eventually(ended, timeout, interval=0.2, what="every call ended")
 
 
 async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app_name, tmp_path) -> None:
     for version in ("v1", "v2"):
         (tmp_path / version).mkdir()
-        (tmp_path / version / "upapp.py").write_text(APP.format(version=version))
-    core = emulator.core
-    injected: dict[str, float] = {}
-    loading = asyncio.Event()
+        (tmp_path / version / "upapp.py").write_text(APP.format(version=version, hold=1.0))
+    load: Load | None = None
     v1 = v2 = None
-
-    async def load() -> None:
-        # A steady stream of inbound calls (pacing, not synchronization).
-        while loading.is_set():
-            (call_id,) = core.inject_calls("office", 1)
-            injected[call_id] = time.time()
-            await asyncio.sleep(1 / RATE)
-
     try:
         v1 = await _start(tmp_path / "v1", emulator, app_name, "--ray")
         await v1.line("relay-actors: ready:", 90)
-        loading.set()
-        loader = asyncio.create_task(load())
-        await helpers.eventually(lambda: _at_least(injected, 30), 30, what="v1 under load")
+        load = Load(emulator.core)
+        await load.reach(30, 30, "v1 under load")
         v2 = await _start(tmp_path / "v2", emulator, app_name, "--ray", "--upgrade", "--drain-timeout", "60")
         ready = await v2.line("relay-actors: ready:", 120)
         switched = time.time()
@@ -153,26 +209,15 @@ async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app
         handed = await v1.line("relay-actors: handed over:", 15)
         assert f"app {app_name} was upgraded to generation 1" in handed and "the app runs on" in handed
         assert await asyncio.wait_for(v1.proc.wait(), 30) == 0
-        after = len(injected)
-        await helpers.eventually(lambda: _at_least(injected, after + 45), 30, what="v2 under load")
-        loading.clear()
-        await asyncio.wait_for(loader, 5)
-
-        async def all_ended() -> bool:
-            calls = {c["call_id"]: c for c in core.list_calls()}
-            return all(calls[cid]["state"] == "ended" for cid in injected)
-
-        await helpers.eventually(all_ended, 60, interval=0.2, what="every call ended")
-        calls = {c["call_id"]: c for c in core.list_calls()}
-        offers, versions, answers, ends = _journal_by_call(emulator)
-        assert {calls[cid]["end_reason"] for cid in injected} == {"hangup"}, "ended by their handlers"
-        assert all(offers.get(cid) == 1 for cid in injected), "each offered once: none passed or re-placed"
-        assert all(answers.get(cid) == 1 for cid in injected), "each answered once"
-        assert all(len(versions.get(cid, [])) == 1 for cid in injected), "each handled by exactly one version"
-        assert set(ends) == {"hangup"}, "the runtime hung up no call"
-        by_version = Counter(versions[cid][0] for cid in injected)
+        await load.reach(len(load.injected) + 45, 30, "v2 under load")
+        await load.stop()
+        await load.all_ended(60)
+        journal = _check_handled_once(emulator, load.injected)
+        by_version = Counter(journal[cid].versions[0] for cid in load.injected)
         assert by_version["v1"] >= 30 and by_version["v2"] >= 45, by_version
-        late_v1 = [cid for cid, t in injected.items() if t > switched and versions[cid] == ["v1"]]
+        late_v1 = [
+            cid for cid, t in load.injected.items() if t > switched and journal[cid].versions == ["v1"]
+        ]
         assert not late_v1, f"{len(late_v1)} calls offered after the switch went to v1"
 
         # The v1 CallActors are retired: stopped, not lost.
@@ -198,7 +243,8 @@ async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app
         assert await asyncio.wait_for(v2.proc.wait(), 30) == 0
         assert relay_actor_names(app_name) == []
     finally:
-        loading.clear()
+        if load is not None:
+            await load.stop()
         for driver in (v1, v2):
             if driver is not None:
                 await driver.stop()
@@ -206,9 +252,65 @@ async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
 
 
-async def _at_least(items: dict[str, float], count: int) -> bool:
-    return len(items) >= count
-
-
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_sigterm_drains_active_calls_and_offers_go_to_the_other_consumer(
+    local_ray, emulator, app_name, tmp_path
+) -> None:
+    (tmp_path / "upapp.py").write_text(APP.format(version="v1", hold=2.0))
+    backup = RelayClient(
+        project=emulator.project, token=emulator.token, host=emulator.host, scheme="ws", contexts=["office"]
+    )
+
+    @backup.on_call
+    async def on_call(call: Any) -> None:
+        await call.answer()
+        action = await call.play_tts("handled by backup")
+        await action.wait()
+        await call.hangup()
+
+    load: Load | None = None
+    driver = None
+    try:
+        driver = await _start(tmp_path, emulator, app_name, "--ray", "--drain-timeout", "30")
+        await driver.line("relay-actors: ready:", 90)
+        await backup.connect()
+        load = Load(emulator.core)
+        await load.reach(30, 30, "both consumers under load")
+        sigterm = time.time()
+        driver.proc.send_signal(signal.SIGTERM)
+        await driver.line("relay-actors: SIGTERM: draining", 15)
+
+        async def only_backup_subscribed() -> bool:
+            return len(emulator.core.subscribers("office")) == 1
+
+        await helpers.eventually(only_backup_subscribed, 15, what="the app's session unsubscribed")
+        drained = time.time()
+        await load.reach(len(load.injected) + 20, 15, "offers during the drain")
+        await load.stop()
+        await driver.line("relay-actors: stopped", 60)
+        assert await asyncio.wait_for(driver.proc.wait(), 30) == 0
+        await load.all_ended(30)
+        journal = _check_handled_once(emulator, load.injected)
+        by_version = Counter(journal[cid].versions[0] for cid in load.injected)
+        assert by_version["v1"] >= 5 and by_version["backup"] >= 20, by_version
+        late = [
+            cid for cid, t in load.injected.items() if t > drained and journal[cid].versions != ["backup"]
+        ]
+        assert not late, f"{len(late)} offers after the drain began went to the draining app"
+        finished = [cid for cid in load.injected if journal[cid].versions == ["v1"]]
+        assert any(journal[cid].ended_at > sigterm + 0.5 for cid in finished), (
+            "calls active at SIGTERM finished"
+        )
+        assert "relay-actors: stopped" in driver.lines[-1], driver.lines[-5:]
+        assert relay_actor_names(app_name) == []
+    finally:
+        if load is not None:
+            await load.stop()
+        await backup.disconnect()
+        if driver is not None:
+            await driver.stop()
+        for name in relay_actor_names(app_name):
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
