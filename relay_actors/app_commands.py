@@ -295,7 +295,8 @@ def render_apps(apps: list[dict[str, Any]]) -> str:
 
 def render_status(s: dict[str, Any]) -> str:
     lines = [
-        f"app {s['app']}  state {s['state']}  age {_age(s.get('created'))}"
+        f"app {s['app']}  state {s['state']}  generation {s.get('generation', 0)}"
+        f"  age {_age(s.get('created'))}"
         f"  contexts {','.join(s['contexts'] or [])}",
         f"active calls {s['active_calls']} / {s['max_active_calls']} (leased {s['leased']})",
         "",
@@ -330,11 +331,12 @@ def render_status(s: dict[str, Any]) -> str:
         ),
         "",
         _table(
-            ["CALLACTOR", "NODE", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
+            ["CALLACTOR", "NODE", "GEN", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
             [
                 [
                     r["index"],
                     r["node"],
+                    f"{r.get('generation', 0)}{' retiring' if r.get('retiring') else ''}",
                     r["calls"],
                     r["capacity"],
                     f"{100 * r['calls'] / r['capacity']:.0f}%" if r["capacity"] else "-",

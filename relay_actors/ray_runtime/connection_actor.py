@@ -947,9 +947,12 @@ class ConnectionActor:
         info = await self.router.generations_info.remote()
         return {int(idx): int(gen) for idx, gen in info["actors"].items()}
 
-    async def call_actor_busy(self, idx: int) -> int:
+    async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
         """What this shard still has with CallActor ``idx``: calls routed there, dials it
-        owns, items it has not acknowledged (0: it may be retired)."""
+        owns, items it has not acknowledged (0: it may be retired). A shard that missed
+        the news of ``generation`` (the router's current) learns it here first."""
+        if generation > max(self.placement.generation.values(), default=0):
+            await self._refresh_pool()
         calls = sum(1 for owner in self.routes.calls.values() if owner == idx)
         dials = sum(1 for owner in self.dial_owner.values() if owner == idx)
         session = self.links.sessions.get(idx) if self.links is not None else None

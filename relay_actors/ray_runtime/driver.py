@@ -1052,6 +1052,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
 
     router_stats = await ask("router", router.stats.remote()) if router is not None else None
     pool = await ask("router", router.pool_info.remote()) if router is not None else None
+    generations = await ask("router", router.generations_info.remote()) if router is not None else None
+    generations = generations or {"generation": 0, "actors": {}, "retiring": []}
     shards = int((record or {}).get("connections", 1))
     conn_handles = [(i, _actor_or_none(actor_name(app, "connection", i))) for i in range(shards)]
     conn_stats = await asyncio.gather(
@@ -1101,6 +1103,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
             "calls": stats.get("calls", 0),
             "capacity": capacity.get(stats["index"], 0),
             "handler_tasks": stats.get("handler_tasks", 0),
+            "generation": generations["actors"].get(stats["index"], 0),
+            "retiring": stats["index"] in generations["retiring"],
         }
         actor_rows.append(row)
         per_node = nodes.setdefault(node, {"call_actors": 0, "calls": 0})
@@ -1114,6 +1118,7 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         "created": (record or {}).get("created"),
         "driver": (record or {}).get("driver"),
         "contexts": (record or {}).get("contexts"),
+        "generation": generations["generation"],
         # The shards' own counts are current; the router learns of calls in batches.
         "active_calls": max((router_stats or {}).get("calls", 0), sum(r["active_calls"] for r in shard_rows)),
         "max_active_calls": (router_stats or {}).get("budget", (record or {}).get("max_active_calls")),

@@ -398,8 +398,7 @@ class Router:
         generation goes on serving, untouched."""
         await self._ready.wait()
         async with self._upgrade_lock:
-            old = self._current()
-            count = max(self.min_actors, min(len(old), self.max_actors))
+            count = max(self.min_actors, min(len(self._current()), self.max_actors))
             created: dict[int, Any] = {}
             generation = self.generation + 1
             for _ in range(count):
@@ -425,10 +424,20 @@ class Router:
                 self.loads[idx] = health["calls"]
             self._admitting.difference_update(created)
             deadline = time.time() + drain_timeout
-            for idx in old:
-                self.retiring[idx] = deadline
+            # Every older CallActor (also one a scale-up made meanwhile) retires.
+            for idx in self.pool:
+                if self.generations.get(idx, 0) < generation:
+                    self.retiring.setdefault(idx, deadline)
             await self._save_generations()
             told = await self._tell_shards_within("refresh_pool")
+            if len(told) < self.shards:
+                # They learn it at the next retirement check (see call_actor_busy).
+                log.warning(
+                    "app %r: shards %s not told of generation %d yet",
+                    self.app,
+                    sorted(set(range(self.shards)) - set(told)),
+                    generation,
+                )
             self.counters["upgrades"] += 1
             log.warning(
                 "app %r: generation %d serves on CallActors %s; retiring %s (drain up to %g s)",
@@ -513,7 +522,7 @@ class Router:
             return False
         if stats.get("calls") or stats.get("handler_tasks") or stats.get("pending_dials"):
             return False
-        busy = await self._tell_shards_within("call_actor_busy", idx)
+        busy = await self._tell_shards_within("call_actor_busy", idx, self.generation)
         return len(busy) == self.shards and not any(busy.values())
 
     async def _remove_retired(self, idx: int) -> None:

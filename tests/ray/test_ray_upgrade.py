@@ -33,6 +33,8 @@ import ray_helpers as helpers
 from ray_helpers import relay_actor_names
 
 from relay_actors import RelayClient
+from relay_actors.errors import RelayError
+from relay_actors.ray_runtime import app_status, kvstore
 from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
 pytestmark = pytest.mark.timeout(180)
@@ -205,6 +207,9 @@ async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app
         ready = await v2.line("relay-actors: ready:", 120)
         switched = time.time()
         assert "(upgraded: generation 1)" in ready, ready
+        status = await app_status(app_name)
+        assert status["generation"] == 1
+        assert sorted(r["index"] for r in status["call_actors"] if r["generation"] == 1) == [2, 3]
         # The v1 driver sees its app taken over and exits, leaving it running.
         handed = await v1.line("relay-actors: handed over:", 15)
         assert f"app {app_name} was upgraded to generation 1" in handed and "the app runs on" in handed
@@ -314,3 +319,61 @@ async def test_sigterm_drains_active_calls_and_offers_go_to_the_other_consumer(
             await driver.stop()
         for name in relay_actor_names(app_name):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+class _Unloadable:
+    """A global of the new handler that cannot be unpickled where it runs (as a missing
+    dependency would make the new code fail to load in the CallActors)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ())
+
+
+def _refuse() -> None:
+    raise RuntimeError("v2 does not load here")
+
+
+UNLOADABLE = _Unloadable()
+
+
+async def _unloadable_handler(call: Any) -> None:
+    assert UNLOADABLE is not None
+    await call.answer()
+
+
+async def test_an_upgrade_that_does_not_load_or_changes_settings_leaves_the_app_alone(
+    make_client, emulator, recorder, app_name
+) -> None:
+    rec_name, rec = recorder
+    await make_client(on_call=helpers.recording_handler(rec_name), ray_options={"app": app_name})
+    names = relay_actor_names(app_name)
+    record = kvstore.get_sync(kvstore.record_key(app_name))
+
+    other = await make_client(
+        connect=False,
+        max_active_calls=7,
+        on_call=_unloadable_handler,
+        ray_options={"app": app_name, "upgrade": True},
+    )
+    with pytest.raises(RelayError) as mismatch:
+        await other.connect()
+    assert mismatch.value.code == "app_config_mismatch" and "changes the handlers' code only" in str(
+        mismatch.value
+    )
+
+    broken = await make_client(
+        connect=False, on_call=_unloadable_handler, ray_options={"app": app_name, "upgrade": True}
+    )
+    with pytest.raises(RelayError) as failed:
+        await broken.connect()
+    assert failed.value.code == "upgrade_failed", failed.value
+    assert "generation 0 goes on serving" in failed.value.message, failed.value.message
+    assert relay_actor_names(app_name) == names, "the failed generation's CallActors are gone"
+    assert kvstore.get_sync(kvstore.record_key(app_name)) == record, "the app stays its owner's"
+    (call_id,) = emulator.core.inject_calls("office", 1)
+
+    async def handled() -> Any:
+        dump = await rec.dump.remote()
+        return call_id in dump["started"]
+
+    await helpers.eventually(handled, 15, what="a call handled by the running version")
