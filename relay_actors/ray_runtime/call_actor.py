@@ -84,6 +84,9 @@ def _configure_logging(options: dict[str, Any]) -> None:
     (Ray forwards this process's stderr to the driver: ``ray job logs``)."""
     import ray
 
+    from .job_logs import show_in_job
+
+    show_in_job(str(options.get("log_job") or ""))
     logcontext.configure_call_actor(options.get("log_level"), ray.util.get_node_ip_address())
 
 

@@ -61,6 +61,7 @@ from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
 from .call_actor import _where, link_stats
+from .job_logs import show_in_job
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .placement import Placement
 
@@ -945,6 +946,8 @@ class ConnectionActor:
     async def _call_actor_generations(self) -> dict[int, int]:
         """CallActor index → the code generation it runs, as the router has it."""
         info = await self.router.generations_info.remote()
+        # Upgraded: the new owner's job shows this actor's output (see job_logs).
+        show_in_job(str(info.get("log_job") or ""))
         return {int(idx): int(gen) for idx, gen in info["actors"].items()}
 
     async def call_actor_busy(self, idx: int, generation: int = 0) -> int:

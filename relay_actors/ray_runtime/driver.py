@@ -182,6 +182,9 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     our own (``address="local"``: never the cluster some other ``ray start`` left on
     this machine). Raises ``RelayError("ray_auth")`` in one line when the cluster wants
     Ray's token authentication and this process does not have it."""
+    from .job_logs import keep_per_call_lines
+
+    keep_per_call_lines()
     import ray
 
     if ray.is_initialized():
@@ -640,6 +643,8 @@ class RayRuntime:
 
     def _call_actor_options(self) -> dict[str, Any]:
         """What CallActors are given besides the handlers (no secrets)."""
+        import ray
+
         return {
             "handler_timeout": self.client_options.get("handler_timeout"),
             "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
@@ -652,6 +657,9 @@ class RayRuntime:
             # ``logging.basicConfig``, ``SIGNALWIRE_LOG_LEVEL`` through
             # ``configure_logging()``): the handlers log at it in the CallActors too.
             "log_level": logging.getLogger().getEffectiveLevel(),
+            # This driver's job: the CallActors' output shows in its logs (ray job logs),
+            # also when they are made later (an upgrade's, the router's scale-ups).
+            "log_job": ray.get_runtime_context().get_job_id(),
         }
 
     def _create_actors(self) -> None:

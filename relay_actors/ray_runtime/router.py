@@ -41,6 +41,7 @@ from . import kvstore, metrics_export
 from .actor_messages import NAMESPACE, actor_name
 from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
+from .job_logs import show_in_job
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
 
@@ -384,6 +385,8 @@ class Router:
             "generation": self.generation,
             "actors": {idx: gen for idx, gen in self.generations.items() if idx not in self._admitting},
             "retiring": sorted(self.retiring),
+            # The job of the driver that owns the app now (whose logs show the actors').
+            "log_job": self.call_actor_options.get("log_job") if self.generation else None,
         }
 
     async def upgrade(
@@ -419,6 +422,7 @@ class Router:
                     f"generation {self.generation} goes on serving",
                 ) from None
             self.generation, self.handlers, self.call_actor_options = generation, handlers, call_actor
+            show_in_job(str(call_actor.get("log_job") or ""))
             for (idx, _), health in zip(created.items(), healths, strict=True):
                 self.incarnations[idx] = health["incarnation"]
                 self.loads[idx] = health["calls"]
@@ -586,6 +590,7 @@ class Router:
         if state.get("handlers"):
             self.handlers = base64.b64decode(state["handlers"])
             self.call_actor_options = dict(state["call_actor"])
+            show_in_job(str(self.call_actor_options.get("log_job") or ""))
 
     def _generations_state(self) -> dict[str, Any]:
         return {

@@ -6,7 +6,8 @@ handler v2) deploys v2 while calls keep arriving at ~15/s, each held ~1 s. Every
 offered once, answered once and handled by exactly one version (its TTS text says which,
 in the emulator's journal), ended by its handler (none dropped or hung up by the runtime);
 calls offered after the switch all go to v2; the v1 CallActors are retired (gone) and the
-v1 driver hands over with a clear line.
+v1 driver hands over with a clear line; the v2 handlers' log lines, one per call with its
+call id, show in the v2 driver's output (its Ray job's logs).
 
 Drain: SIGTERM to ``relay-actors run app:client --ray`` while calls are active and keep
 arriving; a second consumer of the context (an in-process RelayClient) is subscribed too.
@@ -41,6 +42,7 @@ pytestmark = pytest.mark.timeout(180)
 
 APP = """
 import asyncio
+import logging
 
 from relay_actors import RelayClient
 from relay_actors.ray_runtime import RayOptions
@@ -53,6 +55,7 @@ client = RelayClient(contexts=["office"], max_active_calls=300, handler_timeout=
 
 @client.on_call
 async def on_call(call):
+    logging.getLogger("upapp").info("answering as %s", VERSION)
     await call.answer()
     action = await call.play_tts(f"handled by {{VERSION}}")
     await action.wait()
@@ -224,6 +227,22 @@ async def test_rolling_upgrade_under_load_drops_no_call(local_ray, emulator, app
             cid for cid, t in load.injected.items() if t > switched and journal[cid].versions == ["v1"]
         ]
         assert not late_v1, f"{len(late_v1)} calls offered after the switch went to v1"
+
+        # The new owner's output (its job's logs) has each v2 call's handler line.
+        v2_calls = [cid for cid in load.injected if journal[cid].versions == ["v2"]]
+
+        async def logged() -> list[str]:
+            text = "\n".join(v2.lines)
+            return [cid for cid in v2_calls if f"call_id={cid} upapp: answering as v2" not in text]
+
+        async def all_logged() -> bool:
+            return not await logged()
+
+        try:
+            await helpers.eventually(all_logged, 20, interval=0.2, what="the v2 handlers' lines")
+        except TimeoutError:
+            missing = len(await logged())
+            raise AssertionError(f"{missing} of {len(v2_calls)} v2 calls not in its logs") from None
 
         # The v1 CallActors are retired: stopped, not lost.
         def call_actors() -> list[str]:
