@@ -396,3 +396,49 @@ async def test_an_upgrade_that_does_not_load_or_changes_settings_leaves_the_app_
         return call_id in dump["started"]
 
     await helpers.eventually(handled, 15, what="a call handled by the running version")
+
+
+async def test_calls_outlasting_the_drain_timeout_are_hung_up_and_the_old_owner_leaves_the_app(
+    make_client, emulator, recorder, app_name
+) -> None:
+    rec_name, rec = recorder
+    old = await make_client(
+        on_call=helpers.recording_handler(rec_name, stay=True, hangup=False), ray_options={"app": app_name}
+    )
+    core = emulator.core
+    (held,) = core.inject_calls("office", 1)
+
+    async def started(call_id: str) -> bool:
+        return call_id in (await rec.dump.remote())["started"]
+
+    await helpers.eventually(lambda: started(held), 15, what="the v1 call up")
+    # The API form of an upgrade: RayOptions(upgrade=True), here with a short drain.
+    new = await make_client(
+        on_call=helpers.recording_handler(rec_name),
+        ray_options={"app": app_name, "upgrade": True, "upgrade_drain_timeout": 1.0},
+    )
+    assert new._ray is not None and new._ray.owner and new._ray.generation == 1
+    assert old._ray is not None and not await old._ray._still_ours(), "the app is the new driver's"
+    (fresh,) = core.inject_calls("office", 1)
+
+    async def ended(call_id: str) -> str | None:
+        call = next(c for c in core.list_calls() if c["call_id"] == call_id)
+        return call["end_reason"] if call["state"] == "ended" else None
+
+    # v2 answers, plays and hangs up; v1 would have waited for the caller.
+    assert await helpers.eventually(lambda: ended(fresh), 15, what="the v2 call handled") == "hangup"
+    assert await helpers.eventually(lambda: ended(held), 20, what="the held call hung up") == "hangup"
+    router = ray.get_actor(actor_name(app_name, "router"), namespace=NAMESPACE)
+
+    async def retired() -> Any:
+        stats = await router.stats.remote()
+        return stats if stats.get("call_actors_retired") == 2 else None
+
+    stats = await helpers.eventually(retired, 20, what="the v1 CallActors retired")
+    assert stats["calls_hung_up_drain_timeout"] == 1 and not stats.get("call_actor_restarts")
+    assert sorted(n for n in relay_actor_names(app_name) if ":call:" in n) == [
+        actor_name(app_name, "call", i) for i in (2, 3)
+    ]
+    # The old owner's disconnect leaves the app (now the new driver's) running.
+    await old.disconnect()
+    assert len(relay_actor_names(app_name)) == 4
