@@ -497,6 +497,13 @@ class RayRuntime:
                 f"or pool; {_describe(record)}): an upgrade changes the handlers' code only. Stop it "
                 f"first (relay-actors stop {app}) or pass a different RayOptions(app=...)",
             )
+        if record.get("local_ray"):
+            raise RelayError(
+                "upgrade_refused",
+                f"Ray app {app!r} runs on a local Ray its driver started ({_describe(record)}), which "
+                "ends with that driver: it cannot be handed over. Run apps to upgrade on a cluster "
+                "(ray start --head; relay-actors run --address HOST:PORT)",
+            )
         self.record = record
         self.router = self._get(self._name("router"))
         self.connections = [
@@ -614,6 +621,8 @@ class RayRuntime:
             "fingerprint": fingerprint,
             "settings_fingerprint": self._settings_fingerprint(),
             "owner": self.owner_id,
+            # A local Ray this driver started ends with it: such an app cannot be handed over.
+            "local_ray": self.started_ray,
             "driver": self._driver_info(),
             "host": self.settings.host,
             "contexts": list(self.settings.contexts),

@@ -51,4 +51,4 @@ def keep_per_call_lines() -> None:
     # Read when Ray is imported, which it may be by now.
     ray_logging = sys.modules.get("ray._private.ray_logging")
     if ray_logging is not None and hasattr(ray_logging, "RAY_DEDUP_LOGS"):
-        ray_logging.RAY_DEDUP_LOGS = False
+        setattr(ray_logging, "RAY_DEDUP_LOGS", False)  # noqa: B010 (a module's constant)

@@ -38,7 +38,7 @@ from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import app_status, kvstore
 from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(120)
 
 APP = """
 import asyncio
