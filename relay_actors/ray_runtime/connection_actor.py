@@ -963,7 +963,11 @@ class ConnectionActor:
 
     async def forget_call_actor(self, idx: int) -> bool:
         """The router retires CallActor ``idx`` (an older generation, drained): stop
-        linking to it and never place on it again, so its stop is not a loss here."""
+        linking to it and never place on it again, so its stop is not a loss here.
+        False (nothing done) if this shard has something with it after all: checked and
+        done in one step of this actor's loop, so no call can slip in between."""
+        if await self.call_actor_busy(idx):
+            return False
         self.retired_call_actors.add(idx)
         self.actors.pop(idx, None)
         self.placement.forget(idx)

@@ -531,12 +531,13 @@ class Router:
 
     async def _remove_retired(self, idx: int) -> None:
         """Every shard forgets CallActor ``idx`` (so its end is no loss to them), then it
-        is shut down and killed; a shard that cannot be told keeps it for the next try."""
+        is shut down and killed; while a shard cannot be told, or still has something
+        with it, it stays (retiring) for the next try."""
         import ray
 
         told = await self._tell_shards_within("forget_call_actor", idx)
-        if len(told) < self.shards:
-            return
+        if len(told) < self.shards or not all(told.values()):
+            return  # a shard is busy with it after all, or did not answer: next time
         handle = self.pool.pop(idx, None)
         self.retiring.pop(idx, None)
         self.generations.pop(idx, None)
