@@ -29,6 +29,7 @@ import orjson
 from . import eventloop
 from .client import RelayClient
 from .errors import RelayError
+from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
 from .ray_runtime.driver import gcs_address, ship_module_by_value
 
@@ -97,6 +98,12 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
     parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of the app's Prometheus endpoint on Ray (default RELAY_METRICS_PORT, else 9478; "
+        "0: any free port; -1: none)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
     parser.add_argument(
         "--log-level",
@@ -119,10 +126,18 @@ def run_main(argv: Sequence[str]) -> int:
     try:
         client, module_name = load_client(args.target)
         task = _task(module_name, args.task) if args.task else None
+        metrics_server, metrics_where = None, ""
         if args.ray or args.address or client.runtime == "ray":
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
             ship_module_by_value(module_name)
-        last = eventloop.run(_serve(client, args.drain_timeout, task))
+        else:  # the router serves an app's metrics on Ray; in-process, this process does
+            app = sanitize_app_name(module_name.rsplit(".", 1)[-1])
+            metrics_server, metrics_where = serve_local_metrics(client, args.metrics_port, app=app)
+        try:
+            last = eventloop.run(_serve(client, args.drain_timeout, task, metrics_where))
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
@@ -141,7 +156,7 @@ def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str
         changes["app"] = args.app or sanitize_app_name(module_name.rsplit(".", 1)[-1])
     if args.address:
         changes["address"] = args.address
-    for name in ("connections", "min_call_actors", "max_call_actors"):
+    for name in ("connections", "min_call_actors", "max_call_actors", "metrics_port"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.placement:
@@ -158,7 +173,10 @@ def _task(module_name: str, name: str) -> Callable[[RelayClient], Awaitable[Any]
 
 
 async def _serve(
-    client: RelayClient, drain_timeout: float, task: Callable[[RelayClient], Awaitable[Any]] | None = None
+    client: RelayClient,
+    drain_timeout: float,
+    task: Callable[[RelayClient], Awaitable[Any]] | None = None,
+    metrics_where: str = "",
 ) -> str | None:
     """Serve until a signal (or the end of ``task``); returns the line to end with, if
     not the usual one (this driver handed its Ray app over to an upgrade)."""
@@ -182,7 +200,7 @@ async def _serve(
 
     async def ready() -> None:
         runtimes.append(client._ray)
-        say(await _ready_line(client))
+        say(await _ready_line(client, metrics_where))
         if task is not None:
             running.append(asyncio.create_task(run_task()))
         loop = asyncio.get_running_loop()
@@ -207,11 +225,14 @@ async def _serve(
     return next((rt.handed_over for rt in runtimes if rt is not None and rt.handed_over), None)
 
 
-async def _ready_line(client: RelayClient) -> str:
+async def _ready_line(client: RelayClient, metrics_where: str = "") -> str:
     contexts = ",".join(client.contexts) or "(none)"
     if client.runtime != "ray":
         protocol = client.relay_protocol
-        return f"ready: in-process, connected to {client.host} (protocol {protocol}), contexts {contexts}"
+        return (
+            f"ready: in-process, connected to {client.host} (protocol {protocol}), contexts {contexts}, "
+            f"metrics {metrics_where or 'none'}"
+        )
     status = await app_status(client.ray_options.name)
     nodes = " ".join(f"{node}:{n['call_actors']}" for node, n in sorted(status["nodes"].items()))
     gcs = gcs_address()
@@ -224,8 +245,14 @@ async def _ready_line(client: RelayClient) -> str:
         f"ready: app {status['app']}{upgraded} on Ray {gcs}, connected to {client.host}, "
         f"contexts {contexts}, "
         f"{shards} shard{'s' * (shards != 1)}, limit {status['max_active_calls']} calls, "
-        f"CallActors per node {nodes or '(none)'}"
+        f"CallActors per node {nodes or '(none)'}, {_metrics(status)}"
     )
+
+
+def _metrics(status: dict[str, Any]) -> str:
+    if status.get("metrics_url"):
+        return f"metrics {status['metrics_url']}"
+    return f"no metrics endpoint ({status.get('metrics_error') or 'turned off'})"
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -354,6 +381,7 @@ def render_status(s: dict[str, Any]) -> str:
             or "-"
         ),
         "errors: " + (", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"),
+        _metrics(s),
     ]
     if s["unreachable"]:
         lines.append("unreachable: " + ", ".join(s["unreachable"]))

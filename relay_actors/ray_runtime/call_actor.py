@@ -45,7 +45,7 @@ from ..protocol.events import RelayEvent, parse_event
 from ..protocol.messages import MessageTracker
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
-from . import link_tls, metrics_export
+from . import link_tls
 from .actor_link import LinkHub, LinkServer
 from .driver import STREAM_LOST
 from .link_protocol import LinkError, LinkSession
@@ -224,8 +224,6 @@ class CallActor:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
-        tags = {"app": self.app, "actor": str(self.index)}
-        metrics_export.export_actor_stats("call_actor", self.stats, tags)
         # The app's own code, from the driver through Ray (an actor argument, behind Ray's
         # token auth) — never bytes from a socket of ours: the links carry only JSON.
         with self.unpickling():

@@ -56,7 +56,7 @@ from ..protocol.session import Connected
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
 from . import admission as adm
-from . import kvstore, link_tls, metrics_export
+from . import kvstore, link_tls
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
@@ -132,8 +132,6 @@ class ConnectionActor:
         self._failed: BaseException | None = None
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
-        tags = {"app": self.app, "shard": str(self.shard)}
-        metrics_export.export_actor_stats("connection", self.stats, tags)
 
     # --- start-up and recovery ----------------------------------------------------
 

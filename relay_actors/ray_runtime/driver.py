@@ -49,6 +49,7 @@ from ..call import Call
 from ..config import Settings, is_loopback
 from ..errors import ArgumentError, RelayError
 from ..message import Message
+from ..metrics import resolve_metrics_config
 from ..protocol import constants as c
 from ..protocol.calls import CallCore
 from ..protocol.events import parse_event
@@ -128,6 +129,13 @@ class RayOptions:
             it over; with no app running, start it as usual.
         upgrade_drain_timeout: how long the previous generation's calls may go on
             after an upgrade before they are hung up.
+        metrics_port: the port of the app's metrics endpoint, served by its router
+            (``http://<router node>:<port>/metrics``): default ``RELAY_METRICS_PORT``,
+            else 9478; 0 for any free port (``relay-actors status`` shows it), -1 for
+            none. Each app on a node needs its own.
+        metrics_host: the address it binds: default ``RELAY_METRICS_HOST``, else the
+            router node's address (127.0.0.1 for a local Ray); ``0.0.0.0`` only if
+            you mean every interface.
     """
 
     app: str | None = None
@@ -141,6 +149,8 @@ class RayOptions:
     on_call_actor_lost: str = "hangup"
     address: str | None = None
     control_resource: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     upgrade: bool = False
     upgrade_drain_timeout: float = 300.0
@@ -160,6 +170,8 @@ class RayOptions:
             raise ArgumentError("join and upgrade exclude each other: join shares the running code")
         if self.on_call_actor_lost not in ("hangup", "rehome"):
             raise ArgumentError("on_call_actor_lost must be 'hangup' or 'rehome'")
+        if self.metrics_port is not None and not -1 <= self.metrics_port <= 65535:
+            raise ArgumentError(f"metrics_port must be 0..65535 (or -1 for none), not {self.metrics_port}")
         if not isinstance(self.app, str) or not _APP_NAME.match(self.app):
             raise ArgumentError(
                 f"app must be a simple name (letters, digits, '_', '-', '.'; up to 63), not {self.app!r}"
@@ -170,6 +182,11 @@ class RayOptions:
         """The app's name (always set after construction)."""
         assert self.app is not None
         return self.app
+
+    def metrics_config(self) -> dict[str, Any]:
+        """The endpoint's settings as the router gets them: these options, else the
+        driver's environment (actors do not see it), else the defaults."""
+        return resolve_metrics_config(self.metrics_port, self.metrics_host)
 
 
 # --- attaching to Ray ---------------------------------------------------------------------
@@ -684,6 +701,7 @@ class RayRuntime:
             "placement": self.options.placement,
             "num_cpus": self.options.call_actor_cpus,
             "handlers": handlers,
+            "metrics": self.options.metrics_config(),
             "call_actor": self._call_actor_options(),
         }
         from .router import Router
@@ -1145,6 +1163,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         "nodes": nodes,
         "errors": dict(sorted(errors.items())),
         "unreachable": unreachable,
+        "metrics_url": (router_stats or {}).get("metrics_url"),
+        "metrics_error": (router_stats or {}).get("metrics_error"),
     }
 
 
@@ -1162,15 +1182,14 @@ def node_ips() -> dict[str, str]:
         return {}
 
 
-def metrics_urls() -> list[str]:
-    """The metrics endpoint of Ray's agent on every live node."""
-    import ray
-
-    return [
-        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-        for n in ray.nodes()
-        if n.get("Alive") and n.get("MetricsExportPort")
-    ]
+async def metrics_endpoint(app: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``metrics_url`` of the app's endpoint (None if it has none) and ``metrics_error``
+    (why not), as its router says."""
+    router = _actor_or_none(actor_name(app, "router"))
+    if router is None:
+        return {"metrics_url": None, "metrics_error": f"app {app!r} has no router"}
+    stats = await _call(router.stats.remote(), timeout)
+    return {"metrics_url": stats.get("metrics_url"), "metrics_error": stats.get("metrics_error")}
 
 
 def gcs_address() -> str:

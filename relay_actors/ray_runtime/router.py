@@ -63,7 +63,9 @@ class Router:
         options: ``max_active_calls``, ``shards``, ``min_actors``, ``max_actors``,
             ``capacity`` (calls per CallActor), ``handlers`` (cloudpickled),
             ``call_actor`` (options passed to CallActors), ``placement``
-            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor.
+            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor,
+            ``metrics`` (the app's metrics endpoint: port, host, poll interval; see
+            :mod:`relay_actors.ray_runtime.metrics_export`).
     """
 
     def __init__(self, app: str, options: dict[str, Any]) -> None:
@@ -107,7 +109,14 @@ class Router:
         self._save_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         self._start_task = loop.create_task(self._start())
-        metrics_export.export_actor_stats("router", self.stats, {"app": self.app})
+        # The app's metrics endpoint lives here: the router lives as long as the app.
+        self.metrics = metrics_export.AppMetrics(
+            app,
+            metrics_export.MetricsConfig.from_dict(options.get("metrics")),
+            metrics_export.AppComponents(app, self.shards, self, lambda: self.pool),
+        )
+        self.metrics.start()
+        self.tasks.spawn(self.metrics.run(), "metrics poll")
 
     # --- start-up and rebuild -----------------------------------------------------
 
@@ -371,9 +380,10 @@ class Router:
         }
 
     async def stats(self) -> dict[str, Any]:
-        return {**(await self.active()), **self.counters, **_where()}
+        return {**(await self.active()), **self.counters, **_where(), **self.metrics.info()}
 
     async def shutdown(self) -> None:
+        self.metrics.close()
         await self.tasks.cancel_all()
 
     # --- rolling upgrade ----------------------------------------------------------------
