@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import time
@@ -87,6 +88,12 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--app", help="the app's name on Ray (default: the module's name)")
     parser.add_argument("--join", action="store_true", help="join the app if it already runs (same settings)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="if the app already runs, deploy this code to it as a rolling upgrade (same settings; new "
+        "calls go to the new code, the old CallActors drain for up to --drain-timeout s) and take it over",
+    )
     parser.add_argument("--connections", type=int, help="connection actors (shards) on Ray")
     parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
@@ -98,7 +105,11 @@ def _run_parser() -> argparse.ArgumentParser:
         "0: any free port; -1: none)",
     )
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
-    parser.add_argument("--log-level", default="info", help="logging level of the app (default info)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("SIGNALWIRE_LOG_LEVEL") or "info",
+        help="logging level of the app, its CallActors' too on Ray (default SIGNALWIRE_LOG_LEVEL, else info)",
+    )
     parser.add_argument(
         "--task",
         help="a coroutine function of the module, FUNC(client), run once the app is ready; when it "
@@ -123,22 +134,24 @@ def run_main(argv: Sequence[str]) -> int:
             app = sanitize_app_name(module_name.rsplit(".", 1)[-1])
             metrics_server, metrics_where = serve_local_metrics(client, args.metrics_port, app=app)
         try:
-            eventloop.run(_serve(client, args.drain_timeout, task, metrics_where))
+            last = eventloop.run(_serve(client, args.drain_timeout, task, metrics_where))
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
-        pass
-    say("stopped")
+        last = None
+    say(last or "stopped")
     return 0
 
 
 def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str) -> RayOptions:
     """The client's RayOptions with what the command line says; the app is named after
     the module unless the client or ``--app`` names it."""
-    changes: dict[str, Any] = {"join": args.join or options.join}
+    changes: dict[str, Any] = {"join": args.join or options.join, "upgrade": args.upgrade or options.upgrade}
+    if args.upgrade:
+        changes["upgrade_drain_timeout"] = args.drain_timeout
     if args.app or options.app_defaulted:
         changes["app"] = args.app or sanitize_app_name(module_name.rsplit(".", 1)[-1])
     if args.address:
@@ -164,9 +177,12 @@ async def _serve(
     drain_timeout: float,
     task: Callable[[RelayClient], Awaitable[Any]] | None = None,
     metrics_where: str = "",
-) -> None:
+) -> str | None:
+    """Serve until a signal (or the end of ``task``); returns the line to end with, if
+    not the usual one (this driver handed its Ray app over to an upgrade)."""
     stopping = asyncio.Event()
     running: list[asyncio.Task[Any]] = []
+    runtimes: list[Any] = []
 
     async def run_task() -> None:
         assert task is not None
@@ -183,6 +199,7 @@ async def _serve(
             stopping.set()
 
     async def ready() -> None:
+        runtimes.append(client._ray)
         say(await _ready_line(client, metrics_where))
         if task is not None:
             running.append(asyncio.create_task(run_task()))
@@ -205,6 +222,7 @@ async def _serve(
         if not started.cancelled() and started.exception() is not None:
             name = getattr(task, "__name__", "?")
             raise RelayError("task_failed", f"--task {name}: {started.exception()}")
+    return next((rt.handed_over for rt in runtimes if rt is not None and rt.handed_over), None)
 
 
 async def _ready_line(client: RelayClient, metrics_where: str = "") -> str:
@@ -219,8 +237,13 @@ async def _ready_line(client: RelayClient, metrics_where: str = "") -> str:
     nodes = " ".join(f"{node}:{n['call_actors']}" for node, n in sorted(status["nodes"].items()))
     gcs = gcs_address()
     shards = len(status["shards"])
+    runtime = client._ray
+    upgraded = (
+        f" (upgraded: generation {runtime.generation})" if runtime is not None and runtime.generation else ""
+    )
     return (
-        f"ready: app {status['app']} on Ray {gcs}, connected to {client.host}, contexts {contexts}, "
+        f"ready: app {status['app']}{upgraded} on Ray {gcs}, connected to {client.host}, "
+        f"contexts {contexts}, "
         f"{shards} shard{'s' * (shards != 1)}, limit {status['max_active_calls']} calls, "
         f"CallActors per node {nodes or '(none)'}, {_metrics(status)}"
     )
@@ -299,7 +322,8 @@ def render_apps(apps: list[dict[str, Any]]) -> str:
 
 def render_status(s: dict[str, Any]) -> str:
     lines = [
-        f"app {s['app']}  state {s['state']}  age {_age(s.get('created'))}"
+        f"app {s['app']}  state {s['state']}  generation {s.get('generation', 0)}"
+        f"  age {_age(s.get('created'))}"
         f"  contexts {','.join(s['contexts'] or [])}",
         f"active calls {s['active_calls']} / {s['max_active_calls']} (leased {s['leased']})",
         "",
@@ -334,11 +358,12 @@ def render_status(s: dict[str, Any]) -> str:
         ),
         "",
         _table(
-            ["CALLACTOR", "NODE", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
+            ["CALLACTOR", "NODE", "GEN", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
             [
                 [
                     r["index"],
                     r["node"],
+                    f"{r.get('generation', 0)}{' retiring' if r.get('retiring') else ''}",
                     r["calls"],
                     r["capacity"],
                     f"{100 * r['calls'] / r['capacity']:.0f}%" if r["capacity"] else "-",

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from ray import cloudpickle
 
+from .. import logcontext
 from ..call import Call, _device_lists
 from ..config import context_list, updated_contexts
 from ..dialing import await_dial, winner
@@ -76,6 +77,17 @@ def _where() -> dict[str, Any]:
     import ray
 
     return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _configure_logging(options: dict[str, Any]) -> None:
+    """The handlers log at the app's level, each record with its app, node and call id
+    (Ray forwards this process's stderr to the driver: ``ray job logs``)."""
+    import ray
+
+    from .job_logs import show_in_job
+
+    show_in_job(str(options.get("log_job") or ""))
+    logcontext.configure_call_actor(options.get("log_level"), ray.util.get_node_ip_address())
 
 
 def current_host() -> CallActor | None:
@@ -167,12 +179,13 @@ class CallActor:
         index: this actor's number in the pool.
         handlers: cloudpickled ``{"on_call": ..., "on_message": ...}``.
         options: ``capacity`` (calls at most), ``handler_timeout``, ``on_handler_error``, ``request_timeout``,
-            ``dial_timeout``, ``shards`` (number of connection actors).
+            ``dial_timeout``, ``shards`` (number of connection actors), ``log_level`` (the app's).
     """
 
     def __init__(self, app: str, index: int, handlers: bytes, options: dict[str, Any]) -> None:
         global _HOST
         _HOST = self
+        _configure_logging(options)
         self.app = app
         self.index = index
         self.incarnation = ""  # the link server's, once it is up
