@@ -159,6 +159,13 @@ _DEFS = [
     _g("relay_call_actors", "CallActors in the app's pool."),
     _g("relay_call_actor_load", "Calls the router has placed on each CallActor (tag actor)."),
     _c("relay_call_actors_created", "CallActors the router created."),
+    _c("relay_call_actors_retired", "CallActors of an older code generation retired after a rolling upgrade."),
+    _c(
+        "relay_drain_deadline_ends",
+        "Calls hung up, and messages no longer followed, because their retiring CallActor's drain "
+        "deadline passed (rolling upgrade), by kind.",
+        "kind",
+    ),
     _c("relay_call_actor_restarts", "CallActor restarts the router noticed (a new incarnation)."),
     _c("relay_slots_leased", "Admission slots leased to connection actors."),
     _c("relay_slots_returned", "Admission slots given back by connection actors."),
@@ -253,6 +260,7 @@ _COMMON: _Map = {
     "tracked_messages": ("relay_tracked_messages", {}),
     "events_unroutable": ("relay_events_unroutable", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
+    "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"kind": "message"}),
     "calls_lost_actor": ("relay_lost_actor_calls", {"outcome": "lost"}),
     "calls_hung_up_lost_actor": ("relay_lost_actor_calls", {"outcome": "hung_up"}),
     "calls_rehomed": ("relay_lost_actor_calls", {"outcome": "rehomed"}),
@@ -276,10 +284,15 @@ _COMMON: _Map = {
     "server_disconnects": ("relay_server_disconnects", {}),
 }
 _BY_COMPONENT: dict[str, _Map] = {
+    # The router counts these too (the sum of the shards' answers): the shards' are exported.
+    "connection": {
+        "calls_hung_up_drain_timeout": ("relay_drain_deadline_ends", {"kind": "call"}),
+    },
     "router": {
         "calls": ("relay_active_calls", {}),
         "actors": ("relay_call_actors", {}),
         "actors_created": ("relay_call_actors_created", {}),
+        "call_actors_retired": ("relay_call_actors_retired", {}),
         "call_actor_restarts": ("relay_call_actor_restarts", {}),
         "slots_leased": ("relay_slots_leased", {}),
         "slots_returned": ("relay_slots_returned", {}),

@@ -956,8 +956,11 @@ class ConnectionActor:
             await self._refresh_pool()
         calls = sum(1 for owner in self.routes.calls.values() if owner == idx)
         dials = sum(1 for owner in self.dial_owner.values() if owner == idx)
+        # A message it sent still waits for its delivery states: they must reach it.
+        messages = sum(1 for owner in self.msg_owner.values() if owner == idx)
         session = self.links.sessions.get(idx) if self.links is not None else None
-        return calls + dials + (len(session.unacknowledged()) if session is not None else 0)
+        unacked = len(session.unacknowledged()) if session is not None else 0
+        return calls + dials + messages + unacked
 
     async def forget_call_actor(self, idx: int) -> bool:
         """The router retires CallActor ``idx`` (an older generation, drained): stop
@@ -992,6 +995,20 @@ class ConnectionActor:
         for cid in call_ids:
             self.tasks.spawn(end(cid), f"hang-up of {cid} at its drain deadline")
         self.counters["calls_hung_up_drain_timeout"] += len(call_ids)
+        # Messages still without a final state by now will not hold the retirement up:
+        # their later states are dropped (and counted) like those of any unknown message.
+        waiting = [mid for mid, owner in self.msg_owner.items() if owner == idx]
+        for mid in waiting:
+            del self.msg_owner[mid]
+        if waiting:
+            self.counters["messages_untracked_drain_timeout"] += len(waiting)
+            log.warning(
+                "shard %d: %d messages of CallActor %d had no final state at its drain deadline; "
+                "their later states are dropped",
+                self.shard,
+                len(waiting),
+                idx,
+            )
         return len(call_ids)
 
     # --- introspection and shutdown ---------------------------------------------------
