@@ -163,8 +163,8 @@ _DEFS = [
     _c(
         "relay_drain_deadline_ends",
         "Calls hung up, and messages no longer followed, because their retiring CallActor's drain "
-        "deadline passed (rolling upgrade), by kind.",
-        "kind",
+        "deadline passed (rolling upgrade): outcome hung_up (calls) or untracked (messages).",
+        "outcome",
     ),
     _c("relay_call_actor_restarts", "CallActor restarts the router noticed (a new incarnation)."),
     _c("relay_slots_leased", "Admission slots leased to connection actors."),
@@ -260,7 +260,7 @@ _COMMON: _Map = {
     "tracked_messages": ("relay_tracked_messages", {}),
     "events_unroutable": ("relay_events_unroutable", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
-    "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"kind": "message"}),
+    "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "untracked"}),
     "calls_lost_actor": ("relay_lost_actor_calls", {"outcome": "lost"}),
     "calls_hung_up_lost_actor": ("relay_lost_actor_calls", {"outcome": "hung_up"}),
     "calls_rehomed": ("relay_lost_actor_calls", {"outcome": "rehomed"}),
@@ -286,7 +286,7 @@ _COMMON: _Map = {
 _BY_COMPONENT: dict[str, _Map] = {
     # The router counts these too (the sum of the shards' answers): the shards' are exported.
     "connection": {
-        "calls_hung_up_drain_timeout": ("relay_drain_deadline_ends", {"kind": "call"}),
+        "calls_hung_up_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "hung_up"}),
     },
     "router": {
         "calls": ("relay_active_calls", {}),
