@@ -141,10 +141,10 @@ class _ShardLink:
 
     __slots__ = ("actor", "shard", "tasks")
 
-    def __init__(self, actor: CallActor, shard: int, tasks: BackgroundTasks) -> None:
+    def __init__(self, actor: CallActor, shard: int) -> None:
         self.actor = actor
         self.shard = shard
-        self.tasks = tasks
+        self.tasks = actor.tasks
 
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return await self.actor.request(self.shard, method, params)
@@ -225,7 +225,7 @@ class CallActor:
         self.service = BackgroundTasks()
         self.service.spawn(self._serve_links(), "link server")
         #: The lane of each connection shard.
-        self.links = [_ShardLink(self, s, self.tasks) for s in range(self.shards)]
+        self.links = [_ShardLink(self, s) for s in range(self.shards)]
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
