@@ -1,10 +1,11 @@
 """``RelayClient``: the public client, with the official SDK's surface.
 
 In-process mode (this module): one :class:`~relay_actors.connection.Connection`
-feeds every event through the sans-IO :class:`~relay_actors.protocol.routing.EventRouter`
-to :class:`~relay_actors.call.Call` and :class:`~relay_actors.message.Message`
-objects in the same event loop; handlers run as tasks. The Ray runtime reuses
-the same Call API, with the connection in its own actor.
+feeds every event to the client's :class:`~relay_actors.call_host.CallHost`, which
+routes it to :class:`~relay_actors.call.Call` and :class:`~relay_actors.message.Message`
+objects in the same event loop and runs the handlers as tasks. On Ray the same
+call host runs in every CallActor (and on the driver, for its dialled calls and
+sent messages), with the connection in its own actor.
 """
 
 from __future__ import annotations

@@ -6,10 +6,12 @@ the app's connection actors (:mod:`relay_actors.ray_runtime.actor_link`: a priva
 socket for those on its node, TLS with the app's certificate for the others,
 both behind the link's mutual handshake); they send it batches of items
 (:mod:`relay_actors.ray_runtime.actor_messages`): offers, events, results, acknowledged
-once applied; it sends back batches of requests. Each call is a regular
-:class:`~relay_actors.call.Call` whose commands travel through
-:class:`_ShardLink`, so the user's ``on_call`` handler is the same code that
-runs in-process.
+once applied; it sends back batches of requests. Its calls, dials, messages
+and handler runs are a :class:`~relay_actors.call_host.CallHost`'s, the one the
+in-process client uses, fed the items as they come; each call is a regular
+:class:`~relay_actors.call.Call` whose commands travel through the
+:class:`_ShardLink` of its shard, so the user's ``on_call`` handler is the same
+code that runs in-process.
 
 Inside a CallActor, the app's own ``RelayClient`` (the one the handlers refer to:
 unpickled with them, or built while their module is imported here) is an
