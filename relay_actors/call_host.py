@@ -39,7 +39,6 @@ from .handlers import run_call_handler, run_message_handler
 from .message import Message
 from .protocol import constants as c
 from .protocol.calls import CallCore
-from .protocol.dials import DialOutcome
 from .protocol.events import RelayEvent
 from .protocol.messages import MessageRecord
 from .protocol.routing import EventRouter, Route
@@ -135,7 +134,8 @@ class CallHost:
         self.messages: dict[str, Message] = {}
         self._message_lanes: dict[str, CallControl] = {}
         self._dials: dict[str, tuple[asyncio.Future[Call], CallControl]] = {}
-        #: Dials given up on (timeout, cancel): their late legs are ended once each.
+        #: Dials given up on (timeout, cancel): their late legs are ended once each, by
+        #: :meth:`feed` (a runtime that routes elsewhere is told through its transport).
         self.abandoned_dials = AbandonedDials(ABANDONED_DIALS_KEPT)
 
     @property
@@ -156,8 +156,8 @@ class CallHost:
         elif route is Route.DIAL_LEG:
             self.dial_leg(self.transport.lane(), event.params)._deliver(event)
         elif route is Route.DIAL_DONE:
-            outcome: DialOutcome = routed.dial  # type: ignore[assignment]
-            self.dial_done(outcome.tag, outcome.answered, outcome.call)
+            assert routed.dial is not None
+            self.dial_done(routed.dial.tag, routed.dial.answered, routed.dial.call)
         elif route is Route.MESSAGE_STATE:
             assert routed.message is not None
             self._apply_message_state(routed.message, event, routed.message_done)
