@@ -45,7 +45,8 @@ EventHandler = Callable[[RelayEvent], Any]
 
 
 class CallControl(Protocol):
-    """What a Call needs from its host: a way to execute requests, and a task set."""
+    """What a Call needs from its host: a way to execute requests, and a task set. A
+    control may also have ``release_call(call_id)``: a passed call is then forgotten."""
 
     tasks: BackgroundTasks
 
@@ -343,7 +344,7 @@ class CallBase:
         result = await self._execute("pass")
         if result:
             self._lost("passed")
-            release = getattr(self._control, "_release_call", None)
+            release = getattr(self._control, "release_call", None)
             if release is not None:
                 release(self.call_id)
         return result

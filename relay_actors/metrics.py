@@ -159,7 +159,7 @@ _DEFS = [
     _g("relay_call_actors", "CallActors in the app's pool."),
     _g("relay_call_actor_load", "Calls the router has placed on each CallActor (tag actor)."),
     _c("relay_call_actors_created", "CallActors the router created."),
-    _c("relay_call_actors_retired", "CallActors of an older code generation retired after a rolling upgrade."),
+    _c("relay_call_actors_retired", "CallActors of an older code generation retired (rolling upgrade)."),
     _c(
         "relay_drain_deadline_ends",
         "Calls hung up, and messages no longer followed, because their retiring CallActor's drain "

@@ -39,13 +39,14 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..call import Call
+from ..call import Call, CallControl
+from ..call_host import CallHost
 from ..config import Settings, is_loopback
 from ..errors import ArgumentError, RelayError
 from ..message import Message
@@ -58,6 +59,7 @@ from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
 
 __all__ = [
+    "DriverTransport",
     "RayOptions",
     "RayRuntime",
     "RemoteCall",
@@ -404,29 +406,69 @@ class RemoteCall(Call):
         payload = {"call_id": self.call_id, "node_id": self.node_id, **(params or {})}
         return await self._control.execute(f"calling.{verb}", payload)
 
-    async def follow(self, poll: float = 20.0) -> None:
-        """Deliver the call's events as its CallActor streams them, until it ends; the
-        call is lost (``connection_lost``) if the actor stops answering, ``closed`` if
-        this is cancelled (the client disconnected)."""
+    async def follow(self, host: CallHost, poll: float = 20.0) -> None:
+        """Feed the call's events to ``host`` (the driver's) as its CallActor streams them,
+        until it ends; the call is lost (``connection_lost``) if the actor stops answering,
+        ``closed`` if this is cancelled (the client disconnected)."""
         start = 0
+        call_id = self.call_id
         try:
             while not self._core.ended:
                 try:
-                    ref = self._actor.call_events.remote(self.call_id, start, poll)
+                    ref = self._actor.call_events.remote(call_id, start, poll)
                     got = await _call(ref, poll + CALL_TIMEOUT)
                 except Exception:  # the actor died or hangs: nobody will report this call
                     got = None
                 if got is None:
-                    self._lost("connection_lost")
+                    host.call_lost(call_id, "connection_lost")
                     return
                 start, events = got
                 for event_type, params, timestamp in events:
                     if event_type == STREAM_LOST:
-                        self._lost(str(params.get("reason") or "lost"))
+                        host.call_lost(call_id, str(params.get("reason") or "lost"))
                         return
-                    self._deliver(parse_event(event_type, params, timestamp))
+                    host.call_event(call_id, parse_event(event_type, params, timestamp))
         finally:
-            self._lost("closed")  # (nothing if it ended)
+            host.call_lost(call_id, "closed")  # (nothing if it ended)
+
+
+class DriverTransport:
+    """How the Ray driver's call host reaches the wire (its lane, too): requests go to
+    the app's connection actors, once the app is up (``ready()``: a request made before
+    ``connect()`` waits for it); a message goes through a CallActor, which tracks it
+    (its state events are routed there) and from which the driver fetches them."""
+
+    __slots__ = ("ready", "tasks")
+
+    def __init__(self, ready: Callable[[], Awaitable[RayRuntime]], tasks: BackgroundTasks) -> None:
+        self.ready = ready
+        self.tasks = tasks
+
+    async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        ray_rt = await self.ready()
+        if method == "messaging.send":
+            return await ray_rt.send_message(params)
+        return await ray_rt.execute(method, params)
+
+    def lane(self) -> CallControl:
+        return self
+
+    def default_context(self) -> str | None:
+        return None  # the connection actor fills in its protocol
+
+    def dial_abandoned(self, lane: CallControl, tag: str) -> None:
+        """The driver's dials are made by CallActors, which report their own."""
+
+    def message_sent(self, host: CallHost, message: Message, result: dict[str, Any]) -> None:
+        """Show the state the CallActor had, then fetch the state events from it."""
+        message.state = str(result.get("state") or message.state)
+        message.reason = str(result.get("reason") or message.reason)
+
+        async def follow() -> None:
+            ray_rt = await self.ready()
+            await ray_rt.follow_message(result["actor"], message.message_id, host)
+
+        self.tasks.spawn(follow(), f"states of message {message.message_id}")
 
 
 class RayRuntime:
@@ -850,60 +892,52 @@ class RayRuntime:
         self._rr = (self._rr + 1) % len(pool)
         return pool[self._rr][1]
 
-    async def dial(
-        self, devices: Any, handler: Any, options: dict[str, Any], tasks: BackgroundTasks
-    ) -> RemoteCall:
-        """Dial from a CallActor (which runs ``handler``); the answered call, on the driver,
-        follows its events in ``tasks``."""
+    async def dial(self, devices: Any, handler: Any, options: dict[str, Any], host: CallHost) -> RemoteCall:
+        """Dial from a CallActor (which runs ``handler``); the answered call is hosted by
+        ``host`` (the driver's), which its events are fed to as they come."""
         from ray import cloudpickle
 
         actor = await self._call_actor()
         blob = cloudpickle.dumps(handler) if handler is not None else None
         info = await actor.dial_remote.remote(devices, blob, options)
-        call = RemoteCall(actor, info, self._request_deadline() + 5.0, tasks)
-        tasks.spawn(call.follow(), f"events of dialled call {call.call_id}")
+        call = RemoteCall(actor, info, self._request_deadline() + 5.0, host.tasks)
+        host.add_call(call)
+        host.tasks.spawn(call.follow(host), f"events of dialled call {call.call_id}")
         return call
 
-    async def send_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    async def send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         """Send through a CallActor (which tracks the message); returns the send's
-        result and that actor, to :meth:`follow_message` from."""
+        result, whose ``actor`` is that CallActor, to :meth:`follow_message` from."""
         actor = await self._call_actor()
-        return await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0), actor
+        result = await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0)
+        return {**result, "actor": actor}
 
-    async def follow_message(self, actor: Any, message: Message, poll: float = 20.0) -> None:
-        """Apply the state events of ``message`` (sent through ``actor``) as they come:
-        long polls of ``poll`` s each, until its terminal state. Fails the message
-        (``connection_lost``) if the actor cannot be asked any more, ``closed`` if this
-        is cancelled (the client disconnected)."""
+    async def follow_message(self, actor: Any, message_id: str, host: CallHost, poll: float = 20.0) -> None:
+        """Feed the state events of ``message_id`` (sent through ``actor``) to ``host`` as
+        they come: long polls of ``poll`` s each, until its terminal state. Fails the
+        message (``connection_lost``) if the actor cannot be asked any more, ``closed`` if
+        this is cancelled (the client disconnected)."""
         try:
-            await self._follow_message(actor, message, poll)
+            await self._follow_message(actor, message_id, host, poll)
         finally:
-            message._fail(RelayError("closed", f"message {message.message_id}: the client disconnected"))
+            closed = RelayError("closed", f"message {message_id}: the client disconnected")
+            host.message_failed(message_id, closed)
 
-    async def _follow_message(self, actor: Any, message: Message, poll: float) -> None:
+    async def _follow_message(self, actor: Any, message_id: str, host: CallHost, poll: float) -> None:
         start = 0
-        while not message.is_done:
+        while message_id in host.messages:
             try:
-                got = await _call(
-                    actor.message_events.remote(message.message_id, start, poll), poll + CALL_TIMEOUT
-                )
+                got = await _call(actor.message_events.remote(message_id, start, poll), poll + CALL_TIMEOUT)
             except Exception as exc:  # the actor died or hangs: nobody will report this message
-                message._fail(
-                    RelayError(
-                        "connection_lost",
-                        f"message {message.message_id}: its CallActor stopped answering "
-                        f"({type(exc).__name__})",
-                    )
-                )
-                return
-            if got is None:  # the actor forgot it (restarted)
-                message._fail(
-                    RelayError("connection_lost", f"message {message.message_id}: its CallActor restarted")
-                )
+                got, why = None, f"its CallActor stopped answering ({type(exc).__name__})"
+            else:
+                why = "its CallActor restarted"  # if it forgot the message (None)
+            if got is None:
+                host.message_failed(message_id, RelayError("connection_lost", f"message {message_id}: {why}"))
                 return
             start, events = got
-            for event_type, params, timestamp, state, reason, finished in events:
-                message._apply(parse_event(event_type, params, timestamp), state, reason, finished)
+            for event_type, params, timestamp, *_ in events:  # (the actor's state: recomputed here)
+                host.message_state(parse_event(event_type, params, timestamp))
 
     async def refresh_sessions(self, timeout: float = 5.0) -> list[dict[str, Any] | None]:
         """Read every shard's session (protocol, connected, contexts, load); a shard that
