@@ -1,9 +1,11 @@
 """The relay-actors dashboard: admission, connection, CallActors, batches, links, Ray resources.
 
-Queries use the names Ray exports (``ray_relay_*``, counters ``_total``; see
-``relay_actors.metrics``). An in-process client served with
-``serve_client_metrics(client, prefix="ray_")`` fills the same panels (as
-``component="client"``); the CallActor and Ray panels stay empty for it.
+Queries use the names an app's metrics endpoint serves (``relay_*``, counters
+``_total``; see ``relay_actors.metrics``): on Ray the router's endpoint, in-process
+``serve_client_metrics(client)``, which fills the same panels (as
+``component="client"``; the CallActor panels stay empty for it). The "Ray resources"
+row reads Ray's own node and process metrics (``ray_node_*``, ``ray_component_*``)
+from Ray's metrics agent, a separate scrape job (``cluster/prometheus/prometheus.yml``).
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ ADMISSION = Row(
             "on Ray, the client's own count in-process.",
             [
                 Target(
-                    f'sum by (app) (ray_relay_active_calls{{component=~"router|client",{APP}}})',
+                    f'sum by (app) (relay_active_calls{{component=~"router|client",{APP}}})',
                     "active {{app}}",
                 ),
                 Target(
-                    f'max by (app) (ray_relay_call_budget{{component=~"router|client",{APP}}})',
+                    f'max by (app) (relay_call_budget{{component=~"router|client",{APP}}})',
                     "limit {{app}}",
                 ),
             ],
@@ -52,7 +54,7 @@ ADMISSION = Row(
             "Offers by outcome",
             "Inbound call offers per second: received, admitted, dropped or passed (over the limit), "
             "no_capacity (no CallActor took it), invalid.",
-            [Target(rate("ray_relay_offers_total", EDGE, "app, outcome"), "{{app}} {{outcome}}")],
+            [Target(rate("relay_offers_total", EDGE, "app, outcome"), "{{app}} {{outcome}}")],
             unit="ops",
         ),
         Panel(
@@ -62,11 +64,11 @@ ADMISSION = Row(
             "or a CallActor.",
             [
                 Target(
-                    f'sum by (app, shard) (ray_relay_slots_granted{{component="router",{APP}}})',
+                    f'sum by (app, shard) (relay_slots_granted{{component="router",{APP}}})',
                     "granted {{app}} shard {{shard}}",
                 ),
                 Target(
-                    f"sum by (app, shard) (ray_relay_waiting_offers{{{APP}}})",
+                    f"sum by (app, shard) (relay_waiting_offers{{{APP}}})",
                     "waiting {{app}} shard {{shard}}",
                 ),
             ],
@@ -77,9 +79,9 @@ ADMISSION = Row(
             "Admission slots leased and returned per second, and slots asked for but refused "
             "because the budget was used up.",
             [
-                Target(rate("ray_relay_slots_leased_total", APP, "app"), "leased {{app}}"),
-                Target(rate("ray_relay_slots_returned_total", APP, "app"), "returned {{app}}"),
-                Target(rate("ray_relay_lease_shortfall_total", APP, "app"), "shortfall {{app}}"),
+                Target(rate("relay_slots_leased_total", APP, "app"), "leased {{app}}"),
+                Target(rate("relay_slots_returned_total", APP, "app"), "returned {{app}}"),
+                Target(rate("relay_lease_shortfall_total", APP, "app"), "shortfall {{app}}"),
             ],
             unit="ops",
         ),
@@ -94,7 +96,7 @@ CONNECTION = Row(
             11,
             "Events by type",
             "Server events received per second, by event type.",
-            [Target(rate("ray_relay_events_total", EDGE, "event_type"), "{{event_type}}")],
+            [Target(rate("relay_events_total", EDGE, "event_type"), "{{event_type}}")],
             unit="ops",
             stack=True,
         ),
@@ -105,15 +107,15 @@ CONNECTION = Row(
             "per-second errors: queue full while disconnected, unroutable events, CallActor item errors.",
             [
                 Target(
-                    f"sum by (component) (ray_relay_pending_requests{{{APP}}})", "in flight ({{component}})"
+                    f"sum by (component) (relay_pending_requests{{{APP}}})", "in flight ({{component}})"
                 ),
-                Target(f"sum by (component) (ray_relay_queued_frames{{{APP}}})", "queued ({{component}})"),
-                Target(rate("ray_relay_queue_full_total", APP, "component"), "queue full/s ({{component}})"),
+                Target(f"sum by (component) (relay_queued_frames{{{APP}}})", "queued ({{component}})"),
+                Target(rate("relay_queue_full_total", APP, "component"), "queue full/s ({{component}})"),
                 Target(
-                    rate("ray_relay_events_unroutable_total", APP, "component"),
+                    rate("relay_events_unroutable_total", APP, "component"),
                     "unroutable/s ({{component}})",
                 ),
-                Target(rate("ray_relay_item_errors_total", APP, "outcome"), "item {{outcome}}/s"),
+                Target(rate("relay_item_errors_total", APP, "outcome"), "item {{outcome}}/s"),
             ],
         ),
         Panel(
@@ -123,14 +125,14 @@ CONNECTION = Row(
             "sessions up.",
             [
                 Target(
-                    increase("ray_relay_reconnects_total", APP, "app, shard"), "reconnects {{app}} {{shard}}"
+                    increase("relay_reconnects_total", APP, "app, shard"), "reconnects {{app}} {{shard}}"
                 ),
-                Target(increase("ray_relay_resumes_total", APP, "app, shard"), "resumes {{app}} {{shard}}"),
+                Target(increase("relay_resumes_total", APP, "app, shard"), "resumes {{app}} {{shard}}"),
                 Target(
-                    increase("ray_relay_connect_attempts_total", APP, "app, shard"),
+                    increase("relay_connect_attempts_total", APP, "app, shard"),
                     "attempts {{app}} {{shard}}",
                 ),
-                Target(f"sum by (app) (ray_relay_connected{{{APP}}})", "connected {{app}}"),
+                Target(f"sum by (app) (relay_connected{{{APP}}})", "connected {{app}}"),
             ],
         ),
         Panel(
@@ -139,9 +141,9 @@ CONNECTION = Row(
             "Frames dropped as RELAY protocol violations in each interval, by code; server "
             "disconnect orders.",
             [
-                Target(increase("ray_relay_protocol_violations_total", APP, "code"), "{{code}}"),
+                Target(increase("relay_protocol_violations_total", APP, "code"), "{{code}}"),
                 Target(
-                    increase("ray_relay_server_disconnects_total", APP, "app"), "server disconnect {{app}}"
+                    increase("relay_server_disconnects_total", APP, "app"), "server disconnect {{app}}"
                 ),
             ],
         ),
@@ -150,9 +152,9 @@ CONNECTION = Row(
             "Acks and duplicates",
             "Acks sent per second, and redelivered events recognised (delivered once) per second.",
             [
-                Target(rate("ray_relay_acks_sent_total", APP, "app"), "acks {{app}}"),
+                Target(rate("relay_acks_sent_total", APP, "app"), "acks {{app}}"),
                 Target(
-                    rate("ray_relay_duplicate_events_total", APP, "component"), "duplicates {{component}}"
+                    rate("relay_duplicate_events_total", APP, "component"), "duplicates {{component}}"
                 ),
             ],
             unit="ops",
@@ -170,11 +172,11 @@ CALL_ACTORS = Row(
             "Calls each CallActor hosts (its own count) and the load the router has placed on it.",
             [
                 Target(
-                    f'sum by (app, actor) (ray_relay_active_calls{{component="call_actor",{APP}}})',
+                    f'sum by (app, actor) (relay_active_calls{{component="call_actor",{APP}}})',
                     "{{app}} actor {{actor}}",
                 ),
                 Target(
-                    f'sum by (app, actor) (ray_relay_call_actor_load{{component="router",{APP}}})',
+                    f'sum by (app, actor) (relay_call_actor_load{{component="router",{APP}}})',
                     "{{app}} actor {{actor}} (router)",
                 ),
             ],
@@ -183,7 +185,7 @@ CALL_ACTORS = Row(
             22,
             "Handlers finished",
             "on_call handlers finished per second, by outcome.",
-            [Target(rate("ray_relay_handlers_total", APP, "outcome"), "{{outcome}}")],
+            [Target(rate("relay_handlers_total", APP, "outcome"), "{{outcome}}")],
             unit="ops",
             stack=True,
         ),
@@ -195,7 +197,7 @@ CALL_ACTORS = Row(
             [
                 Target(
                     increase(
-                        "ray_relay_handlers_total",
+                        "relay_handlers_total",
                         f'outcome=~"error|timeout",{APP}',
                         "component, actor, outcome",
                     ),
@@ -209,11 +211,11 @@ CALL_ACTORS = Row(
             "Handler tasks running and requests waiting for results in each CallActor.",
             [
                 Target(
-                    f'sum by (actor) (ray_relay_handler_tasks{{component="call_actor",{APP}}})',
+                    f'sum by (actor) (relay_handler_tasks{{component="call_actor",{APP}}})',
                     "tasks actor {{actor}}",
                 ),
                 Target(
-                    f'sum by (actor) (ray_relay_pending_requests{{component="call_actor",{APP}}})',
+                    f'sum by (actor) (relay_pending_requests{{component="call_actor",{APP}}})',
                     "requests actor {{actor}}",
                 ),
             ],
@@ -224,14 +226,29 @@ CALL_ACTORS = Row(
             "CallActor restarts noticed by the router and what became of the calls of a lost "
             "CallActor (lost, hung_up, rehomed), in each interval; CallActors in the pool.",
             [
-                Target(increase("ray_relay_call_actor_restarts_total", APP, "app"), "restarts {{app}}"),
+                Target(increase("relay_call_actor_restarts_total", APP, "app"), "restarts {{app}}"),
                 Target(
-                    increase("ray_relay_lost_actor_calls_total", APP, "app, outcome"), "calls {{outcome}}"
+                    increase("relay_lost_actor_calls_total", APP, "app, outcome"), "calls {{outcome}}"
                 ),
                 Target(
-                    increase("ray_relay_double_assignments_total", APP, "app"), "double assignments {{app}}"
+                    increase("relay_double_assignments_total", APP, "app"), "double assignments {{app}}"
                 ),
-                Target(f'sum by (app) (ray_relay_call_actors{{component="router",{APP}}})', "pool {{app}}"),
+                Target(f'sum by (app) (relay_call_actors{{component="router",{APP}}})', "pool {{app}}"),
+            ],
+        ),
+        Panel(
+            27,
+            "Calls per node",
+            "Calls the CallActors on each Ray node host, and the CallActors there.",
+            [
+                Target(
+                    f'sum by (app, node) (relay_active_calls{{component="call_actor",{APP}}})',
+                    "calls {{app}} {{node}}",
+                ),
+                Target(
+                    f'count by (app, node) (relay_active_calls{{component="call_actor",{APP}}})',
+                    "CallActors {{app}} {{node}}",
+                ),
             ],
         ),
         Panel(
@@ -240,7 +257,7 @@ CALL_ACTORS = Row(
             "Offers CallActors accepted or refused (full) per second.",
             [
                 Target(
-                    rate("ray_relay_call_actor_offers_total", APP, "actor, outcome"),
+                    rate("relay_call_actor_offers_total", APP, "actor, outcome"),
                     "actor {{actor}} {{outcome}}",
                 )
             ],
@@ -261,8 +278,8 @@ BATCHES = Row(
             "CallActor → connection shard): rate(items) / rate(sends).",
             [
                 Target(
-                    f"{rate('ray_relay_batch_items_total', APP, _LINK)} / "
-                    f"{rate('ray_relay_batch_sends_total', APP, _LINK)}",
+                    f"{rate('relay_batch_items_total', APP, _LINK)} / "
+                    f"{rate('relay_batch_sends_total', APP, _LINK)}",
                     "{{component}} {{shard}}{{actor}} → {{peer}}",
                 )
             ],
@@ -273,11 +290,11 @@ BATCHES = Row(
             "Batched actor calls per second per link, and the largest batch sent so far.",
             [
                 Target(
-                    rate("ray_relay_batch_sends_total", APP, _LINK),
+                    rate("relay_batch_sends_total", APP, _LINK),
                     "sends/s {{component}} {{shard}}{{actor}} → {{peer}}",
                 ),
                 Target(
-                    f"max by ({_LINK}) (ray_relay_batch_largest{{{APP}}})",
+                    f"max by ({_LINK}) (relay_batch_largest{{{APP}}})",
                     "largest {{component}} {{shard}}{{actor}} → {{peer}}",
                 ),
             ],
@@ -294,10 +311,10 @@ LINKS = Row(
             51,
             "Link traffic",
             "Frames per second per link and direction (connection shard ↔ CallActor); frames sent "
-            "again after a reconnect are ray_relay_link_resent_total.",
+            "again after a reconnect are relay_link_resent_total.",
             [
                 Target(
-                    rate("ray_relay_link_frames_total", APP, f"{_PEER}, direction"),
+                    rate("relay_link_frames_total", APP, f"{_PEER}, direction"),
                     "{{direction}} {{component}} {{shard}}{{actor}} ↔ {{peer}}",
                 ),
             ],
@@ -310,8 +327,8 @@ LINKS = Row(
             "RELAY events wait for their ack.",
             [
                 Target(
-                    f"{rate('ray_relay_link_ack_latency_seconds_sum_total', APP, _PEER)} / "
-                    f"{rate('ray_relay_link_ack_latency_seconds_count_total', APP, _PEER)}",
+                    f"{rate('relay_link_ack_latency_seconds_sum_total', APP, _PEER)} / "
+                    f"{rate('relay_link_ack_latency_seconds_count_total', APP, _PEER)}",
                     "{{component}} {{shard}}{{actor}} → {{peer}}",
                 )
             ],
@@ -323,8 +340,8 @@ LINKS = Row(
             "Unacknowledged frames (window) and items waiting to be framed, per link. A full window "
             "or a growing queue is a slow peer.",
             [
-                Target(f"max by ({_PEER}) (ray_relay_link_window{{{APP}}})", "window {{actor}} → {{peer}}"),
-                Target(f"max by ({_PEER}) (ray_relay_link_pending{{{APP}}})", "queued {{actor}} → {{peer}}"),
+                Target(f"max by ({_PEER}) (relay_link_window{{{APP}}})", "window {{actor}} → {{peer}}"),
+                Target(f"max by ({_PEER}) (relay_link_pending{{{APP}}})", "queued {{actor}} → {{peer}}"),
             ],
         ),
         Panel(
@@ -335,11 +352,11 @@ LINKS = Row(
             [
                 Target(
                     "max by (component, shard, actor) "
-                    f"(ray_relay_loop_lag_seconds{{{APP}}})",
+                    f"(relay_loop_lag_seconds{{{APP}}})",
                     "lag {{component}} {{shard}}{{actor}}",
                 ),
                 Target(
-                    f"max by (shard) (ray_relay_call_actors_unavailable{{{APP}}})",
+                    f"max by (shard) (relay_call_actors_unavailable{{{APP}}})",
                     "unavailable (shard {{shard}})",
                 ),
             ],
@@ -349,7 +366,7 @@ LINKS = Row(
             "Link events",
             "Handshakes accepted and refused (wrong secret, bad frames), timeouts, evictions of idle "
             "handshakes, reconnects, peer restarts, slow peers.",
-            [Target(increase("ray_relay_link_events_total", APP, "event"), "{{event}}")],
+            [Target(increase("relay_link_events_total", APP, "event"), "{{event}}")],
         ),
     ],
 )
@@ -407,7 +424,7 @@ DASHBOARD = Dashboard(
     title="relay-actors: RELAY calls on Ray",
     description="Admission, connections, CallActors and batches of relay-actors apps; Ray resources.",
     rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, LINKS, RAY],
-    variables=[Variable("app", "App", "label_values(ray_relay_active_calls, app)")],
+    variables=[Variable("app", "App", "label_values(relay_active_calls, app)")],
     tags=["relay-actors", "ray"],
 )
 DASHBOARD.check()  # ids unique at import, as Ray does

@@ -30,6 +30,7 @@ from .config import configure_logging
 from .errors import (
     ArgumentError,
     AuthenticationError,
+    CallEndedError,
     ConfigError,
     ConnectionLimitError,
     ErrorCode,
@@ -220,6 +221,7 @@ __all__ = [
     "AuthorizationStateEvent",
     "Backoff",
     "Call",
+    "CallEndedError",
     "CallReceiveEvent",
     "CallStateEvent",
     "CallingErrorEvent",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .protocol.events import RelayEvent
 
 if TYPE_CHECKING:
-    from .call import Call
+    from .call_base import CallBase
 
 __all__ = [
     "AIAction",
@@ -48,7 +48,7 @@ class Action:
     #: Sub-command prefix: ``calling.<prefix>.stop`` etc.
     prefix = ""
 
-    def __init__(self, call: Call, control_id: str, on_completed: OnCompleted | None = None) -> None:
+    def __init__(self, call: CallBase, control_id: str, on_completed: OnCompleted | None = None) -> None:
         self.call = call
         self.control_id = control_id
         self.result: RelayEvent | None = None
@@ -188,6 +188,8 @@ class SendDigitsAction(StoppableAction):
 class FaxAction(StoppableAction):
     """``send_fax`` or ``receive_fax``; ``stop`` sends the matching ``.stop``."""
 
-    def __init__(self, call: Call, control_id: str, on_completed: OnCompleted | None, prefix: str) -> None:
+    def __init__(
+        self, call: CallBase, control_id: str, on_completed: OnCompleted | None, prefix: str
+    ) -> None:
         super().__init__(call, control_id, on_completed)
         self.prefix = prefix

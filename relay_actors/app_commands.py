@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import signal
 import sys
 import time
@@ -28,6 +29,7 @@ import orjson
 from . import eventloop
 from .client import RelayClient
 from .errors import RelayError
+from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
 from .ray_runtime.driver import gcs_address, ship_module_by_value
 
@@ -86,12 +88,28 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--app", help="the app's name on Ray (default: the module's name)")
     parser.add_argument("--join", action="store_true", help="join the app if it already runs (same settings)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="if the app already runs, deploy this code to it as a rolling upgrade (same settings; new "
+        "calls go to the new code, the old CallActors drain for up to --drain-timeout s) and take it over",
+    )
     parser.add_argument("--connections", type=int, help="connection actors (shards) on Ray")
     parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
     parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of the app's Prometheus endpoint on Ray (default RELAY_METRICS_PORT, else 9478; "
+        "0: any free port; -1: none)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
-    parser.add_argument("--log-level", default="info", help="logging level of the app (default info)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("SIGNALWIRE_LOG_LEVEL") or "info",
+        help="logging level of the app, its CallActors' too on Ray (default SIGNALWIRE_LOG_LEVEL, else info)",
+    )
     parser.add_argument(
         "--task",
         help="a coroutine function of the module, FUNC(client), run once the app is ready; when it "
@@ -108,27 +126,37 @@ def run_main(argv: Sequence[str]) -> int:
     try:
         client, module_name = load_client(args.target)
         task = _task(module_name, args.task) if args.task else None
+        metrics_server, metrics_where = None, ""
         if args.ray or args.address or client.runtime == "ray":
             client.configure_ray(_ray_options(args, client.ray_options, module_name))
             ship_module_by_value(module_name)
-        eventloop.run(_serve(client, args.drain_timeout, task))
+        else:  # the router serves an app's metrics on Ray; in-process, this process does
+            app = sanitize_app_name(module_name.rsplit(".", 1)[-1])
+            metrics_server, metrics_where = serve_local_metrics(client, args.metrics_port, app=app)
+        try:
+            last = eventloop.run(_serve(client, args.drain_timeout, task, metrics_where))
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
-        pass
-    say("stopped")
+        last = None
+    say(last or "stopped")
     return 0
 
 
 def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str) -> RayOptions:
     """The client's RayOptions with what the command line says; the app is named after
     the module unless the client or ``--app`` names it."""
-    changes: dict[str, Any] = {"join": args.join or options.join}
+    changes: dict[str, Any] = {"join": args.join or options.join, "upgrade": args.upgrade or options.upgrade}
+    if args.upgrade:
+        changes["upgrade_drain_timeout"] = args.drain_timeout
     if args.app or options.app_defaulted:
         changes["app"] = args.app or sanitize_app_name(module_name.rsplit(".", 1)[-1])
     if args.address:
         changes["address"] = args.address
-    for name in ("connections", "min_call_actors", "max_call_actors"):
+    for name in ("connections", "min_call_actors", "max_call_actors", "metrics_port"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.placement:
@@ -145,10 +173,16 @@ def _task(module_name: str, name: str) -> Callable[[RelayClient], Awaitable[Any]
 
 
 async def _serve(
-    client: RelayClient, drain_timeout: float, task: Callable[[RelayClient], Awaitable[Any]] | None = None
-) -> None:
+    client: RelayClient,
+    drain_timeout: float,
+    task: Callable[[RelayClient], Awaitable[Any]] | None = None,
+    metrics_where: str = "",
+) -> str | None:
+    """Serve until a signal (or the end of ``task``); returns the line to end with, if
+    not the usual one (this driver handed its Ray app over to an upgrade)."""
     stopping = asyncio.Event()
     running: list[asyncio.Task[Any]] = []
+    runtimes: list[Any] = []
 
     async def run_task() -> None:
         assert task is not None
@@ -165,7 +199,8 @@ async def _serve(
             stopping.set()
 
     async def ready() -> None:
-        say(await _ready_line(client))
+        runtimes.append(client._ray)
+        say(await _ready_line(client, metrics_where))
         if task is not None:
             running.append(asyncio.create_task(run_task()))
         loop = asyncio.get_running_loop()
@@ -187,22 +222,37 @@ async def _serve(
         if not started.cancelled() and started.exception() is not None:
             name = getattr(task, "__name__", "?")
             raise RelayError("task_failed", f"--task {name}: {started.exception()}")
+    return next((rt.handed_over for rt in runtimes if rt is not None and rt.handed_over), None)
 
 
-async def _ready_line(client: RelayClient) -> str:
+async def _ready_line(client: RelayClient, metrics_where: str = "") -> str:
     contexts = ",".join(client.contexts) or "(none)"
     if client.runtime != "ray":
         protocol = client.relay_protocol
-        return f"ready: in-process, connected to {client.host} (protocol {protocol}), contexts {contexts}"
+        return (
+            f"ready: in-process, connected to {client.host} (protocol {protocol}), contexts {contexts}, "
+            f"metrics {metrics_where or 'none'}"
+        )
     status = await app_status(client.ray_options.name)
     nodes = " ".join(f"{node}:{n['call_actors']}" for node, n in sorted(status["nodes"].items()))
     gcs = gcs_address()
     shards = len(status["shards"])
-    return (
-        f"ready: app {status['app']} on Ray {gcs}, connected to {client.host}, contexts {contexts}, "
-        f"{shards} shard{'s' * (shards != 1)}, limit {status['max_active_calls']} calls, "
-        f"CallActors per node {nodes or '(none)'}"
+    runtime = client._ray
+    upgraded = (
+        f" (upgraded: generation {runtime.generation})" if runtime is not None and runtime.generation else ""
     )
+    return (
+        f"ready: app {status['app']}{upgraded} on Ray {gcs}, connected to {client.host}, "
+        f"contexts {contexts}, "
+        f"{shards} shard{'s' * (shards != 1)}, limit {status['max_active_calls']} calls, "
+        f"CallActors per node {nodes or '(none)'}, {_metrics(status)}"
+    )
+
+
+def _metrics(status: dict[str, Any]) -> str:
+    if status.get("metrics_url"):
+        return f"metrics {status['metrics_url']}"
+    return f"no metrics endpoint ({status.get('metrics_error') or 'turned off'})"
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -272,7 +322,8 @@ def render_apps(apps: list[dict[str, Any]]) -> str:
 
 def render_status(s: dict[str, Any]) -> str:
     lines = [
-        f"app {s['app']}  state {s['state']}  age {_age(s.get('created'))}"
+        f"app {s['app']}  state {s['state']}  generation {s.get('generation', 0)}"
+        f"  age {_age(s.get('created'))}"
         f"  contexts {','.join(s['contexts'] or [])}",
         f"active calls {s['active_calls']} / {s['max_active_calls']} (leased {s['leased']})",
         "",
@@ -307,11 +358,12 @@ def render_status(s: dict[str, Any]) -> str:
         ),
         "",
         _table(
-            ["CALLACTOR", "NODE", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
+            ["CALLACTOR", "NODE", "GEN", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
             [
                 [
                     r["index"],
                     r["node"],
+                    f"{r.get('generation', 0)}{' retiring' if r.get('retiring') else ''}",
                     r["calls"],
                     r["capacity"],
                     f"{100 * r['calls'] / r['capacity']:.0f}%" if r["capacity"] else "-",
@@ -329,6 +381,7 @@ def render_status(s: dict[str, Any]) -> str:
             or "-"
         ),
         "errors: " + (", ".join(f"{k}={v}" for k, v in s["errors"].items()) or "none"),
+        _metrics(s),
     ]
     if s["unreachable"]:
         lines.append("unreachable: " + ", ".join(s["unreachable"]))

@@ -1,10 +1,11 @@
 """``RelayClient``: the public client, with the official SDK's surface.
 
 In-process mode (this module): one :class:`~relay_actors.connection.Connection`
-feeds every event through the sans-IO :class:`~relay_actors.protocol.routing.EventRouter`
-to :class:`~relay_actors.call.Call` and :class:`~relay_actors.message.Message`
-objects in the same event loop; handlers run as tasks. The Ray runtime reuses
-the same Call API, with the connection in its own actor.
+feeds every event to the client's :class:`~relay_actors.call_host.CallHost`, which
+routes it to :class:`~relay_actors.call.Call` and :class:`~relay_actors.message.Message`
+objects in the same event loop and runs the handlers as tasks. On Ray the same
+call host runs in every CallActor (and on the driver, for its dialled calls and
+sent messages), with the connection in its own actor.
 """
 
 from __future__ import annotations
@@ -16,39 +17,30 @@ import logging
 import signal
 import sys
 import time
-import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import eventloop
 from .backoff import Backoff
-from .call import Call, _device_lists
+from .call import Call, CallControl
+from .call_host import CallHandler, CallHost, HostTransport, MessageHandler
 from .config import Settings, context_list, max_connections, resolve_settings, updated_contexts
 from .connection import Connection
-from .dialing import AbandonedDials, await_dial, winner
 from .errors import ArgumentError, ConnectionLimitError, RelayError
-from .handlers import check_error_policy, run_call_handler, run_message_handler
+from .handlers import check_error_policy
 from .message import Message
 from .protocol import constants as c
-from .protocol.calls import CallCore
 from .protocol.events import RelayEvent
-from .protocol.routing import EventRouter, Route
 from .protocol.session import Connected
-from .ray_runtime import RayOptions, RayRuntime
+from .ray_runtime import DriverTransport, RayOptions, RayRuntime
 from .tasks import BackgroundTasks
 
 __all__ = ["RelayClient"]
 
 log = logging.getLogger("relay_actors.client")
 
-CallHandler = Callable[[Call], Coroutine[Any, Any, Any]]
-MessageHandler = Callable[[Message], Coroutine[Any, Any, Any]]
-
-OVER_LIMIT_POLICIES = ("drop", "pass")
-#: Abandoned dial tags remembered, to end legs that show up after we gave up.
-_ABANDONED_DIALS_KEPT = 1024
 #: In-process clients between connect() and disconnect(), for ``RELAY_MAX_CONNECTIONS``.
 _CONNECTED: weakref.WeakSet[RelayClient] = weakref.WeakSet()
 
@@ -113,8 +105,6 @@ class RelayClient:
             ca_file=ca_file,
             allow_insecure=allow_insecure,
         )
-        if over_limit not in OVER_LIMIT_POLICIES:
-            raise ArgumentError(f"over_limit must be one of {OVER_LIMIT_POLICIES}, not {over_limit!r}")
         self._over_limit = over_limit
         self._handler_timeout = handler_timeout
         self._on_handler_error = check_error_policy(on_handler_error)
@@ -122,23 +112,28 @@ class RelayClient:
         self._ping_interval = ping_interval
         self._dial_timeout = dial_timeout
         self._backoff = backoff
-        self._on_call: CallHandler | None = None
-        self._on_message: MessageHandler | None = None
         self._conn: Connection | None = None
-        self._router: EventRouter[Call] = EventRouter()
-        self._dials: dict[str, asyncio.Future[Call]] = {}
-        self._messages: dict[str, Message] = {}
-        #: Tags of dials given up on (timeout, cancel) → leg call_ids already ended.
-        self._abandoned_dials = AbandonedDials(_ABANDONED_DIALS_KEPT)
         self._session_protocol = ""
         self.tasks = BackgroundTasks()
-        #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
-        self.counters: Counter[str] = Counter()
         if runtime not in ("local", "ray"):
             raise ArgumentError(f"runtime must be 'local' or 'ray', not {runtime!r}")
         self._runtime = runtime
         self._ray_options = ray_options or RayOptions()
         self._ray: RayRuntime | None = None
+        #: Calls, dials, messages and handler runs: requests go through the connection
+        #: in-process, through the app's actors from a Ray driver.
+        self._host = CallHost(
+            self._transport(),
+            capacity=self._settings.max_active_calls,
+            over_limit=over_limit,
+            handler_timeout=handler_timeout,
+            on_handler_error=self._on_handler_error,
+            dial_timeout=dial_timeout,
+            app=self._ray_options.app or "",
+            tasks=self.tasks,
+        )
+        #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
+        self.counters: Counter[str] = self._host.counters
         #: Set while the Ray app is up (connect() done, disconnect() not yet): requests made
         #: before it wait for it, as the SDK queues them before connect().
         self._ray_up = asyncio.Event()
@@ -221,6 +216,14 @@ class RelayClient:
             raise ArgumentError("configure_ray() must come before connect()")
         self._runtime = "ray"
         self._ray_options = options
+        self._host.transport = self._transport()
+        self._host.app = options.app or ""
+
+    def _transport(self) -> HostTransport:
+        """How the call host's requests reach the wire in this client's runtime."""
+        if self._runtime == "ray":
+            return DriverTransport(self._ray_ready, self.tasks)
+        return _LocalTransport(self)
 
     @property
     def connected(self) -> bool:
@@ -247,7 +250,7 @@ class RelayClient:
         if not callable(handler):
             raise ArgumentError("on_call needs an async function taking a Call")
         self._check_handlers_open("on_call")
-        self._on_call = handler
+        self._host.on_call = handler
         return handler
 
     def on_message(self, handler: MessageHandler) -> MessageHandler:
@@ -255,7 +258,7 @@ class RelayClient:
         if not callable(handler):
             raise ArgumentError("on_message needs an async function taking a Message")
         self._check_handlers_open("on_message")
-        self._on_message = handler
+        self._host.on_message = handler
         return handler
 
     def _check_handlers_open(self, which: str) -> None:
@@ -273,7 +276,7 @@ class RelayClient:
         if self._conn is None:
             self._conn = Connection(
                 self._settings,
-                on_event=self._on_event,
+                on_event=self._host.feed,
                 on_connected=self._on_connected,
                 request_timeout=self._request_timeout,
                 ping_interval=self._ping_interval,
@@ -293,7 +296,7 @@ class RelayClient:
                 self._ray = RayRuntime(
                     self._settings,
                     self._ray_options,
-                    {"on_call": self._on_call, "on_message": self._on_message},
+                    {"on_call": self._host.on_call, "on_message": self._host.on_message},
                     {
                         "over_limit": self._over_limit,
                         "handler_timeout": self._handler_timeout,
@@ -335,11 +338,10 @@ class RelayClient:
 
     def _warn_if_no_contexts(self) -> None:
         """Handlers but no contexts: the server offers nothing, which looks like a silent hang."""
-        if self._settings.contexts or (self._on_call is None and self._on_message is None):
+        on_call, on_message = self._host.on_call, self._host.on_message
+        if self._settings.contexts or (on_call is None and on_message is None):
             return
-        handlers = " and ".join(
-            name for name, fn in (("on_call", self._on_call), ("on_message", self._on_message)) if fn
-        )
+        handlers = " and ".join(name for name, fn in (("on_call", on_call), ("on_message", on_message)) if fn)
         log.warning(
             "%s handler registered but contexts=[]: no inbound call or message will arrive. "
             "Pass RelayClient(contexts=[...]) or await client.receive([...]) after connecting",
@@ -362,7 +364,7 @@ class RelayClient:
             # with ``closed`` (the calls themselves live on in their CallActors while the
             # app drains), not with ``connection_lost`` once the actors are gone.
             await self.tasks.cancel_all()
-            self._lose_session("closed")
+            self._host.lose_session("closed")
             await ray_rt.stop(drain_timeout)
             return
         _CONNECTED.discard(self)
@@ -371,7 +373,7 @@ class RelayClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
-        self._lose_session("closed")
+        self._host.lose_session("closed")
         await self.tasks.cancel_all()
 
     async def drain(self, timeout: float) -> int:
@@ -387,9 +389,9 @@ class RelayClient:
         now = asyncio.get_running_loop().time
         end = now() + timeout
         # Calls end inside the event router, which has no hook: poll, with a deadline.
-        while self._router.calls and now() < end:  # noqa: ASYNC110
+        while self._host.calls and now() < end:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        return len(self._router.calls)
+        return len(self._host.calls)
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
@@ -551,7 +553,7 @@ class RelayClient:
         dial_timeout: float | None = None,
         region: str | None = None,
         max_price_per_minute: float | None = None,
-        handler: Callable[[Call], Coroutine[Any, Any, Any]] | None = None,
+        handler: CallHandler | None = None,
     ) -> Call:
         """Dial out; returns the answered Call.
 
@@ -573,56 +575,17 @@ class RelayClient:
                 "region": region,
                 "max_price_per_minute": max_price_per_minute,
             }
-            return await (await self._ray_ready()).dial(devices, handler, options, self.tasks)
+            return await (await self._ray_ready()).dial(devices, handler, options, self._host)
         if handler is not None:
             raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
-        tag = tag or str(uuid.uuid4())
-        if tag in self._dials:
-            raise ArgumentError(f"a dial with tag {tag!r} is already pending")
-        params: dict[str, Any] = {"tag": tag, "devices": _device_lists(devices)}
-        for key, value in (
-            ("max_duration", max_duration),
-            ("region", region),
-            ("max_price_per_minute", max_price_per_minute),
-        ):
-            if value is not None:
-                params[key] = value
-        future: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
-        self._dials[tag] = future
-        self._router.dials.start(tag)
-        timeout = self._dial_timeout if dial_timeout is None else dial_timeout
-        try:
-            return await await_dial(
-                tag, lambda: self.execute("calling.dial", params), future, timeout, self._abandon_dial
-            )
-        finally:
-            self._dials.pop(tag, None)
-            self._router.dials.cancel(tag)
-
-    def _abandon_dial(self, tag: str) -> None:
-        """End the legs of an abandoned dial: those known now, and those that show up
-        later (a serial dial rings its next group after we gave up)."""
-        self._hang_up_legs(tag)
-        self._abandoned_dials.add(tag)
-
-    def _end_orphan_leg(self, event: RelayEvent) -> None:
-        """A state event of a leg of an abandoned dial (it was unroutable): hang it up once."""
-        params = self._abandoned_dials.orphan_leg(event)
-        if params is not None:
-            self.counters["dial_orphans_ended"] += 1
-            self.tasks.spawn(self._end_quietly(params), f"hang-up of abandoned dial leg {params['call_id']}")
-
-    async def _end_quietly(self, params: dict[str, Any]) -> None:
-        try:
-            await self.execute("calling.end", params)
-        except RelayError as exc:
-            if not exc.call_gone:
-                raise
-
-    def _hang_up_legs(self, tag: str) -> None:
-        for call in list(self._router.calls.values()):
-            if call.tag == tag and not call._core.ended:
-                self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
+        return await self._host.dial(
+            devices,
+            tag=tag,
+            dial_timeout=dial_timeout,
+            max_duration=max_duration,
+            region=region,
+            max_price_per_minute=max_price_per_minute,
+        )
 
     async def send_message(
         self,
@@ -638,182 +601,18 @@ class RelayClient:
     ) -> Message:
         """Send an SMS (``body``) or MMS (``media`` URLs); returns a tracked Message.
 
-        State events that beat the send result are applied, not lost."""
-        if not body and not media:
-            raise ArgumentError("send_message needs body=... and/or media=[...]")
-        if not to_number or not from_number:
-            raise ArgumentError("send_message needs to_number=... and from_number=...")
-        if self._runtime == "ray":
-            return await self._send_message_on_ray(
-                {
-                    "to_number": to_number,
-                    "from_number": from_number,
-                    "context": context,
-                    "body": body,
-                    "media": media,
-                    "tags": tags,
-                    "region": region,
-                },
-                on_completed,
-            )
-        msg_context = context or self.relay_protocol or "default"
-        params: dict[str, Any] = {"context": msg_context, "to_number": to_number, "from_number": from_number}
-        for key, value in (("body", body), ("media", media), ("tags", tags), ("region", region)):
-            if value:
-                params[key] = value
-        result = await self.execute("messaging.send", params)
-        message_id = str(result.get("message_id") or "")
-        message = Message(
-            message_id=message_id,
-            context=msg_context,
-            from_number=from_number,
+        State events that beat the send result are applied, not lost. On Ray the message
+        is sent (and tracked) by a CallActor; its state events follow here as they come."""
+        return await self._host.send_message(
             to_number=to_number,
-            body=body or "",
+            from_number=from_number,
+            context=context,
+            body=body,
             media=media,
             tags=tags,
+            region=region,
             on_completed=on_completed,
         )
-        if not message_id:
-            log.warning("messaging.send returned no message_id; delivery cannot be tracked")
-            return message
-        if message._track(self._router.messages):
-            self._messages[message_id] = message
-        return message
-
-    async def _send_message_on_ray(
-        self, params: dict[str, Any], on_completed: Callable[[RelayEvent], Any] | None
-    ) -> Message:
-        """Sent (and tracked) by a CallActor; its state events follow here as they come."""
-        ray_rt = await self._ray_ready()
-        sent, actor = await ray_rt.send_message(params)
-        message = Message(
-            message_id=sent["message_id"],
-            context=sent.get("context") or params["context"] or "",
-            from_number=params["from_number"],
-            to_number=params["to_number"],
-            body=params["body"] or "",
-            media=params["media"],
-            tags=params["tags"],
-            state=sent["state"],
-            reason=sent["reason"],
-            on_completed=on_completed,
-        )
-        if not message.message_id:
-            log.warning("messaging.send returned no message_id; delivery cannot be tracked")
-            return message
-        self._messages[message.message_id] = message
-
-        async def follow() -> None:
-            try:
-                await ray_rt.follow_message(actor, message)
-            finally:
-                self._messages.pop(message.message_id, None)
-
-        self.tasks.spawn(follow(), f"states of message {message.message_id}")
-        return message
-
-    # --- event dispatch (sync, in arrival order) ------------------------------------
-
-    def _on_event(self, event: RelayEvent, ack_id: str | None = None) -> None:
-        routed = self._router.route(event)
-        route = routed.route
-        if route is Route.CALL:
-            assert routed.target is not None
-            routed.target._deliver(event)
-        elif route is Route.OFFER:
-            self._on_offer(event)
-        elif route is Route.DIAL_LEG:
-            call = Call(self, CallCore.from_params(event.params, "outbound"))
-            self._router.add_call(call.call_id, call)
-            call._deliver(event)
-        elif route is Route.DIAL_DONE:
-            self._on_dial_done(routed.dial, event)
-        elif route is Route.MESSAGE_STATE:
-            record = routed.message
-            assert record is not None
-            message = self._messages.get(record.message_id)
-            if message is not None:
-                message._apply(event, record.state, record.reason, routed.message_done)
-                if routed.message_done:
-                    del self._messages[record.message_id]
-        elif route is Route.MESSAGE_IN:
-            self._on_inbound_message(event)
-        elif route is Route.UNROUTABLE:
-            self.counters["events_unroutable"] += 1
-            if self._abandoned_dials:
-                self._end_orphan_leg(event)
-
-    def _on_offer(self, event: RelayEvent) -> None:
-        self.counters["offers"] += 1
-        call_id = event.call_id
-        if not call_id:
-            self.counters["offers_invalid"] += 1
-            log.warning("dropped an offer without a call_id")
-            return
-        if call_id in self._router.calls:
-            return  # a redelivered offer
-        if len(self._router.calls) >= self._settings.max_active_calls:
-            if self._over_limit == "pass":
-                self.counters["offers_passed"] += 1
-                log.warning(
-                    "max active calls (%d) reached; passing inbound call %s",
-                    self._settings.max_active_calls,
-                    call_id,
-                )
-                params = {"call_id": call_id, "node_id": event.node_id}
-                self.tasks.spawn(self.execute("calling.pass", params), f"pass of {call_id}")
-            else:
-                self.counters["offers_dropped"] += 1
-                log.warning(
-                    "max active calls (%d) reached; dropping inbound call %s",
-                    self._settings.max_active_calls,
-                    call_id,
-                )
-            return
-        call = Call(self, CallCore.from_params(event.params))
-        self._router.add_call(call_id, call)
-        if self._on_call is None:
-            log.warning("inbound call %s but no on_call handler is registered", call_id)
-            return
-        self.tasks.spawn(self._run_handler(call), f"on_call handler for {call_id}")
-
-    async def _run_handler(self, call: Call) -> None:
-        assert self._on_call is not None
-        await run_call_handler(
-            self._on_call,
-            call,
-            self.counters,
-            self._handler_timeout,
-            self._on_handler_error,
-            self._ray_options.app or "",
-        )
-
-    def _on_dial_done(self, outcome: Any, event: RelayEvent) -> None:
-        future = self._dials.get(outcome.tag)
-        if future is None or future.done():
-            return
-        if not outcome.answered:
-            future.set_exception(RelayError("dial_failed", f"Dial failed (tag={outcome.tag})"))
-            return
-        info = outcome.call
-
-        def make(core: CallCore) -> Call:
-            call = Call(self, core)
-            self._router.add_call(call.call_id, call)
-            return call
-
-        future.set_result(winner(self._router.calls.get(info["call_id"]), outcome.tag, info, make))
-
-    def _on_inbound_message(self, event: RelayEvent) -> None:
-        message = Message.from_event(event.params)
-        if self._on_message is None:
-            log.warning("inbound message %s but no on_message handler is registered", message.message_id)
-            return
-        self.tasks.spawn(self._run_message_handler(message), f"on_message handler for {message.message_id}")
-
-    async def _run_message_handler(self, message: Message) -> None:
-        assert self._on_message is not None
-        await run_message_handler(self._on_message, message, self.counters, self._ray_options.app or "")
 
     def _on_connected(self, connected: Connected) -> None:
         self._connected_once.set()
@@ -822,27 +621,7 @@ class RelayClient:
             # A fresh session (server restart order, or a refused resume): the old
             # session's calls and dials cannot be reached any more.
             log.warning("RELAY session was not resumed; calls of the previous session are lost")
-            self._lose_session("session_lost", previous)
-
-    def _release_call(self, call_id: str) -> None:
-        """A call we passed on: forget it (it frees its slot; a later offer of it is new)."""
-        self._router.remove_call(call_id)
-
-    def _lose_session(self, reason: str, protocol: str | None = None) -> None:
-        """End what the session named ``protocol`` (None: every session, on close) held."""
-        for call in list(self._router.calls.values()):
-            call._lost(reason)
-        self._router.calls.clear()
-        for tag, future in list(self._dials.items()):
-            if not future.done():
-                future.set_exception(RelayError(reason, f"dial {tag} lost: the session ended"))
-        # A message sent on the lost protocol (the default context) reports to nobody
-        # now; one sent on a context keeps reporting to the new session: keep tracking it.
-        for message_id, message in list(self._messages.items()):
-            if protocol is None or message.context == protocol:
-                del self._messages[message_id]
-                self._router.messages.forget(message_id)
-                message._fail(RelayError(reason, f"message {message_id} lost: the session ended"))
+            self._host.lose_session("session_lost", previous)
 
     async def ray_stats(self) -> dict[str, Any]:
         """On Ray: the router's, every connection actor's and every CallActor's stats."""
@@ -854,13 +633,7 @@ class RelayClient:
         ``stats_age`` s ago); ``ray_stats()`` asks every actor now."""
         if self._runtime == "ray":
             return self._ray_driver_stats()
-        return {
-            **self.counters,
-            "active_calls": len(self._router.calls),
-            "pending_dials": len(self._dials),
-            "tracked_messages": len(self._messages),
-            **(self._conn.stats() if self._conn is not None else {}),
-        }
+        return {**self._host.stats(), **(self._conn.stats() if self._conn is not None else {})}
 
     def _ray_driver_stats(self) -> dict[str, Any]:
         ray_rt = self._ray
@@ -870,7 +643,7 @@ class RelayClient:
             **self.counters,
             "active_calls": sum(int(s.get("active_calls", 0)) for s in sessions),
             "pending_dials": sum(int(s.get("pending_dials", 0)) for s in sessions),
-            "tracked_messages": len(self._messages),
+            "tracked_messages": len(self._host.messages),
             "connected": self.connected,
             "shards": len(ray_rt.connections) if ray_rt is not None else 0,
             "shards_reporting": len(sessions),
@@ -880,3 +653,31 @@ class RelayClient:
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+class _LocalTransport:
+    """The in-process client's lane (and the call host's transport): requests go
+    through the client's own connection."""
+
+    __slots__ = ("client", "execute", "tasks")
+
+    def __init__(self, client: RelayClient) -> None:
+        self.client = client
+        self.tasks = client.tasks
+        self.execute = client.execute  # bound once: the per-command path stays one call
+
+    def lane(self) -> CallControl:
+        return self
+
+    def default_context(self) -> str | None:
+        return self.client.relay_protocol or "default"
+
+    def dial_abandoned(self, lane: CallControl, tag: str) -> None:
+        """Nothing to tell: this host is fed every event and ends late legs itself."""
+
+    def message_sent(self, host: CallHost, message: Message, result: dict[str, Any]) -> None:
+        """Nothing to do: its state events come with the others."""
+
+    def release_call(self, call_id: str) -> None:
+        """A call passed to another consumer (``Call.pass_``): forget it."""
+        self.client._host.release_call(call_id)

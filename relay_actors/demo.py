@@ -21,6 +21,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
 from . import eventloop
 from .backoff import Backoff
 from .call import Call
@@ -28,8 +32,9 @@ from .client import RelayClient
 from .emulator import Emulator
 from .errors import RelayError
 from .message import Message
+from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions
-from .ray_runtime.driver import metrics_urls, node_ips, shutdown_ray
+from .ray_runtime.driver import metrics_endpoint, node_ips, shutdown_ray
 
 log = logging.getLogger("relay_actors.demo")
 
@@ -66,7 +71,8 @@ async def ivr(call: Call) -> None:
 
 
 class Progress:
-    """One progress bar: redrawn in place on a terminal, a line per quarter elsewhere."""
+    """The demo's progress: a live ``rich`` bar per kind of work on a terminal; elsewhere
+    (``ray job logs``, a pipe) one plain line per quarter, so logs stay short."""
 
     WIDTH = 30
 
@@ -77,6 +83,19 @@ class Progress:
         self.tty = self.out.isatty()
         self._quarter = -1
         self._last = ""
+        self._live: RichProgress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        if self.tty:
+            self._live = RichProgress(
+                TextColumn("{task.description:<9}"),
+                BarColumn(bar_width=self.WIDTH),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.out, force_terminal=True),
+                auto_refresh=False,  # redrawn on each change, from our loop: no thread
+            )
+            self._tasks = {k: self._live.add_task(k, total=v) for k, v in self.totals.items()}
+            self._live.start()
 
     def set(self, name: str, value: int) -> None:
         if self.done[name] != value:
@@ -84,18 +103,26 @@ class Progress:
             self.draw()
 
     def draw(self, final: bool = False) -> None:
+        if self._live is not None:
+            for name, task in self._tasks.items():
+                self._live.update(task, completed=min(self.done[name], self.totals[name]))
+            self._live.refresh()
+            if final:
+                self._live.stop()
+                self._live = None
+            return
+        if self.tty:
+            return  # the bar was stopped
         total = sum(self.totals.values()) or 1
         done = sum(min(self.done[k], v) for k, v in self.totals.items())
         filled = self.WIDTH * done // total
         parts = "  ".join(f"{k} {min(self.done[k], v)}/{v}" for k, v in self.totals.items())
         line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * done // total:3d}%  {parts}"
-        if self.tty:
-            self.out.write(f"\r{line}\033[K" + ("\n" if final else ""))
-        elif (final or 4 * done // total > self._quarter) and line != self._last:
+        if (final or 4 * done // total > self._quarter) and line != self._last:
             self._quarter = 4 * done // total
             self._last = line
             self.out.write(line + "\n")
-        self.out.flush()
+            self.out.flush()
 
 
 @dataclass
@@ -109,7 +136,7 @@ class Report:
     nodes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Seconds from each offer (``calling.call.receive`` sent) to its ``calling.answer``.
     offer_to_answer: list[float] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
+    metrics: str = "?"
 
 
 def offer_to_answer(journal: dict[str, list[dict[str, Any]]]) -> list[float]:
@@ -203,16 +230,13 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
         print(f"emulator at {emulator.url}; starting the {runtime} runtime ...", flush=True)
         async with client:
             if runtime == "local":
-                from .metrics import serve_client_metrics
-
-                metrics_server, port = serve_client_metrics(client, 0, prefix="ray_")
-                report.metrics = [f"http://127.0.0.1:{port}/metrics"]
+                metrics_server, report.metrics = serve_local_metrics(client, app="demo")
             else:
-                report.metrics = metrics_urls()
+                endpoint = await metrics_endpoint("demo")
+                report.metrics = endpoint["metrics_url"] or f"none ({endpoint['metrics_error'] or 'off'})"
             print(
                 f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
-                f"metrics at {', '.join(report.metrics) or '?'} while the demo runs"
-                + (" (ray_relay_* from Ray's first report, ~10 s in)" if runtime == "ray" else ""),
+                f"metrics at {report.metrics} while the demo runs",
                 flush=True,
             )
             progress.draw()
@@ -331,7 +355,7 @@ def render(report: Report, expected: dict[str, int], elapsed: float) -> str:
         f"errors: {total_errors}"
         + (" (" + ", ".join(f"{k} {v}" for k, v in errors.items() if v) + ")" if total_errors else ""),
         "",
-        "metrics: Prometheus text at " + (", ".join(report.metrics) or "?") + " while the demo ran"
+        f"metrics: Prometheus text at {report.metrics} while the demo ran"
         " (names: dashboards/METRICS.md; a cluster's: cluster/README.md#metrics)",
         f"dashboard: Grafana, {DASHBOARD} (provisioning: cluster/grafana/provisioning)",
         "",

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "ArgumentError",
     "AuthenticationError",
+    "CallEndedError",
     "ConfigError",
     "ConnectionLimitError",
     "ErrorCode",
@@ -166,3 +167,14 @@ class ConnectionLimitError(_FixedCodeError, RuntimeError):
 
     def __init__(self, message: str) -> None:
         super().__init__("connection_limit", message)
+
+
+class CallEndedError(_FixedCodeError, TimeoutError):
+    """A wait on a call that has ended (or ends meanwhile): no event will come.
+
+    Raised at once instead of waiting out the timeout, as the official SDK does. It is
+    also an ``asyncio.TimeoutError`` (``TimeoutError``), so SDK code that catches that
+    takes the same path it would have taken there, only sooner; code ``call_ended``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("call_ended", message)

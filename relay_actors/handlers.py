@@ -18,7 +18,7 @@ from typing import Any
 
 from . import logcontext
 from .call import Call
-from .errors import ArgumentError, RelayError
+from .errors import ArgumentError, CallEndedError, RelayError
 from .message import Message
 from .protocol import constants as c
 
@@ -78,19 +78,27 @@ async def run_call_handler(
         else:
             await asyncio.wait_for(handler(call), timeout)
         counters["handlers_completed"] += 1
-    except asyncio.TimeoutError:
+    except asyncio.TimeoutError as exc:
+        if isinstance(exc, CallEndedError):  # raised by the handler's own wait, not ours
+            await _handler_failed(call, counters, on_error)
+            return
         counters["handler_timeouts"] += 1
         log.error("on_call handler for %s ran over %ss; hanging up", call.call_id, timeout)
         await _end(call, counters, "calls_hung_up_handler_timeout")
     except asyncio.CancelledError:
         raise
     except Exception:
-        counters["handler_errors"] += 1
-        if on_error == "hangup":
-            log.exception("on_call handler failed for call %s; hanging it up", call.call_id)
-            await _end(call, counters, "calls_hung_up_handler_error")
-        else:
-            log.exception("on_call handler failed for call %s; the call is kept", call.call_id)
+        await _handler_failed(call, counters, on_error)
+
+
+async def _handler_failed(call: Call, counters: Counter[str], on_error: str) -> None:
+    """The error policy for a handler that raised (logged with its traceback)."""
+    counters["handler_errors"] += 1
+    if on_error == "hangup":
+        log.exception("on_call handler failed for call %s; hanging it up", call.call_id)
+        await _end(call, counters, "calls_hung_up_handler_error")
+    else:
+        log.exception("on_call handler failed for call %s; the call is kept", call.call_id)
 
 
 async def run_message_handler(

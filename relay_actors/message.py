@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .protocol.events import RelayEvent
@@ -11,6 +13,8 @@ from .protocol.messages import MessageTracker
 from .tasks import BackgroundTasks, call_handler
 
 __all__ = ["Message"]
+
+log = logging.getLogger("relay_actors")
 
 
 class Message:
@@ -50,6 +54,10 @@ class Message:
         self._listeners: list[Callable[[RelayEvent], Any]] = []
         self._future: asyncio.Future[RelayEvent] = asyncio.get_running_loop().create_future()
         self._tasks = BackgroundTasks()
+        #: State events not yet shown to every listener, oldest first (bounded by the
+        #: handful of states a message has), and the task awaiting an async listener.
+        self._backlog: deque[tuple[RelayEvent, bool]] = deque(maxlen=64)
+        self._draining: asyncio.Task[Any] | None = None
 
     @classmethod
     def from_event(cls, params: dict[str, Any]) -> Message:
@@ -98,9 +106,69 @@ class Message:
         self.state = state
         if reason:
             self.reason = reason
-        for handler in list(self._listeners):
-            self._fire(handler, event)
-        if finished and not self._future.done():
+        self._backlog.append((event, finished))
+        if self._draining is None:
+            self._drain()
+
+    # As in the SDK, an async listener is awaited: it has finished before the next state
+    # event reaches the listeners, before ``on_completed`` and before ``wait()`` returns
+    # (a listener that stores the state can count on it). Unlike the SDK, it does not
+    # block the socket's other events meanwhile: it is awaited in a task of this message.
+
+    def _drain(self) -> None:
+        """Show the queued events to the listeners in order, then complete on a terminal one;
+        an async listener hands the rest over to :meth:`_drain_after`."""
+        while self._backlog:
+            event, finished = self._backlog[0]
+            listeners = list(self._listeners)
+            for index, handler in enumerate(listeners):
+                pending = self._listen(handler, event)
+                if pending is not None:
+                    self._draining = self._tasks.spawn(
+                        self._drain_after(pending, listeners[index + 1 :]),
+                        what=f"message listener of {self.message_id}",
+                    )
+                    return
+            self._backlog.popleft()
+            if finished:
+                self._complete(event)
+
+    async def _drain_after(
+        self, pending: Coroutine[Any, Any, Any], rest: list[Callable[[RelayEvent], Any]]
+    ) -> None:
+        event, finished = self._backlog[0]
+        try:
+            await self._await_listener(pending)
+            for handler in rest:
+                more = self._listen(handler, event)
+                if more is not None:
+                    await self._await_listener(more)
+            self._backlog.popleft()
+            if finished:
+                self._complete(event)
+        finally:
+            self._draining = None
+        self._drain()
+
+    def _listen(
+        self, handler: Callable[[RelayEvent], Any], event: RelayEvent
+    ) -> Coroutine[Any, Any, Any] | None:
+        """Call a listener; its coroutine if it is async. Exceptions are logged."""
+        try:
+            result = handler(event)
+        except Exception:
+            log.exception("message listener of %s failed", self.message_id)
+            return None
+        return result if asyncio.iscoroutine(result) else None
+
+    async def _await_listener(self, pending: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("message listener of %s failed", self.message_id)
+
+    def _complete(self, event: RelayEvent) -> None:
+        if not self._future.done():
             self.result = event
             self._future.set_result(event)
             if self._on_completed is not None:

@@ -1,61 +1,81 @@
 """Prometheus metrics of every component, read from their ``stats()``.
 
 Components keep plain counters in their ``stats()``; the exporters here read
-them periodically, so nothing is added to the per-frame path.
+them periodically or at scrape time, so nothing is added to the per-frame path.
 
-Two exporters share one fixed list of metrics (:data:`METRICS`) and one mapping
-from ``stats()`` keys to them (:func:`flatten`):
+One fixed list of metrics (:data:`METRICS`), one mapping from ``stats()`` keys
+to them (:func:`flatten`) and one builder of Prometheus families serve both
+runtimes:
 
-* **On Ray** — :func:`export_actor_stats`, called from each actor's
-  ``__init__``, runs a background task in the actor's event loop that every
-  ``RELAY_METRICS_INTERVAL`` seconds (default 2; ``0`` turns it off) awaits
-  ``stats()`` and feeds ``ray.util.metrics`` counters (the increase since the
-  previous read) and gauges (the current value). Ray exports them on each
-  node's metrics export port with a ``ray_`` prefix and, for counters, a
-  ``_total`` suffix, plus its own labels (``WorkerId``, ``NodeAddress``,
-  ``SessionName``, ...): ``relay_offers`` is scraped as ``ray_relay_offers_total``.
-  Keep the interval at or below Ray's metrics report interval
-  (``RAY_metrics_report_interval_ms``, 10 s by default): with a 1 s report
-  interval, Ray's own node gauges (updated every few seconds) were seen to
-  vanish from the export between updates; gauges set less often than Ray
-  reports may do the same.
+* **On Ray** — one endpoint per app, ``http://<router node>:<port>/metrics``,
+  served by the app's router actor (it lives as long as the app):
+  ``relay_actors.ray_runtime.metrics_export`` pulls every live component's
+  ``stats()`` (router, connection actors, CallActors of this app only) every
+  ``RELAY_METRICS_INTERVAL`` seconds (default 2), with a timeout, and keeps the
+  latest in an :class:`AppSeries`, which the scrape reads. The port is
+  :data:`DEFAULT_METRICS_PORT` unless ``RayOptions(metrics_port=...)``,
+  ``RELAY_METRICS_PORT`` or ``relay-actors run --metrics-port`` say otherwise.
 * **In-process** (``RelayClient(runtime="local")``) — :class:`ClientCollector`, a
   ``prometheus_client`` collector over ``RelayClient.stats()``, and
-  :func:`serve_client_metrics` to serve it on a port. The names carry no
-  ``ray_`` prefix unless ``prefix="ray_"`` is passed, which makes the series
-  match the dashboards in ``dashboards/`` (built for Ray); counters get ``_total``.
+  :func:`serve_client_metrics` to serve it on a port.
 
-Every metric carries the tags ``app``, ``component`` (``connection``,
-``router``, ``call_actor`` or ``client``), ``shard`` (connection actor number)
-and ``actor`` (CallActor number); a tag that does not apply is empty. Some
-metrics add one more tag: ``outcome``, ``event_type``, ``code``, ``peer`` or
-``key``. Label values that come from the wire (event types, violation codes)
-and unknown keys are capped per exporter (:data:`MAX_DYNAMIC_VALUES`); the rest
-go to ``"other"``. The table of every metric: ``dashboards/METRICS.md``.
+Scraped names are the metric names (``relay_offers``), counters with
+``_total`` (``relay_offers_total``). Every metric carries the labels ``app``,
+``component`` (``connection``, ``router``, ``call_actor`` or ``client``),
+``shard`` (connection actor number), ``actor`` (CallActor number) and ``node``
+(the Ray node's address); a label that does not apply is empty. Some metrics
+add one more: ``outcome``, ``event_type``, ``code``, ``peer``, ``key``,
+``direction`` or ``event`` (:data:`LABELS` is the whole set). Label values that
+come from the wire (event types, violation codes) and unknown keys are capped
+per component (:data:`MAX_DYNAMIC_VALUES`); the rest go to ``"other"``.
+
+Counters on Ray stay monotonic while the router lives: when a component
+restarts (a new process) or one of its counters goes down (a link rebuilt), the
+endpoint adds what the series had counted before to what it counts now, so a
+series never decreases; a router restart starts every series again from the
+components' own counts (a counter reset, which ``rate()`` handles). A component
+that leaves the app (a CallActor removed) disappears at the next poll; one that
+stops answering disappears after :data:`STALE_AFTER_POLLS` polls. The table of
+every metric: ``dashboards/METRICS.md``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ArgumentError
+
 __all__ = [
     "BASE_TAGS",
+    "DEFAULT_METRICS_PORT",
+    "LABELS",
     "METRICS",
+    "AppSeries",
     "ClientCollector",
     "MetricDef",
+    "Report",
     "Sample",
     "flatten",
+    "resolve_metrics_config",
     "serve_client_metrics",
+    "serve_local_metrics",
 ]
 
 log = logging.getLogger("relay_actors.metrics")
 
-BASE_TAGS = ("app", "component", "shard", "actor")
+BASE_TAGS = ("app", "component", "shard", "actor", "node")
+#: Seconds between two reads of every component's stats on Ray.
 DEFAULT_INTERVAL = 2.0
+#: The port of an app's metrics endpoint unless configured (one per app: give a second
+#: app on the same node a port of its own).
+DEFAULT_METRICS_PORT = 9478
+#: Polls a component may miss (not answering in time) before its series are dropped.
+STALE_AFTER_POLLS = 3
 #: Distinct values of a wire-derived tag (event type, violation code, unknown key) per exporter.
 MAX_DYNAMIC_VALUES = 64
 OTHER = "other"
@@ -139,6 +159,13 @@ _DEFS = [
     _g("relay_call_actors", "CallActors in the app's pool."),
     _g("relay_call_actor_load", "Calls the router has placed on each CallActor (tag actor)."),
     _c("relay_call_actors_created", "CallActors the router created."),
+    _c("relay_call_actors_retired", "CallActors of an older code generation retired (rolling upgrade)."),
+    _c(
+        "relay_drain_deadline_ends",
+        "Calls hung up, and messages no longer followed, because their retiring CallActor's drain "
+        "deadline passed (rolling upgrade): outcome hung_up (calls) or untracked (messages).",
+        "outcome",
+    ),
     _c("relay_call_actor_restarts", "CallActor restarts the router noticed (a new incarnation)."),
     _c("relay_slots_leased", "Admission slots leased to connection actors."),
     _c("relay_slots_returned", "Admission slots given back by connection actors."),
@@ -190,6 +217,8 @@ _DEFS = [
 
 #: Every exported metric by name. Names and tags are part of the dashboards' contract.
 METRICS: dict[str, MetricDef] = {d.name: d for d in _DEFS}
+#: Every label a relay series may carry (Prometheus adds ``job`` and ``instance``).
+LABELS: frozenset[str] = frozenset(BASE_TAGS).union(*(d.extra for d in _DEFS))
 
 
 @dataclass(frozen=True)
@@ -231,6 +260,7 @@ _COMMON: _Map = {
     "tracked_messages": ("relay_tracked_messages", {}),
     "events_unroutable": ("relay_events_unroutable", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
+    "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "untracked"}),
     "calls_lost_actor": ("relay_lost_actor_calls", {"outcome": "lost"}),
     "calls_hung_up_lost_actor": ("relay_lost_actor_calls", {"outcome": "hung_up"}),
     "calls_rehomed": ("relay_lost_actor_calls", {"outcome": "rehomed"}),
@@ -254,10 +284,15 @@ _COMMON: _Map = {
     "server_disconnects": ("relay_server_disconnects", {}),
 }
 _BY_COMPONENT: dict[str, _Map] = {
+    # The router counts these too (the sum of the shards' answers): the shards' are exported.
+    "connection": {
+        "calls_hung_up_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "hung_up"}),
+    },
     "router": {
         "calls": ("relay_active_calls", {}),
         "actors": ("relay_call_actors", {}),
         "actors_created": ("relay_call_actors_created", {}),
+        "call_actors_retired": ("relay_call_actors_retired", {}),
         "call_actor_restarts": ("relay_call_actor_restarts", {}),
         "slots_leased": ("relay_slots_leased", {}),
         "slots_returned": ("relay_slots_returned", {}),
@@ -433,6 +468,207 @@ def _flatten_nested(
     # other nested values are not exported
 
 
+def resolve_metrics_config(port: int | None = None, host: str | None = None) -> dict[str, Any]:
+    """``port`` (None: ``RELAY_METRICS_PORT``, else :data:`DEFAULT_METRICS_PORT`; -1 or
+    ``off``: none), ``host`` (None: ``RELAY_METRICS_HOST``, else the router's node) and
+    ``interval`` (``RELAY_METRICS_INTERVAL``) of an app's metrics endpoint."""
+    if port is None:
+        raw = os.environ.get("RELAY_METRICS_PORT", "").strip()
+        if raw.lower() in ("off", "none", "-1"):
+            port = -1
+        elif raw:
+            try:
+                port = int(raw)
+            except ValueError:
+                raise ArgumentError(
+                    f"RELAY_METRICS_PORT must be a port number or 'off', not {raw!r}"
+                ) from None
+        else:
+            port = DEFAULT_METRICS_PORT
+    if not -1 <= port <= 65535:
+        raise ArgumentError(f"metrics port must be 0..65535 (or -1 for none), not {port}")
+    try:
+        interval = float(os.environ.get("RELAY_METRICS_INTERVAL", DEFAULT_INTERVAL))
+    except ValueError:
+        interval = DEFAULT_INTERVAL
+    return {
+        "port": None if port < 0 else port,
+        "host": host or os.environ.get("RELAY_METRICS_HOST") or None,
+        "interval": interval if interval > 0 else DEFAULT_INTERVAL,
+    }
+
+
+def serve_local_metrics(client: Any, port: int | None = None, app: str = "local") -> tuple[Any, str]:
+    """Serve an in-process client's metrics on ``port`` (None: as :func:`resolve_metrics_config`
+    says) on 127.0.0.1. Returns the server (None if none) and its URL or why there is none;
+    a port in use is reported, not raised."""
+    port = resolve_metrics_config(port)["port"]
+    if port is None:
+        return None, "none (turned off)"
+    try:
+        server, port = serve_client_metrics(client, port, app=app)
+    except OSError as exc:
+        return None, f"none (port {port}: {exc.strerror or exc})"
+    return server, f"http://127.0.0.1:{port}/metrics"
+
+
+# --- Prometheus families ---------------------------------------------------------
+
+
+#: One exported series: metric name, labels (every tag key of the metric), value.
+Series = tuple[str, dict[str, str], float]
+
+
+def families(series: Iterable[Series], prefix: str = "") -> list[Any]:
+    """``prometheus_client`` metric families of ``series``, one per metric, every label of
+    the metric present (empty when it does not apply). Counters get ``_total`` when scraped."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    out: dict[str, Any] = {}
+    for name, labels, value in series:
+        d = METRICS[name]
+        family = out.get(name)
+        if family is None:
+            family_cls = CounterMetricFamily if d.kind == "counter" else GaugeMetricFamily
+            family = out[name] = family_cls(prefix + name, d.help, labels=d.tag_keys)
+        family.add_metric([labels.get(k, "") for k in d.tag_keys], value)
+    return list(out.values())
+
+
+def _series(base: dict[str, str], samples: Iterable[Sample]) -> Iterator[Series]:
+    for s in samples:
+        yield s.name, {**base, **dict(s.tags)}, s.value
+
+
+# --- one app's components, polled (Ray) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """What one poll got from one component: ``stats`` is None when it did not answer.
+
+    ``component``, ``shard`` and ``actor`` name the component (its series); ``node``
+    is where it runs now (a label, not part of its identity).
+    """
+
+    component: str
+    stats: dict[str, Any] | None
+    shard: str = ""
+    actor: str = ""
+    node: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.component, self.shard, self.actor)
+
+
+_SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass
+class _Source:
+    """One component's state between polls."""
+
+    cap: Capper
+    identity: str | None = None
+    answered: float | None = None
+    node: str = ""
+    #: The samples of its last answer, counters already made monotonic.
+    samples: list[Sample] | None = None
+    #: Per counter series: the last count read and what earlier counts add to it.
+    raw: dict[_SeriesKey, float] | None = None
+    offset: dict[_SeriesKey, float] | None = None
+    #: Counter series of an earlier process the new one has not counted in yet: still
+    #: exported (at their offset), or they would vanish at every restart.
+    carried: set[_SeriesKey] | None = None
+
+
+def _identity(stats: dict[str, Any]) -> str | None:
+    """A process's identity in its stats: a CallActor's incarnation, else node and pid."""
+    if stats.get("incarnation"):
+        return str(stats["incarnation"])
+    if "pid" in stats:
+        return f"{stats.get('node_id', '')}:{stats['pid']}"
+    return None
+
+
+class AppSeries:
+    """The latest series of one app's live components (sans-IO: fed by a poller).
+
+    Each :meth:`update` gets one :class:`Report` per component the app has now.
+    Components not reported are forgotten (their series vanish); one that did not
+    answer keeps its last series for ``stale_after`` seconds, then shows none until
+    it answers again. Counters are made monotonic per series (see the module
+    docstring): a new process identity or a lower count adds the count read before
+    to the series' offset.
+
+    Args:
+        app: the ``app`` label of every series.
+        stale_after: seconds a silent component's last series stay exported.
+    """
+
+    def __init__(self, app: str, stale_after: float) -> None:
+        self.app = app
+        self.stale_after = stale_after
+        self.sources: dict[tuple[str, str, str], _Source] = {}
+
+    def update(self, now: float, reports: Iterable[Report]) -> None:
+        """Apply one poll's reports (``now``: a monotonic time)."""
+        seen = set()
+        for report in reports:
+            seen.add(report.key)
+            source = self.sources.get(report.key)
+            if source is None:
+                source = self.sources[report.key] = _Source(Capper(), raw={}, offset={}, carried=set())
+            if report.stats is None:
+                if source.answered is None or now - source.answered > self.stale_after:
+                    source.samples = None
+                continue
+            self._apply(source, report, now)
+        for key in self.sources.keys() - seen:
+            del self.sources[key]
+
+    @staticmethod
+    def _apply(source: _Source, report: Report, now: float) -> None:
+        assert report.stats is not None
+        assert source.raw is not None and source.offset is not None and source.carried is not None
+        raw, offset, carried = source.raw, source.offset, source.carried
+        identity = _identity(report.stats)
+        if source.identity is not None and identity is not None and identity != source.identity:
+            # A new process counts from zero: what the old one counted carries on.
+            for key, last in raw.items():
+                offset[key] = offset.get(key, 0.0) + last
+                raw[key] = 0.0
+            carried.update(raw)
+        source.identity = identity or source.identity
+        source.answered = now
+        source.node = report.node
+        samples = []
+        for s in flatten(report.component, report.stats, source.cap):
+            if METRICS[s.name].kind == "counter":
+                key = (s.name, s.tags)
+                before = raw.get(key)
+                if before is not None and s.value < before:
+                    offset[key] = offset.get(key, 0.0) + before  # reset in place (a link rebuilt)
+                raw[key] = s.value
+                carried.discard(key)
+                s = Sample(s.name, s.tags, offset.get(key, 0.0) + s.value)
+            samples.append(s)
+        samples.extend(Sample(name, tags, offset[(name, tags)]) for name, tags in carried)
+        source.samples = samples
+
+    def series(self) -> list[Series]:
+        """Every exported series now."""
+        out: list[Series] = []
+        for (component, shard, actor), source in self.sources.items():
+            if source.samples is None:
+                continue
+            base = {"app": self.app, "component": component, "shard": shard, "actor": actor}
+            base["node"] = source.node
+            out.extend(_series(base, source.samples))
+        return out
+
+
 # --- in-process -------------------------------------------------------------------
 
 
@@ -441,9 +677,8 @@ class ClientCollector:
 
     Args:
         client: anything with a ``stats()`` method returning a dict (a ``RelayClient``).
-        app: the ``app`` tag.
-        prefix: prepended to every name; ``"ray_"`` makes the series match the
-            Ray dashboards.
+        app: the ``app`` label.
+        prefix: prepended to every name (the same names as on Ray without one).
     """
 
     def __init__(self, client: Any, app: str = "local", prefix: str = "") -> None:
@@ -472,24 +707,42 @@ class ClientCollector:
         return []  # unchecked collector: names are fixed by METRICS anyway
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        base = {"app": self.app, "component": "client", "shard": "", "actor": ""}
-        by_name: dict[str, list[Sample]] = {}
+        base = {"app": self.app, "component": "client"}
         try:
-            for s in flatten("client", self._stats(), self.cap):
-                by_name.setdefault(s.name, []).append(s)
+            samples = flatten("client", self._stats(), self.cap)
         except Exception:
             log.warning("client metrics collection failed", exc_info=True)
             return
-        for name, samples in by_name.items():
-            d = METRICS[name]
-            family_cls = CounterMetricFamily if d.kind == "counter" else GaugeMetricFamily
-            family = family_cls(self.prefix + name, d.help, labels=d.tag_keys)
-            for s in samples:
-                tags = {**base, **{k: "" for k in d.extra}, **dict(s.tags)}
-                family.add_metric([tags[k] for k in d.tag_keys], s.value)
-            yield family
+        yield from families(_series(base, samples), self.prefix)
+
+
+class SeriesCollector:
+    """A ``prometheus_client`` collector serving whatever ``source()`` returns now."""
+
+    def __init__(self, source: Callable[[], list[Any]]) -> None:
+        self.source = source
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.source()
+
+
+def serve_registry(collector: Any, port: int, addr: str) -> tuple[Any, int]:
+    """Serve ``collector`` alone at ``http://addr:port/metrics`` (the process-global
+    registry is left alone). Returns the HTTP server (``server.shutdown()`` and
+    ``server.server_close()`` stop it) and the port it listens on (useful with ``port=0``).
+
+    Raises:
+        OSError: the port is taken (or the address is not this host's).
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server, server.server_address[1]
 
 
 def serve_client_metrics(
@@ -501,15 +754,10 @@ def serve_client_metrics(
     HTTP server (``server.shutdown()`` stops it) and the port it listens on
     (useful with ``port=0``).
     """
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ClientCollector(client, app=app, prefix=prefix))
-    server, _thread = start_http_server(port, addr=addr, registry=registry)
-    return server, server.server_address[1]
+    return serve_registry(ClientCollector(client, app=app, prefix=prefix), port, addr)
 
 
-def metric_names(prefix: str = "ray_") -> Iterable[str]:
+def metric_names(prefix: str = "") -> Iterable[str]:
     """The scraped names (``prefix`` + name, ``_total`` for counters)."""
     for d in _DEFS:
         yield prefix + d.name + ("_total" if d.kind == "counter" else "")

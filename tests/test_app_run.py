@@ -1,12 +1,14 @@
-"""``relay-actors run module:client`` in-process: the ready line, and SIGTERM drains (no new
-offers, the active call finishes) and stops with clear lines."""
+"""``relay-actors run module:client`` in-process: the ready line, the metrics it names, and
+SIGTERM drains (no new offers, the active call finishes) and stops with clear lines."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 from relay_actors.emulator import Emulator
@@ -62,8 +64,13 @@ async def test_run_serves_the_modules_client_and_drains_on_sigterm(tmp_path: Pat
             assert proc.stdout is not None
             ready = await _line(proc.stdout, "relay-actors: ready:")
             assert f"in-process, connected to {emu.host}" in ready and "contexts office" in ready
+            # Its metrics, where the ready line says (RELAY_METRICS_PORT=0 in tests: any free port).
+            url = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)", ready)
+            assert url, ready
             (call_id,) = emu.core.inject_calls("office", 1)
             await _until(lambda: emu.core.list_calls()[0]["state"] == "answered")
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url[1], timeout=5).read().decode())
+            assert 'relay_active_calls{actor="",app="myapp",component="client",node="",shard=""} 1.0' in text
             proc.send_signal(signal.SIGTERM)
             await _line(proc.stdout, "relay-actors: SIGTERM: draining")
             # Draining: no new offers (the contexts are unsubscribed); the active call goes on.

@@ -100,18 +100,24 @@ def test_progress_off_a_terminal_prints_a_line_per_quarter() -> None:
     assert "dials" not in lines[-1] and lines[-1].endswith("inbound 8/8")
 
 
-def test_progress_on_a_terminal_redraws_one_line() -> None:
+def test_progress_on_a_terminal_redraws_its_bars_in_place() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     out = Terminal()
-    bar = Progress({"inbound": 2}, out=out)
+    bar = Progress({"inbound": 2, "dials": 1, "messages": 0}, out=out)
     bar.set("inbound", 1)
     bar.set("inbound", 2)
+    bar.set("dials", 1)
     bar.draw(final=True)
     text = out.getvalue()
-    assert text.count("\r") == 3 and text.count("\n") == 1 and text.endswith("inbound 2/2\033[K\n")
+    # Each redraw moves the cursor back up over the previous frame instead of appending.
+    assert text.count("\x1b[1A") >= 3
+    last_frame = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.rsplit("\r", 1)[-1]).splitlines()
+    assert [line.split()[0] for line in last_frame] == ["inbound", "dials"]  # nothing to do: no bar
+    assert "2/2" in last_frame[0] and "1/1" in last_frame[1]
+    assert text.endswith("\x1b[?25h")  # the cursor is given back
 
 
 def test_demo_help_is_plain_text() -> None:

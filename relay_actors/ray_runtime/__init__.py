@@ -14,6 +14,7 @@
 
 from .driver import (
     STREAM_LOST,
+    DriverTransport,
     RayOptions,
     RayRuntime,
     RemoteCall,
@@ -30,6 +31,7 @@ from .driver import (
 
 __all__ = [
     "STREAM_LOST",
+    "DriverTransport",
     "RayOptions",
     "RayRuntime",
     "RemoteCall",

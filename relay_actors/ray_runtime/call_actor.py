@@ -6,10 +6,12 @@ the app's connection actors (:mod:`relay_actors.ray_runtime.actor_link`: a priva
 socket for those on its node, TLS with the app's certificate for the others,
 both behind the link's mutual handshake); they send it batches of items
 (:mod:`relay_actors.ray_runtime.actor_messages`): offers, events, results, acknowledged
-once applied; it sends back batches of requests. Each call is a regular
-:class:`~relay_actors.call.Call` whose commands travel through
-:class:`_ShardLink`, so the user's ``on_call`` handler is the same code that
-runs in-process.
+once applied; it sends back batches of requests. Its calls, dials, messages
+and handler runs are a :class:`~relay_actors.call_host.CallHost`'s, the one the
+in-process client uses, fed the items as they come; each call is a regular
+:class:`~relay_actors.call.Call` whose commands travel through the
+:class:`_ShardLink` of its shard, so the user's ``on_call`` handler is the same
+code that runs in-process.
 
 Inside a CallActor, the app's own ``RelayClient`` (the one the handlers refer to:
 unpickled with them, or built while their module is imported here) is an
@@ -32,19 +34,17 @@ from typing import Any
 import orjson
 from ray import cloudpickle
 
-from ..call import Call, _device_lists
+from .. import logcontext
+from ..call import Call, CallControl
+from ..call_host import CallHost, Offer
 from ..config import context_list, updated_contexts
-from ..dialing import await_dial, winner
 from ..errors import ArgumentError, RelayError
-from ..handlers import run_call_handler, run_message_handler
 from ..message import Message
 from ..protocol import constants as c
-from ..protocol.calls import CallCore
 from ..protocol.events import RelayEvent, parse_event
-from ..protocol.messages import MessageTracker
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
-from . import link_tls, metrics_export
+from . import link_tls
 from .actor_link import LinkHub, LinkServer
 from .driver import STREAM_LOST
 from .link_protocol import LinkError, LinkSession
@@ -76,6 +76,17 @@ def _where() -> dict[str, Any]:
     import ray
 
     return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _configure_logging(options: dict[str, Any]) -> None:
+    """The handlers log at the app's level, each record with its app, node and call id
+    (Ray forwards this process's stderr to the driver: ``ray job logs``)."""
+    import ray
+
+    from .job_logs import show_in_job
+
+    show_in_job(str(options.get("log_job") or ""))
+    logcontext.configure_call_actor(options.get("log_level"), ray.util.get_node_ip_address())
 
 
 def current_host() -> CallActor | None:
@@ -140,23 +151,47 @@ def _forget_oldest(streams: OrderedDict[str, _Stream], keep: int) -> int:
 
 
 class _ShardLink:
-    """The CallControl of calls owned by one connection shard."""
+    """The lane (CallControl) of calls, dials and messages of one connection shard."""
 
-    __slots__ = ("host", "shard", "tasks")
+    __slots__ = ("actor", "shard", "tasks")
 
-    def __init__(self, host: CallActor, shard: int) -> None:
-        self.host = host
+    def __init__(self, actor: CallActor, shard: int) -> None:
+        self.actor = actor
         self.shard = shard
-        self.tasks = host.tasks
+        self.tasks = actor.tasks
 
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self.host.request(self.shard, method, params)
+        return await self.actor.request(self.shard, method, params)
 
-    def _release_call(self, call_id: str) -> None:
+    def release_call(self, call_id: str) -> None:
         """The call was passed to another consumer: it is not ours any more."""
-        if self.host.calls.pop(call_id, None) is not None:
-            self.host.call_shard.pop(call_id, None)
-            self.host.counters["calls_passed"] += 1
+        if self.actor.call_host.release_call(call_id):
+            self.actor.counters["calls_passed"] += 1
+
+
+class _ActorTransport:
+    """How a CallActor's call host reaches the wire: through the app's connection
+    shards, a new dial or message on each in turn."""
+
+    __slots__ = ("actor",)
+
+    def __init__(self, actor: CallActor) -> None:
+        self.actor = actor
+
+    def lane(self) -> CallControl:
+        return self.actor.links[self.actor.next_shard()]
+
+    def default_context(self) -> str | None:
+        return None  # the connection actor fills in its protocol
+
+    def dial_abandoned(self, lane: CallControl, tag: str) -> None:
+        """The shard ends the legs that show up later, and forgets the dial."""
+        assert isinstance(lane, _ShardLink)
+        with contextlib.suppress(RelayError):
+            self.actor.send_item(lane.shard, [m.DIAL_ABANDONED, tag])
+
+    def message_sent(self, host: CallHost, message: Message, result: dict[str, Any]) -> None:
+        """Nothing to do: the shard routes its state events here."""
 
 
 class CallActor:
@@ -167,28 +202,35 @@ class CallActor:
         index: this actor's number in the pool.
         handlers: cloudpickled ``{"on_call": ..., "on_message": ...}``.
         options: ``capacity`` (calls at most), ``handler_timeout``, ``on_handler_error``, ``request_timeout``,
-            ``dial_timeout``, ``shards`` (number of connection actors).
+            ``dial_timeout``, ``shards`` (number of connection actors), ``log_level`` (the app's).
     """
 
     def __init__(self, app: str, index: int, handlers: bytes, options: dict[str, Any]) -> None:
         global _HOST
         _HOST = self
+        _configure_logging(options)
         self.app = app
         self.index = index
         self.incarnation = ""  # the link server's, once it is up
         self.capacity = int(options.get("capacity", 5000))
-        self.handler_timeout = options.get("handler_timeout")
-        self.on_handler_error = str(options.get("on_handler_error", "hangup"))
         self.request_timeout = float(options.get("request_timeout", c.REQUEST_TIMEOUT))
-        self.dial_timeout = float(options.get("dial_timeout", c.DIAL_TIMEOUT))
         self.shards = int(options.get("shards", 1))
         self.project = str(options.get("project") or "")
         self.host = str(options.get("host") or "")
         #: Every shard's session as last read (see :meth:`_watch_sessions`).
         self.sessions: list[dict[str, Any] | None] = []
         self._unpickling = False
-        self.tasks = BackgroundTasks()
-        self.counters: Counter[str] = Counter()
+        #: The calls, dials, messages and handler runs of this actor.
+        self.call_host = CallHost(
+            _ActorTransport(self),
+            capacity=self.capacity,
+            handler_timeout=options.get("handler_timeout"),
+            on_handler_error=str(options.get("on_handler_error", "hangup")),
+            dial_timeout=float(options.get("dial_timeout", c.DIAL_TIMEOUT)),
+            app=app,
+        )
+        self.tasks = self.call_host.tasks
+        self.counters: Counter[str] = self.call_host.counters
         self._link_server: LinkServer | None = None
         self._hub: LinkHub | None = None
         self._endpoint: dict[str, Any] = {}
@@ -197,14 +239,9 @@ class CallActor:
         #: ``handler_tasks`` counts and a quiescent actor has none of).
         self.service = BackgroundTasks()
         self.service.spawn(self._serve_links(), "link server")
-        self.calls: dict[str, Call] = {}
-        self.call_shard: dict[str, int] = {}
-        self._links = [_ShardLink(self, s) for s in range(self.shards)]
+        #: The lane of each connection shard.
+        self.links = [_ShardLink(self, s) for s in range(self.shards)]
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
-        self._dials: dict[str, tuple[asyncio.Future[Call], int]] = {}
-        self._messages = MessageTracker()
-        self._message_objects: dict[str, Message] = {}
-        self._message_shard: dict[str, int] = {}
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
         self._streamed: OrderedDict[str, _Stream] = OrderedDict()
@@ -213,14 +250,17 @@ class CallActor:
         self._owned_fault: tuple[float, bool, asyncio.Event] | None = None
         self._rr = 0
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
-        tags = {"app": self.app, "actor": str(self.index)}
-        metrics_export.export_actor_stats("call_actor", self.stats, tags)
         # The app's own code, from the driver through Ray (an actor argument, behind Ray's
         # token auth) — never bytes from a socket of ours: the links carry only JSON.
         with self.unpickling():
             loaded = cloudpickle.loads(handlers)
-        self.on_call: Callable[[Call], Any] | None = loaded.get("on_call")
-        self.on_message: Callable[[Message], Any] | None = loaded.get("on_message")
+        self.call_host.on_call = loaded.get("on_call")
+        self.call_host.on_message = loaded.get("on_message")
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        """The calls this actor hosts, by call_id."""
+        return self.call_host.calls
 
     # --- the direct links from the connection actors (see actor_link) --------------------
 
@@ -300,7 +340,7 @@ class CallActor:
         refused = self._apply(shard, items)
         if refused:
             offers = {item[1]: item for item in items if item[0] == m.OFFER}
-            self._send(shard, [m.REFUSED, [offers[cid] for cid in refused if cid in offers]])
+            self.send_item(shard, [m.REFUSED, [offers[cid] for cid in refused if cid in offers]])
 
     def _on_shard_restarted(self, previous: LinkSession) -> None:
         """A connection actor came back as a new process. Requests that never left this
@@ -314,9 +354,10 @@ class CallActor:
             LinkError("restart"),
         )
         for item in carried:
-            self._send(shard, item)
+            self.send_item(shard, item)
 
-    def _send(self, shard: int, item: list[Any]) -> None:
+    def send_item(self, shard: int, item: list[Any]) -> None:
+        """Send one item to connection shard ``shard`` (batched by the link)."""
         server = self._link_server
         if server is None:
             raise RelayError("connection_lost", "the link server is not up yet")
@@ -344,7 +385,7 @@ class CallActor:
         req_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._requests[req_id] = (future, shard)
-        self._send(shard, [m.REQUEST, req_id, method, params])
+        self.send_item(shard, [m.REQUEST, req_id, method, params])
         try:
             # The connection actor enforces the request timeout; this is a safety net.
             return await asyncio.wait_for(future, self.request_timeout + 5.0)
@@ -354,6 +395,7 @@ class CallActor:
             self._requests.pop(req_id, None)
 
     def next_shard(self) -> int:
+        """The shard the next new dial, message or request goes through (in turn)."""
         self._rr = (self._rr + 1) % self.shards
         return self._rr
 
@@ -374,23 +416,20 @@ class CallActor:
                     if not self._on_offer(shard, item):
                         refused.append(item[1])
                 elif kind == m.LEG:
-                    self._on_leg(shard, item)
+                    self.call_host.dial_leg(self.links[shard], item[2])
                 elif kind == m.DIAL:
-                    self._on_dial(item)
+                    self.call_host.dial_done(item[1], item[2], item[3])
                 elif kind == m.MSG_STATE:
-                    self._on_message_state(item)
+                    self.call_host.message_state(parse_event(item[1], item[2], item[3]))
                 elif kind == m.MSG_IN:
-                    self._on_message_in(item)
+                    self.call_host.message_in(item[1])
                 elif kind == m.LOST:
-                    call = self.calls.pop(item[1], None)
-                    if call is not None:
-                        self.call_shard.pop(item[1], None)
-                        call._lost(item[2])
+                    self.call_host.call_lost(item[1], item[2])
                     stream = self._streamed.get(item[1])
                     if stream is not None:
                         stream.add((STREAM_LOST, {"reason": item[2]}, 0.0), True)
                 elif kind == m.ADOPT:
-                    self._adopt(shard, item[2])
+                    self.call_host.adopt(self.links[shard], item[2])
                 else:
                     self.counters["unknown_items"] += 1
             except Exception:
@@ -413,18 +452,16 @@ class CallActor:
         _, call_id, event_type, params, timestamp, event_id = item
         if self._seen_before(event_id):
             return
-        call = self.calls.get(call_id)
+        call = self.call_host.call_event(call_id, parse_event(event_type, params, timestamp))
         if call is None:
             self.counters["events_for_unknown_calls"] += 1
             return
         self.counters["events"] += 1
-        call._deliver(parse_event(event_type, params, timestamp))
+        ended = call._core.ended
         stream = self._streamed.get(call_id)
         if stream is not None:
-            stream.add((event_type, params, timestamp), call._core.ended)
-        if call._core.ended:
-            del self.calls[call_id]
-            self.call_shard.pop(call_id, None)
+            stream.add((event_type, params, timestamp), ended)
+        if ended:
             self.counters["calls_ended"] += 1
 
     def _on_result(self, item: tuple[Any, ...]) -> None:
@@ -438,122 +475,18 @@ class CallActor:
             entry[0].set_exception(RelayError(*payload))
 
     def _on_offer(self, shard: int, item: tuple[Any, ...]) -> bool:
-        _, call_id, params, event_id = item
-        if call_id in self.calls:
-            return True  # a redelivered offer
-        if len(self.calls) >= self.capacity:
+        """An offer placed here; False if this actor is full (the shard places it elsewhere)."""
+        _, _call_id, params, event_id = item
+        offered = self.call_host.offer(self.links[shard], params)
+        if offered is Offer.FULL:
             self.counters["offers_refused"] += 1
             return False
-        self._seen_before(event_id)
-        call = Call(self._links[shard], CallCore.from_params(params))
-        self.calls[call_id] = call
-        self.call_shard[call_id] = shard
-        self.counters["offers"] += 1
-        if self.on_call is None:
-            log.warning("inbound call %s but no on_call handler is registered", call_id)
-        else:
-            self.tasks.spawn(self._run_handler(call), f"on_call handler for {call_id}")
+        if offered is Offer.TAKEN:
+            self._seen_before(event_id)
+            self.counters["offers"] += 1
         return True
 
-    async def _run_handler(self, call: Call, handler: Callable[[Call], Any] | None = None) -> None:
-        """The shared runner (timeout, error policy, log context) for ``on_call`` or a
-        dial's own ``handler``."""
-        fn = handler or self.on_call
-        assert fn is not None
-        await run_call_handler(fn, call, self.counters, self.handler_timeout, self.on_handler_error, self.app)
-
-    def _on_leg(self, shard: int, item: tuple[Any, ...]) -> None:
-        _, _tag, params = item
-        call = Call(self._links[shard], CallCore.from_params(params, "outbound"))
-        self.calls.setdefault(call.call_id, call)
-        self.call_shard[call.call_id] = shard
-
-    def _on_dial(self, item: tuple[Any, ...]) -> None:
-        _, tag, answered, info = item
-        entry = self._dials.get(tag)
-        if entry is None or entry[0].done():
-            return
-        future, shard = entry
-        if not answered:
-            future.set_exception(RelayError("dial_failed", f"Dial failed (tag={tag})"))
-            return
-
-        def make(core: CallCore) -> Call:
-            call = Call(self._links[shard], core)
-            self.calls[call.call_id] = call
-            self.call_shard[call.call_id] = shard
-            return call
-
-        future.set_result(winner(self.calls.get(info.get("call_id", "")), tag, info, make))
-
-    def _on_message_state(self, item: tuple[Any, ...]) -> None:
-        _, event_type, params, timestamp = item
-        record, finished = self._messages.feed(parse_event(event_type, params, timestamp))
-        if record is None:
-            return  # kept until send_message registers the id
-        message = self._message_objects.get(record.message_id)
-        if message is not None:
-            message._apply(parse_event(event_type, params, timestamp), record.state, record.reason, finished)
-            if finished:
-                del self._message_objects[record.message_id]
-                self._message_shard.pop(record.message_id, None)
-
-    def _on_message_in(self, item: tuple[Any, ...]) -> None:
-        message = Message.from_event(item[1])
-        if self.on_message is None:
-            log.warning("inbound message %s but no on_message handler is registered", message.message_id)
-            return
-        self.tasks.spawn(self._run_message_handler(message), f"on_message handler for {message.message_id}")
-
-    async def _run_message_handler(self, message: Message) -> None:
-        assert self.on_message is not None
-        await run_message_handler(self.on_message, message, self.counters, self.app)
-
-    # --- what a handler's RelayClient does here ---------------------------------------
-
-    async def dial(
-        self,
-        devices: Any,
-        *,
-        tag: str | None = None,
-        dial_timeout: float | None = None,
-        handler: Callable[[Call], Any] | None = None,
-        **params: Any,
-    ) -> Call:
-        """Dial out through a connection actor; the answered Call lives in this actor."""
-        tag = tag or str(uuid.uuid4())
-        shard = self.next_shard()
-        future: asyncio.Future[Call] = asyncio.get_running_loop().create_future()
-        self._dials[tag] = (future, shard)
-        payload = {
-            "tag": tag,
-            "devices": _device_lists(devices),
-            **{k: v for k, v in params.items() if v is not None},
-        }
-        timeout = self.dial_timeout if dial_timeout is None else dial_timeout
-        try:
-            call = await await_dial(
-                tag, lambda: self.request(shard, "calling.dial", payload), future, timeout, self._abandon_dial
-            )
-        finally:
-            self._dials.pop(tag, None)
-        if handler is not None:
-            self.tasks.spawn(self._run_handler(call, handler), f"dial handler for {call.call_id}")
-        return call
-
-    def _abandon_dial(self, tag: str) -> None:
-        """Nobody takes the dial: end the legs this actor knows, and have the connection
-        actor end those that show up later and forget the dial."""
-        self._hang_up_legs(tag)
-        shard = self._dials.get(tag, (None, self.next_shard()))[1]
-        with contextlib.suppress(RelayError):
-            self._send(shard, [m.DIAL_ABANDONED, tag])
-
-    def _hang_up_legs(self, tag: str) -> None:
-        """Nobody takes the dial: end its legs."""
-        for call in list(self.calls.values()):
-            if call.tag == tag and not call._core.ended:
-                self.tasks.spawn(call.hangup("cancel"), f"hang-up of abandoned dial leg {call.call_id}")
+    # --- for the driver's client ------------------------------------------------------
 
     async def dial_remote(
         self, devices: Any, handler: bytes | None, options: dict[str, Any]
@@ -561,7 +494,7 @@ class CallActor:
         """A dial asked for by the driver: the call (and ``handler``) live here."""
         with self.unpickling():  # (the driver's code, through a Ray call: see __init__)
             fn = cloudpickle.loads(handler) if handler else None
-        call = await self.dial(devices, handler=fn, **options)
+        call = await self.call_host.dial(devices, handler=fn, **options)
         # From here on its events are kept for the driver's Call (call_events).
         stream = self._streamed[call.call_id] = _Stream()
         if call._core.ended:
@@ -594,55 +527,8 @@ class CallActor:
 
     async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A command of the driver's Call, through the shard that owns the call."""
-        shard = self.call_shard.get(call_id)
-        return await self.request(self.next_shard() if shard is None else shard, method, params)
-
-    async def send_message(
-        self,
-        *,
-        to_number: str,
-        from_number: str,
-        context: str | None = None,
-        body: str | None = None,
-        media: list[str] | None = None,
-        tags: list[str] | None = None,
-        region: str | None = None,
-        on_completed: Callable[[RelayEvent], Any] | None = None,
-        _listener: Callable[[Message, RelayEvent], None] | None = None,
-    ) -> Message:
-        if not body and not media:
-            raise ArgumentError("send_message needs body=... and/or media=[...]")
-        shard = self.next_shard()
-        params: dict[str, Any] = {"to_number": to_number, "from_number": from_number}
-        for key, value in (
-            ("context", context),
-            ("body", body),
-            ("media", media),
-            ("tags", tags),
-            ("region", region),
-        ):
-            if value:
-                params[key] = value
-        # The connection actor fills in its protocol as the context when none is given.
-        result = await self.request(shard, "messaging.send", params)
-        message_id = str(result.get("message_id") or "")
-        message = Message(
-            message_id=message_id,
-            context=str(result.get("context") or context or ""),
-            from_number=from_number,
-            to_number=to_number,
-            body=body or "",
-            media=media,
-            tags=tags,
-            on_completed=on_completed,
-        )
-        if _listener is not None:
-            message.on(lambda event: _listener(message, event))
-        if message_id:
-            if message._track(self._messages):
-                self._message_objects[message_id] = message
-                self._message_shard[message_id] = shard
-        return message
+        lane = self.call_host.lane_of(call_id) or self.links[self.next_shard()]
+        return await lane.execute(method, params)
 
     async def send_message_remote(self, params: dict[str, Any]) -> dict[str, Any]:
         """A message sent by the driver: returns the send's result at once; the driver
@@ -654,7 +540,7 @@ class CallActor:
             item = (event.event_type, event.params, event.timestamp, message.state, message.reason, done)
             followed.add(item, done)
 
-        message = await self.send_message(**params, _listener=record)
+        message = await self.call_host.send_message(**params, listener=record)
         if message.message_id:
             self._followed[message.message_id] = followed
             self.counters["followed_messages_forgotten"] += _forget_oldest(self._followed, _FOLLOWED_KEPT)
@@ -688,13 +574,7 @@ class CallActor:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(fault[2].wait(), left)
             raise RelayError("internal", "owned() fails on purpose (fault injection)")
-        return {
-            "calls": [
-                (cid, call.node_id) for cid, call in self.calls.items() if self.call_shard.get(cid) == shard
-            ],
-            "dials": [tag for tag, (_, s) in self._dials.items() if s == shard],
-            "messages": [mid for mid, s in self._message_shard.items() if s == shard],
-        }
+        return self.call_host.owned_by(self.links[shard])
 
     async def fail_owned(self, seconds: float, hang: bool = False) -> None:
         """Fault injection for tests and drills (a Ray call, never reachable from the
@@ -707,21 +587,7 @@ class CallActor:
     async def adopt(self, shard: int, calls: list[dict[str, Any]]) -> int:
         """Re-home calls whose CallActor died: they get ``recovered = True`` and the
         ``on_call`` handler runs again for them (it can check ``call.recovered``)."""
-        return sum(self._adopt(shard, params) for params in calls)
-
-    def _adopt(self, shard: int, params: dict[str, Any]) -> bool:
-        call_id = params.get("call_id", "")
-        if not call_id or call_id in self.calls:
-            return False
-        core = CallCore.from_params(params, params.get("direction") or "inbound")
-        call = Call(self._links[shard], core)
-        call.recovered = True
-        self.calls[call_id] = call
-        self.call_shard[call_id] = shard
-        self.counters["calls_recovered"] += 1
-        if self.on_call is not None:
-            self.tasks.spawn(self._run_handler(call), f"recovered handler for {call_id}")
-        return True
+        return sum(self.call_host.adopt(self.links[shard], params) for params in calls)
 
     async def health(self) -> dict[str, Any]:
         """Liveness and load: the router polls this."""
@@ -739,7 +605,7 @@ class CallActor:
             **_where(),
             "calls": len(self.calls),
             "pending_requests": len(self._requests),
-            "pending_dials": len(self._dials),
+            "pending_dials": self.call_host.pending_dials,
             "handler_tasks": len(self.tasks),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "links": link_stats(self._link_server),
@@ -828,13 +694,13 @@ class ActorSideClient:
     # --- requests -----------------------------------------------------------------
 
     async def dial(self, devices: Any, **kw: Any) -> Call:
-        return await self._host.dial(devices, **kw)
+        return await self._host.call_host.dial(devices, **kw)
 
     async def send_message(self, **kw: Any) -> Message:
-        return await self._host.send_message(**kw)
+        return await self._host.call_host.send_message(**kw)
 
     async def execute(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await self._host.request(self._host.next_shard(), method, params or {})
+        return await self._host.links[self._host.next_shard()].execute(method, params or {})
 
     async def receive(self, contexts: Sequence[str] | str) -> None:
         """Subscribe every shard to more contexts (a str is one context, as in the SDK)."""

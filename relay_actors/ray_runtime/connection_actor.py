@@ -58,11 +58,12 @@ from ..protocol.session import Connected
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
 from . import admission as adm
-from . import kvstore, link_tls, metrics_export
+from . import kvstore, link_tls
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
 from .call_actor import _where, link_stats
+from .job_logs import show_in_job
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .placement import Placement, RouteRebuild
 
@@ -112,6 +113,8 @@ class ConnectionActor:
         self.fenced: OrderedDict[str, None] = OrderedDict()
         #: CallActor index → the incarnation whose loss was last handled.
         self.incarnations: dict[int, str] = {}
+        #: CallActors the router retired after an upgrade (never linked to again).
+        self.retired_call_actors: set[int] = set()
         #: Slots, active calls and waiting offers (set at start-up, after the rebuild).
         self.leases: adm.ShardLeases[Waiting] | None = None
         #: The direct links to the CallActors (made at start-up, once the secret is read).
@@ -147,8 +150,6 @@ class ConnectionActor:
         self._early_requests: deque[tuple[int, str, str, dict[str, Any]]] = deque()
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
-        tags = {"app": self.app, "shard": str(self.shard)}
-        metrics_export.export_actor_stats("connection", self.stats, tags)
 
     # --- start-up and recovery ----------------------------------------------------
 
@@ -241,10 +242,13 @@ class ConnectionActor:
 
     async def _refresh_pool(self) -> None:
         pool = await self.router.pool_info.remote()
+        generations = await self._call_actor_generations()
         for idx, handle, capacity in pool:
-            if idx not in self.actors:
+            if idx not in self.actors and idx not in self.retired_call_actors:
                 self.actors[idx] = handle
-                self.placement.add(idx, capacity)
+                self.placement.add(idx, capacity, generations.get(idx, 0))
+        for idx, generation in generations.items():
+            self.placement.set_generation(idx, generation)
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
         if self.links is not None:
             for idx in self.actors:
@@ -331,6 +335,9 @@ class ConnectionActor:
     async def _ask_owned(self, idx: int) -> None:
         rebuild = self.rebuild
         if rebuild is None:
+            return
+        if idx not in self.actors:  # retired by the router meanwhile: it held nothing of ours
+            self._learned(idx, {"calls": [], "dials": [], "messages": []})
             return
         try:
             state = await asyncio.wait_for(self.actors[idx].owned.remote(self.shard), OWNED_TIMEOUT)
@@ -1101,9 +1108,84 @@ class ConnectionActor:
         return len(wires)
 
     async def refresh_pool(self) -> int:
-        """The router changed the pool (scaled up): learn the new CallActors."""
+        """The router changed the pool (scaled up, or upgraded: a new generation of
+        CallActors takes the new calls from now on): learn the new CallActors."""
         await self._refresh_pool()
         return len(self.actors)
+
+    # --- rolling upgrade: the router retires an older generation -----------------------
+
+    async def _call_actor_generations(self) -> dict[int, int]:
+        """CallActor index → the code generation it runs, as the router has it."""
+        info = await self.router.generations_info.remote()
+        # Upgraded: the new owner's job shows this actor's output (see job_logs).
+        show_in_job(str(info.get("log_job") or ""))
+        return {int(idx): int(gen) for idx, gen in info["actors"].items()}
+
+    async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
+        """What this shard still has with CallActor ``idx``: calls routed there, dials it
+        owns, items it has not acknowledged (0: it may be retired). A shard that missed
+        the news of ``generation`` (the router's current) learns it here first."""
+        if generation > max(self.placement.generation.values(), default=0):
+            await self._refresh_pool()
+        calls = sum(1 for owner in self.routes.calls.values() if owner == idx)
+        dials = sum(1 for owner in self.dial_owner.values() if owner == idx)
+        # A message it sent still waits for its delivery states: they must reach it.
+        messages = sum(1 for owner in self.msg_owner.values() if owner == idx)
+        session = self.links.sessions.get(idx) if self.links is not None else None
+        unacked = len(session.unacknowledged()) if session is not None else 0
+        # Not asked yet since this shard restarted: it may hold anything.
+        unknown = int(self.rebuild is not None and idx in self.rebuild.unknown)
+        return calls + dials + messages + unacked + unknown
+
+    async def forget_call_actor(self, idx: int) -> bool:
+        """The router retires CallActor ``idx`` (an older generation, drained): stop
+        linking to it and never place on it again, so its stop is not a loss here.
+        False (nothing done) if this shard has something with it after all: checked and
+        done in one step of this actor's loop, so no call can slip in between."""
+        if await self.call_actor_busy(idx):
+            return False
+        self.retired_call_actors.add(idx)
+        self.actors.pop(idx, None)
+        self.placement.forget(idx)
+        self.incarnations.pop(idx, None)
+        if self.links is not None:
+            self.links.forget(idx)
+        return True
+
+    async def end_calls_on(self, idx: int) -> int:
+        """Hang up the calls routed to CallActor ``idx`` (its drain deadline passed); they
+        end as any call does, their ``ended`` events reaching it. Returns how many."""
+        assert self.conn is not None
+        conn = self.conn
+        call_ids = [cid for cid, owner in self.routes.calls.items() if owner == idx]
+
+        async def end(cid: str) -> None:
+            params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "reason": "hangup"}
+            try:
+                await conn.execute("calling.end", params)
+            except RelayError as exc:
+                if not exc.call_gone:
+                    log.warning("hang-up of %s at its drain deadline failed: %s", cid, exc.message)
+
+        for cid in call_ids:
+            self.tasks.spawn(end(cid), f"hang-up of {cid} at its drain deadline")
+        self.counters["calls_hung_up_drain_timeout"] += len(call_ids)
+        # Messages still without a final state by now will not hold the retirement up:
+        # their later states are dropped (and counted) like those of any unknown message.
+        waiting = [mid for mid, owner in self.msg_owner.items() if owner == idx]
+        for mid in waiting:
+            del self.msg_owner[mid]
+        if waiting:
+            self.counters["messages_untracked_drain_timeout"] += len(waiting)
+            log.warning(
+                "shard %d: %d messages of CallActor %d had no final state at its drain deadline; "
+                "their later states are dropped",
+                self.shard,
+                len(waiting),
+                idx,
+            )
+        return len(call_ids)
 
     # --- introspection and shutdown ---------------------------------------------------
 

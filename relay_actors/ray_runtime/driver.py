@@ -16,6 +16,12 @@ Lifecycle, on purpose and never by accident:
   naming the way out, unless it asked to **join** (``RayOptions(join=True)``) with
   the same configuration (compared as an HMAC fingerprint stored in the record);
   a joined driver's ``stop()`` leaves the app alone;
+* a driver that asks to **upgrade** it (``RayOptions(upgrade=True)``,
+  ``relay-actors run --upgrade``) with the same settings but new handler code
+  deploys that code as a new generation of CallActors (see
+  :meth:`~relay_actors.ray_runtime.router.Router.upgrade`): new calls go to it, the
+  older CallActors drain and are stopped, no call is dropped; the app's ownership
+  moves to this driver, and the previous owner sees it and exits, leaving the app;
 * :func:`stop_app` (``relay-actors stop APP``) drains and stops an app from
   anywhere, including one whose driver is gone; a start that finds a record whose
   actors are gone (a crash) reclaims it.
@@ -33,16 +39,18 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from ..call import Call
+from ..call import Call, CallControl
+from ..call_host import CallHost
 from ..config import Settings, is_loopback
 from ..errors import ArgumentError, RelayError
 from ..message import Message
+from ..metrics import resolve_metrics_config
 from ..protocol import constants as c
 from ..protocol.calls import CallCore
 from ..protocol.events import parse_event
@@ -51,6 +59,7 @@ from . import kvstore
 from .actor_messages import NAMESPACE, actor_name
 
 __all__ = [
+    "DriverTransport",
     "RayOptions",
     "RayRuntime",
     "RemoteCall",
@@ -117,6 +126,18 @@ class RayOptions:
         control_resource: a custom resource that pins the control plane (router,
             connection actors) to the nodes offering it, e.g. a dedicated head; by
             default it stays on the driver's node when it can.
+        upgrade: if the app already runs, deploy this driver's handlers to it as a
+            rolling upgrade (same settings required; the handlers may differ) and take
+            it over; with no app running, start it as usual.
+        upgrade_drain_timeout: how long the previous generation's calls may go on
+            after an upgrade before they are hung up.
+        metrics_port: the port of the app's metrics endpoint, served by its router
+            (``http://<router node>:<port>/metrics``): default ``RELAY_METRICS_PORT``,
+            else 9478; 0 for any free port (``relay-actors status`` shows it), -1 for
+            none. Each app on a node needs its own.
+        metrics_host: the address it binds: default ``RELAY_METRICS_HOST``, else the
+            router node's address (127.0.0.1 for a local Ray); ``0.0.0.0`` only if
+            you mean every interface.
     """
 
     app: str | None = None
@@ -130,7 +151,11 @@ class RayOptions:
     on_call_actor_lost: str = "hangup"
     address: str | None = None
     control_resource: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
     init_kwargs: dict[str, Any] = field(default_factory=dict)
+    upgrade: bool = False
+    upgrade_drain_timeout: float = 300.0
     #: True when ``app`` was not given (named after the program): ``relay-actors run``
     #: then names the app after the module it runs.
     app_defaulted: bool = field(default=False, init=False, repr=False, compare=False)
@@ -143,8 +168,12 @@ class RayOptions:
             raise ArgumentError("connections must be at least 1")
         if self.min_call_actors < 1 or self.max_call_actors < self.min_call_actors:
             raise ArgumentError("need 1 <= min_call_actors <= max_call_actors")
+        if self.join and self.upgrade:
+            raise ArgumentError("join and upgrade exclude each other: join shares the running code")
         if self.on_call_actor_lost not in ("hangup", "rehome"):
             raise ArgumentError("on_call_actor_lost must be 'hangup' or 'rehome'")
+        if self.metrics_port is not None and not -1 <= self.metrics_port <= 65535:
+            raise ArgumentError(f"metrics_port must be 0..65535 (or -1 for none), not {self.metrics_port}")
         if not isinstance(self.app, str) or not _APP_NAME.match(self.app):
             raise ArgumentError(
                 f"app must be a simple name (letters, digits, '_', '-', '.'; up to 63), not {self.app!r}"
@@ -155,6 +184,11 @@ class RayOptions:
         """The app's name (always set after construction)."""
         assert self.app is not None
         return self.app
+
+    def metrics_config(self) -> dict[str, Any]:
+        """The endpoint's settings as the router gets them: these options, else the
+        driver's environment (actors do not see it), else the defaults."""
+        return resolve_metrics_config(self.metrics_port, self.metrics_host)
 
 
 # --- attaching to Ray ---------------------------------------------------------------------
@@ -167,6 +201,9 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     our own (``address="local"``: never the cluster some other ``ray start`` left on
     this machine). Raises ``RelayError("ray_auth")`` in one line when the cluster wants
     Ray's token authentication and this process does not have it."""
+    from .job_logs import keep_per_call_lines
+
+    keep_per_call_lines()
     import ray
 
     if ray.is_initialized():
@@ -273,10 +310,15 @@ def warn_runtime_env_credentials() -> None:
 
 
 def config_fingerprint(
-    settings: Settings, options: RayOptions, handlers: dict[str, Any], client_options: dict[str, Any]
+    settings: Settings,
+    options: RayOptions,
+    handlers: dict[str, Any],
+    client_options: dict[str, Any],
+    with_handlers: bool = True,
 ) -> str:
     """An HMAC of the app's configuration under its credentials: two drivers with the
-    same credentials and settings get the same value; it reveals neither."""
+    same credentials and settings get the same value; it reveals neither. Without the
+    handlers: what an upgrade must keep."""
     creds = settings.credentials
     config = {
         "host": settings.host,
@@ -292,7 +334,9 @@ def config_fingerprint(
         "handlers": {
             k: f"{getattr(h, '__module__', '')}.{getattr(h, '__qualname__', '')}" if h else None
             for k, h in sorted(handlers.items())
-        },
+        }
+        if with_handlers
+        else None,
     }
     key = f"{creds.project}\0{creds.token}\0{creds.jwt_token}".encode()
     return hmac.new(key, orjson.dumps(config, option=orjson.OPT_SORT_KEYS), hashlib.sha256).hexdigest()
@@ -362,29 +406,69 @@ class RemoteCall(Call):
         payload = {"call_id": self.call_id, "node_id": self.node_id, **(params or {})}
         return await self._control.execute(f"calling.{verb}", payload)
 
-    async def follow(self, poll: float = 20.0) -> None:
-        """Deliver the call's events as its CallActor streams them, until it ends; the
-        call is lost (``connection_lost``) if the actor stops answering, ``closed`` if
-        this is cancelled (the client disconnected)."""
+    async def follow(self, host: CallHost, poll: float = 20.0) -> None:
+        """Feed the call's events to ``host`` (the driver's) as its CallActor streams them,
+        until it ends; the call is lost (``connection_lost``) if the actor stops answering,
+        ``closed`` if this is cancelled (the client disconnected)."""
         start = 0
+        call_id = self.call_id
         try:
             while not self._core.ended:
                 try:
-                    ref = self._actor.call_events.remote(self.call_id, start, poll)
+                    ref = self._actor.call_events.remote(call_id, start, poll)
                     got = await _call(ref, poll + CALL_TIMEOUT)
                 except Exception:  # the actor died or hangs: nobody will report this call
                     got = None
                 if got is None:
-                    self._lost("connection_lost")
+                    host.call_lost(call_id, "connection_lost")
                     return
                 start, events = got
                 for event_type, params, timestamp in events:
                     if event_type == STREAM_LOST:
-                        self._lost(str(params.get("reason") or "lost"))
+                        host.call_lost(call_id, str(params.get("reason") or "lost"))
                         return
-                    self._deliver(parse_event(event_type, params, timestamp))
+                    host.call_event(call_id, parse_event(event_type, params, timestamp))
         finally:
-            self._lost("closed")  # (nothing if it ended)
+            host.call_lost(call_id, "closed")  # (nothing if it ended)
+
+
+class DriverTransport:
+    """How the Ray driver's call host reaches the wire (its lane, too): requests go to
+    the app's connection actors, once the app is up (``ready()``: a request made before
+    ``connect()`` waits for it); a message goes through a CallActor, which tracks it
+    (its state events are routed there) and from which the driver fetches them."""
+
+    __slots__ = ("ready", "tasks")
+
+    def __init__(self, ready: Callable[[], Awaitable[RayRuntime]], tasks: BackgroundTasks) -> None:
+        self.ready = ready
+        self.tasks = tasks
+
+    async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        ray_rt = await self.ready()
+        if method == "messaging.send":
+            return await ray_rt.send_message(params)
+        return await ray_rt.execute(method, params)
+
+    def lane(self) -> CallControl:
+        return self
+
+    def default_context(self) -> str | None:
+        return None  # the connection actor fills in its protocol
+
+    def dial_abandoned(self, lane: CallControl, tag: str) -> None:
+        """The driver's dials are made by CallActors, which report their own."""
+
+    def message_sent(self, host: CallHost, message: Message, result: dict[str, Any]) -> None:
+        """Show the state the CallActor had, then fetch the state events from it."""
+        message.state = str(result.get("state") or message.state)
+        message.reason = str(result.get("reason") or message.reason)
+
+        async def follow() -> None:
+            ray_rt = await self.ready()
+            await ray_rt.follow_message(result["actor"], message.message_id, host)
+
+        self.tasks.spawn(follow(), f"states of message {message.message_id}")
 
 
 class RayRuntime:
@@ -412,6 +496,13 @@ class RayRuntime:
         #: ``time.monotonic()`` of that read (0: never).
         self.sessions_read = 0.0
         self._rr = 0
+        #: This driver's mark in the app's record while it owns the app (an upgrade
+        #: moves the ownership: the record then names another driver).
+        self.owner_id = os.urandom(8).hex()
+        #: The code generation this driver deployed (0: the app's first).
+        self.generation = 0
+        #: Set when another driver took the app over (an upgrade): the line to end with.
+        self.handed_over: str | None = None
         # The CA certificate (public) travels to the connection actors as text.
         self._ca_pem: str | None = None
         if settings.ca_file:
@@ -430,10 +521,90 @@ class RayRuntime:
         self.started_ray = ensure_ray(self.options.address, **self.options.init_kwargs)
         fingerprint = config_fingerprint(self.settings, self.options, self.handlers, self.client_options)
         record = await self._existing()
+        if record is not None and self.options.upgrade:
+            await self._upgrade(record, fingerprint)
+            return
         if record is not None:
             await self._join(record, fingerprint)
             return
         await self._create(fingerprint)
+
+    def _settings_fingerprint(self) -> str:
+        return config_fingerprint(
+            self.settings, self.options, self.handlers, self.client_options, with_handlers=False
+        )
+
+    def _driver_info(self) -> dict[str, Any]:
+        import ray
+
+        return {
+            "pid": os.getpid(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "job_id": ray.get_runtime_context().get_job_id(),
+        }
+
+    async def _upgrade(self, record: dict[str, Any], fingerprint: str) -> None:
+        """Deploy this driver's handlers to the running app as its next generation and
+        take the app over (see the module docstring)."""
+        from ray import cloudpickle
+
+        app = self.app
+        if record.get("settings_fingerprint") != self._settings_fingerprint():
+            raise RelayError(
+                "app_config_mismatch",
+                f"Ray app {app!r} is running with other settings (credentials, host, contexts, limits "
+                f"or pool; {_describe(record)}): an upgrade changes the handlers' code only. Stop it "
+                f"first (relay-actors stop {app}) or pass a different RayOptions(app=...)",
+            )
+        if record.get("local_ray"):
+            raise RelayError(
+                "upgrade_refused",
+                f"Ray app {app!r} runs on a local Ray its driver started ({_describe(record)}), which "
+                "ends with that driver: it cannot be handed over. Run apps to upgrade on a cluster "
+                "(ray start --head; relay-actors run --address HOST:PORT)",
+            )
+        self.record = record
+        self.router = self._get(self._name("router"))
+        self.connections = [
+            self._get(self._name("connection", shard)) for shard in range(int(record.get("connections", 1)))
+        ]
+        await self._wait_ready()
+        try:
+            result = await _call(
+                self.router.upgrade.remote(
+                    cloudpickle.dumps(self.handlers),
+                    self._call_actor_options(),
+                    float(self.options.upgrade_drain_timeout),
+                ),
+                START_TIMEOUT,
+            )
+        except Exception as exc:  # the router's RelayError arrives wrapped by Ray
+            cause = getattr(exc, "cause", exc)
+            if isinstance(cause, RelayError):
+                raise RelayError(cause.code, cause.message) from None
+            raise RelayError("upgrade_failed", f"upgrade of Ray app {app!r} failed: {exc!r}") from None
+        # The app is this driver's from now on; the previous owner sees the record change.
+        current = await kvstore.read_record(app) or record
+        self.record = {
+            **current,
+            "fingerprint": fingerprint,
+            "driver": self._driver_info(),
+            "owner": self.owner_id,
+            "generation": result["generation"],
+            "state": "running",
+        }
+        await kvstore.update_record(app, self.record)
+        self.owner = True
+        self.generation = int(result["generation"])
+        log.warning(
+            "upgraded Ray app %r to generation %d: new calls go to CallActors %s; CallActors %s drain "
+            "(up to %g s) and stop",
+            app,
+            self.generation,
+            result["call_actors"],
+            result["retiring"],
+            self.options.upgrade_drain_timeout,
+        )
 
     async def _existing(self) -> dict[str, Any] | None:
         """The running app's record; a crashed one's is reclaimed (None)."""
@@ -467,7 +638,8 @@ class RayRuntime:
             raise RelayError(
                 "app_running",
                 f"Ray app {app!r} is already running ({_describe(record)}). To share it, pass "
-                f"RayOptions(join=True) (relay-actors run --join) with the same settings; to run "
+                f"RayOptions(join=True) (relay-actors run --join) with the same settings; to deploy new "
+                f"handler code to it, RayOptions(upgrade=True) (relay-actors run --upgrade); to run "
                 f"another app, pass a different RayOptions(app=...) (--app NAME); to replace it, "
                 f"stop it first: relay-actors stop {app}",
             )
@@ -475,7 +647,8 @@ class RayRuntime:
             raise RelayError(
                 "app_config_mismatch",
                 f"Ray app {app!r} is running with other settings (credentials, host, contexts, limits, "
-                f"pool or handlers; {_describe(record)}): stop it first (relay-actors stop {app}) "
+                f"pool or handlers; {_describe(record)}): stop it first (relay-actors stop {app}), "
+                "deploy new handlers with RayOptions(upgrade=True) (relay-actors run --upgrade), "
                 "or pass a different RayOptions(app=...)",
             )
         self.record = record
@@ -493,7 +666,6 @@ class RayRuntime:
         return handle
 
     async def _create(self, fingerprint: str) -> None:
-        import ray
 
         from .actor_link import new_secret
         from .link_tls import generate_identity
@@ -506,11 +678,11 @@ class RayRuntime:
             "created": time.time(),
             "secrets": os.urandom(16).hex(),
             "fingerprint": fingerprint,
-            "driver": {
-                "pid": os.getpid(),
-                "node_ip": ray.util.get_node_ip_address(),
-                "job_id": ray.get_runtime_context().get_job_id(),
-            },
+            "settings_fingerprint": self._settings_fingerprint(),
+            "owner": self.owner_id,
+            # A local Ray this driver started ends with it: such an app cannot be handed over.
+            "local_ray": self.started_ray,
+            "driver": self._driver_info(),
             "host": self.settings.host,
             "contexts": list(self.settings.contexts),
             "connections": self.options.connections,
@@ -537,6 +709,27 @@ class RayRuntime:
         record["state"] = "running"
         await kvstore.update_record(app, record)
 
+    def _call_actor_options(self) -> dict[str, Any]:
+        """What CallActors are given besides the handlers (no secrets)."""
+        import ray
+
+        return {
+            "handler_timeout": self.client_options.get("handler_timeout"),
+            "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
+            "request_timeout": self.client_options.get("request_timeout"),
+            "dial_timeout": self.client_options.get("dial_timeout"),
+            # What the handlers' client shows (not secrets).
+            "project": self.settings.credentials.project,
+            "host": self.settings.host,
+            # The app's logging level (``relay-actors run --log-level``, its own
+            # ``logging.basicConfig``, ``SIGNALWIRE_LOG_LEVEL`` through
+            # ``configure_logging()``): the handlers log at it in the CallActors too.
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            # This driver's job: the CallActors' output shows in its logs (ray job logs),
+            # also when they are made later (an upgrade's, the router's scale-ups).
+            "log_job": ray.get_runtime_context().get_job_id(),
+        }
+
     def _create_actors(self) -> None:
         from ray import cloudpickle
 
@@ -550,15 +743,8 @@ class RayRuntime:
             "placement": self.options.placement,
             "num_cpus": self.options.call_actor_cpus,
             "handlers": handlers,
-            "call_actor": {
-                "handler_timeout": self.client_options.get("handler_timeout"),
-                "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
-                "request_timeout": self.client_options.get("request_timeout"),
-                "dial_timeout": self.client_options.get("dial_timeout"),
-                # What the handlers' client shows (not secrets).
-                "project": self.settings.credentials.project,
-                "host": self.settings.host,
-            },
+            "metrics": self.options.metrics_config(),
+            "call_actor": self._call_actor_options(),
         }
         from .router import Router
 
@@ -645,19 +831,34 @@ class RayRuntime:
         self.connections = []
         self.router = None
 
-    async def _still_ours(self) -> bool:
-        """The app's record is still this deploy's (not stopped, nor replaced, elsewhere)."""
+    async def _still_ours(self, as_owner: bool = True) -> bool:
+        """The app's record is still this deploy's (not stopped, nor replaced, elsewhere)
+        and, ``as_owner``, still names this driver as its owner (no upgrade took it over)."""
         try:
             current = await kvstore.read_record(self.app)
         except Exception:  # the KV store unreachable: stop what we can
             return True
-        return current is not None and current.get("secrets") == (self.record or {}).get("secrets")
+        mine = self.record or {}
+        if current is None or current.get("secrets") != mine.get("secrets"):
+            return False
+        return not as_owner or current.get("owner") == mine.get("owner")
 
     async def stopped_elsewhere(self, interval: float = 2.0) -> None:
-        """Return once the app was stopped by someone else (``relay-actors stop APP``)."""
+        """Return once the app was stopped by someone else (``relay-actors stop APP``),
+        or, if this driver owns it, taken over by an upgrade (:attr:`handed_over` says so)."""
         # The KV store has no watch: poll the record, every ``interval`` s.
-        while await self._still_ours():  # noqa: ASYNC110
+        while await self._still_ours(as_owner=self.owner):  # noqa: ASYNC110
             await asyncio.sleep(interval)
+        current = await kvstore.read_record(self.app)
+        if current is not None and current.get("secrets") == (self.record or {}).get("secrets"):
+            driver = current.get("driver") or {}
+            self.handed_over = (
+                f"handed over: app {self.app} was upgraded to generation {current.get('generation', '?')} "
+                f"by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}; this driver exits and "
+                "the app runs on"
+            )
+            log.warning("%s", self.handed_over)
+            return
         log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
 
     # --- requests from the driver ----------------------------------------------------
@@ -685,66 +886,58 @@ class RayRuntime:
         )
 
     async def _call_actor(self) -> Any:
-        pool = await self.router.pool_info.remote()
+        pool = await self.router.pool_info.remote(True)
         if not pool:
             raise RelayError("closed", "no CallActor is running")
         self._rr = (self._rr + 1) % len(pool)
         return pool[self._rr][1]
 
-    async def dial(
-        self, devices: Any, handler: Any, options: dict[str, Any], tasks: BackgroundTasks
-    ) -> RemoteCall:
-        """Dial from a CallActor (which runs ``handler``); the answered call, on the driver,
-        follows its events in ``tasks``."""
+    async def dial(self, devices: Any, handler: Any, options: dict[str, Any], host: CallHost) -> RemoteCall:
+        """Dial from a CallActor (which runs ``handler``); the answered call is hosted by
+        ``host`` (the driver's), which its events are fed to as they come."""
         from ray import cloudpickle
 
         actor = await self._call_actor()
         blob = cloudpickle.dumps(handler) if handler is not None else None
         info = await actor.dial_remote.remote(devices, blob, options)
-        call = RemoteCall(actor, info, self._request_deadline() + 5.0, tasks)
-        tasks.spawn(call.follow(), f"events of dialled call {call.call_id}")
+        call = RemoteCall(actor, info, self._request_deadline() + 5.0, host.tasks)
+        host.add_call(call)
+        host.tasks.spawn(call.follow(host), f"events of dialled call {call.call_id}")
         return call
 
-    async def send_message(self, params: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    async def send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         """Send through a CallActor (which tracks the message); returns the send's
-        result and that actor, to :meth:`follow_message` from."""
+        result, whose ``actor`` is that CallActor, to :meth:`follow_message` from."""
         actor = await self._call_actor()
-        return await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0), actor
+        result = await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0)
+        return {**result, "actor": actor}
 
-    async def follow_message(self, actor: Any, message: Message, poll: float = 20.0) -> None:
-        """Apply the state events of ``message`` (sent through ``actor``) as they come:
-        long polls of ``poll`` s each, until its terminal state. Fails the message
-        (``connection_lost``) if the actor cannot be asked any more, ``closed`` if this
-        is cancelled (the client disconnected)."""
+    async def follow_message(self, actor: Any, message_id: str, host: CallHost, poll: float = 20.0) -> None:
+        """Feed the state events of ``message_id`` (sent through ``actor``) to ``host`` as
+        they come: long polls of ``poll`` s each, until its terminal state. Fails the
+        message (``connection_lost``) if the actor cannot be asked any more, ``closed`` if
+        this is cancelled (the client disconnected)."""
         try:
-            await self._follow_message(actor, message, poll)
+            await self._follow_message(actor, message_id, host, poll)
         finally:
-            message._fail(RelayError("closed", f"message {message.message_id}: the client disconnected"))
+            closed = RelayError("closed", f"message {message_id}: the client disconnected")
+            host.message_failed(message_id, closed)
 
-    async def _follow_message(self, actor: Any, message: Message, poll: float) -> None:
+    async def _follow_message(self, actor: Any, message_id: str, host: CallHost, poll: float) -> None:
         start = 0
-        while not message.is_done:
+        while message_id in host.messages:
             try:
-                got = await _call(
-                    actor.message_events.remote(message.message_id, start, poll), poll + CALL_TIMEOUT
-                )
+                got = await _call(actor.message_events.remote(message_id, start, poll), poll + CALL_TIMEOUT)
             except Exception as exc:  # the actor died or hangs: nobody will report this message
-                message._fail(
-                    RelayError(
-                        "connection_lost",
-                        f"message {message.message_id}: its CallActor stopped answering "
-                        f"({type(exc).__name__})",
-                    )
-                )
-                return
-            if got is None:  # the actor forgot it (restarted)
-                message._fail(
-                    RelayError("connection_lost", f"message {message.message_id}: its CallActor restarted")
-                )
+                got, why = None, f"its CallActor stopped answering ({type(exc).__name__})"
+            else:
+                why = "its CallActor restarted"  # if it forgot the message (None)
+            if got is None:
+                host.message_failed(message_id, RelayError("connection_lost", f"message {message_id}: {why}"))
                 return
             start, events = got
-            for event_type, params, timestamp, state, reason, finished in events:
-                message._apply(parse_event(event_type, params, timestamp), state, reason, finished)
+            for event_type, params, timestamp, *_ in events:  # (the actor's state: recomputed here)
+                host.message_state(parse_event(event_type, params, timestamp))
 
     async def refresh_sessions(self, timeout: float = 5.0) -> list[dict[str, Any] | None]:
         """Read every shard's session (protocol, connected, contexts, load); a shard that
@@ -928,6 +1121,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
 
     router_stats = await ask("router", router.stats.remote()) if router is not None else None
     pool = await ask("router", router.pool_info.remote()) if router is not None else None
+    generations = await ask("router", router.generations_info.remote()) if router is not None else None
+    generations = generations or {"generation": 0, "actors": {}, "retiring": []}
     shards = int((record or {}).get("connections", 1))
     conn_handles = [(i, _actor_or_none(actor_name(app, "connection", i))) for i in range(shards)]
     conn_stats = await asyncio.gather(
@@ -977,6 +1172,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
             "calls": stats.get("calls", 0),
             "capacity": capacity.get(stats["index"], 0),
             "handler_tasks": stats.get("handler_tasks", 0),
+            "generation": generations["actors"].get(stats["index"], 0),
+            "retiring": stats["index"] in generations["retiring"],
         }
         actor_rows.append(row)
         per_node = nodes.setdefault(node, {"call_actors": 0, "calls": 0})
@@ -990,6 +1187,7 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         "created": (record or {}).get("created"),
         "driver": (record or {}).get("driver"),
         "contexts": (record or {}).get("contexts"),
+        "generation": generations["generation"],
         # The shards' own counts are current; the router learns of calls in batches.
         "active_calls": max((router_stats or {}).get("calls", 0), sum(r["active_calls"] for r in shard_rows)),
         "max_active_calls": (router_stats or {}).get("budget", (record or {}).get("max_active_calls")),
@@ -999,6 +1197,8 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
         "nodes": nodes,
         "errors": dict(sorted(errors.items())),
         "unreachable": unreachable,
+        "metrics_url": (router_stats or {}).get("metrics_url"),
+        "metrics_error": (router_stats or {}).get("metrics_error"),
     }
 
 
@@ -1016,15 +1216,14 @@ def node_ips() -> dict[str, str]:
         return {}
 
 
-def metrics_urls() -> list[str]:
-    """The metrics endpoint of Ray's agent on every live node."""
-    import ray
-
-    return [
-        f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
-        for n in ray.nodes()
-        if n.get("Alive") and n.get("MetricsExportPort")
-    ]
+async def metrics_endpoint(app: str, timeout: float = 5.0) -> dict[str, Any]:
+    """``metrics_url`` of the app's endpoint (None if it has none) and ``metrics_error``
+    (why not), as its router says."""
+    router = _actor_or_none(actor_name(app, "router"))
+    if router is None:
+        return {"metrics_url": None, "metrics_error": f"app {app!r} has no router"}
+    stats = await _call(router.stats.remote(), timeout)
+    return {"metrics_url": stats.get("metrics_url"), "metrics_error": stats.get("metrics_error")}
 
 
 def gcs_address() -> str:

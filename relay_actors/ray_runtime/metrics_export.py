@@ -1,135 +1,215 @@
-"""Each actor's ``stats()`` exported through Ray's metrics agent (``ray.util.metrics``).
+"""One app's metrics endpoint, served by its router: ``http://<node>:<port>/metrics``.
 
-The metric definitions and the flattening of stats into samples live in
-:mod:`relay_actors.metrics`, shared with the in-process client.
+The router lives as long as the app and already knows its components, so it
+serves the app's series itself (Ray's metrics agent is not used: it exports on a
+random port per node, adds a dozen labels of its own, and keeps the series of
+dead actors and of other apps). Every ``interval`` seconds :class:`AppMetrics`
+asks every component of this app for its ``stats()`` at once (one Ray call each,
+all with one timeout), hands the answers to :class:`~relay_actors.metrics.AppSeries`
+(the flattening, the monotonic counters and the forgetting of components that are
+gone live there) and keeps the rendered families for the scrapes, which only read
+them. What is polled and how it is labelled: :mod:`relay_actors.metrics`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import BASE_TAGS, DEFAULT_INTERVAL, METRICS, Capper, MetricDef, flatten
+from ..metrics import (
+    DEFAULT_INTERVAL,
+    DEFAULT_METRICS_PORT,
+    STALE_AFTER_POLLS,
+    AppSeries,
+    Report,
+    SeriesCollector,
+    families,
+    serve_registry,
+)
+from .actor_messages import NAMESPACE, actor_name
+
+__all__ = ["AppComponents", "AppMetrics", "MetricsConfig"]
 
 log = logging.getLogger("relay_actors.metrics")
+#: Longest wait for one component's stats in a poll (a blocked loop must not hold the rest).
+MAX_POLL_TIMEOUT = 5.0
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where an app's endpoint listens, as the driver resolved it.
 
-def _ray_metric(d: MetricDef) -> Any:
-    from ray.util import metrics as ray_metrics
+    ``port``: 0 for any free port, None for no endpoint; ``host``: None for the
+    router node's address (127.0.0.1 for a local Ray), never a wildcard unless given
+    one; ``interval``: seconds between polls of the components."""
 
-    cls = ray_metrics.Counter if d.kind == "counter" else ray_metrics.Gauge
-    return cls(d.name, description=d.help, tag_keys=d.tag_keys)
+    port: int | None = DEFAULT_METRICS_PORT
+    host: str | None = None
+    interval: float = DEFAULT_INTERVAL
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"port": self.port, "host": self.host, "interval": self.interval}
 
-class RayExporter:
-    """Feeds one actor's stats into ``ray.util.metrics`` (see :func:`export_actor_stats`)."""
-
-    def __init__(
-        self, component: str, tags: dict[str, str], make: Callable[[MetricDef], Any] | None = None
-    ) -> None:
-        self.component = component
-        self.base = {k: "" for k in BASE_TAGS}
-        self.base.update({k: str(v) for k, v in tags.items() if k in BASE_TAGS})
-        self.base["component"] = component
-        self.metrics: dict[str, Any] = {}
-        make = make or _ray_metric
-        for d in METRICS.values():
-            self.metrics[d.name] = make(d)
-        self.cap = Capper()
-        self.last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-
-    def _tags(self, d: MetricDef, sample_tags: tuple[tuple[str, str], ...]) -> dict[str, str]:
-        tags = dict(self.base)
-        for k in d.extra:
-            tags[k] = ""
-        tags.update(sample_tags)
-        return tags
-
-    def record(self, stats: dict[str, Any]) -> None:
-        current: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for s in flatten(self.component, stats, self.cap):
-            d = METRICS[s.name]
-            key = (s.name, s.tags)
-            current[key] = s.value
-            metric = self.metrics[s.name]
-            if d.kind == "counter":
-                prev = self.last.get(key, 0.0)
-                # A decrease means the counter restarted from zero: what it holds now is new.
-                delta = s.value - prev if s.value >= prev else s.value
-                if delta > 0:
-                    metric.inc(delta, tags=self._tags(d, s.tags))
-            else:
-                metric.set(s.value, tags=self._tags(d, s.tags))
-        for key in self.last.keys() - current.keys():
-            name, stags = key
-            d = METRICS[name]
-            if d.kind == "gauge":  # gone (a CallActor removed): do not keep its last value
-                self.metrics[name].set(0.0, tags=self._tags(d, stags))
-        # Counters that vanished keep their last value, so a reappearance counts from it.
-        self.last = {**{k: v for k, v in self.last.items() if METRICS[k[0]].kind == "counter"}, **current}
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> MetricsConfig:
+        return cls(**d) if d else cls()
 
 
-def _interval() -> float:
-    try:
-        return float(os.environ.get("RELAY_METRICS_INTERVAL", DEFAULT_INTERVAL))
-    except ValueError:
-        return DEFAULT_INTERVAL
+#: ``(component, shard, actor, ask)``: one component and how to ask it for its stats.
+Source = tuple[str, str, str, Callable[[], Awaitable[dict[str, Any]]]]
 
 
-_RUNNING: set[asyncio.Task[None]] = set()
+class AppMetrics:
+    """Polls an app's components and serves their series (see the module docstring).
 
-
-def export_actor_stats(
-    component: str, stats: Callable[[], Awaitable[dict[str, Any]]], tags: dict[str, str]
-) -> asyncio.Task[None] | None:
-    """Start exporting an actor's ``stats()`` through ``ray.util.metrics``.
-
-    Call it from the actor's ``__init__`` (an async actor: its event loop is
-    running). A background task then reads ``stats()`` every
-    ``RELAY_METRICS_INTERVAL`` seconds (default 2) and records counters (the
-    increase since the last read; a decrease is taken as a restart from zero,
-    never a negative increment) and gauges (the value now). It does nothing
-    (returns None) outside a Ray worker, without a running loop, or with the
-    interval set to 0. It never raises into the actor: failures are logged,
-    once, and the next round tries again. Each round costs one ``stats()`` call
-    and one metric update per exported series; there are at most a few
-    hundred of those, so it never holds the loop long.
+    Args:
+        app: the app's name (the ``app`` label).
+        config: where to listen and how often to poll.
+        sources: every component of the app now (called at each poll).
     """
-    try:
-        interval = _interval()
-        if interval <= 0:
-            return None
-        loop = asyncio.get_running_loop()
+
+    def __init__(self, app: str, config: MetricsConfig, sources: Callable[[], list[Source]]) -> None:
+        self.app = app
+        self.config = config
+        self.sources = sources
+        self.interval = config.interval if config.interval > 0 else DEFAULT_INTERVAL
+        self.timeout = min(MAX_POLL_TIMEOUT, max(0.5, self.interval))
+        self.series = AppSeries(app, stale_after=STALE_AFTER_POLLS * self.interval)
+        self._families: list[Any] = []
+        self._nodes: dict[str, str] = {}
+        self._nodes_read = 0.0
+        self.server: Any = None
+        self.url: str | None = None
+        self.error: str | None = None
+
+    def start(self) -> None:
+        """Bind the endpoint (a thread of ``prometheus_client``); a port in use is logged
+        with what to do and reported by :meth:`info`, and the app runs on without it."""
+        if self.config.port is None:
+            return
+        host = self.config.host or _node_address()
+        try:
+            collector = SeriesCollector(lambda: self._families)
+            self.server, port = serve_registry(collector, self.config.port, host)
+        except OSError as exc:
+            self.error = f"cannot listen on {host}:{self.config.port} ({exc.strerror or exc})"
+            log.error(
+                "app %s: no metrics endpoint: %s; give each app on a node its own port "
+                "(RayOptions(metrics_port=...), RELAY_METRICS_PORT, relay-actors run --metrics-port)",
+                self.app,
+                self.error,
+            )
+            return
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}/metrics"
+        log.info("app %s: metrics at %s", self.app, self.url)
+
+    def info(self) -> dict[str, Any]:
+        """``metrics_url`` (None without an endpoint) and ``metrics_error`` (why not)."""
+        return {"metrics_url": self.url, "metrics_error": self.error}
+
+    async def run(self) -> None:
+        """Poll forever (a background task of the router); one failed poll is logged once."""
+        if self.server is None:
+            return
+        failing = False
+        while True:
+            try:
+                await self.poll()
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if not failing:
+                    log.warning("app %s: metrics poll failed; retrying", self.app, exc_info=True)
+                failing = True
+            await asyncio.sleep(self.interval)
+
+    async def poll(self) -> None:
+        """Ask every component at once, each with the timeout; update the served series."""
+        sources = self.sources()
+
+        async def ask(fn: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any] | None:
+            try:
+                return await asyncio.wait_for(fn(), self.timeout)
+            except Exception:  # dead, restarting or blocked: AppSeries keeps it a while
+                return None
+
+        answers = await asyncio.gather(*(ask(fn) for *_, fn in sources))
+        node_ids = {a.get("node_id", "") for a in answers if a}
+        if node_ids - self._nodes.keys() and time.monotonic() - self._nodes_read > 10.0:
+            self._nodes = _node_addresses()
+            self._nodes_read = time.monotonic()
+        reports = [
+            Report(
+                component,
+                stats,
+                shard=shard,
+                actor=actor,
+                node=self._nodes.get(nid, nid[:8]) if stats and (nid := stats.get("node_id", "")) else "",
+            )
+            for (component, shard, actor, _), stats in zip(sources, answers, strict=True)
+        ]
+        self.series.update(time.monotonic(), reports)
+        self._families = families(self.series.series())
+
+    def close(self) -> None:
+        """Stop serving (the port is free again when this returns)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class AppComponents:
+    """The components of one app, for :class:`AppMetrics`: the router (asked in-process),
+    its connection actors by name (handles looked up once, again after a failure) and
+    the CallActors of the router's pool now."""
+
+    def __init__(self, app: str, shards: int, router: Any, pool: Callable[[], dict[int, Any]]) -> None:
+        self.app = app
+        self.shards = shards
+        self.router = router
+        self.pool = pool
+        self._handles: dict[str, Any] = {}
+
+    def __call__(self) -> list[Source]:
+        sources: list[Source] = [("router", "", "", self.router.stats)]
+        for shard in range(self.shards):
+            ask = functools.partial(self._ask, actor_name(self.app, "connection", shard))
+            sources.append(("connection", str(shard), "", ask))
+        for idx, handle in sorted(self.pool().items()):
+            sources.append(("call_actor", "", str(idx), handle.stats.remote))
+        return sources
+
+    async def _ask(self, name: str) -> dict[str, Any]:
         import ray
 
-        if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
-            return None  # not inside a Ray actor (a unit test constructing the class)
-        exporter = RayExporter(component, tags)
-    except Exception:  # no loop, no Ray, or metrics unavailable: the actor runs on
-        log.debug("metrics export for %s not started", component, exc_info=True)
-        return None
-    task = loop.create_task(_export_loop(exporter, stats, interval), name=f"relay-metrics-{component}")
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
-    return task
-
-
-async def _export_loop(
-    exporter: RayExporter, stats: Callable[[], Awaitable[dict[str, Any]]], interval: float
-) -> None:
-    failing = False
-    while True:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
         try:
-            exporter.record(await stats())
-            failing = False
-        except asyncio.CancelledError:
-            raise
+            return await handle.stats.remote()
         except Exception:
-            if not failing:
-                log.warning("metrics export of %s failed; retrying", exporter.component, exc_info=True)
-            failing = True
-        await asyncio.sleep(interval)
+            self._handles.pop(name, None)
+            raise
+
+
+def _node_address() -> str:
+    import ray
+
+    return str(ray.util.get_node_ip_address())
+
+
+def _node_addresses() -> dict[str, str]:
+    import ray
+
+    try:
+        return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+    except Exception:
+        return {}

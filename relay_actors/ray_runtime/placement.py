@@ -10,6 +10,13 @@ cleared by another.
 :class:`RouteRebuild` is the other half of a shard's routing table: after a
 restart the shard re-learns which CallActor holds each call by asking them, and
 one that could not be asked is "unknown, retry", never "holds nothing".
+
+Rolling upgrades: each CallActor belongs to a code generation (the handlers it
+runs). New calls and messages go only to the newest generation that has an
+available CallActor, so once a shard knows a new generation's actors the older
+ones take nothing new and drain; should every actor of the newest generation be
+unavailable (lost, slow), the next older generation serves rather than the offer
+being dropped. A CallActor the router retired is :meth:`forget`-ten.
 """
 
 from __future__ import annotations
@@ -33,14 +40,34 @@ class Placement:
         self.capacity: dict[int, int] = {}
         #: CallActor index → the reasons it is unavailable.
         self.unavailable: dict[int, set[str]] = {}
+        #: CallActor index → the code generation it runs (0: the app's first).
+        self.generation: dict[int, int] = {}
         self._rr = 0
 
-    def add(self, idx: int, capacity: int) -> bool:
+    def add(self, idx: int, capacity: int, generation: int = 0) -> bool:
         """Know CallActor ``idx``; False if it was known already."""
         if idx in self.capacity:
             return False
         self.capacity[idx] = capacity
+        self.generation[idx] = generation
         return True
+
+    def set_generation(self, idx: int, generation: int) -> None:
+        """CallActor ``idx`` runs the handlers of ``generation``."""
+        if idx in self.capacity:
+            self.generation[idx] = generation
+
+    def forget(self, idx: int) -> None:
+        """CallActor ``idx`` was retired (stopped on purpose): never pick it again."""
+        self.capacity.pop(idx, None)
+        self.placed.pop(idx, None)
+        self.unavailable.pop(idx, None)
+        self.generation.pop(idx, None)
+
+    def newest(self) -> int | None:
+        """The newest generation with an available CallActor (None: none available)."""
+        available = [self.generation.get(idx, 0) for idx in self.capacity if idx not in self.unavailable]
+        return max(available) if available else None
 
     def set_unavailable(self, idx: int, reason: str) -> None:
         """Skip ``idx`` for new calls and messages until ``set_available(idx, reason)``."""
@@ -59,7 +86,13 @@ class Placement:
         return reason not in reasons if reason is not None else not reasons
 
     def live(self) -> list[int]:
-        return [idx for idx in self.capacity if idx not in self.unavailable]
+        """The available CallActors of the newest generation that has any."""
+        newest = self.newest()
+        return [
+            idx
+            for idx in self.capacity
+            if idx not in self.unavailable and self.generation.get(idx, 0) == newest
+        ]
 
     def pick(self, exclude: Iterable[int] = ()) -> int | None:
         """The least loaded available CallActor with room, or None."""

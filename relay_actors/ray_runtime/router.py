@@ -12,7 +12,13 @@ It owns the hard state and keeps the rest honest:
   when the calls fill it, polled for health; a crashed or restarted CallActor
   (a new incarnation) is reported to every shard, which applies the
   lost-calls policy to the calls it had placed there;
-* the call → CallActor table, reported by the shards in batches.
+* the call → CallActor table, reported by the shards in batches;
+* rolling upgrades (:meth:`Router.upgrade`): a new code generation of CallActors
+  with the new handlers; once every shard knows them, new calls go there only
+  (:mod:`relay_actors.ray_runtime.placement`), and the older generation is retired:
+  each old CallActor is stopped once it holds nothing (no call, handler, dial or
+  unacknowledged item on any shard) — the shards forget it first, so its stop is
+  never taken for a loss — and past the drain deadline its calls are hung up.
 
 After its own restart it rebuilds all of that from the others: leases from the
 shards (asked until each has reported; nothing is leased before), the pool by
@@ -23,15 +29,19 @@ call itself, so a restart cannot assign a call twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import time
 from collections import Counter
 from typing import Any
 
+from ..errors import RelayError
 from ..tasks import BackgroundTasks
 from . import kvstore, metrics_export
 from .actor_messages import NAMESPACE, actor_name
 from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
+from .job_logs import show_in_job
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
 
@@ -39,6 +49,10 @@ log = logging.getLogger("relay_actors.ray_runtime.router")
 HEALTH_INTERVAL = 0.5
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
+#: How long new CallActors of an upgrade get to come up (start, unpickle the handlers).
+UPGRADE_START_TIMEOUT = 90.0
+#: Deadline of each control call made while retiring a generation (shards, CallActors).
+RETIRE_CALL_TIMEOUT = 5.0
 
 
 class Router:
@@ -49,7 +63,9 @@ class Router:
         options: ``max_active_calls``, ``shards``, ``min_actors``, ``max_actors``,
             ``capacity`` (calls per CallActor), ``handlers`` (cloudpickled),
             ``call_actor`` (options passed to CallActors), ``placement``
-            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor.
+            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor,
+            ``metrics`` (the app's metrics endpoint: port, host, poll interval; see
+            :mod:`relay_actors.ray_runtime.metrics_export`).
     """
 
     def __init__(self, app: str, options: dict[str, Any]) -> None:
@@ -75,9 +91,32 @@ class Router:
         self._ready = asyncio.Event()
         self._scaling = False
         self._failed: BaseException | None = None
+        #: Rolling upgrades: the generation new CallActors run, each actor's, the current
+        #: handlers (cloudpickled) and CallActor options, the retiring actors' drain
+        #: deadlines (wall clock) and the retired indices (never reused: a shard that
+        #: forgot one must not take a new actor of that number for it).
+        self.generation = 0
+        self.generations: dict[int, int] = {}
+        self.handlers: bytes = options["handlers"]
+        self.call_actor_options: dict[str, Any] = dict(options.get("call_actor", {}))
+        self.retiring: dict[int, float] = {}
+        self.retired: set[int] = set()
+        #: Created by an upgrade and not up yet: not shown to the shards.
+        self._admitting: set[int] = set()
+        self._upgrade_lock = asyncio.Lock()
+        self._retire_task: asyncio.Task[Any] | None = None
+        self._secrets: kvstore.AppSecrets | None = None
+        self._save_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         self._start_task = loop.create_task(self._start())
-        metrics_export.export_actor_stats("router", self.stats, {"app": self.app})
+        # The app's metrics endpoint lives here: the router lives as long as the app.
+        self.metrics = metrics_export.AppMetrics(
+            app,
+            metrics_export.MetricsConfig.from_dict(options.get("metrics")),
+            metrics_export.AppComponents(app, self.shards, self, lambda: self.pool),
+        )
+        self.metrics.start()
+        self.tasks.spawn(self.metrics.run(), "metrics poll")
 
     # --- start-up and rebuild -----------------------------------------------------
 
@@ -91,7 +130,8 @@ class Router:
             epoch = int(await secrets.load("router_epoch") or 0) + 1
             await secrets.save("router_epoch", epoch)
             self.ledger = LeaseLedger(self.budget, self.shards, epoch)
-            for idx in range(self.max_actors):
+            await self._load_generations(secrets)
+            for idx in sorted(set(range(self.max_actors)) | set(self.generations)):
                 try:
                     self.pool[idx] = ray.get_actor(actor_name(self.app, "call", idx), namespace=NAMESPACE)
                 except ValueError:
@@ -109,6 +149,7 @@ class Router:
             await self._rebuild_calls()
             self.tasks.spawn(self._ask_shards(), "lease rebuild")
             self.tasks.spawn(self._health_loop(), "CallActor health loop")
+            self._start_retiring()
         except BaseException as exc:
             self._failed = exc
             log.exception("router failed to start")
@@ -151,11 +192,12 @@ class Router:
 
     def _free_index(self) -> int:
         idx = 0
-        while idx in self.pool:
+        while idx in self.pool or idx in self.retired:
             idx += 1
         return idx
 
     def _create_actor(self, idx: int) -> Any:
+        """A CallActor of the current generation (its handlers and options)."""
         import ray
 
         placement = self.options.get("placement", "spread")
@@ -173,18 +215,17 @@ class Router:
         else:
             opts["scheduling_strategy"] = "SPREAD"
         call_options = {
-            **self.options.get("call_actor", {}),
+            **self.call_actor_options,
             "capacity": self.capacity,
             "shards": self.shards,
         }
-        handle = (
-            ray.remote(CallActor)
-            .options(**opts)
-            .remote(self.app, idx, self.options["handlers"], call_options)
-        )
+        handle = ray.remote(CallActor).options(**opts).remote(self.app, idx, self.handlers, call_options)
         self.pool[idx] = handle
         self.loads[idx] = 0
+        self.generations[idx] = self.generation
         self.counters["actors_created"] += 1
+        if self.generation:
+            self._persist_generations()
         return handle
 
     # --- leases ---------------------------------------------------------------------
@@ -218,13 +259,24 @@ class Router:
 
     # --- pool ---------------------------------------------------------------------------
 
-    async def pool_info(self) -> list[tuple[int, Any, int]]:
+    async def pool_info(self, current_only: bool = False) -> list[tuple[int, Any, int]]:
+        """``(index, handle, capacity)`` of every CallActor (of the current generation
+        only with ``current_only``: where the driver sends its dials and messages)."""
         await self._ready.wait()
-        return [(idx, handle, self.capacity) for idx, handle in self.pool.items()]
+        return [
+            (idx, handle, self.capacity)
+            for idx, handle in self.pool.items()
+            if idx not in self._admitting
+            and (not current_only or self.generations.get(idx, 0) == self.generation)
+        ]
+
+    def _current(self) -> list[int]:
+        """The CallActors of the current generation (those the pool bounds apply to)."""
+        return [idx for idx in self.pool if self.generations.get(idx, 0) == self.generation]
 
     async def want_capacity(self) -> int:
         """A shard found every CallActor full: grow the pool if allowed."""
-        if len(self.pool) < self.max_actors:
+        if len(self._current()) < self.max_actors:
             self._create_actor(self._free_index())
             await self._tell_shards("refresh_pool")
         return len(self.pool)
@@ -265,10 +317,11 @@ class Router:
                 log.warning("could not tell shard %d to %s: %r", shard, method, exc)
 
     def _autoscale(self) -> None:
-        if self._scaling or not self.pool:
+        current = self._current()
+        if self._scaling or not current:
             return
-        total = sum(self.loads.get(idx, 0) for idx in self.pool)
-        if total > 0.8 * self.capacity * len(self.pool) and len(self.pool) < self.max_actors:
+        total = sum(self.loads.get(idx, 0) for idx in current)
+        if total > 0.8 * self.capacity * len(current) and len(current) < self.max_actors:
             self._scaling = True
 
             async def grow() -> None:
@@ -337,7 +390,246 @@ class Router:
         }
 
     async def stats(self) -> dict[str, Any]:
-        return {**(await self.active()), **self.counters, **_where()}
+        return {**(await self.active()), **self.counters, **_where(), **self.metrics.info()}
 
     async def shutdown(self) -> None:
+        self.metrics.close()
         await self.tasks.cancel_all()
+
+    # --- rolling upgrade ----------------------------------------------------------------
+
+    async def generations_info(self) -> dict[str, Any]:
+        """The current generation and each CallActor's (the shards place by it)."""
+        await self._ready.wait()
+        return {
+            "generation": self.generation,
+            "actors": {idx: gen for idx, gen in self.generations.items() if idx not in self._admitting},
+            "retiring": sorted(self.retiring),
+            # The job of the driver that owns the app now (whose logs show the actors').
+            "log_job": self.call_actor_options.get("log_job") if self.generation else None,
+        }
+
+    async def upgrade(
+        self, handlers: bytes, call_actor: dict[str, Any], drain_timeout: float
+    ) -> dict[str, Any]:
+        """Deploy new handler code: start a new generation of CallActors (as many as the
+        current one has, at least ``min_actors``) with ``handlers``; once they are up,
+        tell every shard, which then places new calls there only; retire the older
+        CallActors (see the module docstring), hanging up what they still hold after
+        ``drain_timeout`` s. If the new CallActors do not come up (their code fails to
+        load), they are removed and ``RelayError("upgrade_failed")`` raised: the running
+        generation goes on serving, untouched."""
+        await self._ready.wait()
+        async with self._upgrade_lock:
+            count = max(self.min_actors, min(len(self._current()), self.max_actors))
+            created: dict[int, Any] = {}
+            generation = self.generation + 1
+            for _ in range(count):
+                idx = self._free_index()
+                self._admitting.add(idx)
+                created[idx] = self._spawn_generation_actor(idx, handlers, call_actor, generation)
+            try:
+                healths = await asyncio.wait_for(
+                    asyncio.gather(*(h.health.remote() for h in created.values())), UPGRADE_START_TIMEOUT
+                )
+            except Exception as exc:
+                await self._discard(created)
+                self.counters["upgrades_failed"] += 1
+                raise RelayError(
+                    "upgrade_failed",
+                    f"the new CallActors of app {self.app!r} did not come up ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); the running "
+                    f"generation {self.generation} goes on serving",
+                ) from None
+            self.generation, self.handlers, self.call_actor_options = generation, handlers, call_actor
+            show_in_job(str(call_actor.get("log_job") or ""))
+            for (idx, _), health in zip(created.items(), healths, strict=True):
+                self.incarnations[idx] = health["incarnation"]
+                self.loads[idx] = health["calls"]
+            self._admitting.difference_update(created)
+            deadline = time.time() + drain_timeout
+            # Every older CallActor (also one a scale-up made meanwhile) retires.
+            for idx in self.pool:
+                if self.generations.get(idx, 0) < generation:
+                    self.retiring.setdefault(idx, deadline)
+            await self._save_generations()
+            told = await self._tell_shards_within("refresh_pool")
+            if len(told) < self.shards:
+                # They learn it at the next retirement check (see call_actor_busy).
+                log.warning(
+                    "app %r: shards %s not told of generation %d yet",
+                    self.app,
+                    sorted(set(range(self.shards)) - set(told)),
+                    generation,
+                )
+            self.counters["upgrades"] += 1
+            log.warning(
+                "app %r: generation %d serves on CallActors %s; retiring %s (drain up to %g s)",
+                self.app,
+                generation,
+                sorted(created),
+                sorted(self.retiring),
+                drain_timeout,
+            )
+            self._start_retiring()
+            return {
+                "generation": generation,
+                "call_actors": sorted(created),
+                "retiring": sorted(self.retiring),
+                "shards_told": told,
+            }
+
+    def _spawn_generation_actor(
+        self, idx: int, handlers: bytes, call_actor: dict[str, Any], generation: int
+    ) -> Any:
+        """A CallActor of ``generation`` (not shown to the shards until it is up)."""
+        saved = self.handlers, self.call_actor_options, self.generation
+        self.handlers, self.call_actor_options, self.generation = handlers, call_actor, generation
+        try:
+            return self._create_actor(idx)
+        finally:
+            self.handlers, self.call_actor_options, self.generation = saved
+            self.generations[idx] = generation
+
+    async def _discard(self, created: dict[int, Any]) -> None:
+        """Remove the CallActors of a failed upgrade (no shard knows them)."""
+        import ray
+
+        for idx, handle in created.items():
+            self.pool.pop(idx, None)
+            self.loads.pop(idx, None)
+            self.generations.pop(idx, None)
+            self.incarnations.pop(idx, None)
+            self._admitting.discard(idx)
+            self.retired.add(idx)
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception as exc:  # gone already
+                log.info("discarding CallActor %d: %r", idx, exc)
+        await self._save_generations()
+
+    def _start_retiring(self) -> None:
+        if self.retiring and (self._retire_task is None or self._retire_task.done()):
+            self._retire_task = self.tasks.spawn(self._retire_loop(), "retirement of older CallActors")
+
+    async def _retire_loop(self) -> None:
+        """Stop each retiring CallActor once it holds nothing; past its deadline, have
+        the shards hang up its calls (they then end normally, through it)."""
+        hung_up: set[int] = set()
+        while self.retiring:
+            for idx, deadline in sorted(self.retiring.items()):
+                if await self._retired_idle(idx):
+                    await self._remove_retired(idx)
+                elif time.time() > deadline and idx not in hung_up:
+                    hung_up.add(idx)
+                    ended = await self._tell_shards_within("end_calls_on", idx)
+                    self.counters["calls_hung_up_drain_timeout"] += sum(ended.values())
+                    log.warning(
+                        "app %r: CallActor %d (generation %d) still had calls at its drain deadline: "
+                        "%d hung up",
+                        self.app,
+                        idx,
+                        self.generations.get(idx, 0),
+                        sum(ended.values()),
+                    )
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    async def _retired_idle(self, idx: int) -> bool:
+        """CallActor ``idx`` holds no call, handler or dial, and no shard routes anything
+        to it (nor has items it did not acknowledge). "Could not ask" is "busy"."""
+        handle = self.pool.get(idx)
+        if handle is None:
+            return True
+        try:
+            stats = await asyncio.wait_for(handle.stats.remote(), RETIRE_CALL_TIMEOUT)
+        except Exception:
+            return False
+        if stats.get("calls") or stats.get("handler_tasks") or stats.get("pending_dials"):
+            return False
+        busy = await self._tell_shards_within("call_actor_busy", idx, self.generation)
+        return len(busy) == self.shards and not any(busy.values())
+
+    async def _remove_retired(self, idx: int) -> None:
+        """Every shard forgets CallActor ``idx`` (so its end is no loss to them), then it
+        is shut down and killed; while a shard cannot be told, or still has something
+        with it, it stays (retiring) for the next try."""
+        import ray
+
+        told = await self._tell_shards_within("forget_call_actor", idx)
+        if len(told) < self.shards or not all(told.values()):
+            return  # a shard is busy with it after all, or did not answer: next time
+        handle = self.pool.pop(idx, None)
+        self.retiring.pop(idx, None)
+        self.generations.pop(idx, None)
+        self.incarnations.pop(idx, None)
+        self.loads.pop(idx, None)
+        self.retired.add(idx)
+        self.counters["call_actors_retired"] += 1
+        await self._save_generations()
+        if handle is not None:
+            try:
+                await asyncio.wait_for(handle.shutdown.remote(), RETIRE_CALL_TIMEOUT)
+            except Exception as exc:  # stopping it anyway
+                log.info("CallActor %d did not shut down cleanly: %r", idx, exc)
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception as exc:
+                log.info("CallActor %d: kill failed: %r", idx, exc)
+        log.warning("app %r: retired CallActor %d (drained)", self.app, idx)
+
+    async def _tell_shards_within(self, method: str, *args: Any) -> dict[int, Any]:
+        """Call ``method`` on every shard (each bounded); the answers of those that did."""
+        import ray
+
+        async def ask(shard: int) -> Any:
+            handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
+            return await asyncio.wait_for(getattr(handle, method).remote(*args), RETIRE_CALL_TIMEOUT)
+
+        answers = await asyncio.gather(*(ask(s) for s in range(self.shards)), return_exceptions=True)
+        told = {}
+        for shard, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                log.info("shard %d did not answer %s: %r", shard, method, answer)
+            else:
+                told[shard] = answer
+        return told
+
+    # The generations live in the deploy's KV namespace: a restarted router (whose
+    # constructor arguments hold the first generation's handlers) carries on with the
+    # current code and finishes the retirement. The handlers are the app's code, as an
+    # actor argument would carry it: inside Ray's GCS, behind its auth, never on a socket.
+
+    async def _load_generations(self, secrets: kvstore.AppSecrets) -> None:
+        self._secrets = secrets
+        state = await secrets.load("generations")
+        if not state:
+            return
+        self.generation = int(state["generation"])
+        self.generations = {int(k): int(v) for k, v in state["actors"].items()}
+        self.retiring = {int(k): float(v) for k, v in state["retiring"].items()}
+        self.retired = {int(k) for k in state["retired"]}
+        if state.get("handlers"):
+            self.handlers = base64.b64decode(state["handlers"])
+            self.call_actor_options = dict(state["call_actor"])
+            show_in_job(str(self.call_actor_options.get("log_job") or ""))
+
+    def _generations_state(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "actors": {str(k): v for k, v in self.generations.items() if k not in self._admitting},
+            "retiring": {str(k): v for k, v in self.retiring.items()},
+            "retired": sorted(self.retired),
+            "handlers": base64.b64encode(self.handlers).decode() if self.generation else None,
+            "call_actor": self.call_actor_options,
+        }
+
+    async def _save_generations(self) -> None:
+        """One write at a time, each of the state as it is then: the last one stored is
+        the latest state, whatever order the writers came in."""
+        async with self._save_lock:
+            if self._secrets is not None:
+                await self._secrets.save("generations", self._generations_state())
+
+    def _persist_generations(self) -> None:
+        """:meth:`_save_generations` from sync code."""
+        self.tasks.spawn(self._save_generations(), "store of the generations")

@@ -4,13 +4,16 @@ with the wire frame the client sent checked in the emulator's journal (§9.2, §
 from __future__ import annotations
 
 import asyncio
+import pickle
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from relay_actors import Call, RelayError
+from relay_actors import Call, CallEndedError, RelayError
 from relay_actors.emulator.testing import wait_until
+from relay_actors.handlers import run_call_handler
 from relay_actors.protocol.events import RelayEvent
 
 from .conftest import PHONE, SLOW, Harness
@@ -724,6 +727,44 @@ async def test_wait_for_on_an_ended_call_raises_at_once(harness: Harness) -> Non
         with pytest.raises(RelayError) as info:
             await call.wait_for(event_type, timeout=5)
         assert info.value.code == "call_ended"
+
+
+async def test_a_wait_cut_short_by_the_end_is_also_the_sdk_s_timeout(harness: Harness) -> None:
+    """SDK code written ``except asyncio.TimeoutError`` (the SDK waits its timeout out on an
+    ended call) takes the same path here, at once; ``RelayError`` code checks work too."""
+    call = await harness.answered()
+    pending = asyncio.create_task(call.wait_for("calling.call.play", timeout=30))
+    await wait_until(lambda: call._waiters)
+    await call.hangup()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(asyncio.TimeoutError) as info:
+        await pending
+    assert asyncio.get_running_loop().time() - started < 5  # not the 30 s timeout
+    err = info.value
+    assert isinstance(err, CallEndedError) and isinstance(err, RelayError)
+    assert err.code == "call_ended" and err.code == -1
+    again = pickle.loads(pickle.dumps(err))  # crosses Ray's process boundary intact
+    assert type(again) is CallEndedError and again.code == "call_ended" and again.message == err.message
+    try:
+        await call.wait_for("calling.call.state", timeout=30)
+    except asyncio.TimeoutError:
+        caught = "timeout"
+    assert caught == "timeout"
+
+
+async def test_a_handler_that_lets_the_end_of_its_call_escape_is_no_timeout(harness: Harness) -> None:
+    """A handler whose wait the end of its call cut short failed; it did not run over
+    ``handler_timeout`` (the runner tells the two apart although both are TimeoutErrors)."""
+    call = await harness.answered()
+    await call.hangup()
+    await call.wait_for_ended(timeout=5)
+
+    async def handler(c: Any) -> None:
+        await c.wait_for("calling.call.play", timeout=30)
+
+    counters: Counter[str] = Counter()
+    await run_call_handler(handler, call, counters, timeout=60)
+    assert counters["handler_errors"] == 1 and counters["handler_timeouts"] == 0
 
 
 async def test_partial_collect_results_do_not_resolve_the_action(harness: Harness) -> None:

@@ -478,7 +478,7 @@ async def test_handler_exception_kept_ends_only_that_handler(make_harness: Any) 
     assert client.stats()["handler_errors"] == 1 and served == ["boom", second]
     # "keep": the failed handler's call is untouched (still up, still tracked), the client still connected.
     assert harness.core.calls.calls[first].state == "answered" and client.connected
-    assert first in client._router.calls
+    assert first in client._host.calls
 
 
 async def test_handler_timeout_hangs_the_call_up(make_harness: Any) -> None:

@@ -27,7 +27,7 @@ async def test_inbound_answer_play_hangup(emulator: Emulator, make_client) -> No
 
     (call_id,) = emulator.core.inject_calls("office", 1)
     assert await asyncio.wait_for(done, 5) == "finished/hangup/office"
-    assert call_id not in client._router.calls
+    assert call_id not in client._host.calls
 
 
 async def test_dial_and_message(emulator: Emulator, make_client) -> None:

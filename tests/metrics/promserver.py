@@ -30,7 +30,8 @@ def free_port() -> int:
 class Prometheus:
     """Prometheus on 127.0.0.1 scraping every second, with the project's recording rules.
 
-    ``file_sd``: a service discovery file (Ray's); ``static``: ``host:port`` targets.
+    ``static``: ``host:port`` targets (job ``relay``: the apps' metrics endpoints);
+    ``file_sd``: a service discovery file (job ``ray``: Ray's metrics agents).
     """
 
     def __init__(self, workdir: Path, *, file_sd: str | None = None, static: list[str] | None = None) -> None:
@@ -38,11 +39,13 @@ class Prometheus:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        scrape: dict[str, Any] = {"job_name": "ray", "scrape_interval": "1s", "scrape_timeout": "1s"}
+        timing = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+        scrapes: list[dict[str, Any]] = []
+        if static:
+            scrapes.append({"job_name": "relay", **timing, "static_configs": [{"targets": static}]})
         if file_sd:
-            scrape["file_sd_configs"] = [{"files": [file_sd], "refresh_interval": "1s"}]
-        else:
-            scrape["static_configs"] = [{"targets": static or []}]
+            sd = [{"files": [file_sd], "refresh_interval": "1s"}]
+            scrapes.append({"job_name": "ray", **timing, "file_sd_configs": sd})
         workdir.mkdir(parents=True, exist_ok=True)
         # The project's rules, evaluated every second here.
         rules = yaml.safe_load(RULES.read_text())
@@ -52,7 +55,7 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(workdir / "rules.yml")],
-            "scrape_configs": [scrape],
+            "scrape_configs": scrapes,
         }
         self.config = workdir / "prometheus.yml"
         self.config.write_text(yaml.safe_dump(config))

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from relay_actors.metrics import DEFAULT_METRICS_PORT
+
 from .promserver import PROMTOOL, REPO
 
 CLUSTER = REPO / "cluster"
@@ -34,6 +36,22 @@ def test_promtool_accepts_config_and_rules() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def ports_of(group: dict) -> dict[str, int]:
+    containers = group["template"]["spec"]["containers"]
+    return {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+
+
+def test_prometheus_scrapes_the_app_endpoint_and_ray_agents() -> None:
+    (config,) = load_all(CLUSTER / "prometheus" / "prometheus.yml")
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert jobs["relay"]["static_configs"][0]["targets"] == [f"127.0.0.1:{DEFAULT_METRICS_PORT}"]
+    assert jobs["ray"]["file_sd_configs"]
+    # The VM head binds the endpoint on loopback, where that Prometheus scrapes it.
+    assert "RELAY_METRICS_HOST=127.0.0.1" in (CLUSTER / "vm" / "ray-cluster.yaml").read_text()
+    (monitor,) = load_all(CLUSTER / "kuberay" / "podmonitor.yaml")
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["relay-metrics", "metrics"]
+
+
 def _groups(spec: dict) -> tuple[dict, list[dict]]:
     return spec["headGroupSpec"], spec["workerGroupSpecs"]
 
@@ -52,7 +70,10 @@ def test_kuberay_relay_calls_group_and_no_secret_in_runtime_env() -> None:
                 for c in group["template"]["spec"]["containers"]
                 for p in c.get("ports", [])
             }
-            assert ports.get("metrics") == 8080
+            assert ports.get("metrics") == 8080  # Ray's agent
+        # The app's own endpoint: its router, on the head.
+        assert ports_of(head).get("relay-metrics") == DEFAULT_METRICS_PORT
+        assert all("relay-metrics" not in ports_of(w) for w in workers)
     runtime_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert not any("SIGNALWIRE" in k or "TOKEN" in k for k in runtime_env.get("env_vars", {}))
     head, workers = _groups(job["spec"]["rayClusterSpec"])
@@ -69,6 +90,7 @@ def test_kuberay_relay_calls_group_and_no_secret_in_runtime_env() -> None:
         for c in w["template"]["spec"]["containers"]:
             assert "envFrom" not in c and "SIGNALWIRE" not in json.dumps(c.get("env", []))
     assert job["spec"]["entrypoint"].startswith("relay-actors run examples.ivr.app:client --ray")
+    assert f"--metrics-port {DEFAULT_METRICS_PORT}" in job["spec"]["entrypoint"]
     assert (REPO / "examples" / "ivr" / "app.py").exists()
 
 

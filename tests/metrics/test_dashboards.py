@@ -38,11 +38,15 @@ def test_dashboard_shape() -> None:
 
 def test_queries_use_only_exported_metric_names() -> None:
     known = set(metric_names())
+    used = set()
     for q in build.queries():
-        for name in re.findall(r"\bray_relay_[a-z_]+", q["expr"]):
+        for name in re.findall(r"\brelay_[a-z_]+", q["expr"]):
             assert name in known, (q["panel"], name)
-        if "ray_relay_" in q["expr"]:
+            used.add(name)
+        assert "ray_relay_" not in q["expr"], "the app's endpoint serves relay_* (Ray's agent exports none)"
+        if "relay_" in q["expr"]:
             assert 'app=~"$app"' in q["expr"], (q["panel"], "every relay query follows the app variable")
+    assert len(used) > 30
 
 
 def test_duplicate_panel_ids_are_refused() -> None:

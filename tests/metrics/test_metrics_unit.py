@@ -1,4 +1,4 @@
-"""The stats → metrics mapping and the exporter's rules, without Ray or Prometheus."""
+"""The stats → metrics mapping, the endpoint's series rules and its server, without Ray or Prometheus."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from relay_actors import metrics as m
+from relay_actors.errors import ArgumentError
+from relay_actors.ray_runtime import RayOptions
 from relay_actors.ray_runtime import metrics_export as mx
 
 
@@ -23,7 +25,7 @@ def test_metric_list_is_fixed_and_well_named() -> None:
         assert not name.endswith("_total"), "counters are declared without _total"
         tag_keys = {"outcome", "event_type", "code", "peer", "key", "direction", "event"}
         assert d.help and set(d.extra) <= tag_keys
-    assert "ray_relay_offers_total" in set(m.metric_names())
+    assert "relay_offers_total" in set(m.metric_names())
 
 
 def test_connection_actor_stats() -> None:
@@ -113,75 +115,158 @@ def test_wire_derived_tags_are_capped() -> None:
     assert got[("relay_events", (("event_type", m.OTHER),))] == 10
 
 
-class FakeMetric:
-    def __init__(self, d: m.MetricDef) -> None:
-        self.d = d
-        self.calls: list[tuple[float, dict[str, str]]] = []
-
-    def inc(self, value: float, tags: dict[str, str]) -> None:
-        assert value > 0
-        assert set(tags) == set(self.d.tag_keys)
-        self.calls.append((value, tags))
-
-    def set(self, value: float, tags: dict[str, str]) -> None:
-        assert set(tags) == set(self.d.tag_keys)
-        self.calls.append((value, tags))
+def _series(book: m.AppSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for name, labels, value in book.series():
+        out[(name, tuple(sorted((k, v) for k, v in labels.items() if v)))] = value
+    return out
 
 
-def test_exporter_counts_deltas_never_negative_and_zeroes_vanished_gauges() -> None:
-    made: dict[str, FakeMetric] = {}
+def _actor(stats: dict[str, Any], incarnation: str = "a", actor: str = "3") -> m.Report:
+    return m.Report("call_actor", {"incarnation": incarnation, **stats}, actor=actor, node="10.0.0.7")
 
-    def make(d: m.MetricDef) -> FakeMetric:
-        made[d.name] = FakeMetric(d)
-        return made[d.name]
 
-    ex = mx.RayExporter("call_actor", {"app": "a", "actor": "3"}, make)
-    ex.record(
-        {
-            "offers": 5,
-            "handler_errors": 1,
-            "batchers": {0: {"sends": 1, "items": 1, "largest": 1, "queued": 2}},
-        }
+def test_app_series_labels_every_series_with_its_component() -> None:
+    book = m.AppSeries("shop", stale_after=5)
+    book.update(
+        0,
+        [
+            m.Report("router", {"calls": 2, "pid": 1}),
+            m.Report("connection", {"offers": 4, "pid": 2}, shard="0", node="10.0.0.5"),
+            _actor({"offers": 5}),
+        ],
     )
-    ex.record({"offers": 8, "handler_errors": 1, "batchers": {}})
-    ex.record({"offers": 2, "handler_errors": 1})  # restarted from zero
-    offers = [v for v, _ in made["relay_call_actor_offers"].calls]
-    assert offers == [5, 3, 2]
-    assert [v for v, _ in made["relay_handlers"].calls] == [1]
-    tags = made["relay_call_actor_offers"].calls[0][1]
-    assert tags == {"app": "a", "component": "call_actor", "shard": "", "actor": "3", "outcome": "accepted"}
-    assert [v for v, _ in made["relay_batch_queued"].calls] == [2, 0]  # the link went away
+    got = _series(book)
+    assert got[("relay_active_calls", (("app", "shop"), ("component", "router")))] == 2
+    conn = (("app", "shop"), ("component", "connection"), ("node", "10.0.0.5"), ("outcome", "received"))
+    assert got[("relay_offers", (*conn[:3], conn[3], ("shard", "0")))] == 4
+    labels = (("actor", "3"), ("app", "shop"), ("component", "call_actor"), ("node", "10.0.0.7"))
+    assert got[("relay_call_actor_offers", (*labels, ("outcome", "accepted")))] == 5
+    for name, labels_, _ in book.series():
+        assert set(labels_) == set(m.METRICS[name].tag_keys) and set(labels_) <= m.LABELS
 
 
-def test_export_is_a_no_op_outside_a_ray_actor() -> None:
-    async def stats() -> dict[str, Any]:
+def test_app_series_counters_never_go_down() -> None:
+    """A restart (new incarnation) and a count that drops in place (a link rebuilt) both
+    carry the earlier count on; gauges are the value now."""
+    book = m.AppSeries("a", stale_after=5)
+    key = ("relay_call_actor_offers", (("actor", "3"), ("app", "a"), ("component", "call_actor"),
+                                       ("node", "10.0.0.7"), ("outcome", "accepted")))  # fmt: skip
+    calls = ("relay_active_calls", key[1][:4])
+    book.update(0, [_actor({"offers": 5, "calls": 4})])
+    assert _series(book)[key] == 5
+    book.update(1, [_actor({"offers": 8, "calls": 1})])
+    assert _series(book)[key] == 8
+    book.update(2, [_actor({"offers": 2, "calls": 2}, incarnation="b")])  # restarted: counts from 0
+    assert _series(book)[key] == 10 and _series(book)[calls] == 2
+    book.update(3, [_actor({"offers": 9}, incarnation="b")])  # more than before the restart
+    assert _series(book)[key] == 17
+    book.update(4, [_actor({"offers": 1}, incarnation="b")])  # dropped in place: a reset
+    assert _series(book)[key] == 18
+    # A restart that already counted past the old count is still seen (by incarnation).
+    book.update(5, [_actor({"offers": 30}, incarnation="c")])
+    assert _series(book)[key] == 1 + 17 + 30
+    # After a restart, series the new process has not counted yet stay at what they were.
+    book.update(6, [_actor({}, incarnation="d")])
+    assert _series(book)[key] == 48
+    book.update(7, [_actor({"offers": 2}, incarnation="d")])
+    assert _series(book)[key] == 50
+
+
+def test_app_series_forgets_components_that_left_and_hides_silent_ones() -> None:
+    book = m.AppSeries("a", stale_after=5)
+    book.update(0, [_actor({"offers": 5}), _actor({"offers": 1}, actor="4")])
+    assert {dict(k[1]).get("actor") for k in _series(book)} == {"3", "4"}
+    # CallActor 4 does not answer: its last series stay for stale_after, then go.
+    silent = m.Report("call_actor", None, actor="4")
+    book.update(3, [_actor({"offers": 6}), silent])
+    assert {dict(k[1]).get("actor") for k in _series(book)} == {"3", "4"}
+    book.update(6, [_actor({"offers": 7}), silent])
+    assert {dict(k[1]).get("actor") for k in _series(book)} == {"3"}
+    # Back (restarted): its counters go on from where they were.
+    book.update(7, [_actor({"offers": 2}, incarnation="z", actor="4"), _actor({"offers": 7})])
+    got = _series(book).items()
+    back = [v for (n, lab), v in got if n == "relay_call_actor_offers" and ("actor", "4") in lab]
+    assert back == [3]
+    # Removed from the app: forgotten at once.
+    book.update(8, [_actor({"offers": 7})])
+    assert {dict(k[1]).get("actor") for k in _series(book)} == {"3"}
+    assert set(book.sources) == {("call_actor", "", "3")}
+
+
+def test_families_render_counters_with_total_and_every_label() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    book = m.AppSeries("a", stale_after=5)
+    book.update(0, [_actor({"offers": 5, "calls": 1})])
+    registry = CollectorRegistry(auto_describe=False)
+    families = m.families(book.series())
+    registry.register(m.SeriesCollector(lambda: families))
+    text = generate_latest(registry).decode()
+    assert (
+        'relay_call_actor_offers_total{actor="3",app="a",component="call_actor",node="10.0.0.7",'
+        'outcome="accepted",shard=""} 5.0'
+    ) in text
+    assert "WorkerId" not in text and "otel" not in text
+
+
+def test_metrics_port_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELAY_METRICS_PORT", raising=False)
+    monkeypatch.delenv("RELAY_METRICS_HOST", raising=False)
+    assert m.resolve_metrics_config()["port"] == m.DEFAULT_METRICS_PORT == 9478
+    assert m.resolve_metrics_config()["host"] is None  # the router node's address
+    assert m.resolve_metrics_config(0)["port"] == 0
+    assert m.resolve_metrics_config(-1)["port"] is None
+    monkeypatch.setenv("RELAY_METRICS_PORT", "9600")
+    monkeypatch.setenv("RELAY_METRICS_HOST", "10.0.0.5")
+    assert m.resolve_metrics_config() == {"port": 9600, "host": "10.0.0.5", "interval": m.DEFAULT_INTERVAL}
+    assert m.resolve_metrics_config(9700, "127.0.0.1")["port"] == 9700  # the option wins
+    monkeypatch.setenv("RELAY_METRICS_PORT", "off")
+    assert m.resolve_metrics_config()["port"] is None
+    monkeypatch.setenv("RELAY_METRICS_PORT", "nine")
+    with pytest.raises(ArgumentError, match="RELAY_METRICS_PORT"):
+        m.resolve_metrics_config()
+    with pytest.raises(ArgumentError, match="metrics_port"):
+        RayOptions(app="x", metrics_port=70000)
+
+
+async def test_app_metrics_polls_serves_and_reports_a_busy_port() -> None:
+    """The router's endpoint without Ray: sources are plain coroutines; one that hangs
+    is cut off by the timeout and does not hold the others up."""
+    import socket
+    import urllib.request
+
+    async def fast() -> dict[str, Any]:
+        return {"offers": 3, "incarnation": "i", "node_id": ""}
+
+    async def hangs() -> dict[str, Any]:
+        await asyncio.sleep(60)
         return {}
 
-    assert mx.export_actor_stats("router", stats, {"app": "a"}) is None  # no running loop
+    def sources() -> list[Any]:
+        return [("call_actor", "", "0", fast), ("call_actor", "", "1", hangs)]
 
-    async def inside_loop() -> None:
-        assert mx.export_actor_stats("router", stats, {"app": "a"}) is None  # not in a Ray actor
-
-    asyncio.run(inside_loop())
-
-
-async def test_export_loop_survives_a_failing_stats(caplog: pytest.LogCaptureFixture) -> None:
-    calls = 0
-
-    async def stats() -> dict[str, Any]:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise RuntimeError("boom")
-        return {"offers": calls}
-
-    ex = mx.RayExporter("call_actor", {"app": "a"}, FakeMetric)
-    task = asyncio.ensure_future(mx._export_loop(ex, stats, 0.01))
-    await asyncio.sleep(0.1)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    assert calls > 3
-    assert sum("failed" in r.message for r in caplog.records) == 1  # logged once, not every round
+    config = mx.MetricsConfig(port=0, host="127.0.0.1", interval=0.5)
+    am = mx.AppMetrics("x", config, sources)
+    am.start()
+    try:
+        assert am.url is not None and am.info()["metrics_error"] is None
+        t = asyncio.get_running_loop().time()
+        await am.poll()
+        assert asyncio.get_running_loop().time() - t < 2.0
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(am.url, timeout=5).read().decode())
+        assert 'relay_call_actor_offers_total{actor="0",app="x"' in text
+        assert 'actor="1"' not in text
+        # A second endpoint on the same port: reported, not raised.
+        port = int(am.url.rsplit(":", 1)[1].split("/")[0])
+        busy = mx.AppMetrics("y", mx.MetricsConfig(port=port, host="127.0.0.1"), sources)
+        busy.start()
+        assert busy.url is None and "cannot listen on 127.0.0.1" in (busy.info()["metrics_error"] or "")
+    finally:
+        am.close()
+    with socket.socket() as s:  # closed: the port is free again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
 
 
 def test_client_collector_retries_a_racing_read() -> None:

@@ -2,7 +2,9 @@
 ``ray job submit`` of an app run by ``relay-actors run`` with its credentials from
 ``SIGNALWIRE_CREDENTIALS_FILE`` (on the head only), a call driven from the emulator,
 ``relay-actors status``, ``ray job stop`` (drain, clear lines), and the checks that the
-token shows nowhere in Ray's jobs API or actor listings.
+token shows nowhere in Ray's jobs API or actor listings; the handler's log records reach
+``ray job logs`` at the app's level (INFO, not DEBUG), each with its app, node and call id;
+a rolling upgrade submitted as a second job (``--upgrade``) takes the app over.
 
 The cluster runs on a loopback address of its own (127.0.0.x), every port chosen free,
 in a temp dir of its own (``RAY_TMPDIR``); every process it started is found by that
@@ -36,8 +38,12 @@ from relay_actors.emulator.testing import FAST_DURATIONS
 
 BIN = Path(sys.executable).parent
 APP = """
+import logging
+
 from relay_actors import RelayClient
 from relay_actors.ray_runtime import RayOptions
+
+log = logging.getLogger("lifeapp")
 
 client = RelayClient(contexts=["office"], scheme="ws", max_active_calls=10,
                      ray_options=RayOptions(min_call_actors=1, max_call_actors=1))
@@ -45,6 +51,8 @@ client = RelayClient(contexts=["office"], scheme="ws", max_active_calls=10,
 
 @client.on_call
 async def on_call(call):
+    log.info("answering the caller")
+    log.debug("a detail below the app's level")
     await call.answer()
     await call.hangup()
 """
@@ -284,6 +292,13 @@ def test_job_submit_with_a_credentials_file(cluster: Cluster, emulator_server: E
 
     _wait(handled, 30, "the call answered and hung up by the app")
 
+    # The handler's INFO record, in the job's logs, with its app, node and call id.
+    def logged() -> list[str]:
+        return [line for line in _job_logs(cluster, job).splitlines() if "answering the caller" in line]
+
+    (record,) = _wait(logged, 30, "the handler's log line in ray job logs")
+    assert f"INFO app=lifeapp node={cluster.ip} call_id={call_id} lifeapp: answering the caller" in record
+
     status = cluster.run("relay-actors", "status", "lifeapp", "--address", cluster.gcs, "--json")
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
@@ -305,6 +320,7 @@ def test_job_submit_with_a_credentials_file(cluster: Cluster, emulator_server: E
     logs = _job_logs(cluster, job)
     assert "relay-actors: SIGTERM: draining" in logs and "relay-actors: stopped" in logs, logs[-2000:]
     assert "Traceback" not in logs, logs[-3000:]
+    assert "a detail below the app's level" not in logs, "the app logs at INFO: no DEBUG records"
     apps = cluster.run("relay-actors", "status", "--address", cluster.gcs, "--json")
     assert apps.returncode == 0 and json.loads(apps.stdout) == [], apps.stdout
 
@@ -339,3 +355,42 @@ def test_a_local_ray_of_our_own_is_our_own(cluster: Cluster) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     started, address = result.stdout.split()[-2:]
     assert started == "True" and address != cluster.gcs and address.startswith("127.0.0.1:")
+
+
+def test_rolling_upgrade_as_ray_jobs(cluster: Cluster, emulator_server: EmulatorThread) -> None:
+    """v1 and v2 of an app submitted as jobs, the second with ``--upgrade``: the v1 job hands
+    over and succeeds; calls then go to v2, whose handler lines are in the v2 job's logs."""
+    jobs = {}
+    for version in ("v1", "v2"):
+        app_dir = cluster.tmp / f"upgrade-{version}"
+        app_dir.mkdir()
+        (app_dir / "upgapp.py").write_text(APP.replace("answering the caller", f"answering as {version}"))
+        jobs[version] = f"upg{version}-{secrets.token_hex(3)}"
+        extra = ["--upgrade"] if version == "v2" else []
+        submit = cluster.run(
+            "ray", "job", "submit", "--address", cluster.dashboard, "--submission-id", jobs[version],
+            "--working-dir", str(app_dir), "--no-wait", "--",
+            "relay-actors", "run", "upgapp:client", "--ray", "--drain-timeout", "20", *extra,
+        )  # fmt: skip
+        assert submit.returncode == 0, submit.stderr
+        _wait(
+            lambda v=version: "relay-actors: ready:" in _job_logs(cluster, jobs[v]), 90, f"{version} ready"
+        )
+    assert "(upgraded: generation 1)" in _job_logs(cluster, jobs["v2"])
+    _wait(lambda: _job_status(cluster, jobs["v1"]) == "SUCCEEDED", 30, "the v1 job to hand over and end")
+    v1_logs = _job_logs(cluster, jobs["v1"])
+    assert "relay-actors: handed over: app upgapp was upgraded to generation 1" in v1_logs, v1_logs[-2000:]
+
+    core = emulator_server.emu.core
+    (call_id,) = emulator_server.on_loop(core.inject_calls, "office", 1)
+
+    def logged() -> list[str]:
+        return [line for line in _job_logs(cluster, jobs["v2"]).splitlines() if call_id in line]
+
+    (line,) = _wait(logged, 30, "the v2 handler's line in the v2 job's logs")
+    assert f"call_id={call_id} lifeapp: answering as v2" in line, line
+    stop = cluster.run("ray", "job", "stop", "--address", cluster.dashboard, jobs["v2"])
+    assert stop.returncode == 0, stop.stderr
+    _wait(lambda: "relay-actors: stopped" in _job_logs(cluster, jobs["v2"]), 60, "the v2 job to stop the app")
+    apps = cluster.run("relay-actors", "status", "--address", cluster.gcs, "--json")
+    assert apps.returncode == 0 and json.loads(apps.stdout) == [], apps.stdout
