@@ -297,6 +297,9 @@ def main() -> int:
     parser.add_argument("--hold", type=int, default=10_000, help="calls held open for memory per call")
     parser.add_argument("--quick", action="store_true", help="n=200, hold=1000 for a fast look")
     parser.add_argument("--impls", default="sdk,ours,ray1,ray2", help="comma-separated: sdk,ours,ray1,ray2")
+    parser.add_argument(
+        "--scenarios", default="burst,steady,dial,message,hold", help="comma-separated subset to run"
+    )
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
     n = 200 if args.quick else args.n
@@ -309,6 +312,8 @@ def main() -> int:
         ("message", "message", n, None, [i for i in impls if not i.startswith("ray")]),
         (f"hold {hold}", "hold", hold, None, impls),
     ]
+    wanted = set(args.scenarios.split(","))
+    scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
     rows: list[tuple[str, dict[str, dict[str, Any]]]] = []
     durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
     with EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu:

@@ -18,12 +18,14 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from .backoff import Backoff
 from .config import Settings
@@ -154,6 +156,78 @@ class _FrameWriter:
             ws.transport.abort()
 
 
+#: Messages held for a socket whose reader is not attached yet (the server speaks only
+#: after our ``signalwire.connect``); more than this fails the socket.
+_MAX_EARLY_MESSAGES = 1024
+
+
+class _RelaySocket(ClientConnection):
+    """websockets' client connection, handing each complete data message to the
+    engine as its frames are parsed (in ``data_received``) instead of queuing it
+    for ``recv()``: no queue, no per-message future and task wake-up, and every
+    message of one read is handled in the same loop iteration, so their acks
+    leave in one write. Fragmented messages are joined here (their size is
+    bounded by ``max_size`` in the protocol layer); pings, pongs and the close
+    handshake stay websockets' business."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_message: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []
+        self._fragments: list[bytes] = []
+
+    def attach(self, on_message: Callable[[bytes], None]) -> None:
+        """Hand every message to ``on_message`` from now on (those that came first, at once)."""
+        self._on_message = on_message
+        early, self._early = self._early, []
+        for data in early:
+            self._dispatch(data)
+
+    def process_event(self, event: Event) -> None:
+        if self.response is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake response
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if not event.fin:
+                self._fragments = [bytes(event.data)]
+                return
+            data = event.data
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(event.data))
+            if not event.fin:
+                return
+            data, self._fragments = b"".join(self._fragments), []
+        else:
+            super().process_event(event)  # ping, pong, close
+            return
+        self._dispatch(data if type(data) is bytes else bytes(data))
+
+    def _dispatch(self, data: bytes) -> None:
+        on_message = self._on_message
+        if on_message is None:
+            if len(self._early) >= _MAX_EARLY_MESSAGES:
+                log.error("the RELAY server sent %d messages before the session started", len(self._early))
+                self._fail()
+                return
+            self._early.append(data)
+            return
+        try:
+            on_message(data)
+        except Exception:
+            log.exception("RELAY reader failed; reconnecting")
+            self._fail()
+
+    def _fail(self) -> None:
+        self._on_message = self._drop
+        if self.transport is not None:
+            self.transport.abort()
+
+    @staticmethod
+    def _drop(data: bytes) -> None:
+        """What comes after a failure: the socket is going away."""
+
+
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.scheme != "wss":
         return None
@@ -210,7 +284,7 @@ class Connection:
         self._on_connected = on_connected
         self._on_restart = on_restart
         self._ssl = _ssl_context(settings)
-        self._ws: ClientConnection | None = None
+        self._ws: _RelaySocket | None = None
         self._writer: _FrameWriter | None = None
         self._futures: dict[str, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -439,9 +513,12 @@ class Connection:
             compression=None,
             user_agent_header=f"{c.AGENT} websockets/{websockets.__version__}",
             logger=_WIRE_LOG,
+            create_connection=_RelaySocket,
         )
+        assert isinstance(ws, _RelaySocket)
         self._ws = ws
-        self._writer = _FrameWriter(ws)
+        self._writer = writer = _FrameWriter(ws)
+        ws.attach(partial(self._on_message, writer))
         self._reader = asyncio.create_task(self._read(ws), name="relay-reader")
         req_id, frame = self.session.start_connect()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -481,26 +558,21 @@ class Connection:
                 log.exception("on_connected callback failed")
         return connected
 
-    async def _read(self, ws: ClientConnection) -> None:
-        session = self.session
-        writer = self._writer
-        assert writer is not None
+    async def _read(self, ws: _RelaySocket) -> None:
+        """The socket's life: its messages reach :meth:`_on_message` as they are parsed."""
         try:
-            while True:
-                # Bytes, not str: orjson parses UTF-8 directly, no decode/copy.
-                data = await ws.recv(decode=False)
-                reply, items = session.receive(data)
-                if reply is not None:
-                    # The ack (or pong) is queued before anything is dispatched.
-                    writer.write(reply)
-                for item in items:
-                    self._handle(item)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("RELAY reader failed; reconnecting")
+            await ws.wait_closed()
         finally:
             self._lost(ws)
+
+    def _on_message(self, writer: _FrameWriter, data: bytes) -> None:
+        # Bytes, not str: orjson parses UTF-8 directly, no decode/copy.
+        reply, items = self.session.receive(data)
+        if reply is not None:
+            # The ack (or pong) is queued before anything is dispatched.
+            writer.write(reply)
+        for item in items:
+            self._handle(item)
 
     def _handle(self, item: Item) -> None:
         if isinstance(item, EventReceived):

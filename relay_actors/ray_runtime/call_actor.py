@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
-import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -141,6 +141,11 @@ class _Stream:
         return self.base + len(self.events), list(self.events)
 
 
+def _expire(future: asyncio.Future[Any], method: str) -> None:
+    if not future.done():
+        future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
+
+
 def _forget_oldest(streams: OrderedDict[str, _Stream], keep: int) -> int:
     """Bound the streams the driver has not finished fetching; returns how many went."""
     gone = 0
@@ -242,6 +247,8 @@ class CallActor:
         #: The lane of each connection shard.
         self.links = [_ShardLink(self, s) for s in range(self.shards)]
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
+        self._request_prefix = os.urandom(8).hex()
+        self._request_ids = itertools.count(1)
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
         self._streamed: OrderedDict[str, _Stream] = OrderedDict()
@@ -382,16 +389,20 @@ class CallActor:
             orjson.dumps(params)  # only JSON crosses the link: fail here, clearly, not there
         except TypeError as exc:
             raise ArgumentError(f"{method}: params must be JSON values ({exc})") from None
-        req_id = uuid.uuid4().hex
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # Unique across incarnations too: a result for the previous process's request
+        # must never resolve one of ours.
+        req_id = f"{self._request_prefix}{next(self._request_ids):x}"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._requests[req_id] = (future, shard)
-        self.send_item(shard, [m.REQUEST, req_id, method, params])
+        # The connection actor enforces the request timeout; this is a safety net (a
+        # timer, not wait_for: a handler's every command pays for it).
+        timer = loop.call_later(self.request_timeout + 5.0, _expire, future, method)
         try:
-            # The connection actor enforces the request timeout; this is a safety net.
-            return await asyncio.wait_for(future, self.request_timeout + 5.0)
-        except asyncio.TimeoutError:
-            raise RelayError("timeout", f"Request timeout for {method}") from None
+            self.send_item(shard, [m.REQUEST, req_id, method, params])
+            return await future
         finally:
+            timer.cancel()
             self._requests.pop(req_id, None)
 
     def next_shard(self) -> int:
