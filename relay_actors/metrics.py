@@ -150,6 +150,22 @@ _DEFS = [
     _c("relay_dial_orphans_ended", "Late legs of dials nobody took any more, hung up by the runtime."),
     _g("relay_tracked_messages", "Messages whose state is still tracked."),
     _c("relay_messages_dropped", "Message events a connection actor could not hand to a CallActor."),
+    # A restarted connection actor and the CallActors it could not ask what they hold.
+    _g("relay_call_actors_unknown", "CallActors a restarted connection actor could not ask yet."),
+    _c(
+        "relay_owned_queries",
+        "Questions to an unknown CallActor about the calls it holds: outcome retry or given_up.",
+        "outcome",
+    ),
+    _g("relay_held_slots", "Slots kept for calls on CallActors a restarted connection actor could not ask."),
+    _g("relay_held_events", "Events held until the CallActor of their call says it holds it."),
+    _c(
+        "relay_held_event_outcomes",
+        "Events held for an unknown CallActor: outcome held, released (routed) or overflow (acked).",
+        "outcome",
+    ),
+    _c("relay_calls_passed", "Calls a handler passed on (pass_()) after they were placed."),
+    _c("relay_upgrades", "Rolling upgrades of the app's handler code: outcome done or failed.", "outcome"),
     _c(
         "relay_lost_actor_calls",
         "Calls whose CallActor died, by what became of them: lost, hung_up, rehomed.",
@@ -261,6 +277,17 @@ _COMMON: _Map = {
     "events_unroutable": ("relay_events_unroutable", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
     "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "untracked"}),
+    "unknown_call_actors": ("relay_call_actors_unknown", {}),
+    "owned_retries": ("relay_owned_queries", {"outcome": "retry"}),
+    "owned_given_up": ("relay_owned_queries", {"outcome": "given_up"}),
+    "held_slots": ("relay_held_slots", {}),
+    "held_events": ("relay_held_events", {}),
+    "events_held": ("relay_held_event_outcomes", {"outcome": "held"}),
+    "held_events_released": ("relay_held_event_outcomes", {"outcome": "released"}),
+    "events_held_overflow": ("relay_held_event_outcomes", {"outcome": "overflow"}),
+    "calls_passed": ("relay_calls_passed", {}),
+    "upgrades": ("relay_upgrades", {"outcome": "done"}),
+    "upgrades_failed": ("relay_upgrades", {"outcome": "failed"}),
     "calls_lost_actor": ("relay_lost_actor_calls", {"outcome": "lost"}),
     "calls_hung_up_lost_actor": ("relay_lost_actor_calls", {"outcome": "hung_up"}),
     "calls_rehomed": ("relay_lost_actor_calls", {"outcome": "rehomed"}),
@@ -284,7 +311,6 @@ _COMMON: _Map = {
     "server_disconnects": ("relay_server_disconnects", {}),
 }
 _BY_COMPONENT: dict[str, _Map] = {
-    # The router counts these too (the sum of the shards' answers): the shards' are exported.
     "connection": {
         "calls_hung_up_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "hung_up"}),
     },
@@ -316,6 +342,8 @@ _BY_COMPONENT: dict[str, _Map] = {
 }
 #: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.
 _IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased", "lease_epoch"})
+#: Figures a component repeats from others (exported where they happen, not twice).
+_REPEATED: dict[str, frozenset[str]] = {"router": frozenset({"calls_hung_up_drain_timeout"})}
 #: Per-peer link figures (``links`` in stats()): key → (metric, fixed tags).
 _LINK: _Map = {
     "frames_out": ("relay_link_frames", {"direction": "out"}),
@@ -398,7 +426,7 @@ def flatten(
 
     for raw_key, value in stats.items():
         key = raw_key[5:] if raw_key.startswith("conn.") else raw_key
-        if key in _IGNORED:
+        if key in _IGNORED or key in _REPEATED.get(component, ()):
             continue
         if isinstance(value, dict):
             _flatten_nested(component, key, value, add, cap)
