@@ -109,7 +109,8 @@ _DEFS = [
     _c(
         "relay_offers",
         "Inbound call offers by outcome: received, admitted, dropped, passed, "
-        "no_capacity (no CallActor took it), invalid.",
+        "no_capacity (no CallActor took it), invalid, replaced, ended_waiting (the caller "
+        "hung up while the offer waited for a slot).",
         "outcome",
     ),
     _g(
@@ -165,6 +166,12 @@ _DEFS = [
         "outcome",
     ),
     _c("relay_calls_passed", "Calls a handler passed on (pass_()) after they were placed."),
+    _c(
+        "relay_driver_streams_forgotten",
+        "Event streams of driver-dialled calls / driver-sent messages a CallActor stopped keeping "
+        "(the oldest, past its bound): outcome call or message.",
+        "outcome",
+    ),
     _c("relay_upgrades", "Rolling upgrades of the app's handler code: outcome done or failed.", "outcome"),
     _c(
         "relay_lost_actor_calls",
@@ -257,6 +264,9 @@ _COMMON: _Map = {
     "offers_no_capacity": ("relay_offers", {"outcome": "no_capacity"}),
     "offers_invalid": ("relay_offers", {"outcome": "invalid"}),
     "offers_replaced": ("relay_offers", {"outcome": "replaced"}),
+    "offers_ended_waiting": ("relay_offers", {"outcome": "ended_waiting"}),
+    "streamed_calls_forgotten": ("relay_driver_streams_forgotten", {"outcome": "call"}),
+    "followed_messages_forgotten": ("relay_driver_streams_forgotten", {"outcome": "message"}),
     "loop_lag": ("relay_loop_lag_seconds", {}),
     "unavailable_call_actors": ("relay_call_actors_unavailable", {}),
     "requests_fenced": ("relay_requests_fenced", {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import re
 from typing import Any
 
@@ -324,3 +325,27 @@ def test_link_stats_become_per_peer_link_metrics() -> None:
     assert got[("relay_call_actors_unavailable", ())] == 1
     assert got[("relay_requests_fenced", ())] == 2
     assert not any(name == "relay_stat" for name, _ in got)
+
+
+def test_every_counter_the_actors_keep_is_a_named_series() -> None:
+    """A counter added to an actor without a metric would surface only as the catch-all
+    ``relay_stat{key}``: every ``counters["…"]`` in the actors' code maps to a named series."""
+    root = pathlib.Path(m.__file__).parent
+    sources = {
+        "connection": ["ray_runtime/connection_actor.py"],
+        "router": ["ray_runtime/router.py"],
+        "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
+    }
+    for component, files in sources.items():
+        keys = {
+            key
+            for name in files
+            for key in re.findall(r'counters\["(\w+)"\]', (root / name).read_text())
+        }
+        assert len(keys) > 3, component  # the sources really were read
+        unnamed = [
+            dict(s.tags)["key"]
+            for s in m.flatten(component, dict.fromkeys(keys, 1))
+            if s.name == "relay_stat"
+        ]
+        assert unnamed == [], component
