@@ -27,7 +27,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from typing import Any
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -56,39 +55,6 @@ RECORDER_NS = "relay_actors_chaos"
 
 
 # --- what runs in the CallActors (this module is __main__: pickled by value) ------------
-
-
-class Recorder:
-    """A test actor on the head node: handlers report what they saw to it."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        self.started: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.errors: dict[str, list[str]] = defaultdict(list)
-        self.done: dict[str, int] = defaultdict(int)
-
-    def event(self, call_id: str, event_type: str, state: str) -> None:
-        self.events[call_id].append((event_type, state))
-
-    def start(self, call_id: str, info: dict[str, Any]) -> None:
-        self.started[call_id].append(info)
-
-    def error(self, call_id: str, code: str) -> None:
-        self.errors[call_id].append(code)
-
-    def finish(self, call_id: str) -> None:
-        self.done[call_id] += 1
-
-    def any_started(self, call_ids: list[str]) -> bool:
-        return any(cid in self.started for cid in call_ids)
-
-    def dump(self) -> dict[str, Any]:
-        return {
-            "events": dict(self.events),
-            "started": dict(self.started),
-            "errors": dict(self.errors),
-            "done": dict(self.done),
-        }
 
 
 _handles: dict[str, Any] = {}
@@ -313,7 +279,7 @@ class ChaosRun:
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.rec = (
-            ray.remote(Recorder)
+            ray.remote(chaos.Recorder)
             .options(
                 name=RECORDER, namespace=RECORDER_NS, num_cpus=0, max_concurrency=1, scheduling_strategy=here
             )

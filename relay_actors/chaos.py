@@ -68,6 +68,46 @@ FAULT_KINDS: dict[str, float] = {
 RECORDED_TYPES = ("calling.call.state", "calling.call.play")
 
 
+class Recorder:
+    """What handlers saw, reported from the CallActors (the chaos suite and the Ray tests
+    run it as a Ray actor): events per call, starts, errors, finishes and free-form notes;
+    :func:`check_events` and :func:`check_starts` read its :meth:`dump`."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        self.started: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.errors: dict[str, list[str]] = defaultdict(list)
+        self.done: dict[str, int] = defaultdict(int)
+        self.notes: list[Any] = []
+
+    def event(self, call_id: str, event_type: str, state: str) -> None:
+        self.events[call_id].append((event_type, state))
+
+    def start(self, call_id: str, info: dict[str, Any]) -> None:
+        self.started[call_id].append(info)
+
+    def error(self, call_id: str, code: str) -> None:
+        self.errors[call_id].append(code)
+
+    def finish(self, call_id: str) -> None:
+        self.done[call_id] += 1
+
+    def note(self, value: Any) -> None:
+        self.notes.append(value)
+
+    def any_started(self, call_ids: list[str]) -> bool:
+        return any(cid in self.started for cid in call_ids)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.events),
+            "started": dict(self.started),
+            "errors": dict(self.errors),
+            "done": dict(self.done),
+            "notes": list(self.notes),
+        }
+
+
 @dataclass(frozen=True)
 class Fault:
     """One step of a schedule: ``kind``, a ``pick`` to choose its target among the

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,9 +48,9 @@ from test_lifecycle_cluster import (
     _free_port,
     _job_logs,
     _job_status,
-    _our_pids,
     _wait,
     cluster_env,
+    stop_cluster,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -127,17 +126,7 @@ def two_nodes(emulator_thread: EmulatorThread) -> Iterator[tuple[Cluster, str]]:
             raise AssertionError(f"{exc}: {(tmp / 'worker.log').read_text()[-3000:]}") from None
         yield cluster, worker_ip
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for pid in _our_pids(tmp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_cluster(procs, tmp)
         for log in logs:
             log.close()
         shutil.rmtree(tmp, ignore_errors=True)

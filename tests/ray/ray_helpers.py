@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,48 +24,13 @@ TEST_NAMESPACE = "relay_actors_tests"
 RECORDED_TYPES = chaos.RECORDED_TYPES
 
 
-class Recorder:
-    """A named test actor: handlers in CallActors report what they saw to it."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        self.started: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.errors: dict[str, list[str]] = defaultdict(list)
-        self.done: Counter[str] = Counter()
-        self.notes: list[Any] = []
-
-    def event(self, call_id: str, event_type: str, state: str) -> None:
-        self.events[call_id].append((event_type, state))
-
-    def start(self, call_id: str, info: dict[str, Any]) -> None:
-        self.started[call_id].append(info)
-
-    def error(self, call_id: str, code: str) -> None:
-        self.errors[call_id].append(code)
-
-    def finish(self, call_id: str) -> None:
-        self.done[call_id] += 1
-
-    def note(self, value: Any) -> None:
-        self.notes.append(value)
-
-    def dump(self) -> dict[str, Any]:
-        return {
-            "events": dict(self.events),
-            "started": dict(self.started),
-            "errors": dict(self.errors),
-            "done": dict(self.done),
-            "notes": list(self.notes),
-        }
-
-
 def start_recorder(name: str) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # On the driver's node: a multi-node test removes worker nodes.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return (
-        ray.remote(Recorder)
+        ray.remote(chaos.Recorder)
         .options(name=name, namespace=TEST_NAMESPACE, num_cpus=0, max_concurrency=1, scheduling_strategy=here)
         .remote()
     )

@@ -123,6 +123,22 @@ def _wait(probe: Any, timeout: float, what: str) -> Any:
         time.sleep(0.25)  # polling another process's state, with a deadline
 
 
+def stop_cluster(procs: list[subprocess.Popen[Any]], tmp: Path) -> None:
+    """SIGTERM what we started (newest first), then SIGKILL every process our cluster
+    left (found by our RAY_TMPDIR, by pid)."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for pid in _our_pids(tmp):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _our_pids(tmp: Path) -> list[int]:
     """Processes whose environment carries our RAY_TMPDIR: everything our cluster started."""
     marker = f"RAY_TMPDIR={tmp}".encode()
@@ -218,16 +234,7 @@ def cluster(emulator_server: EmulatorThread) -> Iterator[Cluster]:
         _wait(lambda: handle.http("/api/version"), 60, "the dashboard")
         yield handle
     finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        for pid in _our_pids(tmp):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_cluster([head], tmp)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
