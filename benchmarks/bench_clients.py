@@ -190,6 +190,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
     stderr_lines: list[str] = []
     threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     tree = Tree(proc.pid)
+    server = psutil.Process(emu.pid)
     try:
         ready = proc.stdout.readline().split()
         if not ready or ready[0] != "READY":
@@ -198,6 +199,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
         protocols = ready[1:]
         ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
         cpu0, pss0 = tree.cpu(), tree.pss()
+        server_cpu0 = sum(server.cpu_times()[:2])
         tree.start_sampling()
         if scenario in ("inbound", "hold"):
             body: dict[str, Any] = {"context": context, "count": n}
@@ -231,6 +233,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
                 time.sleep(0.05)
         if scenario in ("inbound", "hold"):
             cpu1 = tree.cpu()
+            server_cpu1 = sum(server.cpu_times()[:2])
             if scenario == "hold":
                 # Let the hang-ups reach the handlers before the runner reports.
                 while http("GET", f"{emu.control_url}/stats")["calls"].get("answered", 0) > 0:
@@ -243,6 +246,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
         result = json.loads(line[5:])
         if scenario not in ("inbound", "hold"):
             cpu1 = tree.cpu()
+            server_cpu1 = sum(server.cpu_times()[:2])
         tree.stop_sampling()
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -262,6 +266,7 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
         scenario=scenario,
         cpu=sum(by_label.values()),
         cpu_by_process=dict(by_label.most_common()),
+        emulator_cpu=server_cpu1 - server_cpu0,
         peak_mib=max(tree.peak, pss0),
         base_mib=pss0,
         held_mib=held_pss,
@@ -327,7 +332,7 @@ def main() -> int:
     print(f"\nemulator on CPU 0 (wss), each client's process tree on CPU 1; n={n}\n")
     header = (
         f"{'scenario':<16}{'impl':<6}{'done':>6}{'fail':>5}{'ops/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'CPU ms/op':>10}{'x sdk':>7}{'peak MiB':>9}{'KiB/call':>9}"
+        f"{'CPU ms/op':>10}{'x sdk':>7}{'peak MiB':>9}{'KiB/call':>9}{'emu busy':>9}"
     )
     print(header)
     print("-" * len(header))
@@ -336,11 +341,14 @@ def main() -> int:
         for impl, r in results.items():
             ops = r["done"] / r["wall"] if r["wall"] else float("nan")
             cpu_op = 1000 * r["cpu"] / max(r["done"], 1)
+            # The emulator's share of its own core while it served this run: near 100%
+            # means the server, not the client, set the pace.
+            emu_busy = f"{100 * r['emulator_cpu'] / r['wall']:.0f}%" if r["wall"] else "-"
             ratio = cpu_op / (1000 * sdk["cpu"] / max(sdk["done"], 1)) if sdk else float("nan")
             print(
                 f"{label:<16}{impl:<6}{r['done']:>6}{r['failures']:>5}{ops:>8.0f}{fmt(r.get('p50_ms')):>8}"
                 f"{fmt(r.get('p99_ms')):>8}{cpu_op:>10.3f}{fmt(ratio):>7}{r['peak_mib']:>9.0f}"
-                f"{fmt(r.get('kib_per_call'), 1):>9}"
+                f"{fmt(r.get('kib_per_call'), 1):>9}{emu_busy:>9}"
             )
     print("\nCPU seconds by process (Ray runs):")
     for label, results in rows:
