@@ -1,7 +1,7 @@
 """Side by side: the official signalwire-sdk, our in-process RelayClient, and our Ray runtime
 (1 and 2 connection shards) — same emulator, same run.
 
-    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--hold 10000] [--quick]
+    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--hold 10000] [--quick] [--repeat 3]
 
 The emulator runs in its own process pinned to CPU 0 (wss, which the SDK needs);
 each client runs in its own process tree pinned to CPU 1 (``client_runner.py``;
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -287,6 +288,27 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
     return result
 
 
+#: The figures of one run that the table shows (medians over rounds).
+NUMERIC = ("done", "failures", "ops", "p50_ms", "p99_ms", "cpu_op", "peak_mib", "kib_per_call", "emu_busy")
+
+
+def derive(r: dict[str, Any]) -> dict[str, Any]:
+    """Add the table's figures to one run's result."""
+    r["ops"] = r["done"] / r["wall"] if r["wall"] else float("nan")
+    r["cpu_op"] = 1000 * r["cpu"] / max(r["done"], 1)
+    # The emulator's share of its own core while it served this run: near 100%
+    # means the server, not the client, set the pace.
+    r["emu_busy"] = 100 * r["emulator_cpu"] / r["wall"] if r["wall"] else float("nan")
+    for key in NUMERIC:
+        r.setdefault(key, float("nan"))
+    return r
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else float("nan")
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
@@ -305,6 +327,7 @@ def main() -> int:
     parser.add_argument(
         "--scenarios", default="burst,steady,dial,message,hold", help="comma-separated subset to run"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per scenario (medians are shown)")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
     n = 200 if args.quick else args.n
@@ -319,46 +342,59 @@ def main() -> int:
     ]
     wanted = set(args.scenarios.split(","))
     scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
-    rows: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    rows: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
     durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
     with EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu:
         http("POST", f"{emu.control_url}/config", {"journal_limit": 50 * max(n, hold), "ring_timeout": 600})
         for label, scenario, count, rate, which in scenarios:
-            results: dict[str, dict[str, Any]] = {}
-            for impl in which:
-                results[impl] = run_one(emu, impl, scenario, count, rate)
-                http("DELETE", f"{emu.control_url}/journal")
+            results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in which}
+            # Repetitions interleave the implementations, so a slow spell of the
+            # machine falls on all of them, and ratios are taken within a round.
+            for _ in range(args.repeat):
+                for impl in which:
+                    results[impl].append(derive(run_one(emu, impl, scenario, count, rate)))
+                    http("DELETE", f"{emu.control_url}/journal")
             rows.append((label, results))
-    print(f"\nemulator on CPU 0 (wss), each client's process tree on CPU 1; n={n}\n")
+    rounds = f", median of {args.repeat} interleaved rounds" if args.repeat > 1 else ""
+    print(f"\nemulator on CPU 0 (wss), each client's process tree on CPU 1; n={n}{rounds}\n")
     header = (
         f"{'scenario':<16}{'impl':<6}{'done':>6}{'fail':>5}{'ops/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'CPU ms/op':>10}{'x sdk':>7}{'peak MiB':>9}{'KiB/call':>9}{'emu busy':>9}"
+        f"{'CPU ms/op':>10}{'CPU x sdk':>10}{'ops x sdk':>10}{'peak MiB':>9}{'KiB/call':>9}{'emu busy':>9}"
     )
     print(header)
     print("-" * len(header))
     for label, results in rows:
-        sdk = results.get("sdk")
-        for impl, r in results.items():
-            ops = r["done"] / r["wall"] if r["wall"] else float("nan")
-            cpu_op = 1000 * r["cpu"] / max(r["done"], 1)
-            # The emulator's share of its own core while it served this run: near 100%
-            # means the server, not the client, set the pace.
-            emu_busy = f"{100 * r['emulator_cpu'] / r['wall']:.0f}%" if r["wall"] else "-"
-            ratio = cpu_op / (1000 * sdk["cpu"] / max(sdk["done"], 1)) if sdk else float("nan")
+        sdk_runs = results.get("sdk")
+        for impl, runs in results.items():
+            cpu_x = ops_x = "-"
+            if sdk_runs:
+                cpu_x = fmt(median([r["cpu_op"] / s["cpu_op"] for r, s in zip(runs, sdk_runs, strict=True)]))
+                ops_x = fmt(median([r["ops"] / s["ops"] for r, s in zip(runs, sdk_runs, strict=True)]))
+            m = {key: median([r[key] for r in runs]) for key in NUMERIC}
             print(
-                f"{label:<16}{impl:<6}{r['done']:>6}{r['failures']:>5}{ops:>8.0f}{fmt(r.get('p50_ms')):>8}"
-                f"{fmt(r.get('p99_ms')):>8}{cpu_op:>10.3f}{fmt(ratio):>7}{r['peak_mib']:>9.0f}"
-                f"{fmt(r.get('kib_per_call'), 1):>9}{emu_busy:>9}"
+                f"{label:<16}{impl:<6}{m['done']:>6.0f}{m['failures']:>5.0f}{m['ops']:>8.0f}{fmt(m['p50_ms']):>8}"
+                f"{fmt(m['p99_ms']):>8}{m['cpu_op']:>10.3f}{cpu_x:>10}{ops_x:>10}{m['peak_mib']:>9.0f}"
+                f"{fmt(m['kib_per_call'], 1):>9}{fmt(m['emu_busy'], 0):>8}%"
             )
-    print("\nCPU seconds by process (Ray runs):")
+    if args.repeat > 1:
+        print("\nEach round (ops/s, and ÷ the SDK's of the same round):")
+        for label, results in rows:
+            sdk_runs = results.get("sdk")
+            for impl, runs in results.items():
+                parts = [
+                    f"{r['ops']:.0f}" + (f" ({r['ops'] / s['ops']:.2f}x)" if sdk_runs else "")
+                    for r, s in zip(runs, sdk_runs or runs, strict=True)
+                ]
+                print(f"  {label:<16}{impl:<6}{', '.join(parts)}")
+    print("\nCPU seconds by process (Ray runs, the first round):")
     for label, results in rows:
-        for impl, r in results.items():
+        for impl, runs in results.items():
             if impl.startswith("ray"):
-                parts = ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_by_process"].items() if v >= 0.01)
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in runs[0]["cpu_by_process"].items() if v >= 0.01)
                 print(f"  {label:<16}{impl:<6}{parts}")
     if args.json:
         Path(args.json).write_text(
-            json.dumps([{"label": label, **r} for label, rs in rows for r in rs.values()])
+            json.dumps([{"label": label, **r} for label, rs in rows for runs in rs.values() for r in runs])
         )
     return 0
 

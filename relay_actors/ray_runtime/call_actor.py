@@ -47,6 +47,7 @@ from . import actor_messages as m
 from . import link_tls
 from .actor_link import LinkHub, LinkServer
 from .driver import STREAM_LOST
+from .gc_tuning import tune_gc
 from .link_protocol import LinkError, LinkSession
 
 __all__ = ["CallActor", "current_host"]
@@ -244,6 +245,7 @@ class CallActor:
         #: ``handler_tasks`` counts and a quiescent actor has none of).
         self.service = BackgroundTasks()
         self.service.spawn(self._serve_links(), "link server")
+        tune_gc()  # set up: freeze what start-up made (see gc_tuning)
         #: The lane of each connection shard.
         self.links = [_ShardLink(self, s) for s in range(self.shards)]
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}

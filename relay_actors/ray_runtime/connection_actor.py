@@ -63,6 +63,7 @@ from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
 from .call_actor import _where, link_stats
+from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession
 from .placement import Placement, RouteRebuild
@@ -150,6 +151,7 @@ class ConnectionActor:
         self._early_requests: deque[tuple[int, str, str, dict[str, Any]]] = deque()
         self._checkpoint_pending = False
         self._start_task = asyncio.get_running_loop().create_task(self._start())
+        tune_gc()  # set up: freeze what start-up made (see gc_tuning)
 
     # --- start-up and recovery ----------------------------------------------------
 

@@ -41,6 +41,7 @@ from . import kvstore, metrics_export
 from .actor_messages import NAMESPACE, actor_name
 from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
+from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
@@ -117,6 +118,7 @@ class Router:
         )
         self.metrics.start()
         self.tasks.spawn(self.metrics.run(), "metrics poll")
+        tune_gc()  # set up: freeze what start-up made (see gc_tuning)
 
     # --- start-up and rebuild -----------------------------------------------------
 
