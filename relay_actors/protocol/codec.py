@@ -9,7 +9,10 @@ return ``bytes`` (orjson), which a transport sends as a *text* frame
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +97,30 @@ class ErrorResponse:
 Frame = Request | Response | ErrorResponse
 
 
+class _Ids:
+    """Request ids shaped like the SDKs' UUIDs: a random prefix per process (new in a
+    forked child) and a counter, instead of a system call for 16 random bytes and a
+    UUID object per request (a few percent of the connection actor's CPU at burst)."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = str(uuid.uuid4())[:24]  # "8-4-4-4-": 74 random bits
+        self.counter = itertools.count(random.getrandbits(40))
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_ids = _Ids()
+
+
 def new_id() -> str:
-    """A fresh request id (UUIDv4 string), as the SDKs use."""
-    return str(uuid.uuid4())
+    """A fresh request id, unique in this process and, with 74 random bits per process,
+    across processes; shaped like the SDKs' UUIDv4 strings."""
+    return _ids.next()
 
 
 def _frame_id(value: Any) -> str | None:

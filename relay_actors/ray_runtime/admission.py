@@ -91,6 +91,7 @@ __all__ = [
     "Send",
     "ShardLeases",
     "lease_block",
+    "prefetches",
 ]
 
 #: Largest lease block (slots a shard asks for at once).
@@ -104,6 +105,13 @@ def lease_block(budget: int, shards: int) -> int:
     """Slots a shard asks for at once: every shard's spare slots stay a small part of
     the budget (64 at most; 20 calls over 2 shards lease 2 at a time)."""
     return max(1, min(LEASE_BLOCK, budget // (4 * max(1, shards))))
+
+
+def prefetches(block: int) -> bool:
+    """Whether shards with this block ask ahead of need: only with full blocks, i.e. a
+    large budget, where the spares (under the two blocks a shard may keep anyway)
+    are a small part of it; near a small limit every slot is asked for when needed."""
+    return block >= LEASE_BLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +299,8 @@ class ShardLeases(Generic[OfferT]):
             inherited and what it does not explain is :attr:`held`.
         max_waiting: bound of the queue of offers waiting for a slot; beyond it
             offers are rejected at once.
+        prefetch: ask for a block before the spare slots run out (for large
+            budgets; see :func:`prefetches`).
     """
 
     shard: int
@@ -300,6 +310,7 @@ class ShardLeases(Generic[OfferT]):
     unconfirmed: set[str] = field(default_factory=set)
     unknown: set[int] = field(default_factory=set)
     max_waiting: int = 10_000
+    prefetch: bool = False
     #: Slots kept for the calls of the :attr:`unknown` CallActors (not known one by one).
     held: int = 0
     granted: int = 0
@@ -309,6 +320,9 @@ class ShardLeases(Generic[OfferT]):
     #: Offers waiting for a slot, by call id, oldest first.
     waiting: dict[str, OfferT] = field(default_factory=dict)
     _seq: int = 0
+    #: The last acquire was granted short (the budget is spent): ask again only for
+    #: offers that wait, not ahead of need, until one is granted in full.
+    _short: bool = False
 
     def __post_init__(self) -> None:
         self.active |= self.unconfirmed
@@ -347,7 +361,8 @@ class ShardLeases(Generic[OfferT]):
             return [Duplicate(call_id, offer)]
         if self.synced and not self.waiting and self.spare > 0:
             self.active.add(call_id)
-            return [Admit(call_id, offer)]
+            admitted: list[Action[OfferT]] = [Admit(call_id, offer)]
+            return admitted + self._next() if self.prefetch else admitted
         if len(self.waiting) >= self.max_waiting:
             return [Reject(call_id, offer)]
         self.waiting[call_id] = offer
@@ -420,6 +435,7 @@ class ShardLeases(Generic[OfferT]):
             return self._admit_waiting() + self._next()
         if reply.kind == "granted":
             self.granted += reply.count
+            self._short = reply.count < req.count
             actions = self._admit_waiting()
             if self.waiting and reply.count < req.count:
                 actions += self._reject_waiting()  # the budget is exhausted
@@ -477,6 +493,10 @@ class ShardLeases(Generic[OfferT]):
         want = len(self.waiting) - self.spare
         if want > 0:
             return [self._send("acquire", max(want, self.block))]
+        if self.prefetch and self.spare * 2 < self.block and not self._short:
+            # Ahead of need: at a burst, offers would otherwise stop at every block
+            # for a round trip to the router while the CallActors sit idle.
+            return [self._send("acquire", self.block)]
         if self.spare > 2 * self.block and not self.waiting:
             give_back = self.spare - self.block
             self.granted -= give_back  # stop using them before the router frees them

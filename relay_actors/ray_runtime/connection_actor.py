@@ -625,6 +625,7 @@ class ConnectionActor:
             active=set(self.routes.calls),
             unconfirmed=unconfirmed,
             unknown=set(self.rebuild.unknown) if self.rebuild is not None else set(),
+            prefetch=adm.prefetches(lease["block"]),
         )
         self.leases.epoch = lease["epoch"]
         self._lease_actions(self.leases.start())

@@ -72,8 +72,10 @@ rare = st.integers(min_value=0, max_value=3)
 
 
 class AdmissionModel(RuleBasedStateMachine):
-    @initialize(limit=st.integers(1, 8), shards=st.integers(1, 3), actors=st.integers(1, 3))
-    def setup(self, limit: int, shards: int, actors: int) -> None:
+    @initialize(
+        limit=st.integers(1, 8), shards=st.integers(1, 3), actors=st.integers(1, 3), prefetch=st.booleans()
+    )
+    def setup(self, limit: int, shards: int, actors: int, prefetch: bool) -> None:
         STARTED.setdefault("at", time.monotonic())
         RUNS["examples"] += 1
         self.limit = limit
@@ -81,8 +83,14 @@ class AdmissionModel(RuleBasedStateMachine):
         self.epoch = 1
         self.router = LeaseLedger(limit, shards, self.epoch)
         self.block = lease_block(limit, shards)
+        # Shards that ask ahead of need (large budgets do): drawn, since these limits
+        # are small enough to explore, where the runtime would not prefetch.
+        self.prefetch = prefetch
+        RUNS["prefetching"] += prefetch
         self.incarnations = [1] * shards
-        self.shards: list[ShardLeases[str]] = [ShardLeases(s, 1, self.block) for s in range(shards)]
+        self.shards: list[ShardLeases[str]] = [
+            ShardLeases(s, 1, self.block, prefetch=prefetch) for s in range(shards)
+        ]
         self.placements = [self._placement(actors) for _ in range(shards)]
         self.actors: list[dict[str, int]] = [{} for _ in range(actors)]  # call_id -> shard
         self.live: dict[str, int] = {}  # calls live on the server -> the shard that admitted them
@@ -292,6 +300,7 @@ class AdmissionModel(RuleBasedStateMachine):
             active=held,
             unconfirmed=set(self.durable[s]),
             unknown=unknown,
+            prefetch=self.prefetch,
         )
         if self.shards[s].unknown:
             RUNS["owned_failed_at_restart"] += 1
