@@ -161,7 +161,14 @@ def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return by_label
 
 
-def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float | None) -> dict[str, Any]:
+def run_one(
+    emu: EmulatorProcess,
+    impl: str,
+    scenario: str,
+    n: int,
+    rate: float | None,
+    link_linger: float | None = None,
+) -> dict[str, Any]:
     shards = 1
     if impl.startswith("ray"):
         shards = int(impl[3:] or 1)
@@ -182,6 +189,8 @@ def run_one(emu: EmulatorProcess, impl: str, scenario: str, n: int, rate: float 
     kind = "ray" if impl.startswith("ray") else impl
     cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", scenario, "--n", str(n)]
     cmd += ["--context", context, "--shards", str(shards)]
+    if link_linger is not None:
+        cmd += ["--link-linger", str(link_linger)]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "1", *cmd]
     proc = subprocess.Popen(
@@ -327,6 +336,12 @@ def main() -> int:
     parser.add_argument(
         "--scenarios", default="burst,steady,dial,message,hold", help="comma-separated subset to run"
     )
+    parser.add_argument(
+        "--link-linger",
+        type=float,
+        default=None,
+        help="RayOptions.link_linger for the Ray runs (default: its own)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds per scenario (medians are shown)")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
@@ -352,7 +367,7 @@ def main() -> int:
             # machine falls on all of them, and ratios are taken within a round.
             for _ in range(args.repeat):
                 for impl in which:
-                    results[impl].append(derive(run_one(emu, impl, scenario, count, rate)))
+                    results[impl].append(derive(run_one(emu, impl, scenario, count, rate, args.link_linger)))
                     http("DELETE", f"{emu.control_url}/journal")
             rows.append((label, results))
     rounds = f", median of {args.repeat} interleaved rounds" if args.repeat > 1 else ""

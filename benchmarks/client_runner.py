@@ -57,6 +57,7 @@ def make_client(args: argparse.Namespace) -> Any:
             max_call_actors=2,
             calls_per_actor=20_000,
             call_actor_cpus=0.01,
+            **({} if args.link_linger is None else {"link_linger": args.link_linger}),
         )
         return RelayClient(
             contexts=[args.context], max_active_calls=100_000, runtime="ray", ray_options=options
@@ -163,6 +164,9 @@ def main() -> int:
     parser.add_argument("--scenario", choices=["inbound", "hold", "dial", "message"], required=True)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument(
+        "--link-linger", type=float, default=None, help="RayOptions.link_linger (default: its own)"
+    )
     parser.add_argument("--context", default="bench")
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()

@@ -58,6 +58,10 @@ HANDSHAKE_TIMEOUT = 5.0
 #: Handshakes in progress at most per listener; a new one drops the oldest.
 MAX_HANDSHAKES = 64
 CONNECT_TIMEOUT = 5.0
+#: Seconds items wait for company before a write, by default (see ``_Peers``).
+DEFAULT_LINGER = 0.002
+#: The longest linger accepted: beyond it the wait is felt in every command.
+MAX_LINGER = 0.05
 
 
 def new_secret() -> str:
@@ -179,8 +183,14 @@ class _Peers:
         on_released: Callable[[int, list[Any]], None] | None = None,
         on_restarted: Callable[[LinkSession], None] | None = None,
         limits: LinkLimits = DEFAULT_LIMITS,
+        linger: float = 0.0,
     ) -> None:
         self._key = key
+        #: Seconds queued items wait before they are written (0: at the end of this loop
+        #: iteration). A process woken once per frame pays most of its CPU for the
+        #: wake-up itself at moderate load; a few ms gathers several calls' items into
+        #: one write and one wake-up of the peer.
+        self.linger = linger
         self.my_id = my_id
         self.incarnation = new_incarnation()
         self.limits = limits
@@ -217,9 +227,9 @@ class _Peers:
     # -- sending --
 
     def send(self, peer_id: int, item: Any, meta: Any = None) -> None:
-        """Queue ``item`` for ``peer_id``; it leaves at the end of this loop iteration
-        (or after the next reconnect). Raises :class:`LinkOverflow` when the peer's
-        queue is full."""
+        """Queue ``item`` for ``peer_id``; it leaves after :attr:`linger` seconds (at the
+        end of this loop iteration when 0), or after the next reconnect. Raises
+        :class:`LinkOverflow` when the peer's queue is full."""
         self.session(peer_id).queue(item, meta)
         self._mark(peer_id)
 
@@ -227,7 +237,10 @@ class _Peers:
         self._dirty.add(peer_id)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self.linger > 0:
+                asyncio.get_running_loop().call_later(self.linger, self._flush)
+            else:
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

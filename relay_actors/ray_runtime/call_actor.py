@@ -220,6 +220,7 @@ class CallActor:
         self.incarnation = ""  # the link server's, once it is up
         self.capacity = int(options.get("capacity", 5000))
         self.request_timeout = float(options.get("request_timeout", c.REQUEST_TIMEOUT))
+        self.link_linger = float(options.get("link_linger") or 0.0)
         self.shards = int(options.get("shards", 1))
         self.project = str(options.get("project") or "")
         self.host = str(options.get("host") or "")
@@ -290,6 +291,7 @@ class CallActor:
             self._on_link_items,
             on_restarted=self._on_shard_restarted,
             tls=link_tls.server_context(identity),
+            linger=self.link_linger,
         )
         session_dir = None
         with contextlib.suppress(Exception):  # Ray's session dir: private API, hence the guard

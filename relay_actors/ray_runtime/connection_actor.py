@@ -175,6 +175,7 @@ class ConnectionActor:
                 on_restarted=self._on_call_actor_restarted,
                 on_health=self._on_link_health,
                 tls=link_tls.client_context(identity),
+                linger=float(self.options.get("link_linger") or 0.0),
             )
             self._hub = LinkHub(self.links)
             self._hub.start()

@@ -119,6 +119,34 @@ async def test_one_loop_iteration_is_one_frame(linked: tuple[LinkServer, Side, L
     assert client.sessions[7].frames_out - before == 1
 
 
+async def test_a_linger_gathers_items_of_separate_iterations_into_one_frame() -> None:
+    s_side, c_side = Side(), Side()
+    server = await start_server(s_side, linger=0.05)
+    client = client_for(server, c_side, linger=0.05)
+    client.ensure(7)
+    await until(lambda: client.connected(7), what="link up")
+    loop = asyncio.get_running_loop()
+    await until(lambda: not client.sessions[7].pending and not client._flush_scheduled, what="quiet link")
+    before = client.sessions[7].frames_out
+    start = loop.time()
+    for i in range(5):  # five loop iterations, within one linger
+        client.send(7, ["event", i])
+        await asyncio.sleep(0)
+    await until(lambda: len(s_side.items) == 5, what="5 items delivered")
+    waited = loop.time() - start
+    assert [item for _, item in s_side.items] == [["event", i] for i in range(5)]
+    assert client.sessions[7].frames_out - before == 1
+    assert waited >= 0.045, waited  # held for the linger, not sent at once
+    # The answer lingers on the server's side too, then arrives whole.
+    for i in range(3):
+        server.send(3, ["result", i])
+        await asyncio.sleep(0)
+    await until(lambda: len(c_side.items) == 3, what="3 results delivered")
+    assert [item for _, item in c_side.items] == [["result", i] for i in range(3)]
+    await client.aclose()
+    await server.aclose()
+
+
 async def test_the_unix_socket_is_private_and_tcp_is_not_on_a_wildcard_address(
     linked: tuple[LinkServer, Side, LinkClient, Side],
 ) -> None:
