@@ -62,6 +62,8 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_LINGER = 0.002
 #: The longest linger accepted: beyond it the wait is felt in every command.
 MAX_LINGER = 0.05
+#: Items waiting for one peer that make a write worth it at once, linger or not.
+LINGER_ENOUGH = 32
 
 
 def new_secret() -> str:
@@ -201,6 +203,7 @@ class _Peers:
         self.wires: dict[int, _Wire] = {}
         self._dirty: set[int] = set()
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._last_refusal_log = -1e9
         self.counters: Counter[str] = Counter()
 
@@ -230,20 +233,31 @@ class _Peers:
         """Queue ``item`` for ``peer_id``; it leaves after :attr:`linger` seconds (at the
         end of this loop iteration when 0), or after the next reconnect. Raises
         :class:`LinkOverflow` when the peer's queue is full."""
-        self.session(peer_id).queue(item, meta)
-        self._mark(peer_id)
+        session = self.session(peer_id)
+        session.queue(item, meta)
+        self._mark(peer_id, full=session.pending >= LINGER_ENOUGH)
 
-    def _mark(self, peer_id: int) -> None:
+    def _mark(self, peer_id: int, full: bool = False) -> None:
+        """Flush ``peer_id`` soon: after the linger, or at the end of this iteration when
+        there is none or ``full`` (enough items wait: at a burst, waiting would only
+        leave the CPU idle)."""
         self._dirty.add(peer_id)
+        timer = self._flush_timer
+        if full and timer is not None:
+            timer.cancel()
+            self._flush_timer = None
+            self._flush_scheduled = False
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            if self.linger > 0:
-                asyncio.get_running_loop().call_later(self.linger, self._flush)
+            loop = asyncio.get_running_loop()
+            if self.linger > 0 and not full:
+                self._flush_timer = loop.call_later(self.linger, self._flush)
             else:
-                asyncio.get_running_loop().call_soon(self._flush)
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._flush_timer = None
         dirty, self._dirty = self._dirty, set()
         now = asyncio.get_running_loop().time()
         for peer_id in dirty:

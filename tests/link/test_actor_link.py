@@ -119,6 +119,25 @@ async def test_one_loop_iteration_is_one_frame(linked: tuple[LinkServer, Side, L
     assert client.sessions[7].frames_out - before == 1
 
 
+async def test_enough_items_leave_at_once_linger_or_not() -> None:
+    s_side, c_side = Side(), Side()
+    server = await start_server(s_side, linger=1.0)
+    client = client_for(server, c_side, linger=1.0)
+    client.ensure(7)
+    await until(lambda: client.connected(7), what="link up")
+    await until(lambda: not client.sessions[7].pending and not client._flush_scheduled, what="quiet link")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    client.send(7, ["event", -1])  # alone: would wait the whole second
+    for i in range(actor_link.LINGER_ENOUGH):
+        client.send(7, ["event", i])
+    await until(lambda: len(s_side.items) == actor_link.LINGER_ENOUGH + 1, timeout=0.5, what="a full batch")
+    assert loop.time() - start < 0.5
+    assert [item for _, item in s_side.items] == [["event", i] for i in range(-1, actor_link.LINGER_ENOUGH)]
+    await client.aclose()
+    await server.aclose()
+
+
 async def test_a_linger_gathers_items_of_separate_iterations_into_one_frame() -> None:
     s_side, c_side = Side(), Side()
     server = await start_server(s_side, linger=0.05)
