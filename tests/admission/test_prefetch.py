@@ -8,6 +8,7 @@ from typing import Any
 
 from relay_actors.ray_runtime.admission import (
     LEASE_BLOCK,
+    MAX_LEASE_BLOCK,
     Admit,
     LeaseLedger,
     LeaseRequest,
@@ -36,9 +37,15 @@ def _answer_all(ledger: LeaseLedger, shard: ShardLeases[str], actions: list[Any]
     return done
 
 
-def test_only_full_blocks_prefetch() -> None:
+def test_only_full_blocks_prefetch_and_large_budgets_lease_larger_blocks() -> None:
     assert prefetches(lease_block(100_000, 2))
     assert not prefetches(lease_block(40, 2))  # 40 calls on 2 shards: blocks of 5
+    assert lease_block(20, 2) == 2 and lease_block(1_000, 2) == LEASE_BLOCK
+    assert lease_block(4_096, 1) == 256 and lease_block(100_000, 2) == MAX_LEASE_BLOCK
+    for budget in (64, 1_000, 4_096, 10_000, 100_000, 1_000_000):
+        for shards in (1, 2, 4):
+            # Two blocks of spares per shard stay a small part of the budget.
+            assert 2 * lease_block(budget, shards) <= max(2, budget // 2), (budget, shards)
 
 
 def test_a_burst_never_waits_for_the_router_while_it_answers() -> None:
