@@ -9,9 +9,10 @@ from relay_actors.ray_runtime import RayOptions
 from relay_actors.ray_runtime.actor_link import DEFAULT_LINGER, MAX_LINGER
 
 
-def test_link_linger_defaults_to_a_few_ms_and_zero_is_allowed() -> None:
-    assert RayOptions(app="a").link_linger == DEFAULT_LINGER > 0
-    assert RayOptions(app="a", link_linger=0).link_linger == 0
+def test_link_linger_defaults_to_none_and_a_few_ms_are_allowed() -> None:
+    assert RayOptions(app="a").link_linger == DEFAULT_LINGER == 0
+    assert RayOptions(app="a", link_linger=0.002).link_linger == 0.002
+    assert RayOptions(app="a", link_linger=MAX_LINGER).link_linger == MAX_LINGER
 
 
 @pytest.mark.parametrize("bad", [-0.001, MAX_LINGER * 2, 5])

@@ -58,8 +58,9 @@ HANDSHAKE_TIMEOUT = 5.0
 #: Handshakes in progress at most per listener; a new one drops the oldest.
 MAX_HANDSHAKES = 64
 CONNECT_TIMEOUT = 5.0
-#: Seconds items wait for company before a write, by default (see ``_Peers``).
-DEFAULT_LINGER = 0.002
+#: Seconds items wait for company before a write, by default: none, the lowest
+#: latency (``RayOptions.link_linger`` trades some for CPU; see ``_Peers``).
+DEFAULT_LINGER = 0.0
 #: The longest linger accepted: beyond it the wait is felt in every command.
 MAX_LINGER = 0.05
 #: Items waiting for one peer that make a write worth it at once, linger or not.

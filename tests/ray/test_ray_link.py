@@ -164,9 +164,7 @@ async def test_half_open_flood_does_not_stop_a_restarted_connection_actor_linkin
         await eventually(relinked, 30, what="the restarted connection actor linked during the flood")
         print(f"\n[timing] relinked during a 1000-socket flood: {time.monotonic() - started:.2f}s")
         call_ids = emulator.core.inject_calls("office", 5)
-        dump = await eventually(
-            lambda: _done(rec, call_ids), 30, what="calls handled during the flood"
-        )
+        dump = await eventually(lambda: _done(rec, call_ids), 30, what="calls handled during the flood")
         assert all(dump["done"][cid] == 1 for cid in call_ids)
     finally:
         for s in socks:
@@ -210,6 +208,7 @@ async def test_unacknowledged_event_is_not_acked_and_after_kill9_reaches_its_han
     await eventually(blocking, 10, what="the CallActor's loop blocked")
     (call_id,) = emulator.core.inject_calls("office", 1, ring_timeout=60)
     offer_ids = await eventually(lambda: _async(_offer_ids(emulator, call_id)), 5, what="offer sent")
+
     # The frame carrying the offer left for the CallActor, which cannot acknowledge it
     # while blocked: no RELAY ack may have gone out for it.
     async def in_flight() -> Any:
@@ -314,3 +313,37 @@ async def test_a_call_actor_blocked_for_30s_is_reported_and_skipped(make_client,
     ends = helpers.sent_requests(emulator, "calling.end")
     assert ends and all(p["reason"] == "hangup" for p in ends)
     assert dump["done"].get(blocker) is None or dump["done"][blocker] == 1
+
+
+async def test_a_link_linger_reaches_both_ends_and_loses_nothing(make_client, emulator, recorder) -> None:
+    # 50 ms each way (the most allowed), so the wait shows in every call's offer→answer
+    # time: the offer waits in the connection actor, the answer in the CallActor.
+    rec_name, rec = recorder
+    await make_client(on_call=helpers.recording_handler(rec_name), ray_options={"link_linger": 0.05})
+    call_ids: list[str] = []
+    for _ in range(6):  # one at a time: a crowd of items would be written at once
+        call_ids += emulator.core.inject_calls("office", 1)
+        handled = list(call_ids)
+        await eventually(lambda handled=handled: _done(rec, handled), 30, what="the call handled")
+        # Idle links before the next offer: nothing already lingering that it could join.
+        await eventually(lambda: _async(not helpers.live_calls(emulator)), 20, what="the call ended")
+    dump = await rec.dump.remote()
+    sent = helpers.sent_events(emulator)
+    offered: dict[str, float] = {}
+    answered: dict[str, float] = {}
+    for entries in emulator.core.journal.frames().values():
+        for entry in entries:
+            frame = entry["frame"]
+            outer = frame.get("params") or {}
+            if entry["dir"] == "out" and outer.get("event_type") == "calling.call.receive":
+                offered[outer["params"]["call_id"]] = entry["t"]
+            elif entry["dir"] == "in" and frame.get("method") == "calling.answer":
+                answered.setdefault(outer.get("call_id"), entry["t"])
+    for cid in call_ids:
+        assert dump["events"][cid] == sent[cid], f"{cid}: events lost, repeated or out of order"
+        assert len(dump["started"][cid]) == 1
+    # One end alone would wait at most 50 ms (plus a few ms of work); without a linger
+    # this is a few ms. An item may join a wait already under way, hence the median.
+    waits = sorted(answered[cid] - offered[cid] for cid in call_ids)
+    assert waits[len(waits) // 2] >= 0.075, waits
+    assert not dump["errors"]
