@@ -2,12 +2,12 @@
 
 Measured on a burst of 3,000 calls (``benchmarks/bench_clients.py``): with
 CPython's defaults the cyclic collector took 19% of the connection actor's
-loop thread and 23 to 30% of each CallActor's. A Ray worker starts with tens of
+loop thread and 27 to 30% of each CallActor's. A Ray worker starts with tens of
 thousands of tracked objects (Ray's modules and ours) that every full collection
 walks again, and a call in flight allocates many short-lived containers, so
 young collections ran hundreds of times per second and promoted live calls
 that full collections then walked too. With the start-up objects frozen and
-a larger young generation the collector's share fell to 0 to 4%.
+a larger young generation the collector's share fell to 2 to 3%.
 
 Garbage stays bounded: cycles are still collected, the young generation is
 collected every :data:`THRESHOLDS`\\[0] net allocations, and CPython runs a
