@@ -607,7 +607,12 @@ class CallActor:
     async def health(self) -> dict[str, Any]:
         """Liveness and load: the router polls this."""
         await asyncio.wait_for(self._endpoint_ready.wait(), 30.0)
-        return {"incarnation": self.incarnation, "calls": len(self.calls), "capacity": self.capacity}
+        return {
+            "incarnation": self.incarnation,
+            "calls": len(self.calls),
+            "capacity": self.capacity,
+            "node": self._endpoint.get("node_id", ""),
+        }
 
     async def stats(self) -> dict[str, Any]:
         return self.local_stats()

@@ -17,6 +17,11 @@ available CallActor, so once a shard knows a new generation's actors the older
 ones take nothing new and drain; should every actor of the newest generation be
 unavailable (lost, slow), the next older generation serves rather than the offer
 being dropped. A CallActor the router retired is :meth:`forget`-ten.
+
+:func:`spread_node` is where the router puts a new CallActor: on the node with the
+fewest of the app's CallActors. Ray's own ``SPREAD`` is best-effort and shared by
+every app on the cluster, so two apps starting at once could leave one app's
+CallActors all on one node.
 """
 
 from __future__ import annotations
@@ -25,9 +30,20 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["Placement", "RouteRebuild"]
+__all__ = ["Placement", "RouteRebuild", "spread_node"]
 
 E = TypeVar("E")
+
+
+def spread_node(nodes: Iterable[str], actor_nodes: Iterable[str]) -> str | None:
+    """The node (of ``nodes``, the live ones that can host a CallActor) holding the
+    fewest of ``actor_nodes`` (the node of each of the app's CallActors), the first
+    such in ``nodes`` order on a tie; None when there is no node to choose from."""
+    candidates = list(dict.fromkeys(nodes))
+    if not candidates:
+        return None
+    counts = Counter(node for node in actor_nodes if node in candidates)
+    return min(candidates, key=lambda node: counts[node])
 
 
 class Placement:

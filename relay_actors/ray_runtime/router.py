@@ -43,11 +43,14 @@ from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .call_actor import CallActor, _where
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
+from .placement import spread_node
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
 
 log = logging.getLogger("relay_actors.ray_runtime.router")
 HEALTH_INTERVAL = 0.5
+#: Health rounds between two looks at the cluster's nodes (where CallActors may go).
+NODES_EVERY = 20
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
 #: How long new CallActors of an upgrade get to come up (start, unpickle the handlers).
@@ -102,6 +105,10 @@ class Router:
         self.call_actor_options: dict[str, Any] = dict(options.get("call_actor", {}))
         self.retiring: dict[int, float] = {}
         self.retired: set[int] = set()
+        #: The node of each CallActor (as it reports, else where it was asked to go),
+        #: and the live nodes that can host one: where new ones go (spread_node).
+        self.actor_nodes: dict[int, str] = {}
+        self.nodes: list[str] = []
         #: Created by an upgrade and not up yet: not shown to the shards.
         self._admitting: set[int] = set()
         self._upgrade_lock = asyncio.Lock()
@@ -138,6 +145,7 @@ class Router:
                     self.pool[idx] = ray.get_actor(actor_name(self.app, "call", idx), namespace=NAMESPACE)
                 except ValueError:
                     continue
+            await self._refresh_nodes()
             while len(self.pool) < self.min_actors:
                 self._create_actor(self._free_index())
             healths = await asyncio.gather(
@@ -148,6 +156,8 @@ class Router:
                     continue
                 self.incarnations[idx] = health["incarnation"]
                 self.loads[idx] = health["calls"]
+                if health.get("node"):
+                    self.actor_nodes[idx] = health["node"]
             await self._rebuild_calls()
             self.tasks.spawn(self._ask_shards(), "lease rebuild")
             self.tasks.spawn(self._health_loop(), "CallActor health loop")
@@ -192,6 +202,20 @@ class Router:
             raise self._failed
         return {"actors": len(self.pool)}
 
+    async def _refresh_nodes(self) -> None:
+        """The live nodes that can host a CallActor (they offer CPU), from the GCS; kept
+        as they were if it does not answer in time."""
+        import ray
+
+        try:
+            nodes = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, ray.nodes), 10.0)
+        except Exception as exc:
+            log.info("could not list the cluster's nodes (%r); spreading as before", exc)
+            return
+        self.nodes = sorted(
+            str(n["NodeID"]) for n in nodes if n.get("Alive") and (n.get("Resources") or {}).get("CPU", 0) > 0
+        )
+
     def _free_index(self) -> int:
         idx = 0
         while idx in self.pool or idx in self.retired:
@@ -215,7 +239,20 @@ class Router:
         if isinstance(placement, dict) and placement.get("resource"):
             opts["resources"] = {placement["resource"]: float(placement.get("amount", 1))}
         else:
-            opts["scheduling_strategy"] = "SPREAD"
+            current = [
+                node
+                for i, node in self.actor_nodes.items()
+                if i in self.pool and self.generations.get(i, 0) == self.generation
+            ]
+            node = spread_node(self.nodes, current)
+            if node is None:
+                opts["scheduling_strategy"] = "SPREAD"
+            else:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                # Soft: a node that cannot take it (or dies) lets Ray place it elsewhere.
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+                self.actor_nodes[idx] = node
         call_options = {
             **self.call_actor_options,
             "capacity": self.capacity,
@@ -279,13 +316,18 @@ class Router:
     async def want_capacity(self) -> int:
         """A shard found every CallActor full: grow the pool if allowed."""
         if len(self._current()) < self.max_actors:
+            await self._refresh_nodes()  # (nodes may have joined since)
             self._create_actor(self._free_index())
             await self._tell_shards("refresh_pool")
         return len(self.pool)
 
     async def _health_loop(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(HEALTH_INTERVAL)
+            rounds += 1
+            if rounds % NODES_EVERY == 0:
+                await self._refresh_nodes()
             items = list(self.pool.items())
             results = await asyncio.gather(
                 *(asyncio.wait_for(h.health.remote(), 10.0) for _, h in items), return_exceptions=True
@@ -296,6 +338,8 @@ class Router:
                 previous = self.incarnations.get(idx)
                 self.incarnations[idx] = health["incarnation"]
                 self.loads[idx] = health["calls"]
+                if health.get("node"):
+                    self.actor_nodes[idx] = health["node"]
                 if previous is not None and previous != health["incarnation"]:
                     self.counters["call_actor_restarts"] += 1
                     log.error("CallActor %d restarted; its calls are handled by the lost-calls policy", idx)
@@ -448,6 +492,8 @@ class Router:
             for (idx, _), health in zip(created.items(), healths, strict=True):
                 self.incarnations[idx] = health["incarnation"]
                 self.loads[idx] = health["calls"]
+                if health.get("node"):
+                    self.actor_nodes[idx] = health["node"]
             self._admitting.difference_update(created)
             deadline = time.time() + drain_timeout
             # Every older CallActor (also one a scale-up made meanwhile) retires.
@@ -500,6 +546,7 @@ class Router:
         for idx, handle in created.items():
             self.pool.pop(idx, None)
             self.loads.pop(idx, None)
+            self.actor_nodes.pop(idx, None)
             self.generations.pop(idx, None)
             self.incarnations.pop(idx, None)
             self._admitting.discard(idx)
@@ -565,6 +612,7 @@ class Router:
         self.generations.pop(idx, None)
         self.incarnations.pop(idx, None)
         self.loads.pop(idx, None)
+        self.actor_nodes.pop(idx, None)
         self.retired.add(idx)
         self.counters["call_actors_retired"] += 1
         await self._save_generations()
