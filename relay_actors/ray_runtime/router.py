@@ -8,7 +8,8 @@ It owns the hard state and keeps the rest honest:
   may count as free) are in :mod:`relay_actors.ray_runtime.admission`, whose
   :class:`~relay_actors.ray_runtime.admission.LeaseLedger` this actor only carries;
 * the CallActor pool: created between ``min_actors`` and ``max_actors``,
-  spread over the nodes (``SPREAD``) or pinned to a custom resource, grown
+  spread over the nodes (each new one on the node with the fewest of the app's:
+  :func:`~relay_actors.ray_runtime.placement.spread_node`) or pinned to a custom resource, grown
   when the calls fill it, polled for health; a crashed or restarted CallActor
   (a new incarnation) is reported to every shard, which applies the
   lost-calls policy to the calls it had placed there;
