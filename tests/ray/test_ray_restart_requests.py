@@ -39,6 +39,17 @@ class Gate:
         return self.is_open
 
 
+def _record(call: Any, rec: Any) -> None:
+    """Report the handler's start and every state/play event of ``call`` to ``rec``."""
+
+    def seen(event: Any) -> None:
+        rec.event.remote(call.call_id, event.event_type, event.params.get("call_state") or "")
+
+    for event_type in helpers.RECORDED_TYPES:
+        call.on(event_type, seen)
+    rec.start.remote(call.call_id, {"pid": os.getpid(), "recovered": call.recovered})
+
+
 def gated_handler(rec_name: str, gate_name: str) -> Any:
     """Record the start, wait for the gate, answer (recording a failure), stay until the
     caller hangs up."""
@@ -47,13 +58,7 @@ def gated_handler(rec_name: str, gate_name: str) -> Any:
         rec = helpers.recorder(rec_name)
         gate = ray.get_actor(gate_name, namespace=TEST_NAMESPACE)
 
-        def seen(event: Any) -> None:
-            params = event.params
-            rec.event.remote(call.call_id, event.event_type, params.get("call_state") or "")
-
-        for event_type in helpers.RECORDED_TYPES:
-            call.on(event_type, seen)
-        rec.start.remote(call.call_id, {"pid": os.getpid(), "recovered": call.recovered})
+        _record(call, rec)
         try:
             for _ in range(3000):  # bounded: 30 s
                 if await gate.state.remote():
@@ -119,13 +124,7 @@ def staying_handler(rec_name: str) -> Any:
     async def handler(call: Any) -> None:
         rec = helpers.recorder(rec_name)
 
-        def seen(event: Any) -> None:
-            params = event.params
-            rec.event.remote(call.call_id, event.event_type, params.get("call_state") or "")
-
-        for event_type in helpers.RECORDED_TYPES:
-            call.on(event_type, seen)
-        rec.start.remote(call.call_id, {"pid": os.getpid(), "recovered": call.recovered})
+        _record(call, rec)
         try:
             await call.answer()
             await call.wait_for_ended(timeout=90)
