@@ -295,7 +295,7 @@ def message_timeline(
 ) -> tuple[list[MessageEvent], bool]:
     """What followed inbound message ``message_id`` from ``sender``: each reply sent to
     the sender after it arrived and the reply's final delivery state. Done (second value)
-    once every reply has its final state."""
+    once there is a reply and every reply has its final state."""
     events: list[MessageEvent] = []
     arrived = False
     requests: dict[Any, dict[str, Any]] = {}  # messaging.send request id -> its params
@@ -335,5 +335,7 @@ def message_timeline(
             states.append(state)
             if state in _FINAL_MESSAGE_STATES:
                 events.append(Delivery(state, tuple(states), str(p.get("reason") or "")))
-    done = arrived and all(any(s in _FINAL_MESSAGE_STATES for s in states) for states in replies.values())
-    return events, done and not requests
+    # Done once answered and every answer is final (an app that never answers is waited
+    # for until the deadline: nothing tells that it will not).
+    finished = all(any(s in _FINAL_MESSAGE_STATES for s in states) for states in replies.values())
+    return events, arrived and bool(replies) and finished and not requests

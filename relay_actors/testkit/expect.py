@@ -86,7 +86,7 @@ class EventSequence:
                 )
             )
         if len(self._events) <= index:
-            raise AssertionError(self.report(f"expected event {index + 1}, but {self.what} had ended"))
+            raise AssertionError(self.report(f"expected event {index + 1}, but it had ended"))
         self._index += 1
         return EventAssert(self, index, self._events[index])
 

@@ -31,6 +31,7 @@ __all__ = ["AppError", "AppProcess", "CallHandle", "MessageHandle", "ScriptedEmu
 #: Frames kept per session: enough for every call a test places.
 _JOURNAL_LIMIT = 100_000
 _READY = "relay-actors: ready:"
+_MESSAGE_OUTCOMES = frozenset({"delivered", "undelivered", "failed"})
 
 
 class UnknownContextError(LookupError):
@@ -168,6 +169,16 @@ class ScriptedEmulator:
         if message_id is None:
             raise UnknownContextError(f"relay_emulator.sms({context!r}): nobody received the message")
         return MessageHandle(self, message_id, from_number)
+
+    def delivery(self, number: str, outcome: str) -> None:
+        """What becomes of messages the app sends to ``number``: ``delivered`` (the
+        default), ``undelivered`` or ``failed``."""
+        if outcome not in _MESSAGE_OUTCOMES:
+            raise ValueError(
+                f"relay_emulator.delivery({number!r}, {outcome!r}): the outcome is one of "
+                + ", ".join(sorted(_MESSAGE_OUTCOMES))
+            )
+        self.on_loop(self.emulator.core.set_config, {"message_outcomes": {number: outcome}})
 
     def messages_sent(self) -> list[dict[str, Any]]:
         """Params of every ``messaging.send`` the app made, in order."""
