@@ -6,8 +6,8 @@ Fixtures:
   calls and messages, script callees, walk what happened.
 - ``relay_app``: ``relay_app("myapp:client", *run_args, env={...})`` serves the app with
   ``relay-actors run`` against that emulator and returns its :class:`AppProcess`, ready;
-  stopped (SIGTERM, drain, then its process group killed) when the test ends, which fails
-  the test if the app exited with an error or printed a traceback.
+  stopped when the test ends (live calls hung up, SIGTERM, drain, its process group
+  killed), which fails the test if the app exited with an error or printed a traceback.
 
 In-process by default; on a local Ray with ``relay_app(..., ray=True)``, the
 ``@pytest.mark.relay_ray`` marker, or ``pytest --relay-ray`` for every test.
@@ -74,6 +74,8 @@ def relay_app(
         return app
 
     yield start
+    if started:
+        relay_emulator.hang_up_all()  # a drain need not wait for calls a failed test left up
     problems = []
     for app in reversed(started):
         code = app.stop()

@@ -170,6 +170,16 @@ class ScriptedEmulator:
             raise UnknownContextError(f"relay_emulator.sms({context!r}): nobody received the message")
         return MessageHandle(self, message_id, from_number)
 
+    def hang_up_all(self) -> int:
+        """The far side of every live call hangs up (so an app stops without waiting for
+        calls a failed test left running); how many calls that was."""
+
+        def hang_up() -> int:
+            core = self.emulator.core
+            return sum(core.hangup(c["call_id"]) for c in core.list_calls() if c["state"] != "ended")
+
+        return int(self.on_loop(hang_up))
+
     def delivery(self, number: str, outcome: str) -> None:
         """What becomes of messages the app sends to ``number``: ``delivered`` (the
         default), ``undelivered`` or ``failed``."""

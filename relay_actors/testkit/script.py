@@ -140,7 +140,11 @@ def caller_options(steps: Sequence[Any]) -> dict[str, Any]:
         CallerScriptError: a step that is not one, out of place, or only for dialled numbers.
     """
     checked = _checked(steps, "relay_emulator.call")
-    options: dict[str, Any] = {"inputs": [s.value for s in checked if s.kind == "input"]}
+    options: dict[str, Any] = {
+        "inputs": [s.value for s in checked if s.kind == "input"],
+        # Once the steps are spent the caller does nothing (not the emulator's default caller).
+        "collect": {"type": "no_input", "params": {}},
+    }
     for step in checked:
         if step.kind == "dial":
             raise CallerScriptError(

@@ -25,6 +25,7 @@ def test_steps_become_the_emulators_inputs_and_outcomes() -> None:
         "inputs": [
             {"digits": "9"}, {"silence": True}, {"speech": "sales", "confidence": 0.8}, {"no_match": True},
         ],
+        "collect": {"type": "no_input", "params": {}},
         "detect": ["MACHINE", "READY"],
         "hangup_after": 2.0,
     }  # fmt: skip

@@ -45,18 +45,10 @@ def test_opening_hours(relay_emulator, relay_app):
     call.expect.no_more_events()
 """
 
-WRONG = """
-from relay_actors.testkit import press
-
-
-def test_closed_on_sundays(relay_emulator, relay_app):
-    relay_app("frontdesk:client")
-    call = relay_emulator.call("front", press("1"))
-    call.expect.next_event().is_answered()
-    call.expect.next_event().is_prompt("Welcome. Press 1 for our opening hours.")
-    call.expect.next_event().is_collected(digits="1")
-    call.expect.next_event().is_prompt("We are closed on Sundays.")
-"""
+#: The same test with a deliberately wrong expectation of the last prompt.
+WRONG = TEST.replace("test_opening_hours", "test_closed_on_sundays").replace(
+    'is_prompt("We are open nine to five.")', 'is_prompt("We are closed on Sundays.")'
+)
 
 
 def test_a_fresh_project_tests_its_app_with_the_plugin(tmp_path: Path) -> None:
