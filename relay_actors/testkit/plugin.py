@@ -61,7 +61,7 @@ def relay_app(
 
     started: list[AppProcess] = []
     default_ray = bool(request.node.get_closest_marker("relay_ray")) or bool(
-        request.config.getoption("relay_ray")
+        request.config.getoption("relay_ray", default=False)
     )
 
     def start(target: str, *args: str, env: dict[str, str] | None = None, ray: bool | None = None,
