@@ -7,6 +7,7 @@ polls the emulator's journal with a deadline.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -263,6 +264,7 @@ class AppProcess:
             command, cwd=self.cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: whatever it starts is killed with it
         )  # fmt: skip
+        atexit.register(self.kill)  # should the test run end without stopping it
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, name=f"relay-app-{self.proc.pid}", daemon=True)
         self._reader.start()
@@ -333,6 +335,7 @@ class AppProcess:
 
     def kill(self) -> None:
         """Kill the app and every process of its group (by the group's id), remove Ray's files."""
+        atexit.unregister(self.kill)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
