@@ -66,10 +66,12 @@ def relay_app(
 
     def start(target: str, *args: str, env: dict[str, str] | None = None, ray: bool | None = None,
               cwd: str | Path | None = None) -> AppProcess:  # fmt: skip
+        on_ray = default_ray if ray is None else ray
         app = AppProcess(
-            target, relay_emulator, *args, ray=default_ray if ray is None else ray, env=env,
-            cwd=cwd or request.config.rootpath,
-        )  # fmt: skip
+            target, relay_emulator, *args, ray=on_ray, env=env, cwd=cwd or request.config.rootpath
+        )
+        if on_ray:  # a CallActor's first call, on a busy machine, can take a while
+            relay_emulator.timeout = max(relay_emulator.timeout, 60.0)
         started.append(app)
         return app
 
