@@ -64,6 +64,7 @@ class Action:
 
     @property
     def is_done(self) -> bool:
+        """True once the action finished (its terminal event came, or its call ended)."""
         return self._future.done()
 
     async def wait(self, timeout: float | None = None) -> RelayEvent:
