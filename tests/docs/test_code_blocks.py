@@ -1,6 +1,8 @@
 """The code in the documentation works as written.
 
-- Every Python block of the site and the README type-checks (mypy, as the package is) and imports.
+- Every Python block of the site and the README (a ```` ```python ```` fence: a complete module) type-checks
+  (mypy, as the package is) and imports; a fragment that continues an earlier block or stands inside
+  a test (a ```` ```py ```` fence, highlighted the same) at least parses.
 - The shell commands of Getting started are the ones this test runs (the emulator, the app served
   in-process, the caller's ``curl``, Ctrl-C), with the output the page shows; the few it does not run
   here (setup, the demo, the app on Ray) are each run by a named test, and a command added to the page
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import os
@@ -55,13 +58,21 @@ def shown_output(path: Path) -> str:
 # --- Python blocks ---------------------------------------------------------------------------
 
 
-def python_blocks() -> list[tuple[str, str]]:
+def python_blocks(language: str = "python") -> list[tuple[str, str]]:
     pages = [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]
     return [
         (f"{page.relative_to(REPO)}#{n}", body)
         for page in pages
-        for n, body in enumerate(blocks(page, "python"))
+        for n, body in enumerate(blocks(page, language))
     ]
+
+
+def test_python_fragments_parse() -> None:
+    for where, body in python_blocks("py"):
+        try:
+            compile(body, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        except SyntaxError as exc:
+            raise AssertionError(f"{where}: {exc}") from None
 
 
 def test_python_blocks_type_check_and_import(tmp_path: Path) -> None:
