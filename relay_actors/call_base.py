@@ -105,24 +105,34 @@ class CallBase:
         self._listeners: dict[str, list[EventHandler]] = {}
         self._waiters: list[tuple[str, Callable[[RelayEvent], bool] | None, asyncio.Future[RelayEvent]]] = []
         self._state_events: dict[str, RelayEvent] = {}
-        #: Set when this call was re-homed to a new process after a crash (Ray runtime).
         self.recovered = False
+        """True when this call was re-homed to a new process after a crash (Ray runtime)."""
 
     # --- identity and state -------------------------------------------------------
+    # The string under each property is its docstring for the API reference (read from the source).
 
     call_id = property(lambda self: self._core.call_id, doc="The call leg's UUID.")
+    """The call leg's UUID."""
     node_id = property(lambda self: self._core.node_id, doc="The server node that owns the call.")
+    """The server node that owns the call."""
     project_id = property(lambda self: self._core.project_id, doc="The SignalWire project of the call.")
+    """The SignalWire project of the call."""
     tag = property(lambda self: self._core.tag, doc="The client's tag of the call (its dial's ``tag``).")
+    """The client's tag of the call (its dial's ``tag``)."""
     direction = property(lambda self: self._core.direction, doc="``inbound`` or ``outbound``.")
+    """``inbound`` or ``outbound``."""
     device = property(lambda self: self._core.device, doc="``{type, params}`` of the far end.")
+    """``{type, params}`` of the far end."""
     segment_id = property(lambda self: self._core.segment_id, doc="The call segment's id, when sent.")
+    """The call segment's id, when sent."""
     state = property(
         lambda self: self._core.state, doc="``created``, ``ringing``, ``answered``, ``ending``, ``ended``."
     )
+    """``created``, ``ringing``, ``answered``, ``ending``, ``ended``."""
     end_reason = property(
         lambda self: self._core.end_reason, doc="Why the call ended (``hangup``, ``busy``, ...)."
     )
+    """Why the call ended (``hangup``, ``busy``, ...)."""
 
     @property
     def context(self) -> str:
