@@ -66,6 +66,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.startswith("/__wait__"):
+            # Not a synchronisation: the page's pending request is what holds its virtual time
+            # while the search worker runs (the page stops asking once results show).
             time.sleep(0.2)
             self.send_response(204)
             self.end_headers()
