@@ -21,10 +21,14 @@ from typing import Any
 
 from mkdocs.structure.files import File, Files
 
-# The repository root, for ``relay_actors`` and ``dashboards`` (``mkdocs`` does not put it on the path).
+#: The repository root, for ``relay_actors`` and ``dashboards``. ``mkdocs`` neither puts it on the path
+#: nor keeps what a hook adds while it loads, so the functions that import from it add it.
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+
+
+def _repo_on_path() -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
 
 COMMANDS = ("emulator", "load", "demo", "run", "status", "stop")
 
@@ -103,6 +107,7 @@ def on_config(config: Any) -> Any:
 
 
 def on_files(files: Files, config: Any) -> Files:
+    _repo_on_path()
     for path, render in PAGES.items():
         files.append(File.generated(config, path, content=render()))
     return files
