@@ -64,6 +64,7 @@ class Action:
 
     @property
     def is_done(self) -> bool:
+        """True once the action finished (its terminal event came, or its call ended)."""
         return self._future.done()
 
     async def wait(self, timeout: float | None = None) -> RelayEvent:
@@ -109,6 +110,7 @@ class PausableAction(StoppableAction):
         return await self._sub("pause", behavior=behavior or None)
 
     async def resume(self) -> dict[str, Any]:
+        """Resume after ``pause()``."""
         return await self._sub("resume")
 
 
@@ -121,10 +123,12 @@ class VolumeAction(PausableAction):
 
 
 class PlayAction(VolumeAction):
+    """A ``play`` (``calling.play``): stop, pause, resume, volume."""
     prefix = "play"
 
 
 class RecordAction(PausableAction):
+    """A ``record`` (``calling.record``): stop, pause, resume; its ``url`` once done."""
     prefix = "record"
 
     @property
@@ -147,41 +151,51 @@ class CollectAction(StoppableAction):
         return await self._sub("volume", volume=volume)
 
     async def start_input_timers(self) -> dict[str, Any]:
+        """Start the collect's input timers now (with ``start_input_timers=False`` at the start)."""
         return await self.call._execute("collect.start_input_timers", {"control_id": self.control_id})
 
 
 class StandaloneCollectAction(StoppableAction):
+    """A ``collect`` with no prompt (``calling.collect``)."""
     prefix = "collect"
 
     async def start_input_timers(self) -> dict[str, Any]:
+        """Start the collect's input timers now (with ``start_input_timers=False`` at the start)."""
         return await self._sub("start_input_timers")
 
 
 class DetectAction(StoppableAction):
+    """A ``detect`` (``calling.detect``): answering machine, fax tone or digits."""
     prefix = "detect"
 
 
 class TapAction(StoppableAction):
+    """A ``tap`` (``calling.tap``): the call's media copied to a device."""
     prefix = "tap"
 
 
 class StreamAction(StoppableAction):
+    """A ``stream`` (``calling.stream``): the call's audio sent to a WebSocket."""
     prefix = "stream"
 
 
 class PayAction(StoppableAction):
+    """A ``pay`` (``calling.pay``): a card payment."""
     prefix = "pay"
 
 
 class TranscribeAction(StoppableAction):
+    """A ``transcribe`` (``calling.transcribe``)."""
     prefix = "transcribe"
 
 
 class AIAction(StoppableAction):
+    """An AI agent session (``calling.ai``)."""
     prefix = "ai"
 
 
 class SendDigitsAction(StoppableAction):
+    """A ``send_digits`` (``calling.send_digits``)."""
     prefix = "send_digits"
 
 

@@ -45,6 +45,7 @@ class Backoff:
         return nominal * (1.0 - self.jitter * self.rng.random())
 
     def reset(self) -> None:
+        """Start the schedule again from its first delay (after a successful connection)."""
         self.attempts = 0
 
     def options(self) -> dict[str, float]:

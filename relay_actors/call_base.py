@@ -105,24 +105,34 @@ class CallBase:
         self._listeners: dict[str, list[EventHandler]] = {}
         self._waiters: list[tuple[str, Callable[[RelayEvent], bool] | None, asyncio.Future[RelayEvent]]] = []
         self._state_events: dict[str, RelayEvent] = {}
-        #: Set when this call was re-homed to a new process after a crash (Ray runtime).
         self.recovered = False
+        """True when this call was re-homed to a new process after a crash (Ray runtime)."""
 
     # --- identity and state -------------------------------------------------------
+    # The string under each property is its docstring for the API reference (read from the source).
 
     call_id = property(lambda self: self._core.call_id, doc="The call leg's UUID.")
+    """The call leg's UUID."""
     node_id = property(lambda self: self._core.node_id, doc="The server node that owns the call.")
-    project_id = property(lambda self: self._core.project_id)
-    tag = property(lambda self: self._core.tag)
+    """The server node that owns the call."""
+    project_id = property(lambda self: self._core.project_id, doc="The SignalWire project of the call.")
+    """The SignalWire project of the call."""
+    tag = property(lambda self: self._core.tag, doc="The client's tag of the call (its dial's ``tag``).")
+    """The client's tag of the call (its dial's ``tag``)."""
     direction = property(lambda self: self._core.direction, doc="``inbound`` or ``outbound``.")
+    """``inbound`` or ``outbound``."""
     device = property(lambda self: self._core.device, doc="``{type, params}`` of the far end.")
-    segment_id = property(lambda self: self._core.segment_id)
+    """``{type, params}`` of the far end."""
+    segment_id = property(lambda self: self._core.segment_id, doc="The call segment's id, when sent.")
+    """The call segment's id, when sent."""
     state = property(
         lambda self: self._core.state, doc="``created``, ``ringing``, ``answered``, ``ending``, ``ended``."
     )
+    """``created``, ``ringing``, ``answered``, ``ending``, ``ended``."""
     end_reason = property(
         lambda self: self._core.end_reason, doc="Why the call ended (``hangup``, ``busy``, ...)."
     )
+    """Why the call ended (``hangup``, ``busy``, ...)."""
 
     @property
     def context(self) -> str:
@@ -131,11 +141,13 @@ class CallBase:
 
     @property
     def from_number(self) -> str:
+        """The caller's number (the device's ``from_number``)."""
         params = self.device.get("params") or {}
         return str(params.get("from_number") or params.get("from") or "")
 
     @property
     def to_number(self) -> str:
+        """The called number (the device's ``to_number``)."""
         params = self.device.get("params") or {}
         return str(params.get("to_number") or params.get("to") or "")
 
@@ -256,12 +268,15 @@ class CallBase:
         )
 
     async def wait_for_ringing(self, timeout: float | None = None) -> RelayEvent:
+        """Wait until the call rings (returns at once if it already did or has ended)."""
         return await self._wait_state(c.CALL_STATE_RINGING, timeout)
 
     async def wait_for_answered(self, timeout: float | None = None) -> RelayEvent:
+        """Wait until the call is answered (returns at once if it already was or has ended)."""
         return await self._wait_state(c.CALL_STATE_ANSWERED, timeout)
 
     async def wait_for_ending(self, timeout: float | None = None) -> RelayEvent:
+        """Wait until the call is ending (returns at once if it already is or has ended)."""
         return await self._wait_state(c.CALL_STATE_ENDING, timeout)
 
     async def wait_for_ended(self, timeout: float | None = None) -> RelayEvent:

@@ -49,7 +49,8 @@ class RelayClient:
     """A RELAY client: inbound calls and messages, dialing, messaging, raw requests.
 
     Args:
-        project, token: credentials (else ``SIGNALWIRE_PROJECT_ID``, ``SIGNALWIRE_API_TOKEN``).
+        project: the project ID (else ``SIGNALWIRE_PROJECT_ID``).
+        token: the API token (else ``SIGNALWIRE_API_TOKEN``).
         jwt_token: replaces project + token (else ``SIGNALWIRE_JWT_TOKEN``).
         host: the space, ``example.signalwire.com`` or ``host:port`` (else ``SIGNALWIRE_SPACE``).
         contexts: contexts to receive inbound calls and messages on.
@@ -60,14 +61,21 @@ class RelayClient:
             else ``SIGNALWIRE_RELAY_SCHEME``). ``ws`` is refused for a host that is not
             loopback unless ``allow_insecure=True`` (else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``).
         ca_file: extra CA bundle for ``wss`` (else ``SIGNALWIRE_RELAY_CA_FILE``).
+        allow_insecure: allow ``ws`` to a host that is not loopback (the token would
+            travel in clear; else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``).
         over_limit: ``"drop"`` (default, as the official client) or ``"pass"``.
         handler_timeout: if set, an ``on_call`` handler running longer is cancelled
             and its call hung up.
         on_handler_error: what becomes of a call whose ``on_call`` handler raised:
             ``"hangup"`` (default: ended with reason ``error``, counted in
             ``calls_hung_up_handler_error``) or ``"keep"`` (left as it is).
-        request_timeout, ping_interval, dial_timeout: in seconds (10, 30, 120).
+        request_timeout: seconds to wait for a request's result (default 10).
+        ping_interval: seconds between the client's pings (default 30).
+        dial_timeout: seconds a dial may take before it is given up (default 120).
         backoff: reconnect delays (default 1 s doubling to 30 s, jittered).
+        runtime: ``"local"`` (default: in this process) or ``"ray"`` (handlers in
+            CallActors on a Ray cluster).
+        ray_options: the Ray runtime's settings (``RayOptions``), with ``runtime="ray"``.
     """
 
     def __init__(
@@ -162,6 +170,7 @@ class RelayClient:
 
     @property
     def project(self) -> str:
+        """The project ID (read-only)."""
         return self._settings.credentials.project
 
     @property
@@ -177,6 +186,7 @@ class RelayClient:
 
     @property
     def host(self) -> str:
+        """The space's host (``host[:port]``, read-only)."""
         return self._settings.host
 
     @property
@@ -207,6 +217,7 @@ class RelayClient:
 
     @property
     def ray_options(self) -> RayOptions:
+        """The Ray runtime's options (``RayOptions``), or ``None`` in-process."""
         return self._ray_options
 
     def configure_ray(self, options: RayOptions) -> None:

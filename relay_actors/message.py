@@ -83,6 +83,7 @@ class Message:
 
     @property
     def is_done(self) -> bool:
+        """True once the message reached a terminal state (delivered, undelivered or failed)."""
         return self._future.done()
 
     def on(self, handler: Callable[[RelayEvent], Any]) -> None:

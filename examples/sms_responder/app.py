@@ -35,9 +35,12 @@ DEFAULT_REPLY = "Thanks for your message, we will get back to you. Reply HOURS f
 
 
 def reply_for(body: str) -> tuple[str, str]:
-    """(keyword, reply text) for an inbound body; keyword ``""`` for the default reply."""
-    words = body.strip().upper().split()
-    keyword = words[0] if words and words[0] in REPLIES else ""
+    """(keyword, reply text) for an inbound body; keyword ``""`` for the default reply.
+
+    The keyword is the first word, its case and punctuation ignored: ``"hours?"`` is ``HOURS``."""
+    first = re.match(r"\W*(\w+)", body)
+    word = first.group(1).upper() if first else ""
+    keyword = word if word in REPLIES else ""
     return keyword, REPLIES.get(keyword, DEFAULT_REPLY)
 
 

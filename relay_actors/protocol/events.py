@@ -136,6 +136,7 @@ def _number(params: dict[str, Any], key: str) -> Any:
 
 
 class CallStateEvent(RelayEvent):
+    """``calling.call.state``: the call's state changed (``call_state``, ``end_reason``, ``peer``)."""
     __slots__ = ()
 
     @property
@@ -160,6 +161,7 @@ class CallStateEvent(RelayEvent):
 
 
 class CallReceiveEvent(CallStateEvent):
+    """``calling.call.receive``: an inbound call offered to the client."""
     __slots__ = ()
 
     @property
@@ -177,6 +179,7 @@ class CallReceiveEvent(CallStateEvent):
 
 
 class PlayEvent(RelayEvent):
+    """``calling.call.play``: a play's state (``playing``, ``paused``, ``finished``, ``error``)."""
     __slots__ = ()
 
 
@@ -209,6 +212,7 @@ class RecordEvent(RelayEvent):
 
 
 class CollectEvent(RelayEvent):
+    """``calling.call.collect``: a collect's ``result`` (digits, speech, no_input, no_match, ...)."""
     __slots__ = ()
 
     @property
@@ -224,6 +228,7 @@ class CollectEvent(RelayEvent):
 
 
 class ConnectEvent(RelayEvent):
+    """``calling.call.connect``: a bridge's state and its ``peer``."""
     __slots__ = ()
 
     @property
@@ -236,6 +241,7 @@ class ConnectEvent(RelayEvent):
 
 
 class DetectEvent(RelayEvent):
+    """``calling.call.detect``: what a detect found (machine, human, fax tone, digit)."""
     __slots__ = ()
 
     @property
@@ -252,6 +258,7 @@ class DetectEvent(RelayEvent):
 
 
 class FaxEvent(RelayEvent):
+    """``calling.call.fax``: a fax's progress and result."""
     __slots__ = ()
 
     @property
@@ -266,6 +273,7 @@ class FaxEvent(RelayEvent):
 
 
 class TapEvent(RelayEvent):
+    """``calling.call.tap``: a tap's state."""
     __slots__ = ()
 
     @property
@@ -278,6 +286,7 @@ class TapEvent(RelayEvent):
 
 
 class StreamEvent(RelayEvent):
+    """``calling.call.stream``: a stream's state."""
     __slots__ = ()
 
     @property
@@ -290,14 +299,17 @@ class StreamEvent(RelayEvent):
 
 
 class SendDigitsEvent(RelayEvent):
+    """``calling.call.send_digits``: sending digits finished."""
     __slots__ = ()
 
 
 class PayEvent(RelayEvent):
+    """``calling.call.pay``: a payment's state."""
     __slots__ = ()
 
 
 class TranscribeEvent(RelayEvent):
+    """``calling.call.transcribe``: a transcription's state and recording."""
     __slots__ = ()
 
     @property
@@ -318,10 +330,12 @@ class TranscribeEvent(RelayEvent):
 
 
 class AIEvent(RelayEvent):
+    """``calling.call.ai``: an AI agent session's state."""
     __slots__ = ()
 
 
 class QueueEvent(RelayEvent):
+    """``calling.call.queue``: the call's place in a queue."""
     __slots__ = ()
 
     @property
@@ -348,6 +362,7 @@ class QueueEvent(RelayEvent):
 
 
 class ReferEvent(RelayEvent):
+    """``calling.call.refer``: a SIP REFER's progress."""
     __slots__ = ()
 
     @property
@@ -365,6 +380,7 @@ class ReferEvent(RelayEvent):
 
 
 class DenoiseEvent(RelayEvent):
+    """``calling.call.denoise``: noise reduction on or off."""
     __slots__ = ()
 
     @property
@@ -373,14 +389,17 @@ class DenoiseEvent(RelayEvent):
 
 
 class HoldEvent(RelayEvent):
+    """``calling.call.hold``: the call went on or off hold."""
     __slots__ = ()
 
 
 class EchoEvent(RelayEvent):
+    """``calling.call.echo``: an echo's state."""
     __slots__ = ()
 
 
 class ConferenceEvent(RelayEvent):
+    """``calling.conference``: a conference's state."""
     __slots__ = ()
 
     @property
@@ -397,6 +416,7 @@ class ConferenceEvent(RelayEvent):
 
 
 class CallingErrorEvent(RelayEvent):
+    """``calling.error``: an error the server reports about a call."""
     __slots__ = ()
 
     @property
@@ -409,6 +429,7 @@ class CallingErrorEvent(RelayEvent):
 
 
 class DialEvent(RelayEvent):
+    """``calling.call.dial``: a dial's state (dialing, answered, failed) and its answered ``call``."""
     __slots__ = ()
 
     @property
@@ -470,14 +491,17 @@ class MessageEvent(RelayEvent):
 
 
 class MessageReceiveEvent(MessageEvent):
+    """``messaging.receive``: an inbound SMS/MMS."""
     __slots__ = ()
 
 
 class MessageStateEvent(MessageEvent):
+    """``messaging.state``: a sent message's state changed."""
     __slots__ = ()
 
 
 class AuthorizationStateEvent(RelayEvent):
+    """``signalwire.authorization.state``: the session's resume token."""
     __slots__ = ()
 
     @property

@@ -30,6 +30,7 @@ class AIVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> AIAction:
+        """Start a SignalWire AI agent on the call (``calling.ai``); returns an ``AIAction``."""
         params = {
             **_opts(
                 agent=agent,
@@ -60,6 +61,7 @@ class AIVerbs(CallBase):
         post_prompt_url: str | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
+        """Start an Amazon Bedrock agent on the call (``calling.amazon_bedrock``)."""
         params = _opts(
             prompt=prompt,
             SWAIG=SWAIG,
@@ -79,11 +81,14 @@ class AIVerbs(CallBase):
         global_data: dict[str, Any] | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
+        """Send a message into the running AI agent's conversation (``calling.ai_message``)."""
         params = _opts(message_text=message_text, role=role, reset=reset, global_data=global_data)
         return await self._execute("ai_message", {**params, **kw})
 
     async def ai_hold(self, *, timeout: Any = None, prompt: Any = None, **kw: Any) -> dict[str, Any]:
+        """Put the AI agent's caller on hold, optionally with a prompt and a timeout (``calling.ai_hold``)."""
         return await self._execute("ai_hold", {**_opts(timeout=timeout, prompt=prompt), **kw})
 
     async def ai_unhold(self, *, prompt: Any = None, **kw: Any) -> dict[str, Any]:
+        """Take the AI agent's caller off hold, optionally with a prompt (``calling.ai_unhold``)."""
         return await self._execute("ai_unhold", {**_opts(prompt=prompt), **kw})

@@ -60,6 +60,7 @@ class BridgingVerbs(CallBase):
     async def refer(
         self, device: dict[str, Any], *, status_url: str | None = None, **kw: Any
     ) -> dict[str, Any]:
+        """Transfer the call with a SIP REFER to ``device`` (``calling.refer``)."""
         return await self._execute("refer", {"device": device, **_opts(status_url=status_url), **kw})
 
     async def transfer(self, dest: str, **kw: Any) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class CollectVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> CollectAction:
+        """Say ``text`` and collect digits or speech (``play_and_collect`` with a TTS prompt)."""
         media = {
             "type": "tts",
             "params": {"text": text, **_opts(language=language, gender=gender, voice=voice)},
@@ -61,6 +62,7 @@ class CollectVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> CollectAction:
+        """Play the audio at ``url`` and collect digits or speech (``play_and_collect``)."""
         media = {"type": "audio", "params": {"url": url}}
         return await self.play_and_collect([media], collect, volume=volume, on_completed=on_completed, **kw)
 

@@ -42,6 +42,7 @@ class DetectVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> DetectAction:
+        """Detect whether a person or a machine answered (``calling.detect`` of type ``machine``)."""
         params = _opts(
             initial_timeout=initial_timeout,
             end_silence_timeout=end_silence_timeout,
@@ -62,6 +63,7 @@ class DetectVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> DetectAction:
+        """Detect a fax tone (``CED`` or ``CNG``) on the call (``calling.detect`` of type ``fax``)."""
         return await self.detect(
             {"type": "fax", "params": _opts(tone=tone)}, timeout=timeout, on_completed=on_completed, **kw
         )
@@ -74,6 +76,7 @@ class DetectVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> DetectAction:
+        """Detect the given DTMF digits on the call (``calling.detect`` of type ``digit``)."""
         return await self.detect(
             {"type": "digit", "params": _opts(digits=digits)},
             timeout=timeout,

@@ -38,6 +38,7 @@ class PlayVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> PlayAction:
+        """Say ``text`` with text-to-speech; returns a ``PlayAction``."""
         if not isinstance(text, str) or not text:
             raise ArgumentError("play_tts needs a non-empty text")
         media = {
@@ -49,6 +50,7 @@ class PlayVerbs(CallBase):
     async def play_audio(
         self, url: str, *, volume: float | None = None, on_completed: OnCompleted | None = None, **kw: Any
     ) -> PlayAction:
+        """Play the audio file at ``url``; returns a ``PlayAction``."""
         return await self.play(
             [{"type": "audio", "params": {"url": url}}], volume=volume, on_completed=on_completed, **kw
         )
@@ -56,6 +58,7 @@ class PlayVerbs(CallBase):
     async def play_silence(
         self, duration: float, *, on_completed: OnCompleted | None = None, **kw: Any
     ) -> PlayAction:
+        """Play ``duration`` seconds of silence; returns a ``PlayAction``."""
         return await self.play(
             [{"type": "silence", "params": {"duration": duration}}], on_completed=on_completed, **kw
         )
@@ -69,5 +72,6 @@ class PlayVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> PlayAction:
+        """Play a ringtone (``name``: a country code such as ``us``); returns a ``PlayAction``."""
         media = {"type": "ringtone", "params": {"name": name, **_opts(duration=duration)}}
         return await self.play([media], volume=volume, on_completed=on_completed, **kw)

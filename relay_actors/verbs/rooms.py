@@ -36,6 +36,7 @@ class RoomVerbs(CallBase):
         stream_obj: dict[str, Any] | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
+        """Join the conference ``name``, creating it if needed (``calling.join_conference``)."""
         params = {
             "name": name,
             **_opts(
@@ -64,17 +65,21 @@ class RoomVerbs(CallBase):
         return await self._execute("join_conference", params)
 
     async def leave_conference(self, conference_id: str, **kw: Any) -> dict[str, Any]:
+        """Leave the conference ``conference_id`` (``calling.leave_conference``)."""
         return await self._execute("leave_conference", {"conference_id": conference_id, **kw})
 
     async def join_room(self, name: str, *, status_url: str | None = None, **kw: Any) -> dict[str, Any]:
+        """Join the video room ``name`` (``calling.join_room``)."""
         return await self._execute("join_room", {"name": name, **_opts(status_url=status_url), **kw})
 
     async def leave_room(self, **kw: Any) -> dict[str, Any]:
+        """Leave the video room (``calling.leave_room``)."""
         return await self._execute("leave_room", kw)
 
     async def queue_enter(
         self, queue_name: str, *, control_id: str | None = None, status_url: str | None = None, **kw: Any
     ) -> dict[str, Any]:
+        """Put the call in the queue ``queue_name`` (``calling.queue.enter``)."""
         params = {
             "control_id": control_id or str(uuid.uuid4()),
             "queue_name": queue_name,
@@ -91,6 +96,7 @@ class RoomVerbs(CallBase):
         status_url: str | None = None,
         **kw: Any,
     ) -> dict[str, Any]:
+        """Take the call out of the queue ``queue_name`` (``calling.queue.leave``)."""
         params = {
             "control_id": control_id or str(uuid.uuid4()),
             "queue_name": queue_name,

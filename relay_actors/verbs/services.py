@@ -28,6 +28,7 @@ class ServiceVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> FaxAction:
+        """Send the fax ``document`` (a URL); returns a ``FaxAction``."""
         params = {"document": document, **_opts(identity=identity, header_info=header_info), **kw}
         return await self._start(
             "send_fax", params, control_id, on_completed, lambda cid: FaxAction(self, cid, None, "send_fax")
@@ -36,6 +37,7 @@ class ServiceVerbs(CallBase):
     async def receive_fax(
         self, *, control_id: str | None = None, on_completed: OnCompleted | None = None, **kw: Any
     ) -> FaxAction:
+        """Receive a fax on the call; returns a ``FaxAction``."""
         return await self._start(
             "receive_fax",
             dict(kw),
@@ -72,6 +74,7 @@ class ServiceVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> StreamAction:
+        """Stream the call's audio to the WebSocket ``url``; returns a ``StreamAction``."""
         params = {
             "url": url,
             **_opts(
@@ -114,6 +117,7 @@ class ServiceVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> PayAction:
+        """Collect a card payment through ``payment_connector_url``; returns a ``PayAction``."""
         params = {
             "payment_connector_url": payment_connector_url,
             **_opts(
@@ -147,6 +151,7 @@ class ServiceVerbs(CallBase):
         on_completed: OnCompleted | None = None,
         **kw: Any,
     ) -> TranscribeAction:
+        """Transcribe the call; returns a ``TranscribeAction``."""
         params = {**_opts(status_url=status_url), **kw}
         return await self._start(
             "transcribe", params, control_id, on_completed, lambda cid: TranscribeAction(self, cid)
