@@ -33,6 +33,10 @@ SECRET = "s3cret-ray-trace-key"
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    yield from exporting(monkeypatch)
+
+
+def exporting(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
     """The receiver, and the standard variables (read by the driver) pointing at it."""
     with OtlpReceiver() as rx:
         env = {
