@@ -93,7 +93,7 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 async def test_traces_across_nodes(make_client, emulator, recorder, receiver) -> None:
     """Tracing on a 3-node cluster: each call of a burst is one trace, its root and commands
     from a CallActor on its node, its admission from the connection actor on the head."""
-    from test_ray_tracing import call_trace, check_ray_call
+    from test_ray_tracing import call_trace, check_ray_call, traced
 
     rec_name, _ = recorder
     relay = await make_client(
@@ -102,11 +102,7 @@ async def test_traces_across_nodes(make_client, emulator, recorder, receiver) ->
     )
     call_ids = emulator.core.inject_calls("office", 9)
 
-    async def traced() -> bool:
-        done = {r.attributes.get("relay.call_id") for r in receiver.roots("relay.call")}
-        return set(call_ids) <= done
-
-    await eventually(traced, 60, what="every call's trace exported")
+    await eventually(lambda: traced(receiver, call_ids), 60, what="every call's trace exported")
     nodes = set()
     for cid in call_ids:
         root, spans = call_trace(receiver, cid)

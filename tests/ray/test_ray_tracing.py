@@ -58,6 +58,13 @@ async def on_message(message: Any) -> None:
     """An on_message handler for the message trace."""
 
 
+async def traced(rx: OtlpReceiver, call_ids: list[str], message_ids: tuple[str, ...] = ()) -> bool:
+    """Whether the traces of ``call_ids`` and ``message_ids`` have all come in (their roots)."""
+    calls = {r.attributes.get("relay.call_id") for r in rx.roots("relay.call")}
+    messages = {r.attributes.get("relay.message_id") for r in rx.roots("relay.message")}
+    return set(call_ids) <= calls and set(message_ids) <= messages
+
+
 def call_trace(rx: OtlpReceiver, call_id: str) -> tuple[Span, list[Span]]:
     roots = [r for r in rx.roots("relay.call") if r.attributes.get("relay.call_id") == call_id]
     assert len(roots) == 1, f"{call_id}: {len(roots)} root spans"
@@ -94,12 +101,8 @@ async def test_burst_and_message_on_ray(make_client, emulator, recorder, receive
     call_ids = emulator.core.inject_calls("office", 6)
     message_id = emulator.core.messaging.inject("office")
 
-    async def traced() -> bool:
-        done = {r.attributes.get("relay.call_id") for r in receiver.roots("relay.call")}
-        messages = {r.attributes.get("relay.message_id") for r in receiver.roots("relay.message")}
-        return set(call_ids) <= done and message_id in messages
-
-    await eventually(traced, 60, what="every call's and the message's trace exported")
+    what = "every call's and the message's trace exported"
+    await eventually(lambda: traced(receiver, call_ids, (message_id,)), 60, what=what)
     call_actor_pids = set()
     for cid in call_ids:
         root, spans = call_trace(receiver, cid)
@@ -132,11 +135,7 @@ async def test_call_outliving_a_connection_actor_kill_is_one_trace(
     kill9(old["pid"])
     killed = time.time_ns()
 
-    async def ended() -> bool:
-        done = {r.attributes.get("relay.call_id") for r in receiver.roots("relay.call")}
-        return set(call_ids) <= done
-
-    await eventually(ended, 60, what="every call's trace exported")
+    await eventually(lambda: traced(receiver, call_ids), 60, what="every call's trace exported")
     for cid in call_ids:
         root, spans = call_trace(receiver, cid)
         by_id = {s.span_id: s for s in spans}
