@@ -9,8 +9,9 @@ for Ray that tree holds the driver, the GCS, the raylet and every actor).
 
 ``--impls ours+t,ray1+t`` (any impl but sdk, with ``+t``) runs it with tracing on: the
 standard ``OTEL_*`` variables point the real OTLP/HTTP exporter (default batch processor)
-at a sink in this process that answers every export; the plain impls run with no
-``OTEL_*`` variable at all (tracing off).
+at a sink in this process that answers every export (``--trace-ratio 0.1``: one call in
+ten sampled, ``parentbased_traceidratio``); the plain impls run with no ``OTEL_*``
+variable at all (tracing off).
 
 Measured from outside, identically for all: CPU seconds (user+system) of the
 client's whole process tree between its READY and DONE lines; peak memory
@@ -59,6 +60,8 @@ def http(method: str, url: str, body: Any = None) -> Any:
 
 #: The OTLP sink's base URL while one runs (``+t`` impls export to it).
 _otlp_sink: str | None = None
+#: ``OTEL_TRACES_SAMPLER_ARG`` of the ``+t`` runs (None: the default sampler, every call).
+_trace_ratio: float | None = None
 #: What the sink received: exports and bytes.
 otlp_received: Counter[str] = Counter()
 
@@ -230,6 +233,9 @@ def run_one(
     if traced:
         assert _otlp_sink is not None
         env.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=_otlp_sink)
+        if _trace_ratio is not None:
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(_trace_ratio)
     os.makedirs(env["RAY_TMPDIR"], exist_ok=True)
     context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
     kind = "ray" if impl.startswith("ray") else impl
@@ -392,6 +398,9 @@ def main() -> int:
         default=None,
         help="RayOptions.link_linger for the Ray runs (default: its own)",
     )
+    parser.add_argument(
+        "--trace-ratio", type=float, default=None, help="+t runs sample this share of calls (default: all)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds per scenario (medians are shown)")
     parser.add_argument("--json", help="also write the raw results to this file")
     args = parser.parse_args()
@@ -409,7 +418,8 @@ def main() -> int:
     scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
     rows: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
     durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
-    global _otlp_sink
+    global _otlp_sink, _trace_ratio
+    _trace_ratio = args.trace_ratio
     with (
         otlp_sink() as _otlp_sink,
         EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu,

@@ -263,6 +263,16 @@ class CallHost:
         offer of it is new). False if it was not hosted."""
         return self.calls.pop(call_id, None) is not None
 
+    async def command_for(
+        self, call_id: str, lane: CallControl, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``method`` for hosted call ``call_id`` sent on another's behalf (the Ray driver's
+        Call) through ``lane``: in the call's trace like its own commands."""
+        call = self.calls.get(call_id)
+        if call is not None and call._trace is not None:
+            return await call._trace.command(lane, method, params)
+        return await lane.execute(method, params)
+
     def lane_of(self, call_id: str) -> CallControl | None:
         """The lane of hosted call ``call_id``."""
         call = self.calls.get(call_id)

@@ -544,7 +544,7 @@ class CallActor:
     async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A command of the driver's Call, through the shard that owns the call."""
         lane = self.call_host.lane_of(call_id) or self.links[self.next_shard()]
-        return await lane.execute(method, params)
+        return await self.call_host.command_for(call_id, lane, method, params)  # tracing hook
 
     async def send_message_remote(self, params: dict[str, Any]) -> dict[str, Any]:
         """A message sent by the driver: returns the send's result at once; the driver

@@ -58,10 +58,13 @@ async def on_message(message: Any) -> None:
     """An on_message handler for the message trace."""
 
 
-async def traced(rx: OtlpReceiver, call_ids: list[str], message_ids: tuple[str, ...] = ()) -> bool:
-    """Whether the traces of ``call_ids`` and ``message_ids`` have all come in (their roots)."""
-    calls = {r.attributes.get("relay.call_id") for r in rx.roots("relay.call")}
-    messages = {r.attributes.get("relay.message_id") for r in rx.roots("relay.message")}
+async def traced(
+    rx: OtlpReceiver, call_ids: list[str], message_ids: tuple[str, ...] = (), handled: bool = True
+) -> bool:
+    """Whether the traces of ``call_ids`` and ``message_ids`` have all come in whole (with
+    their handler's span if ``handled``)."""
+    calls = {r.attributes.get("relay.call_id") for r in rx.roots("relay.call") if rx.complete(r, handled)}
+    messages = {r.attributes.get("relay.message_id") for r in rx.roots("relay.message") if rx.complete(r)}
     return set(call_ids) <= calls and set(message_ids) <= messages
 
 
@@ -113,6 +116,21 @@ async def test_burst_and_message_on_ray(make_client, emulator, recorder, receive
     messages = receiver.roots("relay.message")
     (message,) = [r for r in messages if r.attributes["relay.message_id"] == message_id]
     assert {s.name for s in receiver.traces()[message.trace_id]} == {"relay.message", "relay.handler"}
+    # A call the driver dials lives in a CallActor: its trace holds the dial and the
+    # driver's commands, sent through that actor.
+    dialled = await relay.dial(
+        [[{"type": "phone", "params": {"from_number": "+15550000001", "to_number": "+15550000002"}}]],
+        dial_timeout=10,
+    )
+    await dialled.hangup()
+    await dialled.wait_for_ended(timeout=10)
+
+    what = "the dialled call's trace"
+    await eventually(lambda: traced(receiver, [dialled.call_id], handled=False), 30, what=what)
+    dial_root, dial_spans = call_trace(receiver, dialled.call_id)
+    assert dial_root.attributes["relay.direction"] == "outbound"
+    assert dial_root.resource["relay.role"] == "call_actor"
+    assert {"calling.dial", "calling.end"} <= {s.attributes.get("relay.method") for s in dial_spans}
     # The headers (an API key) reached every exporting actor, though no actor argument held them.
     assert receiver.headers and all(h.get("x-api-key") == SECRET for h in receiver.headers)
     assert relay.runtime == "ray"
@@ -124,7 +142,7 @@ async def test_call_outliving_a_connection_actor_kill_is_one_trace(
 ) -> None:
     rec_name, rec = recorder
     relay = await make_client(on_call=helpers.recording_handler(rec_name, until_ended=True, hangup=False))
-    call_ids = emulator.core.inject_calls("office", 3, hangup_after=4.0)
+    call_ids = emulator.core.inject_calls("office", 3, hangup_after=8.0)
 
     async def playing() -> Any:
         dump = await rec.dump.remote()
@@ -132,6 +150,7 @@ async def test_call_outliving_a_connection_actor_kill_is_one_trace(
 
     await eventually(playing, 15, what="every call playing")
     old = (await relay.ray_stats())["connections"][0]
+    assert {c["call_id"] for c in helpers.live_calls(emulator)} >= set(call_ids), "calls up at the kill"
     kill9(old["pid"])
     killed = time.time_ns()
 
@@ -142,6 +161,8 @@ async def test_call_outliving_a_connection_actor_kill_is_one_trace(
         assert all(descends_from(s, root, by_id) for s in spans if s is not root)
         assert root.attributes["relay.end_reason"] == "hangup"
         # Spans from before and after the kill in the one trace: the killed actor's
-        # admission, then commands sent through its successor.
+        # admission, then the events (the end among them) its successor delivered.
         assert any(s.name == "relay.admission" and s.end_ns < killed for s in spans)
-        assert any(s.name == "calling.play" and s.start_ns > killed for s in spans), "a play after the kill"
+        after = [s for s in spans if s.name == "relay.event" and s.start_ns > killed]
+        assert any(s.attributes.get("relay.call_state") == "ended" for s in after), "the end, after the kill"
+        assert root.end_ns > killed

@@ -118,6 +118,15 @@ class OtlpReceiver:
         """Root spans (no parent) called ``name``."""
         return [s for s in self.snapshot() if s.name == name and not s.parent_id]
 
+    def complete(self, root: Span, handled: bool = True) -> bool:
+        """Whether ``root``'s trace has come in whole: the parent of every span, and (if
+        ``handled``) its handler's span (spans end, and are exported, in any order)."""
+        spans = self.traces().get(root.trace_id, [])
+        ids = {s.span_id for s in spans}
+        if handled and not any(s.name == "relay.handler" for s in spans):
+            return False
+        return all(s.parent_id in ids for s in spans if s.parent_id)
+
     def __enter__(self) -> OtlpReceiver:
         self._thread.start()
         return self
