@@ -73,6 +73,9 @@ _provider: Any = None
 _ids: Any = None
 _owned = False
 _arrivals: OrderedDict[str, int] = OrderedDict()
+#: Offers placed lately: call_id → (trace_id, root span id, arrived, sampled). An offer a
+#: full CallActor refused is placed again in the same trace (beyond: oldest forgotten).
+_placed: OrderedDict[str, tuple[int, int, int, bool]] = OrderedDict()
 _warned_missing = False
 
 
@@ -261,6 +264,7 @@ def shutdown() -> None:
     provider, owned = _provider, _owned
     ENABLED, _tracer, _provider, _ids, _owned = False, None, None, None, False
     _arrivals.clear()
+    _placed.clear()
     if owned and provider is not None:
         provider.shutdown()
 
@@ -279,23 +283,33 @@ def placed(item: tuple[Any, ...], call_actor: int) -> tuple[Any, ...]:
     """An ``OFFER`` item placed on CallActor ``call_actor``: the admission and placement
     spans are made, and ``item`` gains a trailing field for :func:`call_started`:
     ``[trace_id, root_span_id, arrived_ns, sent_ns]`` (hex ids), or ``[]`` when the call
-    is not sampled."""
+    is not sampled. An offer placed again (refused by a full CallActor) keeps its trace
+    and gets another placement span."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
     call_id = str(item[1])
     now = time.time_ns()
-    arrived = _arrivals.pop(call_id, now)
-    ids = RandomIdGenerator()
-    trace_id, root_id = ids.generate_trace_id(), ids.generate_span_id()
-    sampler = getattr(_provider, "sampler", None)
-    if sampler is not None and not sampler.should_sample(None, trace_id, "relay.call").decision.is_sampled():
+    again = _placed.get(call_id)
+    if again is not None:
+        trace_id, root_id, arrived, sampled = again
+    else:
+        arrived = _arrivals.pop(call_id, now)
+        ids = RandomIdGenerator()
+        trace_id, root_id = ids.generate_trace_id(), ids.generate_span_id()
+        sampler = getattr(_provider, "sampler", None)
+        sampled = sampler is None or sampler.should_sample(None, trace_id, "relay.call").decision.is_sampled()
+        _placed[call_id] = (trace_id, root_id, arrived, sampled)
+        if len(_placed) > MAX_ARRIVALS:
+            _placed.popitem(last=False)
+    if not sampled:
         return (*item, [])
     root = trace.SpanContext(trace_id, root_id, True, trace.TraceFlags(trace.TraceFlags.SAMPLED))
     parent = trace.set_span_in_context(trace.NonRecordingSpan(root))
     attributes = {"relay.call_id": call_id, "relay.call_actor": call_actor}
-    admission = _tracer.start_span("relay.admission", parent, start_time=arrived, attributes=attributes)
-    admission.end(now)
+    if again is None:
+        admission = _tracer.start_span("relay.admission", parent, start_time=arrived, attributes=attributes)
+        admission.end(now)
     placement = _tracer.start_span("relay.placement", parent, start_time=now, attributes=attributes)
     sent = time.time_ns()
     placement.end(sent)

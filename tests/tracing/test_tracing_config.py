@@ -69,6 +69,8 @@ def test_placed_offer_carries_the_root_ids(monkeypatch: pytest.MonkeyPatch) -> N
     assert placed[:4] == item
     trace_id, span_id, arrived, sent = placed[4]
     assert len(trace_id) == 32 and len(span_id) == 16 and arrived <= sent
+    # Refused by a full CallActor and placed elsewhere: the same trace, the same root.
+    assert tracing.placed(item, 1)[4][:3] == [trace_id, span_id, arrived]
     tracing.shutdown()
     assert tracing.setup(provider=TracerProvider(sampler=ALWAYS_OFF))
     assert tracing.placed(item, 0)[4] == []
