@@ -7,6 +7,12 @@ The emulator runs in its own process pinned to CPU 0 (wss, which the SDK needs);
 each client runs in its own process tree pinned to CPU 1 (``client_runner.py``;
 for Ray that tree holds the driver, the GCS, the raylet and every actor).
 
+``--impls ours+t,ray1+t`` (any impl but sdk, with ``+t``) runs it with tracing on: the
+standard ``OTEL_*`` variables point the real OTLP/HTTP exporter (default batch processor)
+at a sink in this process that answers every export (``--trace-ratio 0.1``: one call in
+ten sampled, ``parentbased_traceidratio``); the plain impls run with no ``OTEL_*``
+variable at all (tracing off).
+
 Measured from outside, identically for all: CPU seconds (user+system) of the
 client's whole process tree between its READY and DONE lines; peak memory
 (sum of PSS over the tree, sampled every 0.5 s); offer→answer latency at the
@@ -29,7 +35,10 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +56,41 @@ def http(method: str, url: str, body: Any = None) -> Any:
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read() or b"null")
+
+
+#: The OTLP sink's base URL while one runs (``+t`` impls export to it).
+_otlp_sink: str | None = None
+#: ``OTEL_TRACES_SAMPLER_ARG`` of the ``+t`` runs (None: the default sampler, every call).
+_trace_ratio: float | None = None
+#: What the sink received: exports and bytes.
+otlp_received: Counter[str] = Counter()
+
+
+@contextmanager
+def otlp_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that accepts every export (and decodes nothing: its CPU is not
+    the client's). Yields its base URL."""
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            otlp_received["bytes"] += len(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            otlp_received["exports"] += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -169,11 +213,13 @@ def run_one(
     rate: float | None,
     link_linger: float | None = None,
 ) -> dict[str, Any]:
+    traced = impl.endswith("+t")
+    impl = impl.removesuffix("+t")
     shards = 1
     if impl.startswith("ray"):
         shards = int(impl[3:] or 1)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "SIGNALWIRE_PROJECT_ID": emu.project,
         "SIGNALWIRE_API_TOKEN": emu.token,
         "SIGNALWIRE_SPACE": emu.host,
@@ -184,6 +230,12 @@ def run_one(
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", "/tmp/relay-bench-ray"),
     }
+    if traced:
+        assert _otlp_sink is not None
+        env.update(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=_otlp_sink)
+        if _trace_ratio is not None:
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(_trace_ratio)
     os.makedirs(env["RAY_TMPDIR"], exist_ok=True)
     context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
     kind = "ray" if impl.startswith("ray") else impl
@@ -332,7 +384,11 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="steady inbound rate (calls/s)")
     parser.add_argument("--hold", type=int, default=10_000, help="calls held open for memory per call")
     parser.add_argument("--quick", action="store_true", help="n=200, hold=1000 for a fast look")
-    parser.add_argument("--impls", default="sdk,ours,ray1,ray2", help="comma-separated: sdk,ours,ray1,ray2")
+    parser.add_argument(
+        "--impls",
+        default="sdk,ours,ray1,ray2",
+        help="comma-separated: sdk,ours,ray1,ray2 (+t: with tracing on, e.g. ours+t)",
+    )
     parser.add_argument(
         "--scenarios", default="burst,steady,dial,message,hold", help="comma-separated subset to run"
     )
@@ -341,6 +397,9 @@ def main() -> int:
         type=float,
         default=None,
         help="RayOptions.link_linger for the Ray runs (default: its own)",
+    )
+    parser.add_argument(
+        "--trace-ratio", type=float, default=None, help="+t runs sample this share of calls (default: all)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds per scenario (medians are shown)")
     parser.add_argument("--json", help="also write the raw results to this file")
@@ -359,7 +418,12 @@ def main() -> int:
     scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
     rows: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
     durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
-    with EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu:
+    global _otlp_sink, _trace_ratio
+    _trace_ratio = args.trace_ratio
+    with (
+        otlp_sink() as _otlp_sink,
+        EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu,
+    ):
         http("POST", f"{emu.control_url}/config", {"journal_limit": 50 * max(n, hold), "ring_timeout": 600})
         for label, scenario, count, rate, which in scenarios:
             results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in which}
@@ -401,6 +465,8 @@ def main() -> int:
                     for r, s in zip(runs, sdk_runs or runs, strict=True)
                 ]
                 print(f"  {label:<16}{impl:<6}{', '.join(parts)}")
+    if otlp_received:
+        print(f"\nOTLP sink: {otlp_received['exports']} exports, {otlp_received['bytes'] / 1e6:.1f} MB")
     print("\nCPU seconds by process (Ray runs, the first round):")
     for label, results in rows:
         for impl, runs in results.items():

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from . import tracing
 from .action import (
     Action,
     OnCompleted,
@@ -107,6 +108,8 @@ class CallBase:
         self._state_events: dict[str, RelayEvent] = {}
         self.recovered = False
         """True when this call was re-homed to a new process after a crash (Ray runtime)."""
+        #: This call's trace (:mod:`relay_actors.tracing`); None when tracing is off.
+        self._trace: tracing.CallTrace | None = None
 
     # --- identity and state -------------------------------------------------------
     # The string under each property is its docstring for the API reference (read from the source).
@@ -158,6 +161,12 @@ class CallBase:
 
     def _deliver(self, event: RelayEvent) -> None:
         """Feed one event for this call (called by the host, in arrival order)."""
+        if self._trace is not None:
+            self._trace.deliver(self, event)  # in a span, through _apply_event
+        else:
+            self._apply_event(event)
+
+    def _apply_event(self, event: RelayEvent) -> None:
         update = self._core.apply(event)
         if not update.accepted:
             return
@@ -190,6 +199,9 @@ class CallBase:
 
     def _gone(self, event: RelayEvent) -> None:
         """The call ended (or was lost): no action or state waiter may wait forever."""
+        if self._trace is not None:
+            self._trace.end(self._core.end_reason)
+            self._trace = None
         for action in list(self._actions.values()):
             action._resolve(event)
         self._actions.clear()
@@ -293,6 +305,8 @@ class CallBase:
         attempts = _IDEMPOTENT_RETRIES if method in _IDEMPOTENT else 0
         while True:
             try:
+                if self._trace is not None:
+                    return await self._trace.command(self._control, f"calling.{method}", payload)
                 return await self._control.execute(f"calling.{method}", payload)
             except RelayError as exc:
                 if exc.call_gone:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Any, Protocol
 
+from . import tracing
 from .call import Call, CallControl, _device_lists
 from .dialing import AbandonedDials, await_dial, winner
 from .errors import ArgumentError, RelayError
@@ -137,6 +138,8 @@ class CallHost:
         #: Dials given up on (timeout, cancel): their late legs are ended once each, by
         #: :meth:`feed` (a runtime that routes elsewhere is told through its transport).
         self.abandoned_dials = AbandonedDials(ABANDONED_DIALS_KEPT)
+        #: The traces of tracked outbound messages (only while tracing is on).
+        self._message_traces: dict[str, tracing.MessageTrace] = {}
 
     @property
     def pending_dials(self) -> int:
@@ -198,9 +201,10 @@ class CallHost:
 
     # --- calls ------------------------------------------------------------------------
 
-    def offer(self, lane: CallControl, params: dict[str, Any]) -> Offer:
+    def offer(self, lane: CallControl, params: dict[str, Any], trace: list[Any] | None = None) -> Offer:
         """An inbound call (``calling.call.receive`` params) to host, its commands
-        going through ``lane``: the ``on_call`` handler starts for it."""
+        going through ``lane``: the ``on_call`` handler starts for it. ``trace``: the
+        trace context its offer came with (:func:`relay_actors.tracing.call_started`)."""
         call_id = str(params.get("call_id") or "")
         if call_id in self.calls:
             return Offer.KNOWN
@@ -208,6 +212,8 @@ class CallHost:
             return Offer.FULL
         call = Call(lane, CallCore.from_params(params))
         self.calls[call_id] = call
+        if tracing.ENABLED:
+            call._trace = tracing.call_started(call, self.app, trace)
         if self.on_call is None:
             log.warning("inbound call %s but no on_call handler is registered", call_id)
         else:
@@ -223,6 +229,8 @@ class CallHost:
         call = Call(lane, CallCore.from_params(params, params.get("direction") or "inbound"))
         call.recovered = True
         self.calls[call_id] = call
+        if tracing.ENABLED:
+            call._trace = tracing.call_started(call, self.app)
         self.counters["calls_recovered"] += 1
         if self.on_call is not None:
             self.run_call(call, what="recovered handler")
@@ -255,6 +263,16 @@ class CallHost:
         offer of it is new). False if it was not hosted."""
         return self.calls.pop(call_id, None) is not None
 
+    async def command_for(
+        self, call_id: str, lane: CallControl, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``method`` for hosted call ``call_id`` sent on another's behalf (the Ray driver's
+        Call) through ``lane``: in the call's trace like its own commands."""
+        call = self.calls.get(call_id)
+        if call is not None and call._trace is not None:
+            return await call._trace.command(lane, method, params)
+        return await lane.execute(method, params)
+
     def lane_of(self, call_id: str) -> CallControl | None:
         """The lane of hosted call ``call_id``."""
         call = self.calls.get(call_id)
@@ -265,10 +283,10 @@ class CallHost:
         policy, log context: :func:`~relay_actors.handlers.run_call_handler`)."""
         fn = handler or self.on_call
         assert fn is not None
-        self.tasks.spawn(
-            run_call_handler(fn, call, self.counters, self.handler_timeout, self.on_handler_error, self.app),
-            f"{what} for {call.call_id}",
-        )
+        run = run_call_handler(fn, call, self.counters, self.handler_timeout, self.on_handler_error, self.app)
+        if call._trace is not None:
+            run = call._trace.run(run)
+        self.tasks.spawn(run, f"{what} for {call.call_id}")
 
     # --- dials ------------------------------------------------------------------------
 
@@ -297,13 +315,32 @@ class CallHost:
         self._dials[tag] = (future, lane)
         self.router.dials.start(tag)
         timeout = self.dial_timeout if dial_timeout is None else dial_timeout
+        traced = tracing.dial_started(tag, self.app) if tracing.ENABLED else None
         try:
             call = await await_dial(
-                tag, lambda: lane.execute("calling.dial", payload), future, timeout, self._abandon_dial
+                tag,
+                lambda: (
+                    lane.execute("calling.dial", payload)
+                    if traced is None
+                    else traced.command(lane, "calling.dial", payload)
+                ),
+                future,
+                timeout,
+                self._abandon_dial,
             )
+        except BaseException as exc:
+            if traced is not None:
+                traced.end("", getattr(exc, "code", "") or type(exc).__name__)
+            raise
         finally:
             self._dials.pop(tag, None)
             self.router.dials.cancel(tag)
+        if traced is not None:
+            traced.identify(call, self.app)
+            if call._core.ended:
+                traced.end(call.end_reason or "")
+            else:
+                call._trace = traced
         if handler is not None:
             self.run_call(call, handler, "dial handler")
         return call
@@ -369,7 +406,11 @@ class CallHost:
             if value:
                 params[key] = value
         lane = self.transport.lane()
-        result = await lane.execute("messaging.send", params)
+        traced = tracing.message_sending(str(msg_context or ""), self.app) if tracing.ENABLED else None
+        if traced is None:
+            result = await lane.execute("messaging.send", params)
+        else:
+            result = await traced.send(lane, params)
         message_id = str(result.get("message_id") or "")
         message = Message(
             message_id=message_id,
@@ -385,11 +426,18 @@ class CallHost:
             message.on(lambda event: listener(message, event))
         if not message_id:
             log.warning("messaging.send returned no message_id; delivery cannot be tracked")
+            if traced is not None:
+                traced.end("")
             return message
+        if traced is not None:
+            self._message_traces[message_id] = traced
         if message._track(self.router.messages):
             self.messages[message_id] = message
             self._message_lanes[message_id] = lane
             self.transport.message_sent(self, message, result)
+        elif traced is not None:  # already at its final state
+            self._message_traces.pop(message_id, None)
+            traced.end(str(getattr(message, "state", "") or ""))
         return message
 
     def message_state(self, event: RelayEvent) -> None:
@@ -402,14 +450,22 @@ class CallHost:
         message = self.messages.get(record.message_id)
         if message is not None:
             message._apply(event, record.state, record.reason, finished)
+            if self._message_traces:
+                traced = self._message_traces.get(record.message_id)
+                if traced is not None:
+                    traced.state(record.state, finished)
             if finished:
                 del self.messages[record.message_id]
                 self._message_lanes.pop(record.message_id, None)
+                self._message_traces.pop(record.message_id, None)
 
     def message_failed(self, message_id: str, error: RelayError) -> None:
         """Tracking of ``message_id`` ends without a terminal state: its waiters get ``error``."""
         message = self.messages.pop(message_id, None)
         self._message_lanes.pop(message_id, None)
+        traced = self._message_traces.pop(message_id, None)
+        if traced is not None:
+            traced.end("", error.message)
         self.router.messages.forget(message_id)
         if message is not None:
             message._fail(error)
@@ -420,10 +476,11 @@ class CallHost:
         if self.on_message is None:
             log.warning("inbound message %s but no on_message handler is registered", message.message_id)
             return
-        self.tasks.spawn(
-            run_message_handler(self.on_message, message, self.counters, self.app),
-            f"on_message handler for {message.message_id}",
-        )
+        run = run_message_handler(self.on_message, message, self.counters, self.app)
+        traced = tracing.message_received(message, self.app) if tracing.ENABLED else None
+        if traced is not None:
+            run = traced.run(run)
+        self.tasks.spawn(run, f"on_message handler for {message.message_id}")
 
     # --- the whole -----------------------------------------------------------------------
 

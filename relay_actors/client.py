@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import eventloop
+from . import eventloop, tracing
 from .backoff import Backoff
 from .call import Call, CallControl
 from .call_host import CallHandler, CallHost, HostTransport, MessageHandler
@@ -302,6 +302,7 @@ class RelayClient:
         On Ray: start (or re-adopt) the router, the CallActors and the connection
         actors; they stay connected until :meth:`disconnect`."""
         self._warn_if_no_contexts()
+        tracing.setup(app=self._host.app, role="driver" if self._runtime == "ray" else "client")
         if self._runtime == "ray":
             if self._ray is None:
                 self._ray = RayRuntime(

@@ -3,8 +3,10 @@
 The handler runner sets :data:`call_id` / :data:`app` (context variables, so tasks a
 handler starts inherit them) and installs a log record factory once per process:
 every record then has ``call_id``, ``message_id``, ``app`` and ``node`` attributes
-(``"-"`` outside a handler; ``node`` is the Ray node's address in a CallActor), and a
-standard formatter shows them::
+(``"-"`` outside a handler; ``node`` is the Ray node's address in a CallActor), and
+``trace_id``/``span_id`` (hex, of the current span while tracing is on, see
+:mod:`relay_actors.tracing`; ``"-"`` otherwise) so logs and traces join. A standard
+formatter shows them::
 
     logging.basicConfig(format=relay_actors.logcontext.LOG_FORMAT, level=logging.INFO)
 
@@ -21,6 +23,8 @@ import contextvars
 import logging
 import sys
 from typing import Any
+
+from . import tracing
 
 __all__ = [
     "ACTOR_LOG_FORMAT",
@@ -62,6 +66,10 @@ def install() -> None:
         record.message_id = message_id.get()
         record.app = app.get()
         record.node = _node
+        if tracing.ENABLED:
+            record.trace_id, record.span_id = tracing.log_ids()
+        else:
+            record.trace_id = record.span_id = "-"
         return record
 
     logging.setLogRecordFactory(factory)

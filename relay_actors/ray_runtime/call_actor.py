@@ -277,9 +277,10 @@ class CallActor:
     async def _serve_links(self) -> None:
         import ray
 
-        from . import kvstore
+        from . import kvstore, tracing_setup
 
         secrets = await kvstore.AppSecrets.open(self.app)
+        await tracing_setup.configure(secrets, "call_actor", f"call_actor:{self.index}")  # tracing hook
         secret = await secrets.link_secret()
         identity = await secrets.link_tls()
         if not secret or not identity:
@@ -491,8 +492,8 @@ class CallActor:
 
     def _on_offer(self, shard: int, item: tuple[Any, ...]) -> bool:
         """An offer placed here; False if this actor is full (the shard places it elsewhere)."""
-        _, _call_id, params, event_id = item
-        offered = self.call_host.offer(self.links[shard], params)
+        _, _call_id, params, event_id, *trace = item  # tracing hook: an optional trailing field
+        offered = self.call_host.offer(self.links[shard], params, trace[0] if trace else None)
         if offered is Offer.FULL:
             self.counters["offers_refused"] += 1
             return False
@@ -543,7 +544,7 @@ class CallActor:
     async def call_execute(self, call_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A command of the driver's Call, through the shard that owns the call."""
         lane = self.call_host.lane_of(call_id) or self.links[self.next_shard()]
-        return await lane.execute(method, params)
+        return await self.call_host.command_for(call_id, lane, method, params)  # tracing hook
 
     async def send_message_remote(self, params: dict[str, Any]) -> dict[str, Any]:
         """A message sent by the driver: returns the send's result at once; the driver

@@ -45,6 +45,7 @@ from collections import Counter, OrderedDict, deque
 from functools import partial
 from typing import Any
 
+from .. import tracing  # tracing hook
 from ..backoff import Backoff
 from ..config import resolve_settings, updated_contexts
 from ..connection import Connection
@@ -58,7 +59,11 @@ from ..protocol.session import Connected
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
 from . import admission as adm
-from . import kvstore, link_tls
+from . import (
+    kvstore,
+    link_tls,
+    tracing_setup,  # tracing hook
+)
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
@@ -160,6 +165,7 @@ class ConnectionActor:
             import ray
 
             self.secrets = await kvstore.AppSecrets.open(self.app)
+            await tracing_setup.configure(self.secrets, "connection")  # tracing hook
             creds = await self.secrets.credentials()
             secret = await self.secrets.link_secret()
             identity = await self.secrets.link_tls()
@@ -655,6 +661,8 @@ class ConnectionActor:
         if not call_id or call_id in self.routes.calls or self.leases is None:
             self._ack_now(ack_id)  # invalid, or a redelivered offer already placed
             return
+        if tracing.ENABLED:  # tracing hook
+            tracing.offer_arrived(call_id)
         self._lease_actions(self.leases.offer(call_id, (event, ack_id)))
 
     def _lease(self) -> None:
@@ -727,7 +735,8 @@ class ConnectionActor:
         self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self._report_add(event.call_id, idx)
-        self._to(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
+        item = (m.OFFER, event.call_id, event.params, ack_id)
+        self._to(idx, tracing.placed(item, idx) if tracing.ENABLED else item, ack_id)  # tracing hook
         return True
 
     def _replace(self, idx: int, refused: list[tuple[Any, ...]]) -> None:

@@ -55,7 +55,7 @@ from ..protocol import constants as c
 from ..protocol.calls import CallCore
 from ..protocol.events import parse_event
 from ..tasks import BackgroundTasks
-from . import kvstore
+from . import kvstore, tracing_setup  # tracing hook: tracing_setup
 from .actor_link import DEFAULT_LINGER, MAX_LINGER
 from .actor_messages import NAMESPACE, actor_name
 
@@ -719,6 +719,7 @@ class RayRuntime:
             new_secret(),
             generate_identity(),
         )
+        await tracing_setup.store(secrets)  # tracing hook
         self._create_actors()
         await self._wait_ready()
         record["state"] = "running"

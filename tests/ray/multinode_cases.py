@@ -83,6 +83,38 @@ async def _no_live(emulator: Any) -> bool:
     return not helpers.live_calls(emulator)
 
 
+@pytest.fixture
+def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from test_ray_tracing import exporting
+
+    yield from exporting(monkeypatch)
+
+
+async def test_traces_across_nodes(make_client, emulator, recorder, receiver) -> None:
+    """Tracing on a 3-node cluster: each call of a burst is one trace, its root and commands
+    from a CallActor on its node, its admission from the connection actor on the head."""
+    from test_ray_tracing import call_trace, check_ray_call, traced
+
+    rec_name, _ = recorder
+    relay = await make_client(
+        on_call=helpers.recording_handler(rec_name, plays=1),
+        ray_options={"min_call_actors": 3, "max_call_actors": 3},
+    )
+    call_ids = emulator.core.inject_calls("office", 9)
+
+    await eventually(lambda: traced(receiver, call_ids), 60, what="every call's trace exported")
+    nodes = set()
+    for cid in call_ids:
+        root, spans = call_trace(receiver, cid)
+        check_ray_call(root, spans, cid)
+        nodes.add(root.resource["ray.node_id"])
+        admission = next(s for s in spans if s.name == "relay.admission")
+        assert admission.resource["ray.node_id"] == ray.get_runtime_context().get_node_id()  # the head
+    assert len(nodes) == 3, "the calls' roots were made on the three nodes"
+    await eventually(lambda: _no_live(emulator), 15, what="calls ended")
+    await relay.disconnect()
+
+
 async def test_worker_node_removal(make_client, emulator, recorder) -> None:
     rec_name, rec = recorder
     relay = await make_client(
