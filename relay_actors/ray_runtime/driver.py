@@ -57,7 +57,9 @@ from ..protocol.events import parse_event
 from ..tasks import BackgroundTasks
 from . import kvstore
 from .actor_link import DEFAULT_LINGER, MAX_LINGER
-from .actor_messages import NAMESPACE, actor_name
+from .actor_messages import NAMESPACE, STREAM_LOST, actor_name
+from .options import RouterOptions
+from .spawn import spawn_control_actor
 
 __all__ = [
     "DriverTransport",
@@ -381,10 +383,6 @@ def _describe(record: dict[str, Any]) -> str:
     driver = record.get("driver") or {}
     age = max(0.0, time.time() - float(record.get("created", 0)))
     return f"started {age:.0f} s ago by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}"
-
-
-#: The item of a call's event stream (CallActor → driver) that says the runtime lost the call.
-STREAM_LOST = "relay_actors.lost"
 
 
 class _CallLink:
@@ -749,22 +747,25 @@ class RayRuntime:
     def _create_actors(self) -> None:
         from ray import cloudpickle
 
-        handlers = cloudpickle.dumps(self.handlers)
-        router_options = {
-            "max_active_calls": self.settings.max_active_calls,
-            "shards": self.options.connections,
-            "min_actors": self.options.min_call_actors,
-            "max_actors": self.options.max_call_actors,
-            "capacity": self.options.calls_per_actor,
-            "placement": self.options.placement,
-            "num_cpus": self.options.call_actor_cpus,
-            "handlers": handlers,
-            "metrics": self.options.metrics_config(),
-            "call_actor": self._call_actor_options(),
-        }
+        from .connection_actor import ConnectionActor
         from .router import Router
 
-        self.router = self._spawn(self._name("router"), Router, (self.app, router_options), num_cpus=0)
+        router_options = RouterOptions(
+            max_active_calls=self.settings.max_active_calls,
+            handlers=cloudpickle.dumps(self.handlers),
+            shards=self.options.connections,
+            min_actors=self.options.min_call_actors,
+            max_actors=self.options.max_call_actors,
+            capacity=self.options.calls_per_actor,
+            placement=self.options.placement,
+            num_cpus=self.options.call_actor_cpus,
+            metrics=self.options.metrics_config(),
+            call_actor=self._call_actor_options(),
+        )
+        control = self.options.control_resource
+        self.router = spawn_control_actor(
+            self.app, "router", None, Router, (self.app, router_options), control_resource=control
+        )
         conn_options = {
             "host": self.settings.host,
             "scheme": self.settings.scheme,
@@ -780,14 +781,14 @@ class RayRuntime:
             "on_call_actor_lost": self.options.on_call_actor_lost,
             "link_linger": self.options.link_linger,
         }
-        from .connection_actor import ConnectionActor
-
         self.connections = [
-            self._spawn(
-                self._name("connection", shard),
+            spawn_control_actor(
+                self.app,
+                "connection",
+                shard,
                 ConnectionActor,
                 (self.app, shard, conn_options),
-                num_cpus=0,
+                control_resource=control,
                 max_task_retries=0,
             )
             for shard in range(self.options.connections)
@@ -804,33 +805,6 @@ class RayRuntime:
             raise RelayError(
                 "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"
             ) from None
-
-    def _spawn(self, name: str, cls: type, args: tuple[Any, ...], **opts: Any) -> Any:
-        import ray
-
-        if self.options.control_resource:
-            opts["resources"] = {self.options.control_resource: 0.001}
-        elif "scheduling_strategy" not in opts:
-            # The control plane (router, connection actors) stays on the driver's node when
-            # it can (soft): with no CPUs asked, Ray otherwise scatters it over worker nodes,
-            # and losing a worker node then restarts the session too, not just CallActors.
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True
-            )
-        return (
-            ray.remote(cls)
-            .options(
-                name=name,
-                namespace=NAMESPACE,
-                lifetime="detached",
-                max_restarts=-1,
-                max_concurrency=10_000,
-                **opts,
-            )
-            .remote(*args)
-        )
 
     async def drain(self, timeout: float, progress: Callable[[str], None] | None = None) -> int:
         """Stop taking offers and wait up to ``timeout`` s for active calls to end;
