@@ -61,7 +61,6 @@ ASK_INTERVAL = 0.5
 UPGRADE_START_TIMEOUT = 90.0
 #: Deadline of each control call to a shard or a CallActor (retirement, notices, rebuild).
 CONTROL_TIMEOUT = 5.0
-RETIRE_CALL_TIMEOUT = CONTROL_TIMEOUT
 
 
 class CallActors:
@@ -439,8 +438,13 @@ class Router:
         }
 
     async def stats(self) -> dict[str, Any]:
-        counters = self.counters + self.pool.counters
-        return {**(await self.active()), **counters, **where(), **self.metrics.info()}
+        return {
+            **(await self.active()),
+            **self.counters,
+            **self.pool.counters,
+            **where(),
+            **self.metrics.info(),
+        }
 
     async def shutdown(self) -> None:
         self.metrics.close()
