@@ -45,7 +45,8 @@ The modules:
   ownership and the status report, sans-IO);
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``router`` over
   ``pool_core`` (the pool's decisions, sans-IO); ``spawn``: the one place actors are
-  created; ``options``: their typed options;
+  created; ``options``: ``RayOptions`` (the app's layout, as the user gives it) and the
+  actors' typed options;
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
   ``actor_messages``, ``batching``: the data plane between the actors; ``actor_info``:
   what every actor's stats say about its process and links;
@@ -59,19 +60,17 @@ names; ``tests/test_layout.py`` checks it.
 from .actor_messages import STREAM_LOST
 from .driver import (
     DriverTransport,
-    RayOptions,
     RayRuntime,
     RemoteCall,
     app_status,
     attach_ray,
     check_ray_auth,
-    default_app_name,
     ensure_ray,
     list_apps,
-    sanitize_app_name,
     stop_app,
     warn_runtime_env_credentials,
 )
+from .options import RayOptions, default_app_name, sanitize_app_name
 
 __all__ = [
     "STREAM_LOST",

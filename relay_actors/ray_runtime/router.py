@@ -57,6 +57,11 @@ HEALTH_TIMEOUT = 10.0
 NODES_EVERY = 20
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
+#: Start-up tried again after a failure: first after this many seconds, doubling up to the next.
+START_RETRY_FIRST = 0.5
+START_RETRY_MAX = 10.0
+#: How long the CallActors get to answer their first health poll at start-up.
+START_HEALTH_TIMEOUT = 30.0
 #: How long new CallActors of an upgrade get to come up (start, unpickle the handlers).
 UPGRADE_START_TIMEOUT = 90.0
 #: Deadline of each control call to a shard or a CallActor (retirement, notices, rebuild).
@@ -201,15 +206,7 @@ class Router:
         self.options = options
         self.budget = options.max_active_calls
         self.shards = options.shards
-        self.pool = PoolCore(
-            shards=options.shards,
-            min_actors=options.min_actors,
-            max_actors=options.max_actors,
-            capacity=options.capacity,
-            spread=options.spread,
-            handlers=options.handlers,
-            call_actor_options=options.call_actor,
-        )
+        self.pool = self._new_pool()
         self.call_actors = CallActors(app, options)
         self.shard_actors = Shards(app, options.shards)
         #: Set at start-up, once this router's epoch is known.
@@ -218,7 +215,10 @@ class Router:
         #: Per shard, the last reply counted in the lease counters (a retry is not recounted).
         self._last_replies: dict[int, LeaseReply] = {}
         self.tasks = BackgroundTasks()
+        #: Set once started (the methods shards and the driver call wait for it).
         self._ready = asyncio.Event()
+        #: Set once the first start-up attempt ended, well or not (:meth:`ready` waits for it).
+        self._attempted = asyncio.Event()
         self._failed: BaseException | None = None
         self._upgrade_lock = asyncio.Lock()
         self._retire_task: asyncio.Task[Any] | None = None
@@ -237,42 +237,71 @@ class Router:
 
     # --- start-up and rebuild -----------------------------------------------------
 
+    def _new_pool(self) -> PoolCore:
+        options = self.options
+        return PoolCore(
+            shards=options.shards,
+            min_actors=options.min_actors,
+            max_actors=options.max_actors,
+            capacity=options.capacity,
+            spread=options.spread,
+            handlers=options.handlers,
+            call_actor_options=options.call_actor,
+        )
+
     async def _start(self) -> None:
-        try:
-            # Each router a higher epoch than any before it: requests a shard meant for
-            # an earlier one are refused, never applied to this one's ledger.
-            secrets = self._secrets = await kvstore.AppSecrets.open(self.app)
-            epoch = int(await secrets.load("router_epoch") or 0) + 1
-            await secrets.save("router_epoch", epoch)
-            self.ledger = LeaseLedger(self.budget, self.shards, epoch)
-            # The generations live in the deploy's KV namespace: a restarted router (whose
-            # constructor arguments hold the first generation's handlers) carries on with
-            # the current code and finishes the retirement.
-            self.pool.restore(await secrets.load("generations"))
-            if self.pool.generation:
-                show_in_job(str(self.pool.call_actor_options.get("log_job") or ""))
-            for idx in self.pool.lookup_indices():
-                if self.call_actors.find(idx) and not self.pool.adopt(idx):
-                    log.warning("app %r: CallActor %d of an unfinished upgrade removed", self.app, idx)
-                    await self.call_actors.stop(idx, clean=False)
-            self.pool.adopted()
-            await self._refresh_nodes()
-            for spawn in self.pool.fill():
-                self._create(spawn)
-            for idx, health in (await self.call_actors.health(self.pool.actors)).items():
-                self.pool.health(idx, health)
-            for shard in range(self.shards):
-                for idx, call_ids in (await self.call_actors.owned(shard)).items():
-                    self.pool.owned(shard, idx, call_ids)
-            await self._save()
-            self.tasks.spawn(self._ask_shards(), "lease rebuild")
-            self.tasks.spawn(self._health_loop(), "CallActor health loop")
-            self._start_retiring()
-        except BaseException as exc:
-            self._failed = exc
-            log.exception("router failed to start")
-        finally:
-            self._ready.set()
+        """Start up, and again after a failure (the KV store or the GCS briefly away while
+        the cluster recovers), with backoff, until it works: a router that failed once
+        must not leave the app without leases for good. :meth:`ready` reports the first
+        attempt's failure to the driver meanwhile."""
+        delay = START_RETRY_FIRST
+        while True:
+            try:
+                await self._start_once()
+            except Exception as exc:
+                self._failed = exc
+                log.exception("router of app %r failed to start; trying again in %.1f s", self.app, delay)
+            else:
+                self._failed = None
+                self._ready.set()
+                return
+            finally:
+                self._attempted.set()
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, START_RETRY_MAX)
+
+    async def _start_once(self) -> None:
+        # A fresh core each attempt: what a failed one learned is learned again.
+        self.pool = self._new_pool()
+        # Each router a higher epoch than any before it: requests a shard meant for
+        # an earlier one are refused, never applied to this one's ledger.
+        secrets = self._secrets = await kvstore.AppSecrets.open(self.app)
+        epoch = int(await secrets.load("router_epoch") or 0) + 1
+        await secrets.save("router_epoch", epoch)
+        self.ledger = LeaseLedger(self.budget, self.shards, epoch)
+        # The generations live in the deploy's KV namespace: a restarted router (whose
+        # constructor arguments hold the first generation's handlers) carries on with
+        # the current code and finishes the retirement.
+        self.pool.restore(await secrets.load("generations"))
+        if self.pool.generation:
+            show_in_job(str(self.pool.call_actor_options.get("log_job") or ""))
+        for idx in self.pool.lookup_indices():
+            if self.call_actors.find(idx) and not self.pool.adopt(idx):
+                log.warning("app %r: CallActor %d of an unfinished upgrade removed", self.app, idx)
+                await self.call_actors.stop(idx, clean=False)
+        self.pool.adopted()
+        await self._refresh_nodes()
+        for spawn in self.pool.fill():
+            self._create(spawn)
+        for idx, health in (await self.call_actors.health(self.pool.actors, START_HEALTH_TIMEOUT)).items():
+            self.pool.health(idx, health)
+        for shard in range(self.shards):
+            for idx, call_ids in (await self.call_actors.owned(shard)).items():
+                self.pool.owned(shard, idx, call_ids)
+        await self._save()
+        self.tasks.spawn(self._ask_shards(), "lease rebuild")
+        self.tasks.spawn(self._health_loop(), "CallActor health loop")
+        self._start_retiring()
 
     async def _ask_shards(self) -> None:
         """Ask the shards that have not reported in this epoch to report, until all have.
@@ -289,8 +318,9 @@ class Router:
             await asyncio.sleep(ASK_INTERVAL)
 
     async def ready(self) -> dict[str, Any]:
-        await self._ready.wait()
-        if self._failed is not None:
+        """Once started; raises why the start failed (it is tried again meanwhile)."""
+        await self._attempted.wait()
+        if self._failed is not None and not self._ready.is_set():
             raise self._failed
         return {"actors": len(self.pool.actors)}
 
