@@ -264,9 +264,10 @@ def _app_actor_names(app: str) -> list[str]:
     )
 
 
-class _CallLink:
-    """The CallControl of a driver-side call: its commands go through its CallActor
-    (and the shard that owns the call), its handlers run in the driver's task set."""
+class _CallLane:
+    """The lane of a driver-side call (its :class:`~relay_actors.call.CallControl`): its
+    commands go through its CallActor (and the shard that owns the call), its handlers
+    run in the driver's task set."""
 
     __slots__ = ("actor", "deadline", "tasks")
 
@@ -289,7 +290,7 @@ class RemoteCall(Call):
     a raw ``calling.<verb>`` for it."""
 
     def __init__(self, actor: Any, info: dict[str, Any], deadline: float, tasks: BackgroundTasks) -> None:
-        super().__init__(_CallLink(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
+        super().__init__(_CallLane(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
         self.actor = int(info.get("actor", -1))
         self._actor = actor
 

@@ -10,7 +10,8 @@ restart: a new core rebuilt from the stored state and what the CallActors report
 
 Invariants after every step: no call is placed on, or held for, a retired CallActor;
 a CallActor is stopped only when neither it nor any shard holds anything with it; a
-shard that knows the current generation places every new call on it.
+shard that knows the current generation places every new call on it; within one
+router's life the pool the shards see changes only with a newer snapshot version.
 
 ``RELAY_MODEL_PROFILE=long`` runs longer; the CI profile stays within a few seconds.
 """
@@ -61,6 +62,7 @@ class PoolModel(RuleBasedStateMachine):
         self.shards = [Shard() for _ in range(shards)]
         self.next_call = 0
         self.now = 0.0
+        self._last_snapshot: tuple[PoolCore, int, object] | None = None
         self.core = self._new_core()
         self.core.set_nodes(NODES)
         for spawn in self.core.fill():
@@ -278,6 +280,17 @@ class PoolModel(RuleBasedStateMachine):
     def the_core_shows_only_running_actors(self) -> None:
         for idx in self.core.view():
             assert not self.actors[idx].stopped, f"stopped CallActor {idx} still shown"
+
+    @invariant()
+    def a_changed_pool_has_a_newer_snapshot(self) -> None:
+        """Within one router's life, what the shards see changes only with the version."""
+        snap = self.core.snapshot()
+        content = (snap.generation, snap.actors, snap.retiring)
+        last = self._last_snapshot
+        if last is not None and last[0] is self.core:
+            assert snap.version >= last[1]
+            assert snap.version > last[1] or content == last[2], "the pool changed under the same version"
+        self._last_snapshot = (self.core, snap.version, content)
 
     @invariant()
     def the_current_generation_is_within_its_bounds(self) -> None:
