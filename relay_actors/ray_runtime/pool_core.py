@@ -35,6 +35,8 @@ name, :meth:`PoolCore.health` with what each reports, :meth:`PoolCore.owned` wit
 calls each holds). CallActors an upgrade was bringing up when the router died are
 discarded then: their upgrade failed with it.
 
+:class:`ShardRestarts` decides which shards to restart: one whose start-up failed.
+
 Every change the shards must learn bumps :attr:`PoolCore.version`; :meth:`PoolCore.snapshot`
 is the pool as one versioned value.
 """
@@ -57,6 +59,8 @@ __all__ = [
     "PoolCore",
     "PoolSnapshot",
     "RetireStep",
+    "ShardCheck",
+    "ShardRestarts",
     "Spawn",
 ]
 
@@ -492,3 +496,44 @@ class PoolCore:
         """Every CallActor was looked up. (A retiring one that is gone stays retiring:
         :meth:`retire_step` finds it idle, and the shards still forget it first.)"""
         self._stale_admitting.clear()
+
+
+class ShardCheck(str, enum.Enum):
+    """What a shard's ``ready()`` said when the router asked."""
+
+    READY = "ready"
+    #: Its start-up failed (``ready()`` raised the failure): it serves nothing.
+    FAILED = "failed"
+    #: No answer in time, or Ray is restarting it: starting, or stalled; not a failure.
+    NO_ANSWER = "no_answer"
+
+
+class ShardRestarts:
+    """Which shards the router restarts: one whose start-up failed stays down otherwise
+    (no session, no calls answered) until something else kills it. A failed shard is
+    restarted at once, then, should it fail again, after a delay doubling from
+    ``first_delay`` to ``max_delay`` (a shard that cannot start, bad credentials say,
+    is not restarted in a tight loop); a shard seen ready starts over at ``first_delay``.
+    A shard that does not answer is left alone: it is starting, or stalled, and a stall
+    is not a failure."""
+
+    def __init__(self, first_delay: float = 2.0, max_delay: float = 60.0) -> None:
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self._delay: dict[int, float] = {}
+        self._not_before: dict[int, float] = {}
+        self.restarts: Counter[int] = Counter()
+
+    def check(self, shard: int, seen: ShardCheck, now: float) -> bool:
+        """True: restart ``shard`` now."""
+        if seen is ShardCheck.READY:
+            self._delay.pop(shard, None)
+            self._not_before.pop(shard, None)
+            return False
+        if seen is ShardCheck.NO_ANSWER or now < self._not_before.get(shard, 0.0):
+            return False
+        delay = self._delay.get(shard)
+        self._delay[shard] = self.first_delay if delay is None else min(2 * delay, self.max_delay)
+        self._not_before[shard] = now + self._delay[shard]
+        self.restarts[shard] += 1
+        return True

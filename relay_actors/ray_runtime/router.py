@@ -44,7 +44,7 @@ from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .options import RouterOptions
-from .pool_core import ActorHealth, ActorLost, PoolCore, RetireStep, Spawn
+from .pool_core import ActorHealth, ActorLost, PoolCore, RetireStep, ShardCheck, ShardRestarts, Spawn
 from .spawn import spawn_call_actor
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "CallActors", "Router", "Shards"]
@@ -57,6 +57,8 @@ HEALTH_TIMEOUT = 10.0
 NODES_EVERY = 20
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
+#: How often the router asks each shard whether it started (see ShardRestarts).
+SHARD_CHECK_INTERVAL = 2.0
 #: Start-up tried again after a failure: first after this many seconds, doubling up to the next.
 START_RETRY_FIRST = 0.5
 START_RETRY_MAX = 10.0
@@ -168,11 +170,39 @@ class Shards:
     def __init__(self, app: str, count: int) -> None:
         self.app = app
         self.count = count
+        self._handles: dict[int, Any] = {}
 
     def _handle(self, shard: int) -> Any:
+        """The shard's handle (a named actor's handle outlives its restarts: looked up once)."""
         import ray
 
-        return ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
+        handle = self._handles.get(shard)
+        if handle is None:
+            name = actor_name(self.app, "connection", shard)
+            handle = self._handles[shard] = ray.get_actor(name, namespace=NAMESPACE)
+        return handle
+
+    async def check(self) -> dict[int, ShardCheck]:
+        """What each shard's ``ready()`` says: ready, failed (it raised its start-up
+        failure) or no answer (starting, stalled, restarting, not created yet)."""
+        from ray.exceptions import RayTaskError
+
+        async def one(shard: int) -> ShardCheck:
+            try:
+                await self.ask_one(shard, "ready")
+            except RayTaskError:
+                return ShardCheck.FAILED
+            except Exception:
+                return ShardCheck.NO_ANSWER
+            return ShardCheck.READY
+
+        return dict(enumerate(await asyncio.gather(*(one(s) for s in range(self.count)))))
+
+    def restart(self, shard: int) -> None:
+        """Kill the shard's process; Ray starts it again (``max_restarts=-1``)."""
+        import ray
+
+        ray.kill(self._handle(shard), no_restart=False)
 
     async def ask(self, method: str, *args: Any) -> dict[int, Any]:
         """Call ``method`` on every shard; the answers of those that answered in time."""
@@ -209,6 +239,7 @@ class Router:
         self.pool = self._new_pool()
         self.call_actors = CallActors(app, options)
         self.shard_actors = Shards(app, options.shards)
+        self.shard_restarts = ShardRestarts()
         #: Set at start-up, once this router's epoch is known.
         self.ledger: LeaseLedger | None = None
         self.counters: Counter[str] = Counter()
@@ -301,6 +332,7 @@ class Router:
         await self._save()
         self.tasks.spawn(self._ask_shards(), "lease rebuild")
         self.tasks.spawn(self._health_loop(), "CallActor health loop")
+        self.tasks.spawn(self._watch_shards(), "shard supervision")
         self._start_retiring()
 
     async def _ask_shards(self) -> None:
@@ -424,6 +456,21 @@ class Router:
             if spawn is not None:
                 self.tasks.spawn(self._grow(spawn), "scale up")
 
+    async def _watch_shards(self) -> None:
+        """Restart a shard whose start-up failed (see
+        :class:`~relay_actors.ray_runtime.pool_core.ShardRestarts`): started while this
+        router was itself restarting, say, it would otherwise serve nothing until
+        something else killed it."""
+        while True:
+            await asyncio.sleep(SHARD_CHECK_INTERVAL)
+            for shard, seen in (await self.shard_actors.check()).items():
+                if self.shard_restarts.check(shard, seen, time.monotonic()):
+                    log.error("app %r: shard %d failed to start; the router restarts it", self.app, shard)
+                    try:
+                        self.shard_actors.restart(shard)
+                    except Exception as exc:  # gone, or being restarted already
+                        log.warning("app %r: could not restart shard %d: %r", self.app, shard, exc)
+
     async def _tell_lost(self, lost: ActorLost) -> None:
         await self.shard_actors.ask("call_actor_lost", lost.index, lost.incarnation)
 
@@ -465,6 +512,8 @@ class Router:
             "lease_epoch": self.ledger.epoch if self.ledger else 0,
             "actors": len(self.pool.actors),
             "loads": self.pool.loads(),
+            # Shards restarted because their start-up failed (see ShardRestarts).
+            "shards_restarted": sum(self.shard_restarts.restarts.values()),
         }
 
     async def stats(self) -> dict[str, Any]:

@@ -247,3 +247,21 @@ def test_a_restart_looks_up_every_stored_actor_beyond_max_actors() -> None:
     assert rebuilt.lookup_indices() == [0, 1]
     assert rebuilt.adopt(0) and rebuilt.adopt(1)
     assert rebuilt.fill() == []
+
+
+def test_a_shard_whose_start_failed_is_restarted_with_backoff_and_a_silent_one_is_left_alone() -> None:
+    from relay_actors.ray_runtime.pool_core import ShardCheck, ShardRestarts
+
+    watch = ShardRestarts(first_delay=2.0, max_delay=5.0)
+    assert not watch.check(0, ShardCheck.NO_ANSWER, 0.0)  # starting, or stalled: not a failure
+    assert not watch.check(0, ShardCheck.READY, 0.0)
+    assert watch.check(0, ShardCheck.FAILED, 1.0)  # at once
+    assert not watch.check(0, ShardCheck.FAILED, 2.0)  # (restarting: not again before 3.0)
+    assert watch.check(0, ShardCheck.FAILED, 3.0)
+    assert not watch.check(0, ShardCheck.FAILED, 6.0)  # then 4 s
+    assert watch.check(0, ShardCheck.FAILED, 7.0)
+    assert watch.check(0, ShardCheck.FAILED, 12.0)  # capped at 5 s
+    assert watch.check(1, ShardCheck.FAILED, 12.0)  # each shard on its own
+    assert not watch.check(0, ShardCheck.READY, 13.0)
+    assert watch.check(0, ShardCheck.FAILED, 13.5)  # ready again: starts over
+    assert watch.restarts == {0: 5, 1: 1}
