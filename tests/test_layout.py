@@ -149,3 +149,161 @@ def test_nothing_is_unpickled_outside_the_two_reviewed_places() -> None:
                 if via_module or (isinstance(target, ast.Name) and target.id in loaders):
                     found.add((path.relative_to(PACKAGE).as_posix(), func.name))
     assert found == PICKLE_LOADS_ALLOWED, found
+
+
+# --- the Ray runtime: no import circle, no private names across modules, one place
+# that creates actors, cores without Ray or networking ------------------------------
+
+RUNTIME = PACKAGE / "ray_runtime"
+#: The package's facade re-exports the driver's public API; nothing else may import it.
+DRIVER_IMPORT_ALLOWED = {"__init__.py"}
+#: The one module that creates actors (``ray.remote(...)``, ``@ray.remote``).
+SPAWNS = {"spawn.py"}
+#: Plain decisions: neither Ray nor sockets nor asyncio's networking.
+CORES = {
+    "pool_core.py",
+    "app_lifecycle.py",
+    "placement.py",
+    "admission.py",
+    "link_protocol.py",
+    "shard_core.py",
+}
+_NETWORKING = {"ray", "socket", "asyncio", "websockets", "ssl", "selectors"}
+
+
+def _relative_imports(tree: ast.AST) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every ``from .x import a, b`` (module ``""`` for ``from . import``)."""
+    return [
+        (node.module or "", [a.name for a in node.names])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+
+
+def _runtime_files(root: pathlib.Path) -> list[tuple[str, ast.AST]]:
+    return [(p.name, ast.parse(p.read_text(), filename=str(p))) for p in sorted(root.glob("*.py"))]
+
+
+def driver_importers(root: pathlib.Path) -> list[str]:
+    found = []
+    for name, tree in _runtime_files(root):
+        for module, names in _relative_imports(tree):
+            if (module.split(".")[-1] == "driver" or (not module and "driver" in names)) and (
+                name not in DRIVER_IMPORT_ALLOWED
+            ):
+                found.append(name)
+    return found
+
+
+def private_imports(root: pathlib.Path) -> list[str]:
+    """``from .x import _name`` and ``x._name`` on a module imported from the package."""
+    found = []
+    for name, tree in _runtime_files(root):
+        modules = set()
+        for module, names in _relative_imports(tree):
+            found += [f"{name}: {module}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
+            if not module:
+                modules.update(names)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                found.append(f"{name}: {node.value.id}.{node.attr}")
+    return found
+
+
+def actor_creations(root: pathlib.Path) -> list[str]:
+    """Where ``ray.remote`` is called or used as a decorator, outside :data:`SPAWNS`."""
+    found = []
+    for name, tree in _runtime_files(root):
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "remote"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "ray"
+                and name not in SPAWNS
+            ):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def core_networking(root: pathlib.Path) -> list[str]:
+    found = []
+    for name, _tree in _runtime_files(root):
+        if name in CORES:
+            found += [f"{name} imports {m}" for m in sorted(_imports(root / name) & _NETWORKING)]
+    return found
+
+
+RUNTIME_RULES = {
+    "driver_importers": driver_importers,
+    "private_imports": private_imports,
+    "actor_creations": actor_creations,
+    "core_networking": core_networking,
+}
+
+#: For each rule, a module that breaks it (written into a copy of nothing but itself).
+PROBES = {
+    "driver_importers": ("router.py", "from .driver import RayRuntime\n"),
+    "private_imports": (
+        "router.py",
+        "from . import kvstore\nfrom .call_actor import _where\nkvstore._client()\n",
+    ),
+    "actor_creations": ("router.py", "import ray\n\nray.remote(object).options(name='x').remote()\n"),
+    "core_networking": ("pool_core.py", "import asyncio\nimport ray\n"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RUNTIME_RULES))
+def test_the_ray_runtime_keeps_its_rules(rule: str) -> None:
+    assert RUNTIME_RULES[rule](RUNTIME) == []
+
+
+@pytest.mark.parametrize("rule", sorted(RUNTIME_RULES))
+def test_each_runtime_rule_fails_on_a_probe(rule: str, tmp_path: pathlib.Path) -> None:
+    name, source = PROBES[rule]
+    (tmp_path / name).write_text(source)
+    (tmp_path / "__init__.py").write_text("from .driver import RayRuntime\n")  # the allowed facade
+    (tmp_path / "spawn.py").write_text("import ray\n\nray.remote(object)\n")  # the allowed creator
+    found = RUNTIME_RULES[rule](tmp_path)
+    assert found and all(name in f for f in found), found
+    if rule == "private_imports":
+        assert len(found) == 2  # the import and the attribute
+
+
+def import_cycles(root: pathlib.Path) -> list[list[str]]:
+    """Circles among the runtime's modules, counting every import (also one inside a
+    function, which only defers a circle); the package facade (``__init__``) aside."""
+    graph: dict[str, set[str]] = {}
+    for name, tree in _runtime_files(root):
+        if name == "__init__.py":
+            continue
+        deps = graph.setdefault(name[:-3], set())
+        for module, names in _relative_imports(tree):
+            deps.update([module.split(".")[-1]] if module else names)
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(node, ())):
+            if dep in path:
+                cycle = path[path.index(dep) :]
+                if min(cycle) == cycle[0]:  # each circle once
+                    cycles.append(cycle)
+            elif dep in graph:
+                visit(dep, [*path, dep])
+
+    for start in sorted(graph):
+        visit(start, [start])
+    return cycles
+
+
+def test_the_runtime_modules_import_each_other_without_a_circle(tmp_path: pathlib.Path) -> None:
+    assert import_cycles(RUNTIME) == []
+    (tmp_path / "router.py").write_text("def f():\n    from .call_actor import CallActor\n")
+    (tmp_path / "call_actor.py").write_text("from . import router\n")
+    assert import_cycles(tmp_path) == [["call_actor", "router"]]

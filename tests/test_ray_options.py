@@ -36,3 +36,45 @@ def test_link_linger_out_of_range_is_refused_with_the_range(bad: float) -> None:
 def test_other_bad_settings_say_what_is_allowed(kwargs: dict[str, object], says: str) -> None:
     with pytest.raises(ArgumentError, match=says.replace("(", r"\(").replace(")", r"\)")):
         RayOptions(app="a", **kwargs)  # type: ignore[arg-type]
+
+
+def test_router_options_are_frozen_and_each_field_is_documented_and_read() -> None:
+    """Each RouterOptions field has a ``#:`` docstring and is read by the router's shell
+    (``options.<field>``): no documented option that nothing reads, none read undocumented."""
+    import ast
+    import dataclasses
+    import inspect
+    import pathlib
+
+    from relay_actors.ray_runtime import options, router
+    from relay_actors.ray_runtime.options import RouterOptions
+
+    opts = RouterOptions(max_active_calls=3, handlers=b"")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.shards = 2  # type: ignore[misc]
+    assert RouterOptions(max_active_calls=1, handlers=b"", min_actors=3, max_actors=1).max_actors == 3
+    fields = {f.name for f in dataclasses.fields(RouterOptions)}
+    lines = inspect.getsource(RouterOptions).splitlines()
+    undocumented = [
+        name
+        for name in fields
+        if not lines[next(i for i, ln in enumerate(lines) if ln.strip().startswith(f"{name}:")) - 1]
+        .strip()
+        .startswith("#:")
+    ]
+    assert undocumented == []
+    tree = ast.parse(pathlib.Path(router.__file__).read_text())
+    read = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "options"
+    } | {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "options"
+    }
+    assert fields - read == set(), "documented but never read"
+    assert (read - fields) - {"spread"} == set(), "read but not a field"
+    assert options.RouterOptions.spread.__doc__

@@ -1,33 +1,76 @@
 """The Ray runtime: the driver, the three actors, the link between them, admission and placement.
 
 ``ray`` is imported only inside this package, so the in-process client never needs it
-(a lint rule in ``pyproject.toml`` keeps it that way). The layers:
+(a lint rule in ``pyproject.toml`` keeps it that way).
+
+Glossary (one meaning per word, in this package and its docs):
+
+- **app**: one deploy of handlers on Ray: its actors, named ``relay:<app>:<role>[:<n>]``,
+  and its record and secrets in the GCS KV store.
+- **driver**: the process that runs ``RelayClient(runtime="ray")`` and starts, joins,
+  upgrades or stops an app; it hosts no inbound call.
+- **shard**: one connection actor and its RELAY session (``RayOptions.connections`` of
+  them, on the same contexts); shard ``n`` is ``relay:<app>:connection:<n>``.
+- **router**: the router actor, the app's reconciler (lease ledger, CallActor pool,
+  call table, upgrades). It never routes an event or places a call.
+- **route**: where a shard sends what arrives for a call, dial or message: the CallActor
+  that holds it (a shard's ``EventRouter``); **placement** picks that CallActor for a
+  new call.
+- **pool**: the app's CallActors, as the router's
+  :class:`~relay_actors.ray_runtime.pool_core.PoolCore` keeps them.
+- **generation**: the handlers' code a CallActor runs (0: the app's first); an upgrade
+  starts the next one, which takes every new call while older CallActors **retire**
+  (stop once they hold nothing) after they **drain** (their calls end, or are hung up
+  at the drain deadline).
+- **link**: the data path between one shard and one CallActor (a socket with sequence
+  numbers, acknowledgements and a resend window: :mod:`~relay_actors.ray_runtime.link_protocol`);
+  a process's set of links is its link hub (``LinkHub``) or server (``LinkServer``).
+- **lane**: the control path a call's requests leave through (a
+  :class:`~relay_actors.call.CallControl`): the engine in-process, a link to a shard in a
+  CallActor, the connection actors for the driver.
+- **incarnation**: one life of an actor process: a new random id at each (re)start, so
+  a peer tells a restart from a reconnect.
+- **epoch**: the number of a router's life in the lease protocol (each router start
+  takes the next): a lease request meant for an earlier router is refused.
+- **lease**, **slot**, **block**: a slot is one active call of the cluster-wide budget;
+  shards lease slots from the router in blocks (:mod:`~relay_actors.ray_runtime.admission`).
+- **core** and **shell**: a core decides over plain state (no ``ray``, no networking:
+  ``pool_core``, ``app_lifecycle``, ``admission``, ``placement``, ``link_protocol``); a
+  shell (an actor, the driver) does the I/O and carries out what the core decides.
+
+The modules:
 
 - ``driver``: what ``RelayClient(runtime="ray")`` runs in the driver process (start,
-  adopt, stop, status of an app);
-- ``connection_actor``, ``router``, ``call_actor``: the three actor shells;
+  adopt, stop, status of an app), over ``app_lifecycle`` (the start decision,
+  ownership and the status report, sans-IO);
+- ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``router`` over
+  ``pool_core`` (the pool's decisions, sans-IO); ``spawn``: the one place actors are
+  created; ``options``: ``RayOptions`` (the app's layout, as the user gives it) and the
+  actors' typed options;
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
-  ``actor_messages``, ``batching``: the data plane between the actors;
+  ``actor_messages``, ``batching``: the data plane between the actors; ``actor_info``:
+  what every actor's stats say about its process and links;
 - ``admission`` and ``placement`` (sans-IO): the call limit and where calls go;
 - ``kvstore``: the app's records and secrets in Ray's GCS KV store.
+
+No module here imports ``driver`` (but this facade), nor another module's private
+names; ``tests/test_layout.py`` checks it.
 """
 
+from .actor_messages import STREAM_LOST
 from .driver import (
-    STREAM_LOST,
     DriverTransport,
-    RayOptions,
     RayRuntime,
     RemoteCall,
     app_status,
     attach_ray,
     check_ray_auth,
-    default_app_name,
     ensure_ray,
     list_apps,
-    sanitize_app_name,
     stop_app,
     warn_runtime_env_credentials,
 )
+from .options import RayOptions, default_app_name, sanitize_app_name
 
 __all__ = [
     "STREAM_LOST",

@@ -45,6 +45,10 @@ REQUEST: Final = "req"
 REFUSED: Final = "refused"
 DIAL_ABANDONED: Final = "dial_abandoned"
 
+#: The item of a call's event stream (CallActor → driver, ``call_events``) that says the
+#: runtime lost the call.
+STREAM_LOST: Final = "relay_actors.lost"
+
 
 def actor_name(app: str, role: str, index: int | None = None) -> str:
     """Names of the app's actors: ``relay:<app>:router``, ``relay:<app>:connection:0``, ..."""

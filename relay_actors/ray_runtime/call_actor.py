@@ -45,8 +45,10 @@ from ..protocol.events import RelayEvent, parse_event
 from ..tasks import BackgroundTasks
 from . import actor_messages as m
 from . import link_tls
+from .actor_info import link_stats
+from .actor_info import where as _where
 from .actor_link import LinkHub, LinkServer
-from .driver import STREAM_LOST
+from .actor_messages import STREAM_LOST
 from .gc_tuning import tune_gc
 from .link_protocol import LinkError, LinkSession
 
@@ -60,23 +62,6 @@ _DEDUPE_WINDOW = 100_000
 _FOLLOWED_KEPT = 10_000
 #: How often the shards' sessions are read for the handlers' client (protocol, contexts).
 _SESSION_REFRESH = 5.0
-
-
-def link_stats(peers: Any) -> dict[str, Any]:
-    """Per-peer link figures for ``stats()`` (metrics: ``relay_link_*``)."""
-    if peers is None:
-        return {}
-    return {
-        peer: {**session.stats(), "connected": peer in peers.wires}
-        for peer, session in peers.sessions.items()
-    } | {"_process": dict(peers.counters)}
-
-
-def _where() -> dict[str, Any]:
-    """This process's pid and Ray node id (for stats: fault tests and placement checks)."""
-    import ray
-
-    return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _configure_logging(options: dict[str, Any]) -> None:

@@ -64,10 +64,11 @@ from . import (
     link_tls,
     tracing_setup,  # tracing hook
 )
+from .actor_info import link_stats
+from .actor_info import where as _where
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, actor_name
 from .batching import Batcher
-from .call_actor import _where, link_stats
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import Health, HealthStatus, LinkOverflow, LinkSession

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -40,7 +41,6 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,25 +48,35 @@ import orjson
 from ..call import Call, CallControl
 from ..call_host import CallHost
 from ..config import Settings, is_loopback
-from ..errors import ArgumentError, RelayError
+from ..errors import RelayError
 from ..message import Message
-from ..metrics import resolve_metrics_config
 from ..protocol import constants as c
 from ..protocol.calls import CallCore
 from ..protocol.events import parse_event
 from ..tasks import BackgroundTasks
 from . import kvstore, tracing_setup  # tracing hook: tracing_setup
-from .actor_link import DEFAULT_LINGER, MAX_LINGER
-from .actor_messages import NAMESPACE, actor_name
+from .actor_messages import NAMESPACE, STREAM_LOST, actor_name
+from .app_lifecycle import (
+    AppRecord,
+    DriverInfo,
+    Ownership,
+    StartAction,
+    app_gone,
+    create_race,
+    decide_start,
+    handover_notice,
+    ownership,
+    status_report,
+)
+from .options import RayOptions, RouterOptions
+from .spawn import spawn_control_actor
 
 __all__ = [
     "DriverTransport",
-    "RayOptions",
     "RayRuntime",
     "RemoteCall",
     "app_status",
     "attach_ray",
-    "default_app_name",
     "ensure_ray",
     "list_apps",
     "stop_app",
@@ -74,135 +84,12 @@ __all__ = [
 
 log = logging.getLogger("relay_actors.ray_runtime")
 
-_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-#: A record "starting" for longer than this, with no router, is a crashed start.
-STARTING_GRACE = 120.0
 #: How long the driver waits for the router and the connection actors to be ready.
 START_TIMEOUT = 120.0
 #: Every control call the driver makes to an actor has this deadline.
 CALL_TIMEOUT = 10.0
 #: Environment variables that must not arrive through a runtime env.
 _SECRET_ENV = ("SIGNALWIRE_API_TOKEN", "SIGNALWIRE_JWT_TOKEN")
-
-
-def default_app_name() -> str:
-    """The app's name from the program: ``python ivr.py`` and ``python -m examples.ivr``
-    give ``ivr``. Sanitized to letters, digits, ``_``, ``-``; ``relay`` if there is none."""
-    main = sys.modules.get("__main__")
-    spec_name = str(getattr(getattr(main, "__spec__", None), "name", None) or "")
-    parts = [p for p in spec_name.split(".") if p and p != "__main__"]
-    name = parts[-1] if parts else ""
-    if not name:
-        path = getattr(main, "__file__", "") or ""
-        name = os.path.splitext(os.path.basename(path))[0]
-    return sanitize_app_name(name)
-
-
-def sanitize_app_name(name: str) -> str:
-    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:48]
-    return cleaned or "relay"
-
-
-@dataclass
-class RayOptions:
-    """How the app is laid out on Ray.
-
-    Attributes:
-        app: the app's name; actor names and stored state derive from it. Default:
-            the program's name (``ivr`` for ``python ivr.py`` or ``-m examples.ivr``).
-        join: if the app already runs, join it (same configuration required) instead
-            of failing; a joined driver's ``disconnect()`` leaves the app running.
-            With no app running, the driver starts it (and owns it) as usual.
-        connections: connection actors (sessions on the same contexts; the service
-            spreads offers over them).
-        min_call_actors, max_call_actors: CallActor pool size bounds.
-        calls_per_actor: calls one CallActor hosts at most.
-        placement: ``"spread"`` over the nodes, or ``{"resource": "relay_calls"}`` to
-            pin CallActors to nodes that offer that custom resource.
-        call_actor_cpus: Ray CPUs reserved per CallActor.
-        on_call_actor_lost: ``"hangup"`` (default: end the calls, count them) or
-            ``"rehome"`` (move them to another CallActor with ``call.recovered``).
-        address: Ray address to attach to (default: ``RAY_ADDRESS``, else a local Ray
-            of our own).
-        control_resource: a custom resource that pins the control plane (router,
-            connection actors) to the nodes offering it, e.g. a dedicated head; by
-            default it stays on the driver's node when it can.
-        upgrade: if the app already runs, deploy this driver's handlers to it as a
-            rolling upgrade (same settings required; the handlers may differ) and take
-            it over; with no app running, start it as usual.
-        upgrade_drain_timeout: how long the previous generation's calls may go on
-            after an upgrade before they are hung up.
-        metrics_port: the port of the app's metrics endpoint, served by its router
-            (``http://<router node>:<port>/metrics``): default ``RELAY_METRICS_PORT``,
-            else 9478; 0 for any free port (``relay-actors status`` shows it), -1 for
-            none. Each app on a node needs its own.
-        metrics_host: the address it binds: default ``RELAY_METRICS_HOST``, else the
-            router node's address (127.0.0.1 for a local Ray); ``0.0.0.0`` only if
-            you mean every interface.
-        link_linger: seconds what the connection actors and CallActors send each
-            other may wait for company before it is written (default 0: at the end
-            of each loop iteration, the lowest latency). At moderate load most of a
-            process's CPU goes to being woken once per frame; 0.002 gathers several
-            calls' frames into one write and cut the runtime's CPU per call by about
-            a fifth at 200 calls/s in ``benchmarks/bench_clients.py``, for up to
-            2 ms more per command and event, and some throughput at a burst.
-    """
-
-    app: str | None = None
-    join: bool = False
-    connections: int = 1
-    min_call_actors: int = 2
-    max_call_actors: int = 8
-    calls_per_actor: int = 5000
-    placement: Any = "spread"
-    call_actor_cpus: float = 0.1
-    on_call_actor_lost: str = "hangup"
-    address: str | None = None
-    control_resource: str | None = None
-    metrics_port: int | None = None
-    metrics_host: str | None = None
-    init_kwargs: dict[str, Any] = field(default_factory=dict)
-    upgrade: bool = False
-    upgrade_drain_timeout: float = 300.0
-    link_linger: float = DEFAULT_LINGER
-    #: True when ``app`` was not given (named after the program): ``relay-actors run``
-    #: then names the app after the module it runs.
-    app_defaulted: bool = field(default=False, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.app is None:
-            self.app = default_app_name()
-            self.app_defaulted = True
-        if self.connections < 1:
-            raise ArgumentError("connections must be at least 1")
-        if self.min_call_actors < 1 or self.max_call_actors < self.min_call_actors:
-            raise ArgumentError("need 1 <= min_call_actors <= max_call_actors")
-        if self.join and self.upgrade:
-            raise ArgumentError("join and upgrade exclude each other: join shares the running code")
-        if self.on_call_actor_lost not in ("hangup", "rehome"):
-            raise ArgumentError("on_call_actor_lost must be 'hangup' or 'rehome'")
-        if not 0.0 <= self.link_linger <= MAX_LINGER:
-            raise ArgumentError(
-                f"link_linger must be 0..{MAX_LINGER} seconds (a wait added to every command), "
-                f"not {self.link_linger!r}"
-            )
-        if self.metrics_port is not None and not -1 <= self.metrics_port <= 65535:
-            raise ArgumentError(f"metrics_port must be 0..65535 (or -1 for none), not {self.metrics_port}")
-        if not isinstance(self.app, str) or not _APP_NAME.match(self.app):
-            raise ArgumentError(
-                f"app must be a simple name (letters, digits, '_', '-', '.'; up to 63), not {self.app!r}"
-            )
-
-    @property
-    def name(self) -> str:
-        """The app's name (always set after construction)."""
-        assert self.app is not None
-        return self.app
-
-    def metrics_config(self) -> dict[str, Any]:
-        """The endpoint's settings as the router gets them: these options, else the
-        driver's environment (actors do not see it), else the defaults."""
-        return resolve_metrics_config(self.metrics_port, self.metrics_host)
 
 
 # --- attaching to Ray ---------------------------------------------------------------------
@@ -377,19 +264,10 @@ def _app_actor_names(app: str) -> list[str]:
     )
 
 
-def _describe(record: dict[str, Any]) -> str:
-    driver = record.get("driver") or {}
-    age = max(0.0, time.time() - float(record.get("created", 0)))
-    return f"started {age:.0f} s ago by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}"
-
-
-#: The item of a call's event stream (CallActor → driver) that says the runtime lost the call.
-STREAM_LOST = "relay_actors.lost"
-
-
-class _CallLink:
-    """The CallControl of a driver-side call: its commands go through its CallActor
-    (and the shard that owns the call), its handlers run in the driver's task set."""
+class _CallLane:
+    """The lane of a driver-side call (its :class:`~relay_actors.call.CallControl`): its
+    commands go through its CallActor (and the shard that owns the call), its handlers
+    run in the driver's task set."""
 
     __slots__ = ("actor", "deadline", "tasks")
 
@@ -412,7 +290,7 @@ class RemoteCall(Call):
     a raw ``calling.<verb>`` for it."""
 
     def __init__(self, actor: Any, info: dict[str, Any], deadline: float, tasks: BackgroundTasks) -> None:
-        super().__init__(_CallLink(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
+        super().__init__(_CallLane(actor, deadline, tasks), CallCore.from_params(info, "outbound"))
         self.actor = int(info.get("actor", -1))
         self._actor = actor
 
@@ -505,7 +383,7 @@ class RayRuntime:
         self.started_ray = False
         #: True once this driver created the app: then (and only then) stop() stops it.
         self.owner = False
-        self.record: dict[str, Any] | None = None
+        self.record: AppRecord | None = None
         #: Every shard's :meth:`ConnectionActor.session_info` as last read (``None``: no answer).
         self.sessions: list[dict[str, Any] | None] = []
         #: ``time.monotonic()`` of that read (0: never).
@@ -532,58 +410,65 @@ class RayRuntime:
         return actor_name(self.app, role, index)
 
     async def start(self) -> None:
-        """Create the app, or join it (``join=True``), or refuse with a clear error."""
+        """Create the app, join it (``join=True``), upgrade it (``upgrade=True``), reclaim
+        a crashed one, or refuse with a clear error (see
+        :func:`~relay_actors.ray_runtime.app_lifecycle.decide_start`)."""
         self.started_ray = ensure_ray(self.options.address, **self.options.init_kwargs)
         fingerprint = config_fingerprint(self.settings, self.options, self.handlers, self.client_options)
-        record = await self._existing()
-        if record is not None and self.options.upgrade:
-            await self._upgrade(record, fingerprint)
-            return
-        if record is not None:
-            await self._join(record, fingerprint)
-            return
-        await self._create(fingerprint)
+        stored = await kvstore.read_record(self.app)
+        record = AppRecord.from_dict(stored) if stored is not None else None
+        decision = decide_start(
+            self.app,
+            record,
+            _actor_or_none(self._name("router")) is not None,
+            join=self.options.join,
+            upgrade=self.options.upgrade,
+            fingerprint=fingerprint,
+            settings_fingerprint=self._settings_fingerprint(),
+            now=time.time(),
+        )
+        if decision.error is not None:
+            raise decision.error
+        if decision.action is StartAction.RECLAIM:
+            assert record is not None
+            log.warning(
+                "reclaiming Ray app %r, whose router is gone (%s)", self.app, record.describe(time.time())
+            )
+            await _teardown(self.app, stored)  # its records, and any actor of it left behind
+            await self._create(fingerprint)
+        elif decision.action is StartAction.CREATE:
+            await self._create(fingerprint)
+        else:
+            assert record is not None
+            await self._attach(record)
+            if decision.action is StartAction.UPGRADE:
+                await self._upgrade(record, fingerprint)
+            else:
+                log.info("joined running Ray app %r (%s)", self.app, record.describe(time.time()))
 
     def _settings_fingerprint(self) -> str:
         return config_fingerprint(
             self.settings, self.options, self.handlers, self.client_options, with_handlers=False
         )
 
-    def _driver_info(self) -> dict[str, Any]:
+    def _driver_info(self) -> DriverInfo:
         import ray
 
-        return {
-            "pid": os.getpid(),
-            "node_ip": ray.util.get_node_ip_address(),
-            "job_id": ray.get_runtime_context().get_job_id(),
-        }
+        return DriverInfo(os.getpid(), ray.util.get_node_ip_address(), ray.get_runtime_context().get_job_id())
 
-    async def _upgrade(self, record: dict[str, Any], fingerprint: str) -> None:
+    async def _attach(self, record: AppRecord) -> None:
+        """Reach the running app's actors and wait until they are ready."""
+        self.record = record
+        self.router = self._get(self._name("router"))
+        self.connections = [self._get(self._name("connection", shard)) for shard in range(record.connections)]
+        await self._wait_ready()
+
+    async def _upgrade(self, record: AppRecord, fingerprint: str) -> None:
         """Deploy this driver's handlers to the running app as its next generation and
         take the app over (see the module docstring)."""
         from ray import cloudpickle
 
         app = self.app
-        if record.get("settings_fingerprint") != self._settings_fingerprint():
-            raise RelayError(
-                "app_config_mismatch",
-                f"Ray app {app!r} is running with other settings (credentials, host, contexts, limits "
-                f"or pool; {_describe(record)}): an upgrade changes the handlers' code only. Stop it "
-                f"first (relay-actors stop {app}) or pass a different RayOptions(app=...)",
-            )
-        if record.get("local_ray"):
-            raise RelayError(
-                "upgrade_refused",
-                f"Ray app {app!r} runs on a local Ray its driver started ({_describe(record)}), which "
-                "ends with that driver: it cannot be handed over. Run apps to upgrade on a cluster "
-                "(ray start --head; relay-actors run --address HOST:PORT)",
-            )
-        self.record = record
-        self.router = self._get(self._name("router"))
-        self.connections = [
-            self._get(self._name("connection", shard)) for shard in range(int(record.get("connections", 1)))
-        ]
-        await self._wait_ready()
         try:
             result = await _call(
                 self.router.upgrade.remote(
@@ -599,18 +484,16 @@ class RayRuntime:
                 raise RelayError(cause.code, cause.message) from None
             raise RelayError("upgrade_failed", f"upgrade of Ray app {app!r} failed: {exc!r}") from None
         # The app is this driver's from now on; the previous owner sees the record change.
-        current = await kvstore.read_record(app) or record
-        self.record = {
-            **current,
-            "fingerprint": fingerprint,
-            "driver": self._driver_info(),
-            "owner": self.owner_id,
-            "generation": result["generation"],
-            "state": "running",
-        }
-        await kvstore.update_record(app, self.record)
+        current = await kvstore.read_record(app)
+        self.record = (AppRecord.from_dict(current) if current else record).taken_over(
+            fingerprint=fingerprint,
+            driver=self._driver_info(),
+            owner=self.owner_id,
+            generation=int(result["generation"]),
+        )
+        await kvstore.update_record(app, self.record.to_dict())
         self.owner = True
-        self.generation = int(result["generation"])
+        self.generation = self.record.generation
         log.warning(
             "upgraded Ray app %r to generation %d: new calls go to CallActors %s; CallActors %s drain "
             "(up to %g s) and stop",
@@ -621,99 +504,40 @@ class RayRuntime:
             self.options.upgrade_drain_timeout,
         )
 
-    async def _existing(self) -> dict[str, Any] | None:
-        """The running app's record; a crashed one's is reclaimed (None)."""
-        app = self.app
-        record = await kvstore.read_record(app)
-        router = _actor_or_none(self._name("router"))
-        if record is None:
-            if router is not None:
-                raise RelayError(
-                    "app_running",
-                    f"actors of Ray app {app!r} are running but its record is gone: "
-                    f"stop them with `relay-actors stop {app}`, or pass a different RayOptions(app=...)",
-                )
-            return None
-        if router is None:
-            starting = record.get("state") == "starting"
-            if starting and time.time() - float(record.get("created", 0)) < STARTING_GRACE:
-                raise RelayError(
-                    "app_starting",
-                    f"Ray app {app!r} is being started by another driver ({_describe(record)}): "
-                    "wait and join it with RayOptions(join=True), or pass a different RayOptions(app=...)",
-                )
-            log.warning("reclaiming Ray app %r, whose router is gone (%s)", app, _describe(record))
-            await _teardown(app, record)  # its records, and any actor of it left behind
-            return None
-        return record
-
-    async def _join(self, record: dict[str, Any], fingerprint: str) -> None:
-        app = self.app
-        if not self.options.join:
-            raise RelayError(
-                "app_running",
-                f"Ray app {app!r} is already running ({_describe(record)}). To share it, pass "
-                f"RayOptions(join=True) (relay-actors run --join) with the same settings; to deploy new "
-                f"handler code to it, RayOptions(upgrade=True) (relay-actors run --upgrade); to run "
-                f"another app, pass a different RayOptions(app=...) (--app NAME); to replace it, "
-                f"stop it first: relay-actors stop {app}",
-            )
-        if record.get("fingerprint") != fingerprint:
-            raise RelayError(
-                "app_config_mismatch",
-                f"Ray app {app!r} is running with other settings (credentials, host, contexts, limits, "
-                f"pool or handlers; {_describe(record)}): stop it first (relay-actors stop {app}), "
-                "deploy new handlers with RayOptions(upgrade=True) (relay-actors run --upgrade), "
-                "or pass a different RayOptions(app=...)",
-            )
-        self.record = record
-        self.router = self._get(self._name("router"))
-        self.connections = [
-            self._get(self._name("connection", shard)) for shard in range(int(record.get("connections", 1)))
-        ]
-        await self._wait_ready()
-        log.info("joined running Ray app %r (%s)", app, _describe(record))
-
     def _get(self, name: str) -> Any:
         handle = _actor_or_none(name)
         if handle is None:
-            raise RelayError("app_gone", f"{name} is not running: the app is stopping or broken")
+            raise app_gone(name)
         return handle
 
     async def _create(self, fingerprint: str) -> None:
-
         from .actor_link import new_secret
         from .link_tls import generate_identity
 
         app = self.app
-        record = {
-            "version": 1,
-            "app": app,
-            "state": "starting",
-            "created": time.time(),
-            "secrets": os.urandom(16).hex(),
-            "fingerprint": fingerprint,
-            "settings_fingerprint": self._settings_fingerprint(),
-            "owner": self.owner_id,
+        record = AppRecord(
+            app=app,
+            state="starting",
+            created=time.time(),
+            secrets=os.urandom(16).hex(),
+            fingerprint=fingerprint,
+            settings_fingerprint=self._settings_fingerprint(),
+            owner=self.owner_id,
             # A local Ray this driver started ends with it: such an app cannot be handed over.
-            "local_ray": self.started_ray,
-            "driver": self._driver_info(),
-            "host": self.settings.host,
-            "contexts": list(self.settings.contexts),
-            "connections": self.options.connections,
-            "max_call_actors": self.options.max_call_actors,
-            "max_active_calls": self.settings.max_active_calls,
-        }
-        if not await kvstore.create_record(app, record):
-            raise RelayError(
-                "app_starting",
-                f"another driver started Ray app {app!r} at the same moment: "
-                "join it with RayOptions(join=True), or pass a different RayOptions(app=...)",
-            )
+            local_ray=self.started_ray,
+            driver=self._driver_info(),
+            host=self.settings.host,
+            contexts=tuple(self.settings.contexts),
+            connections=self.options.connections,
+            max_call_actors=self.options.max_call_actors,
+            max_active_calls=self.settings.max_active_calls,
+        )
+        if not await kvstore.create_record(app, record.to_dict()):
+            raise create_race(app)
         self.owner = True
         self.record = record
         creds = self.settings.credentials
-        secrets = kvstore.AppSecrets(app, kvstore.secrets_namespace(record))
+        secrets = kvstore.AppSecrets(app, kvstore.secrets_namespace(record.to_dict()))
         await secrets.store(
             {"project": creds.project, "token": creds.token, "jwt_token": creds.jwt_token},
             new_secret(),
@@ -722,8 +546,8 @@ class RayRuntime:
         await tracing_setup.store(secrets)  # tracing hook
         self._create_actors()
         await self._wait_ready()
-        record["state"] = "running"
-        await kvstore.update_record(app, record)
+        self.record = dataclasses.replace(record, state="running")
+        await kvstore.update_record(app, self.record.to_dict())
 
     def _call_actor_options(self) -> dict[str, Any]:
         """What CallActors are given besides the handlers (no secrets)."""
@@ -750,22 +574,25 @@ class RayRuntime:
     def _create_actors(self) -> None:
         from ray import cloudpickle
 
-        handlers = cloudpickle.dumps(self.handlers)
-        router_options = {
-            "max_active_calls": self.settings.max_active_calls,
-            "shards": self.options.connections,
-            "min_actors": self.options.min_call_actors,
-            "max_actors": self.options.max_call_actors,
-            "capacity": self.options.calls_per_actor,
-            "placement": self.options.placement,
-            "num_cpus": self.options.call_actor_cpus,
-            "handlers": handlers,
-            "metrics": self.options.metrics_config(),
-            "call_actor": self._call_actor_options(),
-        }
+        from .connection_actor import ConnectionActor
         from .router import Router
 
-        self.router = self._spawn(self._name("router"), Router, (self.app, router_options), num_cpus=0)
+        router_options = RouterOptions(
+            max_active_calls=self.settings.max_active_calls,
+            handlers=cloudpickle.dumps(self.handlers),
+            shards=self.options.connections,
+            min_actors=self.options.min_call_actors,
+            max_actors=self.options.max_call_actors,
+            capacity=self.options.calls_per_actor,
+            placement=self.options.placement,
+            num_cpus=self.options.call_actor_cpus,
+            metrics=self.options.metrics_config(),
+            call_actor=self._call_actor_options(),
+        )
+        control = self.options.control_resource
+        self.router = spawn_control_actor(
+            self.app, "router", None, Router, (self.app, router_options), control_resource=control
+        )
         conn_options = {
             "host": self.settings.host,
             "scheme": self.settings.scheme,
@@ -781,14 +608,14 @@ class RayRuntime:
             "on_call_actor_lost": self.options.on_call_actor_lost,
             "link_linger": self.options.link_linger,
         }
-        from .connection_actor import ConnectionActor
-
         self.connections = [
-            self._spawn(
-                self._name("connection", shard),
+            spawn_control_actor(
+                self.app,
+                "connection",
+                shard,
                 ConnectionActor,
                 (self.app, shard, conn_options),
-                num_cpus=0,
+                control_resource=control,
                 max_task_retries=0,
             )
             for shard in range(self.options.connections)
@@ -806,37 +633,11 @@ class RayRuntime:
                 "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"
             ) from None
 
-    def _spawn(self, name: str, cls: type, args: tuple[Any, ...], **opts: Any) -> Any:
-        import ray
-
-        if self.options.control_resource:
-            opts["resources"] = {self.options.control_resource: 0.001}
-        elif "scheduling_strategy" not in opts:
-            # The control plane (router, connection actors) stays on the driver's node when
-            # it can (soft): with no CPUs asked, Ray otherwise scatters it over worker nodes,
-            # and losing a worker node then restarts the session too, not just CallActors.
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                ray.get_runtime_context().get_node_id(), soft=True
-            )
-        return (
-            ray.remote(cls)
-            .options(
-                name=name,
-                namespace=NAMESPACE,
-                lifetime="detached",
-                max_restarts=-1,
-                max_concurrency=10_000,
-                **opts,
-            )
-            .remote(*args)
-        )
-
     async def drain(self, timeout: float, progress: Callable[[str], None] | None = None) -> int:
         """Stop taking offers and wait up to ``timeout`` s for active calls to end;
         returns the calls still active."""
-        return await _drain(self.app, self.record, self.connections, self.router, timeout, progress)
+        record = self.record.to_dict() if self.record is not None else None
+        return await _drain(self.app, record, self.connections, self.router, timeout, progress)
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop the app if this driver created it (draining first for ``drain_timeout``
@@ -845,36 +646,36 @@ class RayRuntime:
         if owner and await self._still_ours():
             if drain_timeout > 0:
                 await self.drain(drain_timeout)
-            await _teardown(self.app, self.record)
+            await _teardown(self.app, self.record.to_dict() if self.record is not None else None)
         self.connections = []
         self.router = None
+
+    async def _ownership(self, as_owner: bool = True) -> tuple[Ownership, AppRecord | None]:
+        """Whose the app is now (:func:`~relay_actors.ray_runtime.app_lifecycle.ownership`),
+        and its stored record. The KV store unreachable: ours (stop what we can)."""
+        try:
+            stored = await kvstore.read_record(self.app)
+        except Exception:
+            return Ownership.OURS, self.record
+        current = AppRecord.from_dict(stored) if stored is not None else None
+        if self.record is None:
+            return Ownership.OURS, current
+        return ownership(self.record, current, as_owner=as_owner), current
 
     async def _still_ours(self, as_owner: bool = True) -> bool:
         """The app's record is still this deploy's (not stopped, nor replaced, elsewhere)
         and, ``as_owner``, still names this driver as its owner (no upgrade took it over)."""
-        try:
-            current = await kvstore.read_record(self.app)
-        except Exception:  # the KV store unreachable: stop what we can
-            return True
-        mine = self.record or {}
-        if current is None or current.get("secrets") != mine.get("secrets"):
-            return False
-        return not as_owner or current.get("owner") == mine.get("owner")
+        return (await self._ownership(as_owner))[0] is Ownership.OURS
 
     async def stopped_elsewhere(self, interval: float = 2.0) -> None:
         """Return once the app was stopped by someone else (``relay-actors stop APP``),
         or, if this driver owns it, taken over by an upgrade (:attr:`handed_over` says so)."""
         # The KV store has no watch: poll the record, every ``interval`` s.
-        while await self._still_ours(as_owner=self.owner):  # noqa: ASYNC110
+        while (found := await self._ownership(as_owner=self.owner))[0] is Ownership.OURS:  # noqa: ASYNC110
             await asyncio.sleep(interval)
-        current = await kvstore.read_record(self.app)
-        if current is not None and current.get("secrets") == (self.record or {}).get("secrets"):
-            driver = current.get("driver") or {}
-            self.handed_over = (
-                f"handed over: app {self.app} was upgraded to generation {current.get('generation', '?')} "
-                f"by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}; this driver exits and "
-                "the app runs on"
-            )
+        outcome, current = found
+        if outcome is Ownership.HANDED_OVER and current is not None:
+            self.handed_over = handover_notice(self.app, current)
             log.warning("%s", self.handed_over)
             return
         log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
@@ -1121,7 +922,8 @@ async def list_apps(address: str | None = None) -> list[dict[str, Any]]:
 
 async def app_status(app: str, *, address: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
     """One app's live state, from its actors' ``stats()`` (each asked with ``timeout``):
-    shards, active calls against the limit, CallActors per node, error counters."""
+    shards, active calls against the limit, CallActors per node, error counters (see
+    :func:`~relay_actors.ray_runtime.app_lifecycle.status_report`)."""
     attach_ray(address)
     record = await kvstore.read_record(app)
     router = _actor_or_none(actor_name(app, "router"))
@@ -1137,91 +939,30 @@ async def app_status(app: str, *, address: str | None = None, timeout: float = 5
             unreachable.append(f"{name}: {type(exc).__name__}")
             return None
 
-    router_stats = await ask("router", router.stats.remote()) if router is not None else None
-    pool = await ask("router", router.pool_info.remote()) if router is not None else None
-    generations = await ask("router", router.generations_info.remote()) if router is not None else None
-    generations = generations or {"generation": 0, "actors": {}, "retiring": []}
+    router_stats = pool = generations = None
+    if router is not None:
+        router_stats = await ask("router", router.stats.remote())
+        pool = await ask("router", router.pool_info.remote())
+        generations = await ask("router", router.generations_info.remote())
     shards = int((record or {}).get("connections", 1))
     conn_handles = [(i, _actor_or_none(actor_name(app, "connection", i))) for i in range(shards)]
     conn_stats = await asyncio.gather(
         *(ask(f"connection {i}", h.stats.remote()) for i, h in conn_handles if h is not None)
     )
     actor_stats = await asyncio.gather(*(ask(f"CallActor {i}", h.stats.remote()) for i, h, _ in pool or []))
-    ips = node_ips()
-    errors: dict[str, int] = {}
-
-    def count_errors(stats: dict[str, Any]) -> None:
-        for key, value in stats.items():
-            if isinstance(value, int) and value and any(w in key for w in _ERROR_WORDS):
-                errors[key] = errors.get(key, 0) + value
-
-    shard_rows = []
-    for stats in conn_stats:
-        if not stats:
-            continue
-        count_errors(stats)
-        shard_rows.append(
-            {
-                "shard": stats["shard"],
-                "node": ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8]),
-                "connected": bool(stats.get("conn.connected")),
-                "protocol": stats.get("protocol", ""),
-                "session_age": round(time.time() - started, 1)
-                if (started := stats.get("conn.session_started"))
-                else None,
-                "reconnects": stats.get("conn.reconnects", 0),
-                "resumes": stats.get("conn.resumes", 0),
-                "active_calls": stats.get("active_calls", 0),
-                "granted": stats.get("granted", 0),
-                "waiting_offers": stats.get("waiting_offers", 0),
-            }
-        )
-    actor_rows = []
-    nodes: dict[str, dict[str, int]] = {}
-    capacity = {idx: cap for idx, _, cap in pool or []}
-    for stats in actor_stats:
-        if not stats:
-            continue
-        count_errors(stats)
-        node = ips.get(stats.get("node_id", ""), stats.get("node_id", "")[:8])
-        row = {
-            "index": stats["index"],
-            "node": node,
-            "calls": stats.get("calls", 0),
-            "capacity": capacity.get(stats["index"], 0),
-            "handler_tasks": stats.get("handler_tasks", 0),
-            "generation": generations["actors"].get(stats["index"], 0),
-            "retiring": stats["index"] in generations["retiring"],
-        }
-        actor_rows.append(row)
-        per_node = nodes.setdefault(node, {"call_actors": 0, "calls": 0})
-        per_node["call_actors"] += 1
-        per_node["calls"] += row["calls"]
-    if router_stats:
-        count_errors(router_stats)
-    return {
-        "app": app,
-        "state": (record or {}).get("state", "unknown") if router is not None else "dead",
-        "created": (record or {}).get("created"),
-        "driver": (record or {}).get("driver"),
-        "contexts": (record or {}).get("contexts"),
-        "generation": generations["generation"],
-        # The shards' own counts are current; the router learns of calls in batches.
-        "active_calls": max((router_stats or {}).get("calls", 0), sum(r["active_calls"] for r in shard_rows)),
-        "max_active_calls": (router_stats or {}).get("budget", (record or {}).get("max_active_calls")),
-        "leased": (router_stats or {}).get("leased"),
-        "shards": sorted(shard_rows, key=lambda r: r["shard"]),
-        "call_actors": sorted(actor_rows, key=lambda r: r["index"]),
-        "nodes": nodes,
-        "errors": dict(sorted(errors.items())),
-        "unreachable": unreachable,
-        "metrics_url": (router_stats or {}).get("metrics_url"),
-        "metrics_error": (router_stats or {}).get("metrics_error"),
-    }
-
-
-#: Counter names that count trouble (shown as "errors" by status).
-_ERROR_WORDS = ("error", "dropped", "failed", "lost", "violation", "unroutable", "timeout", "double")
+    return status_report(
+        app,
+        record,
+        router_stats,
+        router_up=router is not None,
+        capacity={idx: cap for idx, _, cap in pool or []},
+        generations=generations,
+        shard_stats=conn_stats,
+        actor_stats=actor_stats,
+        ips=node_ips(),
+        unreachable=unreachable,
+        now=time.time(),
+    )
 
 
 def node_ips() -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Router actor: the reconciler of the Ray runtime.
+"""Router actor: the reconciler of the Ray runtime, a shell over two plain cores.
 
 It owns the hard state and keeps the rest honest:
 
@@ -7,122 +7,260 @@ It owns the hard state and keeps the rest honest:
   what they do not use; the rules (epochs, numbered requests, what a rebuild
   may count as free) are in :mod:`relay_actors.ray_runtime.admission`, whose
   :class:`~relay_actors.ray_runtime.admission.LeaseLedger` this actor only carries;
-* the CallActor pool: created between ``min_actors`` and ``max_actors``,
-  spread over the nodes (each new one on the node with the fewest of the app's:
-  :func:`~relay_actors.ray_runtime.placement.spread_node`) or pinned to a custom resource, grown
-  when the calls fill it, polled for health; a crashed or restarted CallActor
-  (a new incarnation) is reported to every shard, which applies the
-  lost-calls policy to the calls it had placed there;
-* the call → CallActor table, reported by the shards in batches;
-* rolling upgrades (:meth:`Router.upgrade`): a new code generation of CallActors
-  with the new handlers; once every shard knows them, new calls go there only
-  (:mod:`relay_actors.ray_runtime.placement`), and the older generation is retired:
-  each old CallActor is stopped once it holds nothing (no call, handler, dial or
-  unacknowledged item on any shard) — the shards forget it first, so its stop is
-  never taken for a loss — and past the drain deadline its calls are hung up.
+* the CallActor pool, decided by :class:`~relay_actors.ray_runtime.pool_core.PoolCore`
+  (size, health, autoscaling, spread placement, generations, rolling upgrades and
+  retirement, the call → CallActor table): this actor makes the Ray calls (each with
+  a deadline, behind :class:`CallActors` and :class:`Shards`), keeps the core's state
+  in the KV store and runs its timers.
+
+Rolling upgrades (:meth:`Router.upgrade`): a new code generation of CallActors with
+the new handlers; once every shard knows them, new calls go there only
+(:mod:`relay_actors.ray_runtime.placement`), and the older generation is retired: each
+old CallActor is stopped once it holds nothing (no call, handler, dial or
+unacknowledged item on any shard) — the shards forget it first, so its stop is never
+taken for a loss — and past the drain deadline its calls are hung up.
 
 After its own restart it rebuilds all of that from the others: leases from the
 shards (asked until each has reported; nothing is leased before), the pool by
-actor name, calls from the CallActors. It never places a
+actor name and the stored generations, calls from the CallActors. It never places a
 call itself, so a restart cannot assign a call twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import RelayError
 from ..tasks import BackgroundTasks
 from . import kvstore, metrics_export
+from .actor_info import where
 from .actor_messages import NAMESPACE, actor_name
 from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
-from .call_actor import CallActor, _where
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
-from .placement import spread_node
+from .options import RouterOptions
+from .pool_core import ActorHealth, ActorLost, PoolCore, RetireStep, ShardCheck, ShardRestarts, Spawn
+from .spawn import spawn_call_actor
 
-__all__ = ["LEASE_BLOCK", "NAMESPACE", "Router"]
+__all__ = ["LEASE_BLOCK", "NAMESPACE", "CallActors", "Router", "Shards"]
 
 log = logging.getLogger("relay_actors.ray_runtime.router")
 HEALTH_INTERVAL = 0.5
+#: Deadline of each health poll of a CallActor.
+HEALTH_TIMEOUT = 10.0
 #: Health rounds between two looks at the cluster's nodes (where CallActors may go).
 NODES_EVERY = 20
 #: How often shards that have not reported their leases since a restart are asked again.
 ASK_INTERVAL = 0.5
+#: How often the router asks each shard whether it started (see ShardRestarts).
+SHARD_CHECK_INTERVAL = 2.0
+#: Start-up tried again after a failure: first after this many seconds, doubling up to the next.
+START_RETRY_FIRST = 0.5
+START_RETRY_MAX = 10.0
+#: How long the CallActors get to answer their first health poll at start-up.
+START_HEALTH_TIMEOUT = 30.0
 #: How long new CallActors of an upgrade get to come up (start, unpickle the handlers).
 UPGRADE_START_TIMEOUT = 90.0
-#: Deadline of each control call made while retiring a generation (shards, CallActors).
-RETIRE_CALL_TIMEOUT = 5.0
+#: Deadline of each control call to a shard or a CallActor (retirement, notices, rebuild).
+CONTROL_TIMEOUT = 5.0
+
+
+class CallActors:
+    """Every Ray call the router makes to CallActors, each with a deadline."""
+
+    def __init__(self, app: str, options: RouterOptions) -> None:
+        self.app = app
+        self.options = options
+        self.handles: dict[int, Any] = {}
+
+    def find(self, idx: int) -> bool:
+        """Look CallActor ``idx`` up by name (after a router restart); False: none."""
+        import ray
+
+        try:
+            self.handles[idx] = ray.get_actor(actor_name(self.app, "call", idx), namespace=NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+    def create(self, spawn: Spawn, handlers: bytes, call_actor_options: dict[str, Any]) -> None:
+        options = {**call_actor_options, "capacity": self.options.capacity, "shards": self.options.shards}
+        self.handles[spawn.index] = spawn_call_actor(
+            self.app,
+            spawn.index,
+            spawn.node,
+            self.options.placement,
+            self.options.num_cpus,
+            (self.app, spawn.index, handlers, options),
+        )
+
+    async def health(
+        self, indices: Iterable[int], timeout: float = HEALTH_TIMEOUT
+    ) -> dict[int, ActorHealth | None]:
+        """Each one's ``health()`` (None: no answer in time, or it failed)."""
+        order = [i for i in indices if i in self.handles]
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(self.handles[i].health.remote(), timeout) for i in order),
+            return_exceptions=True,
+        )
+        return {
+            i: None if isinstance(a, BaseException) else ActorHealth.from_dict(a)
+            for i, a in zip(order, answers, strict=True)
+        }
+
+    async def up(self, indices: Iterable[int], timeout: float) -> dict[int, ActorHealth]:
+        """Each one's ``health()`` once it is up; raises the first failure, or
+        :class:`TimeoutError` if they are not all up within ``timeout``."""
+        order = list(indices)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(self.handles[i].health.remote() for i in order)), timeout
+        )
+        return {i: ActorHealth.from_dict(a) for i, a in zip(order, answers, strict=True)}
+
+    async def owned(self, shard: int) -> dict[int, list[str]]:
+        """The calls each holds for ``shard`` (those that answered)."""
+        order = list(self.handles)
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(self.handles[i].owned.remote(shard), CONTROL_TIMEOUT) for i in order),
+            return_exceptions=True,
+        )
+        return {
+            i: [cid for cid, _node in a["calls"]]
+            for i, a in zip(order, answers, strict=True)
+            if not isinstance(a, BaseException)
+        }
+
+    async def busy(self, idx: int) -> bool | None:
+        """Whether ``idx`` holds a call, a handler or a dial (None: could not ask)."""
+        handle = self.handles.get(idx)
+        if handle is None:
+            return False
+        try:
+            stats = await asyncio.wait_for(handle.stats.remote(), CONTROL_TIMEOUT)
+        except Exception:
+            return None
+        return bool(stats.get("calls") or stats.get("handler_tasks") or stats.get("pending_dials"))
+
+    async def stop(self, idx: int, *, clean: bool) -> None:
+        """Shut ``idx`` down (``clean``: let it close its links first), then kill it."""
+        import ray
+
+        handle = self.handles.pop(idx, None)
+        if handle is None:
+            return
+        if clean:
+            try:
+                await asyncio.wait_for(handle.shutdown.remote(), CONTROL_TIMEOUT)
+            except Exception as exc:  # stopping it anyway
+                log.info("CallActor %d did not shut down cleanly: %r", idx, exc)
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as exc:  # gone already
+            log.info("CallActor %d: kill failed: %r", idx, exc)
+
+
+class Shards:
+    """Every Ray call the router makes to the connection actors, each with a deadline."""
+
+    def __init__(self, app: str, count: int) -> None:
+        self.app = app
+        self.count = count
+        self._handles: dict[int, Any] = {}
+
+    def _handle(self, shard: int) -> Any:
+        """The shard's handle (a named actor's handle outlives its restarts: looked up once)."""
+        import ray
+
+        handle = self._handles.get(shard)
+        if handle is None:
+            name = actor_name(self.app, "connection", shard)
+            handle = self._handles[shard] = ray.get_actor(name, namespace=NAMESPACE)
+        return handle
+
+    async def check(self) -> dict[int, ShardCheck]:
+        """What each shard's ``ready()`` says: ready, failed (it raised its start-up
+        failure) or no answer (starting, stalled, restarting, not created yet)."""
+        from ray.exceptions import RayTaskError
+
+        async def one(shard: int) -> ShardCheck:
+            try:
+                await self.ask_one(shard, "ready")
+            except RayTaskError:
+                return ShardCheck.FAILED
+            except Exception:
+                return ShardCheck.NO_ANSWER
+            return ShardCheck.READY
+
+        return dict(enumerate(await asyncio.gather(*(one(s) for s in range(self.count)))))
+
+    def restart(self, shard: int) -> None:
+        """Kill the shard's process; Ray starts it again (``max_restarts=-1``)."""
+        import ray
+
+        ray.kill(self._handle(shard), no_restart=False)
+
+    async def ask(self, method: str, *args: Any) -> dict[int, Any]:
+        """Call ``method`` on every shard; the answers of those that answered in time."""
+
+        async def one(shard: int) -> Any:
+            return await asyncio.wait_for(getattr(self._handle(shard), method).remote(*args), CONTROL_TIMEOUT)
+
+        answers = await asyncio.gather(*(one(s) for s in range(self.count)), return_exceptions=True)
+        told = {}
+        for shard, answer in enumerate(answers):
+            if isinstance(answer, BaseException):
+                log.info("shard %d did not answer %s: %r", shard, method, answer)
+            else:
+                told[shard] = answer
+        return told
+
+    async def ask_one(self, shard: int, method: str, *args: Any) -> Any:
+        return await asyncio.wait_for(getattr(self._handle(shard), method).remote(*args), CONTROL_TIMEOUT)
 
 
 class Router:
-    """See the module docstring. Create with :func:`ray.remote`.
+    """See the module docstring. Create with :func:`relay_actors.ray_runtime.spawn.spawn_control_actor`.
 
     Args:
         app: the app's name.
-        options: ``max_active_calls``, ``shards``, ``min_actors``, ``max_actors``,
-            ``capacity`` (calls per CallActor), ``handlers`` (cloudpickled),
-            ``call_actor`` (options passed to CallActors), ``placement``
-            (``"spread"`` or ``{"resource": name}``), ``num_cpus`` per CallActor,
-            ``metrics`` (the app's metrics endpoint: port, host, poll interval; see
-            :mod:`relay_actors.ray_runtime.metrics_export`).
+        options: see :class:`~relay_actors.ray_runtime.options.RouterOptions`.
     """
 
-    def __init__(self, app: str, options: dict[str, Any]) -> None:
+    def __init__(self, app: str, options: RouterOptions) -> None:
         self.app = app
         self.options = options
-        self.budget = int(options["max_active_calls"])
-        self.shards = int(options.get("shards", 1))
-        self.min_actors = int(options.get("min_actors", 1))
-        self.max_actors = max(self.min_actors, int(options.get("max_actors", self.min_actors)))
-        self.capacity = int(options.get("capacity", 5000))
+        self.budget = options.max_active_calls
+        self.shards = options.shards
+        self.pool = self._new_pool()
+        self.call_actors = CallActors(app, options)
+        self.shard_actors = Shards(app, options.shards)
+        self.shard_restarts = ShardRestarts()
         #: Set at start-up, once this router's epoch is known.
         self.ledger: LeaseLedger | None = None
-        self.pool: dict[int, Any] = {}
-        self.incarnations: dict[int, str] = {}
-        self.loads: dict[int, int] = {}
-        self.calls: dict[str, int] = {}
-        #: call_id → the shard that reported it (to reconcile with a restarted shard).
-        self.call_shard: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         #: Per shard, the last reply counted in the lease counters (a retry is not recounted).
         self._last_replies: dict[int, LeaseReply] = {}
         self.tasks = BackgroundTasks()
+        #: Set once started (the methods shards and the driver call wait for it).
         self._ready = asyncio.Event()
-        self._scaling = False
+        #: Set once the first start-up attempt ended, well or not (:meth:`ready` waits for it).
+        self._attempted = asyncio.Event()
         self._failed: BaseException | None = None
-        #: Rolling upgrades: the generation new CallActors run, each actor's, the current
-        #: handlers (cloudpickled) and CallActor options, the retiring actors' drain
-        #: deadlines (wall clock) and the retired indices (never reused: a shard that
-        #: forgot one must not take a new actor of that number for it).
-        self.generation = 0
-        self.generations: dict[int, int] = {}
-        self.handlers: bytes = options["handlers"]
-        self.call_actor_options: dict[str, Any] = dict(options.get("call_actor", {}))
-        self.retiring: dict[int, float] = {}
-        self.retired: set[int] = set()
-        #: The node of each CallActor (as it reports, else where it was asked to go),
-        #: and the live nodes that can host one: where new ones go (spread_node).
-        self.actor_nodes: dict[int, str] = {}
-        self.nodes: list[str] = []
-        #: Created by an upgrade and not up yet: not shown to the shards.
-        self._admitting: set[int] = set()
         self._upgrade_lock = asyncio.Lock()
         self._retire_task: asyncio.Task[Any] | None = None
         self._secrets: kvstore.AppSecrets | None = None
         self._save_lock = asyncio.Lock()
-        loop = asyncio.get_running_loop()
-        self._start_task = loop.create_task(self._start())
+        self._start_task = asyncio.get_running_loop().create_task(self._start())
         # The app's metrics endpoint lives here: the router lives as long as the app.
         self.metrics = metrics_export.AppMetrics(
             app,
-            metrics_export.MetricsConfig.from_dict(options.get("metrics")),
-            metrics_export.AppComponents(app, self.shards, self, lambda: self.pool),
+            metrics_export.MetricsConfig.from_dict(options.metrics),
+            metrics_export.AppComponents(app, self.shards, self, lambda: self.call_actors.handles),
         )
         self.metrics.start()
         self.tasks.spawn(self.metrics.run(), "metrics poll")
@@ -130,78 +268,93 @@ class Router:
 
     # --- start-up and rebuild -----------------------------------------------------
 
+    def _new_pool(self) -> PoolCore:
+        options = self.options
+        return PoolCore(
+            shards=options.shards,
+            min_actors=options.min_actors,
+            max_actors=options.max_actors,
+            capacity=options.capacity,
+            spread=options.spread,
+            handlers=options.handlers,
+            call_actor_options=options.call_actor,
+        )
+
     async def _start(self) -> None:
-        try:
-            import ray
+        """Start up, and again after a failure (the KV store or the GCS briefly away while
+        the cluster recovers), with backoff, until it works: a router that failed once
+        must not leave the app without leases for good. :meth:`ready` reports the first
+        attempt's failure to the driver meanwhile."""
+        delay = START_RETRY_FIRST
+        while True:
+            try:
+                await self._start_once()
+            except Exception as exc:
+                self._failed = exc
+                log.exception("router of app %r failed to start; trying again in %.1f s", self.app, delay)
+            else:
+                self._failed = None
+                self._ready.set()
+                return
+            finally:
+                self._attempted.set()
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, START_RETRY_MAX)
 
-            # Each router a higher epoch than any before it: requests a shard meant for
-            # an earlier one are refused, never applied to this one's ledger.
-            secrets = await kvstore.AppSecrets.open(self.app)
-            epoch = int(await secrets.load("router_epoch") or 0) + 1
-            await secrets.save("router_epoch", epoch)
-            self.ledger = LeaseLedger(self.budget, self.shards, epoch)
-            await self._load_generations(secrets)
-            for idx in sorted(set(range(self.max_actors)) | set(self.generations)):
-                try:
-                    self.pool[idx] = ray.get_actor(actor_name(self.app, "call", idx), namespace=NAMESPACE)
-                except ValueError:
-                    continue
-            await self._refresh_nodes()
-            while len(self.pool) < self.min_actors:
-                self._create_actor(self._free_index())
-            healths = await asyncio.gather(
-                *(h.health.remote() for h in self.pool.values()), return_exceptions=True
-            )
-            for idx, health in zip(list(self.pool), healths, strict=True):
-                if isinstance(health, BaseException):
-                    continue
-                self.incarnations[idx] = health["incarnation"]
-                self.loads[idx] = health["calls"]
-                if health.get("node"):
-                    self.actor_nodes[idx] = health["node"]
-            await self._rebuild_calls()
-            self.tasks.spawn(self._ask_shards(), "lease rebuild")
-            self.tasks.spawn(self._health_loop(), "CallActor health loop")
-            self._start_retiring()
-        except BaseException as exc:
-            self._failed = exc
-            log.exception("router failed to start")
-        finally:
-            self._ready.set()
-
-    async def _rebuild_calls(self) -> None:
+    async def _start_once(self) -> None:
+        # A fresh core each attempt: what a failed one learned is learned again.
+        self.pool = self._new_pool()
+        # Each router a higher epoch than any before it: requests a shard meant for
+        # an earlier one are refused, never applied to this one's ledger.
+        secrets = self._secrets = await kvstore.AppSecrets.open(self.app)
+        epoch = int(await secrets.load("router_epoch") or 0) + 1
+        await secrets.save("router_epoch", epoch)
+        self.ledger = LeaseLedger(self.budget, self.shards, epoch)
+        # The generations live in the deploy's KV namespace: a restarted router (whose
+        # constructor arguments hold the first generation's handlers) carries on with
+        # the current code and finishes the retirement.
+        self.pool.restore(await secrets.load("generations"))
+        if self.pool.generation:
+            show_in_job(str(self.pool.call_actor_options.get("log_job") or ""))
+        for idx in self.pool.lookup_indices():
+            if self.call_actors.find(idx) and not self.pool.adopt(idx):
+                log.warning("app %r: CallActor %d of an unfinished upgrade removed", self.app, idx)
+                await self.call_actors.stop(idx, clean=False)
+        self.pool.adopted()
+        await self._refresh_nodes()
+        for spawn in self.pool.fill():
+            self._create(spawn)
+        for idx, health in (await self.call_actors.health(self.pool.actors, START_HEALTH_TIMEOUT)).items():
+            self.pool.health(idx, health)
         for shard in range(self.shards):
-            owned = await asyncio.gather(
-                *(h.owned.remote(shard) for h in self.pool.values()), return_exceptions=True
-            )
-            for idx, state in zip(list(self.pool), owned, strict=True):
-                if not isinstance(state, BaseException):
-                    for call_id, _node in state["calls"]:
-                        self.calls[call_id] = idx
-                        self.call_shard[call_id] = shard
+            for idx, call_ids in (await self.call_actors.owned(shard)).items():
+                self.pool.owned(shard, idx, call_ids)
+        await self._save()
+        self.tasks.spawn(self._ask_shards(), "lease rebuild")
+        self.tasks.spawn(self._health_loop(), "CallActor health loop")
+        self.tasks.spawn(self._watch_shards(), "shard supervision")
+        self._start_retiring()
 
     async def _ask_shards(self) -> None:
         """Ask the shards that have not reported in this epoch to report, until all have.
         One that cannot be asked (not started, restarting, slow) stays unknown, which
         reserves the budget (see :mod:`relay_actors.ray_runtime.admission`): "could not ask" is
         "retry", never "free". A shard that calls first learns the epoch anyway."""
-        import ray
-
-        assert self.ledger is not None
-        while unknown := self.ledger.unknown():
+        ledger = self._ledger()
+        while unknown := ledger.unknown():
             for shard in unknown:
                 try:
-                    handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
-                    await asyncio.wait_for(handle.lease_state.remote(self.ledger.epoch), 5.0)
+                    await self.shard_actors.ask_one(shard, "lease_state", ledger.epoch)
                 except Exception as exc:
                     log.info("shard %d not asked for its leases yet (%r); retrying", shard, exc)
             await asyncio.sleep(ASK_INTERVAL)
 
     async def ready(self) -> dict[str, Any]:
-        await self._ready.wait()
-        if self._failed is not None:
+        """Once started; raises why the start failed (it is tried again meanwhile)."""
+        await self._attempted.wait()
+        if self._failed is not None and not self._ready.is_set():
             raise self._failed
-        return {"actors": len(self.pool)}
+        return {"actors": len(self.pool.actors)}
 
     async def _refresh_nodes(self) -> None:
         """The live nodes that can host a CallActor (they offer CPU), from the GCS; kept
@@ -213,60 +366,19 @@ class Router:
         except Exception as exc:
             log.info("could not list the cluster's nodes (%r); spreading as before", exc)
             return
-        self.nodes = sorted(
+        self.pool.set_nodes(
             str(n["NodeID"]) for n in nodes if n.get("Alive") and (n.get("Resources") or {}).get("CPU", 0) > 0
         )
 
-    def _free_index(self) -> int:
-        idx = 0
-        while idx in self.pool or idx in self.retired:
-            idx += 1
-        return idx
-
-    def _create_actor(self, idx: int) -> Any:
-        """A CallActor of the current generation (its handlers and options)."""
-        import ray
-
-        placement = self.options.get("placement", "spread")
-        opts: dict[str, Any] = {
-            "name": actor_name(self.app, "call", idx),
-            "namespace": NAMESPACE,
-            "lifetime": "detached",
-            "max_restarts": -1,
-            "max_task_retries": 0,
-            "max_concurrency": 10_000,
-            "num_cpus": float(self.options.get("num_cpus", 0.1)),
-        }
-        if isinstance(placement, dict) and placement.get("resource"):
-            opts["resources"] = {placement["resource"]: float(placement.get("amount", 1))}
-        else:
-            current = [
-                node
-                for i, node in self.actor_nodes.items()
-                if i in self.pool and self.generations.get(i, 0) == self.generation
-            ]
-            node = spread_node(self.nodes, current)
-            if node is None:
-                opts["scheduling_strategy"] = "SPREAD"
-            else:
-                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-                # Soft: a node that cannot take it (or dies) lets Ray place it elsewhere.
-                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-                self.actor_nodes[idx] = node
-        call_options = {
-            **self.call_actor_options,
-            "capacity": self.capacity,
-            "shards": self.shards,
-        }
-        handle = ray.remote(CallActor).options(**opts).remote(self.app, idx, self.handlers, call_options)
-        self.pool[idx] = handle
-        self.loads[idx] = 0
-        self.generations[idx] = self.generation
-        self.counters["actors_created"] += 1
-        if self.generation:
-            self._persist_generations()
-        return handle
+    def _create(
+        self, spawn: Spawn, handlers: bytes | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        """Create the CallActor the core asked for (with the current code unless given)."""
+        self.call_actors.create(
+            spawn,
+            self.pool.handlers if handlers is None else handlers,
+            self.pool.call_actor_options if options is None else options,
+        )
 
     # --- leases ---------------------------------------------------------------------
 
@@ -303,24 +415,30 @@ class Router:
         """``(index, handle, capacity)`` of every CallActor (of the current generation
         only with ``current_only``: where the driver sends its dials and messages)."""
         await self._ready.wait()
+        handles = self.call_actors.handles
         return [
-            (idx, handle, self.capacity)
-            for idx, handle in self.pool.items()
-            if idx not in self._admitting
-            and (not current_only or self.generations.get(idx, 0) == self.generation)
+            (idx, handles[idx], self.pool.capacity) for idx in self.pool.view(current_only) if idx in handles
         ]
 
-    def _current(self) -> list[int]:
-        """The CallActors of the current generation (those the pool bounds apply to)."""
-        return [idx for idx in self.pool if self.generations.get(idx, 0) == self.generation]
+    async def pool_snapshot(self) -> dict[str, Any]:
+        """The pool as one versioned value (see :class:`~relay_actors.ray_runtime.pool_core.PoolSnapshot`)
+        with each CallActor's handle: ``{"snapshot": PoolSnapshot, "handles": {index: handle}}``."""
+        await self._ready.wait()
+        snapshot = self.pool.snapshot()
+        handles = self.call_actors.handles
+        return {"snapshot": snapshot, "handles": {i: handles[i] for i, _ in snapshot.actors if i in handles}}
 
     async def want_capacity(self) -> int:
         """A shard found every CallActor full: grow the pool if allowed."""
-        if len(self._current()) < self.max_actors:
+        await self._ready.wait()
+        if len(self.pool.current()) < self.pool.max_actors:
             await self._refresh_nodes()  # (nodes may have joined since)
-            self._create_actor(self._free_index())
-            await self._tell_shards("refresh_pool")
-        return len(self.pool)
+            spawn = self.pool.want_capacity()
+            if spawn is not None:
+                self._create(spawn)
+                await self._save()
+                await self.shard_actors.ask("refresh_pool")
+        return len(self.pool.actors)
 
     async def _health_loop(self) -> None:
         rounds = 0
@@ -329,115 +447,83 @@ class Router:
             rounds += 1
             if rounds % NODES_EVERY == 0:
                 await self._refresh_nodes()
-            items = list(self.pool.items())
-            results = await asyncio.gather(
-                *(asyncio.wait_for(h.health.remote(), 10.0) for _, h in items), return_exceptions=True
-            )
-            for (idx, _handle), health in zip(items, results, strict=True):
-                if isinstance(health, BaseException):
-                    continue  # restarting: the new incarnation will show
-                previous = self.incarnations.get(idx)
-                self.incarnations[idx] = health["incarnation"]
-                self.loads[idx] = health["calls"]
-                if health.get("node"):
-                    self.actor_nodes[idx] = health["node"]
-                if previous is not None and previous != health["incarnation"]:
-                    self.counters["call_actor_restarts"] += 1
+            for idx, health in (await self.call_actors.health(list(self.pool.actors))).items():
+                lost = self.pool.health(idx, health)
+                if lost is not None:
                     log.error("CallActor %d restarted; its calls are handled by the lost-calls policy", idx)
-                    self.tasks.spawn(self._actor_lost(idx), f"CallActor {idx} lost")
-            self._autoscale()
+                    self.tasks.spawn(self._tell_lost(lost), f"CallActor {idx} lost")
+            spawn = self.pool.autoscale()
+            if spawn is not None:
+                self.tasks.spawn(self._grow(spawn), "scale up")
 
-    async def _actor_lost(self, idx: int) -> None:
-        for call_id in [cid for cid, owner in self.calls.items() if owner == idx]:
-            del self.calls[call_id]
-            self.call_shard.pop(call_id, None)
-        await self._tell_shards("call_actor_lost", idx, self.incarnations.get(idx))
+    async def _watch_shards(self) -> None:
+        """Restart a shard whose start-up failed (see
+        :class:`~relay_actors.ray_runtime.pool_core.ShardRestarts`): started while this
+        router was itself restarting, say, it would otherwise serve nothing until
+        something else killed it."""
+        while True:
+            await asyncio.sleep(SHARD_CHECK_INTERVAL)
+            for shard, seen in (await self.shard_actors.check()).items():
+                if self.shard_restarts.check(shard, seen, time.monotonic()):
+                    log.error("app %r: shard %d failed to start; the router restarts it", self.app, shard)
+                    try:
+                        self.shard_actors.restart(shard)
+                    except Exception as exc:  # gone, or being restarted already
+                        log.warning("app %r: could not restart shard %d: %r", self.app, shard, exc)
 
-    async def _tell_shards(self, method: str, *args: Any) -> None:
-        import ray
+    async def _tell_lost(self, lost: ActorLost) -> None:
+        await self.shard_actors.ask("call_actor_lost", lost.index, lost.incarnation)
 
-        for shard in range(self.shards):
-            try:
-                handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
-                await getattr(handle, method).remote(*args)
-            except Exception as exc:
-                log.warning("could not tell shard %d to %s: %r", shard, method, exc)
-
-    def _autoscale(self) -> None:
-        current = self._current()
-        if self._scaling or not current:
-            return
-        total = sum(self.loads.get(idx, 0) for idx in current)
-        if total > 0.8 * self.capacity * len(current) and len(current) < self.max_actors:
-            self._scaling = True
-
-            async def grow() -> None:
-                try:
-                    self._create_actor(self._free_index())
-                    await self._tell_shards("refresh_pool")
-                finally:
-                    self._scaling = False
-
-            self.tasks.spawn(grow(), "scale up")
+    async def _grow(self, spawn: Spawn) -> None:
+        try:
+            self._create(spawn)
+            await self._save()
+            await self.shard_actors.ask("refresh_pool")
+        finally:
+            self.pool.scaled()
 
     # --- call table -------------------------------------------------------------------
 
     async def report(self, shard: int, batch: list[tuple[Any, ...]]) -> None:
-        """Placements (``("add", call_id, idx)``), moves of re-homed calls
-        (``("move", call_id, idx)``), releases (``("del", call_id)``) and, from a
-        (re)started shard, every call it holds (``("sync", [(call_id, idx), ...])``).
-        Idempotent: a shard retries a report across a restart of this actor. Applied
-        only after the rebuild: a "del" applied while the rebuild reads the CallActors
-        would be undone by their answer (read before the call ended), leaking the call."""
+        """Placements, moves, releases and syncs of ``shard``'s calls (see
+        :meth:`~relay_actors.ray_runtime.pool_core.PoolCore.report`). Applied only after the
+        rebuild: a "del" applied while the rebuild reads the CallActors would be undone
+        by their answer (read before the call ended), leaking the call."""
         await self._ready.wait()
-        for item in batch:
-            if item[0] == "move":
-                self.calls[item[1]] = item[2]
-            elif item[0] == "add":
-                if item[1] in self.calls and self.calls[item[1]] != item[2]:
-                    self.counters["double_assignments"] += 1
-                    log.error("call %s reported on two CallActors", item[1])
-                self.calls[item[1]] = item[2]
-                self.call_shard[item[1]] = shard
-            elif item[0] == "sync":
-                # A (re)started shard's calls: those it no longer holds ended while it was
-                # down (their "del" died with it); without this they would stay forever.
-                # Those on CallActors it could not ask (``item[2]``) are kept: unknown is
-                # not "ended" (the shard reports them once it learns them).
-                held = dict(item[1])
-                unasked = set(item[2]) if len(item) > 2 else set()
-                mine = [cid for cid, s in self.call_shard.items() if s == shard]
-                for cid in [cid for cid in mine if cid not in held and self.calls.get(cid) not in unasked]:
-                    self.calls.pop(cid, None)
-                    self.call_shard.pop(cid, None)
-                for cid, idx in held.items():
-                    self.calls[cid] = idx
-                    self.call_shard[cid] = shard
-            else:
-                self.calls.pop(item[1], None)
-                self.call_shard.pop(item[1], None)
+        before = self.pool.counters["double_assignments"]
+        self.pool.report(shard, batch)
+        if self.pool.counters["double_assignments"] > before:
+            log.error("shard %d reported a call on two CallActors", shard)
 
     async def calls_on(self, shard: int, idx: int) -> list[str]:
         """The calls ``shard`` last reported on CallActor ``idx`` (for a restarted shard
         that could never ask that CallActor itself before it was lost)."""
         await self._ready.wait()
-        return [cid for cid, on in self.calls.items() if on == idx and self.call_shard.get(cid) == shard]
+        return self.pool.calls_on(shard, idx)
 
     async def active(self) -> dict[str, Any]:
         """Cluster-wide counts: what tests sample to check the limit."""
         return {
-            "calls": len(self.calls),
+            "calls": len(self.pool.calls),
             "leased": self.ledger.leased() if self.ledger else 0,
             "budget": self.budget,
             "grants": self.ledger.grants() if self.ledger else {},
             "unknown_shards": len(self.ledger.unknown()) if self.ledger else self.shards,
             "lease_epoch": self.ledger.epoch if self.ledger else 0,
-            "actors": len(self.pool),
-            "loads": dict(self.loads),
+            "actors": len(self.pool.actors),
+            "loads": self.pool.loads(),
+            # Shards restarted because their start-up failed (see ShardRestarts).
+            "shards_restarted": sum(self.shard_restarts.restarts.values()),
         }
 
     async def stats(self) -> dict[str, Any]:
-        return {**(await self.active()), **self.counters, **_where(), **self.metrics.info()}
+        return {
+            **(await self.active()),
+            **self.counters,
+            **self.pool.counters,
+            **where(),
+            **self.metrics.info(),
+        }
 
     async def shutdown(self) -> None:
         self.metrics.close()
@@ -448,13 +534,7 @@ class Router:
     async def generations_info(self) -> dict[str, Any]:
         """The current generation and each CallActor's (the shards place by it)."""
         await self._ready.wait()
-        return {
-            "generation": self.generation,
-            "actors": {idx: gen for idx, gen in self.generations.items() if idx not in self._admitting},
-            "retiring": sorted(self.retiring),
-            # The job of the driver that owns the app now (whose logs show the actors').
-            "log_job": self.call_actor_options.get("log_job") if self.generation else None,
-        }
+        return self.pool.generations_info()
 
     async def upgrade(
         self, handlers: bytes, call_actor: dict[str, Any], drain_timeout: float
@@ -468,219 +548,84 @@ class Router:
         generation goes on serving, untouched."""
         await self._ready.wait()
         async with self._upgrade_lock:
-            count = max(self.min_actors, min(len(self._current()), self.max_actors))
-            created: dict[int, Any] = {}
-            generation = self.generation + 1
-            for _ in range(count):
-                idx = self._free_index()
-                self._admitting.add(idx)
-                created[idx] = self._spawn_generation_actor(idx, handlers, call_actor, generation)
+            spawns = self.pool.begin_upgrade(handlers, call_actor)
+            for spawn in spawns:
+                self._create(spawn, handlers, call_actor)
+            await self._save()
+            created = [s.index for s in spawns]
             try:
-                healths = await asyncio.wait_for(
-                    asyncio.gather(*(h.health.remote() for h in created.values())), UPGRADE_START_TIMEOUT
-                )
+                healths = await self.call_actors.up(created, UPGRADE_START_TIMEOUT)
             except Exception as exc:
-                await self._discard(created)
-                self.counters["upgrades_failed"] += 1
+                for idx in self.pool.upgrade_failed():
+                    await self.call_actors.stop(idx, clean=False)
+                await self._save()
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
                 raise RelayError(
                     "upgrade_failed",
-                    f"the new CallActors of app {self.app!r} did not come up ({type(exc).__name__}: "
-                    f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); the running "
-                    f"generation {self.generation} goes on serving",
+                    f"the new CallActors of app {self.app!r} did not come up ({type(exc).__name__}: {last}); "
+                    f"the running generation {self.pool.generation} goes on serving",
                 ) from None
-            self.generation, self.handlers, self.call_actor_options = generation, handlers, call_actor
+            retiring = self.pool.upgrade_up(healths, time.time(), drain_timeout)
             show_in_job(str(call_actor.get("log_job") or ""))
-            for (idx, _), health in zip(created.items(), healths, strict=True):
-                self.incarnations[idx] = health["incarnation"]
-                self.loads[idx] = health["calls"]
-                if health.get("node"):
-                    self.actor_nodes[idx] = health["node"]
-            self._admitting.difference_update(created)
-            deadline = time.time() + drain_timeout
-            # Every older CallActor (also one a scale-up made meanwhile) retires.
-            for idx in self.pool:
-                if self.generations.get(idx, 0) < generation:
-                    self.retiring.setdefault(idx, deadline)
-            await self._save_generations()
-            told = await self._tell_shards_within("refresh_pool")
+            await self._save()
+            generation = self.pool.generation
+            told = await self.shard_actors.ask("refresh_pool")
             if len(told) < self.shards:
                 # They learn it at the next retirement check (see call_actor_busy).
-                log.warning(
-                    "app %r: shards %s not told of generation %d yet",
-                    self.app,
-                    sorted(set(range(self.shards)) - set(told)),
-                    generation,
-                )
-            self.counters["upgrades"] += 1
+                missing = sorted(set(range(self.shards)) - set(told))
+                log.warning("app %r: shards %s not told of generation %d yet", self.app, missing, generation)
             log.warning(
                 "app %r: generation %d serves on CallActors %s; retiring %s (drain up to %g s)",
                 self.app,
                 generation,
-                sorted(created),
-                sorted(self.retiring),
+                created,
+                retiring,
                 drain_timeout,
             )
             self._start_retiring()
             return {
                 "generation": generation,
-                "call_actors": sorted(created),
-                "retiring": sorted(self.retiring),
+                "call_actors": created,
+                "retiring": retiring,
                 "shards_told": told,
             }
 
-    def _spawn_generation_actor(
-        self, idx: int, handlers: bytes, call_actor: dict[str, Any], generation: int
-    ) -> Any:
-        """A CallActor of ``generation`` (not shown to the shards until it is up)."""
-        saved = self.handlers, self.call_actor_options, self.generation
-        self.handlers, self.call_actor_options, self.generation = handlers, call_actor, generation
-        try:
-            return self._create_actor(idx)
-        finally:
-            self.handlers, self.call_actor_options, self.generation = saved
-            self.generations[idx] = generation
-
-    async def _discard(self, created: dict[int, Any]) -> None:
-        """Remove the CallActors of a failed upgrade (no shard knows them)."""
-        import ray
-
-        for idx, handle in created.items():
-            self.pool.pop(idx, None)
-            self.loads.pop(idx, None)
-            self.actor_nodes.pop(idx, None)
-            self.generations.pop(idx, None)
-            self.incarnations.pop(idx, None)
-            self._admitting.discard(idx)
-            self.retired.add(idx)
-            try:
-                ray.kill(handle, no_restart=True)
-            except Exception as exc:  # gone already
-                log.info("discarding CallActor %d: %r", idx, exc)
-        await self._save_generations()
-
     def _start_retiring(self) -> None:
-        if self.retiring and (self._retire_task is None or self._retire_task.done()):
+        if self.pool.retiring and (self._retire_task is None or self._retire_task.done()):
             self._retire_task = self.tasks.spawn(self._retire_loop(), "retirement of older CallActors")
 
     async def _retire_loop(self) -> None:
-        """Stop each retiring CallActor once it holds nothing; past its deadline, have
-        the shards hang up its calls (they then end normally, through it)."""
-        hung_up: set[int] = set()
-        while self.retiring:
-            for idx, deadline in sorted(self.retiring.items()):
-                if await self._retired_idle(idx):
-                    await self._remove_retired(idx)
-                elif time.time() > deadline and idx not in hung_up:
-                    hung_up.add(idx)
-                    ended = await self._tell_shards_within("end_calls_on", idx)
-                    self.counters["calls_hung_up_drain_timeout"] += sum(ended.values())
-                    log.warning(
-                        "app %r: CallActor %d (generation %d) still had calls at its drain deadline: "
-                        "%d hung up",
-                        self.app,
-                        idx,
-                        self.generations.get(idx, 0),
-                        sum(ended.values()),
-                    )
+        """Carry out the core's retirement steps until no CallActor is retiring."""
+        while self.pool.retiring:
+            for idx in sorted(self.pool.retiring):
+                await self._retire_one(idx)
             await asyncio.sleep(HEALTH_INTERVAL)
 
-    async def _retired_idle(self, idx: int) -> bool:
-        """CallActor ``idx`` holds no call, handler or dial, and no shard routes anything
-        to it (nor has items it did not acknowledge). "Could not ask" is "busy"."""
-        handle = self.pool.get(idx)
-        if handle is None:
-            return True
-        try:
-            stats = await asyncio.wait_for(handle.stats.remote(), RETIRE_CALL_TIMEOUT)
-        except Exception:
-            return False
-        if stats.get("calls") or stats.get("handler_tasks") or stats.get("pending_dials"):
-            return False
-        busy = await self._tell_shards_within("call_actor_busy", idx, self.generation)
-        return len(busy) == self.shards and not any(busy.values())
+    async def _retire_one(self, idx: int) -> None:
+        actor_busy = await self.call_actors.busy(idx)
+        # (Asked with the current generation: a shard that missed it learns it first.)
+        shards_busy = await self.shard_actors.ask("call_actor_busy", idx, self.pool.generation)
+        step = self.pool.retire_step(idx, actor_busy, shards_busy, time.time())
+        if step is RetireStep.FORGET:
+            # Every shard forgets it first (so its end is no loss to them); while one
+            # cannot be told, or still has something with it, it stays retiring.
+            if self.pool.forgotten(idx, await self.shard_actors.ask("forget_call_actor", idx)):
+                await self._save()
+                await self.call_actors.stop(idx, clean=True)
+                log.warning("app %r: retired CallActor %d (drained)", self.app, idx)
+        elif step is RetireStep.HANG_UP:
+            ended = await self.shard_actors.ask("end_calls_on", idx)
+            self.pool.hung_up_calls(sum(ended.values()))
+            log.warning(
+                "app %r: CallActor %d still had calls at its drain deadline: %d hung up",
+                self.app,
+                idx,
+                sum(ended.values()),
+            )
 
-    async def _remove_retired(self, idx: int) -> None:
-        """Every shard forgets CallActor ``idx`` (so its end is no loss to them), then it
-        is shut down and killed; while a shard cannot be told, or still has something
-        with it, it stays (retiring) for the next try."""
-        import ray
-
-        told = await self._tell_shards_within("forget_call_actor", idx)
-        if len(told) < self.shards or not all(told.values()):
-            return  # a shard is busy with it after all, or did not answer: next time
-        handle = self.pool.pop(idx, None)
-        self.retiring.pop(idx, None)
-        self.generations.pop(idx, None)
-        self.incarnations.pop(idx, None)
-        self.loads.pop(idx, None)
-        self.actor_nodes.pop(idx, None)
-        self.retired.add(idx)
-        self.counters["call_actors_retired"] += 1
-        await self._save_generations()
-        if handle is not None:
-            try:
-                await asyncio.wait_for(handle.shutdown.remote(), RETIRE_CALL_TIMEOUT)
-            except Exception as exc:  # stopping it anyway
-                log.info("CallActor %d did not shut down cleanly: %r", idx, exc)
-            try:
-                ray.kill(handle, no_restart=True)
-            except Exception as exc:
-                log.info("CallActor %d: kill failed: %r", idx, exc)
-        log.warning("app %r: retired CallActor %d (drained)", self.app, idx)
-
-    async def _tell_shards_within(self, method: str, *args: Any) -> dict[int, Any]:
-        """Call ``method`` on every shard (each bounded); the answers of those that did."""
-        import ray
-
-        async def ask(shard: int) -> Any:
-            handle = ray.get_actor(actor_name(self.app, "connection", shard), namespace=NAMESPACE)
-            return await asyncio.wait_for(getattr(handle, method).remote(*args), RETIRE_CALL_TIMEOUT)
-
-        answers = await asyncio.gather(*(ask(s) for s in range(self.shards)), return_exceptions=True)
-        told = {}
-        for shard, answer in enumerate(answers):
-            if isinstance(answer, BaseException):
-                log.info("shard %d did not answer %s: %r", shard, method, answer)
-            else:
-                told[shard] = answer
-        return told
-
-    # The generations live in the deploy's KV namespace: a restarted router (whose
-    # constructor arguments hold the first generation's handlers) carries on with the
-    # current code and finishes the retirement. The handlers are the app's code, as an
-    # actor argument would carry it: inside Ray's GCS, behind its auth, never on a socket.
-
-    async def _load_generations(self, secrets: kvstore.AppSecrets) -> None:
-        self._secrets = secrets
-        state = await secrets.load("generations")
-        if not state:
-            return
-        self.generation = int(state["generation"])
-        self.generations = {int(k): int(v) for k, v in state["actors"].items()}
-        self.retiring = {int(k): float(v) for k, v in state["retiring"].items()}
-        self.retired = {int(k) for k in state["retired"]}
-        if state.get("handlers"):
-            self.handlers = base64.b64decode(state["handlers"])
-            self.call_actor_options = dict(state["call_actor"])
-            show_in_job(str(self.call_actor_options.get("log_job") or ""))
-
-    def _generations_state(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "actors": {str(k): v for k, v in self.generations.items() if k not in self._admitting},
-            "retiring": {str(k): v for k, v in self.retiring.items()},
-            "retired": sorted(self.retired),
-            "handlers": base64.b64encode(self.handlers).decode() if self.generation else None,
-            "call_actor": self.call_actor_options,
-        }
-
-    async def _save_generations(self) -> None:
-        """One write at a time, each of the state as it is then: the last one stored is
-        the latest state, whatever order the writers came in."""
+    async def _save(self) -> None:
+        """Store the pool's state. One write at a time, each of the state as it is then:
+        the last one stored is the latest, whatever order the writers came in."""
         async with self._save_lock:
             if self._secrets is not None:
-                await self._secrets.save("generations", self._generations_state())
-
-    def _persist_generations(self) -> None:
-        """:meth:`_save_generations` from sync code."""
-        self.tasks.spawn(self._save_generations(), "store of the generations")
+                await self._secrets.save("generations", self.pool.persisted())

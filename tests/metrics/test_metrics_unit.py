@@ -333,7 +333,7 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
     root = pathlib.Path(m.__file__).parent
     sources = {
         "connection": ["ray_runtime/connection_actor.py"],
-        "router": ["ray_runtime/router.py"],
+        "router": ["ray_runtime/router.py", "ray_runtime/pool_core.py"],
         "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
     }
     for component, files in sources.items():

@@ -6,7 +6,7 @@ import logging
 import os
 
 import pytest
-from conftest import need_otel
+from otel_support import need_otel
 
 from relay_actors import tracing
 

@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SECRET_HEADER, need_otel, otel_env
+from otel_support import SECRET_HEADER, need_otel, otel_env
 
 from relay_actors import Call, Message, RelayClient, tracing
 from relay_actors.emulator import Emulator

@@ -1,0 +1,184 @@
+"""Typed options: the app's layout on Ray (:class:`RayOptions`, what the user passes) and
+one frozen object per actor kind.
+
+The driver builds the actors' from :class:`RayOptions`, the settings and the client's
+options; each actor reads its fields by name (a typo is a
+type error, not a silent default). None holds a secret: actor arguments show in Ray's
+dashboard.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ArgumentError
+from ..metrics import resolve_metrics_config
+from .actor_link import DEFAULT_LINGER, MAX_LINGER
+
+__all__ = ["RayOptions", "RouterOptions", "default_app_name", "sanitize_app_name"]
+
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def default_app_name() -> str:
+    """The app's name from the program: ``python ivr.py`` and ``python -m examples.ivr``
+    give ``ivr``. Sanitized to letters, digits, ``_``, ``-``; ``relay`` if there is none."""
+    main = sys.modules.get("__main__")
+    spec_name = str(getattr(getattr(main, "__spec__", None), "name", None) or "")
+    parts = [p for p in spec_name.split(".") if p and p != "__main__"]
+    name = parts[-1] if parts else ""
+    if not name:
+        path = getattr(main, "__file__", "") or ""
+        name = os.path.splitext(os.path.basename(path))[0]
+    return sanitize_app_name(name)
+
+
+def sanitize_app_name(name: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_")[:48]
+    return cleaned or "relay"
+
+
+@dataclass
+class RayOptions:
+    """How the app is laid out on Ray.
+
+    Attributes:
+        app: the app's name; actor names and stored state derive from it. Default:
+            the program's name (``ivr`` for ``python ivr.py`` or ``-m examples.ivr``).
+        join: if the app already runs, join it (same configuration required) instead
+            of failing; a joined driver's ``disconnect()`` leaves the app running.
+            With no app running, the driver starts it (and owns it) as usual.
+        connections: connection actors (sessions on the same contexts; the service
+            spreads offers over them).
+        min_call_actors, max_call_actors: CallActor pool size bounds.
+        calls_per_actor: calls one CallActor hosts at most.
+        placement: ``"spread"`` over the nodes, or ``{"resource": "relay_calls"}`` to
+            pin CallActors to nodes that offer that custom resource.
+        call_actor_cpus: Ray CPUs reserved per CallActor.
+        on_call_actor_lost: ``"hangup"`` (default: end the calls, count them) or
+            ``"rehome"`` (move them to another CallActor with ``call.recovered``).
+        address: Ray address to attach to (default: ``RAY_ADDRESS``, else a local Ray
+            of our own).
+        control_resource: a custom resource that pins the control plane (router,
+            connection actors) to the nodes offering it, e.g. a dedicated head; by
+            default it stays on the driver's node when it can.
+        upgrade: if the app already runs, deploy this driver's handlers to it as a
+            rolling upgrade (same settings required; the handlers may differ) and take
+            it over; with no app running, start it as usual.
+        upgrade_drain_timeout: how long the previous generation's calls may go on
+            after an upgrade before they are hung up.
+        metrics_port: the port of the app's metrics endpoint, served by its router
+            (``http://<router node>:<port>/metrics``): default ``RELAY_METRICS_PORT``,
+            else 9478; 0 for any free port (``relay-actors status`` shows it), -1 for
+            none. Each app on a node needs its own.
+        metrics_host: the address it binds: default ``RELAY_METRICS_HOST``, else the
+            router node's address (127.0.0.1 for a local Ray); ``0.0.0.0`` only if
+            you mean every interface.
+        link_linger: seconds what the connection actors and CallActors send each
+            other may wait for company before it is written (default 0: at the end
+            of each loop iteration, the lowest latency). At moderate load most of a
+            process's CPU goes to being woken once per frame; 0.002 gathers several
+            calls' frames into one write and cut the runtime's CPU per call by about
+            a fifth at 200 calls/s in ``benchmarks/bench_clients.py``, for up to
+            2 ms more per command and event, and some throughput at a burst.
+    """
+
+    app: str | None = None
+    join: bool = False
+    connections: int = 1
+    min_call_actors: int = 2
+    max_call_actors: int = 8
+    calls_per_actor: int = 5000
+    placement: Any = "spread"
+    call_actor_cpus: float = 0.1
+    on_call_actor_lost: str = "hangup"
+    address: str | None = None
+    control_resource: str | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    upgrade: bool = False
+    upgrade_drain_timeout: float = 300.0
+    link_linger: float = DEFAULT_LINGER
+    #: True when ``app`` was not given (named after the program): ``relay-actors run``
+    #: then names the app after the module it runs.
+    app_defaulted: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.app is None:
+            self.app = default_app_name()
+            self.app_defaulted = True
+        if self.connections < 1:
+            raise ArgumentError("connections must be at least 1")
+        if self.min_call_actors < 1 or self.max_call_actors < self.min_call_actors:
+            raise ArgumentError("need 1 <= min_call_actors <= max_call_actors")
+        if self.join and self.upgrade:
+            raise ArgumentError("join and upgrade exclude each other: join shares the running code")
+        if self.on_call_actor_lost not in ("hangup", "rehome"):
+            raise ArgumentError("on_call_actor_lost must be 'hangup' or 'rehome'")
+        if not 0.0 <= self.link_linger <= MAX_LINGER:
+            raise ArgumentError(
+                f"link_linger must be 0..{MAX_LINGER} seconds (a wait added to every command), "
+                f"not {self.link_linger!r}"
+            )
+        if self.metrics_port is not None and not -1 <= self.metrics_port <= 65535:
+            raise ArgumentError(f"metrics_port must be 0..65535 (or -1 for none), not {self.metrics_port}")
+        if not isinstance(self.app, str) or not _APP_NAME.match(self.app):
+            raise ArgumentError(
+                f"app must be a simple name (letters, digits, '_', '-', '.'; up to 63), not {self.app!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        """The app's name (always set after construction)."""
+        assert self.app is not None
+        return self.app
+
+    def metrics_config(self) -> dict[str, Any]:
+        """The endpoint's settings as the router gets them: these options, else the
+        driver's environment (actors do not see it), else the defaults."""
+        return resolve_metrics_config(self.metrics_port, self.metrics_host)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOptions:
+    """What the router is started with (see :class:`~relay_actors.ray_runtime.router.Router`)."""
+
+    #: The cluster-wide limit of active calls (``Settings.max_active_calls``), leased to
+    #: the shards in blocks.
+    max_active_calls: int
+    #: The app's handlers, cloudpickled: the first generation's code (an upgrade's
+    #: replaces it, kept in the KV store).
+    handlers: bytes
+    #: Connection actors (shards) of the app.
+    shards: int = 1
+    #: CallActors of the current generation, at least (created at start-up).
+    min_actors: int = 1
+    #: CallActors of the current generation, at most (the pool grows up to it under load).
+    max_actors: int = 1
+    #: Calls one CallActor takes (``RayOptions.calls_per_actor``).
+    capacity: int = 5000
+    #: ``"spread"`` (each new CallActor on the live node with the fewest of the app's), or
+    #: ``{"resource": name, "amount": n}`` to pin CallActors to nodes offering that resource.
+    placement: str | dict[str, Any] = "spread"
+    #: Ray CPUs reserved per CallActor.
+    num_cpus: float = 0.1
+    #: The app's metrics endpoint (port, host, poll interval: see
+    #: :class:`~relay_actors.ray_runtime.metrics_export.MetricsConfig`); None: the defaults.
+    metrics: dict[str, Any] | None = None
+    #: The options every CallActor is given besides its handlers (no secrets); the router
+    #: adds ``capacity`` and ``shards``.
+    call_actor: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_actors < self.min_actors:
+            object.__setattr__(self, "max_actors", self.min_actors)
+
+    @property
+    def spread(self) -> bool:
+        """True unless a custom resource pins the CallActors."""
+        return not (isinstance(self.placement, dict) and self.placement.get("resource"))

@@ -1,0 +1,83 @@
+"""The one place the app's actors are created: their Ray options, placement and names.
+
+Every actor is named (``relay:<app>:router``, ``relay:<app>:connection:<n>``,
+``relay:<app>:call:<n>``: :func:`~relay_actors.ray_runtime.actor_messages.actor_name`) in the
+``relay_actors`` namespace, detached (it outlives its driver: an app is stopped on
+purpose), restarted by Ray without end (``max_restarts=-1``) and allowed many
+concurrent method calls (its loop serves them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .actor_messages import NAMESPACE, actor_name
+
+__all__ = ["spawn_call_actor", "spawn_control_actor"]
+
+_COMMON: dict[str, Any] = {
+    "namespace": NAMESPACE,
+    "lifetime": "detached",
+    "max_restarts": -1,
+    "max_concurrency": 10_000,
+}
+
+
+def spawn_control_actor(
+    app: str,
+    role: str,
+    index: int | None,
+    cls: type,
+    args: tuple[Any, ...],
+    *,
+    control_resource: str | None,
+    **options: Any,
+) -> Any:
+    """The router or a connection actor (``role``): no CPUs, pinned to the nodes offering
+    ``control_resource`` if given, else kept on this (the driver's) node when it can."""
+    import ray
+
+    if control_resource:
+        options["resources"] = {control_resource: 0.001}
+    else:
+        # Soft: with no CPUs asked, Ray otherwise scatters the control plane over worker
+        # nodes, and losing a worker node then restarts the session too, not just CallActors.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True
+        )
+    return (
+        ray.remote(cls)
+        .options(name=actor_name(app, role, index), num_cpus=0, **_COMMON, **options)
+        .remote(*args)
+    )
+
+
+def spawn_call_actor(
+    app: str,
+    index: int,
+    node: str | None,
+    placement: str | dict[str, Any],
+    num_cpus: float,
+    args: tuple[Any, ...],
+) -> Any:
+    """CallActor ``index``: on ``node`` (soft affinity: a node that cannot take it, or
+    dies, lets Ray place it elsewhere), or on a node offering ``placement["resource"]``,
+    else by Ray's SPREAD."""
+    import ray
+
+    from .call_actor import CallActor
+
+    options: dict[str, Any] = {"num_cpus": float(num_cpus), "max_task_retries": 0}
+    if isinstance(placement, dict) and placement.get("resource"):
+        options["resources"] = {placement["resource"]: float(placement.get("amount", 1))}
+    elif node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+    else:
+        options["scheduling_strategy"] = "SPREAD"
+    return (
+        ray.remote(CallActor).options(name=actor_name(app, "call", index), **_COMMON, **options).remote(*args)
+    )
