@@ -599,4 +599,3 @@ class LinkConnection:
         self._out.extend(session.resend(now))
         events.append(Authenticated(session, released))
         return events
-

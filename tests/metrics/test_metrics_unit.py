@@ -332,7 +332,11 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
     ``relay_stat{key}``: every ``counters["…"]`` in the actors' code maps to a named series."""
     root = pathlib.Path(m.__file__).parent
     sources = {
-        "connection": ["ray_runtime/connection_actor.py"],
+        "connection": [
+            "ray_runtime/connection_actor.py",
+            "ray_runtime/shard_core.py",
+            "ray_runtime/shard_recovery.py",
+        ],
         "router": ["ray_runtime/router.py"],
         "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
     }
