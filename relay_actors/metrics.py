@@ -124,6 +124,16 @@ _DEFS = [
         "Admission slots leased to a connection actor (router view per shard, connection actor's own view).",
     ),
     _g("relay_waiting_offers", "Offers waiting for an admission slot or a CallActor."),
+    _c(
+        "relay_shard_start_steps",
+        "Connection actor start-up steps tried again (retry) or given up (it exits; Ray restarts it).",
+        "outcome",
+    ),
+    _c(
+        "relay_commands_in_doubt",
+        "Answers and ends a connection actor's restart left in doubt: shown done, or resent.",
+        "outcome",
+    ),
     _c("relay_lease_timeouts", "Waits for the router a connection actor gave up (offers dropped or passed)."),
     _g(
         "relay_unconfirmed_hangups",
@@ -289,6 +299,10 @@ _COMMON: _Map = {
     "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "untracked"}),
     "unknown_call_actors": ("relay_call_actors_unknown", {}),
     "owned_retries": ("relay_owned_queries", {"outcome": "retry"}),
+    "start_retries": ("relay_shard_start_steps", {"outcome": "retry"}),
+    "commands_shown_done": ("relay_commands_in_doubt", {"outcome": "shown_done"}),
+    "commands_resent": ("relay_commands_in_doubt", {"outcome": "resent"}),
+    "start_give_ups": ("relay_shard_start_steps", {"outcome": "gave_up"}),
     "owned_given_up": ("relay_owned_queries", {"outcome": "given_up"}),
     "held_slots": ("relay_held_slots", {}),
     "held_events": ("relay_held_events", {}),

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from functools import partial
 from typing import Any
 
@@ -76,6 +77,7 @@ from .shard_actions import (
     WantCapacity,
 )
 from .shard_core import ShardCore
+from .shard_startup import ShardStartup, StartStep
 
 __all__ = ["ConnectionActor"]
 
@@ -87,8 +89,8 @@ LEASE_TIMEOUT = 5.0
 HANGUP_RETRY_MAX = 30.0
 #: A CallActor's answer to ``owned()`` (the rebuild after a restart) is awaited this long.
 OWNED_TIMEOUT = 10.0
-#: What start-up needs from the router is retried (it may be restarting too) this long.
-ROUTER_START_TIMEOUT = 60.0
+#: Each try of a start-up step (and each call to the router in it) is awaited this long.
+STEP_TIMEOUT = 10.0
 #: The router's ``call_actor_lost`` waits this long for the policy to finish.
 LOSS_WAIT = 60.0
 
@@ -284,6 +286,29 @@ class ShellEffects:
         self._checkpoint()
 
 
+def _relay_settings(options: dict[str, Any], creds: dict[str, Any], resume: dict[str, Any]) -> Any:
+    """The RELAY connection's settings: the stored credentials, the resumed session's contexts."""
+    ca_file = None
+    if options.get("ca_pem"):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
+            fh.write(options["ca_pem"])
+            ca_file = fh.name
+    return resolve_settings(
+        creds.get("project"),
+        creds.get("token"),
+        creds.get("jwt_token"),
+        options.get("host"),
+        resume.get("contexts") or options.get("contexts") or [],
+        None,
+        scheme=options.get("scheme"),
+        ca_file=ca_file,
+        env={},
+        allow_insecure=bool(options.get("allow_insecure")),
+    )
+
+
 def _request_done(
     core: ShardCore, idx: int, req_id: str, method: str, params: dict[str, Any], future: asyncio.Future[Any]
 ) -> None:
@@ -322,9 +347,10 @@ class ConnectionActor:
         self.app = app
         self.shard = shard
         self.options = options
+        self.fx = ShellEffects(self)
         self.core = ShardCore(
             shard,
-            ShellEffects(self),
+            self.fx,
             over_limit=str(options.get("over_limit") or "drop"),
             on_call_actor_lost=str(options.get("on_call_actor_lost") or "hangup"),
         )
@@ -344,33 +370,89 @@ class ConnectionActor:
         self._loss_waiters: dict[int, list[asyncio.Future[dict[str, int]]]] = {}
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
+        self._resume: dict[str, Any] = {}
+        #: An earlier life of this shard placed calls (or left a session to resume).
+        self._restarted = False
+        self.startup = ShardStartup(asyncio.get_running_loop().time())
         self._start_task = asyncio.get_running_loop().create_task(self._start())
         tune_gc()  # set up: freeze what start-up made (see gc_tuning)
 
     # --- start-up and recovery ----------------------------------------------------
 
     async def _start(self) -> None:
+        """Start-up as :class:`ShardStartup` says: each step tried again with backoff
+        while what it needs is unavailable (the router or a CallActor restarting too);
+        a configuration error fails for good (``ready`` raises it); a step still failing
+        at the deadline makes this actor exit so that Ray restarts it."""
+        loop = asyncio.get_running_loop()
+        startup = self.startup
+        steps = {
+            StartStep.SECRETS: self._start_secrets,
+            StartStep.POOL: self._refresh_pool,
+            StartStep.REBUILD: self._rebuild,
+            StartStep.LEASES: self._start_leases,
+            StartStep.RELAY: self._start_relay,
+        }
         try:
-            import ray
+            while not startup.serving:
+                step = startup.step
+                try:
+                    await steps[step]()
+                except RelayError:
+                    raise  # an answer (bad credentials, no secret stored), not an unavailability
+                except Exception as exc:
+                    delay = startup.failed(step, repr(exc), loop.time())
+                    self.core.counters["start_retries"] += 1
+                    if delay is None:
+                        self._give_up_start(step, exc)
+                        return
+                    log.warning(
+                        "shard %d: start-up step %s failed (%r); trying again", self.shard, step.value, exc
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                startup.done(step)
+        except BaseException as exc:
+            self._failed = exc
+            log.exception("connection shard %d failed to start", self.shard)
+            self.core.requests.start_failed()  # (the requests that waited fail: no connection will come)
+        finally:
+            self._ready.set()
 
-            self.secrets = await kvstore.AppSecrets.open(self.app)
-            await self._open_links()
-            self._node_id = ray.get_runtime_context().get_node_id()
-            resume = await self.secrets.load_resume(self.shard)
-            settings = await self._settings(resume)
-            self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
+    def _give_up_start(self, step: StartStep, exc: BaseException) -> None:
+        """Still failing at the deadline: exit, so that Ray restarts this actor and start-up
+        begins afresh (alive and idle, it would never be restarted)."""
+        self.core.counters["start_give_ups"] += 1
+        log.error(
+            "connection shard %d could not start: step %s failed %d times in %.0f s (%r); "
+            "exiting so that Ray restarts it",
+            self.shard,
+            step.value,
+            self.startup.total_retries,
+            self.startup.deadline,
+            exc,
+        )
+        self._failed = exc
+        self.core.requests.start_failed()
+        asyncio.get_running_loop().call_later(0.2, os._exit, 1)
+
+    async def _start_secrets(self) -> None:
+        import ray
+
+        self.secrets = await asyncio.wait_for(kvstore.AppSecrets.open(self.app), STEP_TIMEOUT)
+        if self.links is None:
+            await asyncio.wait_for(self._open_links(), STEP_TIMEOUT)
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._resume = await asyncio.wait_for(self.secrets.load_resume(self.shard), STEP_TIMEOUT)
+        self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
+        if self.router_batcher is None:
             # Bookkeeping nobody waits on: linger to send it in few, large batches.
             self.router_batcher = Batcher(self._report, name=f"connection-{self.shard}->router", linger=0.2)
-            await self._refresh_pool()
-            restarted = await self._rebuild()
-            # The router's records of this shard's calls become what it holds now (a "del"
-            # batched before a kill -9 was lost with it); those on CallActors it could not
-            # ask are kept (unknown is not "ended").
-            unknown = sorted(self.core.recovery.unknown())
-            self.router_batcher.put(("sync", list(self.core.routes.calls.items()), unknown))
-            await self._start_leases()
-            if self.core.recovery.rebuild is not None:
-                self.tasks.spawn(self._ask_unknown(), "rebuild from the CallActors that did not answer")
+
+    async def _start_relay(self) -> None:
+        if self.conn is None:
+            creds = await asyncio.wait_for(self.secrets.credentials(), STEP_TIMEOUT)
+            settings = _relay_settings(self.options, creds, self._resume)
             self.conn = Connection(
                 settings,
                 on_event=self.core.on_event,
@@ -380,25 +462,19 @@ class ConnectionActor:
                 backoff=Backoff.from_options(self.options.get("backoff") or {}),
                 defer_acks=True,
             )
-            self.conn.session.restore(resume)
+            self.conn.session.restore(self._resume)
             self.core.requests.relay_created(self.conn.protocol or "")
-            if restarted:
+            if self._restarted:
                 log.info("shard %d restarted; CallActors learn it from the link handshake", self.shard)
-            # Through the reconnect loop: a blip or a refused resume now must not leave the
-            # shard down for good (Ray would not restart an actor that is alive and idle).
-            await self.conn.start()
-            # Ready once every CallActor can be reached (bounded: a partial pool serves,
-            # and the rest join as their links come up).
-            assert self.links is not None
-            down = await self.links.wait_linked(list(self.actors), 10.0)
-            if down:
-                log.warning("shard %d: no link yet to CallActors %s; serving meanwhile", self.shard, down)
-        except BaseException as exc:
-            self._failed = exc
-            log.exception("connection shard %d failed to start", self.shard)
-            self.core.requests.start_failed()  # (the requests that waited fail: no connection will come)
-        finally:
-            self._ready.set()
+        # Through the reconnect loop: a blip or a refused resume now must not leave the
+        # shard down for good (it raises only what retrying cannot fix).
+        await self.conn.start()
+        # Ready once every CallActor can be reached (bounded: a partial pool serves,
+        # and the rest join as their links come up).
+        assert self.links is not None
+        down = await self.links.wait_linked(list(self.actors), 10.0)
+        if down:
+            log.warning("shard %d: no link yet to CallActors %s; serving meanwhile", self.shard, down)
 
     async def _open_links(self) -> None:
         secret = await self.secrets.link_secret()
@@ -420,30 +496,8 @@ class ConnectionActor:
         self._hub = LinkHub(self.links)
         self._hub.start()
 
-    async def _settings(self, resume: dict[str, Any]) -> Any:
-        creds = await self.secrets.credentials()
-        ca_file = None
-        if self.options.get("ca_pem"):
-            import tempfile
-
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
-                fh.write(self.options["ca_pem"])
-                ca_file = fh.name
-        return resolve_settings(
-            creds.get("project"),
-            creds.get("token"),
-            creds.get("jwt_token"),
-            self.options.get("host"),
-            resume.get("contexts") or self.options.get("contexts") or [],
-            None,
-            scheme=self.options.get("scheme"),
-            ca_file=ca_file,
-            env={},
-            allow_insecure=bool(self.options.get("allow_insecure")),
-        )
-
     async def _refresh_pool(self) -> None:
-        pool = await self._router_call("pool_info", timeout=ROUTER_START_TIMEOUT)
+        pool = await asyncio.wait_for(self.router.pool_info.remote(), STEP_TIMEOUT)
         generations = await self._call_actor_generations()
         for idx, handle, _capacity in pool:
             if idx not in self.actors and idx not in self.core.retired:
@@ -458,9 +512,10 @@ class ConnectionActor:
         info = await self.actors[idx].endpoint.remote()
         return info, info.get("node_id") == self._node_id
 
-    async def _rebuild(self) -> bool:
-        """Re-learn calls, dials and messages from the CallActors. True if there was anything
-        (see :meth:`ShardRecovery.rebuilt`)."""
+    async def _rebuild(self) -> None:
+        """Re-learn calls, dials and messages from the CallActors (see
+        :meth:`ShardRecovery.rebuilt`: one that does not answer is unknown, asked later)."""
+        has_resume = await asyncio.wait_for(self.secrets.has_resume(self.shard), STEP_TIMEOUT)
         owned = await asyncio.gather(
             *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in self.actors.values()),
             return_exceptions=True,
@@ -478,15 +533,22 @@ class ConnectionActor:
             else:
                 answers[idx] = state
         found = self.core.recovery.rebuilt(answers, asyncio.get_running_loop().time())
-        return found or await self.secrets.has_resume(self.shard)
+        self._restarted = found or has_resume
+        # The router's records of this shard's calls become what it holds now (a "del"
+        # batched before a kill -9 was lost with it); those on CallActors it could not
+        # ask are kept (unknown is not "ended").
+        unknown = sorted(self.core.recovery.unknown())
+        self.fx.report(("sync", list(self.core.routes.calls.items()), unknown))
 
     async def _start_leases(self) -> None:
         counter = f"shard/{self.shard}/incarnation"
-        incarnation = int(await self.secrets.load(counter) or 0) + 1
-        await self.secrets.save(counter, incarnation)
-        lease = await self._router_call("register_shard", self.shard, timeout=ROUTER_START_TIMEOUT)
-        stored = await self.secrets.load(f"shard/{self.shard}/unconfirmed") or []
-        self.core.start_leases(incarnation, lease["block"], lease["epoch"], stored)
+        incarnation = int(await asyncio.wait_for(self.secrets.load(counter), STEP_TIMEOUT) or 0) + 1
+        await asyncio.wait_for(self.secrets.save(counter, incarnation), STEP_TIMEOUT)
+        lease = await asyncio.wait_for(self.router.register_shard.remote(self.shard), STEP_TIMEOUT)
+        stored = await asyncio.wait_for(self.secrets.load(f"shard/{self.shard}/unconfirmed"), STEP_TIMEOUT)
+        self.core.start_leases(incarnation, lease["block"], lease["epoch"], stored or [])
+        if self.core.recovery.rebuild is not None:
+            self.tasks.spawn(self._ask_unknown(), "rebuild from the CallActors that did not answer")
 
     async def _ask_unknown(self) -> None:
         """Tick the rebuild (its backoff and deadline are in the core) until nothing is pending."""
@@ -548,6 +610,18 @@ class ConnectionActor:
 
     def _on_connected(self, connected: Connected) -> None:
         self.core.connected(connected.restored, connected.protocol)
+        self.tasks.spawn(self._settle_session(), "session settled")
+
+    async def _settle_session(self) -> None:
+        """The server redelivers what it had for the session right after the connect
+        result: once a ping sent after it comes back, all of that was passed on."""
+        assert self.conn is not None
+        try:
+            await asyncio.wait_for(self.conn.execute(c.METHOD_PING, {}), STEP_TIMEOUT)
+        except Exception as exc:  # (dropped again: the next connect settles it)
+            log.info("shard %d: no answer to the ping after connecting (%r)", self.shard, exc)
+            return
+        self.core.session_settled()
 
     def _on_call_actor_restarted(self, previous: LinkSession) -> None:
         """The link found CallActor ``idx`` back as a new incarnation (Ray restarted it)."""
@@ -622,7 +696,7 @@ class ConnectionActor:
 
     async def _call_actor_generations(self) -> dict[int, int]:
         """CallActor index → the code generation it runs, as the router has it."""
-        info = await self._router_call("generations_info", timeout=ROUTER_START_TIMEOUT)
+        info = await asyncio.wait_for(self.router.generations_info.remote(), STEP_TIMEOUT)
         # Upgraded: the new owner's job shows this actor's output (see job_logs).
         show_in_job(str(info.get("log_job") or ""))
         return {int(idx): int(gen) for idx, gen in info["actors"].items()}
@@ -683,6 +757,7 @@ class ConnectionActor:
             "shard": self.shard,
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
+            "start_step": self.startup.step.value,
             **self.core.stats(),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "backoff": self.conn.backoff.options() if self.conn is not None else {},

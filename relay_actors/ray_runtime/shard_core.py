@@ -174,6 +174,13 @@ class ShardCore:
             self.recovery.session_lost()
         self.fx.act(_CHECKPOINT)
 
+    def session_settled(self) -> None:
+        """Every event the server had for this shard when its session was (re)connected has
+        been passed on (a request sent after the connect came back): tell each CallActor,
+        behind those events, so that commands left in doubt by a restart are resolved."""
+        for idx in self.placement.capacity:
+            self.to_actor(idx, (m.RESUMED,), None)
+
     def link_acked(self, idx: int, ack_ids: list[str]) -> None:
         """CallActor ``idx`` acknowledged the items that carried these RELAY events."""
         self.fx.ack(ack_ids)

@@ -284,7 +284,8 @@ class AdmissionModel(RuleBasedStateMachine):
     def offer_redelivered(self, pick: int) -> None:
         call_id = sorted(self.live)[pick % len(self.live)]
         s = self.live[call_id]
-        self.shards[s].on_event(offer(call_id), "again")  # (placed twice: ModelShell fails)
+        if call_id in self.leases(s).active:  # (acked: the server redelivers only what it counts)
+            self.shards[s].on_event(offer(call_id), "again")  # (placed twice: ModelShell fails)
 
     @precondition(lambda self: bool(self.live))
     @rule(pick=index)

@@ -342,9 +342,7 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
     }
     for component, files in sources.items():
         keys = {
-            key
-            for name in files
-            for key in re.findall(r'counters\["(\w+)"\]', (root / name).read_text())
+            key for name in files for key in re.findall(r'counters\["(\w+)"\]', (root / name).read_text())
         }
         assert len(keys) > 3, component  # the sources really were read
         unnamed = [

@@ -204,3 +204,12 @@ def test_a_failed_dial_forgets_its_tag_and_a_message_gets_its_early_states(shard
     core.requests.request_done(1, "r2", "messaging.send", params, {"message_id": "m1"}, None)
     assert shell.items(1, m.MSG_STATE)[0][2]["message_state"] == "queued"
     assert core.msg_owner == {"m1": 1}
+
+
+def test_a_settled_session_tells_every_call_actor_behind_the_events(shard) -> None:
+    core, shell = shard
+    admit(core, shell, "c1")
+    core.on_event(state("c1", "answered"), "a1")
+    core.session_settled()
+    assert [item[0] for i, item, _ack in shell.sent if i == 0][-2:] == [m.EVENT, m.RESUMED]
+    assert shell.items(1, m.RESUMED) == [(m.RESUMED,)]
