@@ -275,6 +275,7 @@ _COMMON: _Map = {
     "offers_invalid": ("relay_offers", {"outcome": "invalid"}),
     "offers_replaced": ("relay_offers", {"outcome": "replaced"}),
     "offers_ended_waiting": ("relay_offers", {"outcome": "ended_waiting"}),
+    "offers_waited_for_room": ("relay_offers", {"outcome": "waited_for_room"}),
     "streamed_calls_forgotten": ("relay_driver_streams_forgotten", {"outcome": "call"}),
     "followed_messages_forgotten": ("relay_driver_streams_forgotten", {"outcome": "message"}),
     "loop_lag": ("relay_loop_lag_seconds", {}),

@@ -74,9 +74,10 @@ from .shard_actions import (
     RetryHangups,
     StoreUnconfirmed,
     TrackContexts,
+    WaitForRoom,
     WantCapacity,
 )
-from .shard_core import ShardCore
+from .shard_core import ShardCore, shard_stats
 from .shard_startup import ShardStartup, StartStep
 
 __all__ = ["ConnectionActor"]
@@ -89,6 +90,8 @@ LEASE_TIMEOUT = 5.0
 HANGUP_RETRY_MAX = 30.0
 #: A CallActor's answer to ``owned()`` (the rebuild after a restart) is awaited this long.
 OWNED_TIMEOUT = 10.0
+#: An admitted offer waits this long for a lagging CallActor (ring timeouts are ~30 s).
+ROOM_WAIT = 3.0
 #: Each try of a start-up step (and each call to the router in it) is awaited this long.
 STEP_TIMEOUT = 10.0
 #: The router's ``call_actor_lost`` waits this long for the policy to finish.
@@ -158,6 +161,9 @@ class ShellEffects:
             self._store_unconfirmed(action.calls)
         elif isinstance(action, RetryHangups):
             self._retry_hangups()
+        elif isinstance(action, WaitForRoom):
+            loop = asyncio.get_running_loop()
+            loop.call_later(ROOM_WAIT, self.actor.core.room_wait_over, action.call_id)
         elif isinstance(action, WantCapacity):
             self.actor.tasks.spawn(self.actor.router.want_capacity.remote(), "scale-up request")
         elif isinstance(action, AskOwned):
@@ -493,7 +499,8 @@ class ConnectionActor:
             tls=link_tls.client_context(identity),
             linger=float(self.options.get("link_linger") or 0.0),
         )
-        self._hub = LinkHub(self.links)
+        # Ticks often enough to see a CallActor stall within ~200 ms (slow_unacked_after).
+        self._hub = LinkHub(self.links, interval=0.05)
         self._hub.start()
 
     async def _refresh_pool(self) -> None:
@@ -758,7 +765,7 @@ class ConnectionActor:
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
             "start_step": self.startup.step.value,
-            **self.core.stats(),
+            **shard_stats(self.core),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "backoff": self.conn.backoff.options() if self.conn is not None else {},
             "links": link_stats(self.links),

@@ -32,6 +32,7 @@ __all__ = [
     "ShardEffects",
     "StoreUnconfirmed",
     "TrackContexts",
+    "WaitForRoom",
     "WantCapacity",
 ]
 
@@ -71,6 +72,14 @@ class RequestLease:
 @dataclass(frozen=True, slots=True)
 class WantCapacity:
     """No CallActor had room for an admitted offer: ask the router to scale up."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForRoom:
+    """The offer of ``call_id`` waits for a lagging CallActor: after ``ROOM_WAIT`` (well
+    inside its ring time), :meth:`ShardCore.room_wait_over`."""
+
+    call_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +155,7 @@ Action = (
     Command
     | RequestLease
     | WantCapacity
+    | WaitForRoom
     | Checkpoint
     | TrackContexts
     | StoreUnconfirmed

@@ -19,7 +19,7 @@ which this core owns (``core.recovery``).
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,17 +42,21 @@ from .shard_actions import (
     ShardEffects,
     StoreUnconfirmed,
     TrackContexts,
+    WaitForRoom,
     WantCapacity,
 )
 from .shard_recovery import ShardRecovery
 from .shard_requests import ShardRequests
 
-__all__ = ["ShardCore", "Waiting"]
+__all__ = ["ShardCore", "Waiting", "shard_stats"]
 
 log = logging.getLogger("relay_actors.ray_runtime.connection_actor")
 
 #: An offer waiting for a slot: the event and its ack id.
 Waiting = tuple[RelayEvent, "str | None"]
+
+#: Offers waiting for a lagging CallActor at most (beyond: dropped as without room).
+MAX_WAITING_FOR_ROOM = 10_000
 
 _CHECKPOINT = Checkpoint()
 _WANT_CAPACITY = WantCapacity()
@@ -92,6 +96,8 @@ class ShardCore:
         self.node_of: dict[str, str] = {}
         self.msg_owner: dict[str, int] = {}
         self.early_messages = MessageTracker(max_early=10_000)
+        #: Admitted offers waiting for a CallActor that only lags (see :meth:`place`).
+        self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
         #: CallActors the router retired after an upgrade (never linked to again).
         self.retired: set[int] = set()
         self.counters: Counter[str] = Counter()
@@ -270,6 +276,10 @@ class ShardCore:
         if event.event_type != c.EVENT_CALL_STATE or event.params.get("call_state") != c.CALL_STATE_ENDED:
             return False
         waiting = self.leases.withdraw(event.call_id) if self.leases is not None else None
+        if waiting is None and event.call_id in self.waiting_for_room:
+            waiting = self.waiting_for_room.pop(event.call_id)
+            if self.leases is not None:
+                self.lease_actions(self.leases.ended(event.call_id))
         if waiting is None:
             return False
         self.counters["offers_ended_waiting"] += 1
@@ -320,6 +330,7 @@ class ShardCore:
             if not self.placement.is_available(idx, "slow"):
                 self.placement.set_available(idx, "slow")
                 log.warning("shard %d: CallActor %d takes calls again", self.shard, idx)
+                self._place_waiting_for_room()
             return
         if self.placement.is_available(idx, "slow"):
             self.counters["call_actors_slow"] += 1
@@ -413,9 +424,23 @@ class ShardCore:
             log.warning("max active calls reached; dropping inbound call %s", event.call_id)
         self._ack_now(ack_id)
 
-    def place(self, event: RelayEvent, ack_id: str | None, exclude: Iterable[int] = ()) -> bool:
-        """Place an admitted offer; False if no CallActor has room (it is dropped)."""
+    def place(
+        self, event: RelayEvent, ack_id: str | None, exclude: Iterable[int] = (), wait: bool = True
+    ) -> bool:
+        """Place an admitted offer; False if no CallActor has room (it is dropped). While
+        one that would have room only lags (``slow``), the offer waits for it (``wait``),
+        bounded (:class:`WaitForRoom`), its slot kept: a stall of every CallActor is brief."""
         idx = self.placement.pick(exclude)
+        if (
+            idx is None
+            and wait
+            and self.placement.lagging_with_room()
+            and len(self.waiting_for_room) < MAX_WAITING_FOR_ROOM
+        ):
+            self.waiting_for_room[event.call_id] = (event, ack_id)
+            self.counters["offers_waited_for_room"] += 1
+            self.fx.act(WaitForRoom(event.call_id))
+            return True
         if idx is None:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
@@ -429,6 +454,18 @@ class ShardCore:
         self.fx.report(("add", event.call_id, idx))
         self.to_actor(idx, (m.OFFER, event.call_id, event.params, ack_id), ack_id)
         return True
+
+    def _place_waiting_for_room(self) -> None:
+        """A CallActor takes calls again: place the offers that waited, oldest first."""
+        while self.waiting_for_room and self.placement.pick() is not None:
+            _call_id, (event, ack_id) = self.waiting_for_room.popitem(last=False)
+            self.place(event, ack_id)
+
+    def room_wait_over(self, call_id: str) -> None:
+        """The offer waited long enough (:class:`WaitForRoom`): placed now, or dropped."""
+        waiting = self.waiting_for_room.pop(call_id, None)
+        if waiting is not None and not self.place(*waiting, wait=False) and self.leases is not None:
+            self.lease_actions(self.leases.ended(call_id))
 
     def place_elsewhere(self, call_id: str, params: dict[str, Any], ack_id: str | None, exclude: int) -> None:
         """An offer ``exclude`` never took: place it on another CallActor (its slot kept);
@@ -485,21 +522,21 @@ class ShardCore:
         elif error is not None and not gone:
             log.warning("%s of %s failed: %r", command.purpose.value, command.call_id, error)
 
-    # --- introspection --------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        leases = self.leases
-        rebuild = self.recovery.rebuild
-        return {
-            "active_calls": len(self.routes.calls),
-            "granted": leases.granted if leases is not None else 0,
-            "waiting_offers": len(leases.waiting) if leases is not None else 0,
-            "unconfirmed_hangups": len(leases.unconfirmed) if leases is not None else 0,
-            "held_slots": leases.held if leases is not None else 0,
-            "unknown_call_actors": len(rebuild.unknown) if rebuild is not None else 0,
-            "held_events": len(rebuild.held) if rebuild is not None else 0,
-            "placed": dict(self.placement.placed),
-            "pending_dials": len(self.dial_owner),
-            "tracked_messages": len(self.msg_owner),
-            "unavailable_call_actors": len(self.placement.unavailable),
-        }
+def shard_stats(core: ShardCore) -> dict[str, Any]:
+    """What a shard core holds, for ``stats()`` and the metrics."""
+    leases = core.leases
+    rebuild = core.recovery.rebuild
+    return {
+        "active_calls": len(core.routes.calls),
+        "granted": leases.granted if leases is not None else 0,
+        "waiting_offers": (len(leases.waiting) if leases is not None else 0) + len(core.waiting_for_room),
+        "unconfirmed_hangups": len(leases.unconfirmed) if leases is not None else 0,
+        "held_slots": leases.held if leases is not None else 0,
+        "unknown_call_actors": len(rebuild.unknown) if rebuild is not None else 0,
+        "held_events": len(rebuild.held) if rebuild is not None else 0,
+        "placed": dict(core.placement.placed),
+        "pending_dials": len(core.dial_owner),
+        "tracked_messages": len(core.msg_owner),
+        "unavailable_call_actors": len(core.placement.unavailable),
+    }

@@ -457,8 +457,12 @@ class AdmissionModel(RuleBasedStateMachine):
         RUNS["quiesced"] += 1
 
     def _quiesce(self) -> None:
+        branch: Counter[str] = Counter()
         for _ in range(10_000):
             unknown = [s for s in range(self.n) if self.shards[s].recovery.unknown()]
+            # (what is still pending, should it never settle)
+            unconfirmed = [sorted(core.unconfirmed) for core in self.shards]
+            branch[str((len(self.net), any(self.events), unknown, unconfirmed, self.router.unknown()))] += 1
             if self.net:
                 self._deliver(self.net.pop(0))
             elif any(self.events):
@@ -478,7 +482,7 @@ class AdmissionModel(RuleBasedStateMachine):
                 self.shards[s].lease_actions(self.leases(s).retry())
             else:
                 return
-        raise AssertionError("no quiescence after 10000 steps")
+        raise AssertionError(f"no quiescence after 10000 steps: {branch.most_common(3)}")
 
 
 AdmissionModel.TestCase.settings = settings(

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
+from relay_actors.ray_runtime.link_protocol import Health, HealthStatus
 from relay_actors.ray_runtime.shard_actions import (
     Command,
     CommandPurpose,
     LoseActor,
     RequestLease,
+    WaitForRoom,
     WantCapacity,
 )
 from relay_actors.ray_runtime.shard_core import ShardCore
@@ -213,3 +215,53 @@ def test_a_settled_session_tells_every_call_actor_behind_the_events(shard) -> No
     core.session_settled()
     assert [item[0] for i, item, _ack in shell.sent if i == 0][-2:] == [m.EVENT, m.RESUMED]
     assert shell.items(1, m.RESUMED) == [(m.RESUMED,)]
+
+
+# --- offers that find every CallActor lagging ------------------------------------------------
+
+
+def _lagging(core: ShardCore, *idxs: int) -> None:
+    for idx in idxs:
+        core.link_health(idx, Health(HealthStatus.SLOW, "oldest frame unacknowledged"))
+
+
+def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> None:
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)
+    admit(core, shell, "c1")
+    assert core.waiting_for_room and shell.take(WaitForRoom) == [WaitForRoom("c1")]
+    assert shell.acked == [] and core.counters["offers_dropped"] == 0
+    core.link_health(1, Health(HealthStatus.OK))
+    assert core.routes.calls == {"c1": 1} and shell.items(1, m.OFFER)[0][3] == "ack-c1"
+    assert not core.waiting_for_room
+
+
+def test_an_offer_that_waited_too_long_is_dropped_and_its_slot_freed() -> None:
+    core, shell = make_core(actors=1, budget=1)
+    _lagging(core, 0)
+    admit(core, shell, "c1")
+    core.room_wait_over("c1")
+    assert "ack-c1" in shell.acked and core.counters["offers_no_capacity"] == 1
+    core.link_health(0, Health(HealthStatus.OK))
+    admit(core, shell, "c2")  # the slot came back
+    assert core.routes.calls == {"c2": 0}
+
+
+def test_a_call_that_ends_while_waiting_for_room_is_never_placed() -> None:
+    core, shell = make_core(actors=1, budget=1)
+    _lagging(core, 0)
+    admit(core, shell, "c1")
+    core.on_event(state("c1", "ended"), "ack-end")
+    assert shell.acked == ["ack-c1", "ack-end"] and not core.waiting_for_room
+    core.link_health(0, Health(HealthStatus.OK))
+    assert shell.items(0, m.OFFER) == []
+    admit(core, shell, "c2")
+    assert core.routes.calls == {"c2": 0}
+
+
+def test_full_call_actors_still_drop_at_once() -> None:
+    core, shell = make_core(actors=1, capacity=1)
+    admit(core, shell, "c1")
+    _lagging(core, 0)
+    admit(core, shell, "c2")  # the lagging one has no room either: no wait
+    assert "ack-c2" in shell.acked and shell.take(WaitForRoom) == []
