@@ -336,6 +336,7 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
             "ray_runtime/connection_actor.py",
             "ray_runtime/shard_core.py",
             "ray_runtime/shard_recovery.py",
+            "ray_runtime/shard_requests.py",
         ],
         "router": ["ray_runtime/router.py"],
         "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
