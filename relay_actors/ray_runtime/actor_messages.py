@@ -14,6 +14,9 @@ Connection actor → CallActor (applied by ``CallActor._apply(shard, batch)``):
 * ``[MSG_STATE, event_type, params, timestamp]`` — a state event of a message this actor sent
 * ``[LOST, call_id, reason]`` — the call is not this actor's any more (session or actor lost)
 * ``[ADOPT, call_id, params]`` — a call re-homed here from a lost CallActor (events follow)
+* ``[RESUMED]`` — the RELAY session is (re)connected and every event the server had for it
+  then precedes this item: commands left in doubt by a restart are resolved now
+  (:mod:`relay_actors.ray_runtime.commands_in_doubt`)
 
 CallActor → connection actor (applied by ``ConnectionActor._on_link_items(actor_index, batch)``):
 
@@ -41,6 +44,7 @@ MSG_IN: Final = "msg_in"
 MSG_STATE: Final = "msg_state"
 LOST: Final = "lost"
 ADOPT: Final = "adopt"
+RESUMED: Final = "resumed"
 REQUEST: Final = "req"
 REFUSED: Final = "refused"
 DIAL_ABANDONED: Final = "dial_abandoned"

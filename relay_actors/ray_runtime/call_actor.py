@@ -49,6 +49,7 @@ from .actor_info import link_stats
 from .actor_info import where as _where
 from .actor_link import LinkHub, LinkServer
 from .actor_messages import STREAM_LOST
+from .commands_in_doubt import CommandsInDoubt
 from .gc_tuning import tune_gc
 from .link_protocol import LinkError, LinkSession
 
@@ -62,6 +63,11 @@ _DEDUPE_WINDOW = 100_000
 _FOLLOWED_KEPT = 10_000
 #: How often the shards' sessions are read for the handlers' client (protocol, contexts).
 _SESSION_REFRESH = 5.0
+
+
+def _state(call: Call | None) -> str | None:
+    """A call's state (None: gone)."""
+    return call._core.state if call is not None else None
 
 
 def _configure_logging(options: dict[str, Any]) -> None:
@@ -235,6 +241,8 @@ class CallActor:
         #: The lane of each connection shard.
         self.links = [_ShardLink(self, s) for s in range(self.shards)]
         self._requests: dict[str, tuple[asyncio.Future[dict[str, Any]], int]] = {}
+        #: Answers and ends a shard restart left in doubt (resolved once it resumed).
+        self._in_doubt = CommandsInDoubt()
         self._request_prefix = os.urandom(8).hex()
         self._request_ids = itertools.count(1)
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
@@ -346,10 +354,8 @@ class CallActor:
         shard = previous.peer_id
         carried = [item for item, _ in previous.take_pending() if item[0] == m.REQUEST]
         unsent = {item[1] for item in carried}
-        self._fail_requests(
-            [rid for rid, (_, s) in self._requests.items() if s == shard and rid not in unsent],
-            LinkError("restart"),
-        )
+        in_flight = [rid for rid, (_, s) in self._requests.items() if s == shard and rid not in unsent]
+        self._fail_requests(self._in_doubt.shard_restarted(shard, in_flight), LinkError("restart"))
         for item in carried:
             self.send_item(shard, item)
 
@@ -385,6 +391,7 @@ class CallActor:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._requests[req_id] = (future, shard)
+        self._in_doubt.sent(req_id, shard, method, params)
         # The connection actor enforces the request timeout; this is a safety net (a
         # timer, not wait_for: a handler's every command pays for it).
         timer = loop.call_later(self.request_timeout + 5.0, _expire, future, method)
@@ -394,6 +401,7 @@ class CallActor:
         finally:
             timer.cancel()
             self._requests.pop(req_id, None)
+            self._in_doubt.finished(req_id)
 
     def next_shard(self) -> int:
         """The shard the next new dial, message or request goes through (in turn)."""
@@ -431,12 +439,28 @@ class CallActor:
                         stream.add((STREAM_LOST, {"reason": item[2]}, 0.0), True)
                 elif kind == m.ADOPT:
                     self.call_host.adopt(self.links[shard], item[2])
+                elif kind == m.RESUMED:
+                    self._on_resumed(shard)
                 else:
                     self.counters["unknown_items"] += 1
             except Exception:
                 self.counters["item_errors"] += 1
                 log.exception("CallActor %d failed on a %s item", self.index, kind)
         return refused
+
+    def _on_resumed(self, shard: int) -> None:
+        """Shard ``shard``'s session is resumed and what it redelivered is applied: the
+        commands its restart left in doubt are done, or sent again (see commands_in_doubt)."""
+        calls = self.call_host.calls
+        done, resend = self._in_doubt.resumed(shard, lambda cid: _state(calls.get(cid)))
+        for req_id in done:
+            entry = self._requests.get(req_id)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result({})
+        for command in resend:
+            self.send_item(shard, [m.REQUEST, command.req_id, command.method, command.params])
+        self.counters["commands_shown_done"] += len(done)
+        self.counters["commands_resent"] += len(resend)
 
     def _seen_before(self, event_id: str | None) -> bool:
         if not event_id:

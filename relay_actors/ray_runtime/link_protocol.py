@@ -174,8 +174,12 @@ class LinkLimits:
     max_frame: int = 64 * 1024 * 1024
     #: Send a heartbeat when nothing was sent for this long.
     heartbeat: float = 0.5
-    #: ``slow`` when the peer is silent, or the oldest frame unacknowledged, this long.
+    #: ``slow`` when the peer is silent (or unreachable) this long.
     slow_after: float = 2.0
+    #: ``slow`` when the oldest frame is unacknowledged this long: a peer acknowledges
+    #: once per loop iteration, so under load this long means its loop stalls (it then
+    #: takes no new calls within ~200 ms, not after the 2 s of silence).
+    slow_unacked_after: float = 0.15
     #: Close the socket (and reconnect) when the peer is silent this long.
     dead_after: float = 6.0
     #: ``lost`` when the peer stayed unreachable or unresponsive this long.
@@ -394,8 +398,8 @@ class LinkSession:
             return Health(HealthStatus.LOST, f"no acknowledgement for {oldest:.0f} s")
         if len(self._unacked) >= limits.window:
             return Health(HealthStatus.SLOW, "window full")
-        if oldest >= limits.slow_after:
-            return Health(HealthStatus.SLOW, f"oldest frame unacknowledged for {oldest:.1f} s")
+        if oldest >= min(limits.slow_unacked_after, limits.slow_after):
+            return Health(HealthStatus.SLOW, f"oldest frame unacknowledged for {oldest:.2f} s")
         if silent >= limits.slow_after:
             return Health(HealthStatus.SLOW, f"silent for {silent:.1f} s")
         if self.peer_lag >= limits.max_lag:
@@ -599,4 +603,3 @@ class LinkConnection:
         self._out.extend(session.resend(now))
         events.append(Authenticated(session, released))
         return events
-

@@ -132,6 +132,14 @@ class Placement:
         self._rr = (self._rr + 1) % len(live)
         return live[self._rr]
 
+    def lagging_with_room(self) -> bool:
+        """Some CallActor with room is unavailable only because it lags (``slow``): an
+        offer that finds no other may wait for it."""
+        return any(
+            self.unavailable.get(idx) == {"slow"} and self.placed[idx] < capacity
+            for idx, capacity in self.capacity.items()
+        )
+
     def placed_on(self, idx: int) -> None:
         self.placed[idx] += 1
 

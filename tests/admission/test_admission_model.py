@@ -1,6 +1,8 @@
-"""Model-based test of the lease ledger (``relay_actors.ray_runtime.admission``) and placement.
+"""Model-based test of the call limit: the lease ledger, driven through the real shard core.
 
-The state machine holds N shards (:class:`ShardLeases`), the router's
+The state machine holds N shards (each a real :class:`ShardCore`, the connection
+actor's decisions: admission, placement, held events, the lost-actor policy, with a
+shell that hands what it sends to the model), the router's
 :class:`LeaseLedger`, CallActors (the calls they hold, by shard) and the RELAY
 server (the calls live there). The lease messages between shards and router go
 through a network that loses, duplicates, delays and reorders them; the
@@ -12,7 +14,7 @@ router, any shard and any CallActor can restart at any step:
   shell keeps them in the GCS KV store); its unacknowledged offers are
   redelivered by the server. Any CallActor's ``owned()`` may fail then: it stays
   *unknown* to the shard (its calls held, not counted one by one, their `ended`
-  events held by the shell) until a later ask answers, or the shard gives it up
+  events held by the core) until a later ask answers, or the shard gives it up
   and hands its last known calls to the lost-actor policy;
 * CallActor crash: its calls are hung up by their shard; each ``calling.end``
   may fail, and a failed one leaves the call live on the server.
@@ -45,16 +47,23 @@ from hypothesis.stateful import (
     rule,
 )
 
-from relay_actors.ray_runtime.admission import (
-    Admit,
-    Duplicate,
-    LeaseLedger,
-    Reject,
-    Send,
-    ShardLeases,
-    lease_block,
+from relay_actors.errors import RelayError
+from relay_actors.protocol import constants as c
+from relay_actors.protocol.events import RelayEvent
+from relay_actors.ray_runtime import actor_messages as m
+from relay_actors.ray_runtime.admission import LeaseLedger, ShardLeases, lease_block
+from relay_actors.ray_runtime.shard_actions import (
+    Action,
+    AskLastKnown,
+    Command,
+    CommandPurpose,
+    ConfirmLoss,
+    LinkEntry,
+    RequestLease,
+    StoreUnconfirmed,
 )
-from relay_actors.ray_runtime.placement import Placement
+from relay_actors.ray_runtime.shard_core import ShardCore
+from relay_actors.ray_runtime.shard_recovery import REBUILD_DEADLINE
 
 #: (examples, steps per example); "find" is "ci" without shrinking (to check that a
 #: deliberately broken ledger is caught, fast).
@@ -69,6 +78,63 @@ Message = tuple[str, int, Any]
 index = st.integers(min_value=0, max_value=1000)
 #: Faults fire on 0 only (1 in 4 draws), so calls have time to pile up between them.
 rare = st.integers(min_value=0, max_value=3)
+NOTHING: dict[str, Any] = {"calls": [], "dials": [], "messages": []}
+
+
+class ModelShell:
+    """Shard ``s``'s shell in the model: what its core sends reaches the model's CallActors,
+    the network and the server; the answers it waits for are queued for the model."""
+
+    def __init__(self, model: AdmissionModel, s: int) -> None:
+        self.model = model
+        self.s = s
+
+    def send(self, idx: int, item: Any, ack_id: str | None) -> bool:
+        model = self.model
+        if item[0] == m.OFFER:
+            assert item[1] not in model.live, "a call admitted twice"
+            model.actors[idx][item[1]] = self.s
+            model.live[item[1]] = self.s
+            RUNS["admitted"] += 1
+        elif item[0] == m.LOST or (item[0] == m.EVENT and item[3].get("call_state") == c.CALL_STATE_ENDED):
+            model.actors[idx].pop(item[1], None)  # (the CallActor is done with it)
+        return True
+
+    def ack(self, ack_ids: list[str]) -> None:
+        pass
+
+    def request(self, idx: int, req_id: str, method: str, params: dict[str, Any]) -> None:
+        raise AssertionError("no CallActor requests in this model")
+
+    def report(self, item: tuple[Any, ...]) -> None:
+        pass
+
+    def reset_link(self, idx: int) -> list[LinkEntry]:
+        return []  # (every frame was acknowledged: the model's CallActors take them at once)
+
+    def act(self, action: Action) -> None:
+        model, s = self.model, self.s
+        if isinstance(action, RequestLease):
+            model.net.append(("router", s, action.request))
+        elif isinstance(action, StoreUnconfirmed):
+            model.durable[s] = {cid for cid, _node in action.calls}
+        elif isinstance(action, Command) and action.purpose is CommandPurpose.END_LOST:
+            model.hangups.append((s, action))
+        elif isinstance(action, AskLastKnown):
+            model.answers.append((s, action.idx))
+        elif isinstance(action, ConfirmLoss):
+            model.confirms.append((s, action.idx))
+        elif isinstance(action, Command) and action.purpose is CommandPurpose.PASS:
+            RUNS["passed"] += 1
+
+
+def offer(call_id: str) -> RelayEvent:
+    return RelayEvent(c.EVENT_CALL_RECEIVE, {"call_id": call_id, "node_id": "n"}, call_id)
+
+
+def ended(call_id: str) -> RelayEvent:
+    params = {"call_id": call_id, "node_id": "n", "call_state": c.CALL_STATE_ENDED}
+    return RelayEvent(c.EVENT_CALL_STATE, params, call_id)
 
 
 class AdmissionModel(RuleBasedStateMachine):
@@ -80,6 +146,7 @@ class AdmissionModel(RuleBasedStateMachine):
         RUNS["examples"] += 1
         self.limit = limit
         self.n = shards
+        self.n_actors = actors
         self.epoch = 1
         self.router = LeaseLedger(limit, shards, self.epoch)
         self.block = lease_block(limit, shards)
@@ -88,46 +155,66 @@ class AdmissionModel(RuleBasedStateMachine):
         self.prefetch = prefetch
         RUNS["prefetching"] += prefetch
         self.incarnations = [1] * shards
-        self.shards: list[ShardLeases[str]] = [
-            ShardLeases(s, 1, self.block, prefetch=prefetch) for s in range(shards)
-        ]
-        self.placements = [self._placement(actors) for _ in range(shards)]
         self.actors: list[dict[str, int]] = [{} for _ in range(actors)]  # call_id -> shard
         self.live: dict[str, int] = {}  # calls live on the server -> the shard that admitted them
         self.events: list[list[str]] = [[] for _ in range(shards)]  # `ended` events not yet acked
         self.durable: list[set[str]] = [set() for _ in range(shards)]  # unconfirmed hang-ups, stored
-        self.held_events: list[list[str]] = [[] for _ in range(shards)]  # `ended` held by the shell
         self.net: list[Message] = []
+        #: What the shards' shells wait for: hang-ups, the router's last known calls, confirmations.
+        self.hangups: list[tuple[int, Command]] = []
+        self.answers: list[tuple[int, int]] = []
+        self.confirms: list[tuple[int, int]] = []
+        #: CallActor index → its calls (by shard) just before it crashed (what the router knew).
+        self.crashed: dict[int, dict[str, int]] = {}
+        self.crashes = 0
         self.next_call = 0
-        for s in range(shards):
-            self._apply(s, self.shards[s].start())
+        self.shards = [self._shard(s, 1, {idx: NOTHING for idx in range(actors)}) for s in range(shards)]
 
-    @staticmethod
-    def _placement(actors: int) -> Placement:
-        placement = Placement()
-        for idx in range(actors):
-            placement.add(idx, 1000)
-        return placement
+    def _shard(self, s: int, incarnation: int, answers: dict[int, dict[str, Any] | None]) -> ShardCore:
+        """A (re)started shard core, as the connection actor's start-up makes it."""
+        core = ShardCore(s, ModelShell(self, s))
+        core.add_call_actors([(idx, 1000) for idx in range(self.n_actors)], {})
+        core.recovery.rebuilt(answers, 0.0)
+        stored = [[cid, "n"] for cid in sorted(self.durable[s])]
+        core.start_leases(incarnation, self.block, 0, stored, prefetch=self.prefetch)
+        core.requests.relay_created("model")
+        return core
 
-    # --- carrying out a shard's decisions -------------------------------------------------
+    def leases(self, s: int) -> ShardLeases[Any]:
+        leases = self.shards[s].leases
+        assert leases is not None
+        return leases
 
-    def _apply(self, s: int, actions: list[Any]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                self.net.append(("router", s, action.request))
-            elif isinstance(action, Admit):
-                assert action.call_id not in self.live, "a call admitted twice"
-                idx = self.placements[s].pick()
-                assert idx is not None
-                self.placements[s].placed_on(idx)
-                self.actors[idx][action.call_id] = s
-                self.live[action.call_id] = s
-                RUNS["admitted"] += 1
-            elif isinstance(action, Reject):
-                RUNS["rejected"] += 1
+    # --- what the shells wait for -----------------------------------------------------------
+
+    def _settle(self, data: st.DataObject | None = None) -> None:
+        """Answer what the shells wait for: the router's last known calls of a lost CallActor,
+        the hang-ups (each works or fails, drawn), the confirmation of a loss."""
+        while self.answers or self.hangups or self.confirms:
+            if self.answers:
+                s, idx = self.answers.pop(0)
+                known = self.crashed.get(idx, self.actors[idx])
+                self.shards[s].recovery.last_known(idx, sorted(cid for cid, o in known.items() if o == s))
+            elif self.hangups:
+                s, command = self.hangups.pop(0)
+                works = (
+                    True if data is None else data.draw(st.booleans(), label=f"end {command.call_id} works")
+                )
+                self._hang_up(s, command, works)
             else:
-                assert isinstance(action, Duplicate)
-        self.durable[s] = set(self.shards[s].unconfirmed)
+                s, idx = self.confirms.pop(0)
+                self.shards[s].recovery.loss_confirmed(idx, None)
+
+    def _hang_up(self, s: int, command: Command, works: bool) -> None:
+        """``calling.end`` for a call whose CallActor was lost (404/410 if it is gone: works)."""
+        call_id = command.call_id
+        if works or call_id not in self.live:
+            if self.live.pop(call_id, None) is not None:
+                self.events[s].append(call_id)  # the server says `ended` too
+            self.shards[s].command_done(command, None)
+        else:
+            RUNS["hangups_failed"] += 1
+            self.shards[s].command_done(command, RelayError("500", "the server failed"))
 
     def _deliver(self, message: Message) -> None:
         where, s, payload = message
@@ -136,64 +223,50 @@ class AdmissionModel(RuleBasedStateMachine):
             if reply is not None:
                 self.net.append(("shard", s, reply))
         elif where == "shard":
-            self._apply(s, self.shards[s].on_reply(payload))
+            self.shards[s].lease_reply(payload)
         else:
-            self._apply(s, self.shards[s].on_ask(payload))
+            self.shards[s].lease_asked(payload)
 
-    def _holder(self, call_id: str) -> int | None:
-        return next((idx for idx, held in enumerate(self.actors) if call_id in held), None)
-
-    def _end_confirmed(self, s: int, call_id: str) -> None:
-        if call_id not in self.shards[s].active and self._holder(call_id) in self.shards[s].unknown:
-            # The shell cannot route it (its CallActor is unknown): held, not dropped.
-            self.held_events[s].append(call_id)
+    def _end_event(self, s: int, call_id: str) -> None:
+        rebuild = self.shards[s].recovery.rebuild
+        held = len(rebuild.held) if rebuild is not None else 0
+        self.shards[s].on_event(ended(call_id), f"ack-{call_id}")
+        if rebuild is not None and len(rebuild.held) > held:
             RUNS["events_held"] += 1
-            return
-        for idx, held in enumerate(self.actors):
-            if held.pop(call_id, None) is not None:
-                self.placements[s].released(idx)
-        self._apply(s, self.shards[s].ended(call_id))
 
     # --- the outside world ----------------------------------------------------------------
 
     def _learn(self, s: int, idx: int) -> None:
-        """CallActor ``idx`` answers shard ``s``'s ask (or is given up with its last known
-        calls): the shard counts them, and the events held for them go on."""
+        """CallActor ``idx`` answers shard ``s``'s ask: the core counts its calls, and the
+        events it held for them go on."""
         calls = sorted(cid for cid, owner in self.actors[idx].items() if owner == s)
-        self._apply(s, self.shards[s].learned(idx, calls))
-        for _ in calls:
-            self.placements[s].placed_on(idx)
-        held, self.held_events[s] = self.held_events[s], []
-        for call_id in held:
-            self._end_confirmed(s, call_id)
+        self.shards[s].recovery.owned_answer(
+            idx, {"calls": [[cid, "n"] for cid in calls], "dials": [], "messages": []}
+        )
 
-    @precondition(lambda self: any(shard.unknown for shard in self.shards))
+    @precondition(lambda self: any(core.recovery.unknown() for core in self.shards))
     @rule(shard=index, actor=index, roll=rare)
     def owned_answers(self, shard: int, actor: int, roll: int) -> None:
         if roll:  # (not at once: the shard works with it unknown for a while)
             return
-        pending = [s for s in range(self.n) if self.shards[s].unknown]
+        pending = [s for s in range(self.n) if self.shards[s].recovery.unknown()]
         s = pending[shard % len(pending)]
-        unknown = sorted(self.shards[s].unknown)
+        unknown = sorted(self.shards[s].recovery.unknown())
         RUNS["owned_answered_late"] += 1
         self._learn(s, unknown[actor % len(unknown)])
 
-    @precondition(lambda self: any(shard.unknown for shard in self.shards))
-    @rule(shard=index, actor=index, roll=rare, data=st.data())
-    def owned_given_up(self, shard: int, actor: int, roll: int, data: st.DataObject) -> None:
+    @precondition(lambda self: any(core.recovery.unknown() for core in self.shards))
+    @rule(shard=index, roll=rare, data=st.data())
+    def owned_given_up(self, shard: int, roll: int, data: st.DataObject) -> None:
         """The deadline passed: the last known calls get the lost-actor policy (hung up;
         the CallActor, should it be alive, drops them)."""
         if roll:
             return
-        pending = [s for s in range(self.n) if self.shards[s].unknown]
+        pending = [s for s in range(self.n) if self.shards[s].recovery.unknown()]
         s = pending[shard % len(pending)]
-        unknown = sorted(self.shards[s].unknown)
-        idx = unknown[actor % len(unknown)]
-        RUNS["owned_given_up"] += 1
-        self._learn(s, idx)
-        for call_id in sorted(cid for cid, owner in self.actors[idx].items() if owner == s):
-            self._hang_up(s, call_id, data.draw(st.booleans(), label=f"end {call_id} works"))
-            self.actors[idx].pop(call_id, None)
+        RUNS["owned_given_up"] += len(self.shards[s].recovery.unknown())
+        self.shards[s].recovery.tick(REBUILD_DEADLINE + 1)
+        self._settle(data)
 
     @rule(shard=index, count=st.integers(1, 4))
     def offers(self, shard: int, count: int) -> None:
@@ -201,15 +274,18 @@ class AdmissionModel(RuleBasedStateMachine):
         for _ in range(count):
             self.next_call += 1
             call_id = f"c{self.next_call}"
-            self._apply(s, self.shards[s].offer(call_id, call_id))
+            admitted = RUNS["admitted"]
+            self.shards[s].on_event(offer(call_id), f"ack-{call_id}")
+            if RUNS["admitted"] == admitted and call_id not in self.leases(s).waiting:
+                RUNS["rejected"] += 1
 
     @precondition(lambda self: bool(self.live))
     @rule(pick=index)
     def offer_redelivered(self, pick: int) -> None:
         call_id = sorted(self.live)[pick % len(self.live)]
         s = self.live[call_id]
-        if call_id in self.shards[s].active:
-            assert self.shards[s].offer(call_id, call_id) == [Duplicate(call_id, call_id)]
+        if call_id in self.leases(s).active:  # (acked: the server redelivers only what it counts)
+            self.shards[s].on_event(offer(call_id), "again")  # (placed twice: ModelShell fails)
 
     @precondition(lambda self: bool(self.live))
     @rule(pick=index)
@@ -223,7 +299,7 @@ class AdmissionModel(RuleBasedStateMachine):
     def ended_event_delivered(self, shard: int, pick: int) -> None:
         s = [i for i, queue in enumerate(self.events) if queue][shard % sum(1 for q in self.events if q)]
         call_id = self.events[s].pop(pick % len(self.events[s]))
-        self._end_confirmed(s, call_id)
+        self._end_event(s, call_id)
 
     # --- the network --------------------------------------------------------------------------
 
@@ -254,14 +330,13 @@ class AdmissionModel(RuleBasedStateMachine):
     @rule(shard=index)
     def shard_retransmits(self, shard: int) -> None:
         s = shard % self.n
-        self._apply(s, self.shards[s].retry())
+        self.shards[s].lease_actions(self.leases(s).retry())
 
     @rule(shard=index, roll=rare)
     def shard_gives_up_waiting(self, shard: int, roll: int) -> None:
         if roll:
             return
-        s = shard % self.n
-        self._apply(s, self.shards[s].timed_out())
+        self.shards[shard % self.n].lease_timed_out()
 
     @rule(shard=index)
     def router_asks(self, shard: int) -> None:
@@ -290,68 +365,45 @@ class AdmissionModel(RuleBasedStateMachine):
         s = shard % self.n
         old = self.shards[s]
         self.incarnations[s] += 1
-        asked = [idx for idx in range(len(self.actors)) if answers[idx]]
-        unknown = {idx for idx in range(len(self.actors)) if not answers[idx]}
-        held = {cid for idx in asked for cid, owner in self.actors[idx].items() if owner == s}
-        self.shards[s] = ShardLeases(
-            s,
-            self.incarnations[s],
-            self.block,
-            active=held,
-            unconfirmed=set(self.durable[s]),
-            unknown=unknown,
-            prefetch=self.prefetch,
-        )
-        if self.shards[s].unknown:
+        owned: dict[int, dict[str, Any] | None] = {}
+        for idx in range(self.n_actors):
+            calls = [[cid, "n"] for cid, owner in sorted(self.actors[idx].items()) if owner == s]
+            owned[idx] = {"calls": calls, "dials": [], "messages": []} if answers[idx] else None
+        self.shards[s] = self._shard(s, self.incarnations[s], owned)
+        if self.shards[s].recovery.unknown():
             RUNS["owned_failed_at_restart"] += 1
-            unasked = self.shards[s].unknown
+            unasked = self.shards[s].recovery.unknown()
             hidden = [cid for idx in unasked for cid, owner in self.actors[idx].items() if owner == s]
             RUNS["calls_hidden_at_restart"] += len(hidden)
             RUNS["live_calls_hidden_at_restart"] += sum(1 for cid in hidden if cid in self.live)
         # Held events were never acked: the server redelivers them to the new incarnation.
-        self.events[s].extend(self.held_events[s])
-        self.held_events[s] = []
-        placement = self._placement(len(self.actors))
-        for idx in asked:
-            placement.recount(idx, sum(1 for owner in self.actors[idx].values() if owner == s))
-        self.placements[s] = placement
-        self._apply(s, self.shards[s].start())
-        for call_id in old.waiting:  # never acked: the server offers them again
-            self._apply(s, self.shards[s].offer(call_id, call_id))
+        if old.recovery.rebuild is not None:
+            self.events[s].extend(call_id for call_id, _event in old.recovery.rebuild.held)
+        if old.leases is not None:
+            for call_id in old.leases.waiting:  # never acked: the server offers them again
+                self.shards[s].on_event(offer(call_id), f"ack-{call_id}")
 
     @rule(actor=index, roll=rare, data=st.data())
     def call_actor_crashes(self, actor: int, roll: int, data: st.DataObject) -> None:
+        """Each shard's lost-actor policy: a CallActor a shard had not asked yet is given
+        up with the calls the router last knew there; the calls are hung up."""
         if roll:
             return
         RUNS["call_actor_crashes"] += 1
-        idx = actor % len(self.actors)
+        self.crashes += 1
+        idx = actor % self.n_actors
+        self.crashed[idx], self.actors[idx] = self.actors[idx], {}
         for s in range(self.n):
-            if idx in self.shards[s].unknown:
-                # The lost-actor policy finds it unknown: it is given up at once, with its
-                # last known calls (which the policy then hangs up, below).
-                self._learn(s, idx)
-        lost, self.actors[idx] = self.actors[idx], {}
-        for call_id, s in sorted(lost.items()):
-            self.placements[s].released(idx)
-            self._hang_up(s, call_id, data.draw(st.booleans(), label=f"end {call_id} works"))
+            self.shards[s].recovery.call_actor_lost(idx, f"crash-{self.crashes}", [])
+        self._settle(data)
+        del self.crashed[idx]
 
-    @precondition(lambda self: any(shard.unconfirmed for shard in self.shards))
-    @rule(shard=index, works=st.booleans())
-    def hang_up_retried(self, shard: int, works: bool) -> None:
+    @precondition(lambda self: any(core.unconfirmed for core in self.shards))
+    @rule(shard=index, data=st.data())
+    def hang_up_retried(self, shard: int, data: st.DataObject) -> None:
         pending = [s for s in range(self.n) if self.shards[s].unconfirmed]
-        s = pending[shard % len(pending)]
-        self._hang_up(s, sorted(self.shards[s].unconfirmed)[0], works)
-
-    def _hang_up(self, s: int, call_id: str, works: bool) -> None:
-        """``calling.end`` for a call whose CallActor was lost (404/410 if it is gone: works)."""
-        if works or call_id not in self.live:
-            if self.live.pop(call_id, None) is not None:
-                self.events[s].append(call_id)  # the server says `ended` too
-            self._end_confirmed(s, call_id)
-        else:
-            RUNS["hangups_failed"] += 1
-            self.shards[s].hangup_failed(call_id)
-            self.durable[s] = set(self.shards[s].unconfirmed)
+        self.shards[pending[shard % len(pending)]].recovery.retry_hangups()
+        self._settle(data)
 
     # --- invariants -----------------------------------------------------------------------------
 
@@ -367,14 +419,15 @@ class AdmissionModel(RuleBasedStateMachine):
         """By id, or (on a CallActor the shard could not ask) within its held slots."""
         uncounted: Counter[int] = Counter()
         for call_id, s in self.live.items():
-            if call_id in self.shards[s].active:
+            leases = self.leases(s)
+            if call_id in leases.active:
                 continue
-            holder = self._holder(call_id)
-            assert holder in self.shards[s].unknown, f"{call_id} live but not counted by shard {s}"
+            holder = next((idx for idx, held in enumerate(self.actors) if call_id in held), None)
+            assert holder in leases.unknown, f"{call_id} live but not counted by shard {s}"
             uncounted[s] += 1
             RUNS["steps_with_calls_held_uncounted"] += 1
         for s, count in uncounted.items():
-            shard = self.shards[s]
+            shard = self.leases(s)
             if shard.synced:  # (before, the router still holds the earlier incarnation's grant)
                 assert count <= shard.held, (s, count, shard.held)
 
@@ -388,40 +441,48 @@ class AdmissionModel(RuleBasedStateMachine):
         self._quiesce()
         router = self.router
         assert router.unknown() == []
-        for s, shard in enumerate(self.shards):
+        for s in range(self.n):
+            shard = self.leases(s)
+            rebuild = self.shards[s].recovery.rebuild
+            assert rebuild is None or not rebuild.held, "an event held for ever"
             assert shard.synced and shard.epoch == router.epoch and shard.outstanding is None
             assert not shard.waiting and not shard.unconfirmed
-            assert not shard.unknown and shard.held == 0 and not self.held_events[s]
+            assert not shard.unknown and shard.held == 0
             assert router.grants()[s] == shard.granted, (s, router.grants(), shard.granted)
             assert 0 <= shard.spare <= 2 * self.block, (s, shard.spare)
-        counted = set().union(*(shard.active for shard in self.shards))
+        counted = set().union(*(self.leases(s).active for s in range(self.n)))
         assert counted == set(self.live), "a slot leaked or a live call is not counted"
-        free = router.free() + sum(shard.spare for shard in self.shards)
+        free = router.free() + sum(self.leases(s).spare for s in range(self.n))
         assert free == self.limit - len(self.live), (free, self.limit, len(self.live))
         RUNS["quiesced"] += 1
 
     def _quiesce(self) -> None:
+        branch: Counter[str] = Counter()
         for _ in range(10_000):
+            unknown = [s for s in range(self.n) if self.shards[s].recovery.unknown()]
+            # (what is still pending, should it never settle)
+            unconfirmed = [sorted(core.unconfirmed) for core in self.shards]
+            branch[str((len(self.net), any(self.events), unknown, unconfirmed, self.router.unknown()))] += 1
             if self.net:
                 self._deliver(self.net.pop(0))
             elif any(self.events):
                 s = next(i for i, queue in enumerate(self.events) if queue)
-                self._end_confirmed(s, self.events[s].pop(0))
-            elif any(shard.unknown for shard in self.shards):
-                s = next(i for i, shard in enumerate(self.shards) if shard.unknown)
-                self._learn(s, min(self.shards[s].unknown))
-            elif any(shard.unconfirmed for shard in self.shards):
-                s = next(i for i, shard in enumerate(self.shards) if shard.unconfirmed)
-                self._hang_up(s, sorted(self.shards[s].unconfirmed)[0], True)
+                self._end_event(s, self.events[s].pop(0))
+            elif unknown:
+                self._learn(unknown[0], min(self.shards[unknown[0]].recovery.unknown()))
+            elif any(core.unconfirmed for core in self.shards):
+                s = next(i for i, core in enumerate(self.shards) if core.unconfirmed)
+                self.shards[s].recovery.retry_hangups()
+                self._settle()
             elif self.router.unknown():
                 s = self.router.unknown()[0]
                 self.net.append(("ask", s, self.router.epoch))
-            elif any(shard.outstanding is not None for shard in self.shards):
-                s = next(i for i, shard in enumerate(self.shards) if shard.outstanding is not None)
-                self._apply(s, self.shards[s].retry())
+            elif any(self.leases(s).outstanding is not None for s in range(self.n)):
+                s = next(i for i in range(self.n) if self.leases(i).outstanding is not None)
+                self.shards[s].lease_actions(self.leases(s).retry())
             else:
                 return
-        raise AssertionError("no quiescence after 10000 steps")
+        raise AssertionError(f"no quiescence after 10000 steps: {branch.most_common(3)}")
 
 
 AdmissionModel.TestCase.settings = settings(

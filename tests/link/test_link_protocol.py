@@ -242,7 +242,7 @@ def test_window_bounds_unacknowledged_frames_and_pending_overflows() -> None:
 
 
 def test_health_slow_then_lost_when_unacknowledged_and_unreachable() -> None:
-    limits = LinkLimits(slow_after=1.0, lost_after=10.0)
+    limits = LinkLimits(slow_after=1.0, slow_unacked_after=1.0, lost_after=10.0)
     a = LinkSession(1, b"b", limits)
     a.last_heard = 0.0
     a.queue(["offer"])
@@ -354,3 +354,14 @@ def test_any_schedule_of_losses_and_reconnects_delivers_everything_once_in_order
         wire += a.pack(0.0)
     assert got == list(range(sent))
     assert released == list(range(sent))
+
+
+def test_a_frame_unacknowledged_past_a_loop_stall_makes_the_peer_slow_at_once() -> None:
+    """A peer acknowledges every loop iteration: 150 ms without it means its loop stalls,
+    well before 2 s of silence would say so (it then takes no new calls)."""
+    a = LinkSession(1, b"b", LinkLimits())
+    a.last_heard = 0.0
+    a.queue(["offer"])
+    a.pack(0.0)
+    assert a.health(0.1, True).status is HealthStatus.OK
+    assert a.health(0.2, True).status is HealthStatus.SLOW

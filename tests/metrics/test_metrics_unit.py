@@ -332,15 +332,18 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
     ``relay_stat{key}``: every ``counters["…"]`` in the actors' code maps to a named series."""
     root = pathlib.Path(m.__file__).parent
     sources = {
-        "connection": ["ray_runtime/connection_actor.py"],
+        "connection": [
+            "ray_runtime/connection_actor.py",
+            "ray_runtime/shard_core.py",
+            "ray_runtime/shard_recovery.py",
+            "ray_runtime/shard_requests.py",
+        ],
         "router": ["ray_runtime/router.py", "ray_runtime/pool_core.py"],
         "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
     }
     for component, files in sources.items():
         keys = {
-            key
-            for name in files
-            for key in re.findall(r'counters\["(\w+)"\]', (root / name).read_text())
+            key for name in files for key in re.findall(r'counters\["(\w+)"\]', (root / name).read_text())
         }
         assert len(keys) > 3, component  # the sources really were read
         unnamed = [

@@ -380,9 +380,7 @@ def test_rolling_upgrade_as_ray_jobs(cluster: Cluster, emulator_server: Emulator
             "relay-actors", "run", "upgapp:client", "--ray", "--drain-timeout", "20", *extra,
         )  # fmt: skip
         assert submit.returncode == 0, submit.stderr
-        _wait(
-            lambda v=version: "relay-actors: ready:" in _job_logs(cluster, jobs[v]), 90, f"{version} ready"
-        )
+        _wait(lambda v=version: "relay-actors: ready:" in _job_logs(cluster, jobs[v]), 90, f"{version} ready")
     assert "(upgraded: generation 1)" in _job_logs(cluster, jobs["v2"])
     _wait(lambda: _job_status(cluster, jobs["v1"]) == "SUCCEEDED", 30, "the v1 job to hand over and end")
     v1_logs = _job_logs(cluster, jobs["v1"])

@@ -34,8 +34,9 @@ async def test_abandoned_serial_dial_leaves_no_orphan_leg(make_client, emulator)
 
     async def forgotten() -> Any:
         shards = (await relay.ray_stats())["connections"]
-        return all(s["pending_dials"] == 0 for s in shards) and sum(
-            s.get("dial_orphans_ended", 0) for s in shards
-        ) == 1
+        return (
+            all(s["pending_dials"] == 0 for s in shards)
+            and sum(s.get("dial_orphans_ended", 0) for s in shards) == 1
+        )
 
     await eventually(forgotten, 10, what="the dial forgotten, its late leg ended by the runtime")

@@ -154,9 +154,7 @@ async def test_passed_calls_free_their_slots(make_client, emulator, recorder) ->
     or each pass would leak one of the ``max_active_calls`` slots for good."""
     relay = await make_client(max_active_calls=LIMIT, on_call=_pass_every_call())
     emulator.core.inject_calls("office", LIMIT, ring_timeout=30.0)
-    await eventually(
-        lambda: _passes_done(emulator, LIMIT), 20, what="every call passed by its handler"
-    )
+    await eventually(lambda: _passes_done(emulator, LIMIT), 20, what="every call passed by its handler")
     await eventually(lambda: _idle(relay), 10, what="router and shards back to 0 after the passes")
     stats = await relay.ray_stats()
     assert sum(a["calls"] for a in stats["call_actors"]) == 0

@@ -1,0 +1,51 @@
+"""Offers that find every CallActor stalled wait for one (bounded) instead of being dropped."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import ray
+import ray_helpers as helpers
+from ray_helpers import eventually
+
+from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+
+
+async def test_offers_wait_while_every_call_actor_is_stalled(
+    make_client, emulator, recorder, app_name
+) -> None:
+    rec_name, rec = recorder
+    relay = await make_client(on_call=helpers.recording_handler(rec_name, plays=0))
+    conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
+    pids = [a["pid"] for a in (await relay.ray_stats())["call_actors"]]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+
+        async def both_stalled() -> Any:
+            shard = await conn.stats.remote()
+            return shard if shard["unavailable_call_actors"] == 2 else None
+
+        await eventually(both_stalled, 15, what="both CallActors take no new calls")
+        call_ids = emulator.core.inject_calls("office", 3)
+
+        async def waiting() -> Any:
+            shard = await conn.stats.remote()
+            return shard if shard.get("offers_waited_for_room", 0) == 3 else None
+
+        await eventually(waiting, 10, what="the offers wait for a CallActor")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+    async def handled() -> Any:
+        dump = await rec.dump.remote()
+        return dump if all(cid in dump["done"] for cid in call_ids) else None
+
+    dump = await eventually(handled, 20, what="every call handled")
+    assert not any(dump["errors"].get(cid) for cid in call_ids), dump["errors"]
+    shard = await conn.stats.remote()
+    assert shard.get("offers_no_capacity", 0) == 0 and shard.get("offers_dropped", 0) == 0, shard

@@ -1,0 +1,267 @@
+"""The shard core's decisions, fed by hand (no Ray, no sockets): events, admission,
+placement, slot release, requests."""
+
+from __future__ import annotations
+
+from relay_actors.errors import RelayError
+from relay_actors.ray_runtime import actor_messages as m
+from relay_actors.ray_runtime.link_protocol import Health, HealthStatus
+from relay_actors.ray_runtime.shard_actions import (
+    Command,
+    CommandPurpose,
+    LoseActor,
+    RequestLease,
+    WaitForRoom,
+    WantCapacity,
+)
+from relay_actors.ray_runtime.shard_core import ShardCore
+from relay_actors.ray_runtime.shard_requests import MAX_EARLY_REQUESTS
+
+from .conftest import Shell, grant, make_core, offer, state
+
+
+def admit(core: ShardCore, shell: Shell, call_id: str, ack: str | None = None) -> None:
+    core.on_event(offer(call_id), ack or f"ack-{call_id}")
+    grant(core, shell)
+
+
+# --- offers, placement, slot release ---------------------------------------------------------
+
+
+def test_an_offer_is_placed_on_the_least_loaded_call_actor_and_acked_only_by_its_ack(shard) -> None:
+    core, shell = shard
+    admit(core, shell, "c1")
+    admit(core, shell, "c2")
+    assert core.routes.calls == {"c1": 0, "c2": 1}
+    assert shell.items(0, m.OFFER)[0][1] == "c1" and shell.items(1, m.OFFER)[0][1] == "c2"
+    assert shell.acked == []  # not before the CallActor acknowledged the frame
+    core.link_acked(0, ["ack-c1"])
+    assert shell.acked == ["ack-c1"]
+    assert ("add", "c1", 0) in shell.reports
+
+
+def test_a_redelivered_offer_already_placed_is_acked_not_placed_again(shard) -> None:
+    core, shell = shard
+    admit(core, shell, "c1")
+    core.on_event(offer("c1"), "again")
+    assert shell.acked == ["again"] and len(shell.items(0, m.OFFER) + shell.items(1, m.OFFER)) == 1
+
+
+def test_over_the_limit_an_offer_is_dropped_and_acked() -> None:
+    core, shell = make_core(budget=1)
+    admit(core, shell, "c1")
+    admit(core, shell, "c2")
+    assert "c2" not in core.routes.calls
+    assert "ack-c2" in shell.acked and core.counters["offers_dropped"] == 1
+    assert shell.take(Command) == []
+
+
+def test_over_the_limit_with_pass_the_offer_is_passed() -> None:
+    core, shell = make_core(budget=1, over_limit="pass")
+    admit(core, shell, "c1")
+    admit(core, shell, "c2")
+    (cmd,) = shell.take(Command)
+    assert cmd.purpose is CommandPurpose.PASS and cmd.method == "calling.pass"
+    assert cmd.params == {"call_id": "c2", "node_id": "n1"}
+    assert "ack-c2" in shell.acked and core.counters["offers_passed"] == 1
+
+
+def test_an_ended_call_frees_its_slot_for_the_next_offer() -> None:
+    core, shell = make_core(budget=1)
+    admit(core, shell, "c1")
+    core.on_event(state("c1", "ended"), "ack-end")
+    assert "c1" not in core.routes.calls and ("del", "c1") in shell.reports
+    assert shell.items(0, m.EVENT)[-1][2] == "calling.call.state"  # it still reaches the CallActor
+    admit(core, shell, "c2")
+    assert "c2" in core.routes.calls and core.counters["offers_dropped"] == 0
+
+
+def test_a_passed_call_frees_its_slot_when_the_pass_succeeds() -> None:
+    core, shell = make_core(budget=1)
+    admit(core, shell, "c1")
+    core.requests.on_request(0, "r1", "calling.pass", {"call_id": "c1"})
+    (idx, req_id, method, params) = shell.requests[-1]
+    core.requests.request_done(idx, req_id, method, params, {"code": "200"}, None)
+    assert "c1" not in core.routes.calls and core.counters["calls_passed"] == 1
+    assert shell.items(0, m.RESULT)[-1][:3] == (m.RESULT, "r1", True)
+    admit(core, shell, "c2")
+    assert "c2" in core.routes.calls
+
+
+def test_an_offer_whose_call_ended_while_waiting_for_a_slot_is_never_placed() -> None:
+    core, shell = make_core(budget=1)
+    admit(core, shell, "c1")
+    core.on_event(offer("c2"), "ack-c2")  # waits: the slot is taken
+    shell.take(RequestLease)  # (the router does not answer)
+    assert core.leases is not None and core.leases.waiting
+    core.on_event(state("c2", "ended"), "ack-ended")
+    assert shell.acked == ["ack-c2", "ack-ended"] and core.counters["offers_ended_waiting"] == 1
+    assert "c2" not in core.routes.calls and not core.leases.waiting
+
+
+def test_no_call_actor_with_room_drops_the_offer_and_asks_for_capacity() -> None:
+    core, shell = make_core(actors=1, capacity=1)
+    admit(core, shell, "c1")
+    admit(core, shell, "c2")
+    assert "c2" not in core.routes.calls and "ack-c2" in shell.acked
+    assert shell.take(WantCapacity) and core.counters["offers_no_capacity"] == 1
+
+
+def test_offers_a_full_call_actor_refused_go_to_another() -> None:
+    core, shell = make_core()
+    admit(core, shell, "c1")
+    refused_item = shell.items(0, m.OFFER)[0]
+    core.on_link_items(0, [[m.REFUSED, [list(refused_item)]]])
+    assert core.routes.calls["c1"] == 1
+    assert shell.items(1, m.OFFER)[0][1] == "c1"
+    assert core.placement.capacity[0] == 0  # it said it is full: it takes no more
+
+
+def test_a_refusal_of_a_call_placed_elsewhere_since_is_ignored() -> None:
+    core, shell = make_core()
+    admit(core, shell, "c1")
+    core.on_link_items(1, [[m.REFUSED, [[m.OFFER, "c1", {}, None]]]])
+    assert core.routes.calls["c1"] == 0
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def test_an_unroutable_event_is_acked_and_a_late_leg_of_an_abandoned_dial_hung_up(shard) -> None:
+    core, shell = shard
+    core.on_event(state("nobody", "answered"), "a1")
+    assert shell.acked == ["a1"] and core.counters["events_unroutable"] == 1
+    core.requests.on_request(0, "r1", "calling.dial", {"tag": "t1", "devices": []})
+    core.on_link_items(0, [[m.DIAL_ABANDONED, "t1"]])
+    leg = state("leg1", "answered")
+    leg.params["tag"] = "t1"
+    leg_event = type(leg)(leg.event_type, {**leg.params, "tag": "t1"}, "leg1")
+    core.on_event(leg_event, "a2")
+    (cmd,) = shell.take(Command)
+    assert cmd.purpose is CommandPurpose.END_ORPHAN and cmd.params["call_id"] == "leg1"
+
+
+def test_a_full_link_hands_the_call_actor_to_the_lost_actor_policy(shard) -> None:
+    core, shell = shard
+    shell.full.add(0)
+    admit(core, shell, "c1")
+    (lose,) = shell.take(LoseActor)
+    assert lose.idx == 0 and lose.overflow[0][1] == "c1" and core.counters["link_overflows"] == 1
+
+
+# --- requests ------------------------------------------------------------------------------------
+
+
+def test_requests_before_the_relay_connection_wait_and_go_in_order() -> None:
+    shell = Shell()
+    core = ShardCore(0, shell)
+    core.requests.on_request(0, "r1", "calling.answer", {"call_id": "c1"})
+    core.requests.on_request(0, "r2", "calling.end", {"call_id": "c1"})
+    assert shell.requests == []
+    core.requests.relay_created("proto")
+    assert [r[1] for r in shell.requests] == ["r1", "r2"]
+
+
+def test_requests_that_waited_fail_when_start_up_fails() -> None:
+    shell = Shell()
+    core = ShardCore(0, shell)
+    core.requests.on_request(0, "r1", "calling.answer", {"call_id": "c1"})
+    core.requests.start_failed()
+    (result,) = shell.items(0, m.RESULT)
+    assert result[1:3] == ("r1", False) and result[3][0] == "connection_lost"
+    core.requests.on_request(0, "r2", "calling.answer", {"call_id": "c1"})
+    assert shell.items(0, m.RESULT)[-1][3][0] == "connection_lost"
+
+
+def test_the_early_request_queue_is_bounded() -> None:
+    shell = Shell()
+    core = ShardCore(0, shell)
+    for i in range(MAX_EARLY_REQUESTS + 1):
+        core.requests.on_request(0, f"r{i}", "calling.answer", {"call_id": "c1"})
+    assert len(core.requests.early) == MAX_EARLY_REQUESTS
+    assert shell.items(0, m.RESULT)[-1][3][0] == "queue_full"
+
+
+def test_a_request_for_a_call_of_another_call_actor_is_fenced(shard) -> None:
+    core, shell = shard
+    admit(core, shell, "c1")  # on 0
+    core.requests.on_request(1, "r1", "calling.answer", {"call_id": "c1"})
+    assert shell.requests == [] and core.counters["requests_fenced"] == 1
+    assert shell.items(1, m.RESULT)[-1][3][0] == "410"
+    core.requests.on_request(0, "r2", "calling.answer", {"call_id": "c1"})
+    assert shell.requests[-1][1] == "r2"
+
+
+def test_a_failed_dial_forgets_its_tag_and_a_message_gets_its_early_states(shard) -> None:
+    core, shell = shard
+    core.requests.on_request(0, "r1", "calling.dial", {"tag": "t1"})
+    assert core.dial_owner == {"t1": 0}
+    core.requests.request_done(0, "r1", "calling.dial", {"tag": "t1"}, None, RelayError("500", "no"))
+    assert core.dial_owner == {}
+    core.requests.on_request(1, "r2", "messaging.send", {"body": "hi"})
+    params = shell.requests[-1][3]
+    assert params["context"] == "proto"  # the session's protocol by default
+    early = type(offer("x"))("messaging.state", {"message_id": "m1", "message_state": "queued"}, "")
+    core.on_event(early, "a-early")  # before the send result: kept
+    core.requests.request_done(1, "r2", "messaging.send", params, {"message_id": "m1"}, None)
+    assert shell.items(1, m.MSG_STATE)[0][2]["message_state"] == "queued"
+    assert core.msg_owner == {"m1": 1}
+
+
+def test_a_settled_session_tells_every_call_actor_behind_the_events(shard) -> None:
+    core, shell = shard
+    admit(core, shell, "c1")
+    core.on_event(state("c1", "answered"), "a1")
+    core.session_settled()
+    assert [item[0] for i, item, _ack in shell.sent if i == 0][-2:] == [m.EVENT, m.RESUMED]
+    assert shell.items(1, m.RESUMED) == [(m.RESUMED,)]
+
+
+# --- offers that find every CallActor lagging ------------------------------------------------
+
+
+def _lagging(core: ShardCore, *idxs: int) -> None:
+    for idx in idxs:
+        core.link_health(idx, Health(HealthStatus.SLOW, "oldest frame unacknowledged"))
+
+
+def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> None:
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)
+    admit(core, shell, "c1")
+    assert core.waiting_for_room and shell.take(WaitForRoom) == [WaitForRoom("c1")]
+    assert shell.acked == [] and core.counters["offers_dropped"] == 0
+    core.link_health(1, Health(HealthStatus.OK))
+    assert core.routes.calls == {"c1": 1} and shell.items(1, m.OFFER)[0][3] == "ack-c1"
+    assert not core.waiting_for_room
+
+
+def test_an_offer_that_waited_too_long_is_dropped_and_its_slot_freed() -> None:
+    core, shell = make_core(actors=1, budget=1)
+    _lagging(core, 0)
+    admit(core, shell, "c1")
+    core.room_wait_over("c1")
+    assert "ack-c1" in shell.acked and core.counters["offers_no_capacity"] == 1
+    core.link_health(0, Health(HealthStatus.OK))
+    admit(core, shell, "c2")  # the slot came back
+    assert core.routes.calls == {"c2": 0}
+
+
+def test_a_call_that_ends_while_waiting_for_room_is_never_placed() -> None:
+    core, shell = make_core(actors=1, budget=1)
+    _lagging(core, 0)
+    admit(core, shell, "c1")
+    core.on_event(state("c1", "ended"), "ack-end")
+    assert shell.acked == ["ack-c1", "ack-end"] and not core.waiting_for_room
+    core.link_health(0, Health(HealthStatus.OK))
+    assert shell.items(0, m.OFFER) == []
+    admit(core, shell, "c2")
+    assert core.routes.calls == {"c2": 0}
+
+
+def test_full_call_actors_still_drop_at_once() -> None:
+    core, shell = make_core(actors=1, capacity=1)
+    admit(core, shell, "c1")
+    _lagging(core, 0)
+    admit(core, shell, "c2")  # the lagging one has no room either: no wait
+    assert "ack-c2" in shell.acked and shell.take(WaitForRoom) == []
