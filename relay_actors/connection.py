@@ -322,6 +322,7 @@ class Connection:
         #: Wall-clock time the current session (protocol) began, as seen by this process.
         self.session_started = 0.0
         self.attempts = 0
+        self._up_since = 0.0  # time.monotonic() of the last successful authentication
 
     # --- public -------------------------------------------------------------------
 
@@ -592,6 +593,7 @@ class Connection:
         if not connected.restored or not self.session_started:
             self.session_started = time.time()
         self._last_connected = connected
+        self._up_since = time.monotonic()
         self._connected.set()
         for queued in self.session.take_queued():
             self._send(queued)
@@ -697,6 +699,7 @@ class Connection:
                 if self._closing:
                     break
                 self.reconnects += 1
+                self.backoff.lost_after(time.monotonic() - self._up_since)
                 log.warning("connection to %s lost; reconnecting", self.settings.host)
                 await self._reconnect()
         except asyncio.CancelledError:
@@ -710,7 +713,11 @@ class Connection:
                 self._done.set()
 
     async def _reconnect(self, first: bool = False) -> None:
-        delay = 0.0 if first else self.backoff.next_delay()
+        # The first attempt of an outage goes at once (jittered by a few ms); the
+        # backoff carries on from there if it fails. At start-up it goes with no wait.
+        delay = self.backoff.next_delay()
+        if first:
+            delay = 0.0
         while not self._closing:
             if delay:
                 log.info("reconnecting in %.2fs", delay)
