@@ -3,9 +3,9 @@
 It opens the socket (``wss://`` with certificate verification unless ``ws`` is
 asked for), authenticates, acks every event before handing it on, answers
 server pings, pings the server and force-closes a socket whose requests go
-unanswered while the server says nothing (half-open), reconnects at once and then
-with jittered exponential backoff, resumes
-the session by ``protocol``/``authorization_state``, queues requests while
+unanswered while the server says nothing (half-open), reconnects at once and
+then with jittered exponential backoff, resumes the session by
+``protocol``/``authorization_state``, queues requests while
 disconnected (bounded) and flushes them after re-authentication. It knows
 nothing of calls or of Ray: events go to the ``on_event`` callback.
 
@@ -263,7 +263,8 @@ class Connection:
         on_connected: called after every successful (re)authentication.
         on_restart: called when the server ordered ``disconnect {restart: true}``:
             the next session is fresh and calls of the old one are lost.
-        request_timeout: per-request deadline, counted from when it was made.
+        request_timeout: per-request deadline, counted from when it was made in loop
+            time that excludes the loop's own stalls (a blocking handler does not use it up).
         ping_interval: seconds between client pings (0 disables them).
         max_auth_rejections: consecutive rejections (and first-contact errors)
             tolerated before the first successful authentication; then :meth:`run` raises.
@@ -476,8 +477,10 @@ class Connection:
             # Unanswered, and the server silent for as long: the sign of a half-open socket.
             log.warning("request %s timed out, the server silent; closing the socket to reconnect", method)
             self._abort()
-        else:
+        elif self.connected:
             log.warning("request %s timed out (the server is still talking; the socket stays)", method)
+        else:
+            log.warning("request %s timed out while disconnected", method)
         future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
 
     def ack(self, ack_ids: list[str]) -> None:
