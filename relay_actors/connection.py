@@ -457,18 +457,19 @@ class Connection:
         started: float,
         timeout: float,
         scheduled: float,
+        graced: bool = False,
     ) -> None:
         if future.done():
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        expiry = self.liveness.expired(started, timeout, scheduled, now)
+        expiry = self.liveness.expired(started, timeout, scheduled, now, graced)
         if expiry.rearm > 0:
             # Our loop stalled (or was seen stalling): the reply may be waiting unread, or
             # the request may have left only now. Look again once the loop has caught up.
             when = now + expiry.rearm
             self._timers[req_id] = loop.call_at(
-                when, self._expired, req_id, method, future, started, timeout, when
+                when, self._expired, req_id, method, future, started, timeout, when, graced or expiry.grace
             )
             return
         self._timers.pop(req_id, None)

@@ -38,13 +38,15 @@ STALL_TOLERANCE = 0.05
 class Expiry:
     """The verdict on a request timer that fired.
 
-    ``rearm`` > 0: not decided; look again in that many seconds. Otherwise the
-    request timed out, and ``half_open`` says whether the peer's silence
-    condemns the socket.
+    ``rearm`` > 0: not decided; look again in that many seconds (``grace``: as the
+    one grace turn after a stall, past the request's awake deadline). Otherwise the
+    request timed out, and ``half_open`` says whether the peer's silence condemns
+    the socket.
     """
 
     rearm: float = 0.0
     half_open: bool = False
+    grace: bool = False
 
 
 class Liveness:
@@ -94,18 +96,23 @@ class Liveness:
         """How long the peer has said nothing, in awake time."""
         return now - self.stalled - self.heard
 
-    def expired(self, started: float, timeout: float, scheduled: float, now: float) -> Expiry:
+    def expired(
+        self, started: float, timeout: float, scheduled: float, now: float, graced: bool = False
+    ) -> Expiry:
         """A request timer due at ``scheduled`` fired at ``now``.
 
         Args:
             started: the request's start in awake time (:meth:`awake` when it was made).
             timeout: the request's timeout, in awake time.
+            graced: this timer is the grace turn an earlier verdict gave: a request past
+                its awake deadline gets one, so a loop late on every timer (overloaded,
+                not stalled) still times requests out.
         """
         was_late = self.late(scheduled, now)
         left = timeout - (self.awake(now) - started)
-        if was_late:
-            # Never decide on a late timer: first a read turn and a chance for the peer.
-            return Expiry(rearm=max(left, min(1.0, timeout / 2)))
         if left > self.tolerance:
             return Expiry(rearm=left)
+        if was_late and not graced:
+            # Never decide on a late timer: first a read turn and a chance for the peer.
+            return Expiry(rearm=min(1.0, timeout / 2), grace=True)
         return Expiry(half_open=self.silent_for(now) >= timeout)

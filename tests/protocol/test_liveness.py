@@ -28,7 +28,7 @@ def test_a_late_timer_never_decides_and_gives_the_peer_a_turn() -> None:
     assert live.stalls == 1 and live.stalled == 1.0
     # The re-armed timer, on time, with the peer still silent: now it is half-open.
     when = 6.0 + expiry.rearm
-    again = live.expired(started=0.0, timeout=5.0, scheduled=when, now=when)
+    again = live.expired(started=0.0, timeout=5.0, scheduled=when, now=when, graced=expiry.grace)
     assert again.rearm == 0 and again.half_open
 
 
@@ -71,3 +71,21 @@ def test_a_timer_on_time_after_stalls_elsewhere_is_rearmed_for_what_is_left() ->
     live.late(1.0, 3.0)  # 2 s of stall seen by another callback
     expiry = live.expired(started=0.0, timeout=5.0, scheduled=5.0, now=5.0)
     assert expiry.rearm == 2.0 and not expiry.half_open
+
+
+def test_a_loop_late_on_every_timer_still_times_requests_out() -> None:
+    """Overloaded, not stalled: each timer 0.2 s late. One grace turn, then a verdict."""
+    live = Liveness()
+    live.heard_from_peer(0.0)
+    scheduled, graced, verdicts = 5.0, False, 0
+    for _ in range(20):
+        expiry = live.expired(
+            started=0.0, timeout=5.0, scheduled=scheduled, now=scheduled + 0.2, graced=graced
+        )
+        if expiry.rearm == 0:
+            verdicts += 1
+            break
+        graced = graced or expiry.grace
+        scheduled = scheduled + 0.2 + expiry.rearm
+    assert verdicts == 1 and scheduled < 9.0
+    assert expiry.half_open
