@@ -205,19 +205,9 @@ def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return by_label
 
 
-def run_one(
-    emu: EmulatorProcess,
-    impl: str,
-    scenario: str,
-    n: int,
-    rate: float | None,
-    link_linger: float | None = None,
-) -> dict[str, Any]:
-    traced = impl.endswith("+t")
-    impl = impl.removesuffix("+t")
-    shards = 1
-    if impl.startswith("ray"):
-        shards = int(impl[3:] or 1)
+def runner_env(emu: EmulatorProcess, traced: bool = False) -> dict[str, str]:
+    """The environment of a ``client_runner.py`` process: the emulator's coordinates (and,
+    ``traced``, the OTEL variables that export to this process's sink)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         "SIGNALWIRE_PROJECT_ID": emu.project,
@@ -237,28 +227,67 @@ def run_one(
             env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
             env["OTEL_TRACES_SAMPLER_ARG"] = str(_trace_ratio)
     os.makedirs(env["RAY_TMPDIR"], exist_ok=True)
+    return env
+
+
+def start_runner(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start ``client_runner.py`` (``cmd``) on CPU 1; its stderr is collected in the list."""
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", "1", *cmd]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    stderr_lines: list[str] = []
+    threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    return proc, stderr_lines
+
+
+def wait_ready(proc: subprocess.Popen[str], stderr_lines: list[str], impl: str) -> list[str]:
+    """Wait for the runner's READY line; the RELAY protocols it names."""
+    assert proc.stdout is not None
+    ready = proc.stdout.readline().split()
+    if not ready or ready[0] != "READY":
+        proc.wait(30)
+        raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
+    return ready[1:]
+
+
+def read_done(proc: subprocess.Popen[str], stderr_lines: list[str], what: str) -> dict[str, Any]:
+    """The runner's DONE figures (it then waits for a line on stdin to go)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("DONE"):
+        raise RuntimeError(f"{what} failed: {line}{''.join(stderr_lines)[-3000:]}")
+    result: dict[str, Any] = json.loads(line[5:])
+    return result
+
+
+def run_one(
+    emu: EmulatorProcess,
+    impl: str,
+    scenario: str,
+    n: int,
+    rate: float | None,
+    link_linger: float | None = None,
+) -> dict[str, Any]:
+    traced = impl.endswith("+t")
+    impl = impl.removesuffix("+t")
+    shards = 1
+    if impl.startswith("ray"):
+        shards = int(impl[3:] or 1)
+    env = runner_env(emu, traced)
     context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
     kind = "ray" if impl.startswith("ray") else impl
     cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", scenario, "--n", str(n)]
     cmd += ["--context", context, "--shards", str(shards)]
     if link_linger is not None:
         cmd += ["--link-linger", str(link_linger)]
-    if shutil.which("taskset"):
-        cmd = ["taskset", "-c", "1", *cmd]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc, stderr_lines = start_runner(cmd, env)
     assert proc.stdout is not None and proc.stdin is not None
-    stderr_lines: list[str] = []
-    threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     tree = Tree(proc.pid)
     server = psutil.Process(emu.pid)
     try:
-        ready = proc.stdout.readline().split()
-        if not ready or ready[0] != "READY":
-            proc.wait(30)
-            raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
-        protocols = ready[1:]
+        protocols = wait_ready(proc, stderr_lines, impl)
         ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
         cpu0, pss0 = tree.cpu(), tree.pss()
         server_cpu0 = sum(server.cpu_times()[:2])
@@ -302,10 +331,7 @@ def run_one(
                     time.sleep(0.1)
             proc.stdin.write("stop\n")
             proc.stdin.flush()
-        line = proc.stdout.readline()
-        if not line.startswith("DONE"):
-            raise RuntimeError(f"{impl} {scenario} failed: {line}{''.join(stderr_lines)[-3000:]}")
-        result = json.loads(line[5:])
+        result = read_done(proc, stderr_lines, f"{impl} {scenario}")
         if scenario not in ("inbound", "hold"):
             cpu1 = tree.cpu()
             server_cpu1 = sum(server.cpu_times()[:2])

@@ -14,6 +14,12 @@ next fault. The number of answered calls is sampled every 25 ms; after the last
 fault the load stops and, once quiet, every invariant of ``relay_actors.chaos`` is
 checked. Prints one table; exits 1 if an invariant failed or a fault was never
 recovered from (the same seed replays the same schedule).
+
+The emulator refuses a second ``calling.answer`` (``strict_commands``). Without
+``--kinds`` the schedule draws from ``chaos.DEFAULT_KINDS``; the process pauses
+(``pause_connection``, ``pause_router``, ``pause_call_actor``: SIGSTOP for 2-4 s, then
+SIGCONT) and ``kill_connection_then_router`` are there to ask for, e.g.
+``--kinds pause_connection,pause_router,pause_call_actor,kill_connection_then_router,kill_connection``.
 """
 
 from __future__ import annotations
@@ -88,12 +94,14 @@ def chaos_handler(rec_name: str) -> Any:
         )
         try:
             if not call.recovered:
+                rec.command.remote(call.call_id, "calling.answer")
                 await call.answer()
             if call.to_number == RAISE_ON:
                 raise RuntimeError("handler failure on purpose")
             if call.to_number == HANG_ON:
                 await asyncio.Event().wait()
             try:
+                rec.command.remote(call.call_id, "calling.play")
                 play = await call.play_tts("hello")
                 await play.wait(timeout=10)
             except RelayError as exc:
@@ -221,6 +229,16 @@ class ChaosRun:
             self.exposed |= self.live_ids()
             os.kill(actor["pid"], signal.SIGKILL)
             return f"CallActor {actor['index']} pid {actor['pid']}"
+        if kind == "kill_connection_then_router":
+            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            router_pid = st["router"]["pid"]
+            gap = 0.2 + (pick % 201) / 1000  # 0.2-0.4 s: the shard is starting again
+            os.kill(shard["pid"], signal.SIGKILL)
+            await asyncio.sleep(gap)
+            os.kill(router_pid, signal.SIGKILL)
+            return f"shard {shard['shard']} pid {shard['pid']}, router pid {router_pid} {gap:.2f}s later"
+        if kind.startswith("pause_"):
+            return await self.pause(kind, pick, st)
         if kind == "reset_links":
             shard = pick % 2
             handle = ray.get_actor(actor_name(self.args.app, "connection", shard), namespace=NAMESPACE)
@@ -265,6 +283,26 @@ class ChaosRun:
             self.cluster.remove_node(node)
             return f"node {node.node_id[:8]} removed"
         raise ValueError(kind)
+
+    async def pause(self, kind: str, pick: int, st: dict[str, Any]) -> str:
+        """SIGSTOP one actor's process for 2-4 s, then SIGCONT (a GC pause, a frozen VM)."""
+        if kind == "pause_connection":
+            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            pid, what = shard["pid"], f"shard {shard['shard']}"
+        elif kind == "pause_router":
+            pid, what = st["router"]["pid"], "router"
+        else:
+            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
+            pid, what = actor["pid"], f"CallActor {actor['index']}"
+            # A CallActor silent for seconds may be taken for lost (its calls ended).
+            self.exposed |= self.live_ids()
+        seconds = 2.0 + (pick % 2001) / 1000
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        return f"{what} pid {pid} stopped {seconds:.1f}s"
 
     async def after(self, fault: chaos.Fault) -> None:
         """Undo what must be undone once calls flow again (a removed node comes back)."""
@@ -368,6 +406,7 @@ class ChaosRun:
         events = chaos.check_events(sent, dump["events"], disturbed, list(dump["started"]), at_start)
         twice = chaos.check_starts(dump["started"])
         after_end = chaos.commands_after_end(journal)
+        repeated = chaos.commands_twice(journal, dump["commands"])
         healthy_ended = sorted(chaos.runtime_ended(journal) - disturbed - self.exposed - self.faulty_calls)
         unacked = sum(self.core.stats()["unacked"].values())
         live = sum(1 for c in calls.values() if c.state != "ended")
@@ -378,6 +417,7 @@ class ChaosRun:
             "events out of order": events["out_of_order"],
             "calls handled twice": len(twice),
             "commands after the runtime ended": len(after_end),
+            "commands twice at the server": len(repeated),
             "healthy calls ended by the runtime": len(healthy_ended),
             "moments over the limit": self.monitor.over,
             "events unacked after quiescence": unacked,
@@ -389,7 +429,7 @@ class ChaosRun:
         traced = (
             [e["call_id"] for e in events["examples"]] + twice[:3] + [a["call_id"] for a in after_end[:3]]
         )
-        traced += leaked[:3] + healthy_ended[:3]
+        traced += leaked[:3] + healthy_ended[:3] + [r["call_id"] for r in repeated[:3]]
         self.report.details = {
             "events": events["examples"],
             "traces": {
@@ -404,6 +444,7 @@ class ChaosRun:
             },
             "handled_twice": twice[:10],
             "after_end": after_end[:10],
+            "commands_twice": repeated[:10],
             "over_limit": self.monitor.over_at,
             "peak_answered": self.monitor.peak,
             "samples": self.monitor.samples,
@@ -464,7 +505,13 @@ def _brief(st: dict[str, Any] | None) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace, cluster: Cluster) -> chaos.Report:
     async with Emulator(
-        ping_interval=0, durations=FAST_DURATIONS, journal_limit=2_000_000, resume_grace=30.0
+        ping_interval=0,
+        durations=FAST_DURATIONS,
+        journal_limit=2_000_000,
+        resume_grace=30.0,
+        # A second ``answer`` is refused, as a stricter service might: a runtime that
+        # resends one must not be saved by the emulator's leniency.
+        strict_commands=True,
     ) as emu:
         run = ChaosRun(args, cluster, emu)
         try:

@@ -12,7 +12,9 @@ this process tree (CPU, memory) from outside at the right moments:
 
 Scenarios: ``inbound`` (answer → play TTS → wait finished → hang up, for calls the
 parent injects), ``hold`` (answer, then wait for the far end to hang up),
-``dial`` (N dials at once, each hung up), ``message`` (N messages at once to delivered).
+``dial`` (N dials at once, each hung up), ``message`` (N messages at once to delivered),
+``stall`` (answer → hang up, but the handler of a call to ``STALL_NUMBER`` first blocks
+its loop for ``--stall-seconds`` with blocking code: ``bench_stall.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,25 @@ async def inbound_flow(call: Any) -> None:
     play = await call.play_tts("Hello from the benchmark.")
     await play.wait(timeout=60)
     await call.hangup()
+
+
+#: The number dialled by the calls whose handler blocks its loop (``stall`` scenario).
+STALL_NUMBER = "+15550199999"
+
+
+def stalls(device: dict[str, Any]) -> bool:
+    """Whether the handler of a call to ``device`` blocks its loop (set by whoever made the call)."""
+    return bool((device.get("params") or {}).get("to_number") == STALL_NUMBER)
+
+
+def stall_flow(seconds: float) -> Any:
+    async def flow(call: Any) -> None:
+        if stalls(call.device):
+            time.sleep(seconds)  # noqa: ASYNC251 - the blocking code under test
+        await call.answer()
+        await call.hangup()
+
+    return flow
 
 
 async def hold_flow(call: Any) -> None:
@@ -71,6 +92,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     failures = 0
     all_done = asyncio.Event()
     flow = hold_flow if args.scenario == "hold" else inbound_flow
+    if args.scenario == "stall":
+        flow = stall_flow(args.stall_seconds)
 
     async def on_call(call: Any) -> None:
         nonlocal done, failures
@@ -99,7 +122,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     loop = asyncio.get_running_loop()
-    if args.scenario in ("inbound", "hold"):
+    extra: dict[str, Any] = {}
+    if args.scenario in ("inbound", "hold", "stall"):
         # The parent watches the emulator and says "stop" when every call is through:
         # polling our own actors from here would be charged to the run.
         await loop.run_in_executor(None, sys.stdin.readline)
@@ -116,6 +140,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if done + failures >= args.n:
                 break
             await asyncio.sleep(0.1)
+        if args.impl == "ray":
+            extra["offers_dropped"] = sum(
+                s.get("offers_dropped", 0) + s.get("offers_no_capacity", 0) for s in stats["connections"]
+            )
     elif args.scenario == "dial":
 
         async def one() -> None:
@@ -146,7 +174,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.wait_for(asyncio.gather(*(send(i) for i in range(args.n))), args.timeout)
 
     wall = time.perf_counter() - t0
-    print("DONE " + json.dumps({"done": done, "failures": failures, "wall": wall}), flush=True)
+    print("DONE " + json.dumps({"done": done, "failures": failures, "wall": wall, **extra}), flush=True)
     # The parent samples CPU and memory now, then lets us go.
     await loop.run_in_executor(None, sys.stdin.readline)
     await client.disconnect()
@@ -161,7 +189,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=["ours", "sdk", "ray"], required=True)
-    parser.add_argument("--scenario", choices=["inbound", "hold", "dial", "message"], required=True)
+    parser.add_argument("--scenario", choices=["inbound", "hold", "dial", "message", "stall"], required=True)
+    parser.add_argument("--stall-seconds", type=float, default=6.0, help="stall: how long it blocks")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument(

@@ -3,10 +3,16 @@
 It opens the socket (``wss://`` with certificate verification unless ``ws`` is
 asked for), authenticates, acks every event before handing it on, answers
 server pings, pings the server and force-closes a socket whose requests go
-unanswered (half-open), reconnects with jittered exponential backoff, resumes
-the session by ``protocol``/``authorization_state``, queues requests while
+unanswered while the server says nothing (half-open), reconnects at once and
+then with jittered exponential backoff, resumes the session by
+``protocol``/``authorization_state``, queues requests while
 disconnected (bounded) and flushes them after re-authentication. It knows
 nothing of calls or of Ray: events go to the ``on_event`` callback.
+
+Its request timers are stall-aware (:class:`~relay_actors.protocol.liveness.Liveness`):
+when a handler blocks the loop, a timer that comes due meanwhile is re-armed rather
+than trusted, so the loop reads the replies that arrived (and writes the requests
+that were waiting) before anything is condemned.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from .errors import AuthenticationError, RelayError
 from .protocol import codec
 from .protocol import constants as c
 from .protocol.events import RelayEvent
+from .protocol.liveness import Liveness
 from .protocol.session import (
     ClientSession,
     Connected,
@@ -120,21 +127,28 @@ class _FrameWriter:
     websockets' per-message async send path, which costs more than the write.
     """
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_ws")
+    __slots__ = ("_liveness", "_loop", "_pending", "_scheduled", "_since", "_ws")
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, liveness: Liveness) -> None:
         self._ws = ws
+        self._liveness = liveness
         self._loop = asyncio.get_running_loop()
         self._pending: list[bytes] = []
         self._scheduled = False
+        self._since = 0.0
 
     def write(self, frame: bytes) -> None:
         self._pending.append(frame)
         if not self._scheduled:
             self._scheduled = True
+            self._since = self._loop.time()
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        if self._scheduled:
+            # A flush long after its write means the loop was blocked meanwhile: the
+            # requests in it reach the server only now (their timers must know).
+            self._liveness.late(self._since, self._loop.time())
         self._scheduled = False
         frames, self._pending = self._pending, []
         ws = self._ws
@@ -249,7 +263,8 @@ class Connection:
         on_connected: called after every successful (re)authentication.
         on_restart: called when the server ordered ``disconnect {restart: true}``:
             the next session is fresh and calls of the old one are lost.
-        request_timeout: per-request deadline, counted from when it was made.
+        request_timeout: per-request deadline, counted from when it was made in loop
+            time that excludes the loop's own stalls (a blocking handler does not use it up).
         ping_interval: seconds between client pings (0 disables them).
         max_auth_rejections: consecutive rejections (and first-contact errors)
             tolerated before the first successful authentication; then :meth:`run` raises.
@@ -287,6 +302,9 @@ class Connection:
         self._ws: _RelaySocket | None = None
         self._writer: _FrameWriter | None = None
         self._futures: dict[str, asyncio.Future[Any]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: The loop's awake clock and the server's silence on it (stall-aware timers).
+        self.liveness = Liveness()
         self._reader: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -295,6 +313,7 @@ class Connection:
         self._last_connected: Connected | None = None
         self._done = asyncio.Event()
         self._closing = False
+        self._loop_time: Callable[[], float] = time.monotonic  # the loop's clock, set when running
         self._fatal: BaseException | None = None
         self._authenticated_ever = False
         self._auth_rejections = 0
@@ -304,6 +323,7 @@ class Connection:
         #: Wall-clock time the current session (protocol) began, as seen by this process.
         self.session_started = 0.0
         self.attempts = 0
+        self._up_since = 0.0  # time.monotonic() of the last successful authentication
 
     # --- public -------------------------------------------------------------------
 
@@ -411,27 +431,57 @@ class Connection:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._futures[req_id] = future
-        timer = loop.call_later(timeout or self.request_timeout, self._timed_out, req_id, method, future)
-
-        def done(_: asyncio.Future[dict[str, Any]]) -> None:
-            timer.cancel()
-            self._futures.pop(req_id, None)
-            if future.cancelled():
-                self.session.forget(req_id)
-
-        future.add_done_callback(done)
+        timeout = timeout or self.request_timeout
+        now = loop.time()
+        due = now + timeout
+        started = self.liveness.awake(now)
+        self._timers[req_id] = loop.call_at(due, self._expired, req_id, method, future, started, timeout, due)
+        future.add_done_callback(partial(self._request_done, req_id))
         if frame is not None:
             self._send(frame)
         return future
 
-    def _timed_out(self, req_id: str, method: str, future: asyncio.Future[dict[str, Any]]) -> None:
+    def _request_done(self, req_id: str, future: asyncio.Future[Any]) -> None:
+        timer = self._timers.pop(req_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._futures.pop(req_id, None)
+        if future.cancelled():
+            self.session.forget(req_id)
+
+    def _expired(
+        self,
+        req_id: str,
+        method: str,
+        future: asyncio.Future[dict[str, Any]],
+        started: float,
+        timeout: float,
+        scheduled: float,
+        graced: bool = False,
+    ) -> None:
         if future.done():
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expiry = self.liveness.expired(started, timeout, scheduled, now, graced)
+        if expiry.rearm > 0:
+            # Our loop stalled (or was seen stalling): the reply may be waiting unread, or
+            # the request may have left only now. Look again once the loop has caught up.
+            when = now + expiry.rearm
+            self._timers[req_id] = loop.call_at(
+                when, self._expired, req_id, method, future, started, timeout, when, graced or expiry.grace
+            )
+            return
+        self._timers.pop(req_id, None)
         self.session.forget(req_id)
-        if self.connected:
-            # An unanswered request is the sign of a half-open socket.
-            log.warning("request %s timed out; closing the socket to reconnect", method)
+        if expiry.half_open and self.connected:
+            # Unanswered, and the server silent for as long: the sign of a half-open socket.
+            log.warning("request %s timed out, the server silent; closing the socket to reconnect", method)
             self._abort()
+        elif self.connected:
+            log.warning("request %s timed out (the server is still talking; the socket stays)", method)
+        else:
+            log.warning("request %s timed out while disconnected", method)
         future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
 
     def ack(self, ack_ids: list[str]) -> None:
@@ -485,6 +535,8 @@ class Connection:
             "attempts": self.attempts,
             "pending": len(self.session.pending),
             "queued": len(self.session.queued),
+            "loop_stalls": self.liveness.stalls,
+            "loop_stalled_s": round(self.liveness.stalled, 3),
             **self.session.stats,
         }
 
@@ -516,8 +568,10 @@ class Connection:
             create_connection=_RelaySocket,
         )
         assert isinstance(ws, _RelaySocket)
+        self._loop_time = asyncio.get_running_loop().time
         self._ws = ws
-        self._writer = writer = _FrameWriter(ws)
+        self.liveness.heard_from_peer(asyncio.get_running_loop().time())
+        self._writer = writer = _FrameWriter(ws, self.liveness)
         ws.attach(partial(self._on_message, writer))
         self._reader = asyncio.create_task(self._read(ws), name="relay-reader")
         req_id, frame = self.session.start_connect()
@@ -543,6 +597,7 @@ class Connection:
         if not connected.restored or not self.session_started:
             self.session_started = time.time()
         self._last_connected = connected
+        self._up_since = time.monotonic()
         self._connected.set()
         for queued in self.session.take_queued():
             self._send(queued)
@@ -566,6 +621,7 @@ class Connection:
             self._lost(ws)
 
     def _on_message(self, writer: _FrameWriter, data: bytes) -> None:
+        self.liveness.heard_from_peer(self._loop_time())
         # Bytes, not str: orjson parses UTF-8 directly, no decode/copy.
         reply, items = self.session.receive(data)
         if reply is not None:
@@ -647,6 +703,7 @@ class Connection:
                 if self._closing:
                     break
                 self.reconnects += 1
+                self.backoff.lost_after(time.monotonic() - self._up_since)
                 log.warning("connection to %s lost; reconnecting", self.settings.host)
                 await self._reconnect()
         except asyncio.CancelledError:
@@ -660,7 +717,11 @@ class Connection:
                 self._done.set()
 
     async def _reconnect(self, first: bool = False) -> None:
-        delay = 0.0 if first else self.backoff.next_delay()
+        # The first attempt of an outage goes at once (jittered by a few ms); the
+        # backoff carries on from there if it fails. At start-up it goes with no wait.
+        delay = self.backoff.next_delay()
+        if first:
+            delay = 0.0
         while not self._closing:
             if delay:
                 log.info("reconnecting in %.2fs", delay)

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-grace", type=float, default=60.0, help="seconds a detached session is kept")
     p.add_argument("--no-journal", action="store_true", help="do not record frames (benchmarks)")
     p.add_argument(
+        "--strict-commands",
+        action="store_true",
+        help="refuse a second calling.answer on a call (409), as a stricter service might",
+    )
+    p.add_argument(
         "--messages-before-result",
         action="store_true",
         help="send messaging.state events before the messaging.send result",
@@ -55,6 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
         resume_grace=args.resume_grace,
         journal=not args.no_journal,
         message_states_before_result=args.messages_before_result,
+        strict_commands=args.strict_commands,
     )
     config.durations.update(parse_durations(args.durations))
     stop = asyncio.Event()

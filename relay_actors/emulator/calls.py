@@ -62,6 +62,8 @@ class Call:
         self.tag = tag
         self.session = session
         self.state = c.CALL_STATE_CREATED
+        #: ``calling.answer`` requests taken (a second one is refused with ``strict_commands``).
+        self.answer_commands = 0
         self.end_reason: str | None = None
         self.actions: dict[str, Action] = {}
         self.offered: set[str] = set()  # protocols that were offered this call
@@ -470,6 +472,10 @@ class CallService:
     def _command(self, call: Call, verb: str, params: dict[str, Any]) -> dict[str, Any]:
         echo = {"call_id": call.call_id}
         if verb == "answer":
+            if call.answer_commands and self.core.config.strict_commands:
+                self.core.count("repeated_commands_refused")
+                return result("409", "Call already answered")
+            call.answer_commands += 1
             if call.state != c.CALL_STATE_ANSWERED:
                 call.set_state(c.CALL_STATE_ANSWERED)
                 if call.hangup_after is not None:

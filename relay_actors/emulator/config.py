@@ -104,6 +104,10 @@ class EmulatorConfig:
     #: the official SDK clears its protocol only after its ack went out, so closing early
     #: on a loaded machine leaves it resuming a retired session.
     disconnect_ack_timeout: float = 5.0
+    #: Refuse a repeated ``calling.answer`` (``409``) as a stricter service might, instead
+    #: of answering it ``200`` again. A repeated ``calling.end`` is refused either way
+    #: (``410``: the first one ended the call). Off by default.
+    strict_commands: bool = False
     #: Record every frame per session (credentials masked). Off for benchmarks.
     journal: bool = True
     #: Most frames kept per session in the journal.

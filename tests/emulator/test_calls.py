@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import RawClient, wait_until
 
@@ -142,3 +144,20 @@ async def test_begin_returns_call_id(emulator: Emulator, client: RawClient) -> N
     result = await client.request("calling.begin", {"tag": "b", "device": _phone("+9")})
     assert result["message"] == "Call started"
     await client.wait_event("calling.call.state", call_id=result["call_id"], call_state="answered")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+async def test_a_second_answer_is_refused_only_in_strict_mode(
+    emulator: Emulator, client: RawClient, strict: bool
+) -> None:
+    emulator.core.set_config({"strict_commands": strict})
+    [call_id] = emulator.core.inject_calls("office")
+    await client.wait_event("calling.call.receive", call_id=call_id)
+    assert (await client.request("calling.answer", {"call_id": call_id}))["code"] == "200"
+    again = await client.request("calling.answer", {"call_id": call_id})
+    assert again["code"] == ("409" if strict else "200")
+    counters = emulator.core.stats()["counters"]
+    assert counters.get("repeated_commands_refused", 0) == (1 if strict else 0)
+    assert (await client.request("calling.end", {"call_id": call_id}))["code"] == "200"
+    # A second end finds the call ended, in either mode.
+    assert (await client.request("calling.end", {"call_id": call_id}))["code"] == "410"

@@ -56,6 +56,7 @@ def test_chaos_short_schedule() -> None:
         "events handled twice",
         "calls handled twice",
         "commands after the runtime ended",
+        "commands twice at the server",
         "healthy calls ended by the runtime",
         "moments over the limit",
         "events unacked after quiescence",
