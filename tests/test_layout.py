@@ -171,12 +171,19 @@ CORES = {
 _NETWORKING = {"ray", "socket", "asyncio", "websockets", "ssl", "selectors"}
 
 
-def _relative_imports(tree: ast.AST) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` of every ``from .x import a, b`` (module ``""`` for ``from . import``)."""
+def _relative_imports(tree: ast.AST, type_only: bool = True) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every ``from .x import a, b`` (module ``""`` for ``from . import``);
+    without ``type_only``, those under ``if TYPE_CHECKING:`` are left out."""
+    skipped: set[int] = set()
+    if not type_only:
+        for node in ast.walk(tree):
+            test = getattr(node, "test", None)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(test or ast.Pass()):
+                skipped.update(id(inner) for stmt in node.body for inner in ast.walk(stmt))
     return [
         (node.module or "", [a.name for a in node.names])
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level > 0
+        if isinstance(node, ast.ImportFrom) and node.level > 0 and id(node) not in skipped
     ]
 
 
@@ -278,13 +285,14 @@ def test_each_runtime_rule_fails_on_a_probe(rule: str, tmp_path: pathlib.Path) -
 
 def import_cycles(root: pathlib.Path) -> list[list[str]]:
     """Circles among the runtime's modules, counting every import (also one inside a
-    function, which only defers a circle); the package facade (``__init__``) aside."""
+    function, which only defers a circle) but those for type hints alone (``if TYPE_CHECKING:``:
+    never run, so no load order depends on them); the package facade (``__init__``) aside."""
     graph: dict[str, set[str]] = {}
     for name, tree in _runtime_files(root):
         if name == "__init__.py":
             continue
         deps = graph.setdefault(name[:-3], set())
-        for module, names in _relative_imports(tree):
+        for module, names in _relative_imports(tree, type_only=False):
             deps.update([module.split(".")[-1]] if module else names)
     cycles: list[list[str]] = []
 
@@ -307,3 +315,7 @@ def test_the_runtime_modules_import_each_other_without_a_circle(tmp_path: pathli
     (tmp_path / "router.py").write_text("def f():\n    from .call_actor import CallActor\n")
     (tmp_path / "call_actor.py").write_text("from . import router\n")
     assert import_cycles(tmp_path) == [["call_actor", "router"]]
+    # A reference for type hints alone is no circle; the same import run at load time is.
+    type_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import router\n"
+    (tmp_path / "call_actor.py").write_text(type_only)
+    assert import_cycles(tmp_path) == []
