@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -35,9 +36,12 @@ DEFAULT_REPLY = "Thanks for your message, we will get back to you. Reply HOURS f
 
 
 def reply_for(body: str) -> tuple[str, str]:
-    """(keyword, reply text) for an inbound body; keyword ``""`` for the default reply."""
-    words = body.strip().upper().split()
-    keyword = words[0] if words and words[0] in REPLIES else ""
+    """(keyword, reply text) for an inbound body; keyword ``""`` for the default reply.
+
+    The keyword is the first word, its case and punctuation ignored: ``"hours?"`` is ``HOURS``."""
+    first = re.match(r"\W*(\w+)", body)
+    word = first.group(1).upper() if first else ""
+    keyword = word if word in REPLIES else ""
     return keyword, REPLIES.get(keyword, DEFAULT_REPLY)
 
 

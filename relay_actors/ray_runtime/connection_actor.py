@@ -199,6 +199,7 @@ class ConnectionActor:
                 ca_file=ca_file,
                 env={},
                 allow_insecure=bool(self.options.get("allow_insecure")),
+                credentials_from=self.options.get("credentials_from"),
             )
             self.router = ray.get_actor(actor_name(self.app, "router"), namespace=NAMESPACE)
             # Bookkeeping nobody waits on: linger to send it in few, large batches.
@@ -238,7 +239,11 @@ class ConnectionActor:
                 log.warning("shard %d: no link yet to CallActors %s; serving meanwhile", self.shard, down)
         except BaseException as exc:
             self._failed = exc
-            log.exception("connection shard %d failed to start", self.shard)
+            if isinstance(exc, RelayError):  # expected (credentials, settings): one line; the driver says it
+                log.error("connection shard %d failed to start: %s", self.shard, exc.message)
+                log.debug("connection shard %d failed to start", self.shard, exc_info=True)
+            else:
+                log.exception("connection shard %d failed to start", self.shard)
             self._send_early_requests()  # (they fail: no connection will come)
         finally:
             self._ready.set()
@@ -1057,10 +1062,10 @@ class ConnectionActor:
         # ``connection_lost``); an exception here would break the link it came in on.
         if error is not None:
             exc = error
-            if method == "calling.dial" and exc.code != "connection_closed":
+            if method == "calling.dial" and exc.failure != "connection_closed":
                 self.dial_owner.pop(params.get("tag", ""), None)
                 self.routes.dials.cancel(params.get("tag", ""))
-            self._to(idx, (m.RESULT, req_id, False, (exc.code, exc.message, exc.data)), None)
+            self._to(idx, (m.RESULT, req_id, False, (exc.failure or exc.code, exc.message, exc.data)), None)
             return
         assert result is not None
         if method == "messaging.send":

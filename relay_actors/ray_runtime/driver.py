@@ -48,7 +48,7 @@ import orjson
 from ..call import Call, CallControl
 from ..call_host import CallHost
 from ..config import Settings, is_loopback
-from ..errors import ArgumentError, RelayError
+from ..errors import ArgumentError, RelayError, unwrap_remote
 from ..message import Message
 from ..metrics import resolve_metrics_config
 from ..protocol import constants as c
@@ -596,7 +596,7 @@ class RayRuntime:
         except Exception as exc:  # the router's RelayError arrives wrapped by Ray
             cause = getattr(exc, "cause", exc)
             if isinstance(cause, RelayError):
-                raise RelayError(cause.code, cause.message) from None
+                raise RelayError(cause.code, cause.message, failure=cause.failure) from None
             raise RelayError("upgrade_failed", f"upgrade of Ray app {app!r} failed: {exc!r}") from None
         # The app is this driver's from now on; the previous owner sees the record change.
         current = await kvstore.read_record(app) or record
@@ -611,7 +611,7 @@ class RayRuntime:
         await kvstore.update_record(app, self.record)
         self.owner = True
         self.generation = int(result["generation"])
-        log.warning(
+        log.info(
             "upgraded Ray app %r to generation %d: new calls go to CallActors %s; CallActors %s drain "
             "(up to %g s) and stop",
             app,
@@ -779,6 +779,8 @@ class RayRuntime:
             "backoff": self.client_options.get("backoff"),
             "on_call_actor_lost": self.options.on_call_actor_lost,
             "link_linger": self.options.link_linger,
+            # Where the driver found the credentials (no values), for a rejection's message.
+            "credentials_from": self.settings.credentials_from,
         }
         from .connection_actor import ConnectionActor
 
@@ -797,9 +799,16 @@ class RayRuntime:
         """The router first (it creates the pool the shards link to), then every shard."""
         try:
             await asyncio.wait_for(self.router.ready.remote(), START_TIMEOUT)
-            await asyncio.wait_for(
-                asyncio.gather(*(conn.ready.remote() for conn in self.connections)), START_TIMEOUT
+            # Every shard's answer is taken (no "unhandled error" from Ray for the others);
+            # a RelayError (rejected credentials, bad settings) comes out as itself, not
+            # wrapped in Ray's traceback.
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(conn.ready.remote() for conn in self.connections), return_exceptions=True),
+                START_TIMEOUT,
             )
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None:
+                raise unwrap_remote(failed) from None
         except asyncio.TimeoutError:
             raise RelayError(
                 "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"
@@ -874,7 +883,8 @@ class RayRuntime:
                 f"by pid {driver.get('pid', '?')} on {driver.get('node_ip', '?')}; this driver exits and "
                 "the app runs on"
             )
-            log.warning("%s", self.handed_over)
+            # Success, not a warning; said once, by whoever ran the app (its last line).
+            log.debug("%s", self.handed_over)
             return
         log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
 
@@ -1020,7 +1030,8 @@ async def _drain(
                 log.warning("app %r shard %d: unreceive failed (%r)", app, shard, result)
     active = await _active_calls(router, connections)
     if active:
-        say(f"draining {app}: {active} active calls, new offers refused (up to {timeout:g} s)")
+        calls = f"{active} active call{'s' * (active != 1)}"
+        say(f"draining {app}: {calls}, new offers refused (up to {timeout:g} s)")
     deadline = time.monotonic() + timeout
     while active and time.monotonic() < deadline:
         # Polling the router (no event to wait on across processes), with a deadline.

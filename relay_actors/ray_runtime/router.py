@@ -626,7 +626,7 @@ class Router:
                 ray.kill(handle, no_restart=True)
             except Exception as exc:
                 log.info("CallActor %d: kill failed: %r", idx, exc)
-        log.warning("app %r: retired CallActor %d (drained)", self.app, idx)
+        log.info("app %r: retired CallActor %d (drained)", self.app, idx)
 
     async def _tell_shards_within(self, method: str, *args: Any) -> dict[int, Any]:
         """Call ``method`` on every shard (each bounded); the answers of those that did."""

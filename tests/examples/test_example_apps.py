@@ -89,3 +89,19 @@ async def test_sms_responder_answers_every_message(emu: Emulator, tmp_path: Path
         }
         await until(lambda: len(read_lines(store / "replies.jsonl")) == 3, what="three replies")
     check_responder_replies(read_lines(store / "replies.jsonl"), ids)
+
+
+def test_sms_readme_curl_gets_the_keyword_its_json_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's own curl body is answered with the keyword the README's JSON line shows."""
+    import json
+    import re
+
+    monkeypatch.setenv("SIGNALWIRE_PROJECT_ID", "p")  # the module makes its client on import
+    monkeypatch.setenv("SIGNALWIRE_API_TOKEN", "t")
+    from examples.sms_responder.app import REPLIES, reply_for
+
+    readme = (Path(__file__).parents[2] / "examples" / "sms_responder" / "README.md").read_text()
+    body = json.loads(re.search(r"-d '(\{[^']*\"body\"[^']*\})'", readme).group(1))["body"]  # type: ignore[union-attr]
+    documented = re.search(r'"keyword": "(\w+)"', readme).group(1)  # type: ignore[union-attr]
+    assert reply_for(body) == (documented, REPLIES[documented]), body
+    assert reply_for("  Stop!") == ("STOP", REPLIES["STOP"]) and reply_for("hello?")[0] == ""
