@@ -184,3 +184,16 @@ def test_message_handler_lines_carry_the_message_id() -> None:
 
     assert "app=sms call_id=- message_id=m-1 myapp: hello" in asyncio.run(in_message_handler())
     assert "app=ivr call_id=c-1 myapp: hello" in asyncio.run(in_call_handler())
+
+
+def test_status_without_a_cluster_found_says_address(tmp_path: Path) -> None:
+    """No --address, no RAY_ADDRESS and no ``ray start`` under Ray's temp dir: one line that says
+    how to name the cluster (with one, ``status`` finds it as ``ray status`` does)."""
+    env = _env(RAY_TMPDIR=str(tmp_path))
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay_actors.cli", "status", "ivr"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    line = _one_line(proc)
+    assert "no Ray cluster found" in line and "--address" in line and "RAY_ADDRESS" in line

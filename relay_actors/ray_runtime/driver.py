@@ -249,15 +249,34 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
 
 
 def attach_ray(address: str | None = None) -> None:
-    """Attach to a running cluster (for ``status``/``stop``: never start one)."""
+    """Attach to a running cluster (for ``status``/``stop``: never start one): ``address``,
+    else ``RAY_ADDRESS``, else the last ``ray start`` on this machine, as Ray's own CLI
+    (``ray status``, ``ray job logs``) finds it."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address == "local":
-        raise RelayError("no_ray", "no Ray cluster named: pass --address HOST:PORT or set RAY_ADDRESS")
+        address = _last_ray_start()
+    if not address:
+        raise RelayError(
+            "no_ray",
+            "no Ray cluster found: none named (--address, RAY_ADDRESS) and no ray start on this machine "
+            "under Ray's default temp dir (a head started with --temp-dir elsewhere, or on another "
+            "machine, is not found): pass --address HEAD_IP:6379 or set RAY_ADDRESS",
+        )
     ensure_ray(address, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def _last_ray_start() -> str | None:
+    """The GCS address the last ``ray start`` on this machine wrote (``/tmp/ray/ray_current_cluster``)."""
+    try:
+        from ray._private.utils import read_ray_address
+
+        return read_ray_address(None) or None
+    except Exception:  # a Ray without this helper: as if none was found
+        return None
 
 
 def check_ray_auth(address: str, timeout: float = 5.0) -> None:
