@@ -105,7 +105,7 @@ def chaos_handler(rec_name: str) -> Any:
                 play = await call.play_tts("hello")
                 await play.wait(timeout=10)
             except RelayError as exc:
-                rec.error.remote(call.call_id, exc.code)
+                rec.error.remote(call.call_id, exc.failure or exc.code)
             await call.wait_for_ended(timeout=60)
         finally:
             rec.finish.remote(call.call_id)

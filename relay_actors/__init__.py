@@ -33,7 +33,6 @@ from .errors import (
     CallEndedError,
     ConfigError,
     ConnectionLimitError,
-    ErrorCode,
     ProtocolError,
     RelayError,
 )
@@ -236,7 +235,6 @@ __all__ = [
     "DetectEvent",
     "DialEvent",
     "EchoEvent",
-    "ErrorCode",
     "FaxAction",
     "FaxEvent",
     "HoldEvent",

@@ -26,9 +26,9 @@ from typing import Any
 
 import orjson
 
-from . import eventloop
+from . import eventloop, logcontext
 from .client import RelayClient
-from .errors import RelayError
+from .errors import RelayError, unwrap_remote
 from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
 from .ray_runtime.driver import gcs_address, ship_module_by_value
@@ -42,9 +42,13 @@ def say(line: str) -> None:
     print(f"relay-actors: {line}", flush=True)
 
 
-def fail(exc: BaseException) -> int:
-    """One line on stderr for the errors a user can act on."""
-    print(f"relay-actors: error: {exc}", file=sys.stderr, flush=True)
+def fail(exc: BaseException, state: str = "") -> int:
+    """One line on stderr for the errors a user can act on, then what state the app is in;
+    the traceback only at debug level (``--log-level debug``). Exit status 1."""
+    exc = unwrap_remote(exc)
+    log.debug("the error in full", exc_info=exc)
+    text = exc.message if isinstance(exc, RelayError) else str(exc) or type(exc).__name__
+    print(f"relay-actors: error: {text}{f' ({state})' if state else ''}", file=sys.stderr, flush=True)
     return 1
 
 
@@ -53,26 +57,67 @@ def fail(exc: BaseException) -> int:
 
 def load_client(target: str) -> tuple[RelayClient, str]:
     """Import ``module[:attr]`` (from the working directory too) and return its client and
-    the module's name. Without ``:attr``, the module must hold exactly one RelayClient."""
+    the module's name. Without ``:attr``, the module must hold exactly one RelayClient.
+
+    Raises:
+        RelayError: ``argument`` (a file path, a module that is not there, a name that is
+            not a RelayClient: the message says the right form and lists the module's
+            clients) or ``import_failed`` (the module raised while importing, e.g. a syntax error).
+    """
     module_name, _, attr = target.partition(":")
     if not module_name:
         raise RelayError(
             "argument", f"expected MODULE[:CLIENT] such as examples.ivr.app:client, not {target!r}"
         )
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").strip("./").replace(os.sep, ".").replace("/", ".")
+        raise RelayError(
+            "argument",
+            f"{target!r} is a file path; run takes a module name, as python -m does: "
+            f"relay-actors run {dotted}{':' + attr if attr else ''} (from the directory that holds "
+            f"{module_name.split('/')[0]!r})",
+        )
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise _import_failed(module_name, exc) from None  # the module is there; one of its imports is not
+        raise RelayError(
+            "argument",
+            f"no module named {exc.name!r} here ({Path.cwd()}): run from the directory that holds "
+            f"{exc.name.split('.')[0]!r} (for the examples, the repository's root) or add that "
+            "directory to PYTHONPATH",
+        ) from None
+    except RelayError:
+        raise  # the module's RelayClient(...) refused its settings: that message says what to fix
+    except Exception as exc:  # whatever the app's module raised while importing
+        raise _import_failed(module_name, exc) from None
+    clients = sorted(name for name, v in vars(module).items() if isinstance(v, RelayClient))
+    have = f"{module_name} has {', '.join(f'{module_name}:{n}' for n in clients) or 'no RelayClient'}"
     if attr:
         client = getattr(module, attr, None)
         if not isinstance(client, RelayClient):
-            raise RelayError("argument", f"{module_name}.{attr} is not a RelayClient")
+            what = "does not exist" if client is None else f"is a {type(client).__name__}, not a RelayClient"
+            raise RelayError("argument", f"{module_name}.{attr} {what}; {have}")
         return client, module_name
-    found = [v for v in vars(module).values() if isinstance(v, RelayClient)]
-    if len(found) != 1:
-        raise RelayError(
-            "argument", f"{module_name} holds {len(found)} RelayClients: name one, e.g. {module_name}:client"
-        )
-    return found[0], module_name
+    if len(clients) != 1:
+        raise RelayError("argument", f"{module_name} holds {len(clients)} RelayClients, name one: {have}")
+    return getattr(module, clients[0]), module_name
+
+
+def _import_failed(module_name: str, exc: BaseException) -> RelayError:
+    """One line for a module that raised on import: what and where (file:line)."""
+    log.debug("importing %s failed", module_name, exc_info=exc)
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}"
+        return RelayError("import_failed", f"{module_name} does not import: {exc.msg} at {where}")
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+    return RelayError("import_failed", f"{module_name} does not import: {type(exc).__name__}: {exc}{where}")
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -101,8 +146,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        help="port of the app's Prometheus endpoint on Ray (default RELAY_METRICS_PORT, else 9478; "
-        "0: any free port; -1: none)",
+        help="port of the app's Prometheus endpoint, in-process (on 127.0.0.1) and on Ray (default "
+        "RELAY_METRICS_PORT, else 9478; 0: any free port; -1: none)",
     )
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="seconds for active calls at stop")
     parser.add_argument(
@@ -120,9 +165,11 @@ def _run_parser() -> argparse.ArgumentParser:
 
 def run_main(argv: Sequence[str]) -> int:
     args = _run_parser().parse_args(list(argv))
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    # Every line with its call_id / message_id, in-process as in the CallActors on Ray.
+    logcontext.install()
+    logging.basicConfig(level=args.log_level.upper(), format=logcontext.RUN_LOG_FORMAT, force=True)
+    # What a failure leaves behind, said after its line: ready_seen[0] once serving.
+    ready_seen = [False]
     try:
         client, module_name = load_client(args.target)
         task = _task(module_name, args.task) if args.task else None
@@ -132,18 +179,27 @@ def run_main(argv: Sequence[str]) -> int:
             ship_module_by_value(module_name)
         else:  # the router serves an app's metrics on Ray; in-process, this process does
             app = sanitize_app_name(module_name.rsplit(".", 1)[-1])
+            client._host.app = app  # the app= of its log lines, as on Ray
             metrics_server, metrics_where = serve_local_metrics(client, args.metrics_port, app=app)
         try:
-            last = eventloop.run(_serve(client, args.drain_timeout, task, metrics_where))
+            last = eventloop.run(_serve(client, args.drain_timeout, task, metrics_where, ready_seen))
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
-        return fail(exc)
+        return fail(exc, _state_after_failure(args, ready_seen[0]))
     except KeyboardInterrupt:
         last = None
     say(last or "stopped")
     return 0
+
+
+def _state_after_failure(args: argparse.Namespace, served: bool) -> str:
+    if served:
+        return "the app stopped"
+    if args.upgrade:
+        return "nothing was deployed: the running generation, if any, is untouched and still serving"
+    return "the app did not start"
 
 
 def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str) -> RayOptions:
@@ -177,6 +233,7 @@ async def _serve(
     drain_timeout: float,
     task: Callable[[RelayClient], Awaitable[Any]] | None = None,
     metrics_where: str = "",
+    ready_seen: list[bool] | None = None,
 ) -> str | None:
     """Serve until a signal (or the end of ``task``); returns the line to end with, if
     not the usual one (this driver handed its Ray app over to an upgrade)."""
@@ -201,6 +258,8 @@ async def _serve(
     async def ready() -> None:
         runtimes.append(client._ray)
         say(await _ready_line(client, metrics_where))
+        if ready_seen is not None:
+            ready_seen[0] = True
         if task is not None:
             running.append(asyncio.create_task(run_task()))
         loop = asyncio.get_running_loop()

@@ -38,7 +38,7 @@ log = logging.getLogger("relay_actors.call")
 #: server ends up in the same state whether it ran them once or twice).
 _IDEMPOTENT = frozenset({"answer", "end"})
 _IDEMPOTENT_RETRIES = 2
-#: Error codes of a request whose connection went before its result came back.
+#: Failures of a request whose connection went before its result came back.
 _CUT_OFF = frozenset({"connection_lost", "connection_closed"})
 
 A = TypeVar("A", bound=Action)
@@ -312,12 +312,12 @@ class CallBase:
                 if exc.call_gone:
                     log.info("call %s is gone (%s) during %s", self.call_id, exc.code, method)
                     return {}
-                if attempts and exc.code in _CUT_OFF:
+                if attempts and exc.failure in _CUT_OFF:
                     # The connection went while the request was out: it may or may not
                     # have run. Running it again is harmless for these verbs, and failing
                     # would make a handler give up a healthy call over a network blip.
                     attempts -= 1
-                    log.info("call %s: %s cut off (%s); sending it again", self.call_id, method, exc.code)
+                    log.info("call %s: %s cut off (%s); sending it again", self.call_id, method, exc.failure)
                     continue
                 raise
 

@@ -330,7 +330,8 @@ class CallHost:
             )
         except BaseException as exc:
             if traced is not None:
-                traced.end("", getattr(exc, "code", "") or type(exc).__name__)
+                why = getattr(exc, "failure", None) or str(getattr(exc, "code", "")) or type(exc).__name__
+                traced.end("", why)
             raise
         finally:
             self._dials.pop(tag, None)

@@ -28,7 +28,7 @@ from .call import Call, CallControl
 from .call_host import CallHandler, CallHost, HostTransport, MessageHandler
 from .config import Settings, context_list, max_connections, resolve_settings, updated_contexts
 from .connection import Connection
-from .errors import ArgumentError, ConnectionLimitError, RelayError
+from .errors import ArgumentError, ConnectionLimitError, RelayError, unwrap_remote
 from .handlers import check_error_policy
 from .message import Message
 from .protocol import constants as c
@@ -423,8 +423,13 @@ class RelayClient:
             with contextlib.suppress(KeyboardInterrupt):
                 eventloop.run(self.serve())
         except RelayError as exc:
-            print(f"relay-actors: {exc.message}", file=sys.stderr, flush=True)
+            cause = unwrap_remote(exc)
+            log.debug("the error in full", exc_info=cause)
+            print(f"relay-actors: {getattr(cause, 'message', cause)}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
+        handed_over = self._ray.handed_over if self._ray is not None else None
+        if handed_over:  # an upgrade took this app over: the one line that says so
+            print(f"relay-actors: {handed_over}", flush=True)
 
     async def serve(
         self,

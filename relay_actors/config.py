@@ -51,6 +51,9 @@ class Settings:
     #: ``wss`` by default; ``ws`` only when asked for (the local emulator).
     scheme: str = "wss"
     ca_file: str | None = None
+    #: Where the credentials came from, for messages (never their values): e.g.
+    #: ``"SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN in SIGNALWIRE_CREDENTIALS_FILE '/x'"``.
+    credentials_from: str = "the project= argument and the token= argument"
 
     @property
     def url(self) -> str:
@@ -147,17 +150,22 @@ def resolve_settings(
     ca_file: str | None = None,
     allow_insecure: bool | None = None,
     env: Mapping[str, str] | None = None,
+    credentials_from: str | None = None,
 ) -> Settings:
     """Resolve settings the way the official client does.
 
     ``allow_insecure`` (else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``) permits
     ``scheme='ws'`` towards a host that is not loopback; without it, that is refused.
+    ``credentials_from`` overrides where the credentials are said to come from (a Ray
+    actor gets them from the driver, which knows).
 
     Raises:
         ConfigError: (a ``ValueError``) naming the argument and environment
             variable to fix: missing credentials, bad host, bad limit, bad contexts,
             plaintext towards a remote host.
     """
+    in_file: dict[str, str] = {}
+    file_note = ""
     if env is None:
         env = os.environ
         # The driver's own environment: a credentials file (Ray jobs) fills it in.
@@ -165,7 +173,10 @@ def resolve_settings(
         if path:
             from .credentials_file import read_credentials_file
 
-            env = {**env, **read_credentials_file(path)}
+            in_file = read_credentials_file(path)
+            env = {**env, **in_file}
+            file_note = f" in SIGNALWIRE_CREDENTIALS_FILE {path!r}"
+    given = {"project": project, "token": token, "jwt_token": jwt_token}
     project = project or env.get("SIGNALWIRE_PROJECT_ID", "")
     token = token or env.get("SIGNALWIRE_API_TOKEN", "")
     jwt_token = jwt_token or env.get("SIGNALWIRE_JWT_TOKEN", "")
@@ -173,13 +184,27 @@ def resolve_settings(
         if not project:
             raise ConfigError(
                 "project is required: pass project=... or set SIGNALWIRE_PROJECT_ID "
+                f"{'(it is not' + file_note + ') ' if file_note else ''}"
                 "(or use jwt_token=... / SIGNALWIRE_JWT_TOKEN)"
             )
         if not token:
             raise ConfigError(
                 "token is required: pass token=... or set SIGNALWIRE_API_TOKEN "
+                f"{'(it is not' + file_note + ') ' if file_note else ''}"
                 "(or use jwt_token=... / SIGNALWIRE_JWT_TOKEN)"
             )
+
+    def origin(arg: str, variable: str) -> str:
+        if given[arg]:
+            return f"the {arg}= argument"
+        return f"{variable}{file_note}" if variable in in_file else f"{variable} (environment)"
+
+    if credentials_from is None:
+        credentials_from = (
+            origin("jwt_token", "SIGNALWIRE_JWT_TOKEN")
+            if jwt_token
+            else f"{origin('project', 'SIGNALWIRE_PROJECT_ID')} and {origin('token', 'SIGNALWIRE_API_TOKEN')}"
+        )
     host = _validate_host((host or env.get("SIGNALWIRE_SPACE", "") or c.DEFAULT_HOST).strip())
     if isinstance(contexts, str):
         raise ConfigError("contexts must be a list of context names, not a string: pass contexts=[...]")
@@ -203,6 +228,7 @@ def resolve_settings(
         max_active_calls=_max_active_calls(max_active_calls, env),
         scheme=scheme,
         ca_file=ca_file,
+        credentials_from=credentials_from,
     )
 
 

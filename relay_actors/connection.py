@@ -104,15 +104,10 @@ def first_contact_error(exc: BaseException, settings: Settings) -> RelayError | 
 
 def auth_failure(exc: AuthenticationError, settings: Settings) -> AuthenticationError:
     """``exc`` (a rejected ``signalwire.connect``) with one line saying what to check."""
-    what = (
-        "SIGNALWIRE_JWT_TOKEN (jwt_token=...)"
-        if settings.credentials.jwt_token
-        else "SIGNALWIRE_PROJECT_ID and SIGNALWIRE_API_TOKEN (project=, token=)"
-    )
     return AuthenticationError(
         exc.code,
-        f"{settings.host} rejected the credentials ({exc.message}): check {what}; for the local "
-        "emulator use the project and token of its ready line",
+        f"{settings.host} rejected the credentials ({exc.message}): check {settings.credentials_from}; "
+        "for the local emulator use the project and token of its ready line",
         exc.data,
     )
 

@@ -45,7 +45,7 @@ async def await_dial(
         try:
             await send()
         except RelayError as exc:
-            if exc.code != "connection_closed":
+            if exc.failure != "connection_closed":
                 raise
             log.warning("connection lost while dialing (tag=%s); waiting for the outcome", tag)
         return await asyncio.wait_for(asyncio.shield(outcome), timeout)

@@ -1,12 +1,11 @@
 """Typed errors of relay-actors.
 
-Every error the framework raises on purpose is a :class:`RelayError` with a
-``code`` and a human ``message``. Server result codes are strings on the wire
-(``"404"``), so ``code`` is that string, kept as it came — but an
-:class:`ErrorCode`, a ``str`` that also compares with integers the way the
-official SDK's integer ``code`` does (``e.code == 404``; non-numeric client-side
-codes such as ``"timeout"`` equal ``-1``, the SDK's code for them).
-:attr:`RelayError.status` is the plain integer.
+Every error the framework raises on purpose is a :class:`RelayError`. Its
+``code`` is an ``int``, exactly as in the official SDK (``signalwire.relay``
+3.7.5): the server's code (``404``, ``-32602``; the wire sends ``"404"``, it is
+converted), and ``-1`` for every failure on the client's side. Which client-side
+failure it was (``"timeout"``, ``"closed"``, ``"dial_timeout"``, ...) is in
+:attr:`RelayError.failure`, ``None`` for an error the server sent.
 """
 
 from __future__ import annotations
@@ -14,131 +13,104 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CLIENT_SIDE",
     "ArgumentError",
     "AuthenticationError",
     "CallEndedError",
     "ConfigError",
     "ConnectionLimitError",
-    "ErrorCode",
     "ProtocolError",
     "RelayError",
+    "unwrap_remote",
 ]
 
+CLIENT_SIDE = -1
+"""The ``code`` of every client-side failure, as the official SDK gives it."""
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+
+def _split(code: str | int) -> tuple[int, str | None]:
+    """``(code, failure)`` from what the constructor got: a number (int or a numeric
+    string, as the wire sends it) is the server's code; any other string names a
+    client-side failure, whose code is -1."""
+    if isinstance(code, bool):
+        raise TypeError("a RelayError code is an int or a string, not a bool")
+    if isinstance(code, int):
+        return int(code), None
+    text = str(code).strip()
+    try:
+        return int(text), None
+    except ValueError:
+        return CLIENT_SIDE, text
 
 
-class ErrorCode(str):
-    """A RELAY error code: the string as sent (``"404"``, ``"timeout"``), equal to
-    that string **and** to the integer the official SDK would hold (``404``; ``-1``
-    for a non-numeric code), and ordered against integers (``400 <= code < 500``).
-
-    Hashing is the string's, so sets and dicts keyed by the string codes keep
-    working; ``e.code in {404, 410}`` (an int-keyed set or dict) does not — use
-    ``e.status`` there, or a tuple (``e.code in (404, 410)``), which compares with ``==``.
-    """
-
-    __slots__ = ()
-
-    @property
-    def status(self) -> int:
-        """The integer view: the number, or ``-1`` when the code is not numeric."""
-        try:
-            return int(str(self))
-        except ValueError:
-            return -1
-
-    def __int__(self) -> int:
-        return self.status
-
-    def __eq__(self, other: object) -> bool:
-        if _is_int(other):
-            return self.status == other
-        return str.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        equal = self.__eq__(other)
-        return equal if equal is NotImplemented else not equal
-
-    # Against an int: numerically, as the SDK's int code; otherwise as a string.
-    def __lt__(self, other: object) -> bool:
-        if _is_int(other):
-            return self.status < other  # type: ignore[operator]
-        return str.__lt__(self, other)  # type: ignore[operator]
-
-    def __le__(self, other: object) -> bool:
-        if _is_int(other):
-            return self.status <= other  # type: ignore[operator]
-        return str.__le__(self, other)  # type: ignore[operator]
-
-    def __gt__(self, other: object) -> bool:
-        if _is_int(other):
-            return self.status > other  # type: ignore[operator]
-        return str.__gt__(self, other)  # type: ignore[operator]
-
-    def __ge__(self, other: object) -> bool:
-        if _is_int(other):
-            return self.status >= other  # type: ignore[operator]
-        return str.__ge__(self, other)  # type: ignore[operator]
-
-    # Defining __eq__ would drop the hash: keep the string's (see the class docstring).
-    __hash__ = str.__hash__
-
-    def __repr__(self) -> str:
-        return str.__repr__(self)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ErrorCode, (str(self),))
+def _rebuild(cls: type[RelayError], code: int, message: str, data: Any, failure: str | None) -> RelayError:
+    """Unpickle any RelayError (subclasses have their own ``__init__`` signatures)."""
+    error = cls.__new__(cls)
+    RelayError.__init__(error, code, message, data, failure=failure)
+    return error
 
 
 class RelayError(Exception):
     """An error from RELAY or from the client's handling of it.
 
+    ``RelayError(code, message)`` takes the server's code (an int, or the string the
+    wire carries, ``"404"``) or, for a client-side failure, its name
+    (``RelayError("timeout", ...)``: ``code`` ``-1``, ``failure`` ``"timeout"``).
+
     Attributes:
-        code: an :class:`ErrorCode`: the server's code as a string (``"404"``,
-            ``"-32000"``) or a client-side code (``"timeout"``, ``"connection_closed"``,
-            ...); it also equals the official SDK's integer (``e.code == 404``;
-            ``-1`` for the client-side codes).
+        code: an ``int``, as in the official SDK: the server's code (``404``,
+            ``-32000``), or ``-1`` for a client-side failure.
+        failure: what kind of client-side failure (``"timeout"``, ``"closed"``,
+            ``"dial_timeout"``, ``"session_lost"``, ``"queue_full"``,
+            ``"connection_lost"``, ``"call_ended"``, ...); ``None`` when the server
+            sent the error.
         message: what went wrong, for people. Never holds credentials.
-        data: the JSON-RPC ``error.data`` object when the server sent one.
+        data: the JSON-RPC ``error.data`` object (or the failed result) when the
+            server sent one.
     """
 
-    def __init__(self, code: str | int, message: str, data: Any = None) -> None:
-        self.code = ErrorCode(code)
+    def __init__(
+        self, code: str | int, message: str, data: Any = None, *, failure: str | None = None
+    ) -> None:
+        number, named = _split(code)
+        self.code: int = number
+        self.failure: str | None = failure if failure is not None else named
         self.message = str(message)
         self.data = data
         super().__init__(f"RELAY error {self.code}: {self.message}")
 
-    @property
-    def status(self) -> int:
-        """The code as an integer (what the official SDK calls ``code``); ``-1`` if not numeric."""
-        return self.code.status
+    @classmethod
+    def from_server(cls, code: Any, message: str, data: Any = None) -> RelayError:
+        """An error the server sent: its code as an int, ``-1`` when it is not a number
+        (as the SDK does), and never a ``failure``."""
+        try:
+            number = int(str(code).strip())
+        except ValueError:
+            number = CLIENT_SIDE
+        return cls(number, message, data)
 
     @property
     def call_gone(self) -> bool:
         """True for 404 (no such call) and 410 (call ended): normal telephony, not a failure."""
-        return self.code in ("404", "410")
+        return self.code in (404, 410)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the typed fields when the error crosses a process boundary (Ray pickles it).
-        return (type(self), (str(self.code), self.message, self.data))
+        return (_rebuild, (type(self), self.code, self.message, self.data, self.failure))
 
 
 class ProtocolError(RelayError):
     """A frame that breaks the RELAY/JSON-RPC rules: malformed, oversize, missing fields.
 
-    Codes: ``invalid_json``, ``not_an_object``, ``invalid_frame``,
-    ``invalid_params``, ``invalid_field`` (an event field of the wrong type),
+    A client-side failure (``code`` -1); ``failure`` is one of ``invalid_json``,
+    ``not_an_object``, ``invalid_frame``, ``invalid_params``,
+    ``invalid_field`` (an event field of the wrong type),
     ``frame_too_large``, ``unknown_response``, ``unknown_event``, ``unknown_method``.
     """
 
 
 class _FixedCodeError(RelayError):
-    """An error whose code is fixed by its class: built from the message alone."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message,))
+    """A client-side error whose ``failure`` is fixed by its class: built from the message alone."""
 
 
 class ConfigError(_FixedCodeError, ValueError):
@@ -151,7 +123,7 @@ class ConfigError(_FixedCodeError, ValueError):
 
 class AuthenticationError(RelayError):
     """``signalwire.connect`` was rejected: bad credentials, bad JWT, or an unknown
-    ``protocol`` on resume. Keeps the server's code (e.g. ``"-32000"``)."""
+    ``protocol`` on resume. Keeps the server's code (e.g. ``-32000``)."""
 
 
 class ArgumentError(_FixedCodeError, ValueError):
@@ -174,7 +146,16 @@ class CallEndedError(_FixedCodeError, TimeoutError):
 
     Raised at once instead of waiting out the timeout, as the official SDK does. It is
     also an ``asyncio.TimeoutError`` (``TimeoutError``), so SDK code that catches that
-    takes the same path it would have taken there, only sooner; code ``call_ended``."""
+    takes the same path it would have taken there, only sooner; ``failure`` ``"call_ended"``."""
 
     def __init__(self, message: str) -> None:
         super().__init__("call_ended", message)
+
+
+def unwrap_remote(exc: BaseException) -> BaseException:
+    """The RelayError a Ray actor raised, out of the ``RayTaskError`` that wraps it (whose
+    text is the remote traceback); any other exception as it is."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RelayError):
+        return cause
+    return exc

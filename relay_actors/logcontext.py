@@ -4,13 +4,16 @@ The handler runner sets :data:`call_id` / :data:`app` (context variables, so tas
 handler starts inherit them) and installs a log record factory once per process:
 every record then has ``call_id``, ``message_id``, ``app`` and ``node`` attributes
 (``"-"`` outside a handler; ``node`` is the Ray node's address in a CallActor), and
+``message_tag`` (`` message_id=<id>`` inside an ``on_message`` handler, else empty), and
 ``trace_id``/``span_id`` (hex, of the current span while tracing is on, see
 :mod:`relay_actors.tracing`; ``"-"`` otherwise) so logs and traces join. A standard
 formatter shows them::
 
     logging.basicConfig(format=relay_actors.logcontext.LOG_FORMAT, level=logging.INFO)
 
-One call's lines: ``grep <call_id>`` in that output (or filter on ``record.call_id``).
+One call's lines: ``grep <call_id>`` in that output (or filter on ``record.call_id``);
+one message's: ``grep <message_id>``. ``relay-actors run`` logs in :data:`RUN_LOG_FORMAT`,
+in-process as on Ray.
 
 On Ray, each CallActor logs at the level the app's driver has (:func:`configure_call_actor`)
 in :data:`ACTOR_LOG_FORMAT` to its stderr, which Ray forwards to the driver: the records
@@ -29,6 +32,7 @@ from . import tracing
 __all__ = [
     "ACTOR_LOG_FORMAT",
     "LOG_FORMAT",
+    "RUN_LOG_FORMAT",
     "app",
     "bind",
     "call_id",
@@ -38,10 +42,15 @@ __all__ = [
 ]
 
 #: A format showing the context: ``2026-11-28 07:00:00,000 INFO ivr 5f0c... my_app: pressed 1``.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(app)s %(call_id)s %(name)s: %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(app)s %(call_id)s%(message_tag)s %(name)s: %(message)s"
+#: What ``relay-actors run`` logs in, in-process: the context, named.
+RUN_LOG_FORMAT = (
+    "%(asctime)s %(levelname)s app=%(app)s call_id=%(call_id)s%(message_tag)s %(name)s: %(message)s"
+)
 #: What CallActors log in: the context and the node.
 ACTOR_LOG_FORMAT = (
-    "%(asctime)s %(levelname)s app=%(app)s node=%(node)s call_id=%(call_id)s %(name)s: %(message)s"
+    "%(asctime)s %(levelname)s app=%(app)s node=%(node)s call_id=%(call_id)s%(message_tag)s "
+    "%(name)s: %(message)s"
 )
 
 call_id: contextvars.ContextVar[str] = contextvars.ContextVar("relay_call_id", default="-")
@@ -63,7 +72,9 @@ def install() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         record.call_id = call_id.get()
-        record.message_id = message_id.get()
+        message = message_id.get()
+        record.message_id = message
+        record.message_tag = "" if message == "-" else f" message_id={message}"
         record.app = app.get()
         record.node = _node
         if tracing.ENABLED:

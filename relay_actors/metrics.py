@@ -567,7 +567,10 @@ def serve_local_metrics(client: Any, port: int | None = None, app: str = "local"
     try:
         server, port = serve_client_metrics(client, port, app=app)
     except OSError as exc:
-        return None, f"none (port {port}: {exc.strerror or exc})"
+        return None, (
+            f"none (port {port}: {exc.strerror or exc}; pick another with --metrics-port or "
+            "RELAY_METRICS_PORT, 0 for any free port)"
+        )
     return server, f"http://127.0.0.1:{port}/metrics"
 
 

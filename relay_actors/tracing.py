@@ -366,6 +366,8 @@ class CallTrace:
             result: dict[str, Any] = await control.execute(method, params)
         except RelayError as exc:
             span.set_attribute("relay.code", str(exc.code))
+            if exc.failure:  # a client-side failure (code -1): which one
+                span.set_attribute("relay.failure", exc.failure)
             span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
             raise
         except BaseException as exc:
@@ -484,6 +486,8 @@ class MessageTrace:
             result: dict[str, Any] = await control.execute("messaging.send", params)
         except RelayError as exc:
             span.set_attribute("relay.code", str(exc.code))
+            if exc.failure:  # a client-side failure (code -1): which one
+                span.set_attribute("relay.failure", exc.failure)
             span.set_status(trace.Status(trace.StatusCode.ERROR, exc.message))
             self.end("", exc.message)
             raise

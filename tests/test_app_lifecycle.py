@@ -100,15 +100,15 @@ def test_every_refusal_says_what_to_do(
 ) -> None:
     start = decide(rec, router_up, **asked)
     assert start.action is StartAction.REFUSE
-    assert start.error is not None and start.error.code == code
+    assert start.error is not None and start.error.failure == code
     assert says in start.error.message
 
 
 def test_the_refusals_outside_the_decision() -> None:
     race = create_race("ivr")
-    assert race.code == "app_starting" and "at the same moment" in race.message
+    assert race.failure == "app_starting" and "at the same moment" in race.message
     gone = app_gone("relay:ivr:router")
-    assert gone.code == "app_gone" and gone.message.startswith("relay:ivr:router is not running")
+    assert gone.failure == "app_gone" and gone.message.startswith("relay:ivr:router is not running")
 
 
 @pytest.mark.parametrize(

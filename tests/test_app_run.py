@@ -15,6 +15,8 @@ from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
 
 APP = """
+import logging
+
 from relay_actors import RelayClient
 
 client = RelayClient(contexts=["office"], handler_timeout=600.0)
@@ -22,6 +24,7 @@ client = RelayClient(contexts=["office"], handler_timeout=600.0)
 
 @client.on_call
 async def on_call(call):
+    logging.getLogger("myapp").info("answering the caller")
     await call.answer()
     await call.wait_for_ended(timeout=60)
 """
@@ -68,6 +71,9 @@ async def test_run_serves_the_modules_client_and_drains_on_sigterm(tmp_path: Pat
             url = re.search(r"metrics (http://127\.0\.0\.1:\d+/metrics)", ready)
             assert url, ready
             (call_id,) = emu.core.inject_calls("office", 1)
+            # The handler's line carries its call_id in-process too (grep <call_id>), as on Ray.
+            logged = await _line(proc.stdout, "answering the caller")
+            assert f"app=myapp call_id={call_id} myapp: answering the caller" in logged, logged
             await _until(lambda: emu.core.list_calls()[0]["state"] == "answered")
             text = await asyncio.to_thread(lambda: urllib.request.urlopen(url[1], timeout=5).read().decode())
             assert 'relay_active_calls{actor="",app="myapp",component="client",node="",shard=""} 1.0' in text

@@ -60,7 +60,9 @@ async def test_task_runs_once_ready_then_the_app_stops(tmp_path: Path) -> None:
         assert failed.returncode == 1, failed.stdout + failed.stderr
         errors = [line for line in failed.stderr.splitlines() if line.startswith("relay-actors: error:")]
         assert "relay-actors: task boom failed: draining" in failed.stdout
-        assert len(errors) == 1 and errors[0].endswith("--task boom: the campaign file is empty"), errors
+        assert len(errors) == 1 and errors[0].endswith(
+            "--task boom: the campaign file is empty (the app stopped)"
+        ), errors
 
         wrong = await asyncio.to_thread(_run, tmp_path, emu, "not_async")
         assert wrong.returncode == 1

@@ -213,7 +213,7 @@ async def test_dial_failed_and_pre_routed_dial_items() -> None:
     host.dial_done("t3", False, {})
     with pytest.raises(RelayError) as failed:
         await asyncio.wait_for(failing, 5)
-    assert failed.value.code == "dial_failed"
+    assert failed.value.failure == "dial_failed"
 
 
 async def test_send_message_is_tracked_and_keeps_states_that_beat_its_result() -> None:
@@ -260,4 +260,4 @@ async def test_losing_the_session_ends_calls_and_fails_dials_and_messages() -> N
     for waiting in (dialing, message.wait(1)):
         with pytest.raises(RelayError) as lost:
             await asyncio.wait_for(waiting, 5)
-        assert lost.value.code == "session_lost"
+        assert lost.value.failure == "session_lost"

@@ -107,7 +107,7 @@ async def dial_one(index: int, number: str, outcomes: RayOutcomes | None) -> dic
             call_id = remote.call_id
             outcome, _ = await asyncio.wait_for(expected, CALL_TIMEOUT)
     except RelayError as exc:
-        outcome = "no-answer" if exc.code in ("dial_failed", "dial_timeout") else "error"
+        outcome = "no-answer" if exc.failure in ("dial_failed", "dial_timeout") else "error"
         if outcome == "error":
             log.warning("dialling %s: %s", number, exc)
     except asyncio.TimeoutError:

@@ -55,11 +55,14 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _collect_result(call: Call, collect: dict[str, Any], config: EmulatorConfig) -> dict[str, Any]:
-    """The next scripted caller input, else the call's fixed result, else the configured caller."""
+    """The next scripted caller input, else the call's fixed result, else nothing if the
+    call had a script (it ran out: the caller does nothing), else the configured caller."""
     if call.inputs:
         return caller.collect_result(collect, call.inputs.popleft())
     if call.collect_result is not None:
         return call.collect_result
+    if call.scripted:
+        return caller.collect_result(collect, {"silence": True})
     pressed = caller.default_input(
         collect, config.collect_digits, config.collect_terminator, config.collect_speech_text
     )

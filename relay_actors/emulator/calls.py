@@ -74,6 +74,9 @@ class Call:
         self.inputs: deque[dict[str, Any]] = deque(
             core.config.caller_inputs.get(_device_number(device), ()) if direction == "outbound" else ()
         )
+        #: Given a script (``inputs``): once it is spent the caller does nothing (``no_input``)
+        #: instead of being the configured default caller.
+        self.scripted = bool(self.inputs)
         #: A dialled number's detect events come from the configuration's ``detect_outcomes``.
         outcome = core.config.detect_outcomes.get(_device_number(device)) if direction == "outbound" else None
         self.detect_result: list[str] | None = list(outcome) if outcome is not None else None
@@ -220,6 +223,7 @@ class CallService:
         self.core.count_call_state(call)
         call.collect_result = collect
         call.inputs.extend(scripted)
+        call.scripted = call.scripted or inputs is not None
         call.detect_result = detect
         call.hangup_after = hangup_after
         timeout = self.core.config.ring_timeout if ring_timeout is None else ring_timeout
@@ -268,6 +272,7 @@ class CallService:
         if call is None or call.ended:
             return None
         call.inputs.extend(scripted)
+        call.scripted = True
         return list(call.inputs)
 
     def hangup(self, call_id: str, reason: str = "hangup") -> bool:

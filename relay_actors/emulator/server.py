@@ -196,7 +196,7 @@ class Connection:
         try:
             frame = decode(raw)
         except ProtocolError as exc:
-            self.violation(_loose_id(obj), _ERROR_CODES.get(exc.code, -32600), exc.message)
+            self.violation(_loose_id(obj), _ERROR_CODES.get(exc.failure or "", -32600), exc.message)
             return
         if not isinstance(frame, Request):
             if session is not None and frame.id is not None and session.ack(frame.id):

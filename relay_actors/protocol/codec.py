@@ -2,7 +2,7 @@
 
 Pure functions, no I/O. :func:`decode` turns one frame into a
 :class:`Request`, :class:`Response` or :class:`ErrorResponse`, or raises
-:class:`~relay_actors.errors.ProtocolError` with a precise code; encoders
+:class:`~relay_actors.errors.ProtocolError` with a precise ``failure``; encoders
 return ``bytes`` (orjson), which a transport sends as a *text* frame
 (``websocket.send(data, text=True)``).
 """
@@ -73,7 +73,7 @@ class InvalidRequest(ProtocolError):
         self.request = request
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.code, self.message, self.request))
+        return (type(self), (self.failure or "", self.message, self.request))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,8 @@ def decode(data: str | bytes | bytearray | memoryview, max_size: int = MAX_FRAME
         if problem is not None:
             if frame_id is None:
                 raise problem
-            raise InvalidRequest(problem.code, problem.message, Request(frame_id, method, {}, wire_id))
+            request = Request(frame_id, method, {}, wire_id)
+            raise InvalidRequest(problem.failure or "", problem.message, request)
         return Request(frame_id, method, params, wire_id)
 
     if "error" in obj:

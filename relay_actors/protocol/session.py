@@ -163,7 +163,7 @@ def check_result(method: str, result: Any) -> dict[str, Any]:
     code_str = str(code)
     if c.SUCCESS_CODE_RE.match(code_str):
         return result
-    raise RelayError(code_str, str(result.get("message", "Unknown error")), result)
+    raise RelayError.from_server(code_str, str(result.get("message", "Unknown error")), result)
 
 
 _PING_REPLY: dict[str, Any] = {}
@@ -319,7 +319,7 @@ class ClientSession:
         return codec.encode_result(self._numeric_ids.pop(event_id, event_id), _PING_REPLY)
 
     def _violation(self, exc: ProtocolError) -> ProtocolViolation:
-        self.stats[f"violation.{exc.code}"] += 1
+        self.stats[f"violation.{exc.failure}"] += 1
         log.warning("RELAY protocol violation: %s", exc.message)
         return ProtocolViolation(exc)
 
@@ -457,7 +457,7 @@ class ClientSession:
         method = self.pending.pop(resp.id, None)
         if method is None:
             return self._violation(ProtocolError("unknown_response", "error for an unknown request id"))
-        error = RelayError(resp.code, resp.message, resp.data)
+        error = RelayError.from_server(resp.code, resp.message, resp.data)
         if method == c.METHOD_CONNECT:
             self._connect_id = ""
             return ConnectFailed(resp.id, error)

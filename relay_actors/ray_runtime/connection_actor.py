@@ -317,6 +317,7 @@ def _relay_settings(options: dict[str, Any], creds: dict[str, Any], resume: dict
         ca_file=ca_file,
         env={},
         allow_insecure=bool(options.get("allow_insecure")),
+        credentials_from=options.get("credentials_from"),
     )
 
 
@@ -425,7 +426,11 @@ class ConnectionActor:
                 startup.done(step)
         except BaseException as exc:
             self._failed = exc
-            log.exception("connection shard %d failed to start", self.shard)
+            if isinstance(exc, RelayError):  # an expected failure (credentials, settings): one line
+                log.error("connection shard %d failed to start: %s", self.shard, exc.message)
+                log.debug("connection shard %d failed to start", self.shard, exc_info=True)
+            else:
+                log.exception("connection shard %d failed to start", self.shard)
             self.core.requests.start_failed()  # (the requests that waited fail: no connection will come)
         finally:
             self._ready.set()

@@ -48,7 +48,7 @@ import orjson
 from ..call import Call, CallControl
 from ..call_host import CallHost
 from ..config import Settings, is_loopback
-from ..errors import RelayError
+from ..errors import RelayError, unwrap_remote
 from ..message import Message
 from ..protocol import constants as c
 from ..protocol.calls import CallCore
@@ -136,15 +136,34 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
 
 
 def attach_ray(address: str | None = None) -> None:
-    """Attach to a running cluster (for ``status``/``stop``: never start one)."""
+    """Attach to a running cluster (for ``status``/``stop``: never start one): ``address``,
+    else ``RAY_ADDRESS``, else the last ``ray start`` on this machine, as Ray's own CLI
+    (``ray status``, ``ray job logs``) finds it."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if not address or address == "local":
-        raise RelayError("no_ray", "no Ray cluster named: pass --address HOST:PORT or set RAY_ADDRESS")
+        address = _last_ray_start()
+    if not address:
+        raise RelayError(
+            "no_ray",
+            "no Ray cluster found: none named (--address, RAY_ADDRESS) and no ray start on this machine "
+            "under Ray's default temp dir (a head started with --temp-dir elsewhere, or on another "
+            "machine, is not found): pass --address HEAD_IP:6379 or set RAY_ADDRESS",
+        )
     ensure_ray(address, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def _last_ray_start() -> str | None:
+    """The GCS address the last ``ray start`` on this machine wrote (``/tmp/ray/ray_current_cluster``)."""
+    try:
+        from ray._private.utils import read_ray_address
+
+        return read_ray_address(None) or None
+    except Exception:  # a Ray without this helper: as if none was found
+        return None
 
 
 def check_ray_auth(address: str, timeout: float = 5.0) -> None:
@@ -481,7 +500,7 @@ class RayRuntime:
         except Exception as exc:  # the router's RelayError arrives wrapped by Ray
             cause = getattr(exc, "cause", exc)
             if isinstance(cause, RelayError):
-                raise RelayError(cause.code, cause.message) from None
+                raise RelayError(cause.code, cause.message, failure=cause.failure) from None
             raise RelayError("upgrade_failed", f"upgrade of Ray app {app!r} failed: {exc!r}") from None
         # The app is this driver's from now on; the previous owner sees the record change.
         current = await kvstore.read_record(app)
@@ -494,7 +513,7 @@ class RayRuntime:
         await kvstore.update_record(app, self.record.to_dict())
         self.owner = True
         self.generation = self.record.generation
-        log.warning(
+        log.info(
             "upgraded Ray app %r to generation %d: new calls go to CallActors %s; CallActors %s drain "
             "(up to %g s) and stop",
             app,
@@ -607,6 +626,8 @@ class RayRuntime:
             "backoff": self.client_options.get("backoff"),
             "on_call_actor_lost": self.options.on_call_actor_lost,
             "link_linger": self.options.link_linger,
+            # Where the driver found the credentials (no values), for a rejection's message.
+            "credentials_from": self.settings.credentials_from,
         }
         self.connections = [
             spawn_control_actor(
@@ -625,9 +646,16 @@ class RayRuntime:
         """The router first (it creates the pool the shards link to), then every shard."""
         try:
             await asyncio.wait_for(self.router.ready.remote(), START_TIMEOUT)
-            await asyncio.wait_for(
-                asyncio.gather(*(conn.ready.remote() for conn in self.connections)), START_TIMEOUT
+            # Every shard's answer is taken (no "unhandled error" from Ray for the others);
+            # a RelayError (rejected credentials, bad settings) comes out as itself, not
+            # wrapped in Ray's traceback.
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(conn.ready.remote() for conn in self.connections), return_exceptions=True),
+                START_TIMEOUT,
             )
+            failed = next((a for a in answers if isinstance(a, BaseException)), None)
+            if failed is not None:
+                raise unwrap_remote(failed) from None
         except asyncio.TimeoutError:
             raise RelayError(
                 "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"
@@ -676,7 +704,8 @@ class RayRuntime:
         outcome, current = found
         if outcome is Ownership.HANDED_OVER and current is not None:
             self.handed_over = handover_notice(self.app, current)
-            log.warning("%s", self.handed_over)
+            # Success, not a warning; said once, by whoever ran the app (its last line).
+            log.debug("%s", self.handed_over)
             return
         log.warning("Ray app %r was stopped elsewhere (relay-actors stop); this driver ends", self.app)
 
@@ -822,7 +851,8 @@ async def _drain(
                 log.warning("app %r shard %d: unreceive failed (%r)", app, shard, result)
     active = await _active_calls(router, connections)
     if active:
-        say(f"draining {app}: {active} active calls, new offers refused (up to {timeout:g} s)")
+        calls = f"{active} active call{'s' * (active != 1)}"
+        say(f"draining {app}: {calls}, new offers refused (up to {timeout:g} s)")
     deadline = time.monotonic() + timeout
     while active and time.monotonic() < deadline:
         # Polling the router (no event to wait on across processes), with a deadline.

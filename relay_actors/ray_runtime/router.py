@@ -612,7 +612,7 @@ class Router:
             if self.pool.forgotten(idx, await self.shard_actors.ask("forget_call_actor", idx)):
                 await self._save()
                 await self.call_actors.stop(idx, clean=True)
-                log.warning("app %r: retired CallActor %d (drained)", self.app, idx)
+                log.info("app %r: retired CallActor %d (drained)", self.app, idx)
         elif step is RetireStep.HANG_UP:
             ended = await self.shard_actors.ask("end_calls_on", idx)
             self.pool.hung_up_calls(sum(ended.values()))

@@ -112,10 +112,11 @@ class ShardRequests:
         """The outcome of CallActor ``idx``'s request: back to it over the link, and what
         it changes here (dials, messages, contexts, a passed call's slot)."""
         if error is not None:
-            if method == "calling.dial" and error.code != "connection_closed":
+            if method == "calling.dial" and error.failure != "connection_closed":
                 self.core.dial_owner.pop(params.get("tag", ""), None)
                 self.core.routes.dials.cancel(params.get("tag", ""))
-            self.core.to_actor(idx, (m.RESULT, req_id, False, (error.code, error.message, error.data)), None)
+            failed = (error.failure or error.code, error.message, error.data)
+            self.core.to_actor(idx, (m.RESULT, req_id, False, failed), None)
             return
         assert result is not None
         if method == "messaging.send":

@@ -631,7 +631,7 @@ async def test_action_start_error_raises_and_fails_the_action(harness: Harness) 
     await call.transcribe()
     with pytest.raises(RelayError) as info:
         await call.transcribe()  # a second transcription → 409
-    assert info.value.code == "409" and info.value.status == 409 and not info.value.call_gone
+    assert info.value.code == 409 and info.value.failure is None and not info.value.call_gone
 
 
 async def test_call_on_and_wait_for(harness: Harness) -> None:
@@ -677,7 +677,7 @@ async def test_wait_for_states_inbound(harness: Harness) -> None:
         assert (await waiter(timeout=0.01)).event_type == "calling.call.state"
     with pytest.raises(RelayError) as info:
         await call.wait_for("calling.call.play", timeout=1)
-    assert info.value.code == "call_ended"
+    assert info.value.failure == "call_ended"
 
 
 async def test_wait_for_states_outbound_and_waiters_fail_on_end(harness: Harness) -> None:
@@ -688,7 +688,7 @@ async def test_wait_for_states_outbound_and_waiters_fail_on_end(harness: Harness
     harness.core.hangup(call.call_id)
     with pytest.raises(RelayError) as info:
         await pending
-    assert info.value.code == "call_ended"
+    assert info.value.failure == "call_ended"
     assert (await call.wait_for_ended(timeout=5)).params["end_reason"] == "hangup"
 
 
@@ -726,7 +726,7 @@ async def test_wait_for_on_an_ended_call_raises_at_once(harness: Harness) -> Non
     for event_type in ("calling.call.state", "calling.call.play"):
         with pytest.raises(RelayError) as info:
             await call.wait_for(event_type, timeout=5)
-        assert info.value.code == "call_ended"
+        assert info.value.failure == "call_ended"
 
 
 async def test_a_wait_cut_short_by_the_end_is_also_the_sdk_s_timeout(harness: Harness) -> None:
@@ -742,9 +742,9 @@ async def test_a_wait_cut_short_by_the_end_is_also_the_sdk_s_timeout(harness: Ha
     assert asyncio.get_running_loop().time() - started < 5  # not the 30 s timeout
     err = info.value
     assert isinstance(err, CallEndedError) and isinstance(err, RelayError)
-    assert err.code == "call_ended" and err.code == -1
+    assert err.failure == "call_ended" and err.code == -1
     again = pickle.loads(pickle.dumps(err))  # crosses Ray's process boundary intact
-    assert type(again) is CallEndedError and again.code == "call_ended" and again.message == err.message
+    assert type(again) is CallEndedError and again.failure == "call_ended" and again.message == err.message
     try:
         await call.wait_for("calling.call.state", timeout=30)
     except asyncio.TimeoutError:

@@ -67,7 +67,7 @@ async def test_bad_jwt_is_rejected(emulator: Emulator) -> None:
     with pytest.raises(RelayError) as info:
         await client.connect()
     await client.disconnect()
-    assert info.value.code == "-32000"
+    assert info.value.code == -32000
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ async def test_disconnect_fails_pending_work(harness: Harness) -> None:
     await harness.client.disconnect()
     with pytest.raises(RelayError) as info:
         await asyncio.wait_for(dial, 5)
-    assert info.value.code == "closed"
+    assert info.value.failure == "closed"
 
 
 async def test_disconnect_fails_tracked_messages(harness: Harness) -> None:
@@ -234,7 +234,7 @@ async def test_disconnect_fails_tracked_messages(harness: Harness) -> None:
     await harness.client.disconnect()
     with pytest.raises(RelayError) as info:
         await message.wait(timeout=5)
-    assert info.value.code == "closed" and message.is_done
+    assert info.value.failure == "closed" and message.is_done
 
 
 async def test_run_stops_on_sigterm(emulator: Emulator) -> None:
@@ -293,7 +293,7 @@ async def test_receive_402(harness: Harness) -> None:
     harness.core.set_config({"receive_402": ["paid"]})
     with pytest.raises(RelayError) as info:
         await harness.client.receive(["paid"])
-    assert info.value.code == "402" and info.value.status == 402
+    assert info.value.code == 402 and info.value.failure is None
     assert "paid" not in harness.client.contexts
 
 
@@ -306,7 +306,7 @@ async def test_execute_raw(harness: Harness) -> None:
     await call.wait_for_answered(timeout=5)
     with pytest.raises(RelayError) as info:
         await harness.client.execute("nosuch.method", {})
-    assert info.value.code == "-32601"
+    assert info.value.code == -32601
     with pytest.raises(ValueError):
         await harness.client.execute("", {})
     with pytest.raises(ValueError):
@@ -341,7 +341,7 @@ async def test_dial_failed(harness: Harness) -> None:
     harness.core.set_config({"dial_outcomes": {"+1005": "busy", "+1006": "failure"}})
     with pytest.raises(RelayError) as info:
         await harness.client.dial([[phone("+1005"), phone("+1006")]], dial_timeout=5)
-    assert info.value.code == "dial_failed"
+    assert info.value.failure == "dial_failed"
     assert harness.client.stats()["pending_dials"] == 0
     assert harness.client.stats()["active_calls"] == 0  # the failed legs ended
 
@@ -350,7 +350,7 @@ async def test_dial_timeout_hangs_up_the_legs(harness: Harness) -> None:
     harness.core.set_config({"durations": {"answer": 30.0}})
     with pytest.raises(RelayError) as info:
         await harness.client.dial([[PHONE]], tag="slow", dial_timeout=0.3)
-    assert info.value.code == "dial_timeout"
+    assert info.value.failure == "dial_timeout"
     # The leg that was ringing is cancelled, not orphaned.
     end = await harness.wait_request("calling.end")
     assert end["reason"] == "cancel"
@@ -367,7 +367,7 @@ async def test_serial_dial_timeout_leaves_no_orphan(harness: Harness) -> None:
     harness.core.set_config({"durations": {"ring": 0.2, "answer": 0.2}})
     with pytest.raises(RelayError) as info:
         await harness.client.dial([[phone("+1001")], [phone("+1002")]], tag="ser", dial_timeout=0.3)
-    assert info.value.code == "dial_timeout"
+    assert info.value.failure == "dial_timeout"
     await wait_until(lambda: any(c["device"] == phone("+1002") for c in harness.core.list_calls()))
     await wait_until(
         lambda: all(c["state"] == "ended" for c in harness.core.list_calls() if c["tag"] == "ser")
@@ -481,7 +481,7 @@ async def test_wss_with_wrong_ca_fails_verification(tls_emulator: Emulator) -> N
         client = RelayClient(**client_kwargs(tls_emulator, ca_file=other.ca_file))
         with pytest.raises(RelayError) as info:
             await client.connect()
-        assert info.value.code == "tls_untrusted" and "SIGNALWIRE_RELAY_CA_FILE" in info.value.message
+        assert info.value.failure == "tls_untrusted" and "SIGNALWIRE_RELAY_CA_FILE" in info.value.message
         assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
         await client.disconnect()
     assert tls_emulator.core.stats()["sessions"] == 0

@@ -18,9 +18,9 @@ class CutOnce:
     """The seam a Call sends through (the connection, or a CallActor's link): the first
     ``cuts`` requests are cut off, the rest succeed."""
 
-    def __init__(self, cuts: int, code: str = "connection_lost") -> None:
+    def __init__(self, cuts: int, failure: str = "connection_lost") -> None:
         self.cuts = cuts
-        self.code = code
+        self.failure = failure
         self.sent: list[str] = []
         self.tasks = BackgroundTasks()
 
@@ -28,7 +28,7 @@ class CutOnce:
         self.sent.append(method)
         if self.cuts:
             self.cuts -= 1
-            raise RelayError(self.code, "the connection went; it may or may not have run")
+            raise RelayError(self.failure, "the connection went; it may or may not have run")
         return {"code": "200", "message": "OK"}
 
 
@@ -38,7 +38,7 @@ def _call(control: CutOnce) -> Call:
 
 @pytest.mark.parametrize("code", ["connection_lost", "connection_closed"])
 async def test_answer_and_hangup_are_sent_again(code: str) -> None:
-    control = CutOnce(cuts=2, code=code)
+    control = CutOnce(cuts=2, failure=code)
     call = _call(control)
     assert (await call.answer())["code"] == "200"
     assert control.sent == ["calling.answer"] * 3
@@ -51,11 +51,11 @@ async def test_retries_are_bounded() -> None:
     control = CutOnce(cuts=10)
     with pytest.raises(RelayError) as info:
         await _call(control).answer()
-    assert info.value.code == "connection_lost" and len(control.sent) == 3
+    assert info.value.failure == "connection_lost" and len(control.sent) == 3
 
 
 async def test_other_commands_fail_visibly() -> None:
     control = CutOnce(cuts=1)
     with pytest.raises(RelayError) as info:
         await _call(control)._execute("connect", {"devices": []})
-    assert info.value.code == "connection_lost" and control.sent == ["calling.connect"]
+    assert info.value.failure == "connection_lost" and control.sent == ["calling.connect"]

@@ -44,19 +44,19 @@ async def _serve_fails(client: RelayClient, caplog: pytest.LogCaptureFixture) ->
 
 async def test_wss_to_the_plain_emulator(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     error = await _serve_fails(_fast(emulator, scheme="wss"), caplog)
-    assert error.code == "tls_mismatch"
+    assert error.failure == "tls_mismatch"
     assert "SIGNALWIRE_RELAY_SCHEME=ws" in error.message and emulator.host in error.message
     client = _fast(emulator, scheme="wss")
     with pytest.raises(RelayError) as info:  # connect(): one attempt, same answer
         await client.connect()
     await client.disconnect()
-    assert info.value.code == "tls_mismatch"
+    assert info.value.failure == "tls_mismatch"
     assert emulator.core.stats()["sessions"] == 0
 
 
 async def test_plain_ws_to_the_tls_emulator(tls_emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     error = await _serve_fails(_fast(tls_emulator, scheme="ws"), caplog)
-    assert error.code == "tls_mismatch"
+    assert error.failure == "tls_mismatch"
     assert "expects TLS" in error.message and "Unset SIGNALWIRE_RELAY_SCHEME" in error.message
     assert tls_emulator.core.stats()["sessions"] == 0
 
@@ -65,7 +65,7 @@ async def test_a_host_that_does_not_resolve(emulator: Emulator, caplog: pytest.L
     # (allow_insecure: plain ws to a name that is not loopback is refused before any DNS)
     client = _fast(emulator, host=f"{UNRESOLVABLE}:{emulator.port}", allow_insecure=True)
     error = await _serve_fails(client, caplog)
-    assert error.code == "host_not_found"
+    assert error.failure == "host_not_found"
     assert repr(UNRESOLVABLE) in error.message and "SIGNALWIRE_SPACE" in error.message
 
 

@@ -335,20 +335,66 @@ def test_parse_event_takes_the_sdk_payload_and_our_parts() -> None:
 # --- behaviour, against the emulator --------------------------------------------------------------
 
 
-async def test_error_codes_compare_the_sdk_way(harness: Harness) -> None:
-    """``except RelayError as e: if e.code == 404`` takes the right branch; the string code
-    of our own API keeps working."""
+def _observed(e: Any) -> tuple[Any, ...]:
+    """Everything an app can see of ``e.code``: its type, repr, str, JSON, hash and comparisons."""
+    import orjson
+
+    code = e.code
+    return (
+        type(code),
+        repr(code),
+        str(code),
+        f"{code}",
+        json.dumps({"code": code}),
+        orjson.dumps({"code": code}),
+        hash(code),
+        code in {404},
+        {code: "x"}.get(404),
+        code == 404,
+        code in (404, 410),
+        400 <= code < 500,
+        code == -1,
+        str(e),
+    )
+
+
+async def test_error_codes_are_the_sdks_ints(harness: Harness) -> None:
+    """``e.code`` is what the SDK's is, an ``int``, in every way an app can observe it; which
+    client-side failure it was is ``e.failure``. Compared with the SDK's own RelayError."""
     with pytest.raises(RelayError) as info:
         await harness.client.execute("calling.answer", {"call_id": "no-such-call", "node_id": "n"})
     e = info.value
-    assert e.code == 404 and e.code != 410 and e.code in (404, 410) and 400 <= e.code < 500
-    assert 404 == e.code and e.code > 400 and not e.code < 404
-    assert e.code == "404" and e.code in ("404", "410") and e.code in {"404"} and e.status == 404
-    assert str(e.code) == "404" and f"{e.code}" == "404" and int(e.code) == 404 and e.call_gone
+    theirs = sdk.RelayError(404, e.message)
+    assert _observed(e) == _observed(theirs) and e.failure is None and e.call_gone
+    assert _observed(e)[:9] == (
+        int,
+        "404",
+        "404",
+        "404",
+        '{"code": 404}',
+        b'{"code":404}',
+        hash(404),
+        True,
+        "x",
+    )
     crossed = pickle.loads(pickle.dumps(e))  # as it crosses a Ray process boundary
-    assert crossed.code == 404 and crossed.code == "404" and type(crossed.code) is type(e.code)
+    assert _observed(crossed) == _observed(e) and crossed.failure is None and crossed.message == e.message
+    # A client-side failure: -1 as in the SDK, and the kind of failure on its own attribute.
     closed = RelayError("closed", "the client closed")
-    assert closed.code == -1 and closed.code == "closed" and closed.code != 0  # the SDK's -1
+    assert _observed(closed) == _observed(sdk.RelayError(-1, "the client closed"))
+    assert closed.code == -1 and closed.failure == "closed" and not closed.call_gone
+    again = pickle.loads(pickle.dumps(closed))
+    assert (type(again), again.code, again.failure, again.message) == (
+        RelayError,
+        -1,
+        "closed",
+        closed.message,
+    )
+    # The typed subclasses keep their class, and theirs too.
+    from relay_actors import CallEndedError
+
+    ended = pickle.loads(pickle.dumps(CallEndedError("call c1 ended")))
+    assert type(ended) is CallEndedError and (ended.code, ended.failure) == (-1, "call_ended")
 
 
 async def test_typed_fields_on_live_events(harness: Harness) -> None:
@@ -445,7 +491,7 @@ async def test_relay_max_connections(emulator: Emulator, monkeypatch: pytest.Mon
         await first.connect()
         with pytest.raises(RuntimeError, match="RELAY_MAX_CONNECTIONS") as info:
             await second.connect()
-        assert isinstance(info.value, RelayError) and info.value.code == "connection_limit"
+        assert isinstance(info.value, RelayError) and info.value.failure == "connection_limit"
         assert not second.connected
         with pytest.raises(RuntimeError):
             await second.serve(asyncio.Event())

@@ -52,4 +52,4 @@ async def test_call_gone_is_not_an_error(emulator: Emulator, make_client) -> Non
     # The raw execute() does not hide it: 410 is a RelayError there.
     with pytest.raises(RelayError) as info:
         await client.execute("calling.answer", {"call_id": call.call_id, "node_id": call.node_id})
-    assert info.value.call_gone and info.value.status in (404, 410)
+    assert info.value.call_gone and info.value.code in (404, 410)

@@ -104,8 +104,25 @@ async def test_inputs_queue_through_the_control_api(emulator: Emulator, client: 
     await client.request("calling.collect", {"call_id": call_id, "control_id": "d", **PIN})
     pressed = await client.wait_event("calling.call.collect", control_id="d")
     assert pressed["state"] == "finished" and pressed["result"] == digit("99", "#")
-    # The queue is spent: the configured default caller again.
-    assert await _prompt(client, call_id, "e", DIGITS_1) == digit("1")
+    # The script is spent: the caller does nothing more (not the default caller's 1234#).
+    assert await _prompt(client, call_id, "e", DIGITS_1) == {"type": "no_input", "params": {}}
+
+
+async def test_a_silent_script_stays_silent_unless_told_otherwise(
+    emulator: Emulator, client: RawClient, http
+) -> None:
+    """A caller scripted to press nothing is not put through by the default caller's keys on
+    the menu's second attempt; ``collect`` says what it does once the script runs out."""
+    async with http.post("/calls", json={"context": "office", "inputs": [{"silence": True}]}) as response:
+        [silent] = (await response.json())["call_ids"]
+    told = {"context": "office", "inputs": [{"silence": True}], "collect": digit("2")}
+    async with http.post("/calls", json=told) as response:
+        [then_two] = (await response.json())["call_ids"]
+    for call_id in (silent, then_two):
+        await _answer(client, call_id)
+        assert await _prompt(client, call_id, f"{call_id}-1", DIGITS_1) == {"type": "no_input", "params": {}}
+    assert await _prompt(client, silent, "s2", DIGITS_1) == {"type": "no_input", "params": {}}
+    assert await _prompt(client, then_two, "t2", DIGITS_1) == digit("2")
 
 
 async def test_inputs_added_to_a_live_call_and_errors(emulator: Emulator, client: RawClient, http) -> None:
@@ -115,6 +132,7 @@ async def test_inputs_added_to_a_live_call_and_errors(emulator: Emulator, client
         assert response.status == 200
         assert (await response.json())["inputs"] == [{"digits": "7"}]
     assert await _prompt(client, call_id, "a", DIGITS_1) == digit("7")
+    assert await _prompt(client, call_id, "a2", DIGITS_1) == {"type": "no_input", "params": {}}  # spent
     async with http.post(f"/calls/{call_id}/inputs", json={"inputs": [{"digits": "x"}]}) as response:
         assert response.status == 400
         assert "0-9" in (await response.json())["error"]

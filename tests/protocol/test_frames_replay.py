@@ -161,7 +161,7 @@ def _connect_bad_auth(r: Replay) -> None:
     failures = kinds(r, ConnectFailed)
     assert len(failures) == 3
     assert all(
-        f.error.code == "-32000" and f.error.data["signalwire_error_code"] == "AUTH_REQUIRED"
+        f.error.code == -32000 and f.error.data["signalwire_error_code"] == "AUTH_REQUIRED"
         for f in failures
     )
     assert not r.session.connected
@@ -208,7 +208,7 @@ def _action_done(kind: str, terminal_check: Any) -> Any:
 
 def _call_gone(r: Replay) -> None:
     failures = kinds(r, RequestFailed)
-    assert [f.error.code for f in failures] == ["404", "410"]
+    assert [f.error.code for f in failures] == [404, 410]
     assert all(f.error.call_gone for f in failures)
     # The pending play resolved with the ended event instead of hanging.
     (record,) = r.finished_actions
@@ -244,7 +244,7 @@ def _receive_unreceive(r: Replay) -> None:
     ok = kinds(r, ResponseReceived)
     assert [i.method for i in ok] == ["signalwire.receive", "signalwire.unreceive"]
     (failed,) = kinds(r, RequestFailed)
-    assert failed.error.code == "402" and failed.error.status == 402
+    assert failed.error.code == 402 and failed.error.failure is None
     assert r.offers
 
 

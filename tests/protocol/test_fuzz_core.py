@@ -164,7 +164,7 @@ def drive(s: ClientSession, router: EventRouter[CallCore], data: bytes) -> list[
         assert answers == [], (data, answers)
     for item in items:
         if isinstance(item, ProtocolViolation):
-            assert item.error.code and item.error.message
+            assert item.error.code == -1 and item.error.failure and item.error.message
         elif isinstance(item, EventReceived):
             routed = router.route(item.event)
             if routed.route in (Route.OFFER, Route.DIAL_LEG) and item.event.call_id:

@@ -40,7 +40,7 @@ def event(event_type: str, inner: Any, fid: Any = "e1", timestamp: Any = 1.5) ->
 
 
 def violations(items: list[Item]) -> list[str]:
-    return [i.error.code for i in items if isinstance(i, ProtocolViolation)]
+    return [i.error.failure or "" for i in items if isinstance(i, ProtocolViolation)]
 
 
 def delivered(items: list[Item]) -> EventReceived:

@@ -72,7 +72,7 @@ def test_connect_result_is_not_code_checked_and_failure_is_typed() -> None:
         codec.encode_error(rid, -32000, "Authentication failed", {"signalwire_error_code": "AUTH_REQUIRED"})
     )
     (fail,) = items
-    assert isinstance(fail, ConnectFailed) and fail.error.code == "-32000" and fail.error.status == -32000
+    assert isinstance(fail, ConnectFailed) and fail.error.code == -32000 and fail.error.failure is None
     assert not s2.connected
 
 
@@ -96,7 +96,7 @@ def test_event_with_bad_inner_params_is_acked_and_counted(params: object) -> Non
     reply, items = s.receive(event_frame("calling.call.state", params, fid="bad"))
     assert orjson.loads(reply)["id"] == "bad"
     (item,) = items
-    assert isinstance(item, ProtocolViolation) and item.error.code == "invalid_params"
+    assert isinstance(item, ProtocolViolation) and item.error.failure == "invalid_params"
 
 
 @pytest.mark.parametrize("outer", [None, [], "x", 1])
@@ -106,14 +106,14 @@ def test_request_with_bad_outer_params_is_a_violation_and_still_acked(outer: obj
         orjson.dumps({"jsonrpc": "2.0", "id": "z", "method": "signalwire.event", "params": outer})
     )
     assert orjson.loads(reply) == {"jsonrpc": "2.0", "id": "z", "result": {}}
-    assert isinstance(items[0], ProtocolViolation) and items[0].error.code == "invalid_params"
+    assert isinstance(items[0], ProtocolViolation) and items[0].error.failure == "invalid_params"
 
 
 def test_unknown_event_type_is_delivered_and_counted() -> None:
     s = connected_session()
     _, items = s.receive(event_frame("calling.call.brand_new", {"call_id": "c"}))
     assert isinstance(items[0], EventReceived)
-    assert isinstance(items[1], ProtocolViolation) and items[1].error.code == "unknown_event"
+    assert isinstance(items[1], ProtocolViolation) and items[1].error.failure == "unknown_event"
     _, items = s.receive(event_frame("", {"call_id": "c"}, fid="e2"))
     assert isinstance(items[0], ProtocolViolation)
 
@@ -146,11 +146,12 @@ def test_result_codes() -> None:
     assert check_result("calling.answer", {"code": "200"}) == {"code": "200"}
     assert check_result("calling.answer", {"code": "204"})
     assert check_result("calling.answer", ["x"]) == {"raw": ["x"]}
-    for bad in ("2000", "199", "300", "404", "abc"):
+    for bad, code in (("2000", 2000), ("199", 199), ("300", 300), ("404", 404), ("abc", -1)):
         with pytest.raises(RelayError) as info:
             check_result("calling.answer", {"code": bad, "message": "m"})
-        assert info.value.code == bad
-    assert RelayError("abc", "m").status == -1
+        # As the SDK: an int, -1 when the server's code is not a number; a server error has no failure.
+        assert type(info.value.code) is int and info.value.code == code and info.value.failure is None
+    assert RelayError("abc", "m").code == -1 and RelayError("abc", "m").failure == "abc"
 
 
 def test_request_correlation_and_unknown_ids() -> None:
@@ -161,7 +162,7 @@ def test_request_correlation_and_unknown_ids() -> None:
     (fail,) = items
     assert isinstance(fail, RequestFailed) and fail.error.call_gone
     _, items = s.receive(codec.encode_result(rid, {"code": "200"}))  # answered twice
-    assert isinstance(items[0], ProtocolViolation) and items[0].error.code == "unknown_response"
+    assert isinstance(items[0], ProtocolViolation) and items[0].error.failure == "unknown_response"
     rid2, _ = s.request("calling.play", {})
     _, items = s.receive(codec.encode_result(rid2, "not-a-dict"))
     assert items == [ResponseReceived(rid2, "calling.play", {"raw": "not-a-dict"})]
@@ -174,7 +175,7 @@ def test_queue_while_disconnected_is_bounded_and_flushed_in_order() -> None:
     ids = [s.request("calling.play", {"n": i})[0] for i in range(3)]
     with pytest.raises(RelayError) as info:
         s.request("calling.play", {"n": 3})
-    assert info.value.code == "queue_full"
+    assert info.value.failure == "queue_full"
     rid, _ = s.start_connect()
     s.receive(codec.encode_result(rid, {"protocol": "signalwire_q"}))
     frames = [orjson.loads(f) for f in s.take_queued()]
@@ -211,7 +212,7 @@ def test_malformed_frames(data: bytes, code: str) -> None:
     reply, items = s.receive(data)
     assert reply is None
     (item,) = items
-    assert isinstance(item, ProtocolViolation) and item.error.code == code
+    assert isinstance(item, ProtocolViolation) and item.error.failure == code and item.error.code == -1
     assert s.stats[f"violation.{code}"] == 1
 
 
@@ -219,4 +220,4 @@ def test_unknown_server_request_is_answered_with_an_error() -> None:
     s = connected_session()
     reply, items = s.receive(b'{"jsonrpc":"2.0","id":"q","method":"blade.execute","params":{}}')
     assert orjson.loads(reply)["error"]["code"] == -32601
-    assert items[0].error.code == "unknown_method"
+    assert items[0].error.failure == "unknown_method"

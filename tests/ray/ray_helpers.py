@@ -96,15 +96,15 @@ def recording_handler(
                     play = await call.play_tts(f"prompt {count}")
                     await play.wait(timeout=10)
                 except RelayError as exc:
-                    rec.error.remote(call.call_id, exc.code)
-                    if exc.code == "call_ended" or call._core.ended:
+                    rec.error.remote(call.call_id, exc.failure or exc.code)
+                    if exc.failure == "call_ended" or call._core.ended:
                         break
                 count += 1
             if hangup and not call._core.ended:
                 try:
                     await call.hangup()
                 except RelayError as exc:
-                    rec.error.remote(call.call_id, exc.code)
+                    rec.error.remote(call.call_id, exc.failure or exc.code)
         finally:
             rec.finish.remote(call.call_id)
 

@@ -61,7 +61,7 @@ async def test_second_driver_is_refused_joins_on_purpose_and_leaves_the_app_alon
     second = _client(emulator, app_name, handler)
     with pytest.raises(RelayError) as refused:
         await second.connect()
-    assert refused.value.code == "app_running"
+    assert refused.value.failure == "app_running"
     message = str(refused.value)
     assert app_name in message and "RayOptions(join=True)" in message and "RayOptions(app=...)" in message
     assert f"relay-actors stop {app_name}" in message
@@ -73,7 +73,7 @@ async def test_second_driver_is_refused_joins_on_purpose_and_leaves_the_app_alon
     other = _client(emulator, app_name, handler, join=True, max_active_calls=7)
     with pytest.raises(RelayError) as mismatch:
         await other.connect()
-    assert mismatch.value.code == "app_config_mismatch" and app_name in str(mismatch.value)
+    assert mismatch.value.failure == "app_config_mismatch" and app_name in str(mismatch.value)
 
     joined = _client(emulator, app_name, handler, join=True)
     await joined.connect()
@@ -95,7 +95,7 @@ async def test_failed_start_of_a_joining_driver_leaves_the_app_alone(make_client
     # The fingerprint differs (a handler): refused, and its failed start stops nothing.
     with pytest.raises(RelayError) as refused:
         await late.connect()
-    assert refused.value.code == "app_config_mismatch"
+    assert refused.value.failure == "app_config_mismatch"
     await late.disconnect()
     assert relay_actor_names(app_name) == names
 
@@ -131,7 +131,7 @@ async def test_stop_app_drains_then_removes_actors_and_every_record(
     assert not emulator.core.subscribers("office")
     with pytest.raises(RelayError) as gone:
         await stop_app(app_name)
-    assert gone.value.code == "not_found"
+    assert gone.value.failure == "not_found"
 
 
 async def test_a_crashed_apps_records_are_reclaimed(make_client, app_name) -> None:

@@ -22,7 +22,7 @@ async def test_abandoned_serial_dial_leaves_no_orphan_leg(make_client, emulator)
     emulator.core.set_config({"durations": {"ring": 0.3, "answer": 0.3}})
     with pytest.raises(RelayError) as info:
         await relay.dial([[phone("+1001")], [phone("+1002")]], tag="ser", dial_timeout=0.4)
-    assert info.value.code == "dial_timeout"
+    assert info.value.failure == "dial_timeout"
 
     async def all_ended() -> Any:
         legs = [c for c in emulator.core.list_calls() if c["tag"] == "ser"]

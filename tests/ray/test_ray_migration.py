@@ -450,7 +450,14 @@ async def test_dialer_runs_unchanged(local_ray: str, wss_emulator: Emulator) -> 
         assert seen["digits"] == "200"
         assert seen["ended"] == ["ended", "hangup", "ended"]
     for label in ("driver busy", "driver no answer"):
-        assert steps(sdk, label)["dial failed"] == {"tag": "<id>", "-1": True, "404": False}
+        assert steps(sdk, label)["dial failed"] == {
+            "tag": "<id>",
+            "-1": True,
+            "404": False,
+            "repr": "-1",
+            "json": '{"code": -1}',
+            "keyed": "client side",
+        }
     busy = runs["sdk"].frames["driver busy"]
     assert [r["method"] for r in busy["requests"]] == ["calling.dial"]
     assert busy["events"]["calling.call.dial"][-1]["dial_state"] == "failed"
@@ -484,6 +491,15 @@ async def test_sender_runs_unchanged(local_ray: str, wss_emulator: Emulator) -> 
     for label in ("driver", "handler"):
         seen = steps(sdk, label)
         assert seen["unknown call"]["404"] is True and seen["unknown call"]["gone"] is True
+        # Logged, stored as JSON and keyed on, e.code is the SDK's int (our runs equal these).
+        assert seen["unknown call"]["logged"] == "request failed: code=404"
+        assert seen["unknown call"]["repr"] == "404" and seen["unknown call"]["type"] == "int"
+        assert (
+            seen["unknown call"]["json"] == '{"code": 404, "message": "x"}'
+            and seen["unknown call"]["json back"]
+        )
+        assert seen["unknown call"]["alert"] == "no such call" and seen["invalid"]["alert"] == "bad request"
+        assert seen["premium"]["alert"] == "payment required" and not seen["premium"]["retried"]
         assert seen["premium"]["402"] is True and seen["premium"]["4xx"] is True
         assert seen["empty"] == "ValueError"
         assert seen["invalid"]["invalid params"] is True and seen["invalid"]["4xx"] is False

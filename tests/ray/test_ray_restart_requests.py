@@ -67,7 +67,7 @@ def gated_handler(rec_name: str, gate_name: str) -> Any:
             try:
                 await call.answer()
             except RelayError as exc:
-                rec.error.remote(call.call_id, f"answer:{exc.code}")
+                rec.error.remote(call.call_id, f"answer:{exc.failure or exc.code}")
                 raise
             await call.wait_for_ended(timeout=60)
         finally:

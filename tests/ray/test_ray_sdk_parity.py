@@ -134,16 +134,16 @@ async def test_requests_wait_for_connect_and_late_handlers_are_refused(make_clie
     await relay.disconnect()
     with pytest.raises(RelayError) as lost:
         await pending.wait(5)  # fails, rather than waiting for ever
-    assert lost.value.code == "closed"
+    assert lost.value.failure == "closed"
     with pytest.raises(RelayError) as closed:
         await asyncio.wait_for(relay.execute("signalwire.ping", {}), 5)
-    assert closed.value.code == "closed"
+    assert closed.value.failure == "closed"
 
     # Never connected: a clear error after request_timeout, not a hang.
     idle = await make_client(connect=False, request_timeout=0.3)
     with pytest.raises(RelayError, match="connect") as timed_out:
         await idle.execute("signalwire.ping", {})
-    assert timed_out.value.code == "timeout"
+    assert timed_out.value.failure == "timeout"
 
 
 async def test_driver_dial_returns_a_full_call(make_client, emulator, recorder) -> None:

@@ -376,7 +376,7 @@ async def test_an_upgrade_that_does_not_load_or_changes_settings_leaves_the_app_
     )
     with pytest.raises(RelayError) as mismatch:
         await other.connect()
-    assert mismatch.value.code == "app_config_mismatch" and "changes the handlers' code only" in str(
+    assert mismatch.value.failure == "app_config_mismatch" and "changes the handlers' code only" in str(
         mismatch.value
     )
 
@@ -385,7 +385,7 @@ async def test_an_upgrade_that_does_not_load_or_changes_settings_leaves_the_app_
     )
     with pytest.raises(RelayError) as failed:
         await broken.connect()
-    assert failed.value.code == "upgrade_failed", failed.value
+    assert failed.value.failure == "upgrade_failed", failed.value
     assert "generation 0 goes on serving" in failed.value.message, failed.value.message
     assert relay_actor_names(app_name) == names, "the failed generation's CallActors are gone"
     assert kvstore.get_sync(kvstore.record_key(app_name)) == record, "the app stays its owner's"

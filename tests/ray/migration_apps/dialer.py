@@ -6,6 +6,7 @@ The migration test runs this text as is with the SDK, and with its import line c
 ``relay_actors`` in-process and on Ray; ``observe(label, what, value)`` is set by the test.
 """
 
+import json
 import uuid
 
 from signalwire.relay import RelayClient, RelayError
@@ -24,7 +25,10 @@ async def leave_message(label, to_number, dial_timeout=15):
     try:
         call = await client.dial(phone(to_number), tag=tag, dial_timeout=dial_timeout)
     except RelayError as exc:
-        observe(label, "dial failed", {"tag": tag, "-1": exc.code == -1, "404": exc.code == 404})
+        failed = {"tag": tag, "-1": exc.code == -1, "404": exc.code == 404, "repr": repr(exc.code)}
+        failed["json"] = json.dumps({"code": exc.code})
+        failed["keyed"] = {-1: "client side"}.get(exc.code, "other")
+        observe(label, "dial failed", failed)
         return
     observe(
         label,

@@ -6,6 +6,9 @@ The migration test runs this text as is with the SDK, and with its import line c
 ``relay_actors`` in-process and on Ray; ``observe(label, what, value)`` is set by the test.
 """
 
+import json
+import logging
+
 from signalwire.relay import (
     MESSAGE_STATE_DELIVERED,
     MESSAGE_STATE_FAILED,
@@ -22,9 +25,27 @@ observe = print
 SENDER = "+15550005000"
 
 
+#: What an app keys on the code: alerts per code, a set of codes it retries.
+ALERTS = {404: "no such call", 402: "payment required", -32602: "bad request", -1: "client side"}
+RETRIED = {-1, 503}
+
+
 def codes(exc):
-    """What an SDK app asks of a RelayError's code."""
+    """What an SDK app asks of a RelayError's code: compares it, logs its repr, stores it as
+    JSON, keys a dict and a set on it."""
+    logged = logging.Formatter("%(message)s").format(
+        logging.makeLogRecord({"msg": "request failed: code=%r", "args": (exc.code,)})
+    )
+    logging.getLogger("sender").warning(logged)
     return {
+        "logged": logged,
+        "repr": repr(exc.code),
+        "json": json.dumps({"code": exc.code, "message": "x"}),
+        "json back": json.loads(json.dumps({"code": exc.code}))["code"] == exc.code,
+        "type": type(exc.code).__name__,
+        "alert": ALERTS.get(exc.code, "other"),
+        "retried": exc.code in RETRIED,
+        "counted": json.dumps(sorted({exc.code: 1}.items())),
         "404": exc.code == 404,
         "402": exc.code == 402,
         "gone": exc.code in (404, 410),
