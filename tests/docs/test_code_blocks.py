@@ -244,7 +244,7 @@ def test_getting_started_commands_run_as_shown(tmp_path: Path, started: list[Pro
     answer = r'\{"call_ids":\["[0-9a-f-]{36}"\]\}'
     assert re.fullmatch(answer, curl.stdout.strip()), curl.stdout + curl.stderr
     assert re.search(answer, shown)
-    pressed = r"INFO hello: caller \+\d+ pressed '7'$"
+    pressed = r"INFO app=hello call_id=[0-9a-f-]{36} hello: caller \+\d+ pressed '7'$"
     app.wait_for(pressed, timeout=60)
     assert re.search(pressed, shown, re.M)
 
