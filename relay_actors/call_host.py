@@ -42,7 +42,7 @@ from .protocol import constants as c
 from .protocol.calls import CallCore
 from .protocol.events import RelayEvent
 from .protocol.messages import MessageRecord
-from .protocol.routing import EventRouter, Route
+from .protocol.routing import EventRouter, Route, is_other_leg
 from .tasks import BackgroundTasks
 
 __all__ = ["CallHandler", "CallHost", "HostTransport", "MessageHandler", "Offer"]
@@ -167,7 +167,7 @@ class CallHost:
         elif route is Route.MESSAGE_IN:
             self.message_in(event.params)
         elif route is Route.UNROUTABLE:
-            self.counters["events_unroutable"] += 1
+            self.counters["events_other_legs" if is_other_leg(event) else "events_unroutable"] += 1
             if self.abandoned_dials:
                 self._end_orphan_leg(event)
 

@@ -156,6 +156,10 @@ _DEFS = [
     _c("relay_events", "Server events received, by event type.", "event_type"),
     _c("relay_duplicate_events", "Redelivered events recognised and delivered only once."),
     _c("relay_events_unroutable", "Events that matched no call, dial or message."),
+    _c(
+        "relay_events_other_legs",
+        "State events of outbound legs this client does not control (a transfer's far leg): not errors.",
+    ),
     _c("relay_protocol_violations", "Frames dropped as RELAY protocol violations, by code.", "code"),
     _c("relay_server_pings", "Pings received from the server."),
     _c("relay_server_disconnects", "Disconnect orders received from the server."),
@@ -299,6 +303,7 @@ _COMMON: _Map = {
     "dial_orphans_ended": ("relay_dial_orphans_ended", {}),
     "tracked_messages": ("relay_tracked_messages", {}),
     "events_unroutable": ("relay_events_unroutable", {}),
+    "events_other_legs": ("relay_events_other_legs", {}),
     "messages_dropped": ("relay_messages_dropped", {}),
     "messages_untracked_drain_timeout": ("relay_drain_deadline_ends", {"outcome": "untracked"}),
     "unknown_call_actors": ("relay_call_actors_unknown", {}),

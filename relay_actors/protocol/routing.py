@@ -19,7 +19,7 @@ from .dials import DialOutcome, DialTracker
 from .events import RelayEvent
 from .messages import MessageRecord, MessageTracker
 
-__all__ = ["EventRouter", "Route", "Routed"]
+__all__ = ["EventRouter", "Route", "Routed", "is_other_leg"]
 
 T = TypeVar("T")
 
@@ -108,3 +108,12 @@ class EventRouter(Generic[T]):
         if et == c.EVENT_CONFERENCE:
             return Routed(Route.CONFERENCE, event)
         return Routed(Route.UNROUTABLE, event)
+
+
+def is_other_leg(event: RelayEvent) -> bool:
+    """An unroutable event that is no error: the state of an outbound leg this client does
+    not control, such as the far leg a ``connect`` (a transfer) rang. The service reports
+    those legs on the subscription too; the SDK ignores them, and so does the client, counting
+    them apart (``events_other_legs``) so that ``events_unroutable`` keeps meaning "lost"."""
+    return event.event_type == c.EVENT_CALL_STATE and event.params.get("direction") == "outbound"
+

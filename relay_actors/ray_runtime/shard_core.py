@@ -29,7 +29,7 @@ from ..errors import RelayError
 from ..protocol import constants as c
 from ..protocol.events import RelayEvent
 from ..protocol.messages import MessageTracker
-from ..protocol.routing import EventRouter, Route
+from ..protocol.routing import EventRouter, Route, is_other_leg
 from . import actor_messages as m
 from . import admission as adm
 from .link_protocol import Health, HealthStatus
@@ -265,7 +265,7 @@ class ShardCore:
         )
 
     def _unroutable(self, event: RelayEvent) -> None:
-        self.counters["events_unroutable"] += 1
+        self.counters["events_other_legs" if is_other_leg(event) else "events_unroutable"] += 1
         orphan = self.abandoned_dials.orphan_leg(event) if self.abandoned_dials else None
         if orphan is not None:
             self.counters["dial_orphans_ended"] += 1

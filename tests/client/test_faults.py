@@ -546,6 +546,20 @@ async def test_events_for_unknown_calls_are_dropped(harness: Harness) -> None:
     assert harness.client.connected and harness.client.stats()["active_calls"] == 0
 
 
+async def test_a_transfers_far_leg_is_no_unroutable_event(harness: Harness) -> None:
+    """The legs a ``connect`` rings report their states on the subscription too: counted as
+    other legs, not as unroutable events (which an operator reads as errors)."""
+    call = await harness.answered()
+    await call.connect([[{"type": "phone", "params": {"to_number": "+15550100099", "from_number": "+1555"}}]])
+    await call.wait_for(
+        "calling.call.connect", lambda e: e.params.get("connect_state") == "connected", timeout=10
+    )
+    harness.core.hangup(call.call_id)  # the caller hangs up: the far leg ends too
+    await call.wait_for_ended()
+    await wait_until(lambda: harness.client.stats().get("events_other_legs", 0) >= 3)  # created..ended
+    assert harness.client.stats().get("events_unroutable", 0) == 0, harness.client.stats()
+
+
 async def test_unanswered_request_times_out_and_forces_a_reconnect(make_harness: Any) -> None:
     h: Harness = await make_harness(request_timeout=0.3)
     call = await h.answered()
