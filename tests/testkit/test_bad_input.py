@@ -28,7 +28,8 @@ def test_an_app_module_that_does_not_import(relay_app) -> None:
                        r"relay-actors: error: no module named 'frontdesk_typo' here"):  # fmt: skip
         relay_app("frontdesk_typo:client")
     with pytest.raises(
-        AppError, match=r"examples.ivr.app.cleint does not exist; examples.ivr.app has examples.ivr.app:client"
+        AppError, match=r"examples.ivr.app.cleint does not exist; examples.ivr.app has "
+        r"examples.ivr.app:client"
     ):
         relay_app("examples.ivr.app:cleint")
     with pytest.raises(AppError, match=r"give the app as MODULE:CLIENT"):
