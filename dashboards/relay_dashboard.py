@@ -6,11 +6,13 @@ Queries use the names an app's metrics endpoint serves (``relay_*``, counters
 ``component="client"``; the CallActor panels stay empty for it). The "Ray resources"
 row reads Ray's own node and process metrics (``ray_node_*``, ``ray_component_*``)
 from Ray's metrics agent, a separate scrape job (``cluster/prometheus/prometheus.yml``).
+The "Traces" row (collapsed) searches a Tempo data source, ``${traces}``, for the
+calls' traces (``relay_actors.tracing``); it is optional.
 """
 
 from __future__ import annotations
 
-from .common import Dashboard, Panel, Row, Target, Variable
+from .common import Choice, Dashboard, Panel, Row, Target, TracePanel, Variable
 
 APP = 'app=~"$app"'
 RI = "$__rate_interval"
@@ -419,12 +421,44 @@ RAY = Row(
     ],
 )
 
+#: The root span of every call's trace and the attributes the table shows
+#: (``relay_actors.tracing``); ``$slow_call`` is a TraceQL duration (``400ms``, ``2s``).
+SLOW_CALLS_QUERY = (
+    '{ name = "relay.call" && duration > $slow_call } '
+    "| select(span.relay.call_id, span.relay.app, span.relay.context, span.relay.end_reason)"
+)
+
+TRACES = Row(
+    60,
+    "Traces",
+    [
+        TracePanel(
+            61,
+            "Slowest recent calls",
+            "Calls (root span relay.call) that lasted longer than the Slow call variable, from the "
+            "Tempo data source of the traces variable; the slowest first. A row's trace ID opens the "
+            "call's trace. Needs tracing on (docs: How-to, Tracing calls) and a Tempo data source.",
+            SLOW_CALLS_QUERY,
+        ),
+    ],
+    collapsed=True,
+)
+
 DASHBOARD = Dashboard(
     uid="relay-actors-overview",
     title="relay-actors: RELAY calls on Ray",
     description="Admission, connections, CallActors and batches of relay-actors apps; Ray resources.",
-    rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, LINKS, RAY],
-    variables=[Variable("app", "App", "label_values(relay_active_calls, app)")],
+    rows=[ADMISSION, CONNECTION, CALL_ACTORS, BATCHES, LINKS, RAY, TRACES],
+    variables=[
+        Variable("app", "App", "label_values(relay_active_calls, app)"),
+        Choice(
+            "slow_call",
+            "Slow call",
+            ["200ms", "400ms", "1s", "2s", "5s", "30s"],
+            "400ms",
+            "Calls longer than this are listed in the Traces row.",
+        ),
+    ],
     tags=["relay-actors", "ray"],
 )
 DASHBOARD.check()  # ids unique at import, as Ray does
