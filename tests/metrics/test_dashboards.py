@@ -47,9 +47,9 @@ def test_dashboard_shape() -> None:
             assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == "${datasource}"
-            assert "traces" not in json.dumps(p)
+            assert "$traces" not in json.dumps(p) and "${traces}" not in json.dumps(p)
         assert "prometheus" not in json.dumps(variables["app"]).replace('"type": "prometheus"', "")
-        assert "traces" not in json.dumps(variables["app"])
+        assert "traces}" not in json.dumps(variables["app"])
 
 
 def test_traces_panel_searches_slow_calls_in_the_trace_data_source() -> None:
