@@ -27,7 +27,10 @@ def test_an_app_module_that_does_not_import(relay_app) -> None:
     with pytest.raises(AppError, match=r"(?s)exited \(1\) before 'relay-actors: ready:': "
                        r"relay-actors: error: no module named 'frontdesk_typo' here"):  # fmt: skip
         relay_app("frontdesk_typo:client")
-    with pytest.raises(AppError, match=r"examples.ivr.app.cleint does not exist; examples.ivr.app has examples.ivr.app:client"):
+    with pytest.raises(
+        AppError,
+        match=r"examples.ivr.app.cleint does not exist; examples.ivr.app has examples.ivr.app:client",
+    ):
         relay_app("examples.ivr.app:cleint")
     with pytest.raises(AppError, match=r"give the app as MODULE:CLIENT"):
         relay_app(":client")
