@@ -35,7 +35,7 @@ Glossary (one meaning per word, in this package and its docs):
 - **lease**, **slot**, **block**: a slot is one active call of the cluster-wide budget;
   shards lease slots from the router in blocks (:mod:`~relay_actors.ray_runtime.admission`).
 - **core** and **shell**: a core decides over plain state (no ``ray``, no networking:
-  ``pool_core``, ``app_lifecycle``, ``admission``, ``placement``, ``link_protocol``); a
+  ``shard_core``, ``pool_core``, ``app_lifecycle``, ``admission``, ``placement``, ``link_protocol``); a
   shell (an actor, the driver) does the I/O and carries out what the core decides.
 
 The modules:
@@ -43,10 +43,12 @@ The modules:
 - ``driver``: what ``RelayClient(runtime="ray")`` runs in the driver process (start,
   adopt, stop, status of an app), over ``app_lifecycle`` (the start decision,
   ownership and the status report, sans-IO);
-- ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``router`` over
-  ``pool_core`` (the pool's decisions, sans-IO); ``spawn``: the one place actors are
-  created; ``options``: ``RayOptions`` (the app's layout, as the user gives it) and the
-  actors' typed options;
+- ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
+  over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
+  ``shard_startup``, ``commands_in_doubt`` and, for what it asks its shell to do,
+  ``shard_actions``); ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
+  ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the app's
+  layout, as the user gives it) and the actors' typed options;
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
   ``actor_messages``, ``batching``: the data plane between the actors; ``actor_info``:
   what every actor's stats say about its process and links;
