@@ -127,6 +127,14 @@ def test_a_refusal_of_a_call_placed_elsewhere_since_is_ignored() -> None:
 # --- events ------------------------------------------------------------------------------------
 
 
+def test_a_transfers_far_leg_is_acked_and_counted_apart_from_unroutable_events(shard) -> None:
+    core, shell = shard
+    leg = state("far-leg", "ringing")
+    core.on_event(type(leg)(leg.event_type, {**leg.params, "direction": "outbound"}, "far-leg"), "a1")
+    assert shell.acked == ["a1"]
+    assert core.counters["events_other_legs"] == 1 and core.counters["events_unroutable"] == 0
+
+
 def test_an_unroutable_event_is_acked_and_a_late_leg_of_an_abandoned_dial_hung_up(shard) -> None:
     core, shell = shard
     core.on_event(state("nobody", "answered"), "a1")
