@@ -76,7 +76,7 @@ class ShardRequests:
         ):
             # Not this actor's call any more (the lost-actor policy moved or ended it).
             self.core.counters["requests_fenced"] += 1
-            error = RelayError("410", "the runtime ended or moved this call; it is not this CallActor's")
+            error = RelayError(410, "the runtime ended or moved this call; it is not this CallActor's")
             self.request_done(idx, req_id, method, params, None, error)
             return
         if method == "calling.dial" and isinstance(params.get("tag"), str):

@@ -42,7 +42,7 @@ def test_a_restarted_call_actor_s_calls_are_hung_up_fenced_then_sent_lost() -> N
     assert core.recovery.call_actor_lost(0, "inc2", []) is True
     assert not core.placement.is_available(0)  # no new calls meanwhile
     core.requests.on_request(0, "r1", "calling.answer", {"call_id": "c1"})  # a late command of the old one
-    assert shell.items(0, m.RESULT)[-1][3][0] == "410"
+    assert shell.items(0, m.RESULT)[-1][3][0] == 410
     (cmd,) = end_lost_calls(core, shell)
     assert cmd.params == {"call_id": "c1", "node_id": "n1", "reason": "error"}
     assert core.recovery.losses[0].phase is LossPhase.CONFIRMING

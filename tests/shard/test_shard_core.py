@@ -195,7 +195,7 @@ def test_a_request_for_a_call_of_another_call_actor_is_fenced(shard) -> None:
     admit(core, shell, "c1")  # on 0
     core.requests.on_request(1, "r1", "calling.answer", {"call_id": "c1"})
     assert shell.requests == [] and core.counters["requests_fenced"] == 1
-    assert shell.items(1, m.RESULT)[-1][3][0] == "410"
+    assert shell.items(1, m.RESULT)[-1][3][0] == 410
     core.requests.on_request(0, "r2", "calling.answer", {"call_id": "c1"})
     assert shell.requests[-1][1] == "r2"
 
