@@ -40,6 +40,14 @@ from relay_actors.emulator import EmulatorProcess
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "client_runner.py"
 TIME_LIMIT = 900.0
+#: The emulator every client runs against: wss (the SDK needs it), short operations.
+EMULATOR_ARGS = [
+    "--tls",
+    "--ping-interval",
+    "0",
+    "--durations",
+    "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002",
+]
 
 
 def http(method: str, url: str, body: Any = None) -> Any:
@@ -161,14 +169,11 @@ def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, 
     return by_label
 
 
-def run_one(
-    emu: EmulatorProcess,
-    impl: str,
-    scenario: str,
-    n: int,
-    rate: float | None,
-    link_linger: float | None = None,
-) -> dict[str, Any]:
+def start_runner(
+    emu: EmulatorProcess, impl: str, scenario: str, n: int, link_linger: float | None = None
+) -> tuple[subprocess.Popen[str], Tree, list[str], list[str], str]:
+    """Start ``client_runner.py`` for ``impl`` (``sdk``, ``ours``, ``ray<shards>``) and wait for
+    its READY line: (process, its tree, its stderr lines so far, its protocols, its context)."""
     shards = 1
     if impl.startswith("ray"):
         shards = int(impl[3:] or 1)
@@ -200,13 +205,41 @@ def run_one(
     stderr_lines: list[str] = []
     threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     tree = Tree(proc.pid)
-    server = psutil.Process(emu.pid)
     try:
         ready = proc.stdout.readline().split()
         if not ready or ready[0] != "READY":
             proc.wait(30)
             raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
-        protocols = ready[1:]
+    except BaseException:
+        kill_tree(proc, tree)
+        raise
+    return proc, tree, stderr_lines, ready[1:], context
+
+
+def kill_tree(proc: subprocess.Popen[str], tree: Tree) -> None:
+    """Stop sampling and kill a runner's whole tree if it is still up."""
+    tree.stop_sampling()
+    if proc.poll() is None:
+        for p in tree.procs()[::-1]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        proc.wait(30)
+
+
+def run_one(
+    emu: EmulatorProcess,
+    impl: str,
+    scenario: str,
+    n: int,
+    rate: float | None,
+    link_linger: float | None = None,
+) -> dict[str, Any]:
+    proc, tree, stderr_lines, protocols, context = start_runner(emu, impl, scenario, n, link_linger)
+    assert proc.stdout is not None and proc.stdin is not None
+    server = psutil.Process(emu.pid)
+    try:
         ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
         cpu0, pss0 = tree.cpu(), tree.pss()
         server_cpu0 = sum(server.cpu_times()[:2])
@@ -262,14 +295,7 @@ def run_one(
         proc.stdin.flush()
         proc.wait(120)
     finally:
-        tree.stop_sampling()
-        if proc.poll() is None:
-            for p in tree.procs()[::-1]:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            proc.wait(30)
+        kill_tree(proc, tree)
     by_label = cpu_delta(cpu0, cpu1)
     result.update(
         impl=impl,
@@ -358,8 +384,7 @@ def main() -> int:
     wanted = set(args.scenarios.split(","))
     scenarios = [s for s in scenarios if s[0].split()[0] in wanted]
     rows: list[tuple[str, dict[str, list[dict[str, Any]]]]] = []
-    durations = "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002"
-    with EmulatorProcess(["--tls", "--ping-interval", "0", "--durations", durations], cpu=0) as emu:
+    with EmulatorProcess(EMULATOR_ARGS, cpu=0) as emu:
         http("POST", f"{emu.control_url}/config", {"journal_limit": 50 * max(n, hold), "ring_timeout": 600})
         for label, scenario, count, rate, which in scenarios:
             results: dict[str, list[dict[str, Any]]] = {impl: [] for impl in which}
