@@ -96,5 +96,4 @@ async def test_memory_is_flat_after_warm_up(emulator_process: Any) -> None:
     diff = after.compare_to(before, "lineno")
     per_call = sum(d.size_diff for d in diff) / MEASURED
     sites = "\n".join(f"  {d.size_diff / MEASURED:8.1f} B/call  {d.traceback}" for d in diff[:10])
-    print(f"growth after warm-up: {per_call:.0f} B/call\n{sites}")
     assert per_call <= MAX_GROWTH_PER_CALL, f"{per_call:.0f} B/call still held after warm-up:\n{sites}"
