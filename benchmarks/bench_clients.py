@@ -49,6 +49,14 @@ from relay_actors.emulator import EmulatorProcess
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "client_runner.py"
 TIME_LIMIT = 900.0
+#: The emulator every client runs against: wss (the SDK needs it), short operations.
+EMULATOR_ARGS = [
+    "--tls",
+    "--ping-interval",
+    "0",
+    "--durations",
+    "play=0.05,ring=0.01,answer=0.01,message=0.002,step=0.002",
+]
 
 
 def http(method: str, url: str, body: Any = None) -> Any:
@@ -262,6 +270,43 @@ def read_done(proc: subprocess.Popen[str], stderr_lines: list[str], what: str) -
     return result
 
 
+def launch_runner(
+    emu: EmulatorProcess, impl: str, scenario: str, n: int, link_linger: float | None = None
+) -> tuple[subprocess.Popen[str], Tree, list[str], list[str], str]:
+    """Start ``client_runner.py`` for ``impl`` (``sdk``, ``ours``, ``ray<shards>``; ``+t``: with
+    tracing on) and wait for its READY line: (process, its tree, its stderr lines so far, its
+    protocols, its context)."""
+    traced = impl.endswith("+t")
+    impl = impl.removesuffix("+t")
+    shards = int(impl[3:] or 1) if impl.startswith("ray") else 1
+    context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
+    kind = "ray" if impl.startswith("ray") else impl
+    cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", scenario, "--n", str(n)]
+    cmd += ["--context", context, "--shards", str(shards)]
+    if link_linger is not None:
+        cmd += ["--link-linger", str(link_linger)]
+    proc, stderr_lines = start_runner(cmd, runner_env(emu, traced))
+    tree = Tree(proc.pid)
+    try:
+        protocols = wait_ready(proc, stderr_lines, impl)
+    except BaseException:
+        kill_tree(proc, tree)
+        raise
+    return proc, tree, stderr_lines, protocols, context
+
+
+def kill_tree(proc: subprocess.Popen[str], tree: Tree) -> None:
+    """Stop sampling and kill a runner's whole tree if it is still up."""
+    tree.stop_sampling()
+    if proc.poll() is None:
+        for p in tree.procs()[::-1]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        proc.wait(30)
+
+
 def run_one(
     emu: EmulatorProcess,
     impl: str,
@@ -270,24 +315,11 @@ def run_one(
     rate: float | None,
     link_linger: float | None = None,
 ) -> dict[str, Any]:
-    traced = impl.endswith("+t")
+    proc, tree, stderr_lines, protocols, context = launch_runner(emu, impl, scenario, n, link_linger)
     impl = impl.removesuffix("+t")
-    shards = 1
-    if impl.startswith("ray"):
-        shards = int(impl[3:] or 1)
-    env = runner_env(emu, traced)
-    context = f"bench-{impl}-{scenario}-{time.monotonic_ns()}"
-    kind = "ray" if impl.startswith("ray") else impl
-    cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", scenario, "--n", str(n)]
-    cmd += ["--context", context, "--shards", str(shards)]
-    if link_linger is not None:
-        cmd += ["--link-linger", str(link_linger)]
-    proc, stderr_lines = start_runner(cmd, env)
     assert proc.stdout is not None and proc.stdin is not None
-    tree = Tree(proc.pid)
     server = psutil.Process(emu.pid)
     try:
-        protocols = wait_ready(proc, stderr_lines, impl)
         ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
         cpu0, pss0 = tree.cpu(), tree.pss()
         server_cpu0 = sum(server.cpu_times()[:2])
@@ -340,14 +372,7 @@ def run_one(
         proc.stdin.flush()
         proc.wait(120)
     finally:
-        tree.stop_sampling()
-        if proc.poll() is None:
-            for p in tree.procs()[::-1]:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            proc.wait(30)
+        kill_tree(proc, tree)
     by_label = cpu_delta(cpu0, cpu1)
     result.update(
         impl=impl,

@@ -45,6 +45,20 @@ OnCompleted = Callable[[RelayEvent], Any]
 class Action:
     """A running operation on a call, named by ``control_id``."""
 
+    # Slots for what every action has; ``__dict__`` so an app may add its own attributes,
+    # as on the SDK's actions (it costs a pointer until one is set).
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_future",
+        "_on_completed",
+        "call",
+        "completed",
+        "control_id",
+        "result",
+        "start_result",
+    )
+
     #: Sub-command prefix: ``calling.<prefix>.stop`` etc.
     prefix = ""
 

@@ -79,3 +79,4 @@ class Call(
 ):
     """One call leg and everything that can be done with it (see the module docstring)."""
 
+    __slots__ = ()

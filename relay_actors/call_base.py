@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from . import tracing
@@ -27,8 +27,8 @@ from .errors import ArgumentError, CallEndedError, RelayError
 from .protocol import constants as c
 from .protocol.actions import empty_event
 from .protocol.calls import STATE_RANK, CallCore
-from .protocol.events import RelayEvent
-from .tasks import BackgroundTasks, call_handler
+from .protocol.events import CallStateEvent, RelayEvent
+from .tasks import CALLBACK_CONTEXT, BackgroundTasks, call_handler
 
 __all__ = ["CallBase", "CallControl"]
 
@@ -43,6 +43,19 @@ _CUT_OFF = frozenset({"connection_lost", "connection_closed"})
 
 A = TypeVar("A", bound=Action)
 EventHandler = Callable[[RelayEvent], Any]
+#: A ``wait_for``: the event type, its predicate (None: any), the future it resolves.
+_Waiter = tuple[str, Callable[[RelayEvent], bool] | None, "asyncio.Future[RelayEvent]"]
+
+
+def _state_reached(rank: int) -> Callable[[RelayEvent], bool]:
+    def reached(event: RelayEvent) -> bool:
+        return STATE_RANK.get(event.params.get("call_state") or "", -1) >= rank
+
+    return reached
+
+
+#: The predicate of a wait for each state, shared by every call (no closure per wait).
+_REACHED = {state: _state_reached(rank) for state, rank in STATE_RANK.items()}
 
 
 class CallControl(Protocol):
@@ -99,13 +112,31 @@ class CallBase:
     plumbing of commands and the lifecycle verbs. The verb families in :mod:`relay_actors.verbs`
     build on it; :class:`~relay_actors.call.Call` is all of them together."""
 
+    # Per-call state is compact (a server holds thousands of calls): slots, and the
+    # tables most calls never use (actions, listeners, waiters) made on first use.
+    # ``__dict__`` stays so an app may set its own attributes on a call, as on the
+    # SDK's; it costs a pointer until one is set.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_actions",
+        "_control",
+        "_core",
+        "_ended_event",
+        "_listeners",
+        "_trace",
+        "_waiters",
+        "recovered",
+    )
+
     def __init__(self, control: CallControl, core: CallCore) -> None:
         self._control = control
         self._core = core
-        self._actions: dict[str, Action] = {}
-        self._listeners: dict[str, list[EventHandler]] = {}
-        self._waiters: list[tuple[str, Callable[[RelayEvent], bool] | None, asyncio.Future[RelayEvent]]] = []
-        self._state_events: dict[str, RelayEvent] = {}
+        self._actions: dict[str, Action] | None = None
+        self._listeners: dict[str, list[EventHandler]] | None = None
+        self._waiters: list[_Waiter] | tuple[()] = ()
+        #: The ``ended`` state event, once the call has ended (``wait_for_ended()`` returns it).
+        self._ended_event: RelayEvent | None = None
         self.recovered = False
         """True when this call was re-homed to a new process after a crash (Ray runtime)."""
         #: This call's trace (:mod:`relay_actors.tracing`); None when tracing is off.
@@ -170,30 +201,32 @@ class CallBase:
         update = self._core.apply(event)
         if not update.accepted:
             return
-        for record in update.finished:
-            action = self._actions.pop(record.control_id, None)
-            if action is not None and record.result is not None:
-                action._resolve(record.result)
-        if update.state_changed:
-            self._state_events[self._core.state] = event
+        if update.finished and self._actions:
+            for record in update.finished:
+                action = self._actions.pop(record.control_id, None)
+                if action is not None and record.result is not None:
+                    action._resolve(record.result)
+        if update.state_changed and self._core.ended:
+            self._ended_event = event
         if self._waiters:
             for waiter in list(self._waiters):
                 event_type, predicate, future = waiter
                 if future.done():
-                    self._waiters.remove(waiter)
+                    self._drop_waiter(waiter)
                 elif event.event_type == event_type:
                     try:
                         matched = predicate is None or predicate(event)
                     except Exception as exc:
                         # A broken predicate fails its own waiter, not the delivery to the others.
-                        self._waiters.remove(waiter)
+                        self._drop_waiter(waiter)
                         future.set_exception(exc)
                         continue
                     if matched:
-                        self._waiters.remove(waiter)
+                        self._drop_waiter(waiter)
                         future.set_result(event)
-        for handler in self._listeners.get(event.event_type, ()):
-            self._fire(handler, event, f"listener for {event.event_type}")
+        if self._listeners:
+            for handler in self._listeners.get(event.event_type, ()):
+                self._fire(handler, event, f"listener for {event.event_type}")
         if self._core.ended:
             self._gone(event)
 
@@ -202,14 +235,15 @@ class CallBase:
         if self._trace is not None:
             self._trace.end(self._core.end_reason)
             self._trace = None
-        for action in list(self._actions.values()):
-            action._resolve(event)
-        self._actions.clear()
-        for _, _, future in self._waiters:
+        if self._actions:
+            actions = list(self._actions.values())
+            self._actions = None
+            for action in actions:
+                action._resolve(event)
+        waiters, self._waiters = self._waiters, ()
+        for _, _, future in waiters:
             if not future.done():
                 future.set_exception(CallEndedError(f"call {self.call_id} ended"))
-                future.add_done_callback(lambda f: f.exception())
-        self._waiters.clear()
 
     def _lost(self, reason: str = "lost") -> None:
         """The host lost this call (e.g. the session was restarted): end it locally."""
@@ -232,10 +266,14 @@ class CallBase:
 
     def on(self, event_type: str, handler: EventHandler) -> None:
         """Call ``handler`` (plain or async) with every ``event_type`` event of this call."""
+        if self._listeners is None:
+            self._listeners = {}
         self._listeners.setdefault(event_type, []).append(handler)
 
     def off(self, event_type: str, handler: EventHandler | None = None) -> None:
         """Remove one listener, or all listeners of ``event_type``."""
+        if not self._listeners:
+            return
         if handler is None:
             self._listeners.pop(event_type, None)
         elif handler in self._listeners.get(event_type, ()):
@@ -251,33 +289,51 @@ class CallBase:
         ``asyncio.TimeoutError`` when ``timeout`` passes; :class:`~relay_actors.errors.CallEndedError`
         (a ``RelayError`` and an ``asyncio.TimeoutError``) at once if the call has ended or
         ends first, since no event will come."""
+        return await self._wait(event_type, predicate, timeout)
+
+    def _wait(
+        self, event_type: str, predicate: Callable[[RelayEvent], bool] | None, timeout: float | None
+    ) -> Awaitable[RelayEvent]:
+        """What :meth:`wait_for` awaits: a waiter's future (under ``asyncio.wait_for`` with a
+        timeout). A future, not a coroutine: a call held in a wait costs one future."""
         if self._core.ended:
             # Nothing more will come, state events included (``wait_for_*`` answer at once).
             raise CallEndedError(f"call {self.call_id} has ended")
         future: asyncio.Future[RelayEvent] = asyncio.get_running_loop().create_future()
-        waiter = (event_type, predicate, future)
-        self._waiters.append(waiter)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+        # A waiter whose wait ends otherwise (timeout, cancelled) leaves the table at once.
+        future.add_done_callback(self._waiter_done, context=CALLBACK_CONTEXT)
+        if not isinstance(self._waiters, list):
+            self._waiters = []
+        self._waiters.append((event_type, predicate, future))
+        return future if timeout is None else asyncio.wait_for(future, timeout)
 
-    async def _wait_state(self, state: str, timeout: float | None) -> RelayEvent:
+    def _waiter_done(self, future: asyncio.Future[RelayEvent]) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: its awaiter has it, or nobody waits any more
+        for waiter in self._waiters:
+            if waiter[2] is future:
+                self._drop_waiter(waiter)
+                return
+
+    def _drop_waiter(self, waiter: _Waiter) -> None:
+        if isinstance(self._waiters, list) and waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _wait_state(self, state: str, timeout: float | None) -> Awaitable[RelayEvent]:
         if self._core.at_least(state):
-            return self._state_events.get(state) or self._state_event()
-        rank = STATE_RANK[state]
-        return await self.wait_for(
-            c.EVENT_CALL_STATE,
-            lambda ev: STATE_RANK.get(ev.params.get("call_state") or "", -1) >= rank,
-            timeout,
-        )
+            reached: asyncio.Future[RelayEvent] = asyncio.get_running_loop().create_future()
+            reached.set_result(self._state_event(state))
+            return reached
+        return self._wait(c.EVENT_CALL_STATE, _REACHED[state], timeout)
 
-    def _state_event(self) -> RelayEvent:
-        latest = self._state_events.get(self._core.state)
-        return latest or RelayEvent(
-            c.EVENT_CALL_STATE, {"call_id": self.call_id, "call_state": self._core.state}, self.call_id
-        )
+    def _state_event(self, state: str) -> RelayEvent:
+        """The event of ``state``, which the call has reached: the ``ended`` event itself;
+        for an earlier state one made up of the call's identity (the events in between are
+        not kept: a held call keeps no event)."""
+        if state == c.CALL_STATE_ENDED and self._ended_event is not None:
+            return self._ended_event
+        params = {"call_id": self.call_id, "node_id": self.node_id, "call_state": state}
+        return CallStateEvent(c.EVENT_CALL_STATE, params, self.call_id)
 
     async def wait_for_ringing(self, timeout: float | None = None) -> RelayEvent:
         """Wait until the call rings (returns at once if it already did or has ended)."""
@@ -339,19 +395,22 @@ class CallBase:
             action._resolve(empty_event())
             return action
         self._core.actions.start(kind, control_id)
+        if self._actions is None:
+            self._actions = {}
         self._actions[control_id] = action
         try:
             result = await self._execute(method or kind, {"control_id": control_id, **params})
         except BaseException as exc:
             self._core.actions.discard(control_id)
-            self._actions.pop(control_id, None)
+            if self._actions:
+                self._actions.pop(control_id, None)
             action._fail(exc)
             raise
         action.start_result = result
         if not result:
             # The call is gone: nothing will ever finish this action but us.
             self._core.actions.finish(control_id)
-            if self._actions.pop(control_id, None) is not None:
+            if self._actions and self._actions.pop(control_id, None) is not None:
                 action._resolve(empty_event())
         return action
 

@@ -8,13 +8,18 @@ nobody awaits is reported late or never. :class:`BackgroundTasks` fixes both.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["BackgroundTasks", "call_handler"]
+__all__ = ["CALLBACK_CONTEXT", "BackgroundTasks", "call_handler"]
 
 log = logging.getLogger("relay_actors")
+
+#: The context done-callbacks that read no context variable run in: one for all, where
+#: ``add_done_callback`` would copy the current context for each.
+CALLBACK_CONTEXT = contextvars.Context()
 
 
 class BackgroundTasks:
@@ -27,15 +32,18 @@ class BackgroundTasks:
         return len(self._tasks)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str = "background task") -> asyncio.Task[Any]:
+        # ``what`` is the task's name, and the done callback a bound method: no closure
+        # per task (a call's handler is one).
         task = asyncio.ensure_future(coro)
+        task.set_name(what)
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._done(t, what))
+        task.add_done_callback(self._done, context=CALLBACK_CONTEXT)
         return task
 
-    def _done(self, task: asyncio.Task[Any], what: str) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", what, exc_info=task.exception())
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)

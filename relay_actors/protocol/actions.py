@@ -123,7 +123,7 @@ class ActionRecord:
         self.result = event
 
 
-@dataclass
+@dataclass(slots=True)
 class ActionTable:
     """The running actions of one call, by ``control_id``."""
 

@@ -9,6 +9,7 @@ resume, a reordered frame) is ignored, so duplicates are harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from . import constants as c
@@ -43,9 +44,11 @@ class CallUpdate:
 _DROPPED = CallUpdate(False)
 
 
-@dataclass
+@dataclass(slots=True)
 class CallCore:
-    """One call leg's protocol state: identity, state, end reason, running actions."""
+    """One call leg's protocol state: identity, state, end reason, running actions.
+
+    Slots: a server holds thousands of these."""
 
     call_id: str
     node_id: str = ""
@@ -64,13 +67,15 @@ class CallCore:
         """Build from an offer's or a leg state event's params."""
         state = params.get("call_state")
         device = params.get("device")
+        # Fields that many calls share (a few nodes, projects, contexts) are interned: one
+        # string each, not one per call from its decoded frame.
         return cls(
             call_id=str(params.get("call_id") or ""),
-            node_id=str(params.get("node_id") or ""),
+            node_id=intern(str(params.get("node_id") or "")),
             tag=str(params.get("tag") or ""),
-            direction=str(params.get("direction") or direction),
-            context=str(params.get("context") or params.get("protocol") or ""),
-            project_id=str(params.get("project_id") or ""),
+            direction=intern(str(params.get("direction") or direction)),
+            context=intern(str(params.get("context") or params.get("protocol") or "")),
+            project_id=intern(str(params.get("project_id") or "")),
             segment_id=str(params.get("segment_id") or ""),
             device=device if isinstance(device, dict) else {},
             state=state if state in STATE_RANK else c.CALL_STATE_CREATED,
@@ -94,7 +99,7 @@ class CallCore:
                 return CallUpdate(True)
             self.state = new
             if not self.node_id:
-                self.node_id = event.node_id
+                self.node_id = intern(event.node_id)
             if new == c.CALL_STATE_ENDED:
                 self.end_reason = str(event.params.get("end_reason") or "")
                 return CallUpdate(True, True, self.actions.finish_all(event))

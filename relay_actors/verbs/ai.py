@@ -11,6 +11,8 @@ from ..call_base import CallBase, _opts
 class AIVerbs(CallBase):
     """The AI agent (``calling.ai``) and its helpers."""
 
+    __slots__ = ()
+
     async def ai(
         self,
         *,

@@ -12,6 +12,8 @@ from ..errors import ArgumentError
 class BridgingVerbs(CallBase):
     """Connecting, transferring and sending digits."""
 
+    __slots__ = ()
+
     async def connect(
         self,
         devices: Any,

@@ -16,6 +16,8 @@ from ..errors import ArgumentError
 class CollectVerbs(CallBase):
     """Prompts and digit/speech collection (``calling.play_and_collect``, ``calling.collect``)."""
 
+    __slots__ = ()
+
     async def play_and_collect(
         self,
         media: list[dict[str, Any]],

@@ -12,6 +12,8 @@ from ..errors import ArgumentError
 class DetectVerbs(CallBase):
     """Answering-machine, fax and digit detection (``calling.detect``)."""
 
+    __slots__ = ()
+
     async def detect(
         self,
         detect: dict[str, Any],

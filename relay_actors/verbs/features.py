@@ -10,6 +10,8 @@ from ..call_base import CallBase, _opts
 class FeatureVerbs(CallBase):
     """Hold, denoise, echo, digit bindings, live transcription and user events."""
 
+    __slots__ = ()
+
     async def hold(self) -> dict[str, Any]:
         """Put the call on hold (``calling.hold``)."""
         return await self._execute("hold")

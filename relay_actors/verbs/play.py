@@ -12,6 +12,8 @@ from ..errors import ArgumentError
 class PlayVerbs(CallBase):
     """Play audio, speech, silence and ringtones (``calling.play``)."""
 
+    __slots__ = ()
+
     async def play(
         self,
         media: list[dict[str, Any]],

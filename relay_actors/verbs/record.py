@@ -11,6 +11,8 @@ from ..call_base import CallBase
 class RecordVerbs(CallBase):
     """Record the call (``calling.record``)."""
 
+    __slots__ = ()
+
     async def record(
         self,
         audio: dict[str, Any] | None = None,

@@ -11,6 +11,8 @@ from ..call_base import CallBase, _opts
 class RoomVerbs(CallBase):
     """Conferences, rooms and queues."""
 
+    __slots__ = ()
+
     async def join_conference(
         self,
         name: str,

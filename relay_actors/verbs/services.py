@@ -18,6 +18,8 @@ from ..call_base import CallBase, _opts
 class ServiceVerbs(CallBase):
     """Fax, tap, stream, pay and transcribe: media services on a call."""
 
+    __slots__ = ()
+
     async def send_fax(
         self,
         document: str,
