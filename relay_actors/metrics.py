@@ -283,6 +283,7 @@ _COMMON: _Map = {
     "offers_replaced": ("relay_offers", {"outcome": "replaced"}),
     "offers_ended_waiting": ("relay_offers", {"outcome": "ended_waiting"}),
     "offers_waited_for_room": ("relay_offers", {"outcome": "waited_for_room"}),
+    "offers_placed_on_lagging": ("relay_offers", {"outcome": "placed_on_lagging"}),
     "streamed_calls_forgotten": ("relay_driver_streams_forgotten", {"outcome": "call"}),
     "followed_messages_forgotten": ("relay_driver_streams_forgotten", {"outcome": "message"}),
     "loop_lag": ("relay_loop_lag_seconds", {}),

@@ -140,6 +140,16 @@ class Placement:
             for idx, capacity in self.capacity.items()
         )
 
+    def pick_lagging(self, exclude: Iterable[int] = ()) -> int | None:
+        """The least loaded CallActor with room that is unavailable only because it lags."""
+        skip = set(exclude)
+        lagging = [
+            idx
+            for idx, capacity in self.capacity.items()
+            if idx not in skip and self.unavailable.get(idx) == {"slow"} and self.placed[idx] < capacity
+        ]
+        return min(lagging, key=lambda idx: self.placed[idx] / (self.capacity[idx] or 1), default=None)
+
     def placed_on(self, idx: int) -> None:
         self.placed[idx] += 1
 

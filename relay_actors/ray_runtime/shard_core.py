@@ -432,18 +432,20 @@ class ShardCore:
     ) -> bool:
         """Place an admitted offer; False if no CallActor has room (it is dropped). While
         one that would have room only lags (``slow``), the offer waits for it (``wait``),
-        bounded (:class:`WaitForRoom`), its slot kept: a stall of every CallActor is brief."""
+        bounded (:class:`WaitForRoom`), its slot kept: a stall of every CallActor is brief;
+        once the wait is over, the lagging CallActor takes it (never dropped below the limit)."""
         idx = self.placement.pick(exclude)
-        if (
-            idx is None
-            and wait
-            and self.placement.lagging_with_room()
-            and len(self.waiting_for_room) < MAX_WAITING_FOR_ROOM
-        ):
-            self.waiting_for_room[event.call_id] = (event, ack_id)
-            self.counters["offers_waited_for_room"] += 1
-            self.fx.act(WaitForRoom(event.call_id))
-            return True
+        if idx is None and self.placement.lagging_with_room():
+            if wait and len(self.waiting_for_room) < MAX_WAITING_FOR_ROOM:
+                self.waiting_for_room[event.call_id] = (event, ack_id)
+                self.counters["offers_waited_for_room"] += 1
+                self.fx.act(WaitForRoom(event.call_id))
+                return True
+            # The wait is over (or too many wait): a lagging CallActor takes it rather than it
+            # being dropped below the limit; RELAY's ack waits for that CallActor's acknowledgement.
+            idx = self.placement.pick_lagging(exclude)
+            if idx is not None:
+                self.counters["offers_placed_on_lagging"] += 1
         if idx is None:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)

@@ -244,12 +244,26 @@ def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> N
     assert not core.waiting_for_room
 
 
-def test_an_offer_that_waited_too_long_is_dropped_and_its_slot_freed() -> None:
+def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dropped() -> None:
     core, shell = make_core(actors=1, budget=1)
     _lagging(core, 0)
     admit(core, shell, "c1")
     core.room_wait_over("c1")
+    # Below the limit an offer is never dropped: the lagging CallActor takes it, and RELAY's
+    # ack waits for its acknowledgement (a CallActor that died meanwhile means a redelivery).
+    assert core.routes.calls == {"c1": 0} and shell.items(0, m.OFFER)[0][3] == "ack-c1"
+    assert "ack-c1" not in shell.acked and core.counters["offers_no_capacity"] == 0
+    assert core.counters["offers_placed_on_lagging"] == 1
+
+
+def test_an_offer_whose_wait_ends_with_no_call_actor_at_all_is_dropped_and_its_slot_freed() -> None:
+    core, shell = make_core(actors=1, budget=1)
+    _lagging(core, 0)
+    admit(core, shell, "c1")
+    core.placement.set_unavailable(0, "retiring")  # no longer only lagging: it takes nothing new
+    core.room_wait_over("c1")
     assert "ack-c1" in shell.acked and core.counters["offers_no_capacity"] == 1
+    core.placement.set_available(0, "retiring")
     core.link_health(0, Health(HealthStatus.OK))
     admit(core, shell, "c2")  # the slot came back
     assert core.routes.calls == {"c2": 0}
