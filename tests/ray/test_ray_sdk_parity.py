@@ -110,7 +110,8 @@ async def test_backoff_reaches_the_connection_actors(make_client) -> None:
     backoff = Backoff(initial=0.07, factor=3.0, cap=0.9, jitter=0.1)
     relay = await make_client(backoff=backoff)
     (shard,) = (await relay.ray_stats())["connections"]
-    assert shard["backoff"] == {"initial": 0.07, "factor": 3.0, "cap": 0.9, "jitter": 0.1, "first_jitter": 0.05}
+    expected = {"initial": 0.07, "factor": 3.0, "cap": 0.9, "jitter": 0.1, "first_jitter": 0.05}
+    assert shard["backoff"] == expected
 
 
 async def test_requests_wait_for_connect_and_late_handlers_are_refused(make_client, emulator) -> None:
