@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import hostile_frames as hf
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,15 +69,22 @@ def hostile_frame(draw: st.DrawFn) -> bytes:
 
 
 async def test_fuzz_hostile_frames(emulator: Emulator, client: RawClient) -> None:
-    emulator.core.set_config({"journal": False})
+    # Hypothesis shrinks a failing frame; the seeded generator adds many more frames per
+    # second of CI (hypothesis spends milliseconds drawing one).
     frames: list[bytes] = []
 
-    @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(hostile_frame())
     def collect(frame: bytes) -> None:
         frames.append(frame)
 
     collect()
+    frames += [frame for _, frame in hf.frames(5, 10_000, SEEDED_FAMILIES)]
+    await all_answered_with_errors(emulator, client, frames)
+
+
+async def all_answered_with_errors(emulator: Emulator, client: RawClient, frames: list[bytes]) -> None:
+    emulator.core.set_config({"journal": False})
     assert len(frames) >= 10_000
     before = len(client.frames)
     for frame in frames:
@@ -93,6 +103,42 @@ async def test_fuzz_hostile_frames(emulator: Emulator, client: RawClient) -> Non
     assert emulator.core.stats_counters["protocol_violations"] >= len(frames) // 3
     assert not client.closed.is_set()
     assert (await client.request("signalwire.receive", {"contexts": ["after"]}))["code"] == "200"
+
+
+# The families of ``hostile_frame`` above, drawn by a seeded generator.
+_METHODS = list(METHODS.elements)  # type: ignore[attr-defined]
+
+
+def _wrong_params(rng: random.Random) -> bytes:
+    params = rng.choice([None, [hf.value(rng, 1)], hf.text(rng, 5), rng.randint(-9, 9)])
+    return hf.dumps({"jsonrpc": "2.0", "id": "f", "method": rng.choice(_METHODS), "params": params})
+
+
+def _no_request(rng: random.Random) -> bytes:
+    body = hf.keyed(rng, ["jsonrpc", "x", "params"], 3)
+    if rng.random() < 0.5:
+        body["method"] = rng.choice(["", 5, None, []])
+    return hf.dumps({**body, "id": "f"})
+
+
+def _stray_response(rng: random.Random) -> bytes:
+    fid = "r" + hf.text(rng, 7)  # never "sw-…", the emulator's own request ids
+    return hf.dumps({"jsonrpc": "2.0", "id": fid, "result": hf.value(rng)})
+
+
+def _hostile_params(rng: random.Random) -> bytes:
+    params = hf.keyed(rng, ["tag", "devices", "play", "context", "contexts"], 3)
+    return hf.dumps({"jsonrpc": "2.0", "id": "f", "method": rng.choice(_METHODS), "params": params})
+
+
+SEEDED_FAMILIES = [
+    lambda rng: ("{" + hf.text(rng) + "\x00").encode(),
+    lambda rng: hf.dumps(rng.choice([[hf.value(rng) for _ in range(rng.randint(0, 3))], 7, "x"])),
+    _wrong_params,
+    _no_request,
+    _stray_response,
+    _hostile_params,
+]
 
 
 async def test_binary_and_oversize_frames(emulator: Emulator, client_factory) -> None:
