@@ -546,12 +546,13 @@ class ConnectionActor:
         """Re-learn calls, dials and messages from the CallActors (see
         :meth:`ShardRecovery.rebuilt`: one that does not answer is unknown, asked later)."""
         has_resume = await asyncio.wait_for(self.secrets.has_resume(self.shard), STEP_TIMEOUT)
+        asked = dict(self.actors)  # (a pool snapshot pushed meanwhile may add to self.actors)
         owned = await asyncio.gather(
-            *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in self.actors.values()),
+            *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in asked.values()),
             return_exceptions=True,
         )
         answers: dict[int, dict[str, Any] | None] = {}
-        for idx, state in zip(list(self.actors), owned, strict=True):
+        for idx, state in zip(asked, owned, strict=True):
             if isinstance(state, BaseException):
                 log.warning(
                     "shard %d: CallActor %d did not say what it holds (%r); asking again",
@@ -663,7 +664,7 @@ class ConnectionActor:
 
     async def _report(self, batch: list[RouterReport]) -> None:
         # Reports are idempotent, so they are retried across a restart of the router
-        # (a lost "del" would leak a call record there, a lost "add" hide a call).
+        # (a lost CallReleased would leak a call record there, a lost CallPlaced hide a call).
         await self._router_call("report", self.shard, batch)
 
     async def _router_call(self, method: str, *args: Any, timeout: float = 30.0) -> Any:

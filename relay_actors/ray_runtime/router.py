@@ -11,7 +11,10 @@ It owns the hard state and keeps the rest honest:
   (size, health, autoscaling, spread placement, generations, rolling upgrades and
   retirement, the call → CallActor table): this actor makes the Ray calls (each with
   a deadline, behind :class:`CallActors` and :class:`Shards`), keeps the core's state
-  in the KV store and runs its timers.
+  in the KV store and runs its timers. Every change the shards must learn is pushed
+  to them as one versioned :class:`~relay_actors.ray_runtime.pool_core.PoolSnapshot`
+  (:meth:`Router._publish`; a shard that missed one gets it again from the health
+  loop, and a starting shard asks for it with :meth:`Router.pool_snapshot`).
 
 Rolling upgrades (:meth:`Router.upgrade`): a new code generation of CallActors with
 the new handlers; once every shard knows them, new calls go there only
@@ -535,7 +538,7 @@ class Router:
     async def report(self, shard: int, batch: list[RouterReport]) -> None:
         """Placements, moves, releases and syncs of ``shard``'s calls (see
         :meth:`~relay_actors.ray_runtime.pool_core.PoolCore.report`). Applied only after the
-        rebuild: a "del" applied while the rebuild reads the CallActors would be undone
+        rebuild: a release applied while the rebuild reads the CallActors would be undone
         by their answer (read before the call ended), leaking the call."""
         await self._ready.wait()
         before = self.pool.counters["double_assignments"]
