@@ -498,8 +498,8 @@ class ChaosRun:
 
 def _held_call_ids(actor: Any) -> list[str]:
     """Runs in the router or a connection actor: the call ids it holds a record of."""
-    routes = getattr(actor, "routes", None)
-    return list(routes.calls if routes is not None else actor.calls)
+    core = getattr(actor, "core", None)  # a connection actor's shard core
+    return list(core.routes.calls if core is not None else actor.pool.calls)  # (the router's pool core)
 
 
 def _brief(st: dict[str, Any] | None) -> dict[str, Any]:
