@@ -16,10 +16,10 @@ checked. Prints one table; exits 1 if an invariant failed or a fault was never
 recovered from (the same seed replays the same schedule).
 
 The emulator refuses a second ``calling.answer`` (``strict_commands``). Without
-``--kinds`` the schedule draws from ``chaos.DEFAULT_KINDS``; the process pauses
-(``pause_connection``, ``pause_router``, ``pause_call_actor``: SIGSTOP for 2-4 s, then
-SIGCONT) and ``kill_connection_then_router`` are there to ask for, e.g.
-``--kinds pause_connection,pause_router,pause_call_actor,kill_connection_then_router,kill_connection``.
+``--kinds`` the schedule draws from ``chaos.DEFAULT_KINDS`` (every kind), process pauses
+included (``pause_connection``, ``pause_router``, ``pause_call_actor``: SIGSTOP for 2-4 s,
+then SIGCONT; "calls flow" is measured from the SIGSTOP, so a pause that stops calls shows)
+and ``kill_connection_then_router``; ``--kinds pause_router,kill_connection`` narrows it.
 """
 
 from __future__ import annotations
@@ -134,6 +134,8 @@ class ChaosRun:
         #: Calls up when a CallActor was killed or a node removed: the runtime may end them
         #: (the lost-CallActor policy), whether or not their handler had reported yet.
         self.exposed: set[str] = set()
+        #: A paused process's SIGCONT, due once the pause is over (see :meth:`pause`).
+        self.paused: asyncio.Future[None] | None = None
         self.load_on = asyncio.Event()
         self.injected: list[str] = []
         self.log: list[str] = []
@@ -285,7 +287,10 @@ class ChaosRun:
         raise ValueError(kind)
 
     async def pause(self, kind: str, pick: int, st: dict[str, Any]) -> str:
-        """SIGSTOP one actor's process for 2-4 s, then SIGCONT (a GC pause, a frozen VM)."""
+        """SIGSTOP one actor's process for 2-4 s, then SIGCONT (a GC pause, a frozen VM).
+        Returns at once: whether calls flow is measured *during* the pause (a paused
+        router must cost calls nothing while the shards' leases last); :meth:`after`
+        waits for the SIGCONT."""
         if kind == "pause_connection":
             shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
             pid, what = shard["pid"], f"shard {shard['shard']}"
@@ -297,15 +302,23 @@ class ChaosRun:
             # A CallActor silent for seconds may be taken for lost (its calls ended).
             self.exposed |= self.live_ids()
         seconds = 2.0 + (pick % 2001) / 1000
+
+        async def resume() -> None:
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
         os.kill(pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        self.paused = asyncio.ensure_future(resume())
         return f"{what} pid {pid} stopped {seconds:.1f}s"
 
     async def after(self, fault: chaos.Fault) -> None:
-        """Undo what must be undone once calls flow again (a removed node comes back)."""
+        """Undo what must be undone once calls flow again (a removed node comes back, a
+        paused process goes on)."""
+        if self.paused is not None:
+            paused, self.paused = self.paused, None
+            await paused
         if fault.kind == "remove_node":
             self.cluster.add_node(num_cpus=2)
             await asyncio.to_thread(self.cluster.wait_for_nodes)
@@ -368,6 +381,8 @@ class ChaosRun:
             self.load_on.clear()
             await self.quiesce()
         finally:
+            if self.paused is not None:
+                await self.paused  # (never leave a process stopped)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -483,8 +498,8 @@ class ChaosRun:
 
 def _held_call_ids(actor: Any) -> list[str]:
     """Runs in the router or a connection actor: the call ids it holds a record of."""
-    routes = getattr(actor, "routes", None)
-    return list(routes.calls if routes is not None else actor.calls)
+    core = getattr(actor, "core", None)  # a connection actor's shard core
+    return list(core.routes.calls if core is not None else actor.pool.calls)  # (the router's pool core)
 
 
 def _brief(st: dict[str, Any] | None) -> dict[str, Any]:

@@ -73,14 +73,8 @@ FAULT_KINDS: dict[str, float] = {
     "kill_connection_then_router": 1.0,
 }
 
-#: The kinds a schedule draws from when none are given (the CI run). The pauses and the
-#: double kill are not in it yet: they find bugs being fixed in the Ray runtime (a shard
-#: that stays down after the double kill); ask for them with ``--kinds``.
-DEFAULT_KINDS: tuple[str, ...] = tuple(
-    kind
-    for kind in FAULT_KINDS
-    if kind not in ("pause_connection", "pause_router", "pause_call_actor", "kill_connection_then_router")
-)
+#: The kinds a schedule draws from when none are given (the CI run and ``benchmarks/chaos.py``).
+DEFAULT_KINDS: tuple[str, ...] = tuple(FAULT_KINDS)
 
 #: Call commands a repeat of which the chaos invariants count (one identity each:
 #: method, call and control id).

@@ -21,8 +21,9 @@ def test_schedule_replays_from_the_seed_and_covers_every_kind() -> None:
     assert first != chaos.make_schedule(43, 30)
     assert len(first) == 30
     assert {f.kind for f in first[: len(chaos.DEFAULT_KINDS)]} == set(chaos.DEFAULT_KINDS)
-    # The pauses and the double kill are asked for by name, not drawn by default (yet).
-    assert "pause_router" in chaos.FAULT_KINDS and "pause_router" not in chaos.DEFAULT_KINDS
+    # Every kind is drawn by default: the process pauses and the double kill too.
+    assert set(chaos.DEFAULT_KINDS) == set(chaos.FAULT_KINDS)
+    assert {"pause_router", "kill_connection_then_router"} <= set(chaos.DEFAULT_KINDS)
     asked = chaos.make_schedule(5, 8, ["pause_call_actor", "kill_connection_then_router"])
     assert {f.kind for f in asked} == {"pause_call_actor", "kill_connection_then_router"}
     assert all(0.3 <= f.pause <= 1.5 for f in first)

@@ -496,8 +496,13 @@ class CallActor:
             return
         if ok:
             entry[0].set_result(payload)
-        else:
-            entry[0].set_exception(RelayError(*payload))
+            return
+        error = RelayError(*payload)
+        if error.failure == "connection_closed" and self._in_doubt.cut_off(req_id):
+            # An answer or end cut off may have run: resolved at the shard's RESUMED.
+            self.counters["commands_cut_off"] += 1
+            return
+        entry[0].set_exception(error)
 
     def _on_offer(self, shard: int, item: tuple[Any, ...]) -> bool:
         """An offer placed here; False if this actor is full (the shard places it elsewhere)."""

@@ -13,6 +13,13 @@ the call's state shows whether the command took effect — answered (or further)
 ``answer``, ending (or further) for ``end``, or the call gone — and only a command
 provably not done is sent again, to the new connection actor.
 
+The same when the connection actor lives on but its WebSocket was cut while the command
+was out (a server disconnect, a dropped socket: the request fails ``connection_closed``):
+the command is parked (:meth:`CommandsInDoubt.cut_off`) until that shard's session is
+resumed and settled, instead of failing to the handler, whose ``answer``/``end`` would
+otherwise be sent again blindly (a chaos run found a call answered twice that way, the
+second refused with 409 and the healthy call ended by its handler's error policy).
+
 Other commands in flight fail as before (``connection_lost``): whether a ``play`` ran
 cannot be read from the call's state.
 """
@@ -68,6 +75,18 @@ class CommandsInDoubt:
             else:
                 fail.append(req_id)
         return fail
+
+    def cut_off(self, req_id: str) -> bool:
+        """The connection was cut while ``req_id`` was out (its shard lives on and resumes
+        the session): park it, if resolvable, until that shard's session is resumed.
+        False: not resolvable (it fails)."""
+        entry = self.in_flight.get(req_id)
+        if entry is None:
+            return False
+        parked = self.parked.setdefault(entry[0], [])
+        if req_id not in parked:
+            parked.append(req_id)
+        return True
 
     def resumed(self, shard: int, state_of: Callable[[str], str | None]) -> tuple[list[str], list[Resend]]:
         """``shard``'s session is resumed and what it redelivered is applied: the parked

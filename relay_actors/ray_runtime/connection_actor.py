@@ -65,6 +65,7 @@ from .batching import Batcher
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import LinkOverflow, LinkSession
+from .pool_core import CallsHeld, PoolSnapshot, RouterReport
 from .shard_actions import (
     Action,
     AskLastKnown,
@@ -140,7 +141,7 @@ class ShellEffects:
             return
         future.add_done_callback(partial(_request_done, core, idx, req_id, method, params))
 
-    def report(self, item: tuple[Any, ...]) -> None:
+    def report(self, item: RouterReport) -> None:
         if self.actor.router_batcher is not None:
             self.actor.router_batcher.put(item)
 
@@ -377,7 +378,7 @@ class ConnectionActor:
         self.tasks = BackgroundTasks()
         self.conn: Connection | None = None
         self.router: Any = None
-        self.router_batcher: Batcher[tuple[Any, ...]] | None = None
+        self.router_batcher: Batcher[RouterReport] | None = None
         #: CallActor index → those waiting for its loss to be handled (``call_actor_lost``).
         self._loss_waiters: dict[int, list[asyncio.Future[dict[str, int]]]] = {}
         self._ready = asyncio.Event()
@@ -400,7 +401,7 @@ class ConnectionActor:
         startup = self.startup
         steps = {
             StartStep.SECRETS: self._start_secrets,
-            StartStep.POOL: self._refresh_pool,
+            StartStep.POOL: self._pull_pool,
             StartStep.REBUILD: self._rebuild,
             StartStep.LEASES: self._start_leases,
             StartStep.RELAY: self._start_relay,
@@ -514,16 +515,27 @@ class ConnectionActor:
         self._hub = LinkHub(self.links, interval=0.05)
         self._hub.start()
 
-    async def _refresh_pool(self) -> None:
-        pool = await asyncio.wait_for(self.router.pool_info.remote(), STEP_TIMEOUT)
-        generations = await self._call_actor_generations()
-        for idx, handle, _capacity in pool:
-            if idx not in self.actors and idx not in self.core.retired:
-                self.actors[idx] = handle
-        linked = self.core.add_call_actors(((idx, cap) for idx, _h, cap in pool), generations)
+    async def _pull_pool(self) -> None:
+        """Ask the router for its pool snapshot (start-up, or a shard that missed a push)."""
+        snapshot, handles = await asyncio.wait_for(self.router.pool_snapshot.remote(), STEP_TIMEOUT)
+        self._apply_pool(snapshot, handles)
+        self._link_all()  # (a push may have come before the links existed)
+
+    def _apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> None:
+        linked = self.core.apply_pool(snapshot)
+        if linked is None:
+            return  # not newer than what this shard has
+        for idx in linked:
+            if idx not in self.actors and idx in handles:
+                self.actors[idx] = handles[idx]
+        # Upgraded: the new owner's job shows this actor's output (see job_logs).
+        show_in_job(snapshot.log_job)
+        self._link_all()
+
+    def _link_all(self) -> None:
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
         if self.links is not None:
-            for idx in linked:
+            for idx in self.actors:
                 self.links.ensure(idx)
 
     async def _endpoint(self, idx: int) -> tuple[dict[str, Any], bool]:
@@ -534,12 +546,13 @@ class ConnectionActor:
         """Re-learn calls, dials and messages from the CallActors (see
         :meth:`ShardRecovery.rebuilt`: one that does not answer is unknown, asked later)."""
         has_resume = await asyncio.wait_for(self.secrets.has_resume(self.shard), STEP_TIMEOUT)
+        asked = dict(self.actors)  # (a pool snapshot pushed meanwhile may add to self.actors)
         owned = await asyncio.gather(
-            *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in self.actors.values()),
+            *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in asked.values()),
             return_exceptions=True,
         )
         answers: dict[int, dict[str, Any] | None] = {}
-        for idx, state in zip(list(self.actors), owned, strict=True):
+        for idx, state in zip(asked, owned, strict=True):
             if isinstance(state, BaseException):
                 log.warning(
                     "shard %d: CallActor %d did not say what it holds (%r); asking again",
@@ -556,7 +569,7 @@ class ConnectionActor:
         # batched before a kill -9 was lost with it); those on CallActors it could not
         # ask are kept (unknown is not "ended").
         unknown = sorted(self.core.recovery.unknown())
-        self.fx.report(("sync", list(self.core.routes.calls.items()), unknown))
+        self.fx.report(CallsHeld(tuple(self.core.routes.calls.items()), tuple(unknown)))
 
     async def _start_leases(self) -> None:
         counter = f"shard/{self.shard}/incarnation"
@@ -599,7 +612,7 @@ class ConnectionActor:
         incarnation: str | None = None
         try:
             try:
-                await asyncio.wait_for(self._refresh_pool(), 10.0)
+                await asyncio.wait_for(self._pull_pool(), 10.0)
             except Exception:
                 log.exception("pool refresh failed")
             incarnation = await self._incarnation(idx)
@@ -649,9 +662,9 @@ class ConnectionActor:
         log.error("shard %d: CallActor %d restarted; applying the lost-calls policy", self.shard, idx)
         self.core.recovery.call_actor_lost(idx, incarnation, previous.unacknowledged())
 
-    async def _report(self, batch: list[tuple[Any, ...]]) -> None:
+    async def _report(self, batch: list[RouterReport]) -> None:
         # Reports are idempotent, so they are retried across a restart of the router
-        # (a lost "del" would leak a call record there, a lost "add" hide a call).
+        # (a lost CallReleased would leak a call record there, a lost CallPlaced hide a call).
         await self._router_call("report", self.shard, batch)
 
     async def _router_call(self, method: str, *args: Any, timeout: float = 30.0) -> Any:
@@ -706,18 +719,13 @@ class ConnectionActor:
                 wire.transport.abort()
         return len(wires)
 
-    async def refresh_pool(self) -> int:
-        """The router changed the pool (scaled up, or upgraded: a new generation of
-        CallActors takes the new calls from now on): learn the new CallActors."""
-        await self._refresh_pool()
-        return len(self.actors)
-
-    async def _call_actor_generations(self) -> dict[int, int]:
-        """CallActor index → the code generation it runs, as the router has it."""
-        info = await asyncio.wait_for(self.router.generations_info.remote(), STEP_TIMEOUT)
-        # Upgraded: the new owner's job shows this actor's output (see job_logs).
-        show_in_job(str(info.get("log_job") or ""))
-        return {int(idx): int(gen) for idx, gen in info["actors"].items()}
+    async def apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> tuple[int, int]:
+        """The router pushes its pool snapshot (scaled up, upgraded: a new generation of
+        CallActors takes the new calls from now on) with each CallActor's handle: applied
+        if newer than this shard's. Returns the version this shard has now."""
+        self._apply_pool(snapshot, handles)
+        assert self.core.pool is not None
+        return self.core.pool.key
 
     def _unacknowledged(self, idx: int) -> int:
         session = self.links.sessions.get(idx) if self.links is not None else None
@@ -726,8 +734,8 @@ class ConnectionActor:
     async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
         """What this shard still has with CallActor ``idx`` (0: it may be retired). A
         shard that missed the news of ``generation`` (the router's current) learns it here first."""
-        if generation > self.core.newest_generation():
-            await self._refresh_pool()
+        if self.core.pool is None or generation > self.core.pool.generation:
+            await self._pull_pool()
         return self.core.busy_with(idx, self._unacknowledged(idx))
 
     async def forget_call_actor(self, idx: int) -> bool:

@@ -38,7 +38,15 @@ discarded then: their upgrade failed with it.
 :class:`ShardRestarts` decides which shards to restart: one whose start-up failed.
 
 Every change the shards must learn bumps :attr:`PoolCore.version`; :meth:`PoolCore.snapshot`
-is the pool as one versioned value.
+is the pool as one versioned value (:class:`PoolSnapshot`), which the router pushes to every
+shard and a (re)starting shard asks for; a shard applies one only if it is newer than what it
+has (:meth:`PoolSnapshot.newer_than`), so a late, repeated or reordered push changes nothing.
+The version is ``(epoch, version)``: the router's epoch (higher after each router start)
+first, so a restarted router's snapshots, whose counter starts again, are still newer.
+
+What the shards report to the router about their calls are typed values
+(:data:`RouterReport`: :class:`CallPlaced`, :class:`CallMoved`, :class:`CallReleased`,
+:class:`CallsHeld`), applied by :meth:`PoolCore.report`.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from __future__ import annotations
 import base64
 import enum
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +63,15 @@ from .placement import spread_node
 __all__ = [
     "ActorHealth",
     "ActorLost",
+    "CallMoved",
+    "CallPlaced",
+    "CallReleased",
+    "CallsHeld",
     "PoolActor",
     "PoolCore",
     "PoolSnapshot",
     "RetireStep",
+    "RouterReport",
     "ShardCheck",
     "ShardRestarts",
     "Spawn",
@@ -131,14 +144,67 @@ class RetireStep(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class PoolSnapshot:
-    """The pool as the shards place by it: one value, newer when ``version`` is higher."""
+    """The pool as the shards place by it: one value, newer when ``(epoch, version)`` is
+    higher (see :meth:`newer_than`)."""
 
+    #: The epoch of the router that made it (higher after each router start).
+    epoch: int
+    #: Bumped by every change within one router's life.
     version: int
     generation: int
     #: ``(index, generation)`` of every CallActor a shard may link to (none admitting).
     actors: tuple[tuple[int, int], ...]
+    #: ``(index, node)`` of those of them whose node is known.
+    nodes: tuple[tuple[int, str], ...]
     retiring: tuple[int, ...]
     capacity: int
+    #: The job of the driver that owns the app now (whose logs show the actors'; "" for the first).
+    log_job: str = ""
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.epoch, self.version)
+
+    def newer_than(self, other: PoolSnapshot | None) -> bool:
+        """Whether a shard that has ``other`` (None: none yet) should apply this one."""
+        return other is None or self.key > other.key
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlaced:
+    """A shard placed ``call_id`` on CallActor ``actor``."""
+
+    call_id: str
+    actor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallMoved:
+    """A re-homed call now lives on CallActor ``actor``."""
+
+    call_id: str
+    actor: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallReleased:
+    """The call ended (or left this shard)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallsHeld:
+    """From a (re)started shard: every call it holds now (``held``: ``(call_id, actor)``);
+    those it no longer holds ended while it was down, except on the CallActors it could
+    not ask (``unasked``)."""
+
+    held: tuple[tuple[str, int], ...]
+    unasked: tuple[int, ...] = ()
+
+
+#: What a shard reports to the router about its calls (batched; idempotent).
+RouterReport = CallPlaced | CallMoved | CallReleased | CallsHeld
 
 
 @dataclass(slots=True)
@@ -171,6 +237,7 @@ class PoolCore:
         spread: bool = True,
         handlers: bytes = b"",
         call_actor_options: Mapping[str, Any] | None = None,
+        epoch: int = 0,
     ) -> None:
         self.shards = shards
         self.min_actors = min_actors
@@ -193,6 +260,8 @@ class PoolCore:
         self.calls: dict[str, int] = {}
         self.call_shard: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
+        #: The router's epoch (see :class:`PoolSnapshot`) and the changes within it.
+        self.epoch = epoch
         self.version = 0
         self._scaling = False
         self._upgrade: _Upgrade | None = None
@@ -264,8 +333,10 @@ class PoolCore:
             return None
         previous, actor.incarnation = actor.incarnation, answer.incarnation
         actor.load = answer.calls
-        if answer.node:
+        if answer.node and answer.node != actor.node:
             actor.node = answer.node
+            if not actor.admitting:
+                self.version += 1  # (the snapshot shows it)
         if previous is None or previous == answer.incarnation:
             return None
         self.counters["call_actor_restarts"] += 1
@@ -300,12 +371,17 @@ class PoolCore:
         }
 
     def snapshot(self) -> PoolSnapshot:
+        """The pool as the shards see it, as one versioned value."""
+        shown = sorted(self.view())
         return PoolSnapshot(
-            self.version,
-            self.generation,
-            tuple((idx, self.actors[idx].generation) for idx in sorted(self.view())),
-            tuple(sorted(self.retiring)),
-            self.capacity,
+            epoch=self.epoch,
+            version=self.version,
+            generation=self.generation,
+            actors=tuple((idx, self.actors[idx].generation) for idx in shown),
+            nodes=tuple((idx, node) for idx in shown if (node := self.actors[idx].node)),
+            retiring=tuple(sorted(self.retiring)),
+            capacity=self.capacity,
+            log_job=str(self.call_actor_options.get("log_job") or "") if self.generation else "",
         )
 
     # --- rolling upgrade --------------------------------------------------------------
@@ -403,26 +479,21 @@ class PoolCore:
 
     # --- the call table ---------------------------------------------------------------
 
-    def report(self, shard: int, batch: Sequence[Sequence[Any]]) -> None:
-        """Placements (``("add", call_id, idx)``), moves of re-homed calls
-        (``("move", call_id, idx)``), releases (``("del", call_id)``) and, from a (re)started
-        shard, every call it holds (``("sync", [(call_id, idx), ...], unasked)``: those it
-        no longer holds ended while it was down, except on CallActors it could not ask).
-        Idempotent."""
+    def report(self, shard: int, batch: Iterable[RouterReport]) -> None:
+        """What ``shard`` reports of its calls (see :data:`RouterReport`). Idempotent."""
         for item in batch:
-            kind = item[0]
-            if kind == "move":
-                self.calls[item[1]] = item[2]
-            elif kind == "add":
-                if item[1] in self.calls and self.calls[item[1]] != item[2]:
+            if isinstance(item, CallPlaced):
+                if self.calls.get(item.call_id, item.actor) != item.actor:
                     self.counters["double_assignments"] += 1
-                self.calls[item[1]] = item[2]
-                self.call_shard[item[1]] = shard
-            elif kind == "sync":
-                self._sync(shard, dict(item[1]), set(item[2]) if len(item) > 2 else set())
+                self.calls[item.call_id] = item.actor
+                self.call_shard[item.call_id] = shard
+            elif isinstance(item, CallMoved):
+                self.calls[item.call_id] = item.actor
+            elif isinstance(item, CallReleased):
+                self.calls.pop(item.call_id, None)
+                self.call_shard.pop(item.call_id, None)
             else:
-                self.calls.pop(item[1], None)
-                self.call_shard.pop(item[1], None)
+                self._sync(shard, dict(item.held), set(item.unasked))
 
     def _sync(self, shard: int, held: dict[str, int], unasked: set[int]) -> None:
         mine = [cid for cid, s in self.call_shard.items() if s == shard]

@@ -11,7 +11,10 @@ It owns the hard state and keeps the rest honest:
   (size, health, autoscaling, spread placement, generations, rolling upgrades and
   retirement, the call → CallActor table): this actor makes the Ray calls (each with
   a deadline, behind :class:`CallActors` and :class:`Shards`), keeps the core's state
-  in the KV store and runs its timers.
+  in the KV store and runs its timers. Every change the shards must learn is pushed
+  to them as one versioned :class:`~relay_actors.ray_runtime.pool_core.PoolSnapshot`
+  (:meth:`Router._publish`; a shard that missed one gets it again from the health
+  loop, and a starting shard asks for it with :meth:`Router.pool_snapshot`).
 
 Rolling upgrades (:meth:`Router.upgrade`): a new code generation of CallActors with
 the new handlers; once every shard knows them, new calls go there only
@@ -44,7 +47,17 @@ from .admission import LEASE_BLOCK, LeaseLedger, LeaseReply, LeaseRequest
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .options import RouterOptions
-from .pool_core import ActorHealth, ActorLost, PoolCore, RetireStep, ShardCheck, ShardRestarts, Spawn
+from .pool_core import (
+    ActorHealth,
+    ActorLost,
+    PoolCore,
+    PoolSnapshot,
+    RetireStep,
+    RouterReport,
+    ShardCheck,
+    ShardRestarts,
+    Spawn,
+)
 from .spawn import spawn_call_actor
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "CallActors", "Router", "Shards"]
@@ -204,15 +217,15 @@ class Shards:
 
         ray.kill(self._handle(shard), no_restart=False)
 
-    async def ask(self, method: str, *args: Any) -> dict[int, Any]:
-        """Call ``method`` on every shard; the answers of those that answered in time."""
-
-        async def one(shard: int) -> Any:
-            return await asyncio.wait_for(getattr(self._handle(shard), method).remote(*args), CONTROL_TIMEOUT)
-
-        answers = await asyncio.gather(*(one(s) for s in range(self.count)), return_exceptions=True)
+    async def ask(self, method: str, *args: Any, shards: Iterable[int] | None = None) -> dict[int, Any]:
+        """Call ``method`` on every shard (or on ``shards``); the answers of those that
+        answered in time."""
+        asked = list(range(self.count) if shards is None else shards)
+        answers = await asyncio.gather(
+            *(self.ask_one(s, method, *args) for s in asked), return_exceptions=True
+        )
         told = {}
-        for shard, answer in enumerate(answers):
+        for shard, answer in zip(asked, answers, strict=True):
             if isinstance(answer, BaseException):
                 log.info("shard %d did not answer %s: %r", shard, method, answer)
             else:
@@ -245,6 +258,9 @@ class Router:
         self.counters: Counter[str] = Counter()
         #: Per shard, the last reply counted in the lease counters (a retry is not recounted).
         self._last_replies: dict[int, LeaseReply] = {}
+        #: Per shard, the newest pool snapshot it said it has (``PoolSnapshot.key``).
+        self._shard_pool: dict[int, tuple[int, int]] = {}
+        self._publishing = False
         self.tasks = BackgroundTasks()
         #: Set once started (the methods shards and the driver call wait for it).
         self._ready = asyncio.Event()
@@ -310,6 +326,7 @@ class Router:
         epoch = int(await secrets.load("router_epoch") or 0) + 1
         await secrets.save("router_epoch", epoch)
         self.ledger = LeaseLedger(self.budget, self.shards, epoch)
+        self.pool.epoch = epoch  # (this router's pool snapshots are newer than any before)
         # The generations live in the deploy's KV namespace: a restarted router (whose
         # constructor arguments hold the first generation's handlers) carries on with
         # the current code and finishes the retirement.
@@ -420,13 +437,46 @@ class Router:
             (idx, handles[idx], self.pool.capacity) for idx in self.pool.view(current_only) if idx in handles
         ]
 
-    async def pool_snapshot(self) -> dict[str, Any]:
+    async def pool_snapshot(self) -> tuple[PoolSnapshot, dict[int, Any]]:
         """The pool as one versioned value (see :class:`~relay_actors.ray_runtime.pool_core.PoolSnapshot`)
-        with each CallActor's handle: ``{"snapshot": PoolSnapshot, "handles": {index: handle}}``."""
+        with each of its CallActors' handle: what a (re)starting shard asks for."""
         await self._ready.wait()
+        return self._snapshot()
+
+    def _snapshot(self) -> tuple[PoolSnapshot, dict[int, Any]]:
         snapshot = self.pool.snapshot()
         handles = self.call_actors.handles
-        return {"snapshot": snapshot, "handles": {i: handles[i] for i, _ in snapshot.actors if i in handles}}
+        return snapshot, {i: handles[i] for i, _ in snapshot.actors if i in handles}
+
+    def _behind(self) -> list[int]:
+        """The shards not known to have the current pool snapshot."""
+        key = self.pool.snapshot().key
+        return [s for s in range(self.shards) if self._shard_pool.get(s, (-1, -1)) < key]
+
+    async def _publish(self) -> dict[int, Any]:
+        """Push the pool snapshot to every shard not known to have it (each push bounded;
+        a shard applies it only if newer, so pushes may cross). Returns the shards that
+        have it now; those that did not answer get it from the health loop later."""
+        snapshot, handles = self._snapshot()
+        told = await self.shard_actors.ask("apply_pool", snapshot, handles, shards=self._behind())
+        for shard, key in told.items():
+            self._shard_pool[shard] = max(self._shard_pool.get(shard, (-1, -1)), tuple(key))
+        return told
+
+    def _publish_if_behind(self) -> None:
+        """A shard missed a snapshot (it did not answer, restarted): push it again (one push
+        task at a time)."""
+        if self._publishing or not self._behind():
+            return
+        self._publishing = True
+
+        async def publish() -> None:
+            try:
+                await self._publish()
+            finally:
+                self._publishing = False
+
+        self.tasks.spawn(publish(), "pool snapshot push")
 
     async def want_capacity(self) -> int:
         """A shard found every CallActor full: grow the pool if allowed."""
@@ -437,7 +487,7 @@ class Router:
             if spawn is not None:
                 self._create(spawn)
                 await self._save()
-                await self.shard_actors.ask("refresh_pool")
+                await self._publish()
         return len(self.pool.actors)
 
     async def _health_loop(self) -> None:
@@ -455,6 +505,7 @@ class Router:
             spawn = self.pool.autoscale()
             if spawn is not None:
                 self.tasks.spawn(self._grow(spawn), "scale up")
+            self._publish_if_behind()
 
     async def _watch_shards(self) -> None:
         """Restart a shard whose start-up failed (see
@@ -478,16 +529,16 @@ class Router:
         try:
             self._create(spawn)
             await self._save()
-            await self.shard_actors.ask("refresh_pool")
+            await self._publish()
         finally:
             self.pool.scaled()
 
     # --- call table -------------------------------------------------------------------
 
-    async def report(self, shard: int, batch: list[tuple[Any, ...]]) -> None:
+    async def report(self, shard: int, batch: list[RouterReport]) -> None:
         """Placements, moves, releases and syncs of ``shard``'s calls (see
         :meth:`~relay_actors.ray_runtime.pool_core.PoolCore.report`). Applied only after the
-        rebuild: a "del" applied while the rebuild reads the CallActors would be undone
+        rebuild: a release applied while the rebuild reads the CallActors would be undone
         by their answer (read before the call ended), leaking the call."""
         await self._ready.wait()
         before = self.pool.counters["double_assignments"]
@@ -569,10 +620,9 @@ class Router:
             show_in_job(str(call_actor.get("log_job") or ""))
             await self._save()
             generation = self.pool.generation
-            told = await self.shard_actors.ask("refresh_pool")
-            if len(told) < self.shards:
-                # They learn it at the next retirement check (see call_actor_busy).
-                missing = sorted(set(range(self.shards)) - set(told))
+            told = await self._publish()
+            if missing := self._behind():
+                # The health loop pushes it again; the retirement check asks first (see call_actor_busy).
                 log.warning("app %r: shards %s not told of generation %d yet", self.app, missing, generation)
             log.warning(
                 "app %r: generation %d serves on CallActors %s; retiring %s (drain up to %g s)",
@@ -611,6 +661,7 @@ class Router:
             # cannot be told, or still has something with it, it stays retiring.
             if self.pool.forgotten(idx, await self.shard_actors.ask("forget_call_actor", idx)):
                 await self._save()
+                self._publish_if_behind()
                 await self.call_actors.stop(idx, clean=True)
                 log.info("app %r: retired CallActor %d (drained)", self.app, idx)
         elif step is RetireStep.HANG_UP:

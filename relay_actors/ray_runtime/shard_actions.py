@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .admission import LeaseRequest
+from .pool_core import RouterReport
 
 __all__ = [
     "Action",
@@ -182,7 +183,7 @@ class ShardEffects(Protocol):
         """Send CallActor ``idx``'s request to RELAY; its outcome goes to
         :meth:`ShardCore.request_done`."""
 
-    def report(self, item: tuple[Any, ...]) -> None:
+    def report(self, item: RouterReport) -> None:
         """Batch ``item`` to the router's record of this shard's calls."""
 
     def reset_link(self, idx: int) -> list[LinkEntry]:

@@ -34,6 +34,7 @@ from . import actor_messages as m
 from . import admission as adm
 from .link_protocol import Health, HealthStatus
 from .placement import Placement
+from .pool_core import CallPlaced, CallReleased, PoolSnapshot
 from .shard_actions import (
     Checkpoint,
     Command,
@@ -101,6 +102,8 @@ class ShardCore:
         self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
         #: CallActors the router retired after an upgrade (never linked to again).
         self.retired: set[int] = set()
+        #: The newest pool snapshot applied (None: none yet).
+        self.pool: PoolSnapshot | None = None
         self.counters: Counter[str] = Counter()
         self.requests = ShardRequests(self)
         self.recovery = ShardRecovery(self)
@@ -117,11 +120,21 @@ class ShardCore:
             self.placement.set_generation(idx, generation)
         return list(self.placement.capacity)
 
+    def apply_pool(self, snapshot: PoolSnapshot) -> list[int] | None:
+        """A pool snapshot (pushed by the router, or asked for at start-up): applied only
+        if newer than the one this shard has (a late, repeated or reordered one changes
+        nothing: None). Returns every CallActor to link to. A CallActor leaves only by
+        :meth:`retire` (the router asks each shard before it stops one)."""
+        if not snapshot.newer_than(self.pool):
+            self.counters["pool_snapshots_ignored"] += 1
+            return None
+        self.pool = snapshot
+        return self.add_call_actors(
+            ((idx, snapshot.capacity) for idx, _gen in snapshot.actors), dict(snapshot.actors)
+        )
+
     def knows(self, idx: int) -> bool:
         return idx in self.placement.capacity
-
-    def newest_generation(self) -> int:
-        return max(self.placement.generation.values(), default=0)
 
     def busy_with(self, idx: int, unacknowledged: int) -> int:
         """What this shard still has with CallActor ``idx`` (0: it may be retired): calls,
@@ -256,7 +269,7 @@ class ShardCore:
         self.routes.add_call(event.call_id, owner)
         self.node_of[event.call_id] = event.node_id
         self.placement.placed_on(owner)
-        self.fx.report(("add", event.call_id, owner))
+        self.fx.report(CallPlaced(event.call_id, owner))
         if self.leases is not None:  # a dialled call counts against the limit too
             self.lease_actions(self.leases.adopt(event.call_id))
         self.to_actor(owner, (m.LEG, event.tag, event.params), None)
@@ -456,7 +469,7 @@ class ShardCore:
         self.node_of[event.call_id] = event.node_id
         self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
-        self.fx.report(("add", event.call_id, idx))
+        self.fx.report(CallPlaced(event.call_id, idx))
         item = (m.OFFER, event.call_id, event.params, ack_id)
         self.to_actor(idx, tracing.placed(item, idx) if tracing.ENABLED else item, ack_id)  # tracing hook
         return True
@@ -499,7 +512,7 @@ class ShardCore:
     def end_confirmed(self, call_id: str) -> None:
         """The call is over for sure: forget it and give its slot back to the lease unit."""
         self.node_of.pop(call_id, None)
-        self.fx.report(("del", call_id))
+        self.fx.report(CallReleased(call_id))
         if self.leases is not None:
             had_unconfirmed = call_id in self.leases.unconfirmed
             self.lease_actions(self.leases.ended(call_id))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.events import RelayEvent
 from . import actor_messages as m
 from .placement import RouteRebuild
+from .pool_core import CallMoved, CallPlaced, CallReleased
 from .shard_actions import (
     AskLastKnown,
     AskOwned,
@@ -189,7 +190,7 @@ class ShardRecovery:
             return
         calls = self.adopt_owned(idx, state)
         for call_id in calls:
-            core.fx.report(("add", call_id, idx))
+            core.fx.report(CallPlaced(call_id, idx))
         if core.leases is not None:
             core.lease_actions(core.leases.learned(idx, calls))
         if self.rebuild_session_lost:
@@ -324,7 +325,7 @@ class ShardRecovery:
         core = self.core
         for cid, (item, ack) in unplaced.items():
             core.routes.remove_call(cid)
-            core.fx.report(("del", cid))
+            core.fx.report(CallReleased(cid))
             core.place_elsewhere(cid, item[2], ack, exclude=loss.idx)
         loss.result["replaced"] = len(unplaced)
         core.counters["offers_replaced"] += len(unplaced)
@@ -347,7 +348,7 @@ class ShardRecovery:
             core.placement.placed_on(target)
             params = {"call_id": cid, "node_id": core.node_of.get(cid, ""), "call_state": "answered"}
             core.to_actor(target, (m.ADOPT, cid, params), None)
-            core.fx.report(("move", cid, target))
+            core.fx.report(CallMoved(cid, target))
             loss.result["rehomed"] += 1
         core.counters["calls_rehomed"] += loss.result["rehomed"]
         return homeless

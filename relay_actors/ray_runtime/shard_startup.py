@@ -4,11 +4,13 @@ before trying a failed one again, when to give up.
 A (re)started connection actor needs things from others that may be restarting at
 the same moment (one crash can take the router with it, or an OOM kill, or a node's
 processes dying one after the other): its secrets and resume state from the KV
-store, the pool from the router, what each CallActor holds, its lease registration.
-Each step is tried again with backoff (each try bounded by the shell) rather than
-leaving the shard down for good; CallActors that do not answer do not hold it up
-(they are *unknown* and asked later, see :class:`~relay_actors.ray_runtime.shard_recovery.ShardRecovery`),
-and once the RELAY connection exists its own reconnect loop keeps it up.
+store, the pool snapshot from the router (the same versioned value the router pushes
+on every change: a push that crosses this pull is applied only if newer), what each
+CallActor holds, its lease registration. Each step is tried again with backoff (each
+try bounded by the shell) rather than leaving the shard down for good; CallActors that
+do not answer do not hold it up (they are *unknown* and asked later, see
+:class:`~relay_actors.ray_runtime.shard_recovery.ShardRecovery`), and once the RELAY
+connection exists its own reconnect loop keeps it up.
 
 Should a step still fail at :attr:`ShardStartup.deadline`, the shard gives up: the shell
 exits the process so that Ray restarts the actor (``max_restarts=-1``) and start-up
@@ -31,7 +33,7 @@ class StartStep(str, enum.Enum):
     """The steps of a shard's start-up, in order."""
 
     SECRETS = "secrets"  # credentials, link secret, resume state (KV store); the links open
-    POOL = "pool"  # the CallActors and their generations (router)
+    POOL = "pool"  # the router's pool snapshot (CallActors, generations); pushes update it later
     REBUILD = "rebuild"  # what each CallActor holds (those that do not answer: unknown, asked later)
     LEASES = "leases"  # the incarnation (KV), the lease block (router), unconfirmed hang-ups (KV)
     RELAY = "relay"  # the RELAY connection (it reconnects by itself from then on)

@@ -7,6 +7,10 @@ import pytest
 from relay_actors.ray_runtime.pool_core import (
     ActorHealth,
     ActorLost,
+    CallMoved,
+    CallPlaced,
+    CallReleased,
+    CallsHeld,
     PoolCore,
     RetireStep,
     Spawn,
@@ -76,7 +80,7 @@ def test_a_new_incarnation_is_a_loss_with_the_calls_it_had() -> None:
     pool = core()
     pool.fill()
     assert up(pool, 0) is None  # the first answer is no loss
-    pool.report(0, [("add", "c1", 0), ("add", "c2", 1)])
+    pool.report(0, [CallPlaced("c1", 0), CallPlaced("c2", 1)])
     assert up(pool, 0) is None  # same incarnation
     assert pool.health(0, None) is None  # no answer: nothing decided
     assert up(pool, 0, incarnation="b") == ActorLost(0, "b", ("c1",))
@@ -113,6 +117,27 @@ def test_an_upgrade_shows_nothing_until_its_actors_are_up() -> None:
     assert (
         snap.generation == 1 and snap.actors == ((0, 0), (1, 0), (2, 1), (3, 1)) and snap.retiring == (0, 1)
     )
+    assert dict(snap.nodes)[2] == "n1" and dict(snap.nodes)[3] == "n2" and snap.log_job == "j2"
+
+
+def test_a_snapshot_is_newer_by_version_within_a_router_and_by_epoch_across_restarts() -> None:
+    pool = core()
+    pool.epoch = 3
+    first = pool.snapshot()
+    assert first.newer_than(None) and not first.newer_than(first)
+    pool.fill()
+    grown = pool.snapshot()
+    assert grown.newer_than(first) and not first.newer_than(grown)
+    version = pool.version
+    pool.health(0, ActorHealth("a", 0, "n9"))  # its node learned: the snapshot shows it
+    assert pool.version > version and dict(pool.snapshot().nodes)[0] == "n9"
+    version = pool.version
+    pool.health(0, ActorHealth("a", 2, "n9"))  # only the load changed: the same snapshot
+    assert pool.version == version
+    # A restarted router starts counting again, under a higher epoch: still newer.
+    restarted = core()
+    restarted.epoch = 4
+    assert restarted.snapshot().version < grown.version and restarted.snapshot().newer_than(grown)
 
 
 def test_a_failed_upgrade_discards_its_actors_and_never_reuses_their_indices() -> None:
@@ -188,24 +213,24 @@ def test_a_retiring_actor_that_is_gone_is_idle_but_still_forgotten_first() -> No
 def test_the_call_table_follows_adds_moves_dels_and_syncs() -> None:
     pool = core()
     pool.fill()
-    pool.report(0, [("add", "a", 0), ("add", "b", 1), ("move", "b", 0)])
-    pool.report(1, [("add", "c", 1)])
+    pool.report(0, [CallPlaced("a", 0), CallPlaced("b", 1), CallMoved("b", 0)])
+    pool.report(1, [CallPlaced("c", 1)])
     assert pool.calls == {"a": 0, "b": 0, "c": 1}
-    pool.report(0, [("add", "a", 1)])
+    pool.report(0, [CallPlaced("a", 1)])
     assert pool.counters["double_assignments"] == 1
-    pool.report(0, [("del", "a")])
+    pool.report(0, [CallReleased("a")])
     assert "a" not in pool.calls
     assert pool.calls_on(0, 0) == ["b"] and pool.calls_on(1, 1) == ["c"]
     # A restarted shard 0 holds only "d" now; "b" ended while it was down.
-    pool.report(0, [("sync", [("d", 1)])])
+    pool.report(0, [CallsHeld((("d", 1),))])
     assert pool.calls == {"c": 1, "d": 1}
 
 
 def test_a_sync_keeps_the_calls_on_actors_the_shard_could_not_ask() -> None:
     pool = core()
     pool.fill()
-    pool.report(0, [("add", "a", 0), ("add", "b", 1)])
-    pool.report(0, [("sync", [], [1])])
+    pool.report(0, [CallPlaced("a", 0), CallPlaced("b", 1)])
+    pool.report(0, [CallsHeld((), (1,))])
     assert pool.calls == {"b": 1}
 
 

@@ -1,17 +1,21 @@
 """A hypothesis model of the router's pool core (:class:`~relay_actors.ray_runtime.pool_core.PoolCore`).
 
 The real core, carried out as the router's shell does, among modelled CallActors (the
-calls they hold, by shard) and shards (each a real :class:`~relay_actors.ray_runtime.placement.Placement`
-fed from what the core shows, and the calls it placed). At any step a CallActor may
-crash and restart (a new incarnation), a call start or end, the pool grow, an upgrade
-begin, come up or fail (other steps run while it is under way), a retirement step run
-(any CallActor or shard may not answer), a shard learn the pool late, and the router
-restart: a new core rebuilt from the stored state and what the CallActors report.
+calls they hold, by shard) and shards (each a real
+:class:`~relay_actors.ray_runtime.shard_core.ShardCore` fed the core's pool snapshots,
+and the calls it placed). Every change of the pool pushes a snapshot to each shard;
+pushes arrive late, twice or out of order, and a shard may pull one (start-up, a
+retirement check). At any step a CallActor may crash and restart (a new incarnation),
+a call start or end, the pool grow, an upgrade begin, come up or fail (other steps run
+while it is under way), a retirement step run (any CallActor or shard may not answer),
+and the router restart: a new core (a higher epoch) rebuilt from the stored state and
+what the CallActors report.
 
 Invariants after every step: no call is placed on, or held for, a retired CallActor;
 a CallActor is stopped only when neither it nor any shard holds anything with it; a
 shard that knows the current generation places every new call on it; within one
-router's life the pool the shards see changes only with a newer snapshot version.
+router's life the pool the shards see changes only with a newer snapshot version; the
+snapshot a shard has never goes back.
 
 ``RELAY_MODEL_PROFILE=long`` runs longer; the CI profile stays within a few seconds.
 """
@@ -25,8 +29,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from relay_actors.ray_runtime.placement import Placement
-from relay_actors.ray_runtime.pool_core import ActorHealth, PoolCore, RetireStep, Spawn
+from relay_actors.ray_runtime.pool_core import (
+    ActorHealth,
+    CallPlaced,
+    CallReleased,
+    PoolCore,
+    PoolSnapshot,
+    RetireStep,
+    Spawn,
+)
+from relay_actors.ray_runtime.shard_core import ShardCore
 
 PROFILES = {"ci": (60, 60), "long": (2000, 150)}
 EXAMPLES, STEPS = PROFILES[os.environ.get("RELAY_MODEL_PROFILE", "ci")]
@@ -43,13 +55,25 @@ class Actor:
     stopped: bool = False
 
 
+class NoIO:
+    """The shard's effects: nothing on the pool's path does I/O."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the pool path asked the shell for {name}")
+
+
 @dataclass
 class Shard:
-    placement: Placement = field(default_factory=Placement)
+    core: ShardCore
     calls: dict[str, int] = field(default_factory=dict)
-    forgotten: set[int] = field(default_factory=set)
-    #: The router's generation when this shard last read the pool.
-    generation_seen: int = 0
+    #: Snapshots pushed to it and not delivered yet (in any order, possibly twice).
+    inbox: list[PoolSnapshot] = field(default_factory=list)
+    #: The newest snapshot key it had (it must never go back).
+    had: tuple[int, int] = (-1, -1)
+
+    @property
+    def generation_seen(self) -> int:
+        return self.core.pool.generation if self.core.pool is not None else 0
 
 
 class PoolModel(RuleBasedStateMachine):
@@ -59,10 +83,11 @@ class PoolModel(RuleBasedStateMachine):
         self.bounds = (min_actors, min_actors + extra)
         self.actors: dict[int, Actor] = {}
         self.stored: dict[str, object] | None = None
-        self.shards = [Shard() for _ in range(shards)]
+        self.shards = [Shard(ShardCore(s, NoIO())) for s in range(shards)]  # type: ignore[arg-type]
         self.next_call = 0
         self.now = 0.0
         self._last_snapshot: tuple[PoolCore, int, object] | None = None
+        self.epoch = 1
         self.core = self._new_core()
         self.core.set_nodes(NODES)
         for spawn in self.core.fill():
@@ -70,7 +95,7 @@ class PoolModel(RuleBasedStateMachine):
         self._health()
         self._save()
         for s in range(shards):
-            self._refresh(s)
+            self._pull(s)
 
     # --- the shell's part ------------------------------------------------------------
 
@@ -81,6 +106,7 @@ class PoolModel(RuleBasedStateMachine):
             max_actors=self.bounds[1],
             capacity=CAPACITY,
             handlers=b"g0",
+            epoch=self.epoch,
         )
 
     def _create(self, spawn: Spawn) -> None:
@@ -104,20 +130,20 @@ class PoolModel(RuleBasedStateMachine):
                     for cid in [c for c, on in shard.calls.items() if on == idx]:
                         del shard.calls[cid]
 
-    def _refresh(self, s: int) -> None:
-        """What a shard's ``refresh_pool`` does with ``pool_info`` and ``generations_info``."""
-        shard = self.shards[s]
-        info = self.core.generations_info()
-        for idx, generation in info["actors"].items():
-            if idx not in shard.forgotten:
-                shard.placement.add(idx, CAPACITY, generation)
-                shard.placement.set_generation(idx, generation)
-        shard.generation_seen = info["generation"]
+    def _pull(self, s: int) -> None:
+        """A shard asks for the snapshot (start-up, or it missed a generation)."""
+        self.shards[s].core.apply_pool(self.core.snapshot())
+
+    def _publish(self) -> None:
+        """The router pushes its snapshot to every shard (it arrives later)."""
+        snapshot = self.core.snapshot()
+        for shard in self.shards:
+            shard.inbox.append(snapshot)
 
     def _busy(self, s: int, idx: int) -> int:
         shard = self.shards[s]
         if self.core.generation > shard.generation_seen:
-            self._refresh(s)  # (call_actor_busy learns a missed generation first)
+            self._pull(s)  # (call_actor_busy learns a missed generation first)
         return sum(1 for on in shard.calls.values() if on == idx)
 
     def _stop(self, idx: int) -> None:
@@ -132,12 +158,13 @@ class PoolModel(RuleBasedStateMachine):
     @rule(s=st.integers(0, 2))
     def place_call(self, s: int) -> None:
         shard = self.shards[s % self.n_shards]
-        idx = shard.placement.pick()
+        idx = shard.core.placement.pick()
         if idx is None:
             spawn = self.core.want_capacity()
             if spawn is not None:
                 self._create(spawn)
                 self._save()
+                self._publish()
             return
         actor = self.actors[idx]
         assert idx not in self.core.retired and not actor.stopped, f"a call placed on retired CallActor {idx}"
@@ -145,10 +172,10 @@ class PoolModel(RuleBasedStateMachine):
             assert actor.generation == self.core.generation, "a new call on an older generation"
         cid = f"c{self.next_call}"
         self.next_call += 1
-        shard.placement.placed_on(idx)
+        shard.core.placement.placed_on(idx)
         shard.calls[cid] = idx
         actor.calls[cid] = s % self.n_shards
-        self.core.report(s % self.n_shards, [("add", cid, idx)])
+        self.core.report(s % self.n_shards, [CallPlaced(cid, idx)])
 
     @rule(pick=st.integers(0, 1000))
     def end_call(self, pick: int) -> None:
@@ -157,9 +184,9 @@ class PoolModel(RuleBasedStateMachine):
             return
         cid, s = held[pick % len(held)]
         idx = self.shards[s].calls.pop(cid)
-        self.shards[s].placement.released(idx)
+        self.shards[s].core.placement.released(idx)
         self.actors[idx].calls.pop(cid, None)
-        self.core.report(s, [("del", cid)])
+        self.core.report(s, [CallReleased(cid)])
 
     @rule(pick=st.integers(0, 20))
     def crash_call_actor(self, pick: int) -> None:
@@ -176,11 +203,23 @@ class PoolModel(RuleBasedStateMachine):
         if spawn is not None:
             self._create(spawn)
             self._save()
+            self._publish()
             self.core.scaled()
 
     @rule(s=st.integers(0, 2))
     def shard_reads_the_pool(self, s: int) -> None:
-        self._refresh(s % self.n_shards)
+        self._pull(s % self.n_shards)
+
+    @rule(s=st.integers(0, 2), pick=st.integers(0, 50), again=st.booleans())
+    def a_push_arrives(self, s: int, pick: int, again: bool) -> None:
+        """One pushed snapshot reaches its shard: any of those in flight (reordered),
+        possibly to arrive again later (duplicated)."""
+        shard = self.shards[s % self.n_shards]
+        if shard.inbox:
+            snapshot = shard.inbox[pick % len(shard.inbox)]
+            if not again:
+                shard.inbox.remove(snapshot)
+            shard.core.apply_pool(snapshot)
 
     @precondition(lambda self: not self.core.upgrading)
     @rule()
@@ -203,9 +242,10 @@ class PoolModel(RuleBasedStateMachine):
         self.now += 1
         self.core.upgrade_up(healths, self.now, drain_timeout=5.0)
         self._save()
+        self._publish()
         for s in range(self.n_shards):
-            if told[s]:
-                self._refresh(s)
+            if told[s]:  # (the others' push is still on its way)
+                self.a_push_arrives(s, len(self.shards[s].inbox) - 1, again=False)
 
     @rule(
         pick=st.integers(0, 20),
@@ -229,23 +269,21 @@ class PoolModel(RuleBasedStateMachine):
                 for cid in [c for c, on in shard.calls.items() if on == idx]:
                     del shard.calls[cid]
                     self.actors[idx].calls.pop(cid, None)
-                    self.core.report(s, [("del", cid)])
+                    self.core.report(s, [CallReleased(cid)])
         elif step is RetireStep.FORGET:
             answers = {}
             for s in answering:  # forget_call_actor: only if nothing is with it, in one step
-                shard = self.shards[s]
-                answers[s] = not self._busy(s, idx)
-                if answers[s]:
-                    shard.forgotten.add(idx)
-                    shard.placement.forget(idx)
+                answers[s] = self.shards[s].core.retire(idx, unacknowledged=self._busy(s, idx))
             if self.core.forgotten(idx, answers):
                 self._save()
+                self._publish()
                 if idx in self.actors and not self.actors[idx].stopped:
                     self._stop(idx)
 
     @rule()
     def router_restarts(self) -> None:
         """A new core from the stored state and what the CallActors it finds report."""
+        self.epoch += 1
         self.core = self._new_core()
         self.core.restore(self.stored)
         self.core.set_nodes(NODES)
@@ -263,6 +301,7 @@ class PoolModel(RuleBasedStateMachine):
             for s in range(self.n_shards):
                 self.core.owned(s, idx, [cid for cid, on in actor.calls.items() if on == s])
         self._save()
+        self._publish()
 
     # --- invariants ------------------------------------------------------------------
 
@@ -285,12 +324,19 @@ class PoolModel(RuleBasedStateMachine):
     def a_changed_pool_has_a_newer_snapshot(self) -> None:
         """Within one router's life, what the shards see changes only with the version."""
         snap = self.core.snapshot()
-        content = (snap.generation, snap.actors, snap.retiring)
+        content = (snap.generation, snap.actors, snap.nodes, snap.retiring)
         last = self._last_snapshot
         if last is not None and last[0] is self.core:
             assert snap.version >= last[1]
             assert snap.version > last[1] or content == last[2], "the pool changed under the same version"
         self._last_snapshot = (self.core, snap.version, content)
+
+    @invariant()
+    def a_shard_s_snapshot_never_goes_back(self) -> None:
+        for s, shard in enumerate(self.shards):
+            if shard.core.pool is not None:
+                assert shard.core.pool.key >= shard.had, f"shard {s} went back to an older pool"
+                shard.had = shard.core.pool.key
 
     @invariant()
     def the_current_generation_is_within_its_bounds(self) -> None:

@@ -4,7 +4,8 @@ The service answers the call, its result is lost (the emulator drops it, as a ki
 between the service's result and its delivery would), then the connection actor is
 killed: the CallActor's ``answer`` is in doubt. It used to be sent again at once, as
 "idempotent" (``calling.answer`` twice at the server); now it is resolved from the
-resumed session (the call is answered) and not sent again.
+resumed session (the call is answered) and not sent again. The same when the connection
+actor lives on and only its WebSocket is cut (a chaos run found that one).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ def _answers(emulator: Any, call_id: str) -> int:
     return sum(1 for p in helpers.sent_requests(emulator, "calling.answer") if p.get("call_id") == call_id)
 
 
-async def test_an_answer_cut_off_by_a_connection_actor_kill_is_not_sent_twice(
-    make_client, emulator, recorder
-) -> None:
+async def _answer_cut_off(make_client: Any, emulator: Any, recorder: Any, cut: str) -> None:
+    """The service answers, its result is dropped, then ``cut`` ("kill": the connection
+    actor; "drop": its WebSocket): the handler sees no error and the server one answer."""
     rec_name, rec = recorder
     relay = await make_client(on_call=helpers.recording_handler(rec_name, plays=1))
     shard = (await relay.ray_stats())["connections"][0]
@@ -35,7 +36,10 @@ async def test_an_answer_cut_off_by_a_connection_actor_kill_is_not_sent_twice(
     await eventually(
         answered_without_result, 15, interval=0.01, what="the answer executed, its result dropped"
     )
-    kill9(shard["pid"])
+    if cut == "kill":
+        kill9(shard["pid"])
+    else:
+        emulator.core.drop(relay.relay_protocol)  # the shard lives on; its session resumes
 
     async def handled() -> Any:
         dump = await rec.dump.remote()
@@ -48,3 +52,15 @@ async def test_an_answer_cut_off_by_a_connection_actor_kill_is_not_sent_twice(
     assert call["end_reason"] == "hangup", call
     stats = await relay.ray_stats()
     assert sum(a.get("commands_shown_done", 0) for a in stats["call_actors"]) == 1
+
+
+async def test_an_answer_cut_off_by_a_connection_actor_kill_is_not_sent_twice(
+    make_client, emulator, recorder
+) -> None:
+    await _answer_cut_off(make_client, emulator, recorder, "kill")
+
+
+async def test_an_answer_cut_off_by_a_dropped_socket_is_not_sent_twice(
+    make_client, emulator, recorder
+) -> None:
+    await _answer_cut_off(make_client, emulator, recorder, "drop")

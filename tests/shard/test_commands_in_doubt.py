@@ -50,3 +50,17 @@ def test_a_command_finished_meanwhile_and_another_shard_are_left_alone() -> None
     assert doubt.resumed(0, {}.get) == ([], [])
     assert doubt.resumed(1, {}.get) == ([], [])  # r2 was never in doubt
     assert "r2" in doubt.in_flight
+
+
+def test_an_answer_cut_off_by_a_dropped_socket_waits_for_the_resumed_session() -> None:
+    """The shard lived on, its WebSocket was cut while the answer was out: resolved from
+    the resumed session, not sent again blindly (the server may have answered already)."""
+    doubt = CommandsInDoubt()
+    doubt.sent("r1", 0, "calling.answer", {"call_id": "c1"})
+    doubt.sent("r2", 0, "calling.answer", {"call_id": "c2"})
+    doubt.sent("r3", 0, "calling.play", {"call_id": "c1"})
+    assert doubt.cut_off("r1") and doubt.cut_off("r2") and doubt.cut_off("r1")
+    assert not doubt.cut_off("r3")  # whether a play ran cannot be read: it fails
+    assert doubt.parked == {0: ["r1", "r2"]}
+    done, resend = doubt.resumed(0, {"c1": "answered", "c2": "ringing"}.get)
+    assert done == ["r1"] and resend == [Resend("r2", "calling.answer", {"call_id": "c2"})]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
+from relay_actors.ray_runtime.pool_core import CallMoved
 from relay_actors.ray_runtime.shard_actions import (
     AskLastKnown,
     AskOwned,
@@ -99,7 +100,7 @@ def test_rehome_moves_its_calls_and_their_events_to_a_live_call_actor() -> None:
     core.recovery.call_actor_lost(0)
     assert core.routes.calls == {"c1": 1}
     assert shell.items(1, m.ADOPT)[0][1] == "c1"
-    assert shell.items(1, m.EVENT)[-1][1] == "c1" and ("move", "c1", 1) in shell.reports
+    assert shell.items(1, m.EVENT)[-1][1] == "c1" and CallMoved("c1", 1) in shell.reports
     assert shell.take(Command) == []  # nothing hung up
     assert core.recovery.losses[0].phase is LossPhase.CONFIRMING
 

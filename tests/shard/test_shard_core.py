@@ -6,6 +6,7 @@ from __future__ import annotations
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
 from relay_actors.ray_runtime.link_protocol import Health, HealthStatus
+from relay_actors.ray_runtime.pool_core import CallPlaced, CallReleased
 from relay_actors.ray_runtime.shard_actions import (
     Command,
     CommandPurpose,
@@ -37,7 +38,7 @@ def test_an_offer_is_placed_on_the_least_loaded_call_actor_and_acked_only_by_its
     assert shell.acked == []  # not before the CallActor acknowledged the frame
     core.link_acked(0, ["ack-c1"])
     assert shell.acked == ["ack-c1"]
-    assert ("add", "c1", 0) in shell.reports
+    assert CallPlaced("c1", 0) in shell.reports
 
 
 def test_a_redelivered_offer_already_placed_is_acked_not_placed_again(shard) -> None:
@@ -70,7 +71,7 @@ def test_an_ended_call_frees_its_slot_for_the_next_offer() -> None:
     core, shell = make_core(budget=1)
     admit(core, shell, "c1")
     core.on_event(state("c1", "ended"), "ack-end")
-    assert "c1" not in core.routes.calls and ("del", "c1") in shell.reports
+    assert "c1" not in core.routes.calls and CallReleased("c1") in shell.reports
     assert shell.items(0, m.EVENT)[-1][2] == "calling.call.state"  # it still reaches the CallActor
     admit(core, shell, "c2")
     assert "c2" in core.routes.calls and core.counters["offers_dropped"] == 0
