@@ -35,7 +35,7 @@ from . import actor_messages as m
 from .commands_in_doubt import CommandsInDoubt
 from .options import CallActorOptions
 
-__all__ = ["CallActorCore", "EventStream", "Fetched", "ShardLane"]
+__all__ = ["CallActorCore", "EventStream", "Fetched", "ShardLane", "forget_oldest"]
 
 log = logging.getLogger("relay_actors.ray_runtime.call_actor")
 
@@ -101,7 +101,7 @@ def _expire(future: asyncio.Future[Any], method: str) -> None:
         future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
 
 
-def _forget_oldest(streams: OrderedDict[str, EventStream], keep: int) -> int:
+def forget_oldest(streams: OrderedDict[str, EventStream], keep: int) -> int:
     """Bound the streams the driver has not finished fetching; returns how many went."""
     gone = 0
     while len(streams) > keep:
@@ -386,7 +386,7 @@ class CallActorCore:
         stream = self.streamed[call.call_id] = EventStream()
         if call._core.ended:
             stream.done = True
-        self.counters["streamed_calls_forgotten"] += _forget_oldest(self.streamed, FOLLOWED_KEPT)
+        self.counters["streamed_calls_forgotten"] += forget_oldest(self.streamed, FOLLOWED_KEPT)
 
     async def call_events(self, call_id: str, start: int, timeout: float) -> Fetched | None:
         """The events of followed ``call_id`` from number ``start`` on (see :class:`EventStream`)."""
@@ -405,7 +405,7 @@ class CallActorCore:
 
     def follow_message(self, message_id: str, stream: EventStream) -> None:
         self.followed[message_id] = stream
-        self.counters["followed_messages_forgotten"] += _forget_oldest(self.followed, FOLLOWED_KEPT)
+        self.counters["followed_messages_forgotten"] += forget_oldest(self.followed, FOLLOWED_KEPT)
 
     async def message_events(self, message_id: str, start: int, timeout: float) -> Fetched | None:
         """The state events of followed ``message_id`` from number ``start`` on."""
