@@ -224,7 +224,9 @@ _DEFS = [
     _c("relay_calls_ended", "Calls that ended in a CallActor."),
     _c("relay_calls_recovered", "Calls re-homed to a CallActor's recovered hook."),
     _c(
-        "relay_item_errors", "Batch items a CallActor failed on (error) or did not know (unknown).", "outcome"
+        "relay_item_errors",
+        "Link items an actor failed on (error), did not know (unknown) or could not decode (malformed).",
+        "outcome",
     ),
     # --- batches between actors ---
     _c("relay_batch_sends", "Batched actor calls from this actor to a peer.", "peer"),
@@ -292,6 +294,7 @@ _COMMON: _Map = {
     "call_actors_slow": ("relay_link_events", {"event": "slow"}),
     "link_overflows": ("relay_link_events", {"event": "overflow"}),
     "unknown_link_items": ("relay_item_errors", {"outcome": "unknown"}),
+    "malformed_link_items": ("relay_item_errors", {"outcome": "malformed"}),
     "item_errors": ("relay_item_errors", {"outcome": "error"}),
     "active_calls": ("relay_active_calls", {}),
     "granted": ("relay_slots_granted", {}),
@@ -375,6 +378,7 @@ _BY_COMPONENT: dict[str, _Map] = {
         "calls_recovered": ("relay_calls_recovered", {}),
         "item_errors": ("relay_item_errors", {"outcome": "error"}),
         "unknown_items": ("relay_item_errors", {"outcome": "unknown"}),
+        "malformed_items": ("relay_item_errors", {"outcome": "malformed"}),
     },
 }
 #: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.

@@ -279,16 +279,15 @@ def offer_arrived(call_id: str) -> None:
         _arrivals.popitem(last=False)
 
 
-def placed(item: tuple[Any, ...], call_actor: int) -> tuple[Any, ...]:
-    """An ``OFFER`` item placed on CallActor ``call_actor``: the admission and placement
-    spans are made, and ``item`` gains a trailing field for :func:`call_started`:
-    ``[trace_id, root_span_id, arrived_ns, sent_ns]`` (hex ids), or ``[]`` when the call
-    is not sampled. An offer placed again (refused by a full CallActor) keeps its trace
-    and gets another placement span."""
+def placed(call_id: str, call_actor: int) -> list[Any]:
+    """The offer of ``call_id`` is placed on CallActor ``call_actor``: the admission and
+    placement spans are made; returns the trace field its offer item carries for
+    :func:`call_started`: ``[trace_id, root_span_id, arrived_ns, sent_ns]`` (hex ids), or
+    ``[]`` when the call is not sampled. An offer placed again (refused by a full
+    CallActor) keeps its trace and gets another placement span."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
-    call_id = str(item[1])
     now = time.time_ns()
     again = _placed.get(call_id)
     if again is not None:
@@ -303,7 +302,7 @@ def placed(item: tuple[Any, ...], call_actor: int) -> tuple[Any, ...]:
         if len(_placed) > MAX_ARRIVALS:
             _placed.popitem(last=False)
     if not sampled:
-        return (*item, [])
+        return []
     root = trace.SpanContext(trace_id, root_id, True, trace.TraceFlags(trace.TraceFlags.SAMPLED))
     parent = trace.set_span_in_context(trace.NonRecordingSpan(root))
     attributes = {"relay.call_id": call_id, "relay.call_actor": call_actor}
@@ -313,7 +312,7 @@ def placed(item: tuple[Any, ...], call_actor: int) -> tuple[Any, ...]:
     placement = _tracer.start_span("relay.placement", parent, start_time=now, attributes=attributes)
     sent = time.time_ns()
     placement.end(sent)
-    return (*item, [f"{trace_id:032x}", f"{root_id:016x}", arrived, sent])
+    return [f"{trace_id:032x}", f"{root_id:016x}", arrived, sent]
 
 
 # --- calls -------------------------------------------------------------------------------

@@ -161,6 +161,8 @@ DRIVER_IMPORT_ALLOWED = {"__init__.py"}
 SPAWNS = {"spawn.py"}
 #: Plain decisions: neither Ray nor sockets nor asyncio's networking.
 CORES = {
+    "actor_messages.py",
+    "commands_in_doubt.py",
     "pool_core.py",
     "app_lifecycle.py",
     "placement.py",
@@ -247,8 +249,31 @@ def core_networking(root: pathlib.Path) -> list[str]:
     return found
 
 
+#: The link items' codec: the one module that reads wire arrays by index. (``pool_core``:
+#: the router's reports from the shards, a protocol of their own, not link items.)
+WIRE_READERS = {"actor_messages.py", "pool_core.py"}
+
+
+def wire_indexing(root: pathlib.Path) -> list[str]:
+    """``item[<n>]`` / ``wire[<n>]`` outside the codec: link items are read by attribute."""
+    found = []
+    for name, tree in _runtime_files(root):
+        if name in WIRE_READERS:
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in ("item", "wire")
+                and isinstance(node.slice, (ast.Constant, ast.Slice))
+            ):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
 RUNTIME_RULES = {
     "driver_importers": driver_importers,
+    "wire_indexing": wire_indexing,
     "private_imports": private_imports,
     "actor_creations": actor_creations,
     "core_networking": core_networking,
@@ -263,6 +288,7 @@ PROBES = {
     ),
     "actor_creations": ("router.py", "import ray\n\nray.remote(object).options(name='x').remote()\n"),
     "core_networking": ("pool_core.py", "import asyncio\nimport ray\n"),
+    "wire_indexing": ("shard_core.py", "def f(item):\n    return item[1], item[2:]\n"),
 }
 
 

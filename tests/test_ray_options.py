@@ -78,3 +78,14 @@ def test_router_options_are_frozen_and_each_field_is_documented_and_read() -> No
     assert fields - read == set(), "documented but never read"
     assert (read - fields) - {"spread"} == set(), "read but not a field"
     assert options.RouterOptions.spread.__doc__
+
+
+def test_no_actor_options_field_can_hold_a_secret() -> None:
+    """Actor arguments show in Ray's dashboard: credentials travel through the KV store."""
+    import dataclasses
+
+    from relay_actors.ray_runtime.options import CallActorOptions, ConnectionActorOptions, RouterOptions
+
+    for cls in (ConnectionActorOptions, CallActorOptions, RouterOptions):
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert names and not {n for n in names if any(s in n for s in ("token", "jwt", "secret", "password"))}

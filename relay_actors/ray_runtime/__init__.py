@@ -25,6 +25,10 @@ Glossary (one meaning per word, in this package and its docs):
 - **link**: the data path between one shard and one CallActor (a socket with sequence
   numbers, acknowledgements and a resend window: :mod:`~relay_actors.ray_runtime.link_protocol`);
   a process's set of links is its link hub (``LinkHub``) or server (``LinkServer``).
+- **item**: one message on a link (an offer, an event, a request, a result, ...): a frozen
+  dataclass of :mod:`~relay_actors.ray_runtime.actor_messages`, whose codec alone turns it
+  into the JSON array on the wire (and back, refusing a malformed one); a **batch** is the
+  items one frame carries.
 - **lane**: the control path a call's requests leave through (a
   :class:`~relay_actors.call.CallControl`): the engine in-process, a link to a shard in a
   CallActor, the connection actors for the driver.
@@ -35,7 +39,8 @@ Glossary (one meaning per word, in this package and its docs):
 - **lease**, **slot**, **block**: a slot is one active call of the cluster-wide budget;
   shards lease slots from the router in blocks (:mod:`~relay_actors.ray_runtime.admission`).
 - **core** and **shell**: a core decides over plain state (no ``ray``, no networking:
-  ``shard_core``, ``pool_core``, ``app_lifecycle``, ``admission``, ``placement``, ``link_protocol``); a
+  ``shard_core``, ``pool_core``, ``app_lifecycle``, ``admission``, ``placement``, ``link_protocol``;
+  ``call_actor_core`` needs no Ray either, only asyncio's futures for its requests); a
   shell (an actor, the driver) does the I/O and carries out what the core decides.
 
 The modules:
@@ -47,10 +52,13 @@ The modules:
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
   ``shard_startup``, ``commands_in_doubt`` and, for what it asks its shell to do,
   ``shard_actions``); ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
-  ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the app's
-  layout, as the user gives it) and the actors' typed options;
+  ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's
+  streams); ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
+  app's layout, as the user gives it) and the actors' typed options (``RouterOptions``,
+  ``ConnectionActorOptions``, ``CallActorOptions``: no secrets);
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
-  ``actor_messages``, ``batching``: the data plane between the actors; ``actor_info``:
+  ``actor_messages`` (the typed items and their codec), ``batching``: the data plane
+  between the actors; ``actor_info``:
   what every actor's stats say about its process and links;
 - ``admission`` and ``placement`` (sans-IO): the call limit and where calls go;
 - ``kvstore``: the app's records and secrets in Ray's GCS KV store.

@@ -27,25 +27,16 @@ cannot be read from the call's state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import constants as c
 from ..protocol.calls import STATE_RANK
+from .actor_messages import RequestItem
 
-__all__ = ["SHOWN_BY", "CommandsInDoubt", "Resend"]
+__all__ = ["SHOWN_BY", "CommandsInDoubt"]
 
 #: Each command resolvable from the session, and the call state that shows it took effect.
 SHOWN_BY: dict[str, str] = {"calling.answer": c.CALL_STATE_ANSWERED, "calling.end": c.CALL_STATE_ENDING}
-
-
-@dataclass(frozen=True, slots=True)
-class Resend:
-    """A parked command the resumed session shows not done: send it again (same request id)."""
-
-    req_id: str
-    method: str
-    params: dict[str, Any]
 
 
 class CommandsInDoubt:
@@ -88,12 +79,14 @@ class CommandsInDoubt:
             parked.append(req_id)
         return True
 
-    def resumed(self, shard: int, state_of: Callable[[str], str | None]) -> tuple[list[str], list[Resend]]:
+    def resumed(
+        self, shard: int, state_of: Callable[[str], str | None]
+    ) -> tuple[list[str], list[RequestItem]]:
         """``shard``'s session is resumed and what it redelivered is applied: the parked
         commands whose effect the call's state shows (``state_of(call_id)``; None: the call
-        is gone) are done; the others are to be sent again."""
+        is gone) are done; the others are to be sent again (same request id)."""
         done: list[str] = []
-        resend: list[Resend] = []
+        resend: list[RequestItem] = []
         for req_id in self.parked.pop(shard, []):
             entry = self.in_flight.get(req_id)
             if entry is None:
@@ -103,5 +96,5 @@ class CommandsInDoubt:
             if state is None or STATE_RANK.get(state, -1) >= STATE_RANK[SHOWN_BY[method]]:
                 done.append(req_id)
             else:
-                resend.append(Resend(req_id, method, params))
+                resend.append(RequestItem(req_id, method, params))
         return done, resend

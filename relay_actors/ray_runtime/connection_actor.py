@@ -60,11 +60,12 @@ from . import (
 from .actor_info import link_stats
 from .actor_info import where as _where
 from .actor_link import LinkClient, LinkHub
-from .actor_messages import NAMESPACE, actor_name
+from .actor_messages import NAMESPACE, ToCallActor, actor_name, decode_to_call_actor, encode
 from .batching import Batcher
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import LinkOverflow, LinkSession
+from .options import ConnectionActorOptions
 from .pool_core import CallsHeld, PoolSnapshot, RouterReport
 from .shard_actions import (
     Action,
@@ -116,11 +117,11 @@ class ShellEffects:
         self._unconfirmed: list[list[str]] | None = None
         self._checkpoint_pending = False
 
-    def send(self, idx: int, item: Any, ack_id: str | None) -> bool:
+    def send(self, idx: int, item: ToCallActor, ack_id: str | None) -> bool:
         links = self.actor.links
         assert links is not None
         try:
-            links.send(idx, item, ack_id)
+            links.send(idx, encode(item), ack_id)
         except LinkOverflow as exc:
             log.error("shard %d: %s", self.actor.shard, exc)
             return False
@@ -149,7 +150,8 @@ class ShellEffects:
         # The old session is void: the link starts afresh (a still-running old
         # incarnation learns it from the handshake and fails its requests).
         assert self.actor.links is not None
-        return self.actor.links.reset(idx).unacknowledged()
+        unacknowledged = self.actor.links.reset(idx).unacknowledged()
+        return [(decode_to_call_actor(wire), ack) for wire, ack in unacknowledged]
 
     # --- the rarer actions -------------------------------------------------------------
 
@@ -298,27 +300,27 @@ class ShellEffects:
         self._checkpoint()
 
 
-def _relay_settings(options: dict[str, Any], creds: dict[str, Any], resume: dict[str, Any]) -> Any:
+def _relay_settings(options: ConnectionActorOptions, creds: dict[str, Any], resume: dict[str, Any]) -> Any:
     """The RELAY connection's settings: the stored credentials, the resumed session's contexts."""
     ca_file = None
-    if options.get("ca_pem"):
+    if options.ca_pem:
         import tempfile
 
         with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
-            fh.write(options["ca_pem"])
+            fh.write(options.ca_pem)
             ca_file = fh.name
     return resolve_settings(
         creds.get("project"),
         creds.get("token"),
         creds.get("jwt_token"),
-        options.get("host"),
-        resume.get("contexts") or options.get("contexts") or [],
+        options.host,
+        resume.get("contexts") or list(options.contexts),
         None,
-        scheme=options.get("scheme"),
+        scheme=options.scheme,
         ca_file=ca_file,
         env={},
-        allow_insecure=bool(options.get("allow_insecure")),
-        credentials_from=options.get("credentials_from"),
+        allow_insecure=options.allow_insecure,
+        credentials_from=options.credentials_from,
     )
 
 
@@ -349,14 +351,11 @@ class ConnectionActor:
     Args:
         app: the app's name.
         shard: this shard's number.
-        options: ``host``, ``scheme``, ``contexts``, ``ca_pem`` (CA certificate text,
-            not a secret), ``over_limit``, ``on_call_actor_lost``, ``request_timeout``,
-            ``ping_interval``, ``link_linger``, ``allow_insecure``, ``backoff`` (the
-            driver's reconnect delays, :meth:`Backoff.options`). Credentials are NOT
-            passed here: they are read from the GCS KV store.
+        options: see :class:`~relay_actors.ray_runtime.options.ConnectionActorOptions`.
+            Credentials are NOT passed here: they are read from the GCS KV store.
     """
 
-    def __init__(self, app: str, shard: int, options: dict[str, Any]) -> None:
+    def __init__(self, app: str, shard: int, options: ConnectionActorOptions) -> None:
         self.app = app
         self.shard = shard
         self.options = options
@@ -364,8 +363,8 @@ class ConnectionActor:
         self.core = ShardCore(
             shard,
             self.fx,
-            over_limit=str(options.get("over_limit") or "drop"),
-            on_call_actor_lost=str(options.get("on_call_actor_lost") or "hangup"),
+            over_limit=options.over_limit,
+            on_call_actor_lost=options.on_call_actor_lost,
         )
         #: CallActor index → its Ray handle.
         self.actors: dict[int, Any] = {}
@@ -475,9 +474,9 @@ class ConnectionActor:
                 settings,
                 on_event=self.core.on_event,
                 on_connected=self._on_connected,
-                request_timeout=float(self.options.get("request_timeout", c.REQUEST_TIMEOUT)),
-                ping_interval=float(self.options.get("ping_interval", c.CLIENT_PING_INTERVAL)),
-                backoff=Backoff.from_options(self.options.get("backoff") or {}),
+                request_timeout=self.options.request_timeout,
+                ping_interval=self.options.ping_interval,
+                backoff=Backoff.from_options(dict(self.options.backoff or {})),
                 defer_acks=True,
             )
             self.conn.session.restore(self._resume)
@@ -509,7 +508,7 @@ class ConnectionActor:
             on_restarted=self._on_call_actor_restarted,
             on_health=core.link_health,
             tls=link_tls.client_context(identity),
-            linger=float(self.options.get("link_linger") or 0.0),
+            linger=self.options.link_linger,
         )
         # Ticks often enough to see a CallActor stall within ~200 ms (slow_unacked_after).
         self._hub = LinkHub(self.links, interval=0.05)
@@ -770,9 +769,7 @@ class ConnectionActor:
             "shard": self.shard,
             "protocol": conn.protocol if conn is not None else "",
             "connected": bool(conn is not None and conn.connected),
-            "contexts": list(
-                conn.session.contexts if conn is not None else self.options.get("contexts") or []
-            ),
+            "contexts": list(conn.session.contexts if conn is not None else self.options.contexts),
             "active_calls": len(self.core.routes.calls),
             "pending_dials": len(self.core.dial_owner),
         }

@@ -68,7 +68,7 @@ from .app_lifecycle import (
     ownership,
     status_report,
 )
-from .options import RayOptions, RouterOptions
+from .options import ConnectionActorOptions, RayOptions, RouterOptions
 from .spawn import spawn_control_actor
 
 __all__ = [
@@ -612,23 +612,23 @@ class RayRuntime:
         self.router = spawn_control_actor(
             self.app, "router", None, Router, (self.app, router_options), control_resource=control
         )
-        conn_options = {
-            "host": self.settings.host,
-            "scheme": self.settings.scheme,
+        conn_options = ConnectionActorOptions(
+            host=self.settings.host,
+            scheme=self.settings.scheme,
             # The driver's settings passed the plaintext check (loopback, or opted in):
             # the actor, which sees no environment, must not refuse what was allowed.
-            "allow_insecure": self.settings.scheme == "ws" and not is_loopback(self.settings.host),
-            "contexts": list(self.settings.contexts),
-            "ca_pem": self._ca_pem,
-            "over_limit": self.client_options.get("over_limit", "drop"),
-            "request_timeout": self.client_options.get("request_timeout"),
-            "ping_interval": self.client_options.get("ping_interval"),
-            "backoff": self.client_options.get("backoff"),
-            "on_call_actor_lost": self.options.on_call_actor_lost,
-            "link_linger": self.options.link_linger,
+            allow_insecure=self.settings.scheme == "ws" and not is_loopback(self.settings.host),
+            contexts=tuple(self.settings.contexts),
+            ca_pem=self._ca_pem,
+            over_limit=self.client_options.get("over_limit", "drop"),
+            request_timeout=self.client_options.get("request_timeout", c.REQUEST_TIMEOUT),
+            ping_interval=self.client_options.get("ping_interval", c.CLIENT_PING_INTERVAL),
+            backoff=self.client_options.get("backoff"),
+            on_call_actor_lost=self.options.on_call_actor_lost,
+            link_linger=self.options.link_linger,
             # Where the driver found the credentials (no values), for a rejection's message.
-            "credentials_from": self.settings.credentials_from,
-        }
+            credentials_from=self.settings.credentials_from,
+        )
         self.connections = [
             spawn_control_actor(
                 self.app,

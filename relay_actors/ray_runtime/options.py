@@ -1,10 +1,13 @@
 """Typed options: the app's layout on Ray (:class:`RayOptions`, what the user passes) and
-one frozen object per actor kind.
+one frozen object per actor kind (:class:`RouterOptions`, :class:`ConnectionActorOptions`,
+:class:`CallActorOptions`).
 
 The driver builds the actors' from :class:`RayOptions`, the settings and the client's
-options; each actor reads its fields by name (a typo is a
-type error, not a silent default). None holds a secret: actor arguments show in Ray's
-dashboard.
+options; :mod:`~relay_actors.ray_runtime.spawn` hands them to the actors it creates;
+each actor reads its fields by name (a typo is a type error, not a silent default).
+None holds a secret: actor arguments show in Ray's dashboard. The credentials and the
+link secret travel through the app's sealed namespace in the GCS KV store
+(:class:`~relay_actors.ray_runtime.kvstore.AppSecrets`), never as an argument.
 """
 
 from __future__ import annotations
@@ -12,14 +15,23 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ArgumentError
 from ..metrics import resolve_metrics_config
+from ..protocol import constants as c
 from .actor_link import DEFAULT_LINGER, MAX_LINGER
 
-__all__ = ["RayOptions", "RouterOptions", "default_app_name", "sanitize_app_name"]
+__all__ = [
+    "CallActorOptions",
+    "ConnectionActorOptions",
+    "RayOptions",
+    "RouterOptions",
+    "default_app_name",
+    "sanitize_app_name",
+]
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -170,8 +182,9 @@ class RouterOptions:
     #: The app's metrics endpoint (port, host, poll interval: see
     #: :class:`~relay_actors.ray_runtime.metrics_export.MetricsConfig`); None: the defaults.
     metrics: dict[str, Any] | None = None
-    #: The options every CallActor is given besides its handlers (no secrets); the router
-    #: adds ``capacity`` and ``shards``.
+    #: The app's part of every CallActor's options (field names of
+    #: :class:`CallActorOptions`, no secrets); the pool's part (``capacity``, ``shards``) is
+    #: added when each is spawned (:meth:`CallActorOptions.from_parts`).
     call_actor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -182,3 +195,83 @@ class RouterOptions:
     def spread(self) -> bool:
         """True unless a custom resource pins the CallActors."""
         return not (isinstance(self.placement, dict) and self.placement.get("resource"))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionActorOptions:
+    """What a connection actor (one shard) is started with (see
+    :class:`~relay_actors.ray_runtime.connection_actor.ConnectionActor`). No credentials:
+    the actor reads them from the KV store."""
+
+    #: The RELAY host (``host[:port]``).
+    host: str
+    #: ``"wss"``, or ``"ws"`` where the driver's settings allowed plaintext.
+    scheme: str = "wss"
+    #: The contexts the session receives on (a resumed session's own win).
+    contexts: tuple[str, ...] = ()
+    #: The driver passed the plaintext check (loopback, or opted in): the actor, which
+    #: sees no environment, must not refuse what was allowed.
+    allow_insecure: bool = False
+    #: A CA certificate (PEM text, not a secret) the RELAY host's certificate chains to.
+    ca_pem: str | None = None
+    #: ``"drop"`` or ``"pass"`` an offer over ``max_active_calls``.
+    over_limit: str = "drop"
+    #: Seconds a RELAY request may take.
+    request_timeout: float = c.REQUEST_TIMEOUT
+    #: Seconds between the session's pings.
+    ping_interval: float = c.CLIENT_PING_INTERVAL
+    #: The driver's reconnect delays (:meth:`~relay_actors.backoff.Backoff.options`).
+    backoff: Mapping[str, Any] | None = None
+    #: ``"hangup"`` or ``"rehome"`` the calls of a lost CallActor.
+    on_call_actor_lost: str = "hangup"
+    #: Seconds link items may wait for company (``RayOptions.link_linger``).
+    link_linger: float = 0.0
+    #: Where the driver found the credentials (a description, no values), for the
+    #: message of a rejection.
+    credentials_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallActorOptions:
+    """What a CallActor is started with besides its handlers (see
+    :class:`~relay_actors.ray_runtime.call_actor.CallActor`). The driver gives the app's
+    part as a mapping (:meth:`app_part`: kept by the router, stored with each generation);
+    :func:`~relay_actors.ray_runtime.spawn.spawn_call_actor` adds the pool's part."""
+
+    #: Calls it hosts at most (``RayOptions.calls_per_actor``).
+    capacity: int = 5000
+    #: Connection actors (shards) of the app.
+    shards: int = 1
+    #: Seconds a handler may run (None: no limit).
+    handler_timeout: float | None = None
+    #: What a handler's exception does to its call: ``"hangup"`` (default) or ``"keep"``.
+    on_handler_error: str = "hangup"
+    #: Seconds a request may take (the connection actor enforces it; this actor's safety
+    #: net fires a little later).
+    request_timeout: float = c.REQUEST_TIMEOUT
+    #: Seconds a dial may take before it is given up.
+    dial_timeout: float = c.DIAL_TIMEOUT
+    #: Seconds link items may wait for company (``RayOptions.link_linger``).
+    link_linger: float = 0.0
+    #: What the handlers' client shows (``client.project``, ``client.host``): no secrets.
+    project: str = ""
+    host: str = ""
+    #: The app's logging level (the handlers log at it here too); None: Ray's default.
+    log_level: int | str | None = None
+    #: The driver's Ray job: this actor's output shows in its logs (``ray job logs``).
+    log_job: str = ""
+
+    @classmethod
+    def from_parts(cls, app_part: Mapping[str, Any], *, capacity: int, shards: int) -> CallActorOptions:
+        """The options of a new CallActor: the app's part (a mapping of field names; None
+        values take the defaults) and the pool's (``capacity``, ``shards``)."""
+        known = {f.name for f in fields(cls)} - {"capacity", "shards"}
+        unknown = sorted(set(app_part) - known)
+        if unknown:
+            raise ArgumentError(f"unknown CallActor options {unknown}; known: {sorted(known)}")
+        given = {k: v for k, v in app_part.items() if v is not None}
+        return cls(capacity=int(capacity), shards=int(shards), **given)
+
+    def app_part(self) -> dict[str, Any]:
+        """The app's part as a JSON-able mapping (what :meth:`from_parts` takes back)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("capacity", "shards")}

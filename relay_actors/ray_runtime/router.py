@@ -102,14 +102,16 @@ class CallActors:
         return True
 
     def create(self, spawn: Spawn, handlers: bytes, call_actor_options: dict[str, Any]) -> None:
-        options = {**call_actor_options, "capacity": self.options.capacity, "shards": self.options.shards}
         self.handles[spawn.index] = spawn_call_actor(
             self.app,
             spawn.index,
             spawn.node,
             self.options.placement,
             self.options.num_cpus,
-            (self.app, spawn.index, handlers, options),
+            handlers,
+            call_actor_options,
+            capacity=self.options.capacity,
+            shards=self.options.shards,
         )
 
     async def health(

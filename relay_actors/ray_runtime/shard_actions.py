@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .actor_messages import ToCallActor
 from .admission import LeaseRequest
 from .pool_core import RouterReport
 
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 #: One item on a link and the RELAY ack id it carries (None: nothing to ack).
-LinkEntry = tuple[Any, "str | None"]
+LinkEntry = tuple[ToCallActor, "str | None"]
 
 
 class CommandPurpose(str, enum.Enum):
@@ -172,9 +173,10 @@ Action = (
 class ShardEffects(Protocol):
     """What the connection actor does for its shard core."""
 
-    def send(self, idx: int, item: Any, ack_id: str | None) -> bool:
+    def send(self, idx: int, item: ToCallActor, ack_id: str | None) -> bool:
         """Send ``item`` to CallActor ``idx`` (``ack_id`` is acked to RELAY once it
-        acknowledges it); False if that link's queue is full (nothing sent)."""
+        acknowledges it; the shell encodes it: :func:`~relay_actors.ray_runtime.actor_messages.encode`);
+        False if that link's queue is full (nothing sent)."""
 
     def ack(self, ack_ids: list[str]) -> None:
         """Ack these RELAY events now."""
@@ -188,7 +190,7 @@ class ShardEffects(Protocol):
 
     def reset_link(self, idx: int) -> list[LinkEntry]:
         """Void the link session to ``idx`` (it starts afresh); return what it had not
-        acknowledged, in order."""
+        acknowledged, in order (decoded)."""
 
     def act(self, action: Action) -> None:
         """Carry out one of the rarer actions."""

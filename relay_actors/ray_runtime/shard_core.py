@@ -187,7 +187,7 @@ class ShardCore:
                 "shard %d: session not resumed; %d calls are lost", self.shard, len(self.routes.calls)
             )
             for call_id, idx in list(self.routes.calls.items()):
-                self.fx.send(idx, (m.LOST, call_id, "session_lost"), None)
+                self.fx.send(idx, m.LostItem(call_id, "session_lost"), None)
                 self.free_slot(call_id, idx)
             self.routes.calls.clear()
         if not restored:
@@ -199,7 +199,7 @@ class ShardCore:
         been passed on (a request sent after the connect came back): tell each CallActor,
         behind those events, so that commands left in doubt by a restart are resolved."""
         for idx in self.placement.capacity:
-            self.to_actor(idx, (m.RESUMED,), None)
+            self.to_actor(idx, m.RESUMED_ITEM, None)
 
     def link_acked(self, idx: int, ack_ids: list[str]) -> None:
         """CallActor ``idx`` acknowledged the items that carried these RELAY events."""
@@ -209,7 +209,7 @@ class ShardCore:
         if ack_id:
             self.fx.ack([ack_id])
 
-    def to_actor(self, idx: int, item: Any, ack_id: str | None) -> None:
+    def to_actor(self, idx: int, item: m.ToCallActor, ack_id: str | None) -> None:
         """Send ``item`` to ``idx``; a full link queue means it stopped taking frames long
         ago: the lost-actor policy takes over (the item is part of what it re-places or ends)."""
         if not self.fx.send(idx, item, ack_id):
@@ -230,7 +230,7 @@ class ShardCore:
         if route is Route.CALL:
             idx = routed.target
             assert idx is not None
-            self.to_actor(idx, (m.EVENT, event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
+            self.to_actor(idx, m.EventItem(event.call_id, et, event.params, event.timestamp, ack_id), ack_id)
             if routed.call_ended:
                 self.free_slot(event.call_id, idx)
         elif route is Route.OFFER:
@@ -244,14 +244,14 @@ class ShardCore:
             if owner is None:
                 self._ack_now(ack_id)
                 return
-            self.to_actor(owner, (m.DIAL, outcome.tag, outcome.answered, outcome.call), ack_id)
+            self.to_actor(owner, m.DialItem(outcome.tag, outcome.answered, outcome.call), ack_id)
         elif route is Route.MESSAGE_IN:
             target = self.placement.pick_any()
             if target is None:
                 self.counters["messages_dropped"] += 1
                 self._ack_now(ack_id)
                 return
-            self.to_actor(target, (m.MSG_IN, event.params), ack_id)
+            self.to_actor(target, m.MsgInItem(event.params), ack_id)
         else:
             if route is Route.AUTH_STATE:
                 self.fx.act(_CHECKPOINT)
@@ -272,10 +272,9 @@ class ShardCore:
         self.fx.report(CallPlaced(event.call_id, owner))
         if self.leases is not None:  # a dialled call counts against the limit too
             self.lease_actions(self.leases.adopt(event.call_id))
-        self.to_actor(owner, (m.LEG, event.tag, event.params), None)
-        self.to_actor(
-            owner, (m.EVENT, event.call_id, event.event_type, event.params, event.timestamp, ack_id), ack_id
-        )
+        self.to_actor(owner, m.LegItem(event.tag, event.params), None)
+        item = m.EventItem(event.call_id, event.event_type, event.params, event.timestamp, ack_id)
+        self.to_actor(owner, item, ack_id)
 
     def _unroutable(self, event: RelayEvent) -> None:
         self.counters["events_other_legs" if is_other_leg(event) else "events_unroutable"] += 1
@@ -311,25 +310,30 @@ class ShardCore:
             return
         if event.params.get("message_state") in c.MESSAGE_TERMINAL_STATES:
             self.msg_owner.pop(message_id, None)  # type: ignore[arg-type]
-        self.to_actor(idx, (m.MSG_STATE, event.event_type, event.params, event.timestamp), ack_id)
+        self.to_actor(idx, m.MsgStateItem(event.event_type, event.params, event.timestamp), ack_id)
 
     # --- link items from CallActors -------------------------------------------------------
 
-    def on_link_items(self, idx: int, items: list[Any]) -> None:
-        for item in items:
-            kind = item[0]
+    def on_link_items(self, idx: int, wires: list[Any]) -> None:
+        """A batch from CallActor ``idx``'s link (wire arrays), applied in order; a malformed
+        or failing item is dropped and counted, the others go on (and the link)."""
+        for wire in wires:
             try:
-                if kind == m.REQUEST:
-                    self.requests.on_request(idx, item[1], item[2], item[3])
-                elif kind == m.REFUSED:
-                    self._place_refused(idx, item[1])
-                elif kind == m.DIAL_ABANDONED:
-                    self._dial_abandoned(idx, item[1])
-                else:
-                    self.counters["unknown_link_items"] += 1
-            except Exception:  # one bad item must not cost the others (nor the link)
+                match m.decode(wire):
+                    case m.RequestItem(req_id, method, params):
+                        self.requests.on_request(idx, req_id, method, params)
+                    case m.RefusedItem(offers):
+                        self._place_refused(idx, offers)
+                    case m.DialAbandonedItem(tag):
+                        self._dial_abandoned(idx, tag)
+                    case _:  # an item only a shard sends
+                        self.counters["unknown_link_items"] += 1
+            except m.MalformedItem as exc:
+                self.counters["malformed_link_items"] += 1
+                log.warning("shard %d: CallActor %d sent %s", self.shard, idx, exc.message)
+            except Exception:
                 self.counters["item_errors"] += 1
-                log.exception("shard %d: failed on a %s item from CallActor %d", self.shard, kind, idx)
+                log.exception("shard %d: failed on an item from CallActor %d", self.shard, idx)
 
     def _dial_abandoned(self, idx: int, tag: str) -> None:
         """CallActor ``idx`` gave up dial ``tag``: its legs from now on are hung up here."""
@@ -470,8 +474,8 @@ class ShardCore:
         self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self.fx.report(CallPlaced(event.call_id, idx))
-        item = (m.OFFER, event.call_id, event.params, ack_id)
-        self.to_actor(idx, tracing.placed(item, idx) if tracing.ENABLED else item, ack_id)  # tracing hook
+        trace = tracing.placed(event.call_id, idx) if tracing.ENABLED else None  # tracing hook
+        self.to_actor(idx, m.OfferItem(event.call_id, event.params, ack_id, trace), ack_id)
         return True
 
     def _place_waiting_for_room(self) -> None:
@@ -493,16 +497,16 @@ class ShardCore:
         if not self.place(event, ack_id, exclude=(exclude,)) and self.leases is not None:
             self.lease_actions(self.leases.ended(call_id))
 
-    def _place_refused(self, idx: int, refused: list[Any]) -> None:
+    def _place_refused(self, idx: int, refused: tuple[m.OfferItem, ...]) -> None:
         """CallActor ``idx`` was full: place the offers it refused elsewhere."""
-        for item in refused:
-            call_id = item[1]
+        for offer in refused:
+            call_id = offer.call_id
             if self.routes.calls.get(call_id) != idx:
                 continue  # placed before a restart of this actor: the server redelivers it
             self.routes.remove_call(call_id)
             self.placement.released(idx)
             self.placement.full(idx)  # it told us it is full
-            self.place_elsewhere(call_id, item[2], None, exclude=idx)
+            self.place_elsewhere(call_id, offer.params, None, exclude=idx)
 
     def free_slot(self, call_id: str, idx: int) -> None:
         """``call_id`` on CallActor ``idx`` ended (or was passed): free its slot."""

@@ -197,7 +197,7 @@ class ShardRecovery:
             # Calls of the session the server did not resume: gone, as in ShardCore.connected.
             for call_id in calls:
                 core.routes.remove_call(call_id)
-                core.to_actor(idx, (m.LOST, call_id, "session_lost"), None)
+                core.to_actor(idx, m.LostItem(call_id, "session_lost"), None)
                 core.free_slot(call_id, idx)
         released = rebuild.resolved(idx, calls)
         core.counters["held_events_released"] += len(released)
@@ -280,7 +280,7 @@ class ShardRecovery:
         unacked = list(loss.unacked) if loss.unacked is not None else core.fx.reset_link(idx)
         if loss.overflow is not None:
             unacked.append(loss.overflow)
-        unplaced = {item[1]: (item, ack) for item, ack in unacked if item[0] == m.OFFER}
+        unplaced = {item.call_id: (item, ack) for item, ack in unacked if isinstance(item, m.OfferItem)}
         loss.lost = [cid for cid, owner in core.routes.calls.items() if owner == idx and cid not in unplaced]
         loss.result["calls"] = len(loss.lost)
         for tag, owner in list(core.dial_owner.items()):
@@ -299,14 +299,14 @@ class ShardRecovery:
             moved = set(loss.lost) - set(hang_up)
             # Their events it never acknowledged follow them, in order.
             for item, ack in rest:
-                if item[0] == m.EVENT and item[1] in moved:
-                    core.to_actor(core.routes.calls[item[1]], item, ack)
+                if isinstance(item, m.EventItem) and item.call_id in moved:
+                    core.to_actor(core.routes.calls[item.call_id], item, ack)
                 elif ack:
                     core.fx.ack([ack])
         else:
             hang_up = loss.lost
             # Events of calls it held are consumed by the policy: ack them.
-            acks = [ack for item, ack in rest if ack and item[0] != m.OFFER]
+            acks = [ack for _item, ack in rest if ack]
             if acks:
                 core.fx.ack(acks)
         loss.ending = set(hang_up)
@@ -317,22 +317,25 @@ class ShardRecovery:
             self._ended(loss)
 
     def _place_unplaced(
-        self, loss: ActorLoss, unacked: list[LinkEntry], unplaced: dict[str, LinkEntry]
+        self, loss: ActorLoss, unacked: list[LinkEntry], unplaced: dict[str, tuple[m.OfferItem, str | None]]
     ) -> list[LinkEntry]:
         """Offers it never saw are placed elsewhere, their slots kept; their later events
         it never acknowledged follow them, in order (routed afresh: the call may have
         ended meanwhile, or found no room and been dropped). Returns the other entries."""
         core = self.core
-        for cid, (item, ack) in unplaced.items():
+        for cid, (offer, ack) in unplaced.items():
             core.routes.remove_call(cid)
             core.fx.report(CallReleased(cid))
-            core.place_elsewhere(cid, item[2], ack, exclude=loss.idx)
+            core.place_elsewhere(cid, offer.params, ack, exclude=loss.idx)
         loss.result["replaced"] = len(unplaced)
         core.counters["offers_replaced"] += len(unplaced)
-        following = [(item, ack) for item, ack in unacked if item[0] == m.EVENT and item[1] in unplaced]
-        for item, ack in following:
-            core.on_event(RelayEvent(item[2], item[3], item[1], item[4]), ack)
-        return [entry for entry in unacked if entry not in following and entry[0][0] != m.OFFER]
+        rest: list[LinkEntry] = []
+        for item, ack in unacked:
+            if isinstance(item, m.EventItem) and item.call_id in unplaced:
+                core.on_event(RelayEvent(item.event_type, item.params, item.call_id, item.timestamp), ack)
+            elif not isinstance(item, m.OfferItem):
+                rest.append((item, ack))
+        return rest
 
     def _rehome(self, loss: ActorLoss) -> list[str]:
         """Move the lost calls to live CallActors (in order with their later events);
@@ -347,7 +350,7 @@ class ShardRecovery:
             core.routes.add_call(cid, target)
             core.placement.placed_on(target)
             params = {"call_id": cid, "node_id": core.node_of.get(cid, ""), "call_state": "answered"}
-            core.to_actor(target, (m.ADOPT, cid, params), None)
+            core.to_actor(target, m.AdoptItem(cid, params), None)
             core.fx.report(CallMoved(cid, target))
             loss.result["rehomed"] += 1
         core.counters["calls_rehomed"] += loss.result["rehomed"]
@@ -403,7 +406,7 @@ class ShardRecovery:
         self.incarnations[idx] = loss.incarnation or incarnation or ""
         if core.knows(idx):
             for cid in loss.lost:
-                core.to_actor(idx, (m.LOST, cid, "call_actor_lost"), None)
+                core.to_actor(idx, m.LostItem(cid, "call_actor_lost"), None)
         core.placement.recount(idx, sum(1 for owner in core.routes.calls.values() if owner == idx))
         core.placement.set_available(idx, "lost")
         core.fx.act(LossHandled(idx, dict(loss.result)))

@@ -115,8 +115,8 @@ class ShardRequests:
             if method == "calling.dial" and error.failure != "connection_closed":
                 self.core.dial_owner.pop(params.get("tag", ""), None)
                 self.core.routes.dials.cancel(params.get("tag", ""))
-            failed = (error.failure or error.code, error.message, error.data)
-            self.core.to_actor(idx, (m.RESULT, req_id, False, failed), None)
+            failed = m.FailureItem(req_id, error.failure or error.code, str(error.message), error.data)
+            self.core.to_actor(idx, failed, None)
             return
         assert result is not None
         if method == "messaging.send":
@@ -132,14 +132,13 @@ class ShardRequests:
             owner = self.core.routes.remove_call(call_id)
             if owner is not None:  # (None: its ``ended`` beat the pass result and freed it)
                 self.core.free_slot(call_id, owner)
-        self.core.to_actor(idx, (m.RESULT, req_id, True, result), None)
+        self.core.to_actor(idx, m.ResultItem(req_id, result), None)
 
     def _message_sent(self, idx: int, req_id: str, params: dict[str, Any], result: dict[str, Any]) -> None:
         message_id = result.get("message_id")
-        self.core.to_actor(
-            idx, (m.RESULT, req_id, True, {**result, "context": params.get("context", "")}), None
-        )
+        self.core.to_actor(idx, m.ResultItem(req_id, {**result, "context": params.get("context", "")}), None)
         if isinstance(message_id, str) and message_id:
             self.core.msg_owner[message_id] = idx
             for event in self.core.early_messages.early.pop(message_id, []):
-                self.core.to_actor(idx, (m.MSG_STATE, event.event_type, event.params, event.timestamp), None)
+                state = m.MsgStateItem(event.event_type, event.params, event.timestamp)
+                self.core.to_actor(idx, state, None)

@@ -9,9 +9,11 @@ concurrent method calls (its loop serves them).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .actor_messages import NAMESPACE, actor_name
+from .options import CallActorOptions
 
 __all__ = ["spawn_call_actor", "spawn_control_actor"]
 
@@ -60,24 +62,33 @@ def spawn_call_actor(
     node: str | None,
     placement: str | dict[str, Any],
     num_cpus: float,
-    args: tuple[Any, ...],
+    handlers: bytes,
+    app_options: Mapping[str, Any],
+    *,
+    capacity: int,
+    shards: int,
 ) -> Any:
-    """CallActor ``index``: on ``node`` (soft affinity: a node that cannot take it, or
-    dies, lets Ray place it elsewhere), or on a node offering ``placement["resource"]``,
-    else by Ray's SPREAD."""
+    """CallActor ``index`` with ``handlers`` (cloudpickled) and its options: the app's
+    part (:meth:`CallActorOptions.from_parts`, an unknown name refused here) and the
+    pool's (``capacity``, ``shards``). On ``node`` (soft affinity: a node that cannot take
+    it, or dies, lets Ray place it elsewhere), or on a node offering
+    ``placement["resource"]``, else by Ray's SPREAD."""
+    options = CallActorOptions.from_parts(app_options, capacity=capacity, shards=shards)
     import ray
 
     from .call_actor import CallActor
 
-    options: dict[str, Any] = {"num_cpus": float(num_cpus), "max_task_retries": 0}
+    ray_options: dict[str, Any] = {"num_cpus": float(num_cpus), "max_task_retries": 0}
     if isinstance(placement, dict) and placement.get("resource"):
-        options["resources"] = {placement["resource"]: float(placement.get("amount", 1))}
+        ray_options["resources"] = {placement["resource"]: float(placement.get("amount", 1))}
     elif node is not None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        ray_options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
     else:
-        options["scheduling_strategy"] = "SPREAD"
+        ray_options["scheduling_strategy"] = "SPREAD"
     return (
-        ray.remote(CallActor).options(name=actor_name(app, "call", index), **_COMMON, **options).remote(*args)
+        ray.remote(CallActor)
+        .options(name=actor_name(app, "call", index), **_COMMON, **ray_options)
+        .remote(app, index, handlers, options)
     )

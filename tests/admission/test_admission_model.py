@@ -89,15 +89,17 @@ class ModelShell:
         self.model = model
         self.s = s
 
-    def send(self, idx: int, item: Any, ack_id: str | None) -> bool:
+    def send(self, idx: int, item: m.ToCallActor, ack_id: str | None) -> bool:
         model = self.model
-        if item[0] == m.OFFER:
-            assert item[1] not in model.live, "a call admitted twice"
-            model.actors[idx][item[1]] = self.s
-            model.live[item[1]] = self.s
+        if isinstance(item, m.OfferItem):
+            assert item.call_id not in model.live, "a call admitted twice"
+            model.actors[idx][item.call_id] = self.s
+            model.live[item.call_id] = self.s
             RUNS["admitted"] += 1
-        elif item[0] == m.LOST or (item[0] == m.EVENT and item[3].get("call_state") == c.CALL_STATE_ENDED):
-            model.actors[idx].pop(item[1], None)  # (the CallActor is done with it)
+        elif isinstance(item, m.LostItem) or (
+            isinstance(item, m.EventItem) and item.params.get("call_state") == c.CALL_STATE_ENDED
+        ):
+            model.actors[idx].pop(item.call_id, None)  # (the CallActor is done with it)
         return True
 
     def ack(self, ack_ids: list[str]) -> None:

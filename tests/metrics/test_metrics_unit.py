@@ -339,7 +339,7 @@ def test_every_counter_the_actors_keep_is_a_named_series() -> None:
             "ray_runtime/shard_requests.py",
         ],
         "router": ["ray_runtime/router.py", "ray_runtime/pool_core.py"],
-        "call_actor": ["ray_runtime/call_actor.py", "call_host.py"],
+        "call_actor": ["ray_runtime/call_actor.py", "ray_runtime/call_actor_core.py", "call_host.py"],
     }
     for component, files in sources.items():
         keys = {

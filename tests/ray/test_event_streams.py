@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from relay_actors.ray_runtime.call_actor import _forget_oldest, _Stream
+from relay_actors.ray_runtime.call_actor_core import EventStream, forget_oldest
 
 
 async def test_fetch_by_number_trims_what_was_fetched() -> None:
-    stream = _Stream()
+    stream = EventStream()
     stream.add("a")
     stream.add("b")
     assert await stream.fetch(0, 1.0) == (2, ["a", "b"])
@@ -22,7 +22,7 @@ async def test_fetch_by_number_trims_what_was_fetched() -> None:
 
 
 async def test_fetch_waits_for_the_next_event() -> None:
-    stream = _Stream()
+    stream = EventStream()
     # Added once the fetch is waiting (the first time it yields to the loop).
     asyncio.get_running_loop().call_soon(stream.add, "x")
     assert await asyncio.wait_for(stream.fetch(0, 30.0), 1.0) == (1, ["x"])
@@ -30,13 +30,13 @@ async def test_fetch_waits_for_the_next_event() -> None:
 
 
 async def test_bounded_the_oldest_go_and_the_numbers_stay_right() -> None:
-    stream = _Stream(keep=3)
+    stream = EventStream(keep=3)
     for item in "abcde":
         stream.add(item)
     assert stream.dropped == 2
     # A driver that had none gets what is left, and the right number to go on from.
     assert await stream.fetch(0, 1.0) == (5, ["c", "d", "e"])
-    streams = {f"m{i}": _Stream() for i in range(5)}
+    streams = {f"m{i}": EventStream() for i in range(5)}
     ordered = OrderedDict(streams)
-    assert _forget_oldest(ordered, 3) == 2
+    assert forget_oldest(ordered, 3) == 2
     assert list(ordered) == ["m2", "m3", "m4"]

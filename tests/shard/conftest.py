@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from relay_actors.protocol import constants as c
 from relay_actors.protocol.events import RelayEvent
+from relay_actors.ray_runtime.actor_messages import ToCallActor
 from relay_actors.ray_runtime.admission import LeaseLedger, lease_block
 from relay_actors.ray_runtime.shard_actions import Action, LinkEntry, RequestLease
 from relay_actors.ray_runtime.shard_core import ShardCore
+
+T = TypeVar("T")
 
 
 class Shell:
     """Records what the core asks for; ``full`` CallActors refuse frames (link overflow)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[int, Any, str | None]] = []
+        self.sent: list[tuple[int, ToCallActor, str | None]] = []
         self.acked: list[str] = []
         self.requests: list[tuple[int, str, str, dict[str, Any]]] = []
         self.reports: list[tuple[Any, ...]] = []
@@ -26,7 +29,7 @@ class Shell:
         self.unacked: dict[int, list[LinkEntry]] = {}
         self.full: set[int] = set()
 
-    def send(self, idx: int, item: Any, ack_id: str | None) -> bool:
+    def send(self, idx: int, item: ToCallActor, ack_id: str | None) -> bool:
         if idx in self.full:
             return False
         self.sent.append((idx, item, ack_id))
@@ -54,8 +57,9 @@ class Shell:
         self.actions = [a for a in self.actions if not isinstance(a, kind)]
         return found
 
-    def items(self, idx: int, kind: str) -> list[Any]:
-        return [item for i, item, _ack in self.sent if i == idx and item[0] == kind]
+    def items(self, idx: int, kind: type[T]) -> list[T]:
+        """The items of type ``kind`` sent to CallActor ``idx``, in order."""
+        return [item for i, item, _ack in self.sent if i == idx and isinstance(item, kind)]
 
     def acknowledge(self, idx: int) -> None:
         """CallActor ``idx`` acknowledged everything sent to it."""

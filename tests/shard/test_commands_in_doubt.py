@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from relay_actors.ray_runtime.commands_in_doubt import CommandsInDoubt, Resend
+from relay_actors.ray_runtime.actor_messages import RequestItem
+from relay_actors.ray_runtime.commands_in_doubt import CommandsInDoubt
 
 
 def test_only_answer_and_end_wait_for_the_session_others_fail_at_once() -> None:
@@ -28,7 +29,7 @@ def test_an_answer_not_shown_done_is_sent_again_with_its_id() -> None:
     doubt.shard_restarted(0, ["r1"])
     assert doubt.resumed(0, {"c1": "ringing"}.get) == (
         [],
-        [Resend("r1", "calling.answer", {"call_id": "c1"})],
+        [RequestItem("r1", "calling.answer", {"call_id": "c1"})],
     )
 
 
@@ -63,4 +64,4 @@ def test_an_answer_cut_off_by_a_dropped_socket_waits_for_the_resumed_session() -
     assert not doubt.cut_off("r3")  # whether a play ran cannot be read: it fails
     assert doubt.parked == {0: ["r1", "r2"]}
     done, resend = doubt.resumed(0, {"c1": "answered", "c2": "ringing"}.get)
-    assert done == ["r1"] and resend == [Resend("r2", "calling.answer", {"call_id": "c2"})]
+    assert done == ["r1"] and resend == [RequestItem("r2", "calling.answer", {"call_id": "c2"})]

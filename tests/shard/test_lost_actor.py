@@ -43,13 +43,13 @@ def test_a_restarted_call_actor_s_calls_are_hung_up_fenced_then_sent_lost() -> N
     assert core.recovery.call_actor_lost(0, "inc2", []) is True
     assert not core.placement.is_available(0)  # no new calls meanwhile
     core.requests.on_request(0, "r1", "calling.answer", {"call_id": "c1"})  # a late command of the old one
-    assert shell.items(0, m.RESULT)[-1][3][0] == 410
+    assert shell.items(0, m.FailureItem)[-1].code == 410
     (cmd,) = end_lost_calls(core, shell)
     assert cmd.params == {"call_id": "c1", "node_id": "n1", "reason": "error"}
     assert core.recovery.losses[0].phase is LossPhase.CONFIRMING
     assert shell.take(ConfirmLoss) == [ConfirmLoss(0)]
     core.recovery.loss_confirmed(0, None)
-    assert shell.items(0, m.LOST)[-1] == (m.LOST, "c1", "call_actor_lost")
+    assert shell.items(0, m.LostItem)[-1] == m.LostItem("c1", "call_actor_lost")
     assert core.placement.is_available(0)
     (done,) = shell.take(LossHandled)
     assert done.result == {"calls": 1, "replaced": 0, "hung_up": 1}
@@ -75,9 +75,11 @@ def test_offers_it_never_acknowledged_are_placed_elsewhere_with_their_events() -
     core.on_event(state("c3", "answered"), "ack-c3-state")  # follows it, unacknowledged too
     core.recovery.call_actor_lost(0)  # unreachable: the shell voids the link session
     assert core.routes.calls == {"c2": 1, "c3": 1}
-    offers = shell.items(1, m.OFFER)
-    assert [o[1] for o in offers] == ["c2", "c3"] and offers[-1][3] == "ack-c3"  # its ack goes with it
-    assert shell.items(1, m.EVENT)[-1][1:3] == ("c3", "calling.call.state")
+    offers = shell.items(1, m.OfferItem)
+    assert [o.call_id for o in offers] == ["c2", "c3"]
+    assert offers[-1].event_id == "ack-c3"  # its ack goes with it
+    last = shell.items(1, m.EventItem)[-1]
+    assert (last.call_id, last.event_type) == ("c3", "calling.call.state")
     (cmd,) = end_lost_calls(core, shell)
     assert cmd.call_id == "c1" and core.counters["offers_replaced"] == 1
     assert "c3" not in core.requests.fenced and "c1" in core.requests.fenced
@@ -99,8 +101,8 @@ def test_rehome_moves_its_calls_and_their_events_to_a_live_call_actor() -> None:
     core.on_event(state("c1", "answered"), "ack-state")
     core.recovery.call_actor_lost(0)
     assert core.routes.calls == {"c1": 1}
-    assert shell.items(1, m.ADOPT)[0][1] == "c1"
-    assert shell.items(1, m.EVENT)[-1][1] == "c1" and CallMoved("c1", 1) in shell.reports
+    assert shell.items(1, m.AdoptItem)[0].call_id == "c1"
+    assert shell.items(1, m.EventItem)[-1].call_id == "c1" and CallMoved("c1", 1) in shell.reports
     assert shell.take(Command) == []  # nothing hung up
     assert core.recovery.losses[0].phase is LossPhase.CONFIRMING
 
@@ -162,12 +164,12 @@ def test_events_for_calls_it_cannot_route_wait_for_the_unknown_call_actor() -> N
     core.on_event(state("c1", "ended"), "ack-2")
     assert shell.acked == [] and core.counters["events_held"] == 2
     core.on_event(state("c0", "answered"), "ack-0")  # a known call goes at once
-    assert shell.items(0, m.EVENT)[-1][1] == "c0"
+    assert shell.items(0, m.EventItem)[-1].call_id == "c0"
     core.recovery.tick(1.0)
     assert AskOwned(1) in shell.actions
     core.recovery.owned_answer(1, {"calls": [["c1", "n1"]], "dials": [], "messages": []})
-    events = shell.items(1, m.EVENT)
-    assert [(e[1], e[3]["call_state"], e[5]) for e in events] == [
+    events = shell.items(1, m.EventItem)
+    assert [(e.call_id, e.params["call_state"], e.event_id) for e in events] == [
         ("c1", "answered", "ack-1"),
         ("c1", "ended", "ack-2"),
     ]
@@ -199,9 +201,9 @@ def test_an_unknown_call_actor_past_the_deadline_is_lost_with_the_calls_the_rout
 def test_a_session_not_resumed_loses_what_the_unknown_call_actor_holds_too() -> None:
     core, shell = restarted([])
     core.connected(restored=False, protocol="proto")
-    assert shell.items(0, m.LOST)[0][1] == "c0" and "c0" not in core.routes.calls
+    assert shell.items(0, m.LostItem)[0].call_id == "c0" and "c0" not in core.routes.calls
     core.recovery.owned_answer(1, {"calls": [["c9", "n1"]], "dials": [], "messages": []})
-    assert shell.items(1, m.LOST)[0][1] == "c9" and "c9" not in core.routes.calls
+    assert shell.items(1, m.LostItem)[0].call_id == "c9" and "c9" not in core.routes.calls
 
 
 def test_a_retired_call_actor_is_asked_nothing_and_holds_nothing() -> None:

@@ -34,7 +34,7 @@ def test_an_offer_is_placed_on_the_least_loaded_call_actor_and_acked_only_by_its
     admit(core, shell, "c1")
     admit(core, shell, "c2")
     assert core.routes.calls == {"c1": 0, "c2": 1}
-    assert shell.items(0, m.OFFER)[0][1] == "c1" and shell.items(1, m.OFFER)[0][1] == "c2"
+    assert shell.items(0, m.OfferItem)[0].call_id == "c1" and shell.items(1, m.OfferItem)[0].call_id == "c2"
     assert shell.acked == []  # not before the CallActor acknowledged the frame
     core.link_acked(0, ["ack-c1"])
     assert shell.acked == ["ack-c1"]
@@ -45,7 +45,7 @@ def test_a_redelivered_offer_already_placed_is_acked_not_placed_again(shard) -> 
     core, shell = shard
     admit(core, shell, "c1")
     core.on_event(offer("c1"), "again")
-    assert shell.acked == ["again"] and len(shell.items(0, m.OFFER) + shell.items(1, m.OFFER)) == 1
+    assert shell.acked == ["again"] and len(shell.items(0, m.OfferItem) + shell.items(1, m.OfferItem)) == 1
 
 
 def test_over_the_limit_an_offer_is_dropped_and_acked() -> None:
@@ -72,7 +72,8 @@ def test_an_ended_call_frees_its_slot_for_the_next_offer() -> None:
     admit(core, shell, "c1")
     core.on_event(state("c1", "ended"), "ack-end")
     assert "c1" not in core.routes.calls and CallReleased("c1") in shell.reports
-    assert shell.items(0, m.EVENT)[-1][2] == "calling.call.state"  # it still reaches the CallActor
+    # it still reaches the CallActor
+    assert shell.items(0, m.EventItem)[-1].event_type == "calling.call.state"
     admit(core, shell, "c2")
     assert "c2" in core.routes.calls and core.counters["offers_dropped"] == 0
 
@@ -84,7 +85,7 @@ def test_a_passed_call_frees_its_slot_when_the_pass_succeeds() -> None:
     (idx, req_id, method, params) = shell.requests[-1]
     core.requests.request_done(idx, req_id, method, params, {"code": "200"}, None)
     assert "c1" not in core.routes.calls and core.counters["calls_passed"] == 1
-    assert shell.items(0, m.RESULT)[-1][:3] == (m.RESULT, "r1", True)
+    assert shell.items(0, m.ResultItem)[-1].req_id == "r1"
     admit(core, shell, "c2")
     assert "c2" in core.routes.calls
 
@@ -111,17 +112,17 @@ def test_no_call_actor_with_room_drops_the_offer_and_asks_for_capacity() -> None
 def test_offers_a_full_call_actor_refused_go_to_another() -> None:
     core, shell = make_core()
     admit(core, shell, "c1")
-    refused_item = shell.items(0, m.OFFER)[0]
-    core.on_link_items(0, [[m.REFUSED, [list(refused_item)]]])
+    refused_item = shell.items(0, m.OfferItem)[0]
+    core.on_link_items(0, [m.encode(m.RefusedItem((refused_item,)))])
     assert core.routes.calls["c1"] == 1
-    assert shell.items(1, m.OFFER)[0][1] == "c1"
+    assert shell.items(1, m.OfferItem)[0].call_id == "c1"
     assert core.placement.capacity[0] == 0  # it said it is full: it takes no more
 
 
 def test_a_refusal_of_a_call_placed_elsewhere_since_is_ignored() -> None:
     core, shell = make_core()
     admit(core, shell, "c1")
-    core.on_link_items(1, [[m.REFUSED, [[m.OFFER, "c1", {}, None]]]])
+    core.on_link_items(1, [m.encode(m.RefusedItem((m.OfferItem("c1", {}, None),)))])
     assert core.routes.calls["c1"] == 0
 
 
@@ -141,7 +142,7 @@ def test_an_unroutable_event_is_acked_and_a_late_leg_of_an_abandoned_dial_hung_u
     core.on_event(state("nobody", "answered"), "a1")
     assert shell.acked == ["a1"] and core.counters["events_unroutable"] == 1
     core.requests.on_request(0, "r1", "calling.dial", {"tag": "t1", "devices": []})
-    core.on_link_items(0, [[m.DIAL_ABANDONED, "t1"]])
+    core.on_link_items(0, [m.encode(m.DialAbandonedItem("t1"))])
     leg = state("leg1", "answered")
     leg.params["tag"] = "t1"
     leg_event = type(leg)(leg.event_type, {**leg.params, "tag": "t1"}, "leg1")
@@ -155,7 +156,9 @@ def test_a_full_link_hands_the_call_actor_to_the_lost_actor_policy(shard) -> Non
     shell.full.add(0)
     admit(core, shell, "c1")
     (lose,) = shell.take(LoseActor)
-    assert lose.idx == 0 and lose.overflow[0][1] == "c1" and core.counters["link_overflows"] == 1
+    overflow, _ack = lose.overflow
+    assert lose.idx == 0 and isinstance(overflow, m.OfferItem) and overflow.call_id == "c1"
+    assert core.counters["link_overflows"] == 1
 
 
 # --- requests ------------------------------------------------------------------------------------
@@ -176,10 +179,10 @@ def test_requests_that_waited_fail_when_start_up_fails() -> None:
     core = ShardCore(0, shell)
     core.requests.on_request(0, "r1", "calling.answer", {"call_id": "c1"})
     core.requests.start_failed()
-    (result,) = shell.items(0, m.RESULT)
-    assert result[1:3] == ("r1", False) and result[3][0] == "connection_lost"
+    (result,) = shell.items(0, m.FailureItem)
+    assert result.req_id == "r1" and result.code == "connection_lost"
     core.requests.on_request(0, "r2", "calling.answer", {"call_id": "c1"})
-    assert shell.items(0, m.RESULT)[-1][3][0] == "connection_lost"
+    assert shell.items(0, m.FailureItem)[-1].code == "connection_lost"
 
 
 def test_the_early_request_queue_is_bounded() -> None:
@@ -188,7 +191,7 @@ def test_the_early_request_queue_is_bounded() -> None:
     for i in range(MAX_EARLY_REQUESTS + 1):
         core.requests.on_request(0, f"r{i}", "calling.answer", {"call_id": "c1"})
     assert len(core.requests.early) == MAX_EARLY_REQUESTS
-    assert shell.items(0, m.RESULT)[-1][3][0] == "queue_full"
+    assert shell.items(0, m.FailureItem)[-1].code == "queue_full"
 
 
 def test_a_request_for_a_call_of_another_call_actor_is_fenced(shard) -> None:
@@ -196,7 +199,7 @@ def test_a_request_for_a_call_of_another_call_actor_is_fenced(shard) -> None:
     admit(core, shell, "c1")  # on 0
     core.requests.on_request(1, "r1", "calling.answer", {"call_id": "c1"})
     assert shell.requests == [] and core.counters["requests_fenced"] == 1
-    assert shell.items(1, m.RESULT)[-1][3][0] == 410
+    assert shell.items(1, m.FailureItem)[-1].code == 410
     core.requests.on_request(0, "r2", "calling.answer", {"call_id": "c1"})
     assert shell.requests[-1][1] == "r2"
 
@@ -213,7 +216,7 @@ def test_a_failed_dial_forgets_its_tag_and_a_message_gets_its_early_states(shard
     early = type(offer("x"))("messaging.state", {"message_id": "m1", "message_state": "queued"}, "")
     core.on_event(early, "a-early")  # before the send result: kept
     core.requests.request_done(1, "r2", "messaging.send", params, {"message_id": "m1"}, None)
-    assert shell.items(1, m.MSG_STATE)[0][2]["message_state"] == "queued"
+    assert shell.items(1, m.MsgStateItem)[0].params["message_state"] == "queued"
     assert core.msg_owner == {"m1": 1}
 
 
@@ -222,8 +225,8 @@ def test_a_settled_session_tells_every_call_actor_behind_the_events(shard) -> No
     admit(core, shell, "c1")
     core.on_event(state("c1", "answered"), "a1")
     core.session_settled()
-    assert [item[0] for i, item, _ack in shell.sent if i == 0][-2:] == [m.EVENT, m.RESUMED]
-    assert shell.items(1, m.RESUMED) == [(m.RESUMED,)]
+    assert [type(item) for i, item, _ack in shell.sent if i == 0][-2:] == [m.EventItem, m.ResumedItem]
+    assert shell.items(1, m.ResumedItem) == [m.ResumedItem()]
 
 
 # --- offers that find every CallActor lagging ------------------------------------------------
@@ -241,7 +244,7 @@ def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> N
     assert core.waiting_for_room and shell.take(WaitForRoom) == [WaitForRoom("c1")]
     assert shell.acked == [] and core.counters["offers_dropped"] == 0
     core.link_health(1, Health(HealthStatus.OK))
-    assert core.routes.calls == {"c1": 1} and shell.items(1, m.OFFER)[0][3] == "ack-c1"
+    assert core.routes.calls == {"c1": 1} and shell.items(1, m.OfferItem)[0].event_id == "ack-c1"
     assert not core.waiting_for_room
 
 
@@ -252,7 +255,7 @@ def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dro
     core.room_wait_over("c1")
     # Below the limit an offer is never dropped: the lagging CallActor takes it, and RELAY's
     # ack waits for its acknowledgement (a CallActor that died meanwhile means a redelivery).
-    assert core.routes.calls == {"c1": 0} and shell.items(0, m.OFFER)[0][3] == "ack-c1"
+    assert core.routes.calls == {"c1": 0} and shell.items(0, m.OfferItem)[0].event_id == "ack-c1"
     assert "ack-c1" not in shell.acked and core.counters["offers_no_capacity"] == 0
     assert core.counters["offers_placed_on_lagging"] == 1
 
@@ -277,7 +280,7 @@ def test_a_call_that_ends_while_waiting_for_room_is_never_placed() -> None:
     core.on_event(state("c1", "ended"), "ack-end")
     assert shell.acked == ["ack-c1", "ack-end"] and not core.waiting_for_room
     core.link_health(0, Health(HealthStatus.OK))
-    assert shell.items(0, m.OFFER) == []
+    assert shell.items(0, m.OfferItem) == []
     admit(core, shell, "c2")
     assert core.routes.calls == {"c2": 0}
 
@@ -288,3 +291,19 @@ def test_full_call_actors_still_drop_at_once() -> None:
     _lagging(core, 0)
     admit(core, shell, "c2")  # the lagging one has no room either: no wait
     assert "ack-c2" in shell.acked and shell.take(WaitForRoom) == []
+
+
+def test_malformed_items_from_a_call_actor_are_counted_and_the_rest_applied(shard) -> None:
+    """A buggy or hostile (but authenticated) peer costs its bad items, never the batch."""
+    core, shell = shard
+    batch = [
+        ["req", "r1"],
+        "junk",
+        {"req": 1},
+        ["refused", [["event", "c1", "t", {}, 0, None]]],
+        m.encode(m.LostItem("c1", "x")),  # what only a shard sends
+        m.encode(m.RequestItem("r2", "calling.answer", {"call_id": "c9"})),
+    ]
+    core.on_link_items(0, batch)
+    assert core.counters["malformed_link_items"] == 4 and core.counters["unknown_link_items"] == 1
+    assert [r[1] for r in shell.requests] == ["r2"]

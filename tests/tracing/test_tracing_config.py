@@ -57,20 +57,17 @@ def test_carried_headers_stay_out_of_the_environment(monkeypatch: pytest.MonkeyP
 
 
 def test_placed_offer_carries_the_root_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The connection actor's part: the OFFER item gains [trace_id, span_id, arrived, sent];
-    with a sampler that drops the call, an empty field (the CallActor then traces nothing)."""
+    """The connection actor's part: the offer item's trace is [trace_id, span_id, arrived, sent];
+    with a sampler that drops the call, an empty list (the CallActor then traces nothing)."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    item = ("offer", "c1", {"call_id": "c1"}, "ev1")
     assert tracing.setup(provider=TracerProvider())
     tracing.offer_arrived("c1")
-    placed = tracing.placed(item, 0)
-    assert placed[:4] == item
-    trace_id, span_id, arrived, sent = placed[4]
+    trace_id, span_id, arrived, sent = tracing.placed("c1", 0)
     assert len(trace_id) == 32 and len(span_id) == 16 and arrived <= sent
     # Refused by a full CallActor and placed elsewhere: the same trace, the same root.
-    assert tracing.placed(item, 1)[4][:3] == [trace_id, span_id, arrived]
+    assert tracing.placed("c1", 1)[:3] == [trace_id, span_id, arrived]
     tracing.shutdown()
     assert tracing.setup(provider=TracerProvider(sampler=ALWAYS_OFF))
-    assert tracing.placed(item, 0)[4] == []
+    assert tracing.placed("c1", 0) == []
