@@ -50,6 +50,7 @@ from .actor_info import where as _where
 from .actor_link import LinkHub, LinkServer
 from .actor_messages import STREAM_LOST
 from .commands_in_doubt import CommandsInDoubt
+from .event_dedupe import EventDedupe
 from .gc_tuning import tune_gc
 from .link_protocol import LinkError, LinkSession
 
@@ -58,7 +59,6 @@ __all__ = ["CallActor", "current_host"]
 log = logging.getLogger("relay_actors.ray_runtime.call_actor")
 
 _HOST: CallActor | None = None
-_DEDUPE_WINDOW = 100_000
 #: Messages sent for the driver whose states it has not fetched yet, at most (oldest forgotten).
 _FOLLOWED_KEPT = 10_000
 #: How often the shards' sessions are read for the handlers' client (protocol, contexts).
@@ -248,7 +248,8 @@ class CallActor:
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
         self._followed: OrderedDict[str, _Stream] = OrderedDict()
         self._streamed: OrderedDict[str, _Stream] = OrderedDict()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        #: Events already applied, by shard (a restarted shard's server redelivers).
+        self._seen = EventDedupe()
         #: (until, hang, cleared) while :meth:`owned` is made to fail (:meth:`fail_owned`).
         self._owned_fault: tuple[float, bool, asyncio.Event] | None = None
         self._rr = 0
@@ -418,7 +419,7 @@ class CallActor:
             kind = item[0]
             try:
                 if kind == m.EVENT:
-                    self._on_event(item)
+                    self._on_event(shard, item)
                 elif kind == m.RESULT:
                     self._on_result(item)
                 elif kind == m.OFFER:
@@ -462,20 +463,15 @@ class CallActor:
         self.counters["commands_shown_done"] += len(done)
         self.counters["commands_resent"] += len(resend)
 
-    def _seen_before(self, event_id: str | None) -> bool:
-        if not event_id:
-            return False
-        if event_id in self._seen:
+    def _seen_before(self, shard: int, event_id: str | None) -> bool:
+        if self._seen.seen_before(shard, event_id):
             self.counters["duplicate_events"] += 1
             return True
-        self._seen[event_id] = None
-        if len(self._seen) > _DEDUPE_WINDOW:
-            self._seen.popitem(last=False)
         return False
 
-    def _on_event(self, item: tuple[Any, ...]) -> None:
+    def _on_event(self, shard: int, item: tuple[Any, ...]) -> None:
         _, call_id, event_type, params, timestamp, event_id = item
-        if self._seen_before(event_id):
+        if self._seen_before(shard, event_id):
             return
         call = self.call_host.call_event(call_id, parse_event(event_type, params, timestamp))
         if call is None:
@@ -507,7 +503,7 @@ class CallActor:
             self.counters["offers_refused"] += 1
             return False
         if offered is Offer.TAKEN:
-            self._seen_before(event_id)
+            self._seen_before(shard, event_id)
             self.counters["offers"] += 1
         return True
 
