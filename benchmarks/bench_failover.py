@@ -169,14 +169,20 @@ async def ray_async(args: argparse.Namespace) -> dict[str, list[float]]:
                     await asyncio.sleep(1.5)  # a long-lived connection (past the backoff's reset)
                     stats = await client.ray_stats()
                     shard = stats["connections"][0]
+                    fault_at = time.monotonic()
                     flowed, whole = await one_ray_round(emu, client, fault, shard["pid"], shard["protocol"])
                     results[fault].append(flowed)
+                    line = f"  {fault}: flowed {flowed:.3f}"
                     if whole is not None:
                         results["kill: whole"].append(whole)
-                    print(
-                        f"  {fault}: flowed {flowed:.3f}" + (f", whole {whole:.3f}" if whole else ""),
-                        flush=True,
-                    )
+                        # Where a restart's time goes: Ray's restart, then the shard's start-up steps.
+                        new = (await client.ray_stats())["connections"][0]
+                        began = float(new.get("start_began") or fault_at) - fault_at
+                        steps = ", ".join(
+                            f"{k} {began + t:.3f}" for k, t in (new.get("start_took") or {}).items()
+                        )
+                        line += f", whole {whole:.3f} (new process began start-up at {began:.3f}: {steps})"
+                    print(line, flush=True)
         finally:
             await client.disconnect()
     return results

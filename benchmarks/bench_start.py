@@ -97,7 +97,7 @@ def child_fresh(t0: float, address: str | None) -> dict[str, Any]:
 
         await client.connect()
         assert client._ray is not None
-        steps.extend(client._ray.start_steps)
+        steps.extend(getattr(client._ray, "start_steps", []))  # (not in a checkout before them)
         steps.append(("connect() returned", time.monotonic()))
         # The first call: offered by the parent (it watches the emulator), answered here.
         print("CONNECTED", flush=True)
