@@ -33,13 +33,13 @@ from ..protocol import constants as c
 from ..protocol.events import RelayEvent, parse_event
 from . import actor_messages as m
 from .commands_in_doubt import CommandsInDoubt
+from .event_dedupe import EventDedupe
 from .options import CallActorOptions
 
 __all__ = ["CallActorCore", "EventStream", "Fetched", "ShardLane", "forget_oldest"]
 
 log = logging.getLogger("relay_actors.ray_runtime.call_actor")
 
-_DEDUPE_WINDOW = 100_000
 #: Messages sent for the driver whose states it has not fetched yet, at most (oldest forgotten).
 FOLLOWED_KEPT = 10_000
 
@@ -203,7 +203,8 @@ class CallActorCore:
         #: Driver-sent messages and driver-dialled calls whose events it fetches.
         self.followed: OrderedDict[str, EventStream] = OrderedDict()
         self.streamed: OrderedDict[str, EventStream] = OrderedDict()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        #: Events already applied, by shard (a restarted shard's server redelivers).
+        self._seen = EventDedupe()
         self._rr = 0
 
     def next_shard(self) -> int:
@@ -237,7 +238,7 @@ class CallActorCore:
         host = self.host
         match item:
             case m.EventItem():
-                self._on_event(item)
+                self._on_event(shard, item)
             case m.ResultItem():
                 self._resolve(item.req_id, item.result, None)
             case m.FailureItem():
@@ -262,19 +263,14 @@ class CallActorCore:
             case _:  # an item only a CallActor sends
                 self.counters["unknown_items"] += 1
 
-    def _seen_before(self, event_id: str | None) -> bool:
-        if not event_id:
-            return False
-        if event_id in self._seen:
+    def _seen_before(self, shard: int, event_id: str | None) -> bool:
+        if self._seen.seen_before(shard, event_id):
             self.counters["duplicate_events"] += 1
             return True
-        self._seen[event_id] = None
-        if len(self._seen) > _DEDUPE_WINDOW:
-            self._seen.popitem(last=False)
         return False
 
-    def _on_event(self, item: m.EventItem) -> None:
-        if self._seen_before(item.event_id):
+    def _on_event(self, shard: int, item: m.EventItem) -> None:
+        if self._seen_before(shard, item.event_id):
             return
         call_id = item.call_id
         call = self.host.call_event(call_id, parse_event(item.event_type, item.params, item.timestamp))
@@ -307,7 +303,7 @@ class CallActorCore:
             self.counters["offers_refused"] += 1
             return False
         if offered is Offer.TAKEN:
-            self._seen_before(item.event_id)
+            self._seen_before(shard, item.event_id)
             self.counters["offers"] += 1
         return True
 

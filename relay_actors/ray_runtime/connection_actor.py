@@ -423,7 +423,7 @@ class ConnectionActor:
                     )
                     await asyncio.sleep(delay)
                     continue
-                startup.done(step)
+                startup.done(step, loop.time())
         except BaseException as exc:
             self._failed = exc
             if isinstance(exc, RelayError):  # an expected failure (credentials, settings): one line
@@ -781,6 +781,9 @@ class ConnectionActor:
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
             "start_step": self.startup.step.value,
+            # time.monotonic() (the same clock for every process of a node) when start-up began.
+            "start_began": self.startup.started_at,
+            "start_took": {step.value: round(t, 4) for step, t in self.startup.took.items()},
             **shard_stats(self.core),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "backoff": self.conn.backoff.options() if self.conn is not None else {},

@@ -415,6 +415,8 @@ class RayRuntime:
         self.generation = 0
         #: Set when another driver took the app over (an upgrade): the line to end with.
         self.handed_over: str | None = None
+        #: ``(step, time.monotonic())`` as :meth:`start` went (``benchmarks/bench_start.py`` reads them).
+        self.start_steps: list[tuple[str, float]] = []
         # The CA certificate (public) travels to the connection actors as text.
         self._ca_pem: str | None = None
         if settings.ca_file:
@@ -432,10 +434,13 @@ class RayRuntime:
         """Create the app, join it (``join=True``), upgrade it (``upgrade=True``), reclaim
         a crashed one, or refuse with a clear error (see
         :func:`~relay_actors.ray_runtime.app_lifecycle.decide_start`)."""
+        self._step("start")
         self.started_ray = ensure_ray(self.options.address, **self.options.init_kwargs)
+        self._step("ray attached")
         fingerprint = config_fingerprint(self.settings, self.options, self.handlers, self.client_options)
         stored = await kvstore.read_record(self.app)
         record = AppRecord.from_dict(stored) if stored is not None else None
+        self._step("app record read")
         decision = decide_start(
             self.app,
             record,
@@ -464,6 +469,9 @@ class RayRuntime:
                 await self._upgrade(record, fingerprint)
             else:
                 log.info("joined running Ray app %r (%s)", self.app, record.describe(time.time()))
+
+    def _step(self, name: str) -> None:
+        self.start_steps.append((name, time.monotonic()))
 
     def _settings_fingerprint(self) -> str:
         return config_fingerprint(
@@ -563,10 +571,13 @@ class RayRuntime:
             generate_identity(),
         )
         await tracing_setup.store(secrets)  # tracing hook
+        self._step("secrets stored")
         self._create_actors()
+        self._step("actors asked for")
         await self._wait_ready()
         self.record = dataclasses.replace(record, state="running")
         await kvstore.update_record(app, self.record.to_dict())
+        self._step("record running")
 
     def _call_actor_options(self) -> dict[str, Any]:
         """What CallActors are given besides the handlers (no secrets)."""
@@ -608,6 +619,7 @@ class RayRuntime:
             metrics=self.options.metrics_config(),
             call_actor=self._call_actor_options(),
         )
+        self._start_call_actors(router_options)
         control = self.options.control_resource
         self.router = spawn_control_actor(
             self.app, "router", None, Router, (self.app, router_options), control_resource=control
@@ -642,10 +654,27 @@ class RayRuntime:
             for shard in range(self.options.connections)
         ]
 
+    def _start_call_actors(self, router_options: RouterOptions) -> None:
+        """A new app's first CallActors, created here beside the router rather than by it
+        once it is up: their processes start in parallel with its (one process start off
+        the time to ready). The router adopts them by name, as a restarted router adopts
+        its pool; where each goes is the pool core's choice, as the router would make it."""
+        import ray
+
+        from .router import CallActors, hosting_nodes, new_pool
+
+        pool = new_pool(router_options)
+        if pool.spread:
+            pool.set_nodes(hosting_nodes(ray.nodes()))
+        actors = CallActors(self.app, router_options)
+        for spawn in pool.fill():
+            actors.create(spawn, pool.handlers, pool.call_actor_options)
+
     async def _wait_ready(self) -> None:
         """The router first (it creates the pool the shards link to), then every shard."""
         try:
             await asyncio.wait_for(self.router.ready.remote(), START_TIMEOUT)
+            self._step("router ready")
             # Every shard's answer is taken (no "unhandled error" from Ray for the others);
             # a RelayError (rejected credentials, bad settings) comes out as itself, not
             # wrapped in Ray's traceback.
@@ -656,6 +685,7 @@ class RayRuntime:
             failed = next((a for a in answers if isinstance(a, BaseException)), None)
             if failed is not None:
                 raise unwrap_remote(failed) from None
+            self._step("shards ready")
         except asyncio.TimeoutError:
             raise RelayError(
                 "timeout", f"Ray app {self.app!r} did not come up within {START_TIMEOUT:.0f} s"

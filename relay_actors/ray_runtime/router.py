@@ -83,6 +83,26 @@ UPGRADE_START_TIMEOUT = 90.0
 CONTROL_TIMEOUT = 5.0
 
 
+def new_pool(options: RouterOptions) -> PoolCore:
+    """The pool's core as ``options`` say (a router's, or the driver's first CallActors')."""
+    return PoolCore(
+        shards=options.shards,
+        min_actors=options.min_actors,
+        max_actors=options.max_actors,
+        capacity=options.capacity,
+        spread=options.spread,
+        handlers=options.handlers,
+        call_actor_options=options.call_actor,
+    )
+
+
+def hosting_nodes(nodes: Iterable[dict[str, Any]]) -> list[str]:
+    """The ids of the live nodes of ``ray.nodes()`` that can host a CallActor (they offer CPU)."""
+    return [
+        str(n["NodeID"]) for n in nodes if n.get("Alive") and (n.get("Resources") or {}).get("CPU", 0) > 0
+    ]
+
+
 class CallActors:
     """Every Ray call the router makes to CallActors, each with a deadline."""
 
@@ -287,16 +307,7 @@ class Router:
     # --- start-up and rebuild -----------------------------------------------------
 
     def _new_pool(self) -> PoolCore:
-        options = self.options
-        return PoolCore(
-            shards=options.shards,
-            min_actors=options.min_actors,
-            max_actors=options.max_actors,
-            capacity=options.capacity,
-            spread=options.spread,
-            handlers=options.handlers,
-            call_actor_options=options.call_actor,
-        )
+        return new_pool(self.options)
 
     async def _start(self) -> None:
         """Start up, and again after a failure (the KV store or the GCS briefly away while
@@ -385,9 +396,7 @@ class Router:
         except Exception as exc:
             log.info("could not list the cluster's nodes (%r); spreading as before", exc)
             return
-        self.pool.set_nodes(
-            str(n["NodeID"]) for n in nodes if n.get("Alive") and (n.get("Resources") or {}).get("CPU", 0) > 0
-        )
+        self.pool.set_nodes(hosting_nodes(nodes))
 
     def _create(
         self, spawn: Spawn, handlers: bytes | None = None, options: dict[str, Any] | None = None

@@ -19,6 +19,7 @@ which this core owns (``core.recovery``).
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
@@ -267,7 +268,7 @@ class ShardCore:
             self._ack_now(ack_id)
             return
         self.routes.add_call(event.call_id, owner)
-        self.node_of[event.call_id] = event.node_id
+        self.node_of[event.call_id] = sys.intern(event.node_id)  # a few media nodes: one string each
         self.placement.placed_on(owner)
         self.fx.report(CallPlaced(event.call_id, owner))
         if self.leases is not None:  # a dialled call counts against the limit too
@@ -470,7 +471,7 @@ class ShardCore:
             self.fx.act(_WANT_CAPACITY)
             return False
         self.routes.add_call(event.call_id, idx)
-        self.node_of[event.call_id] = event.node_id
+        self.node_of[event.call_id] = sys.intern(event.node_id)  # a few media nodes: one string each
         self.placement.placed_on(idx)
         self.counters["offers_admitted"] += 1
         self.fx.report(CallPlaced(event.call_id, idx))

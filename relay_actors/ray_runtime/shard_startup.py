@@ -57,14 +57,18 @@ class ShardStartup:
     #: Why the last try failed (for the log line and :attr:`gave_up`).
     last_error: str = ""
     gave_up: bool = False
+    #: Seconds from ``started_at`` to the end of each step that succeeded (where start-up time goes).
+    took: dict[StartStep, float] = field(default_factory=dict)
 
     @property
     def serving(self) -> bool:
         return self.step is StartStep.SERVING
 
-    def done(self, step: StartStep) -> StartStep:
-        """``step`` succeeded: returns the next one."""
+    def done(self, step: StartStep, now: float | None = None) -> StartStep:
+        """``step`` succeeded (at ``now``, if given): returns the next one."""
         if step is self.step and not self.serving:
+            if now is not None:
+                self.took[step] = now - self.started_at
             self.step = _ORDER[_ORDER.index(step) + 1]
         return self.step
 
