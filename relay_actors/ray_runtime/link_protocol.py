@@ -189,8 +189,8 @@ class LinkLimits:
     #: ``slow`` when the peer is silent (or unreachable) this long.
     slow_after: float = 2.0
     #: ``slow`` when the oldest frame is unacknowledged this long: a peer acknowledges
-    #: once per loop iteration, so under load this long means its loop stalls (it then
-    #: takes no new calls within ~200 ms, not after the 2 s of silence).
+    #: within ``ack_delay`` of its loop reading a frame, so this long means its loop
+    #: stalls (it then takes no new calls within ~200 ms, not after the 2 s of silence).
     slow_unacked_after: float = 0.15
     #: Close the socket (and reconnect) when the peer is silent this long.
     dead_after: float = 6.0
