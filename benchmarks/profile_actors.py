@@ -15,8 +15,9 @@ its ``ray1``) against the emulator, three phases on one Ray:
 3. **flame** (unless ``--no-flame``): the same load again with ``py-spy record``
    attached to the driver and to one process of each actor kind (connection
    actor, router, CallActor) — the pids the actors report about themselves
-   (``stats()["pid"]``) — writing ``<kind>.svg`` flame graphs. Sampling pauses
-   its target, so no figure of the table comes from this phase.
+   (``stats()["pid"]``) — writing ``<kind>.svg`` flame graphs of the thread
+   holding the GIL (``--spy-all``: every running thread). Sampling pauses its
+   target, so no figure of the table comes from this phase.
 
 The table (markdown) is printed and written to ``OUT_DIR/last_table.md``
 (default ``benchmarks/profiles/``, git-ignored but for its README and that table).
@@ -174,13 +175,17 @@ def steady_load(emu: EmulatorProcess, context: str, n: int, rate: float) -> floa
 
 
 def start_spies(
-    pids: dict[str, int], out: Path, seconds: float, rate: int
+    pids: dict[str, int], out: Path, seconds: float, rate: int, gil: bool = True
 ) -> dict[str, subprocess.Popen[bytes]]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     spies = {}
     for kind, pid in pids.items():
         cmd = [spy, "record", "--pid", str(pid), "--output", str(out / f"{kind}.svg")]
         cmd += ["--duration", str(int(seconds) + 1), "--rate", str(rate), "--format", "flamegraph"]
+        if gil:
+            # Only the thread holding the GIL: the Python work. Otherwise the event loop's
+            # native code (uvloop) and Ray's C++ threads show as time in their callers.
+            cmd.append("--gil")
         spies[kind] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return spies
 
@@ -266,6 +271,9 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of the idle phase")
     parser.add_argument("--no-flame", action="store_true", help="skip the py-spy phase")
     parser.add_argument("--spy-rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument(
+        "--spy-all", action="store_true", help="sample every running thread, not only the GIL holder"
+    )
     parser.add_argument("--json", help="also write the raw figures to this file")
     args = parser.parse_args()
     out = Path(args.out)
@@ -305,7 +313,7 @@ def main() -> int:
                 for kind in PROFILED[1:]:
                     if pids.get(kind):
                         chosen[kind] = pids[kind][0]
-                spies = start_spies(chosen, out, args.n / args.rate + 2.0, args.spy_rate)
+                spies = start_spies(chosen, out, args.n / args.rate + 2.0, args.spy_rate, not args.spy_all)
                 time.sleep(0.5)  # (py-spy attaches: a start-up, not a condition to wait on)
                 steady_load(emu, context, args.n, args.rate)
                 errors = stop_spies(spies)
