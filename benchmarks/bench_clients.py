@@ -250,10 +250,18 @@ def start_runner(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[
     return proc, stderr_lines
 
 
-def wait_ready(proc: subprocess.Popen[str], stderr_lines: list[str], impl: str) -> list[str]:
-    """Wait for the runner's READY line; the RELAY protocols it names."""
+def wait_ready(
+    proc: subprocess.Popen[str], stderr_lines: list[str], impl: str, pids: dict[str, list[int]] | None = None
+) -> list[str]:
+    """Wait for the runner's READY line; the RELAY protocols it names. A Ray runner's
+    ``PIDS`` line before it (which process is which actor) goes into ``pids``."""
     assert proc.stdout is not None
-    ready = proc.stdout.readline().split()
+    line = proc.stdout.readline()
+    if line.startswith("PIDS "):
+        if pids is not None:
+            pids.update(json.loads(line[5:]))
+        line = proc.stdout.readline()
+    ready = line.split()
     if not ready or ready[0] != "READY":
         proc.wait(30)
         raise RuntimeError(f"{impl} runner failed: {''.join(stderr_lines)[-3000:]}")
@@ -271,11 +279,16 @@ def read_done(proc: subprocess.Popen[str], stderr_lines: list[str], what: str) -
 
 
 def launch_runner(
-    emu: EmulatorProcess, impl: str, scenario: str, n: int, link_linger: float | None = None
+    emu: EmulatorProcess,
+    impl: str,
+    scenario: str,
+    n: int,
+    link_linger: float | None = None,
+    pids: dict[str, list[int]] | None = None,
 ) -> tuple[subprocess.Popen[str], Tree, list[str], list[str], str]:
     """Start ``client_runner.py`` for ``impl`` (``sdk``, ``ours``, ``ray<shards>``; ``+t``: with
     tracing on) and wait for its READY line: (process, its tree, its stderr lines so far, its
-    protocols, its context)."""
+    protocols, its context). ``pids``: filled with the Ray actors' pids by kind."""
     traced = impl.endswith("+t")
     impl = impl.removesuffix("+t")
     shards = int(impl[3:] or 1) if impl.startswith("ray") else 1
@@ -288,7 +301,7 @@ def launch_runner(
     proc, stderr_lines = start_runner(cmd, runner_env(emu, traced))
     tree = Tree(proc.pid)
     try:
-        protocols = wait_ready(proc, stderr_lines, impl)
+        protocols = wait_ready(proc, stderr_lines, impl, pids)
     except BaseException:
         kill_tree(proc, tree)
         raise

@@ -4,14 +4,15 @@
 
 A connection actor sends a CallActor about a dozen items per call (offer, events,
 results); since the data-plane rework, the CallActor acknowledges what it applied
-(cumulatively, piggybacked on its own traffic when it has some, else one ACK frame
-per loop iteration), and the connection actor acks a RELAY event only when that
+(cumulatively, piggybacked on its own traffic when it has some, else a bare ACK
+frame once none carried it within the link's ``ack_delay``, or after ``ack_every``
+frames), and the connection actor acks a RELAY event only when that
 acknowledgement covers it. This measures, in one process and one event loop, the
 CPU of moving ``--calls`` calls' items through a LinkClient → LinkServer pair
 with the CallActor's replies (a request per two items, as handlers make), and
 how much of it is the acknowledgement: the same traffic where the receiver
-answers with data frames only vs. where every delivery also produces an ACK
-frame (no request to piggyback on). Prints a table.
+answers with data frames only vs. where nothing answers (bare ACK frames only,
+no request to piggyback on). Prints a table.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def main() -> None:
     print(f"{args.calls} calls x {args.items} items, one loop iteration per call (pid {os.getpid()})\n")
     print("| receiver answers with | CPU per call (both ends) | frames → | frames ← | of which bare ACKs |")
     print("| --- | --- | --- | --- | --- |")
-    rows = (("requests (acks piggybacked)", with_replies), ("nothing (a bare ACK per delivery)", acks_only))
+    rows = (("requests (acks piggybacked)", with_replies), ("nothing (bare ACKs only)", acks_only))
     for name, r in rows:
         cells = [f"{r['cpu_per_call_us']:.1f} µs", r["frames_c2s"], r["frames_s2c"], r["ack_frames"]]
         print(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")

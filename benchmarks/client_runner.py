@@ -61,6 +61,28 @@ async def hold_flow(call: Any) -> None:
     await call.wait_for_ended()
 
 
+def actor_pids(stats: dict[str, Any]) -> dict[str, list[int]]:
+    """``{"router": [pid], "connection": [pid, ...], "call_actor": [pid, ...]}`` from ``ray_stats()``."""
+    return {
+        "router": [stats["router"]["pid"]] if stats.get("router") else [],
+        "connection": [s["pid"] for s in stats["connections"]],
+        "call_actor": [a["pid"] for a in stats["call_actors"]],
+    }
+
+
+def link_totals(stats: dict[str, Any]) -> dict[str, int]:
+    """Frames and bytes both ways on the connection actors' links (each link counted once:
+    the connection actor's end sees what it sent and what it received)."""
+    totals: dict[str, int] = {}
+    for shard in stats["connections"]:
+        for peer, figures in (shard.get("links") or {}).items():
+            if peer == "_process":
+                continue
+            for key in ("frames_out", "frames_in", "bytes_out", "bytes_in", "acks_out"):
+                totals[key] = totals.get(key, 0) + int(figures.get(key, 0))
+    return totals
+
+
 def make_client(args: argparse.Namespace) -> Any:
     if args.impl == "sdk":
         from signalwire.relay import RelayClient as SdkClient
@@ -115,9 +137,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         client.on_call(on_call)
     await client.connect()
     protocols = [client.relay_protocol]
+    link0: dict[str, int] = {}
     if args.impl == "ray":
         stats = await client.ray_stats()
         protocols = [s["protocol"] for s in stats["connections"]]
+        # Which process is which actor (``profile_actors.py`` samples them by pid).
+        print("PIDS " + json.dumps(actor_pids(stats)), flush=True)
+        link0 = link_totals(stats)
     print("READY " + " ".join(protocols), flush=True)
     t0 = time.perf_counter()
 
@@ -144,6 +170,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             extra["offers_dropped"] = sum(
                 s.get("offers_dropped", 0) + s.get("offers_no_capacity", 0) for s in stats["connections"]
             )
+            link1 = link_totals(stats)
+            extra["link"] = {k: v - link0.get(k, 0) for k, v in link1.items()}
     elif args.scenario == "dial":
 
         async def one() -> None:

@@ -19,6 +19,10 @@ moves bytes and keeps time:
   ``slow`` when it stops acknowledging, ``lost`` only after a long deadline or
   when the peer came back as a new incarnation (Ray restarted it).
 * Writes are grouped: what one event-loop iteration queues leaves as one write.
+* Acknowledgements ride on DATA going the other way; a bare ACK is written only
+  when none did within the protocol's ``ack_delay`` (one timer per peer, cancelled
+  as soon as DATA carried it): at ordinary load nearly every frame would otherwise
+  wake the peer once more for nothing but an ACK.
 """
 
 from __future__ import annotations
@@ -205,6 +209,8 @@ class _Peers:
         self._dirty: set[int] = set()
         self._flush_scheduled = False
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: Per peer: when an owed acknowledgement goes as a bare ACK (see _flush).
+        self._ack_timers: dict[int, asyncio.TimerHandle] = {}
         self._last_refusal_log = -1e9
         self.counters: Counter[str] = Counter()
 
@@ -260,15 +266,42 @@ class _Peers:
         self._flush_scheduled = False
         self._flush_timer = None
         dirty, self._dirty = self._dirty, set()
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for peer_id in dirty:
             wire = self.wires.get(peer_id)
             session = self.sessions.get(peer_id)
             if wire is None or session is None or wire.closed:
                 continue  # kept until the link is back
-            frames = session.pack(now)
+            frames = session.pack(now, ack=False)
             if frames:
                 wire.write(b"".join(frames))
+            self._time_ack(loop, peer_id, session)
+
+    def _time_ack(self, loop: asyncio.AbstractEventLoop, peer_id: int, session: LinkSession) -> None:
+        """Keep ``peer_id``'s ACK timer in step with what its session owes."""
+        deadline = session.ack_deadline
+        timer = self._ack_timers.get(peer_id)
+        if deadline is None:
+            if timer is not None:
+                timer.cancel()
+                del self._ack_timers[peer_id]
+        elif timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            when = max(deadline, loop.time())  # (-inf: at once)
+            self._ack_timers[peer_id] = loop.call_at(when, self._ack_overdue, peer_id)
+
+    def _ack_overdue(self, peer_id: int) -> None:
+        """No DATA carried the acknowledgement in time: a bare ACK goes."""
+        self._ack_timers.pop(peer_id, None)
+        wire = self.wires.get(peer_id)
+        session = self.sessions.get(peer_id)
+        if wire is None or session is None or wire.closed:
+            return  # the handshake of the next socket says where we are
+        frames = session.pack(asyncio.get_running_loop().time())
+        if frames:
+            wire.write(b"".join(frames))
 
     # -- events from the wires --
 
@@ -337,6 +370,9 @@ class _Peers:
         return dict(totals)
 
     def close(self) -> None:
+        for timer in self._ack_timers.values():
+            timer.cancel()
+        self._ack_timers.clear()
         for wire in list(self.wires.values()):
             wire.abort()
         self.wires.clear()

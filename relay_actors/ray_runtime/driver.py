@@ -95,6 +95,25 @@ _SECRET_ENV = ("SIGNALWIRE_API_TOKEN", "SIGNALWIRE_JWT_TOKEN")
 # --- attaching to Ray ---------------------------------------------------------------------
 
 
+#: Ray's own timers on a local Ray we start (``_system_config``; a cluster started elsewhere
+#: keeps its operator's settings). Idle, the tree's processes wake thousands of times a
+#: second; these polls are for multi-node object transfer, plasma pressure, disk usage,
+#: idle-worker reaping and event-loop statistics, none of which a single node needs ten
+#: times a second. Measured on 2 cores: the raylet 0.8% → 0.5% of a core idle (145 → 92
+#: wake-ups/s). Liveness, the OOM monitor, metrics and task events keep Ray's defaults.
+LOCAL_RAY_CONFIG: dict[str, Any] = {
+    "raylet_check_gc_period_milliseconds": 1000,
+    "kill_idle_workers_interval_ms": 1000,
+    "object_manager_timer_freq_ms": 1000,
+    "local_fs_monitor_interval_ms": 1000,
+    "event_stats": False,
+    "debug_dump_period_milliseconds": 60_000,
+}
+#: Environment of the processes a local Ray starts: the log monitor globs Ray's log folder
+#: for new files every 0.5 s instead of every 0.1 s (1.0% → 0.4% of a core idle).
+LOCAL_RAY_ENV = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
+
+
 def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     """Attach to Ray, or start a local Ray of our own on loopback. Returns True if we started it.
 
@@ -123,6 +142,9 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    for name, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(name, value)
+    init_kwargs["_system_config"] = {**LOCAL_RAY_CONFIG, **(init_kwargs.get("_system_config") or {})}
     kwargs: dict[str, Any] = {
         "address": "local",
         "namespace": NAMESPACE,

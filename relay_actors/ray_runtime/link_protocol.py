@@ -22,7 +22,12 @@ asyncio and no Ray in it (the shell is :mod:`relay_actors.ray_runtime.actor_link
   acknowledgement of the other direction, and a JSON array of items. The
   receiver applies a frame once (duplicates after a resend are dropped by
   sequence number) and acknowledges cumulatively, piggybacked on its own
-  ``DATA`` or in one ``ACK`` per loop iteration. The sender keeps every frame
+  ``DATA``; a bare ``ACK`` goes only when no ``DATA`` carried it within
+  :attr:`LinkLimits.ack_delay` (or :attr:`LinkLimits.ack_every` frames wait for
+  it, or a duplicate says the peer resends): as TCP's delayed ACK, this spares
+  the peer a wake-up per frame for nothing but an acknowledgement, and no item
+  waits for it (acknowledgements release memory and RELAY acks, not calls).
+  The sender keeps every frame
   until it is acknowledged (a bounded window) and resends the rest after a
   reconnect, from what the peer's handshake says it has.
 * **Liveness**: both sides send a ``HEARTBEAT`` (with the sender's event-loop
@@ -174,11 +179,18 @@ class LinkLimits:
     max_frame: int = 64 * 1024 * 1024
     #: Send a heartbeat when nothing was sent for this long.
     heartbeat: float = 0.5
+    #: Seconds a due acknowledgement waits for a DATA frame to carry it before it
+    #: goes as a bare ACK (well under ``slow_unacked_after``: a healthy peer never
+    #: looks slow for it). Request/answer traffic usually carries it sooner.
+    ack_delay: float = 0.02
+    #: DATA frames received unacknowledged that make a bare ACK go at once (keeps
+    #: the peer's window open at a burst).
+    ack_every: int = 16
     #: ``slow`` when the peer is silent (or unreachable) this long.
     slow_after: float = 2.0
     #: ``slow`` when the oldest frame is unacknowledged this long: a peer acknowledges
-    #: once per loop iteration, so under load this long means its loop stalls (it then
-    #: takes no new calls within ~200 ms, not after the 2 s of silence).
+    #: within ``ack_delay`` of its loop reading a frame, so this long means its loop
+    #: stalls (it then takes no new calls within ~200 ms, not after the 2 s of silence).
     slow_unacked_after: float = 0.15
     #: Close the socket (and reconnect) when the peer is silent this long.
     dead_after: float = 6.0
@@ -231,7 +243,13 @@ class LinkSession:
         self._pending: list[Any] = []
         self._pending_metas: list[Any] = []
         self.recv_seq = 0
+        #: An acknowledgement is owed (see :meth:`pack` and :attr:`ack_deadline`).
         self.ack_due = False
+        #: When the first frame it acknowledges arrived; DATA frames it covers; whether
+        #: it must go at once (a duplicate: the peer is resending).
+        self._ack_since = 0.0
+        self._ack_frames = 0
+        self._ack_urgent = False
         self.peer_lag = 0.0
         self.last_sent = 0.0
         self.last_heard = 0.0
@@ -266,9 +284,24 @@ class LinkSession:
         self._pending.append(item)
         self._pending_metas.append(meta)
 
-    def pack(self, now: float) -> list[bytes]:
+    @property
+    def ack_deadline(self) -> float | None:
+        """When a due acknowledgement must go as a bare ACK if no DATA frame carried it
+        (None: none is due); ``-inf``: at once."""
+        if not self.ack_due:
+            return None
+        if self._ack_now():
+            return float("-inf")
+        return self._ack_since + self.limits.ack_delay
+
+    def _ack_now(self) -> bool:
+        return self._ack_urgent or self._ack_frames >= self.limits.ack_every
+
+    def pack(self, now: float, ack: bool = True) -> list[bytes]:
         """Frames to write now: new DATA frames for what is queued (while the window
-        has room), else a bare ACK if one is due. Each DATA frame acknowledges too."""
+        has room), else a bare ACK if one is due — with ``ack=False`` only once it is
+        past :attr:`ack_deadline` (DATA going the other way soon carries it for free).
+        Each DATA frame acknowledges too."""
         out: list[bytes] = []
         limits = self.limits
         while self._pending and len(self._unacked) < limits.window:
@@ -282,17 +315,22 @@ class LinkSession:
             out.append(frame)
             self.items_out += len(items)
         if out:
-            self.ack_due = False
-        elif self.ack_due:
-            self.ack_due = False
+            self._acked_all()
+        elif self.ack_due and (ack or now >= self._ack_since + self.limits.ack_delay or self._ack_now()):
+            self._acked_all()
             self.acks_out += 1
             out.append(_frame(ACK, _ACK.pack(self.recv_seq)))
         if out:
             self._sent(out, now)
         return out
 
-    def heartbeat(self, now: float, lag: float) -> bytes:
+    def _acked_all(self) -> None:
         self.ack_due = False
+        self._ack_frames = 0
+        self._ack_urgent = False
+
+    def heartbeat(self, now: float, lag: float) -> bytes:
+        self._acked_all()
         frame = _frame(HEARTBEAT, _HEARTBEAT.pack(self.recv_seq, min(int(lag * 1000), 0xFFFFFFFF)))
         self._sent([frame], now)
         return frame
@@ -353,7 +391,8 @@ class LinkSession:
             metas = self._acked(ack, now)
             if seq <= self.recv_seq:
                 self.duplicates += 1
-                self.ack_due = True  # tell the resender where we are
+                self._owe_ack(now)
+                self._ack_urgent = True  # tell the resender where we are
                 return [], metas
             if seq != self.recv_seq + 1:
                 raise LinkError(f"DATA frame {seq} after {self.recv_seq}: a gap in the stream")
@@ -364,7 +403,8 @@ class LinkSession:
             if not isinstance(items, list):
                 raise LinkError("DATA frame payload is not a list")
             self.recv_seq = seq
-            self.ack_due = True
+            self._owe_ack(now)
+            self._ack_frames += 1
             return items, metas
         if kind == ACK:
             if len(body) != _ACK.size:
@@ -377,6 +417,11 @@ class LinkSession:
             self.peer_lag = lag_ms / 1000.0
             return [], self._acked(ack, now)
         raise LinkError(f"unexpected frame type {kind} after the handshake")
+
+    def _owe_ack(self, now: float) -> None:
+        if not self.ack_due:
+            self.ack_due = True
+            self._ack_since = now
 
     # -- liveness --
 

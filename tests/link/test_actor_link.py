@@ -119,6 +119,28 @@ async def test_one_loop_iteration_is_one_frame(linked: tuple[LinkServer, Side, L
     assert client.sessions[7].frames_out - before == 1
 
 
+async def test_an_answer_carries_the_ack_and_a_lone_event_is_acked_after_the_delay(
+    linked: tuple[LinkServer, Side, LinkClient, Side],
+) -> None:
+    """Request/answer traffic writes no bare ACK (each side's DATA acknowledges the
+    other's); an event nothing answers is acknowledged by one bare ACK, ``ack_delay`` later."""
+    server, s_side, client, c_side = linked
+    served = server.sessions[3]
+    for i in range(20):  # an offer, its answer request, the request's result...
+        client.send(7, ["event", i], f"ack-{i}")
+        await until(lambda i=i: len(s_side.items) == i + 1, what="event delivered")
+        server.send(3, ["req", i])
+        await until(lambda i=i: len(c_side.items) == i + 1, what="request delivered")
+    await until(lambda: len(c_side.released) == 20, what="events acknowledged")
+    assert served.acks_out == 0  # every acknowledgement rode on a request
+    loop = asyncio.get_running_loop()
+    client.send(7, ["event", "lone"], "ack-lone")
+    sent = loop.time()
+    await until(lambda: len(c_side.released) == 21, what="the lone event acknowledged")
+    assert loop.time() - sent >= served.limits.ack_delay * 0.9
+    assert served.acks_out == 1
+
+
 async def test_enough_items_leave_at_once_linger_or_not() -> None:
     s_side, c_side = Side(), Side()
     server = await start_server(s_side, linger=1.0)

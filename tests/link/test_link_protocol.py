@@ -365,3 +365,153 @@ def test_a_frame_unacknowledged_past_a_loop_stall_makes_the_peer_slow_at_once() 
     a.pack(0.0)
     assert a.health(0.1, True).status is HealthStatus.OK
     assert a.health(0.2, True).status is HealthStatus.SLOW
+
+
+# --- delayed acknowledgements: piggybacked on DATA, bare only when overdue ---------------
+
+
+def kinds(frames: list[bytes]) -> list[int]:
+    return [frame[4] for frame in frames]
+
+
+def carry(frames: list[bytes], receiver: LinkSession, now: float) -> tuple[list[Any], list[Any]]:
+    items: list[Any] = []
+    released: list[Any] = []
+    for frame in frames:
+        got, rel = receiver.on_frame(frame[4], frame[lp.HEADER.size :], now)
+        items += got
+        released += rel
+    return items, released
+
+
+def test_an_owed_ack_waits_for_data_going_back_and_rides_on_it() -> None:
+    a, b = LinkSession(1, b"b"), LinkSession(2, b"a")
+    a.queue(["offer"], meta="m")
+    carry(a.pack(1.0), b, 1.0)
+    assert b.ack_due and b.ack_deadline == pytest.approx(1.0 + lp.DEFAULT_LIMITS.ack_delay)
+    assert b.pack(1.005, ack=False) == []  # no bare ACK yet: the answer may carry it
+    b.queue(["req", "r1", "calling.answer", {}])
+    frames = b.pack(1.01, ack=False)
+    assert kinds(frames) == [lp.DATA]
+    assert not b.ack_due and b.ack_deadline is None and b.acks_out == 0
+    _, released = carry(frames, a, 1.01)
+    assert released == ["m"]
+
+
+def test_an_owed_ack_goes_bare_once_overdue() -> None:
+    limits = LinkLimits(ack_delay=0.02)
+    a, b = LinkSession(1, b"b", limits), LinkSession(2, b"a", limits)
+    a.queue(["event"], meta="m")
+    carry(a.pack(0.0), b, 0.0)
+    assert b.pack(0.019, ack=False) == []
+    frames = b.pack(0.02, ack=False)
+    assert kinds(frames) == [lp.ACK] and b.acks_out == 1
+    assert carry(frames, a, 0.02)[1] == ["m"]
+    assert b.pack(1.0, ack=False) == []  # owed once, sent once
+
+
+def test_enough_unacknowledged_frames_make_the_ack_go_at_once() -> None:
+    limits = LinkLimits(ack_every=4, max_items=1)
+    a, b = LinkSession(1, b"b", limits), LinkSession(2, b"a", limits)
+    for i in range(3):
+        a.queue(["e", i])
+    carry(a.pack(0.0), b, 0.0)
+    assert b.pack(0.0, ack=False) == []
+    a.queue(["e", 3])
+    carry(a.pack(0.0), b, 0.0)
+    assert b.ack_deadline == float("-inf")
+    assert kinds(b.pack(0.0, ack=False)) == [lp.ACK]
+
+
+def test_a_duplicate_makes_the_ack_go_at_once() -> None:
+    """The peer resends: it must learn where we are without waiting."""
+    a, b = LinkSession(1, b"b"), LinkSession(2, b"a")
+    a.queue(["e"])
+    first = a.pack(0.0)
+    carry(first, b, 0.0)
+    b.pack(0.0)  # acknowledged, but the ACK is lost with the socket
+    carry(a.resend(0.0), b, 0.0)
+    assert b.duplicates == 1 and b.ack_deadline == float("-inf")
+    assert kinds(b.pack(0.0, ack=False)) == [lp.ACK]
+
+
+def test_a_heartbeat_carries_the_owed_ack() -> None:
+    a, b = LinkSession(1, b"b"), LinkSession(2, b"a")
+    a.queue(["e"], meta="m")
+    carry(a.pack(0.0), b, 0.0)
+    beat = b.heartbeat(0.01, 0.0)
+    assert b.ack_deadline is None
+    assert carry([beat], a, 0.01)[1] == ["m"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["a_send", "b_send"]), st.integers(1, 4)),
+            st.tuples(st.sampled_from(["to_b", "to_a"]), st.integers(0, 3)),
+            st.tuples(st.just("wait"), st.integers(1, 30)),
+        ),
+        max_size=80,
+    )
+)
+def test_two_way_traffic_with_delayed_acks_loses_and_reorders_nothing(ops: list[tuple[str, int]]) -> None:
+    """Both ends flush with ``ack=False`` and keep an ACK timer, as the shell does. Whatever
+    the interleaving: every item arrives once and in order both ways, every meta is
+    released, an owed acknowledgement never waits past its deadline, and no bare ACK
+    goes while DATA could carry it."""
+    limits = LinkLimits(window=8, max_items=3, ack_every=5, ack_delay=0.02)
+    ends = {"a": LinkSession(1, b"b", limits), "b": LinkSession(2, b"a", limits)}
+    wires: dict[str, list[bytes]] = {"a": [], "b": []}  # frames in flight *to* that end
+    sent = {"a": 0, "b": 0}
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    released: dict[str, list[int]] = {"a": [], "b": []}
+    now = 0.0
+    other = {"a": "b", "b": "a"}
+
+    def flush(me: str, ack: bool = False) -> None:
+        frames = ends[me].pack(now, ack=ack)
+        # a bare ACK never goes beside DATA (which carries the acknowledgement)
+        assert lp.ACK not in kinds(frames) or kinds(frames) == [lp.ACK]
+        wires[other[me]] += frames
+
+    def deliver(me: str, n: int) -> None:
+        for _ in range(n):
+            if not wires[me]:
+                return
+            frame = wires[me].pop(0)
+            items, rel = ends[me].on_frame(frame[4], frame[lp.HEADER.size :], now)
+            got[me].extend(i[1] for i in items)
+            released[me].extend(rel)
+        flush(me)  # the end of the loop iteration
+
+    def timers() -> None:
+        for me, session in ends.items():
+            deadline = session.ack_deadline
+            if deadline is not None and now >= deadline:
+                flush(me, ack=True)
+            deadline = session.ack_deadline
+            assert deadline is None or deadline > now - 1e-9  # never left overdue
+
+    for op, n in ops:
+        if op in ("a_send", "b_send"):
+            me = op[0]
+            for _ in range(n):
+                ends[me].queue(["e", sent[me]], sent[me])
+                sent[me] += 1
+            flush(me)
+        elif op == "to_b":
+            deliver("b", n)
+        elif op == "to_a":
+            deliver("a", n)
+        else:
+            now += n / 1000
+        timers()
+    for _ in range(4 * (sent["a"] + sent["b"]) + 10):  # quiesce: time passes, timers fire
+        deliver("a", len(wires["a"]))
+        deliver("b", len(wires["b"]))
+        now += 0.03
+        timers()
+    for me in ("a", "b"):
+        assert got[other[me]] == list(range(sent[me]))
+        assert released[me] == list(range(sent[me]))
