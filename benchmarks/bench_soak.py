@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import signal
 import statistics
 import sys
 import time
@@ -162,7 +163,11 @@ class Window:
         self.entries: list[dict[str, Any]] = []  # offers and answers only
 
     def read(self, emu: EmulatorProcess, protocols: list[str]) -> None:
-        entries = journal_window(emu, protocols)
+        try:
+            entries = journal_window(emu, protocols)
+        except OSError as exc:  # a starved emulator: this read's frames are lost, the run goes on
+            print(f"journal read failed: {exc!r}", file=sys.stderr, flush=True)
+            return
         n_in = sum(1 for e in entries if e["dir"] == "in")
         self.frames_in += n_in
         self.frames_out += len(entries) - n_in
@@ -249,7 +254,8 @@ def soak(
             window.read(emu, protocols)
             if time.monotonic() < next_sample:
                 continue
-            next_sample += every
+            # Late (a starved machine): the next window is a whole one, not a catch-up.
+            next_sample = max(next_sample + every, time.monotonic() + every / 2)
             calls = ended(emu) - base
             now = measure(tree)
             lat, following = window.close()
@@ -371,9 +377,18 @@ def table(impl: str, rows: list[dict[str, Any]]) -> str:
             for k in (*KINDS, "other"):
                 spent[k] += r[f"cpu_s_{k}"]
         calls = sum(r["window_calls"] for r in load)
+        seconds = load[-1]["t"]  # the full windows follow each other from t=0
+        idle = next((r for r in rows if r["phase"] == "idle"), None)
         last = load[-1]
+
+        def above_idle(k: str) -> str:
+            if idle is None or not idle["t"]:
+                return ""
+            extra = spent[k] - idle[f"cpu_s_{k}"] / idle["t"] * seconds
+            return f" ({1000 * extra / calls:.3f} above idle)"
+
         parts = [
-            f"{k} {1000 * spent[k] / calls:.3f} ms/call, {last[f'pss_mib_{k}']:.0f} MiB"
+            f"{k} {1000 * spent[k] / calls:.3f}{above_idle(k)} ms/call, {last[f'pss_mib_{k}']:.0f} MiB"
             f" in {int(last[f'procs_{k}'])}"
             for k in (*KINDS, "other")
             if last[f"procs_{k}"]
@@ -451,6 +466,8 @@ def main() -> int:
     parser.add_argument("--svg", help="draw the curves to this SVG")
     parser.add_argument("--report", nargs="+", metavar="CSV", help="only report these CSVs")
     args = parser.parse_args()
+    # A SIGTERM (a run stopped early) unwinds as an exception, so the client's tree is killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.report:
         report(load_rows(args.report), args)
         return 0
@@ -468,9 +485,9 @@ def main() -> int:
             out_file.flush()
 
     try:
-        with EmulatorProcess(EMULATOR_ARGS, cpu=0) as emu:
+        with EmulatorProcess(EMULATOR_ARGS, cpu=0, ready_timeout=120) as emu:
             # The journal is read and cleared every POLL s: room for that many frames.
-            limit = max(10_000, int(40 * args.rate * POLL))
+            limit = max(10_000, int(40 * args.rate * POLL * 3))  # a read a little late loses nothing
             http("POST", f"{emu.control_url}/config", {"journal_limit": limit, "ring_timeout": 600})
             for impl in args.impls.split(","):
                 runs[impl] = soak(emu, impl, args.minutes, args.rate, args.sample, args.idle, out)

@@ -1,7 +1,7 @@
 """Check the scale model (``relay_actors.scale_model``) against a real ``ray.cluster_utils.Cluster``.
 
     python benchmarks/check_scale_model.py [--nodes 3] [--shards 2] [--call-actors 3]
-                                           [--rate 40] [--seconds 60] [--held 1500]
+                                           [--rates 20,50] [--seconds 60] [--held 1500]
 
 Starts a cluster of ``--nodes`` nodes on 127.0.0.1 (its own temp dir), the emulator, and the
 app in this process (the driver) with ``--shards`` connection actors and ``--call-actors``
@@ -9,13 +9,15 @@ CallActors spread over the nodes; then measures, from each process's own CPU tim
 (``/proc``, through psutil; the emulator's processes left out):
 
 1. **idle** (``--idle`` s): every process's fixed cost, CPU and PSS;
-2. **steady** (``--rate`` calls/s for ``--seconds``, the benchmark's call: answer, play TTS,
-   wait for it, hang up): CPU per call of each kind of process, above its idle cost;
-3. **held** (``--held`` answered calls held at once): PSS per held call in the CallActors
-   and the connection actors.
+2. **held** (``--held`` answered calls held at once): PSS per held call in the CallActors
+   and the connection actors (first: after a busy phase, the memory its calls freed would
+   take them and hide their cost);
+3. **steady** (each of ``--rates`` calls/s for ``--seconds``, the benchmark's call: answer,
+   play TTS, wait for it, hang up): CPU of each kind of process; the line through CPU against
+   calls/s (idle and the rates) gives the cost per call (its slope) and the fixed cost;
 
 It prints what it measured next to what the model predicts for the same layout and load
-(busy cores in the steady phase, PSS idle and with the calls held) and the ratio, then the
+(busy cores in each phase, PSS idle and with the calls held) and the ratio, then the
 costs as measured (the ``Costs`` of this run: ``--nodes 1`` is how the model's defaults
 were measured) and the model's plan for 16-core nodes. Keep the load modest on a small
 shared machine: every node's daemons and every actor run on its cores.
@@ -44,7 +46,11 @@ from relay_actors.scale_model import Costs, describe, plan, predict_usage
 
 #: The model's kinds of process: the actors, and what each node and the head run besides.
 ACTORS = ("ConnectionActor", "Router", "CallActor")
-HEAD = ("gcs_server", "driver")
+HEAD = ("gcs_server", "head", "driver")
+#: What only the head runs besides the GCS (in the process's command line): the dashboard's
+#: head process and the autoscaler's monitor. Every node runs a raylet, its agents, a log
+#: monitor and idle workers.
+HEAD_ONLY = ("dashboard/dashboard.py", "autoscaler/_private/monitor.py")
 #: How close the prediction must come (the issue's bound).
 WITHIN = 0.25
 
@@ -64,7 +70,13 @@ def kind(p: psutil.Process) -> str:
     if p.pid == os.getpid():
         return "driver"
     label = Tree._label(p)
-    return label if label in (*ACTORS, "gcs_server") else "node"  # raylet, agents, idle workers
+    if label in (*ACTORS, "gcs_server"):
+        return label
+    try:
+        command = " ".join(p.cmdline()[:3])
+    except psutil.Error:
+        return "node"
+    return "head" if any(path in command for path in HEAD_ONLY) else "node"
 
 
 def sample(emulator_pid: int) -> dict[str, Any]:
@@ -145,60 +157,88 @@ async def measure(args: argparse.Namespace, address: str, emu: EmulatorProcess) 
         s0 = sample(emu.pid)
         await asyncio.sleep(args.idle)
         s1 = sample(emu.pid)
-        out["idle"] = (s0, s1)
-        base = ended(emu)
-        total = int(args.rate * args.seconds)
-        http("POST", f"{emu.control_url}/calls", {"context": "steady", "count": total, "rate": args.rate})
-        await wait_for("steady calls ended", lambda: ended(emu) - base >= total, args.seconds * 3 + 60)
-        s2 = sample(emu.pid)
-        out["steady"] = (s1, s2, total)
+        # Held calls first: after a busy phase, the memory its calls freed would take them.
         body = {"context": "held", "count": args.held, "rate": 200, "hangup_after": 3600}
         http("POST", f"{emu.control_url}/calls", body)
         await wait_for("calls answered", lambda: answered(emu) >= args.held, args.held / 50 + 60)
         await asyncio.sleep(3)  # the last answers' results reach the handlers
-        out["held"] = (s2, sample(emu.pid))
+        out["held"] = (s1, sample(emu.pid))
         calls = http("GET", f"{emu.control_url}/calls?state=answered")["calls"]
         for c in calls:
             await asyncio.to_thread(http, "POST", f"{emu.control_url}/calls/{c['call_id']}/hangup", {})
+        await wait_for("held calls ended", lambda: answered(emu) == 0, 60)
+        # Their ends' work (events, slots, the handlers' returns) is not the steady phases'.
+        await asyncio.sleep(args.settle)
+        prev = sample(emu.pid)
+        out["phases"] = [(s0, s1, 0)]
+        for rate in args.rates:
+            base = ended(emu)
+            total = int(rate * args.seconds)
+            body = {"context": "steady", "count": total, "rate": rate}
+            http("POST", f"{emu.control_url}/calls", body)
+            await wait_for(
+                "steady calls ended", lambda b=base, n=total: ended(emu) - b >= n, args.seconds * 3 + 60
+            )
+            now = sample(emu.pid)
+            out["phases"].append((prev, now, total))
+            prev = now
     finally:
         await client.disconnect()
     return out
 
 
+def slope_intercept(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares line through the points: (slope, intercept)."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return slope, my - slope * mx
+
+
+def phase_points(m: dict[str, Any]) -> list[tuple[float, Counter[str]]]:
+    """Each phase (idle, then each rate) as (calls/s, CPU cores per kind)."""
+    points = []
+    for a, b, calls in m["phases"]:
+        seconds = b["t"] - a["t"]
+        points.append((calls / seconds, Counter({k: v / seconds for k, v in cpu_spent(a, b).items()})))
+    return points
+
+
 def costs_of(m: dict[str, Any], nodes: int, frames_per_call: float) -> Costs:
-    """The costs this run measured, in the model's terms."""
-    i0, i1 = m["idle"]
-    idle = cpu_spent(i0, i1)
-    idle_s = i1["t"] - i0["t"]
-    s1, s2, calls = m["steady"]
-    load = cpu_spent(s1, s2)
-    load_s = s2["t"] - s1["t"]
+    """The costs this run measured, in the model's terms: per kind, the line through CPU
+    against calls/s over the phases (its slope is the cost of one more call, its intercept
+    the fixed cost: the idle phase alone would overstate it, as timers that fire when a
+    process is idle do not when it is busy)."""
+    points = phase_points(m)
 
-    def above_idle(kinds: tuple[str, ...]) -> float:
-        """µs per call of these kinds, above what they spend idle."""
-        spent = sum(load[k] - idle[k] * load_s / idle_s for k in kinds)
-        return max(0.0, spent) * 1e6 / calls
+    def line(kinds: tuple[str, ...]) -> tuple[float, float]:
+        return slope_intercept([r for r, _ in points], [sum(c[k] for k in kinds) for _, c in points])
 
-    count = i1["count"]
+    count = m["phases"][0][1]["count"]
+    pss = m["phases"][0][1]["pss"]
     n_actors = sum(count[k] for k in ACTORS)
+    actors_fixed = line(ACTORS)[1]
+    ray_per_call = line((*HEAD, "node"))[0]
+    head_fixed = line(HEAD)[1]
+    node_fixed = line(("node",))[1]
     h0, h1 = m["held"]
+    held = m["held_n"]
     return Costs(
         frames_per_call=frames_per_call,
-        connection_us_per_call=above_idle(("ConnectionActor",)),
-        router_us_per_call=above_idle(("Router",)),
-        call_actor_us_per_call=above_idle(("CallActor",)),
-        ray_us_per_call=above_idle(("gcs_server", "driver", "node")),
-        idle_ms_per_s_per_actor=1000 * sum(idle[k] for k in ACTORS) / idle_s / n_actors,
-        idle_ms_per_s_per_node=1000 * sum(idle[k] for k in ("gcs_server", "driver", "node")) / idle_s / nodes,
-        actor_pss_mib=sum(i1["pss"][k] for k in ACTORS) / n_actors,
-        node_pss_mib=i1["pss"]["node"] / nodes,
-        head_pss_mib=sum(i1["pss"][k] for k in HEAD),
-        call_actor_kib_per_call=max(0.0, h1["pss"]["CallActor"] - h0["pss"]["CallActor"])
-        * 1024
-        / m["held_n"],
+        connection_us_per_call=max(0.0, line(("ConnectionActor",))[0]) * 1e6,
+        router_us_per_call=max(0.0, line(("Router",))[0]) * 1e6,
+        call_actor_us_per_call=max(0.0, line(("CallActor",))[0]) * 1e6,
+        ray_us_per_call=max(0.0, ray_per_call) * 1e6,
+        idle_ms_per_s_per_actor=max(0.0, 1000 * actors_fixed / n_actors),
+        idle_ms_per_s_per_node=max(0.0, 1000 * node_fixed / nodes),
+        head_idle_ms_per_s=max(0.0, 1000 * head_fixed),
+        actor_pss_mib=sum(pss[k] for k in ACTORS) / n_actors,
+        node_pss_mib=pss["node"] / nodes,
+        head_pss_mib=sum(pss[k] for k in HEAD),
+        call_actor_kib_per_call=max(0.0, h1["pss"]["CallActor"] - h0["pss"]["CallActor"]) * 1024 / held,
         connection_kib_per_call=max(0.0, h1["pss"]["ConnectionActor"] - h0["pss"]["ConnectionActor"])
         * 1024
-        / m["held_n"],
+        / held,
     )
 
 
@@ -209,14 +249,18 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--call-actors", type=int, default=3)
-    parser.add_argument("--rate", type=float, default=40.0, help="calls/s in the steady phase")
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the steady phase")
+    parser.add_argument(
+        "--rates", default="20,50", help="calls/s of the steady phases, one after the other (comma-separated)"
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each steady phase")
     parser.add_argument("--held", type=int, default=1500, help="calls held at once in the held phase")
     parser.add_argument("--idle", type=float, default=20.0, help="seconds of the idle phase")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after the held calls end")
     parser.add_argument(
         "--frames-per-call", type=float, default=Costs.frames_per_call, help="as bench_soak.py measures"
     )
     args = parser.parse_args()
+    args.rates = [float(r) for r in args.rates.split(",")]
     tmp = tempfile.mkdtemp(prefix="relay-scale-")
     os.environ.update(RAY_TMPDIR=tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
@@ -224,7 +268,7 @@ def main() -> int:
 
     cluster: Cluster | None = None
     try:
-        with EmulatorProcess(EMULATOR_ARGS, cpu=0) as emu:
+        with EmulatorProcess(EMULATOR_ARGS, cpu=0, ready_timeout=120) as emu:
             os.environ.update(runner_env(emu))
             http("POST", f"{emu.control_url}/config", {"journal_limit": 1000, "ring_timeout": 600})
             t0 = time.monotonic()
@@ -252,36 +296,35 @@ def main() -> int:
 
 
 def report(args: argparse.Namespace, m: dict[str, Any]) -> None:
-    _, i1 = m["idle"]
-    s1, s2, calls = m["steady"]
+    idle = m["phases"][0][1]
     h0, h1 = m["held"]
-    load = cpu_spent(s1, s2)
-    busy = sum(load.values()) / (s2["t"] - s1["t"])
-    rate = calls / (s2["t"] - s1["t"])  # the rate the window really had (tail included)
     layout = (args.shards, args.call_actors, args.nodes)
-    predicted_busy, predicted_idle_mib = predict_usage(rate, 0, *layout)
-    _, predicted_held_mib = predict_usage(0, args.held, *layout)
-    measured_idle_mib = sum(i1["pss"].values())
-    measured_held_mib = sum(h1["pss"].values())
+    points = phase_points(m)
     print(
         f"\n{args.nodes} nodes, {args.shards} shards, {args.call_actors} CallActors"
-        f" (on {m['call_actor_nodes']} nodes); steady {calls} calls over {s2['t'] - s1['t']:.0f} s"
-        f" ({rate:.1f}/s), then {args.held} held"
+        f" (on {m['call_actor_nodes']} nodes); {args.idle:g} s idle, then"
+        f" {', '.join(f'{r:g}' for r in args.rates)} calls/s for {args.seconds:g} s each,"
+        f" then {args.held} held (first)"
     )
-    counts = ", ".join(f"{k} {n}" for k, n in sorted(i1["count"].items()))
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(idle["count"].items()))
     print(f"processes: {counts}")
     header = f"{'figure':<34}{'predicted':>11}{'measured':>11}{'ratio':>8}  within {WITHIN:.0%}"
     print(header)
     print("-" * len(header))
-    for name, p, got in (
-        ("busy cores, steady", predicted_busy, busy),
-        ("PSS MiB, idle", predicted_idle_mib, measured_idle_mib),
-        (f"PSS MiB, {args.held} calls held", predicted_held_mib, measured_held_mib),
-    ):
+    rows = [
+        (f"busy cores at {rate:.1f} calls/s", predict_usage(rate, 0, *layout)[0], sum(c.values()))
+        for rate, c in points
+    ]
+    rows.append(("PSS MiB, idle", predict_usage(0, 0, *layout)[1], sum(idle["pss"].values())))
+    rows.append(
+        (f"PSS MiB, {args.held} calls held", predict_usage(0, args.held, *layout)[1], sum(h1["pss"].values()))
+    )
+    for name, p, got in rows:
         ok = abs(got - p) <= WITHIN * got
         print(f"{name:<34}{p:>11.2f}{got:>11.2f}{p / got:>8.2f}  {'yes' if ok else 'NO'}")
-    per_kind = ", ".join(f"{k} {1000 * v / calls:.3f}" for k, v in load.most_common())
-    print(f"CPU ms per call by kind (steady, idle cost included): {per_kind}")
+    for rate, c in points:
+        per_kind = ", ".join(f"{k} {1000 * v:.1f}" for k, v in c.most_common())
+        print(f"CPU ms/s by kind at {rate:.1f} calls/s: {per_kind}")
     held = ", ".join(
         f"{k} {(h1['pss'][k] - h0['pss'][k]) * 1024 / args.held:.1f}" for k in (*ACTORS, "node", *HEAD)
     )
@@ -291,8 +334,9 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> None:
     for name, value in measured.__dict__.items():
         default = getattr(Costs(), name)
         print(f"  {name} = {value:.4g}   (model: {default:.4g})")
+    top = points[-1][0]
     print("\nthe model for a 16-core node, at what this run carried and at 10x:")
-    for n, r in ((args.held, rate), (10 * args.held, 10 * rate)):
+    for n, r in ((args.held, top), (10 * args.held, 10 * top)):
         print(describe(plan(n, r, 16)))
 
 

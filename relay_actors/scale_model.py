@@ -51,27 +51,30 @@ class Costs:
     #: RELAY frames per call on the WebSocket, both ways (the benchmark's flow: ~9 each way).
     frames_per_call: float = 18.4
     #: µs of CPU per call in a connection actor (parse, admit, place, relay events and commands).
-    connection_us_per_call: float = 1000.0
+    connection_us_per_call: float = 620.0
     #: µs of CPU per call in the router (leases, reports).
-    router_us_per_call: float = 150.0
+    router_us_per_call: float = 46.0
     #: µs of CPU per call in a CallActor (the handler and its Call).
-    call_actor_us_per_call: float = 900.0
+    call_actor_us_per_call: float = 380.0
     #: µs of CPU per call in Ray's own processes (raylet, GCS, agents) and the driver.
-    ray_us_per_call: float = 150.0
+    ray_us_per_call: float = 33.0
     #: ms of CPU per second of one idle actor process (its timers).
-    idle_ms_per_s_per_actor: float = 10.0
-    #: ms of CPU per second of one idle node's Ray daemons (raylet, agents; GCS on the head).
-    idle_ms_per_s_per_node: float = 40.0
+    idle_ms_per_s_per_actor: float = 9.2
+    #: ms of CPU per second of one idle node's Ray daemons (raylet, agents, log monitor).
+    idle_ms_per_s_per_node: float = 37.0
+    #: ms of CPU per second of what only the head runs, idle (GCS, dashboard head, autoscaler
+    #: monitor, the driver).
+    head_idle_ms_per_s: float = 0.0
     #: PSS of one actor process with no calls (MiB).
-    actor_pss_mib: float = 60.0
-    #: PSS of one node's Ray daemons (MiB): raylet, agents, log monitor.
-    node_pss_mib: float = 250.0
-    #: PSS of what only the head runs (MiB): GCS, the driver.
-    head_pss_mib: float = 120.0
+    actor_pss_mib: float = 62.0
+    #: PSS of one node's Ray daemons (MiB): raylet, agents, log monitor, idle workers.
+    node_pss_mib: float = 300.0
+    #: PSS of what only the head runs (MiB): GCS, dashboard head, autoscaler monitor, the driver.
+    head_pss_mib: float = 115.0
     #: PSS per held (answered, playing) call in its CallActor (KiB).
-    call_actor_kib_per_call: float = 8.0
+    call_actor_kib_per_call: float = 3.4
     #: PSS per held call in its connection actor (KiB): its route, its session state.
-    connection_kib_per_call: float = 2.0
+    connection_kib_per_call: float = 1.2
     #: Frames/s one WebSocket carries (server push, ~300-byte frames, loopback).
     ws_frames_per_s: float = 100_000.0
     #: Share of one core the model lets any one loop use.
@@ -183,6 +186,20 @@ def plan(concurrent: int, rate: float, cores_per_node: int = 16, costs: Costs | 
     )
 
 
+def node_capacity(concurrent: int, cores_per_node: int = 16, costs: Costs | None = None) -> float:
+    """The highest rate (calls/s, to 1%) that one node of ``cores_per_node`` carries with
+    ``concurrent`` calls held (0 if even no load needs more than one node)."""
+    if plan(concurrent, 0, cores_per_node, costs).nodes > 1:
+        return 0.0
+    low, high = 0.0, 1.0
+    while plan(concurrent, high, cores_per_node, costs).nodes == 1:
+        low, high = high, high * 2
+    while high - low > 0.01 * high:
+        mid = (low + high) / 2
+        low, high = (mid, high) if plan(concurrent, mid, cores_per_node, costs).nodes == 1 else (low, mid)
+    return low
+
+
 def predict_usage(
     rate: float, held: int, shards: int, call_actors: int, nodes: int, costs: Costs | None = None
 ) -> tuple[float, float]:
@@ -194,7 +211,9 @@ def predict_usage(
         c.connection_us_per_call + c.router_us_per_call + c.call_actor_us_per_call + c.ray_us_per_call
     ) / 1e6
     busy = (
-        rate * per_call_s + (processes * c.idle_ms_per_s_per_actor + nodes * c.idle_ms_per_s_per_node) / 1000
+        rate * per_call_s
+        + (processes * c.idle_ms_per_s_per_actor + nodes * c.idle_ms_per_s_per_node + c.head_idle_ms_per_s)
+        / 1000
     )
     memory_mib = (
         processes * c.actor_pss_mib
@@ -253,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         costs = replace(Costs(), calls_per_actor=args.calls_per_actor, frames_per_call=args.frames_per_call)
         print(describe(plan(args.concurrent, args.rate, args.cores_per_node, costs)))
+        capacity = node_capacity(args.concurrent, args.cores_per_node, costs)
+        print(
+            f"  one {args.cores_per_node}-core node carries up to ~{capacity:,.0f} calls/s"
+            " with these calls held"
+        )
     except ValueError as exc:
         parser.error(str(exc))
     if args.table:

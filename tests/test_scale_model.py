@@ -4,10 +4,11 @@ never needs less, and the bottleneck is the part with the lowest ceiling."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
-from relay_actors.scale_model import Costs, main, plan, predict_usage
+from relay_actors.scale_model import Costs, main, node_capacity, plan, predict_usage, table
 
 #: Round numbers that make the arithmetic checkable by hand.
 ROUND = Costs(
@@ -84,6 +85,15 @@ def test_the_first_bottleneck_is_the_lowest_ceiling() -> None:
     assert any("split the traffic over 8 apps" in note for note in p.notes)
 
 
+def test_node_capacity_is_the_last_rate_that_fits_one_node() -> None:
+    rate = node_capacity(3000, 4, ROUND)
+    assert plan(3000, rate, 4, ROUND).nodes == 1
+    assert plan(3000, rate * 1.02, 4, ROUND).nodes == 2
+    # Four cores at 50%: 2 busy cores, less the idle costs, at 2 ms per call: ~ 960 calls/s.
+    assert 900 < rate < 1000
+    assert node_capacity(3000, 8, ROUND) > rate
+
+
 def test_bad_input_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match="concurrent and rate"):
         plan(-1, 10)
@@ -98,3 +108,11 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "connection shards" in out and "first bottleneck" in out
     assert "| 100,000 | 10,000 |" in out
+
+
+def test_the_docs_table_is_the_models() -> None:
+    """The table on the docs' Scale model page is what the model says (regenerate it with
+    ``python -m relay_actors.scale_model --concurrent 10000 --rate 1000 --table``)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "concepts" / "scale-model.md").read_text()
+    expected = table([plan(n, m, 16) for n in (10_000, 100_000) for m in (1_000, 10_000)])
+    assert expected in page
