@@ -256,7 +256,12 @@ def soak(
                 continue
             # Late (a starved machine): the next window is a whole one, not a catch-up.
             next_sample = max(next_sample + every, time.monotonic() + every / 2)
-            calls = ended(emu) - base
+            try:
+                calls = ended(emu) - base
+            except OSError as exc:  # a starved emulator: sample at the next read that works
+                print(f"stats read failed: {exc!r}", file=sys.stderr, flush=True)
+                next_sample = time.monotonic()
+                continue
             now = measure(tree)
             lat, following = window.close()
             done = calls - calls_prev

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -242,6 +243,32 @@ def costs_of(m: dict[str, Any], nodes: int, frames_per_call: float) -> Costs:
     )
 
 
+def start_cluster(nodes: int, emulator_pid: int) -> Any:
+    """A ``Cluster`` of ``nodes`` nodes. On a loaded machine a node can miss Ray's own 30 s
+    wait for its raylet: then what started is killed and the whole cluster tried again."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in range(1, 4):
+        cluster: Cluster | None = None
+        try:
+            cluster = Cluster(
+                initialize_head=True,
+                head_node_args={"num_cpus": 2, "include_dashboard": False, "resources": {"relay_control": 1}},
+            )
+            for _ in range(nodes - 1):
+                cluster.add_node(num_cpus=2)
+            cluster.wait_for_nodes()
+            return cluster
+        except Exception as exc:
+            print(f"cluster start, attempt {attempt}: {exc}", file=sys.stderr)
+            for p in processes(emulator_pid):
+                if p.pid != os.getpid():
+                    with contextlib.suppress(psutil.Error):
+                        p.kill()
+            time.sleep(5)
+    raise RuntimeError("the cluster did not start in 3 attempts (the machine is too loaded?)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -264,21 +291,13 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="relay-scale-")
     os.environ.update(RAY_TMPDIR=tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
     os.makedirs(os.path.join(tmp, "ray"), exist_ok=True)
-    from ray.cluster_utils import Cluster
-
-    cluster: Cluster | None = None
+    cluster: Any = None
     try:
         with EmulatorProcess(EMULATOR_ARGS, cpu=0, ready_timeout=120) as emu:
             os.environ.update(runner_env(emu))
             http("POST", f"{emu.control_url}/config", {"journal_limit": 1000, "ring_timeout": 600})
             t0 = time.monotonic()
-            cluster = Cluster(
-                initialize_head=True,
-                head_node_args={"num_cpus": 2, "include_dashboard": False, "resources": {"relay_control": 1}},
-            )
-            for _ in range(args.nodes - 1):
-                cluster.add_node(num_cpus=2)
-            cluster.wait_for_nodes()
+            cluster = start_cluster(args.nodes, emu.pid)
             print(f"{args.nodes}-node cluster up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
             from relay_actors.eventloop import run
 
