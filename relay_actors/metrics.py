@@ -131,7 +131,8 @@ _DEFS = [
     ),
     _c(
         "relay_commands_in_doubt",
-        "Answers and ends a connection actor's restart left in doubt: shown done, or resent.",
+        "Answers and ends left in doubt by a connection actor's restart or a cut WebSocket: "
+        "cut_off (parked until the session resumes), then shown_done or resent.",
         "outcome",
     ),
     _c("relay_lease_timeouts", "Waits for the router a connection actor gave up (offers dropped or passed)."),
@@ -253,6 +254,7 @@ _DEFS = [
     _g("relay_loop_lag_seconds", "How late this actor's event loop ran its link timer (a blocked loop)."),
     _g("relay_call_actors_unavailable", "CallActors a connection actor places no new calls on (slow, down)."),
     _c("relay_requests_fenced", "Commands refused because the runtime had ended or moved their call."),
+    _c("relay_pool_snapshots_ignored", "Pool snapshots a connection actor ignored (older than its own)."),
     # --- the rest ---
     _g("relay_stat", "A numeric stats() value with no metric of its own (tag key).", "key"),
 ]
@@ -315,6 +317,8 @@ _COMMON: _Map = {
     "start_retries": ("relay_shard_start_steps", {"outcome": "retry"}),
     "commands_shown_done": ("relay_commands_in_doubt", {"outcome": "shown_done"}),
     "commands_resent": ("relay_commands_in_doubt", {"outcome": "resent"}),
+    "commands_cut_off": ("relay_commands_in_doubt", {"outcome": "cut_off"}),
+    "pool_snapshots_ignored": ("relay_pool_snapshots_ignored", {}),
     "start_give_ups": ("relay_shard_start_steps", {"outcome": "gave_up"}),
     "owned_given_up": ("relay_owned_queries", {"outcome": "given_up"}),
     "held_slots": ("relay_held_slots", {}),
@@ -382,7 +386,9 @@ _BY_COMPONENT: dict[str, _Map] = {
     },
 }
 #: Identity or text fields: not metrics. ``leased`` is the sum of ``grants``.
-_IGNORED = frozenset({"shard", "index", "incarnation", "protocol", "pid", "leased", "lease_epoch"})
+_IGNORED = frozenset(
+    {"shard", "index", "incarnation", "protocol", "pid", "leased", "lease_epoch", "start_began"}
+)
 #: Figures a component repeats from others (exported where they happen, not twice).
 _REPEATED: dict[str, frozenset[str]] = {"router": frozenset({"calls_hung_up_drain_timeout"})}
 #: Per-peer link figures (``links`` in stats()): key → (metric, fixed tags).
