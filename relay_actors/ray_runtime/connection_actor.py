@@ -105,6 +105,12 @@ STEP_TIMEOUT = 10.0
 LOSS_WAIT = 60.0
 
 
+
+def decoded_entries(unacknowledged: list[tuple[Any, str | None]]) -> list[LinkEntry]:
+    """A link's unacknowledged (wire, ack id) entries as the typed items the core reads
+    (its lost-actor policy re-places the offers among them)."""
+    return [(decode_to_call_actor(wire), ack) for wire, ack in unacknowledged]
+
 class ShellEffects:
     """The connection actor's side of :class:`~relay_actors.ray_runtime.shard_actions.ShardEffects`:
     what the core asks for on the event path, and the rarer actions as tasks and timers."""
@@ -150,8 +156,7 @@ class ShellEffects:
         # The old session is void: the link starts afresh (a still-running old
         # incarnation learns it from the handshake and fails its requests).
         assert self.actor.links is not None
-        unacknowledged = self.actor.links.reset(idx).unacknowledged()
-        return [(decode_to_call_actor(wire), ack) for wire, ack in unacknowledged]
+        return decoded_entries(self.actor.links.reset(idx).unacknowledged())
 
     # --- the rarer actions -------------------------------------------------------------
 
@@ -659,7 +664,7 @@ class ConnectionActor:
         idx = previous.peer_id
         incarnation = self.links.sessions[idx].peer_incarnation.hex()
         log.error("shard %d: CallActor %d restarted; applying the lost-calls policy", self.shard, idx)
-        self.core.recovery.call_actor_lost(idx, incarnation, previous.unacknowledged())
+        self.core.recovery.call_actor_lost(idx, incarnation, decoded_entries(previous.unacknowledged()))
 
     async def _report(self, batch: list[RouterReport]) -> None:
         # Reports are idempotent, so they are retried across a restart of the router
