@@ -17,7 +17,9 @@ Glossary (one meaning per word, in this package and its docs):
   that holds it (a shard's ``EventRouter``); **placement** picks that CallActor for a
   new call.
 - **pool**: the app's CallActors, as the router's
-  :class:`~relay_actors.ray_runtime.pool_core.PoolCore` keeps them.
+  :class:`~relay_actors.ray_runtime.pool_core.PoolCore` keeps them; a **pool snapshot**
+  (``PoolSnapshot``) is the versioned view of it (actors, nodes, generation, retiring) the
+  router pushes to every shard, ordered by (epoch, version): an older one is ignored.
 - **generation**: the handlers' code a CallActor runs (0: the app's first); an upgrade
   starts the next one, which takes every new call while older CallActors **retire**
   (stop once they hold nothing) after they **drain** (their calls end, or are hung up
@@ -53,7 +55,7 @@ The modules:
   ``shard_startup``, ``commands_in_doubt`` and, for what it asks its shell to do,
   ``shard_actions``); ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
   ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's
-  streams); ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
+  streams, with ``event_dedupe``: the event ids already applied, a bounded window per shard); ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
   app's layout, as the user gives it) and the actors' typed options (``RouterOptions``,
   ``ConnectionActorOptions``, ``CallActorOptions``: no secrets);
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
