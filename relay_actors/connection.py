@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 import time
@@ -34,15 +33,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMes
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event, State
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    from websockets.utils import apply_mask
-
 from .backoff import Backoff
 from .config import Settings
 from .errors import AuthenticationError, RelayError
-from .protocol import codec, wsframes
+from .protocol import codec
 from .protocol import constants as c
 from .protocol.events import RelayEvent
 from .protocol.liveness import Liveness
@@ -118,20 +112,6 @@ def auth_failure(exc: AuthenticationError, settings: Settings) -> Authentication
     )
 
 
-class _Deadline:
-    """When a request in flight is due: at ``due`` (loop time), ``timeout`` after it was
-    made at ``started`` (awake time); ``graced``: this is its one grace turn."""
-
-    __slots__ = ("due", "graced", "method", "started", "timeout")
-
-    def __init__(self, due: float, started: float, timeout: float, method: str, graced: bool = False) -> None:
-        self.due = due
-        self.started = started
-        self.timeout = timeout
-        self.method = method
-        self.graced = graced
-
-
 class _FrameWriter:
     """Group commit for outbound frames.
 
@@ -171,12 +151,9 @@ class _FrameWriter:
         if protocol.state is not State.OPEN or ws.transport is None or ws.transport.is_closing():
             return  # the reader sees the close; requests fail through connection_lost
         try:
-            # What websockets has to send (a pong) goes first, then our frames, masked each
-            # with its own key: one getrandom for them all, not one per frame.
+            for frame in frames:
+                protocol.send_text(frame)
             chunks = protocol.data_to_send()
-            if frames:
-                masks = os.urandom(4 * len(frames))
-                chunks.append(wsframes.encode_masked_text(frames, masks, apply_mask))
             if all(chunks):
                 ws.transport.write(b"".join(chunks))
             else:  # a close is in there: let websockets handle it
@@ -186,46 +163,6 @@ class _FrameWriter:
         except Exception:
             log.exception("writing to the RELAY socket failed; closing it")
             ws.transport.abort()
-
-
-#: The TLS reader's buffer: as much plaintext as it takes from the TLS layer in one pass
-#: (more waits for the next pass; a TLS record holds at most 16 KiB).
-_READ_BUFFER = 64 * 1024
-
-
-class _TlsReader(asyncio.BufferedProtocol):
-    """Reads the TLS layer's plaintext into one buffer kept for the socket's life and
-    hands each read to the websockets connection as bytes of its exact size.
-
-    Without it the TLS layer (uvloop's and asyncio's alike) decrypts every read into a
-    fresh 256 KiB bytes object, which the allocator maps and unmaps each time: about
-    20 µs per read, more than decrypting the record. Only the reading changes; the
-    connection keeps its transport, flow control and closing as they were.
-    """
-
-    __slots__ = ("_socket", "_view")
-
-    def __init__(self, socket: ClientConnection) -> None:
-        self._socket = socket
-        self._view = memoryview(bytearray(_READ_BUFFER))
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._socket.data_received(self._view[:nbytes].tobytes())
-
-    def eof_received(self) -> None:
-        self._socket.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._socket.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._socket.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._socket.resume_writing()
 
 
 #: Messages held for a socket whose reader is not attached yet (the server speaks only
@@ -247,80 +184,13 @@ class _RelaySocket(ClientConnection):
         self._on_message: Callable[[bytes], None] | None = None
         self._early: list[bytes] = []
         self._fragments: list[bytes] = []
-        #: Plain data frames are read here, not by websockets (see :meth:`data_received`).
-        self._fast = False
-        #: The start of a frame whose rest has not arrived (fast reading only).
-        self._partial = bytearray()
-        #: How many bytes ``_partial`` must hold before its frame can be read.
-        self._partial_needs = 0
 
     def attach(self, on_message: Callable[[bytes], None]) -> None:
         """Hand every message to ``on_message`` from now on (those that came first, at once)."""
         self._on_message = on_message
-        transport = self.transport
-        if transport is not None and transport.get_extra_info("ssl_object") is not None:
-            transport.set_protocol(_TlsReader(self))
         early, self._early = self._early, []
         for data in early:
             self._dispatch(data)
-        self._fast = self._can_read_fast()
-
-    def data_received(self, data: bytes) -> None:
-        """Whole plain data frames (unfragmented, unmasked text or binary within
-        ``max_size``) go straight to the engine; websockets reads everything else, fed
-        whole frames only so that its parser stays at a frame boundary. Until it is seen
-        at one (the handshake, a frame it holds half-read), websockets reads it all."""
-        if not self._fast:
-            super().data_received(data)
-            self._fast = self._can_read_fast()
-            return
-        if self._partial:
-            self._partial += data
-            if len(self._partial) < self._partial_needs:
-                return
-            data = bytes(self._partial)
-            self._partial = bytearray()
-        size = len(data)
-        pos = 0
-        protocol = self.protocol
-        max_size = protocol.max_message_size
-        while pos < size:
-            found = wsframes.locate(data, pos)
-            if found is None:
-                self._partial_needs = 0  # the header is not whole yet: look again
-                break
-            first, start, end = found
-            if max_size is not None and end - start > max_size:
-                # websockets refuses it (close 1009): hand it all over.
-                self._fast = False
-                super().data_received(data[pos:])
-                return
-            if end > size:
-                self._partial_needs = end - pos
-                break
-            if first in wsframes.PLAIN_DATA and protocol.current_size is None:
-                self._dispatch(data[start:end])
-            else:
-                super().data_received(data[pos:end])
-                if protocol.state is not State.OPEN:
-                    self._fast = False
-                    if end < size:
-                        super().data_received(data[end:])
-                    return
-            pos = end
-        if pos < size:
-            self._partial = bytearray(data[pos:])
-
-    def _can_read_fast(self) -> bool:
-        """Attached and open, websockets holding no part of a frame: its parser waits for
-        the next frame's first byte (innermost generator ``at_eof``, nothing buffered)."""
-        protocol = self.protocol
-        if self._on_message is None or protocol.state is not State.OPEN or protocol.reader.buffer:
-            return False
-        parser: Any = protocol.parser
-        while getattr(parser, "gi_yieldfrom", None) is not None:
-            parser = parser.gi_yieldfrom
-        return getattr(parser, "__name__", "") == "at_eof"
 
     def process_event(self, event: Event) -> None:
         if self.response is None or not isinstance(event, Frame):
@@ -427,13 +297,7 @@ class Connection:
         self._ws: _RelaySocket | None = None
         self._writer: _FrameWriter | None = None
         self._futures: dict[str, asyncio.Future[Any]] = {}
-        #: Requests in flight by timeout, each ``{id: _Deadline}`` in the order made, so
-        #: in the order due (loop time only grows): one loop timer serves them all.
-        self._deadlines: dict[float, dict[str, _Deadline]] = {}
-        #: Requests re-armed after a stall (any order; there are few).
-        self._rearmed: dict[str, _Deadline] = {}
-        self._deadline_timer: asyncio.TimerHandle | None = None
-        self._deadline_at = float("inf")
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         #: The loop's awake clock and the server's silence on it (stall-aware timers).
         self.liveness = Liveness()
         self._reader: asyncio.Task[None] | None = None
@@ -565,83 +429,45 @@ class Connection:
         timeout = timeout or self.request_timeout
         now = loop.time()
         due = now + timeout
-        group = self._deadlines.get(timeout)
-        if group is None:
-            group = self._deadlines[timeout] = {}
-        group[req_id] = _Deadline(due, now - self.liveness.stalled, timeout, method)
-        if due < self._deadline_at:
-            self._arm(loop, due)
+        started = self.liveness.awake(now)
+        self._timers[req_id] = loop.call_at(due, self._expired, req_id, method, future, started, timeout, due)
+        future.add_done_callback(partial(self._request_done, req_id))
         if frame is not None:
             self._send(frame)
         return future
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_at = when
-        self._deadline_timer = loop.call_at(when, self._deadlines_due)
+    def _request_done(self, req_id: str, future: asyncio.Future[Any]) -> None:
+        timer = self._timers.pop(req_id, None)
+        if timer is not None:
+            timer.cancel()
+        self._futures.pop(req_id, None)
+        if future.cancelled():
+            self.session.forget(req_id)
 
-    def _settled(self, req_id: str) -> asyncio.Future[Any] | None:
-        """A request's answer came: its future (None if no longer waited for), its deadline gone."""
-        for group in self._deadlines.values():
-            if group.pop(req_id, None) is not None:
-                break
-        else:
-            self._rearmed.pop(req_id, None)
-        return self._futures.pop(req_id, None)
-
-    def _deadlines_due(self) -> None:
-        """The request timer: judge every request due by now, then wait for the next."""
-        self._deadline_timer = None
-        self._deadline_at = float("inf")
+    def _expired(
+        self,
+        req_id: str,
+        method: str,
+        future: asyncio.Future[dict[str, Any]],
+        started: float,
+        timeout: float,
+        scheduled: float,
+        graced: bool = False,
+    ) -> None:
+        if future.done():
+            return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        due: list[tuple[str, _Deadline]] = []
-        nearest = float("inf")
-        empty: list[float] = []
-        for timeout, group in self._deadlines.items():
-            expired: list[str] = []
-            for req_id, deadline in group.items():
-                if deadline.due > now:
-                    nearest = min(nearest, deadline.due)
-                    break
-                expired.append(req_id)
-            for req_id in expired:
-                due.append((req_id, group.pop(req_id)))
-            if not group:
-                empty.append(timeout)
-        for timeout in empty:
-            del self._deadlines[timeout]
-        for req_id, deadline in list(self._rearmed.items()):
-            if deadline.due > now:
-                nearest = min(nearest, deadline.due)
-            else:
-                del self._rearmed[req_id]
-                due.append((req_id, deadline))
-        for req_id, deadline in due:
-            rearm = self._expired(req_id, deadline, now)
-            if rearm is not None:
-                self._rearmed[req_id] = rearm
-                nearest = min(nearest, rearm.due)
-        if nearest < float("inf"):
-            self._arm(loop, nearest)
-
-    def _expired(self, req_id: str, deadline: _Deadline, now: float) -> _Deadline | None:
-        """A request's deadline came at ``now``: fail it, or the deadline to look again at."""
-        future = self._futures.get(req_id)
-        if future is None or future.done():
-            # Answered meanwhile, or given up by its caller: nothing waits any more.
-            self._futures.pop(req_id, None)
-            self.session.forget(req_id)
-            return None
-        method = deadline.method
-        expiry = self.liveness.expired(deadline.started, deadline.timeout, deadline.due, now, deadline.graced)
+        expiry = self.liveness.expired(started, timeout, scheduled, now, graced)
         if expiry.rearm > 0:
             # Our loop stalled (or was seen stalling): the reply may be waiting unread, or
             # the request may have left only now. Look again once the loop has caught up.
-            graced = deadline.graced or expiry.grace
-            return _Deadline(now + expiry.rearm, deadline.started, deadline.timeout, method, graced)
-        del self._futures[req_id]
+            when = now + expiry.rearm
+            self._timers[req_id] = loop.call_at(
+                when, self._expired, req_id, method, future, started, timeout, when, graced or expiry.grace
+            )
+            return
+        self._timers.pop(req_id, None)
         self.session.forget(req_id)
         if expiry.half_open and self.connected:
             # Unanswered, and the server silent for as long: the sign of a half-open socket.
@@ -652,7 +478,6 @@ class Connection:
         else:
             log.warning("request %s timed out while disconnected", method)
         future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
-        return None
 
     def ack(self, ack_ids: list[str]) -> None:
         """Ack events received with deferred acks (a no-op while disconnected: the
@@ -690,12 +515,6 @@ class Connection:
             if not future.done():
                 future.set_exception(error)
         self._futures.clear()
-        self._deadlines.clear()
-        self._rearmed.clear()
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self._deadline_timer = None
-        self._deadline_at = float("inf")
         self.session.pending.clear()
         self.session.queued.clear()
         for task in list(self._tasks):
@@ -814,11 +633,11 @@ class Connection:
                 log.exception("event handler failed for %s", item.event.event_type)
             return
         if isinstance(item, ResponseReceived):
-            future = self._settled(item.id)
+            future = self._futures.get(item.id)
             if future is not None and not future.done():
                 future.set_result(item.result)
         elif isinstance(item, RequestFailed):
-            future = self._settled(item.id)
+            future = self._futures.get(item.id)
             if future is not None and not future.done():
                 future.set_exception(item.error)
         elif isinstance(item, Connected):
@@ -851,7 +670,7 @@ class Connection:
             self._pinger = None
         error = RelayError("connection_closed", "Connection closed")
         for req_id, _method in self.session.connection_lost():
-            future = self._settled(req_id)
+            future = self._futures.get(req_id)
             if future is not None and not future.done():
                 future.set_exception(error)
 

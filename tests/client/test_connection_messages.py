@@ -91,33 +91,6 @@ async def test_fragmented_and_batched_messages_are_handled_in_order_and_acked(se
     await conn.close()
 
 
-async def test_large_pinged_and_fragmented_messages_keep_their_order_on_the_fast_path(
-    server: Server,
-) -> None:
-    events: list[RelayEvent] = []
-    conn = connection(server, lambda event, ack: events.append(event))
-    await asyncio.wait_for(conn.connect(), 10)
-    ws = server.sockets[0]
-    await ws.send(json.dumps(_event("sw-1", "c1")))
-    await until(lambda: len(events) == 1)
-    # Plain frames are read by the engine itself, not by websockets' parser (a websockets
-    # whose parser no longer looks as expected would quietly turn that off).
-    assert conn._ws is not None and conn._ws._fast
-    big = _event("sw-2", "c2")
-    big["params"]["params"]["tag"] = "t" * 300_000  # many reads, a 64-bit length
-    await ws.send(json.dumps(big))
-    pong = await ws.ping()  # a control frame between data frames: websockets answers it
-    await ws.send(json.dumps(_event("sw-3", "c3")))
-    await ws.send(_chunks(_event("sw-4", "c4")))  # fragmented: websockets joins it
-    await ws.send(json.dumps(_event("sw-5", "c5")))
-    await asyncio.wait_for(pong, 10)
-    await until(lambda: len(events) == 5)
-    assert [e.call_id for e in events] == ["c1", "c2", "c3", "c4", "c5"]
-    assert len(events[1].params["tag"]) == 300_000
-    assert conn._ws._fast and conn.reconnects == 0
-    await conn.close()
-
-
 async def test_a_failing_event_handler_costs_the_socket_not_the_engine(server: Server) -> None:
     seen: list[str] = []
 
