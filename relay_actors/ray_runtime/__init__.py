@@ -55,7 +55,8 @@ The modules:
   ``shard_startup``, ``commands_in_doubt`` and, for what it asks its shell to do,
   ``shard_actions``); ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
   ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's
-  streams, with ``event_dedupe``: the event ids already applied, a bounded window per shard); ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
+  streams, with ``event_dedupe``: the event ids already applied, a bounded window per shard);
+  ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
   app's layout, as the user gives it) and the actors' typed options (``RouterOptions``,
   ``ConnectionActorOptions``, ``CallActorOptions``: no secrets);
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,
