@@ -105,11 +105,11 @@ STEP_TIMEOUT = 10.0
 LOSS_WAIT = 60.0
 
 
-
 def decoded_entries(unacknowledged: list[tuple[Any, str | None]]) -> list[LinkEntry]:
     """A link's unacknowledged (wire, ack id) entries as the typed items the core reads
     (its lost-actor policy re-places the offers among them)."""
     return [(decode_to_call_actor(wire), ack) for wire, ack in unacknowledged]
+
 
 class ShellEffects:
     """The connection actor's side of :class:`~relay_actors.ray_runtime.shard_actions.ShardEffects`:
