@@ -557,7 +557,9 @@ class LinkClient(_Peers):
             down = self._down.get(peer_id)
             if down is not None:
                 down.set()
-        self.health[peer_id] = Health(HealthStatus.OK)
+        # Forget the void session's health: the next tick reports the fresh one's, so a
+        # "slow" the owner set for the dead peer is cleared (else it would take no new work).
+        self.health.pop(peer_id, None)
         return old
 
     async def wait_linked(self, peer_ids: list[int], timeout: float) -> list[int]:

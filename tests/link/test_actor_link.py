@@ -419,3 +419,27 @@ async def test_items_waiting_behind_a_full_window_leave_when_it_opens() -> None:
     assert [item[1] for _, item in c_side.items] == list(range(50))
     await client.aclose()
     await server.aclose()
+
+
+async def test_a_peer_slow_before_its_reset_is_reported_ok_after_it() -> None:
+    """A CallActor killed is first unreachable (slow), then found lost and its link reset:
+    the owner must hear the fresh link is OK, or it never gives that actor work again."""
+    s_side, c_side = Side(), Side()
+    limits = LinkLimits(slow_after=0.2, heartbeat=0.1, dead_after=30.0)
+    server = await start_server(s_side, limits=limits)
+    client = client_for(server, c_side, limits=limits)
+    hub = LinkHub(client, interval=0.05)
+    hub.start()
+    client.ensure(7)
+    await until(lambda: client.connected(7))
+    await server.aclose()  # the CallActor dies; its restart takes longer than slow_after
+    await until(lambda: c_side.health[-1:] == [(7, HealthStatus.SLOW)], what="reported slow")
+    restarted = await start_server(Side(), limits=limits)
+    client._endpoint = client_for(restarted, Side())._endpoint
+    client.reset(7)  # what the lost-actor policy does
+    await until(lambda: client.connected(7), what="linked to the new incarnation")
+    await until(lambda: c_side.health[-1:] == [(7, HealthStatus.OK)], what="reported OK again")
+    assert client.status(7) is HealthStatus.OK
+    await hub.aclose()
+    await client.aclose()
+    await restarted.aclose()
