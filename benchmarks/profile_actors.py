@@ -175,19 +175,47 @@ def steady_load(emu: EmulatorProcess, context: str, n: int, rate: float) -> floa
 
 
 def start_spies(
-    pids: dict[str, int], out: Path, seconds: float, rate: int, gil: bool = True
+    pids: dict[str, int], out: Path, seconds: float, rate: int, gil: bool = True, stacks: bool = False
 ) -> dict[str, subprocess.Popen[bytes]]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     spies = {}
     for kind, pid in pids.items():
-        cmd = [spy, "record", "--pid", str(pid), "--output", str(out / f"{kind}.svg")]
-        cmd += ["--duration", str(int(seconds) + 1), "--rate", str(rate), "--format", "flamegraph"]
+        output = out / (f"{kind}.stacks.txt" if stacks else f"{kind}.svg")
+        cmd = [spy, "record", "--pid", str(pid), "--output", str(output), "--duration", str(int(seconds) + 1)]
+        cmd += ["--rate", str(rate), "--format", "raw" if stacks else "flamegraph"]
         if gil:
             # Only the thread holding the GIL: the Python work. Otherwise the event loop's
             # native code (uvloop) and Ray's C++ threads show as time in their callers.
             cmd.append("--gil")
         spies[kind] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return spies
+
+
+def top_functions(kind: str, collapsed: str, count: int = 25) -> str:
+    """The functions of ``collapsed`` (py-spy's raw format: ``frame;frame;... samples``
+    per line) with the most samples, on top of the stack (self) and anywhere in it."""
+    own: Counter[str] = Counter()
+    anywhere: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        n = int(samples)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for frame in set(frames):
+            anywhere[frame] += n
+    lines = [f"\n{kind}: {total} samples", "| self % | with callees % | function |", "| ---: | ---: | --- |"]
+    for frame, n in own.most_common(count):
+        lines.append(
+            f"| {100 * n / max(total, 1):.1f} | {100 * anywhere[frame] / max(total, 1):.1f} | {frame} |"
+        )
+    lines += ["", "| with callees % | function |", "| ---: | --- |"]
+    for frame, n in anywhere.most_common(count * 2):
+        lines.append(f"| {100 * n / max(total, 1):.1f} | {frame} |")
+    return "\n".join(lines)
 
 
 def stop_spies(spies: dict[str, subprocess.Popen[bytes]]) -> dict[str, str]:
@@ -274,6 +302,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="calls/s")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of the idle phase")
     parser.add_argument("--no-flame", action="store_true", help="skip the py-spy phase")
+    parser.add_argument(
+        "--stacks",
+        action="store_true",
+        help="write collapsed stacks (<kind>.stacks.txt) instead of flame graphs, and print "
+        "each kind's functions with the largest share of samples (self and with callees)",
+    )
     parser.add_argument("--spy-rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument(
         "--spy-all", action="store_true", help="sample every running thread, not only the GIL holder"
@@ -317,7 +351,8 @@ def main() -> int:
                 for kind in PROFILED[1:]:
                     if pids.get(kind):
                         chosen[kind] = pids[kind][0]
-                spies = start_spies(chosen, out, args.n / args.rate + 2.0, args.spy_rate, not args.spy_all)
+                seconds = args.n / args.rate + 2.0
+                spies = start_spies(chosen, out, seconds, args.spy_rate, not args.spy_all, args.stacks)
                 time.sleep(0.5)  # (py-spy attaches: a start-up, not a condition to wait on)
                 steady_load(emu, context, args.n, args.rate)
                 errors = stop_spies(spies)
@@ -340,7 +375,11 @@ def main() -> int:
     text = table(idle, busy, args.idle, args.n, link, latency, meta)
     print(text)
     (out / "last_table.md").write_text(text)
-    if not args.no_flame:
+    if not args.no_flame and args.stacks:
+        for kind in PROFILED:
+            if (out / f"{kind}.stacks.txt").exists():
+                print(top_functions(kind, (out / f"{kind}.stacks.txt").read_text()))
+    elif not args.no_flame:
         print(
             "flame graphs: "
             + ", ".join(str(out / f"{k}.svg") for k in PROFILED if (out / f"{k}.svg").exists())

@@ -6,6 +6,8 @@ constants — plus the SDK's other constants (end reasons, play/record states,
 detect types, ...), so an app moves over by changing its import line.
 """
 
+from typing import TYPE_CHECKING, Any
+
 # The official SDK's submodule names, reachable as attributes as there (``relay.constants.X``).
 from . import constants as constants
 from . import event as event
@@ -25,7 +27,6 @@ from .action import (
 )
 from .backoff import Backoff
 from .call import Call
-from .client import RelayClient
 from .config import configure_logging
 from .errors import (
     ArgumentError,
@@ -139,7 +140,21 @@ from .protocol.events import (
     parse_event,
 )
 
+if TYPE_CHECKING:
+    from .client import RelayClient
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The client (and through it the Ray driver) on first use: an actor process imports
+    # this package for its own module and never needs them; it starts sooner without.
+    if name == "RelayClient":
+        from .client import RelayClient
+
+        return RelayClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CALL_STATES",

@@ -70,20 +70,51 @@ No module here imports ``driver`` (but this facade), nor another module's privat
 names; ``tests/test_layout.py`` checks it.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .actor_messages import STREAM_LOST
-from .driver import (
-    DriverTransport,
-    RayRuntime,
-    RemoteCall,
-    app_status,
-    attach_ray,
-    check_ray_auth,
-    ensure_ray,
-    list_apps,
-    stop_app,
-    warn_runtime_env_credentials,
-)
 from .options import RayOptions, default_app_name, sanitize_app_name
+
+if TYPE_CHECKING:
+    from .driver import (
+        DriverTransport,
+        RayRuntime,
+        RemoteCall,
+        app_status,
+        attach_ray,
+        check_ray_auth,
+        ensure_ray,
+        list_apps,
+        stop_app,
+        warn_runtime_env_credentials,
+    )
+
+#: The driver's names, imported on first use: an actor process (which imports this
+#: package for its own module) never needs the driver, and a restarted actor is
+#: serving again sooner for not importing it.
+_FROM_DRIVER = frozenset(
+    {
+        "DriverTransport",
+        "RayRuntime",
+        "RemoteCall",
+        "app_status",
+        "attach_ray",
+        "check_ray_auth",
+        "ensure_ray",
+        "list_apps",
+        "stop_app",
+        "warn_runtime_env_credentials",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_DRIVER:
+        from . import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STREAM_LOST",

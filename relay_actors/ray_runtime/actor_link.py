@@ -193,11 +193,13 @@ class _Peers:
         linger: float = 0.0,
     ) -> None:
         self._key = key
-        #: Seconds queued items wait before they are written (0: at the end of this loop
+        #: The shortest time between two writes of items (0: at the end of each loop
         #: iteration). A process woken once per frame pays most of its CPU for the
         #: wake-up itself at moderate load; a few ms gathers several calls' items into
-        #: one write and one wake-up of the peer.
+        #: one write and one wake-up of the peer. Only items that follow a write within
+        #: it wait: after a quiet spell an item leaves at once (no cost in latency when idle).
         self.linger = linger
+        self._last_write = -1e9
         self.my_id = my_id
         self.incarnation = new_incarnation()
         self.limits = limits
@@ -257,8 +259,9 @@ class _Peers:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
-            if self.linger > 0 and not full:
-                self._flush_timer = loop.call_later(self.linger, self._flush)
+            wait = self._last_write + self.linger - loop.time() if self.linger > 0 and not full else 0.0
+            if wait > 0:
+                self._flush_timer = loop.call_later(wait, self._flush)
             else:
                 loop.call_soon(self._flush)
 
@@ -276,6 +279,7 @@ class _Peers:
             frames = session.pack(now, ack=False)
             if frames:
                 wire.write(b"".join(frames))
+                self._last_write = now
             self._time_ack(loop, peer_id, session)
 
     def _time_ack(self, loop: asyncio.AbstractEventLoop, peer_id: int, session: LinkSession) -> None:

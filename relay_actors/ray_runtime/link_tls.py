@@ -15,11 +15,6 @@ import os
 import ssl
 import tempfile
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 __all__ = ["SERVER_NAME", "client_context", "generate_identity", "server_context"]
 
 #: The name in the certificate; clients check it (node addresses vary, the key does not).
@@ -28,6 +23,13 @@ SERVER_NAME = "relay-actors-link"
 
 def generate_identity(days: int = 3650) -> dict[str, str]:
     """A fresh key and self-signed certificate, as PEM text: ``{"cert": ..., "key": ...}``."""
+    # Imported here: only the driver makes an identity, and x509 costs every actor
+    # process ~50 ms of start-up (a restarted connection actor serves later by that much).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     now = datetime.datetime.now(datetime.timezone.utc)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)])
