@@ -90,13 +90,13 @@ class RayOptions:
         metrics_host: the address it binds: default ``RELAY_METRICS_HOST``, else the
             router node's address (127.0.0.1 for a local Ray); ``0.0.0.0`` only if
             you mean every interface.
-        link_linger: seconds what the connection actors and CallActors send each
-            other may wait for company before it is written (default 0: at the end
-            of each loop iteration, the lowest latency). At moderate load most of a
-            process's CPU goes to being woken once per frame; 0.002 gathers several
-            calls' frames into one write and cut the runtime's CPU per call by about
-            a fifth at 200 calls/s in ``benchmarks/bench_clients.py``, for up to
-            2 ms more per command and event, and some throughput at a burst.
+        link_linger: the shortest time, in seconds, between two writes of what the
+            connection actors and CallActors send each other (default 0: at the end
+            of each loop iteration). An item after a quiet spell leaves at once; only
+            items that follow a write within the linger wait, up to it, for company.
+            At moderate load most of a process's CPU goes to being woken once per
+            frame; 0.002 gathers several calls' frames into one write and one wake-up,
+            for up to 2 ms more per command and event while traffic flows.
     """
 
     app: str | None = None
