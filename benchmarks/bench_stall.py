@@ -3,6 +3,7 @@ Ray runtime, same emulator, same run.
 
     python benchmarks/bench_stall.py [--rate 10] [--duration 15] [--stall-every 30]
                                      [--stall-seconds 6] [--impls sdk,ours,ray1] [--repeat 1]
+                                     [--max-call-actors 8]
 
 Calls arrive at ``--rate`` per second for ``--duration`` seconds; the handler of one
 call in ``--stall-every`` (chosen by its call id, the same calls for every client)
@@ -38,7 +39,7 @@ def run_stall(emu: EmulatorProcess, impl: str, args: argparse.Namespace) -> dict
     shards = int(impl[3:] or 1) if kind == "ray" else 1
     cmd = [sys.executable, str(RUNNER), "--impl", kind, "--scenario", "stall", "--n", str(n)]
     cmd += ["--context", context, "--shards", str(shards)]
-    cmd += ["--stall-seconds", str(args.stall_seconds)]
+    cmd += ["--stall-seconds", str(args.stall_seconds), "--max-call-actors", str(args.max_call_actors)]
     proc, stderr = start_runner(cmd, runner_env(emu))
     assert proc.stdout is not None and proc.stdin is not None
     try:
@@ -132,6 +133,13 @@ def main() -> int:
     )
     parser.add_argument("--impls", default="sdk,ours,ray1", help="comma-separated: sdk,ours,ray1,ray2")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds")
+    parser.add_argument(
+        "--max-call-actors",
+        type=int,
+        default=8,
+        help="Ray: the pool's bound (it starts with 2 and adds CallActors when all lag; 8 is "
+        "RayOptions' default, 2 keeps the pool fixed)",
+    )
     args = parser.parse_args()
     impls = args.impls.split(",")
     runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}

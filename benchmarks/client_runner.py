@@ -97,7 +97,7 @@ def make_client(args: argparse.Namespace) -> Any:
             app=f"bench{os.getpid()}",
             connections=args.shards,
             min_call_actors=2,
-            max_call_actors=2,
+            max_call_actors=max(2, args.max_call_actors),
             calls_per_actor=20_000,
             call_actor_cpus=0.01,
             **({} if args.link_linger is None else {"link_linger": args.link_linger}),
@@ -221,6 +221,9 @@ def main() -> int:
     parser.add_argument("--stall-seconds", type=float, default=6.0, help="stall: how long it blocks")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument(
+        "--max-call-actors", type=int, default=2, help="ray: the pool's bound (2 CallActors to start with)"
+    )
     parser.add_argument(
         "--link-linger", type=float, default=None, help="RayOptions.link_linger (default: its own)"
     )

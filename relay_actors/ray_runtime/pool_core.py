@@ -264,6 +264,8 @@ class PoolCore:
         self.epoch = epoch
         self.version = 0
         self._scaling = False
+        #: The CallActor the last :meth:`want_capacity` created (None: none).
+        self._asked_for: int | None = None
         self._upgrade: _Upgrade | None = None
         #: Found at restore: an upgrade's CallActors the last router did not finish.
         self._stale_admitting: set[int] = set()
@@ -319,8 +321,17 @@ class PoolCore:
         self._scaling = False
 
     def want_capacity(self) -> Spawn | None:
-        """A shard found every CallActor full: one more, if the bounds allow."""
-        return self.spawn() if len(self.current()) < self.max_actors else None
+        """A shard found every CallActor full, or lagging: one more, if the bounds allow
+        and the last one asked for has answered (a stall makes every waiting offer ask;
+        until the new CallActor is up, another would only start on the same busy node)."""
+        asked = self.actors.get(self._asked_for) if self._asked_for is not None else None
+        if asked is not None and asked.incarnation is None:
+            return None
+        if len(self.current()) >= self.max_actors:
+            return None
+        spawn = self.spawn()
+        self._asked_for = spawn.index
+        return spawn
 
     # --- health -----------------------------------------------------------------------
 

@@ -73,7 +73,19 @@ def test_want_capacity_respects_max_actors() -> None:
     pool = core(min_actors=1, max_actors=2)
     pool.fill()
     assert pool.want_capacity() is not None
+    up(pool, 1)
     assert pool.want_capacity() is None
+
+
+def test_want_capacity_adds_one_at_a_time_each_once_it_has_answered() -> None:
+    """A stall makes every waiting offer of every shard ask: one CallActor at a time."""
+    pool = core(min_actors=1, max_actors=4)
+    pool.fill()
+    up(pool, 0)
+    assert pool.want_capacity() == Spawn(1, 0, "n2")
+    assert pool.want_capacity() is None  # CallActor 1 is still starting
+    up(pool, 1)
+    assert pool.want_capacity() == Spawn(2, 0, "n1")
 
 
 def test_a_new_incarnation_is_a_loss_with_the_calls_it_had() -> None:
@@ -154,8 +166,9 @@ def test_a_failed_upgrade_discards_its_actors_and_never_reuses_their_indices() -
 def test_an_upgrade_sizes_the_new_generation_like_the_current_one() -> None:
     pool = core(min_actors=1, max_actors=4)
     pool.fill()
-    pool.want_capacity()
-    pool.want_capacity()
+    assert pool.want_capacity() == Spawn(1, 0, "n2")
+    up(pool, 1)
+    assert pool.want_capacity() == Spawn(2, 0, "n1")
     assert len(pool.begin_upgrade(b"g", {})) == 3
 
 

@@ -248,6 +248,21 @@ def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> N
     assert not core.waiting_for_room
 
 
+def test_offers_waiting_on_lagging_call_actors_ask_for_one_more_once_and_go_to_it() -> None:
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)
+    for cid in ("c1", "c2", "c3"):
+        admit(core, shell, cid)
+    assert shell.take(WantCapacity) == [WantCapacity()]  # once for the three
+    assert list(core.waiting_for_room) == ["c1", "c2", "c3"]
+    core.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added CallActor 2
+    assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2} and not core.waiting_for_room
+    assert [item.call_id for item in shell.items(2, m.OfferItem)] == ["c1", "c2", "c3"]
+    _lagging(core, 2)
+    admit(core, shell, "c4")  # all lag again: a new episode asks again
+    assert shell.take(WantCapacity) == [WantCapacity()]
+
+
 def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dropped() -> None:
     core, shell = make_core(actors=1, budget=1)
     _lagging(core, 0)
