@@ -9,11 +9,12 @@ call's slot. Owned by :class:`~relay_actors.ray_runtime.shard_core.ShardCore`.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RelayError
 from ..protocol import constants as c
+from ..protocol.recent_ids import RecentIds
 from . import actor_messages as m
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class ShardRequests:
         self.core = core
         #: Calls the lost-actor policy took from a CallActor: commands for them from
         #: anyone but their current owner are refused (bounded, oldest forgotten).
-        self.fenced: OrderedDict[str, None] = OrderedDict()
+        self.fenced = RecentIds(MAX_FENCED)
         #: The RELAY connection exists (requests can be sent; they queue while it reconnects).
         self.relay_ready = False
         #: Start-up failed for good: requests fail instead of waiting.
@@ -96,9 +97,7 @@ class ShardRequests:
                 self.on_request(idx, req_id, method, params)
 
     def fence(self, call_id: str) -> None:
-        self.fenced[call_id] = None
-        if len(self.fenced) > MAX_FENCED:
-            self.fenced.popitem(last=False)
+        self.fenced.remember(call_id)
 
     def request_done(
         self,
