@@ -170,7 +170,7 @@ class ShardRecovery:
         for idx in rebuild.expired(now):
             self._give_up(idx)
         for idx in rebuild.due(now):
-            if self.core.knows(idx):
+            if self.core.pool.knows(idx):
                 self.core.fx.act(AskOwned(idx))
             else:  # retired by the router meanwhile: it held nothing of ours
                 self.owned_answer(idx, _NOTHING)
@@ -404,7 +404,7 @@ class ShardRecovery:
         if loss is None:
             return
         self.incarnations[idx] = loss.incarnation or incarnation or ""
-        if core.knows(idx):
+        if core.pool.knows(idx):
             for cid in loss.lost:
                 core.to_actor(idx, m.LostItem(cid, "call_actor_lost"), None)
         core.placement.recount(idx, sum(1 for owner in core.routes.calls.values() if owner == idx))

@@ -9,18 +9,18 @@ call's slot. Owned by :class:`~relay_actors.ray_runtime.shard_core.ShardCore`.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from typing import Any, Protocol
 
 from ..errors import RelayError
 from ..protocol import constants as c
+from ..protocol.messages import MessageTracker
 from ..protocol.recent_ids import RecentIds
+from ..protocol.routing import EventRouter
 from . import actor_messages as m
+from .shard_actions import ShardEffects
 
-if TYPE_CHECKING:
-    from .shard_core import ShardCore
-
-__all__ = ["MAX_EARLY_REQUESTS", "MAX_FENCED", "ShardRequests"]
+__all__ = ["MAX_EARLY_REQUESTS", "MAX_FENCED", "RequestsUser", "ShardRequests"]
 
 #: Requests CallActors send while this shard starts (no RELAY connection yet) wait, up to this many.
 MAX_EARLY_REQUESTS = 10_000
@@ -28,10 +28,27 @@ MAX_EARLY_REQUESTS = 10_000
 MAX_FENCED = 100_000
 
 
+class RequestsUser(Protocol):
+    """What :class:`ShardRequests` uses of its shard core."""
+
+    fx: ShardEffects
+    counters: Counter[str]
+    routes: EventRouter[int]
+    dial_owner: dict[str, int]
+    msg_owner: dict[str, int]
+    early_messages: MessageTracker
+
+    def to_actor(self, idx: int, item: m.ToCallActor, ack_id: str | None) -> None: ...
+
+    def free_slot(self, call_id: str, idx: int) -> None: ...
+
+    def contexts_changed(self, method: str, params: dict[str, Any]) -> None: ...
+
+
 class ShardRequests:
     """Requests from CallActors (see module docstring)."""
 
-    def __init__(self, core: ShardCore) -> None:
+    def __init__(self, core: RequestsUser) -> None:
         self.core = core
         #: Calls the lost-actor policy took from a CallActor: commands for them from
         #: anyone but their current owner are refused (bounded, oldest forgotten).

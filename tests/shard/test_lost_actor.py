@@ -151,7 +151,7 @@ def restarted(unknown_calls: list[str]) -> tuple[ShardCore, Shell]:
     """A shard that restarted: CallActor 0 answered (holding ``c0``), 1 did not."""
     shell = Shell()
     core = ShardCore(0, shell)
-    core.add_call_actors([(0, 10), (1, 10)], {})
+    core.pool.add_call_actors([(0, 10), (1, 10)], {})
     core.recovery.rebuilt({0: {"calls": [["c0", "n1"]], "dials": [], "messages": []}, 1: None}, 0.0)
     core.start_leases(2, 4, 1, [])
     core.requests.relay_created("proto")
@@ -208,8 +208,8 @@ def test_a_session_not_resumed_loses_what_the_unknown_call_actor_holds_too() -> 
 
 def test_a_retired_call_actor_is_asked_nothing_and_holds_nothing() -> None:
     core, shell = restarted([])
-    assert core.busy_with(1, 0) == 1  # not asked yet: it may hold anything
-    assert not core.retire(1, 0)
+    assert core.pool.busy_with(1, 0) == 1  # not asked yet: it may hold anything
+    assert not core.pool.retire(1, 0)
     core.placement.forget(1)  # (the router retired it meanwhile)
     core.recovery.tick(1.0)
     assert not core.recovery.is_unknown(1) and AskOwned(1) not in shell.actions
