@@ -66,7 +66,7 @@ from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import LinkOverflow, LinkSession
 from .options import ConnectionActorOptions
-from .pool_core import CallsHeld, PoolSnapshot, RouterReport
+from .pool_core import PoolSnapshot, RouterReport
 from .shard_actions import (
     Action,
     AskLastKnown,
@@ -555,25 +555,9 @@ class ConnectionActor:
             *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in asked.values()),
             return_exceptions=True,
         )
-        answers: dict[int, dict[str, Any] | None] = {}
-        for idx, state in zip(asked, owned, strict=True):
-            if isinstance(state, BaseException):
-                log.warning(
-                    "shard %d: CallActor %d did not say what it holds (%r); asking again",
-                    self.shard,
-                    idx,
-                    state,
-                )
-                answers[idx] = None
-            else:
-                answers[idx] = state
+        answers = dict(zip(asked, owned, strict=True))
         found = self.core.recovery.rebuilt(answers, asyncio.get_running_loop().time())
         self._restarted = found or has_resume
-        # The router's records of this shard's calls become what it holds now (a "del"
-        # batched before a kill -9 was lost with it); those on CallActors it could not
-        # ask are kept (unknown is not "ended").
-        unknown = sorted(self.core.recovery.unknown())
-        self.fx.report(CallsHeld(tuple(self.core.routes.calls.items()), tuple(unknown)))
 
     async def _start_leases(self) -> None:
         counter = f"shard/{self.shard}/incarnation"
@@ -785,10 +769,7 @@ class ConnectionActor:
             "shard": self.shard,
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
-            "start_step": self.startup.step.value,
-            # time.monotonic() (the same clock for every process of a node) when start-up began.
-            "start_began": self.startup.started_at,
-            "start_took": {step.value: round(t, 4) for step, t in self.startup.took.items()},
+            **self.startup.stats(),
             **shard_stats(self.core),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "backoff": self.conn.backoff.options() if self.conn is not None else {},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
-from relay_actors.ray_runtime.pool_core import CallMoved
+from relay_actors.ray_runtime.pool_core import CallMoved, CallsHeld
 from relay_actors.ray_runtime.shard_actions import (
     AskLastKnown,
     AskOwned,
@@ -156,6 +156,17 @@ def restarted(unknown_calls: list[str]) -> tuple[ShardCore, Shell]:
     core.start_leases(2, 4, 1, [])
     core.requests.relay_created("proto")
     return core, shell
+
+
+def test_the_rebuild_reports_what_it_holds_and_keeps_the_calls_of_an_actor_that_did_not_answer() -> None:
+    # An ask that raised (a timeout, the CallActor restarting) is "unknown", as None is.
+    shell = Shell()
+    core = ShardCore(0, shell)
+    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})
+    held = {"calls": [["c0", "n1"]], "dials": [], "messages": []}
+    found = core.recovery.rebuilt({0: held, 1: TimeoutError("owned"), 2: None}, 0.0)
+    assert found and core.recovery.unknown() == {1, 2} and core.routes.calls == {"c0": 0}
+    assert shell.reports == [CallsHeld((("c0", 0),), (1, 2))]
 
 
 def test_events_for_calls_it_cannot_route_wait_for_the_unknown_call_actor() -> None:
