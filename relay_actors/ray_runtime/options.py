@@ -203,15 +203,15 @@ class RouterOptions:
         endpoint, the first generation's ``handlers`` (cloudpickled) and the app's part of
         every CallActor's options (:func:`call_actor_app_part`)."""
         return cls(
-            max_active_calls=settings.max_active_calls,
             handlers=handlers,
+            max_active_calls=settings.max_active_calls,
             shards=options.connections,
             min_actors=options.min_call_actors,
             max_actors=options.max_call_actors,
             capacity=options.calls_per_actor,
+            metrics=options.metrics_config(),
             placement=options.placement,
             num_cpus=options.call_actor_cpus,
-            metrics=options.metrics_config(),
             call_actor=dict(call_actor),
         )
 
