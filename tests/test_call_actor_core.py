@@ -81,6 +81,20 @@ async def test_an_offer_starts_its_handler_and_a_redelivered_event_is_dropped(co
     await actor.host.tasks.cancel_all()
 
 
+async def test_each_redelivered_event_is_dropped_and_counted_and_one_without_an_id_never(core) -> None:
+    actor, _link, started = core
+    actor.apply(0, [offer("c1"), state("c1", "ringing", "e1"), state("c1", "answered", "e2")])
+    await until(lambda: started)
+    assert actor.counters["events"] == 2
+    actor.apply(0, [state("c1", "ringing", "e1"), state("c1", "answered", "e2")])  # a resume's redelivery
+    assert actor.counters["duplicate_events"] == 2 and actor.counters["events"] == 2
+    answered = {"call_id": "c1", "call_state": "answered"}
+    no_id = m.encode(m.EventItem("c1", c.EVENT_CALL_STATE, answered, 1.0, None))
+    actor.apply(0, [no_id, no_id])
+    assert actor.counters["duplicate_events"] == 2 and actor.counters["events"] == 4
+    await actor.host.tasks.cancel_all()
+
+
 async def test_offers_past_capacity_go_back_refused_in_one_item(core) -> None:
     actor, link, _started = core
     actor.apply(1, [offer("c1"), offer("c2"), offer("c3"), offer("c4")])

@@ -169,6 +169,11 @@ CORES = {
     "admission.py",
     "link_protocol.py",
     "shard_core.py",
+    "shard_pool.py",
+    "shard_recovery.py",
+    "shard_requests.py",
+    "shard_startup.py",
+    "event_dedupe.py",
 }
 _NETWORKING = {"ray", "socket", "asyncio", "websockets", "ssl", "selectors"}
 

@@ -24,6 +24,7 @@ from ..errors import ConfigError, ProtocolError, RelayError
 from . import codec
 from . import constants as c
 from .events import RelayEvent, drop_mistyped_fields, parse_event
+from .recent_ids import RecentIds
 
 __all__ = [
     "ClientSession",
@@ -195,15 +196,14 @@ class ClientSession:
     queued: dict[str, bytes] = field(default_factory=dict)
     #: Counters: events by type, protocol violations by code, acks sent, ...
     stats: Counter[str] = field(default_factory=Counter)
-    #: How many recent event ids are remembered to drop redelivered duplicates.
-    dedupe_window: int = 4096
+    #: Recent event ids, to drop redelivered duplicates (``recent_events.size`` of them).
+    recent_events: RecentIds = field(default_factory=lambda: RecentIds(4096), repr=False, compare=False)
     #: Ack events only when the driver calls :meth:`ack` (after handing them on),
     #: so a crash before the hand-off means redelivery, not loss.
     defer_acks: bool = False
     _connect_id: str = ""
-    _recent_events: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: Deferred events whose id was a number: text form → the number, so :meth:`ack`
-    #: echoes the id as sent (bounded like the dedupe window).
+    #: echoes the id as sent (bounded like ``recent_events``).
     _numeric_ids: OrderedDict[str, int | float] = field(default_factory=OrderedDict)
 
     # --- outbound ---------------------------------------------------------------
@@ -307,12 +307,6 @@ class ClientSession:
             return None, [self._on_response(frame)]
         return None, [self._on_error(frame)]
 
-    def _remember(self, event_id: str) -> None:
-        recent = self._recent_events
-        recent[event_id] = None
-        if len(recent) > self.dedupe_window:
-            recent.popitem(last=False)
-
     def ack(self, event_id: str) -> bytes:
         """The ack frame of an event received with deferred acks."""
         self.stats["acks_sent"] += 1
@@ -350,28 +344,25 @@ class ClientSession:
         if method == c.METHOD_EVENT:
             # An empty id cannot be deferred: drivers take a falsy ``ack_id`` as "already acked".
             if self.defer_acks and req.id:
-                if req.id in self._recent_events:
+                if self.recent_events.seen_before(req.id):
                     # Redelivered and already handed on: ack it again, deliver once.
                     self.stats["duplicate_events"] += 1
                     return ack, []
-                self._remember(req.id)
                 items = self._on_event(req.params)
                 if items and isinstance(items[0], EventReceived):
                     items[0] = EventReceived(items[0].event, req.id)
                     if req.wire_id is not None:
                         self._numeric_ids[req.id] = req.wire_id
-                        if len(self._numeric_ids) > self.dedupe_window:
+                        if len(self._numeric_ids) > self.recent_events.size:
                             self._numeric_ids.popitem(last=False)
                     return None, items
                 return ack, items  # a malformed event is acked at once: it goes nowhere
             if ack is not None:
                 self.stats["acks_sent"] += 1
                 # The server redelivers events it saw no ack for (resume): ack again, deliver once.
-                recent = self._recent_events
-                if req.id in recent:
+                if self.recent_events.seen_before(req.id):  # type: ignore[arg-type]
                     self.stats["duplicate_events"] += 1
                     return ack, []
-                self._remember(req.id)  # type: ignore[arg-type]
             return ack, self._on_event(req.params)
         if method == c.METHOD_PING:
             self.stats["server_pings"] += 1

@@ -52,8 +52,9 @@ The modules:
   ownership and the status report, sans-IO);
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
-  ``shard_startup``, ``commands_in_doubt`` and, for what it asks its shell to do,
-  ``shard_actions``); ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
+  ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``,
+  ``commands_in_doubt`` and, for what it asks its shell to do, ``shard_actions``);
+  ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
   ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's
   streams, with ``event_dedupe``: the event ids already applied, a bounded window per shard);
   ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the

@@ -66,7 +66,7 @@ from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import LinkOverflow, LinkSession
 from .options import ConnectionActorOptions
-from .pool_core import CallsHeld, PoolSnapshot, RouterReport
+from .pool_core import PoolSnapshot, RouterReport
 from .shard_actions import (
     Action,
     AskLastKnown,
@@ -526,7 +526,7 @@ class ConnectionActor:
         self._link_all()  # (a push may have come before the links existed)
 
     def _apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> None:
-        linked = self.core.apply_pool(snapshot)
+        linked = self.core.pool.apply(snapshot)
         if linked is None:
             return  # not newer than what this shard has
         for idx in linked:
@@ -555,25 +555,9 @@ class ConnectionActor:
             *(asyncio.wait_for(h.owned.remote(self.shard), OWNED_TIMEOUT) for h in asked.values()),
             return_exceptions=True,
         )
-        answers: dict[int, dict[str, Any] | None] = {}
-        for idx, state in zip(asked, owned, strict=True):
-            if isinstance(state, BaseException):
-                log.warning(
-                    "shard %d: CallActor %d did not say what it holds (%r); asking again",
-                    self.shard,
-                    idx,
-                    state,
-                )
-                answers[idx] = None
-            else:
-                answers[idx] = state
+        answers = dict(zip(asked, owned, strict=True))
         found = self.core.recovery.rebuilt(answers, asyncio.get_running_loop().time())
         self._restarted = found or has_resume
-        # The router's records of this shard's calls become what it holds now (a "del"
-        # batched before a kill -9 was lost with it); those on CallActors it could not
-        # ask are kept (unknown is not "ended").
-        unknown = sorted(self.core.recovery.unknown())
-        self.fx.report(CallsHeld(tuple(self.core.routes.calls.items()), tuple(unknown)))
 
     async def _start_leases(self) -> None:
         counter = f"shard/{self.shard}/incarnation"
@@ -728,8 +712,8 @@ class ConnectionActor:
         CallActors takes the new calls from now on) with each CallActor's handle: applied
         if newer than this shard's. Returns the version this shard has now."""
         self._apply_pool(snapshot, handles)
-        assert self.core.pool is not None
-        return self.core.pool.key
+        assert self.core.pool.snapshot is not None
+        return self.core.pool.snapshot.key
 
     def _unacknowledged(self, idx: int) -> int:
         session = self.links.sessions.get(idx) if self.links is not None else None
@@ -738,16 +722,16 @@ class ConnectionActor:
     async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
         """What this shard still has with CallActor ``idx`` (0: it may be retired). A
         shard that missed the news of ``generation`` (the router's current) learns it here first."""
-        if self.core.pool is None or generation > self.core.pool.generation:
+        if self.core.pool.snapshot is None or generation > self.core.pool.snapshot.generation:
             await self._pull_pool()
-        return self.core.busy_with(idx, self._unacknowledged(idx))
+        return self.core.pool.busy_with(idx, self._unacknowledged(idx))
 
     async def forget_call_actor(self, idx: int) -> bool:
         """The router retires CallActor ``idx`` (an older generation, drained): stop
         linking to it and never place on it again, so its stop is not a loss here.
         False (nothing done) if this shard has something with it after all: checked and
         done in one step of this actor's loop, so no call can slip in between."""
-        if not self.core.retire(idx, self._unacknowledged(idx)):
+        if not self.core.pool.retire(idx, self._unacknowledged(idx)):
             return False
         self.actors.pop(idx, None)
         if self.links is not None:
@@ -758,7 +742,7 @@ class ConnectionActor:
         """Hang up the calls routed to CallActor ``idx`` (its drain deadline passed); they
         end as any call does, their ``ended`` events reaching it. Returns how many."""
         assert self.conn is not None
-        return self.core.end_calls_on(idx)
+        return self.core.pool.end_calls_on(idx)
 
     async def lease_state(self, epoch: int = 0) -> dict[str, int]:
         """This shard's leases; a router of a newer ``epoch`` (restarted) gets them
@@ -785,10 +769,7 @@ class ConnectionActor:
             "shard": self.shard,
             **_where(),
             "protocol": self.conn.protocol if self.conn is not None else "",
-            "start_step": self.startup.step.value,
-            # time.monotonic() (the same clock for every process of a node) when start-up began.
-            "start_began": self.startup.started_at,
-            "start_took": {step.value: round(t, 4) for step, t in self.startup.took.items()},
+            **self.startup.stats(),
             **shard_stats(self.core),
             "loop_lag": self._hub.lag if self._hub is not None else 0.0,
             "backoff": self.conn.backoff.options() if self.conn is not None else {},

@@ -47,7 +47,7 @@ import orjson
 
 from ..call import Call, CallControl
 from ..call_host import CallHost
-from ..config import Settings, is_loopback
+from ..config import Settings
 from ..errors import RelayError, unwrap_remote
 from ..message import Message
 from ..protocol import constants as c
@@ -68,7 +68,7 @@ from .app_lifecycle import (
     ownership,
     status_report,
 )
-from .options import ConnectionActorOptions, RayOptions, RouterOptions
+from .options import ConnectionActorOptions, RayOptions, RouterOptions, call_actor_app_part
 from .spawn import spawn_control_actor
 
 __all__ = [
@@ -605,23 +605,13 @@ class RayRuntime:
         """What CallActors are given besides the handlers (no secrets)."""
         import ray
 
-        return {
-            "handler_timeout": self.client_options.get("handler_timeout"),
-            "on_handler_error": self.client_options.get("on_handler_error", "hangup"),
-            "request_timeout": self.client_options.get("request_timeout"),
-            "dial_timeout": self.client_options.get("dial_timeout"),
-            "link_linger": self.options.link_linger,
-            # What the handlers' client shows (not secrets).
-            "project": self.settings.credentials.project,
-            "host": self.settings.host,
-            # The app's logging level (``relay-actors run --log-level``, its own
-            # ``logging.basicConfig``, ``SIGNALWIRE_LOG_LEVEL`` through
-            # ``configure_logging()``): the handlers log at it in the CallActors too.
-            "log_level": logging.getLogger().getEffectiveLevel(),
-            # This driver's job: the CallActors' output shows in its logs (ray job logs),
-            # also when they are made later (an upgrade's, the router's scale-ups).
-            "log_job": ray.get_runtime_context().get_job_id(),
-        }
+        return call_actor_app_part(
+            self.settings,
+            self.options,
+            self.client_options,
+            log_level=logging.getLogger().getEffectiveLevel(),
+            log_job=ray.get_runtime_context().get_job_id(),
+        )
 
     def _create_actors(self) -> None:
         from ray import cloudpickle
@@ -629,39 +619,17 @@ class RayRuntime:
         from .connection_actor import ConnectionActor
         from .router import Router
 
-        router_options = RouterOptions(
-            max_active_calls=self.settings.max_active_calls,
-            handlers=cloudpickle.dumps(self.handlers),
-            shards=self.options.connections,
-            min_actors=self.options.min_call_actors,
-            max_actors=self.options.max_call_actors,
-            capacity=self.options.calls_per_actor,
-            placement=self.options.placement,
-            num_cpus=self.options.call_actor_cpus,
-            metrics=self.options.metrics_config(),
-            call_actor=self._call_actor_options(),
+        handlers = cloudpickle.dumps(self.handlers)
+        router_options = RouterOptions.for_app(
+            self.settings, self.options, handlers, self._call_actor_options()
         )
         self._start_call_actors(router_options)
         control = self.options.control_resource
         self.router = spawn_control_actor(
             self.app, "router", None, Router, (self.app, router_options), control_resource=control
         )
-        conn_options = ConnectionActorOptions(
-            host=self.settings.host,
-            scheme=self.settings.scheme,
-            # The driver's settings passed the plaintext check (loopback, or opted in):
-            # the actor, which sees no environment, must not refuse what was allowed.
-            allow_insecure=self.settings.scheme == "ws" and not is_loopback(self.settings.host),
-            contexts=tuple(self.settings.contexts),
-            ca_pem=self._ca_pem,
-            over_limit=self.client_options.get("over_limit", "drop"),
-            request_timeout=self.client_options.get("request_timeout", c.REQUEST_TIMEOUT),
-            ping_interval=self.client_options.get("ping_interval", c.CLIENT_PING_INTERVAL),
-            backoff=self.client_options.get("backoff"),
-            on_call_actor_lost=self.options.on_call_actor_lost,
-            link_linger=self.options.link_linger,
-            # Where the driver found the credentials (no values), for a rejection's message.
-            credentials_from=self.settings.credentials_from,
+        conn_options = ConnectionActorOptions.for_app(
+            self.settings, self.options, self.client_options, self._ca_pem
         )
         self.connections = [
             spawn_control_actor(

@@ -5,7 +5,7 @@ What can reach a CallActor twice, and why a small window per shard is enough:
 * A WebSocket drop or a server ``signalwire.disconnect``: the connection actor's
   process lives on, and its RELAY session (one per connection, kept across the
   reconnect) drops what the server redelivers by its own window of recent ids
-  (``ClientSession.dedupe_window``) before it reaches a link. So does a server that
+  (``ClientSession.recent_events``) before it reaches a link. So does a server that
   sends an event twice.
 * A link that breaks and reconnects: frames are resent and dropped by sequence
   number (:mod:`relay_actors.ray_runtime.link_protocol`); items are never
@@ -33,32 +33,12 @@ previous 100,000-id window cost ~17 MiB per CallActor and ~1 KiB per call until 
 
 from __future__ import annotations
 
-from collections import deque
+from ..protocol.recent_ids import RecentIds
 
 __all__ = ["WINDOW", "EventDedupe"]
 
 #: Event ids remembered per shard (see the module's docstring for why this is enough).
 WINDOW = 4096
-
-
-class _ShardWindow:
-    """The last ``size`` event ids of one shard, in order of arrival."""
-
-    __slots__ = ("ids", "order", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.ids: set[str] = set()
-        self.order: deque[str] = deque()
-
-    def seen_before(self, event_id: str) -> bool:
-        if event_id in self.ids:
-            return True
-        self.ids.add(event_id)
-        self.order.append(event_id)
-        if len(self.order) > self.size:
-            self.ids.discard(self.order.popleft())
-        return False
 
 
 class EventDedupe:
@@ -68,29 +48,25 @@ class EventDedupe:
         window: ids remembered per shard (:data:`WINDOW` unless a test says otherwise).
     """
 
-    __slots__ = ("_shards", "duplicates", "window")
+    __slots__ = ("_shards", "window")
 
     def __init__(self, window: int = WINDOW) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         self.window = window
-        #: Duplicates recognised so far.
-        self.duplicates = 0
-        self._shards: dict[int, _ShardWindow] = {}
+        self._shards: dict[int, RecentIds] = {}
 
     def seen_before(self, shard: int, event_id: str | None) -> bool:
         """True if ``event_id`` already came from ``shard`` (a redelivery: drop it);
-        otherwise remember it. An event without an id is never a duplicate."""
+        otherwise remember it. An event without an id is never a duplicate. (The caller
+        counts what it drops: ``CallActorCore.counters["duplicate_events"]``.)"""
         if not event_id:
             return False
         window = self._shards.get(shard)
         if window is None:
-            window = self._shards[shard] = _ShardWindow(self.window)
-        if window.seen_before(event_id):
-            self.duplicates += 1
-            return True
-        return False
+            window = self._shards[shard] = RecentIds(self.window)
+        return window.seen_before(event_id)
 
     def __len__(self) -> int:
         """Ids remembered, over all shards."""
-        return sum(len(w.order) for w in self._shards.values())
+        return sum(len(w) for w in self._shards.values())

@@ -3,7 +3,9 @@ one frozen object per actor kind (:class:`RouterOptions`, :class:`ConnectionActo
 :class:`CallActorOptions`).
 
 The driver builds the actors' from :class:`RayOptions`, the settings and the client's
-options; :mod:`~relay_actors.ray_runtime.spawn` hands them to the actors it creates;
+options (:meth:`RouterOptions.for_app`, :meth:`ConnectionActorOptions.for_app`,
+:func:`call_actor_app_part`: plain functions, unit-tested without Ray);
+:mod:`~relay_actors.ray_runtime.spawn` hands them to the actors it creates;
 each actor reads its fields by name (a typo is a type error, not a silent default).
 None holds a secret: actor arguments show in Ray's dashboard. The credentials and the
 link secret travel through the app's sealed namespace in the GCS KV store
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..config import Settings, is_loopback
 from ..errors import ArgumentError
 from ..metrics import resolve_metrics_config
 from ..protocol import constants as c
@@ -29,6 +32,7 @@ __all__ = [
     "ConnectionActorOptions",
     "RayOptions",
     "RouterOptions",
+    "call_actor_app_part",
     "default_app_name",
     "sanitize_app_name",
 ]
@@ -191,6 +195,26 @@ class RouterOptions:
         if self.max_actors < self.min_actors:
             object.__setattr__(self, "max_actors", self.min_actors)
 
+    @classmethod
+    def for_app(
+        cls, settings: Settings, options: RayOptions, handlers: bytes, call_actor: Mapping[str, Any]
+    ) -> RouterOptions:
+        """A new app's router: its limit, its pool's bounds and placement, the metrics
+        endpoint, the first generation's ``handlers`` (cloudpickled) and the app's part of
+        every CallActor's options (:func:`call_actor_app_part`)."""
+        return cls(
+            handlers=handlers,
+            max_active_calls=settings.max_active_calls,
+            shards=options.connections,
+            min_actors=options.min_call_actors,
+            max_actors=options.max_call_actors,
+            capacity=options.calls_per_actor,
+            metrics=options.metrics_config(),
+            placement=options.placement,
+            num_cpus=options.call_actor_cpus,
+            call_actor=dict(call_actor),
+        )
+
     @property
     def spread(self) -> bool:
         """True unless a custom resource pins the CallActors."""
@@ -229,6 +253,34 @@ class ConnectionActorOptions:
     #: Where the driver found the credentials (a description, no values), for the
     #: message of a rejection.
     credentials_from: str | None = None
+
+    @classmethod
+    def for_app(
+        cls,
+        settings: Settings,
+        options: RayOptions,
+        client_options: Mapping[str, Any],
+        ca_pem: str | None = None,
+    ) -> ConnectionActorOptions:
+        """A shard's options from the driver's settings, layout and client options
+        (``ca_pem``: the text of ``settings.ca_file``, which the actor cannot read)."""
+        return cls(
+            host=settings.host,
+            scheme=settings.scheme,
+            # The driver's settings passed the plaintext check (loopback, or opted in):
+            # the actor, which sees no environment, must not refuse what was allowed.
+            allow_insecure=settings.scheme == "ws" and not is_loopback(settings.host),
+            contexts=tuple(settings.contexts),
+            ca_pem=ca_pem,
+            over_limit=client_options.get("over_limit", "drop"),
+            request_timeout=client_options.get("request_timeout", c.REQUEST_TIMEOUT),
+            ping_interval=client_options.get("ping_interval", c.CLIENT_PING_INTERVAL),
+            backoff=client_options.get("backoff"),
+            on_call_actor_lost=options.on_call_actor_lost,
+            link_linger=options.link_linger,
+            # Where the driver found the credentials (no values), for a rejection's message.
+            credentials_from=settings.credentials_from,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,3 +327,31 @@ class CallActorOptions:
     def app_part(self) -> dict[str, Any]:
         """The app's part as a JSON-able mapping (what :meth:`from_parts` takes back)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("capacity", "shards")}
+
+
+def call_actor_app_part(
+    settings: Settings,
+    options: RayOptions,
+    client_options: Mapping[str, Any],
+    *,
+    log_level: int | str | None,
+    log_job: str,
+) -> dict[str, Any]:
+    """The app's part of every CallActor's options (:meth:`CallActorOptions.from_parts`
+    takes it; no secrets): the client's handler and request options, what the handlers'
+    client shows, the app's logging level (``relay-actors run --log-level``, its own
+    ``logging.basicConfig``, ``SIGNALWIRE_LOG_LEVEL`` through ``configure_logging()``:
+    the handlers log at it in the CallActors too) and the driver's Ray job ``log_job``
+    (the CallActors' output shows in its logs, also for those made later: an upgrade's,
+    the router's scale-ups)."""
+    return {
+        "handler_timeout": client_options.get("handler_timeout"),
+        "on_handler_error": client_options.get("on_handler_error", "hangup"),
+        "request_timeout": client_options.get("request_timeout"),
+        "dial_timeout": client_options.get("dial_timeout"),
+        "link_linger": options.link_linger,
+        "project": settings.credentials.project,
+        "host": settings.host,
+        "log_level": log_level,
+        "log_job": log_job,
+    }

@@ -107,7 +107,7 @@ class StoreUnconfirmed:
 
 @dataclass(frozen=True, slots=True)
 class RetryHangups:
-    """Some hang-ups failed: call :meth:`ShardCore.retry_hangups` with backoff while
+    """Some hang-ups failed: call :meth:`ShardRecovery.retry_hangups` with backoff while
     :attr:`ShardCore.unconfirmed` is not empty (and RELAY is connected)."""
 
 

@@ -12,8 +12,11 @@ It holds the sans-IO units that already decide parts of this: the routing table
 (:class:`~relay_actors.protocol.routing.EventRouter`), the lease unit
 (:class:`~relay_actors.ray_runtime.admission.ShardLeases`), placement and the route
 rebuild (:mod:`relay_actors.ray_runtime.placement`). The lost-actor policy and the
-rebuild after a restart live in :class:`~relay_actors.ray_runtime.shard_recovery.ShardRecovery`,
-which this core owns (``core.recovery``).
+rebuild after a restart live in :class:`~relay_actors.ray_runtime.shard_recovery.ShardRecovery`
+(``core.recovery``), CallActors' requests in
+:class:`~relay_actors.ray_runtime.shard_requests.ShardRequests` (``core.requests``), the pool's
+snapshots and retirement in :class:`~relay_actors.ray_runtime.shard_pool.ShardPool`
+(``core.pool``): parts this core owns.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from . import actor_messages as m
 from . import admission as adm
 from .link_protocol import Health, HealthStatus
 from .placement import Placement
-from .pool_core import CallPlaced, CallReleased, PoolSnapshot
+from .pool_core import CallPlaced, CallReleased
 from .shard_actions import (
     Checkpoint,
     Command,
@@ -48,6 +51,7 @@ from .shard_actions import (
     WaitForRoom,
     WantCapacity,
 )
+from .shard_pool import ShardPool
 from .shard_recovery import ShardRecovery
 from .shard_requests import ShardRequests
 
@@ -103,83 +107,11 @@ class ShardCore:
         self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
         #: Capacity was asked for since offers began to wait (once while they wait).
         self.asked_for_room = False
-        #: CallActors the router retired after an upgrade (never linked to again).
-        self.retired: set[int] = set()
-        #: The newest pool snapshot applied (None: none yet).
-        self.pool: PoolSnapshot | None = None
         self.counters: Counter[str] = Counter()
+        #: The pool as this shard knows it: the router's snapshots, retirement, drain.
+        self.pool = ShardPool(self)
         self.requests = ShardRequests(self)
         self.recovery = ShardRecovery(self)
-
-    # --- the pool -------------------------------------------------------------------------
-
-    def add_call_actors(self, pool: Iterable[tuple[int, int]], generations: dict[int, int]) -> list[int]:
-        """The pool as the router has it (``(index, capacity)`` pairs and each one's code
-        generation): know the new CallActors; returns every CallActor to link to."""
-        for idx, capacity in pool:
-            if idx not in self.retired:
-                self.placement.add(idx, capacity, generations.get(idx, 0))
-        for idx, generation in generations.items():
-            self.placement.set_generation(idx, generation)
-        self._place_waiting_for_room()  # (a CallActor added for them)
-        return list(self.placement.capacity)
-
-    def apply_pool(self, snapshot: PoolSnapshot) -> list[int] | None:
-        """A pool snapshot (pushed by the router, or asked for at start-up): applied only
-        if newer than the one this shard has (a late, repeated or reordered one changes
-        nothing: None). Returns every CallActor to link to. A CallActor leaves only by
-        :meth:`retire` (the router asks each shard before it stops one)."""
-        if not snapshot.newer_than(self.pool):
-            self.counters["pool_snapshots_ignored"] += 1
-            return None
-        self.pool = snapshot
-        return self.add_call_actors(
-            ((idx, snapshot.capacity) for idx, _gen in snapshot.actors), dict(snapshot.actors)
-        )
-
-    def knows(self, idx: int) -> bool:
-        return idx in self.placement.capacity
-
-    def busy_with(self, idx: int, unacknowledged: int) -> int:
-        """What this shard still has with CallActor ``idx`` (0: it may be retired): calls,
-        dials, messages awaiting states, ``unacknowledged`` link items, and 1 if it was not
-        asked yet since a restart (it may hold anything)."""
-        calls = sum(1 for owner in self.routes.calls.values() if owner == idx)
-        dials = sum(1 for owner in self.dial_owner.values() if owner == idx)
-        messages = sum(1 for owner in self.msg_owner.values() if owner == idx)
-        return calls + dials + messages + unacknowledged + int(self.recovery.is_unknown(idx))
-
-    def retire(self, idx: int, unacknowledged: int) -> bool:
-        """The router retires CallActor ``idx``: never place on it again. False (nothing
-        done) if this shard still has something with it."""
-        if self.busy_with(idx, unacknowledged):
-            return False
-        self.retired.add(idx)
-        self.placement.forget(idx)
-        self.recovery.forget(idx)
-        return True
-
-    def end_calls_on(self, idx: int) -> int:
-        """CallActor ``idx``'s drain deadline passed: hang up its calls (their ``ended``
-        events reach it as for any call) and stop tracking its messages. Returns how many."""
-        call_ids = [cid for cid, owner in self.routes.calls.items() if owner == idx]
-        for cid in call_ids:
-            params = {"call_id": cid, "node_id": self.node_of.get(cid, ""), "reason": "hangup"}
-            self.fx.act(Command(CommandPurpose.END_DRAINED, "calling.end", params, cid))
-        self.counters["calls_hung_up_drain_timeout"] += len(call_ids)
-        waiting = [mid for mid, owner in self.msg_owner.items() if owner == idx]
-        for mid in waiting:
-            del self.msg_owner[mid]
-        if waiting:
-            self.counters["messages_untracked_drain_timeout"] += len(waiting)
-            log.warning(
-                "shard %d: %d messages of CallActor %d had no final state at its drain deadline; "
-                "their later states are dropped",
-                self.shard,
-                len(waiting),
-                idx,
-            )
-        return len(call_ids)
 
     # --- the RELAY session ----------------------------------------------------------------
 
@@ -352,7 +284,7 @@ class ShardCore:
             if not self.placement.is_available(idx, "slow"):
                 self.placement.set_available(idx, "slow")
                 log.warning("shard %d: CallActor %d takes calls again", self.shard, idx)
-                self._place_waiting_for_room()
+                self.place_waiting_for_room()
             return
         if self.placement.is_available(idx, "slow"):
             self.counters["call_actors_slow"] += 1
@@ -487,7 +419,7 @@ class ShardCore:
         self.to_actor(idx, m.OfferItem(event.call_id, event.params, ack_id, trace), ack_id)
         return True
 
-    def _place_waiting_for_room(self) -> None:
+    def place_waiting_for_room(self) -> None:
         """A CallActor takes calls again: place the offers that waited, oldest first."""
         while self.waiting_for_room and self.placement.pick() is not None:
             _call_id, (event, ack_id) = self.waiting_for_room.popitem(last=False)

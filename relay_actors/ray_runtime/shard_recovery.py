@@ -27,13 +27,14 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.events import RelayEvent
 from . import actor_messages as m
 from .placement import RouteRebuild
-from .pool_core import CallMoved, CallPlaced, CallReleased
+from .pool_core import CallMoved, CallPlaced, CallReleased, CallsHeld
 from .shard_actions import (
     AskLastKnown,
     AskOwned,
@@ -111,15 +112,24 @@ class ShardRecovery:
     def unknown(self) -> set[int]:
         return set(self.rebuild.unknown) if self.rebuild is not None else set()
 
-    def rebuilt(self, answers: dict[int, dict[str, Any] | None], now: float) -> bool:
-        """What each CallActor said it holds for this shard at start-up (None: it did not
-        answer; it is *unknown*, never "holds nothing", and asked again). True if any
-        holds anything."""
+    def rebuilt(self, answers: Mapping[int, dict[str, Any] | BaseException | None], now: float) -> bool:
+        """What each CallActor said it holds for this shard at start-up (None, or the
+        exception its ask raised: it did not answer; it is *unknown*, never "holds
+        nothing", and asked again). The router's records of this shard's calls become
+        what it holds now (a report batched before a kill -9 was lost with it); those on
+        unknown CallActors are kept (unknown is not "ended"). True if any holds anything."""
         core = self.core
         found = False
         failed = []
         for idx, state in answers.items():
-            if state is None:
+            if state is None or isinstance(state, BaseException):
+                if state is not None:
+                    log.warning(
+                        "shard %d: CallActor %d did not say what it holds (%r); asking again",
+                        core.shard,
+                        idx,
+                        state,
+                    )
                 failed.append(idx)
                 continue
             calls = self.adopt_owned(idx, state)
@@ -134,6 +144,7 @@ class ShardRecovery:
                 len(core.dial_owner),
                 len(core.msg_owner),
             )
+        core.fx.report(CallsHeld(tuple(core.routes.calls.items()), tuple(sorted(self.unknown()))))
         return found
 
     def leases_started(self) -> None:
@@ -170,7 +181,7 @@ class ShardRecovery:
         for idx in rebuild.expired(now):
             self._give_up(idx)
         for idx in rebuild.due(now):
-            if self.core.knows(idx):
+            if self.core.pool.knows(idx):
                 self.core.fx.act(AskOwned(idx))
             else:  # retired by the router meanwhile: it held nothing of ours
                 self.owned_answer(idx, _NOTHING)
@@ -404,7 +415,7 @@ class ShardRecovery:
         if loss is None:
             return
         self.incarnations[idx] = loss.incarnation or incarnation or ""
-        if core.knows(idx):
+        if core.pool.knows(idx):
             for cid in loss.lost:
                 core.to_actor(idx, m.LostItem(cid, "call_actor_lost"), None)
         core.placement.recount(idx, sum(1 for owner in core.routes.calls.values() if owner == idx))

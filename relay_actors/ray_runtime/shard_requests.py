@@ -9,17 +9,18 @@ call's slot. Owned by :class:`~relay_actors.ray_runtime.shard_core.ShardCore`.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from collections import Counter, deque
+from typing import Any, Protocol
 
 from ..errors import RelayError
 from ..protocol import constants as c
+from ..protocol.messages import MessageTracker
+from ..protocol.recent_ids import RecentIds
+from ..protocol.routing import EventRouter
 from . import actor_messages as m
+from .shard_actions import ShardEffects
 
-if TYPE_CHECKING:
-    from .shard_core import ShardCore
-
-__all__ = ["MAX_EARLY_REQUESTS", "MAX_FENCED", "ShardRequests"]
+__all__ = ["MAX_EARLY_REQUESTS", "MAX_FENCED", "RequestsUser", "ShardRequests"]
 
 #: Requests CallActors send while this shard starts (no RELAY connection yet) wait, up to this many.
 MAX_EARLY_REQUESTS = 10_000
@@ -27,14 +28,31 @@ MAX_EARLY_REQUESTS = 10_000
 MAX_FENCED = 100_000
 
 
+class RequestsUser(Protocol):
+    """What :class:`ShardRequests` uses of its shard core."""
+
+    fx: ShardEffects
+    counters: Counter[str]
+    routes: EventRouter[int]
+    dial_owner: dict[str, int]
+    msg_owner: dict[str, int]
+    early_messages: MessageTracker
+
+    def to_actor(self, idx: int, item: m.ToCallActor, ack_id: str | None) -> None: ...
+
+    def free_slot(self, call_id: str, idx: int) -> None: ...
+
+    def contexts_changed(self, method: str, params: dict[str, Any]) -> None: ...
+
+
 class ShardRequests:
     """Requests from CallActors (see module docstring)."""
 
-    def __init__(self, core: ShardCore) -> None:
+    def __init__(self, core: RequestsUser) -> None:
         self.core = core
         #: Calls the lost-actor policy took from a CallActor: commands for them from
         #: anyone but their current owner are refused (bounded, oldest forgotten).
-        self.fenced: OrderedDict[str, None] = OrderedDict()
+        self.fenced = RecentIds(MAX_FENCED)
         #: The RELAY connection exists (requests can be sent; they queue while it reconnects).
         self.relay_ready = False
         #: Start-up failed for good: requests fail instead of waiting.
@@ -96,9 +114,7 @@ class ShardRequests:
                 self.on_request(idx, req_id, method, params)
 
     def fence(self, call_id: str) -> None:
-        self.fenced[call_id] = None
-        if len(self.fenced) > MAX_FENCED:
-            self.fenced.popitem(last=False)
+        self.fenced.remember(call_id)
 
     def request_done(
         self,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["START_DEADLINE", "ShardStartup", "StartStep"]
 
@@ -85,3 +86,13 @@ class ShardStartup:
     @property
     def total_retries(self) -> int:
         return sum(self.retries.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Where start-up is and where its time went, for the shard's ``stats()``:
+        ``start_began`` is the shell's clock (``time.monotonic()`` in the actor, the same
+        clock for every process of a node), ``start_took`` each step's end since then."""
+        return {
+            "start_step": self.step.value,
+            "start_began": self.started_at,
+            "start_took": {step.value: round(t, 4) for step, t in self.took.items()},
+        }

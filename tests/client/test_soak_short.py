@@ -62,7 +62,7 @@ async def test_memory_is_flat_after_warm_up(emulator_process: Any) -> None:
     )
     client.on_call(on_call)
     await client.connect()
-    client._connection().session.dedupe_window = DEDUPE_WINDOW
+    client._connection().session.recent_events.size = DEDUPE_WINDOW
     try:
         async with aiohttp.ClientSession() as http:
 

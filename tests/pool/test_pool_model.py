@@ -73,7 +73,7 @@ class Shard:
 
     @property
     def generation_seen(self) -> int:
-        return self.core.pool.generation if self.core.pool is not None else 0
+        return self.core.pool.snapshot.generation if self.core.pool.snapshot is not None else 0
 
 
 class PoolModel(RuleBasedStateMachine):
@@ -132,7 +132,7 @@ class PoolModel(RuleBasedStateMachine):
 
     def _pull(self, s: int) -> None:
         """A shard asks for the snapshot (start-up, or it missed a generation)."""
-        self.shards[s].core.apply_pool(self.core.snapshot())
+        self.shards[s].core.pool.apply(self.core.snapshot())
 
     def _publish(self) -> None:
         """The router pushes its snapshot to every shard (it arrives later)."""
@@ -219,7 +219,7 @@ class PoolModel(RuleBasedStateMachine):
             snapshot = shard.inbox[pick % len(shard.inbox)]
             if not again:
                 shard.inbox.remove(snapshot)
-            shard.core.apply_pool(snapshot)
+            shard.core.pool.apply(snapshot)
 
     @precondition(lambda self: not self.core.upgrading)
     @rule()
@@ -273,7 +273,7 @@ class PoolModel(RuleBasedStateMachine):
         elif step is RetireStep.FORGET:
             answers = {}
             for s in answering:  # forget_call_actor: only if nothing is with it, in one step
-                answers[s] = self.shards[s].core.retire(idx, unacknowledged=self._busy(s, idx))
+                answers[s] = self.shards[s].core.pool.retire(idx, unacknowledged=self._busy(s, idx))
             if self.core.forgotten(idx, answers):
                 self._save()
                 self._publish()
@@ -334,9 +334,9 @@ class PoolModel(RuleBasedStateMachine):
     @invariant()
     def a_shard_s_snapshot_never_goes_back(self) -> None:
         for s, shard in enumerate(self.shards):
-            if shard.core.pool is not None:
-                assert shard.core.pool.key >= shard.had, f"shard {s} went back to an older pool"
-                shard.had = shard.core.pool.key
+            if shard.core.pool.snapshot is not None:
+                assert shard.core.pool.snapshot.key >= shard.had, f"shard {s} went back to an older pool"
+                shard.had = shard.core.pool.snapshot.key
 
     @invariant()
     def the_current_generation_is_within_its_bounds(self) -> None:

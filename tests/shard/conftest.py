@@ -84,7 +84,7 @@ def make_core(
     """A started shard core with ``actors`` CallActors and a granted block of ``budget``."""
     shell = Shell()
     core = ShardCore(0, shell, over_limit=over_limit, on_call_actor_lost=policy)
-    core.add_call_actors([(i, capacity) for i in range(actors)], {})
+    core.pool.add_call_actors([(i, capacity) for i in range(actors)], {})
     core.recovery.rebuilt({i: {"calls": [], "dials": [], "messages": []} for i in range(actors)}, 0.0)
     core.test_router = LeaseLedger(budget, 1, 1)  # type: ignore[attr-defined]
     core.start_leases(1, lease_block(budget, 1), 1, [])

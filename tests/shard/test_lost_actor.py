@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
-from relay_actors.ray_runtime.pool_core import CallMoved
+from relay_actors.ray_runtime.pool_core import CallMoved, CallsHeld
 from relay_actors.ray_runtime.shard_actions import (
     AskLastKnown,
     AskOwned,
@@ -151,11 +151,22 @@ def restarted(unknown_calls: list[str]) -> tuple[ShardCore, Shell]:
     """A shard that restarted: CallActor 0 answered (holding ``c0``), 1 did not."""
     shell = Shell()
     core = ShardCore(0, shell)
-    core.add_call_actors([(0, 10), (1, 10)], {})
+    core.pool.add_call_actors([(0, 10), (1, 10)], {})
     core.recovery.rebuilt({0: {"calls": [["c0", "n1"]], "dials": [], "messages": []}, 1: None}, 0.0)
     core.start_leases(2, 4, 1, [])
     core.requests.relay_created("proto")
     return core, shell
+
+
+def test_the_rebuild_reports_what_it_holds_and_keeps_the_calls_of_an_actor_that_did_not_answer() -> None:
+    # An ask that raised (a timeout, the CallActor restarting) is "unknown", as None is.
+    shell = Shell()
+    core = ShardCore(0, shell)
+    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})
+    held = {"calls": [["c0", "n1"]], "dials": [], "messages": []}
+    found = core.recovery.rebuilt({0: held, 1: TimeoutError("owned"), 2: None}, 0.0)
+    assert found and core.recovery.unknown() == {1, 2} and core.routes.calls == {"c0": 0}
+    assert shell.reports == [CallsHeld((("c0", 0),), (1, 2))]
 
 
 def test_events_for_calls_it_cannot_route_wait_for_the_unknown_call_actor() -> None:
@@ -208,8 +219,8 @@ def test_a_session_not_resumed_loses_what_the_unknown_call_actor_holds_too() -> 
 
 def test_a_retired_call_actor_is_asked_nothing_and_holds_nothing() -> None:
     core, shell = restarted([])
-    assert core.busy_with(1, 0) == 1  # not asked yet: it may hold anything
-    assert not core.retire(1, 0)
+    assert core.pool.busy_with(1, 0) == 1  # not asked yet: it may hold anything
+    assert not core.pool.retire(1, 0)
     core.placement.forget(1)  # (the router retired it meanwhile)
     core.recovery.tick(1.0)
     assert not core.recovery.is_unknown(1) and AskOwned(1) not in shell.actions

@@ -255,7 +255,7 @@ def test_offers_waiting_on_lagging_call_actors_ask_for_one_more_once_and_go_to_i
         admit(core, shell, cid)
     assert shell.take(WantCapacity) == [WantCapacity()]  # once for the three
     assert list(core.waiting_for_room) == ["c1", "c2", "c3"]
-    core.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added CallActor 2
+    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added CallActor 2
     assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2} and not core.waiting_for_room
     assert [item.call_id for item in shell.items(2, m.OfferItem)] == ["c1", "c2", "c3"]
     _lagging(core, 2)

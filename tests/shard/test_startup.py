@@ -31,3 +31,14 @@ def test_a_late_success_of_an_earlier_step_does_not_move_it_back() -> None:
     startup.done(StartStep.SECRETS)
     startup.done(StartStep.POOL)
     assert startup.done(StartStep.SECRETS) is StartStep.REBUILD
+
+
+def test_its_stats_say_the_step_and_where_the_time_went() -> None:
+    startup = ShardStartup(100.0)
+    startup.done(StartStep.SECRETS, 100.25)
+    startup.done(StartStep.POOL, 100.5)
+    assert startup.stats() == {
+        "start_step": "rebuild",
+        "start_began": 100.0,
+        "start_took": {"secrets": 0.25, "pool": 0.5},
+    }
