@@ -15,13 +15,16 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from .backoff import Backoff
 from .errors import ArgumentError, ConfigError
 from .protocol import constants as c
 from .protocol.session import Credentials
 
 __all__ = [
     "ALLOW_INSECURE_ENV",
+    "ClientOptions",
     "Settings",
     "configure_logging",
     "context_list",
@@ -58,6 +61,32 @@ class Settings:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client behaves, beyond :class:`Settings` (``RelayClient``'s keyword arguments):
+    its call host's options and its connection's. On Ray the actors' clients get the same."""
+
+    over_limit: str = "drop"
+    handler_timeout: float | None = None
+    on_handler_error: str = "hangup"
+    request_timeout: float = c.REQUEST_TIMEOUT
+    ping_interval: float = c.CLIENT_PING_INTERVAL
+    dial_timeout: float = c.DIAL_TIMEOUT
+    backoff: Backoff | None = None
+
+    def for_actors(self) -> dict[str, Any]:
+        """The options as they travel to the app's actors (the backoff's settings, not its state)."""
+        return {
+            "over_limit": self.over_limit,
+            "handler_timeout": self.handler_timeout,
+            "on_handler_error": self.on_handler_error,
+            "request_timeout": self.request_timeout,
+            "ping_interval": self.ping_interval,
+            "dial_timeout": self.dial_timeout,
+            "backoff": self.backoff.options() if self.backoff is not None else None,
+        }
 
 
 def _validate_host(host: str) -> str:
