@@ -386,51 +386,9 @@ def render_status(s: dict[str, Any]) -> str:
         f"  contexts {','.join(s['contexts'] or [])}",
         f"active calls {s['active_calls']} / {s['max_active_calls']} (leased {s['leased']})",
         "",
-        _table(
-            [
-                "SHARD",
-                "NODE",
-                "CONNECTED",
-                "SESSION AGE",
-                "RECONNECTS",
-                "RESUMES",
-                "CALLS",
-                "GRANTED",
-                "WAITING",
-                "PROTOCOL",
-            ],
-            [
-                [
-                    r["shard"],
-                    r["node"],
-                    "yes" if r["connected"] else "NO",
-                    _duration(r["session_age"]),
-                    r["reconnects"],
-                    r["resumes"],
-                    r["active_calls"],
-                    r["granted"],
-                    r["waiting_offers"],
-                    r["protocol"],
-                ]
-                for r in s["shards"]
-            ],
-        ),
+        _shards_table(s["shards"]),
         "",
-        _table(
-            ["CALLACTOR", "NODE", "GEN", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
-            [
-                [
-                    r["index"],
-                    r["node"],
-                    f"{r.get('generation', 0)}{' retiring' if r.get('retiring') else ''}",
-                    r["calls"],
-                    r["capacity"],
-                    f"{100 * r['calls'] / r['capacity']:.0f}%" if r["capacity"] else "-",
-                    r["handler_tasks"],
-                ]
-                for r in s["call_actors"]
-            ],
-        ),
+        _call_actors_table(s["call_actors"]),
         "",
         "per node: "
         + (
@@ -445,6 +403,56 @@ def render_status(s: dict[str, Any]) -> str:
     if s["unreachable"]:
         lines.append("unreachable: " + ", ".join(s["unreachable"]))
     return "\n".join(lines)
+
+
+def _shards_table(shards: list[dict[str, Any]]) -> str:
+    return _table(
+        [
+            "SHARD",
+            "NODE",
+            "CONNECTED",
+            "SESSION AGE",
+            "RECONNECTS",
+            "RESUMES",
+            "CALLS",
+            "GRANTED",
+            "WAITING",
+            "PROTOCOL",
+        ],
+        [
+            [
+                r["shard"],
+                r["node"],
+                "yes" if r["connected"] else "NO",
+                _duration(r["session_age"]),
+                r["reconnects"],
+                r["resumes"],
+                r["active_calls"],
+                r["granted"],
+                r["waiting_offers"],
+                r["protocol"],
+            ]
+            for r in shards
+        ],
+    )
+
+
+def _call_actors_table(call_actors: list[dict[str, Any]]) -> str:
+    return _table(
+        ["CALLACTOR", "NODE", "GEN", "CALLS", "CAPACITY", "LOAD", "HANDLERS"],
+        [
+            [
+                r["index"],
+                r["node"],
+                f"{r.get('generation', 0)}{' retiring' if r.get('retiring') else ''}",
+                r["calls"],
+                r["capacity"],
+                f"{100 * r['calls'] / r['capacity']:.0f}%" if r["capacity"] else "-",
+                r["handler_tasks"],
+            ]
+            for r in call_actors
+        ],
+    )
 
 
 def _age(created: Any) -> str:

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import signal
 import sys
-import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,23 +22,21 @@ from . import eventloop, tracing
 from .backoff import Backoff
 from .call import Call, CallControl
 from .call_host import CallHandler, CallHost, HostTransport, MessageHandler
-from .config import Settings, context_list, max_connections, resolve_settings, updated_contexts
+from .client_local import LocalConnection
+from .client_ray import RayDriver, actor_side_client, client_proxy_reduction
+from .config import ClientOptions, Settings, context_list, resolve_settings, updated_contexts
 from .connection import Connection
-from .errors import ArgumentError, ConnectionLimitError, RelayError, unwrap_remote
-from .handlers import check_error_policy
+from .errors import ArgumentError, RelayError, unwrap_remote
+from .handlers import check_error_policy, warn_if_no_contexts
 from .message import Message
 from .protocol import constants as c
 from .protocol.events import RelayEvent
-from .protocol.session import Connected
 from .ray_runtime import DriverTransport, RayOptions, RayRuntime
 from .tasks import BackgroundTasks
 
 __all__ = ["RelayClient"]
 
 log = logging.getLogger("relay_actors.client")
-
-#: In-process clients between connect() and disconnect(), for ``RELAY_MAX_CONNECTIONS``.
-_CONNECTED: weakref.WeakSet[RelayClient] = weakref.WeakSet()
 
 
 class RelayClient:
@@ -113,21 +107,22 @@ class RelayClient:
             ca_file=ca_file,
             allow_insecure=allow_insecure,
         )
-        self._over_limit = over_limit
-        self._handler_timeout = handler_timeout
-        self._on_handler_error = check_error_policy(on_handler_error)
-        self._request_timeout = request_timeout
-        self._ping_interval = ping_interval
-        self._dial_timeout = dial_timeout
-        self._backoff = backoff
-        self._conn: Connection | None = None
-        self._session_protocol = ""
+        self._options = ClientOptions(
+            over_limit,
+            handler_timeout,
+            check_error_policy(on_handler_error),
+            request_timeout,
+            ping_interval,
+            dial_timeout,
+            backoff,
+        )
         self.tasks = BackgroundTasks()
         if runtime not in ("local", "ray"):
             raise ArgumentError(f"runtime must be 'local' or 'ray', not {runtime!r}")
         self._runtime = runtime
         self._ray_options = ray_options or RayOptions()
-        self._ray: RayRuntime | None = None
+        #: The Ray app from connect() to disconnect(), with ``runtime="ray"``.
+        self._ray_driver = RayDriver(self.tasks, request_timeout)
         #: Calls, dials, messages and handler runs: requests go through the connection
         #: in-process, through the app's actors from a Ray driver.
         self._host = CallHost(
@@ -135,36 +130,37 @@ class RelayClient:
             capacity=self._settings.max_active_calls,
             over_limit=over_limit,
             handler_timeout=handler_timeout,
-            on_handler_error=self._on_handler_error,
+            on_handler_error=self._options.on_handler_error,
             dial_timeout=dial_timeout,
             app=self._ray_options.app or "",
             tasks=self.tasks,
         )
         #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
         self.counters: Counter[str] = self._host.counters
-        #: Set while the Ray app is up (connect() done, disconnect() not yet): requests made
-        #: before it wait for it, as the SDK queues them before connect().
-        self._ray_up = asyncio.Event()
-        self._ray_closed = False
-        #: Set on the first successful connect (in-process): ``serve(on_ready=...)`` waits on it.
-        self._connected_once = asyncio.Event()
+        #: The connection while in-process (``runtime="local"``).
+        self._local = LocalConnection(self._settings, self._host, self._options)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> RelayClient:
         # Inside a CallActor, the app's module may be imported to unpickle a handler:
         # the RelayClient it builds there is a proxy to the app's connection actors.
         # A RelayClient a handler constructs itself is a real, independent client.
-        host_module = sys.modules.get("relay_actors.ray_runtime.call_actor")
-        host = host_module.building_app_client() if host_module is not None else None
-        if host is not None:
-            return host_module.ActorSideClient(host)  # type: ignore[union-attr]
-        return super().__new__(cls)
+        proxy = actor_side_client()
+        return proxy if proxy is not None else super().__new__(cls)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A handler shipped to a CallActor carries its module's client: there it
         # becomes the actor-side proxy. Credentials never travel this way.
-        from .ray_runtime.call_actor import client_proxy
+        return client_proxy_reduction(self._ray_options.app)
 
-        return (client_proxy, (self._ray_options.app,))
+    @property
+    def _ray(self) -> RayRuntime | None:
+        """The Ray app while connected (``runtime="ray"``), else None."""
+        return self._ray_driver.app
+
+    @property
+    def _conn(self) -> Connection | None:
+        """The in-process connection once made (until disconnect()), else None."""
+        return self._local.conn
 
     # --- settings -----------------------------------------------------------------
 
@@ -194,12 +190,10 @@ class RelayClient:
         """Contexts currently received (constructor's plus ``receive``d ones). On Ray:
         the first connection shard's, as last read (every 2 s, and at once after this
         client's ``receive``/``unreceive``)."""
-        session = self._ray_session()
+        session = self._ray_driver.session() if self._runtime == "ray" else None
         if session is not None:
             return list(session.get("contexts") or [])
-        if self._conn is not None:
-            return list(self._conn.session.contexts)
-        return list(self._settings.contexts)
+        return self._local.contexts()
 
     @property
     def relay_protocol(self) -> str:
@@ -207,7 +201,7 @@ class RelayClient:
         On Ray: the first connection shard's (``relay:<app>:connection:0``), as last read
         (every 2 s); each shard has a session of its own (``ray_stats()`` shows them)."""
         if self._runtime == "ray":
-            return str((self._ray_session() or {}).get("protocol") or "")
+            return str((self._ray_driver.session() or {}).get("protocol") or "")
         return self._conn.protocol if self._conn is not None else ""
 
     @property
@@ -233,7 +227,7 @@ class RelayClient:
     def _transport(self) -> HostTransport:
         """How the call host's requests reach the wire in this client's runtime."""
         if self._runtime == "ray":
-            return DriverTransport(self._ray_ready, self.tasks)
+            return DriverTransport(self._ray_driver.ready, self.tasks)
         return _LocalTransport(self)
 
     @property
@@ -241,15 +235,8 @@ class RelayClient:
         """The socket is up and authenticated. On Ray: every connection shard's was, as
         last read (every 2 s)."""
         if self._runtime == "ray":
-            sessions = self._ray.sessions if self._ray is not None else []
-            return bool(sessions) and all(s is not None and s.get("connected") for s in sessions)
+            return self._ray_driver.connected
         return self._conn is not None and self._conn.connected
-
-    def _ray_session(self) -> dict[str, Any] | None:
-        """On Ray, the first shard's session as last read; else None."""
-        if self._runtime != "ray" or self._ray is None or not self._ray.sessions:
-            return None
-        return self._ray.sessions[0]
 
     def __repr__(self) -> str:
         return f"<RelayClient host={self.host!r} contexts={self.contexts!r} connected={self.connected}>"
@@ -260,7 +247,7 @@ class RelayClient:
         """Register the inbound call handler (``async def handler(call)``); usable as a decorator."""
         if not callable(handler):
             raise ArgumentError("on_call needs an async function taking a Call")
-        self._check_handlers_open("on_call")
+        self._ray_driver.check_handlers_open("on_call")
         self._host.on_call = handler
         return handler
 
@@ -268,32 +255,14 @@ class RelayClient:
         """Register the inbound message handler (``async def handler(message)``)."""
         if not callable(handler):
             raise ArgumentError("on_message needs an async function taking a Message")
-        self._check_handlers_open("on_message")
+        self._ray_driver.check_handlers_open("on_message")
         self._host.on_message = handler
         return handler
-
-    def _check_handlers_open(self, which: str) -> None:
-        """On Ray the handlers are shipped to the CallActors at connect(): a later one
-        would never run, so it is refused rather than ignored."""
-        if self._ray is not None:
-            raise ArgumentError(
-                f"{which}() after connect() on Ray: the handlers went to the CallActors when the app "
-                "started. Register handlers before connect() (or disconnect(), register, connect())"
-            )
 
     # --- lifecycle ----------------------------------------------------------------
 
     def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = Connection(
-                self._settings,
-                on_event=self._host.feed,
-                on_connected=self._on_connected,
-                request_timeout=self._request_timeout,
-                ping_interval=self._ping_interval,
-                backoff=self._backoff,
-            )
-        return self._conn
+        return self._local.connection()
 
     async def connect(self) -> None:
         """Connect and authenticate (raising on failure); afterwards the connection
@@ -304,61 +273,17 @@ class RelayClient:
         self._warn_if_no_contexts()
         tracing.setup(app=self._host.app, role="driver" if self._runtime == "ray" else "client")
         if self._runtime == "ray":
-            if self._ray is None:
-                self._ray = RayRuntime(
-                    self._settings,
-                    self._ray_options,
-                    {"on_call": self._host.on_call, "on_message": self._host.on_message},
-                    {
-                        "over_limit": self._over_limit,
-                        "handler_timeout": self._handler_timeout,
-                        "on_handler_error": self._on_handler_error,
-                        "request_timeout": self._request_timeout,
-                        "ping_interval": self._ping_interval,
-                        "dial_timeout": self._dial_timeout,
-                        "backoff": self._backoff.options() if self._backoff is not None else None,
-                    },
-                )
-                try:
-                    await self._ray.start()
-                except BaseException:
-                    ray_rt, self._ray = self._ray, None
-                    await ray_rt.stop()
-                    raise
-                await self._ray.refresh_sessions()
-                self.tasks.spawn(self._ray.watch_sessions(), "reads of the shards' sessions")
-                self._ray_closed = False
-                self._ray_up.set()
+            await self._ray_driver.start(self._settings, self._ray_options, self._host, self._options)
             return
-        self._claim_connection()
+        self._local.claim()
         try:
             await self._connection().connect()
         except BaseException:
-            _CONNECTED.discard(self)
+            self._local.release()
             raise
 
-    def _claim_connection(self) -> None:
-        """Count this client against ``RELAY_MAX_CONNECTIONS`` (unset: no limit), as the SDK does."""
-        limit = max_connections()
-        others = len(_CONNECTED) - (self in _CONNECTED)
-        if limit is not None and others >= limit:
-            raise ConnectionLimitError(
-                f"RelayClient connection limit reached ({limit}): {others} client(s) of this process "
-                "are connected. Call disconnect() on one first, or raise RELAY_MAX_CONNECTIONS."
-            )
-        _CONNECTED.add(self)
-
     def _warn_if_no_contexts(self) -> None:
-        """Handlers but no contexts: the server offers nothing, which looks like a silent hang."""
-        on_call, on_message = self._host.on_call, self._host.on_message
-        if self._settings.contexts or (on_call is None and on_message is None):
-            return
-        handlers = " and ".join(name for name, fn in (("on_call", on_call), ("on_message", on_message)) if fn)
-        log.warning(
-            "%s handler registered but contexts=[]: no inbound call or message will arrive. "
-            "Pass RelayClient(contexts=[...]) or await client.receive([...]) after connecting",
-            handlers,
-        )
+        warn_if_no_contexts(log, self._settings.contexts, self._host.on_call, self._host.on_message)
 
     async def disconnect(self, drain_timeout: float = 0.0) -> None:
         """Close the connection. Pending and queued requests and dials fail with
@@ -368,23 +293,12 @@ class RelayClient:
         On Ray: stop the app if this client started it; a client that joined a running
         app (``RayOptions(join=True)``) leaves it running (stop it with
         ``relay-actors stop APP`` or :func:`relay_actors.ray_runtime.stop_app`)."""
-        if self._ray is not None:
-            ray_rt, self._ray = self._ray, None
-            self._ray_up.clear()
-            self._ray_closed = True
-            # The driver's view goes first: its dialled calls and sent messages end here
-            # with ``closed`` (the calls themselves live on in their CallActors while the
-            # app drains), not with ``connection_lost`` once the actors are gone.
-            await self.tasks.cancel_all()
-            self._host.lose_session("closed")
-            await ray_rt.stop(drain_timeout)
+        if await self._ray_driver.stop(drain_timeout, self._host):
             return
-        _CONNECTED.discard(self)
+        self._local.release()
         if drain_timeout > 0 and self._conn is not None:
             await self.drain(drain_timeout)
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        await self._local.close()
         self._host.lose_session("closed")
         await self.tasks.cancel_all()
 
@@ -398,12 +312,7 @@ class RelayClient:
         if contexts and self.connected:
             with contextlib.suppress(RelayError):
                 await self.unreceive(contexts)
-        now = asyncio.get_running_loop().time
-        end = now() + timeout
-        # Calls end inside the event router, which has no hook: poll, with a deadline.
-        while self._host.calls and now() < end:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        return len(self._host.calls)
+        return await self._local.wait_for_calls(timeout)
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
@@ -442,63 +351,28 @@ class RelayClient:
         then :meth:`drain` for up to ``drain_timeout`` s and disconnect. ``on_ready()`` (a
         function or coroutine function) is called once connected (on Ray: once the app is up)."""
         if self._runtime != "ray":
-            self._claim_connection()
+            self._local.claim()
         stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        installed: list[int] = []
-
-        def install() -> None:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, stop.set)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass  # not the main thread: the caller stops us through ``stop``
-
-        install()
-        if self._runtime == "ray":
-            try:
+        signals = eventloop.StopSignals(stop)
+        signals.install()
+        runner: asyncio.Task[None] | None = None
+        try:
+            if self._runtime == "ray":
                 await self.connect()
                 # ray.init() replaced our SIGTERM handler with sys.exit (a stack dump
                 # mid-loop): take it back, so SIGTERM drains and stops cleanly.
-                install()
+                signals.install()
                 if on_ready is not None:
-                    await _maybe_await(on_ready())
-                # Until a signal, or until the app is stopped from elsewhere (then there is
-                # nothing left to serve).
-                waits = [
-                    asyncio.create_task(stop.wait()),
-                    asyncio.create_task(self._ray_runtime().stopped_elsewhere()),
-                ]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in waits:
-                        task.cancel()
-            finally:
-                for sig in installed:
-                    loop.remove_signal_handler(sig)
-                await self.disconnect(drain_timeout if stop.is_set() else 0.0)
-            return
-        self._warn_if_no_contexts()
-        runner = asyncio.create_task(self._connection().run())
-        stopper = asyncio.create_task(stop.wait())
-        ready = asyncio.create_task(self._when_ready(on_ready)) if on_ready is not None else None
-        try:
-            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    await eventloop.maybe_await(on_ready())
+                await self._ray_driver.until_stopped(stop)
+            else:
+                self._warn_if_no_contexts()
+                runner = await self._local.run_until(stop, on_ready)
         finally:
-            stopper.cancel()
-            if ready is not None:
-                ready.cancel()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            signals.remove()
             await self.disconnect(drain_timeout if stop.is_set() else 0.0)
-        if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        if runner is not None and runner.done() and not runner.cancelled() and runner.exception() is not None:
             raise runner.exception()  # type: ignore[misc]
-
-    async def _when_ready(self, on_ready: Callable[[], Any]) -> None:
-        await self._connected_once.wait()
-        await _maybe_await(on_ready())
 
     # --- requests -----------------------------------------------------------------
 
@@ -511,29 +385,8 @@ class RelayClient:
         if params is not None and not isinstance(params, dict):
             raise ArgumentError("params must be a dict")
         if self._runtime == "ray":
-            return await (await self._ray_ready()).execute(method, params or {})
+            return await (await self._ray_driver.ready()).execute(method, params or {})
         return await self._connection().execute(method, params or {})
-
-    def _ray_runtime(self) -> RayRuntime:
-        if self._ray is None:
-            raise RelayError("closed", "not connected: call connect() first")
-        return self._ray
-
-    async def _ray_ready(self) -> RayRuntime:
-        """The Ray app, once up: a request made before connect() waits for it (as the SDK
-        queues one) for up to ``request_timeout`` s; after disconnect() it fails at once."""
-        if not self._ray_up.is_set():
-            if self._ray_closed and self._ray is None:
-                raise RelayError("closed", "the client was disconnected: call connect() again first")
-            try:
-                await asyncio.wait_for(self._ray_up.wait(), self._request_timeout)
-            except asyncio.TimeoutError:
-                raise RelayError(
-                    "timeout",
-                    f"not connected after {self._request_timeout:g} s: call await client.connect() "
-                    "(or use async with client / client.run()) before sending requests",
-                ) from None
-        return self._ray_runtime()
 
     async def receive(self, contexts: Sequence[str]) -> None:
         """Subscribe to more contexts (remembered across reconnects, even fresh ones)."""
@@ -551,11 +404,7 @@ class RelayClient:
 
     async def _subscribe(self, method: str, ctx: list[str]) -> None:
         if self._runtime == "ray":
-            ray_rt = await self._ray_ready()
-            await ray_rt.receive(ctx, method)
-            for session in ray_rt.sessions:  # show it now, not at the next read
-                if session is not None:
-                    session["contexts"] = updated_contexts(session.get("contexts") or [], method, ctx)
+            await self._ray_driver.subscribe(method, ctx)
             return
         await self.execute(method, {"contexts": ctx})
         contexts = self._connection().session.contexts
@@ -592,7 +441,7 @@ class RelayClient:
                 "region": region,
                 "max_price_per_minute": max_price_per_minute,
             }
-            return await (await self._ray_ready()).dial(devices, handler, options, self._host)
+            return await (await self._ray_driver.ready()).dial(devices, handler, options, self._host)
         if handler is not None:
             raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
         return await self._host.dial(
@@ -631,45 +480,17 @@ class RelayClient:
             on_completed=on_completed,
         )
 
-    def _on_connected(self, connected: Connected) -> None:
-        self._connected_once.set()
-        previous, self._session_protocol = self._session_protocol, connected.protocol
-        if previous and not connected.restored:
-            # A fresh session (server restart order, or a refused resume): the old
-            # session's calls and dials cannot be reached any more.
-            log.warning("RELAY session was not resumed; calls of the previous session are lost")
-            self._host.lose_session("session_lost", previous)
-
     async def ray_stats(self) -> dict[str, Any]:
         """On Ray: the router's, every connection actor's and every CallActor's stats."""
-        return await self._ray_runtime().stats()
+        return await self._ray_driver.running().stats()
 
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests. On Ray: this driver's counters and messages,
         and the app's calls and dials summed over the shards as last read (every 2 s;
         ``stats_age`` s ago); ``ray_stats()`` asks every actor now."""
         if self._runtime == "ray":
-            return self._ray_driver_stats()
+            return self._ray_driver.stats(self.counters, len(self._host.messages))
         return {**self._host.stats(), **(self._conn.stats() if self._conn is not None else {})}
-
-    def _ray_driver_stats(self) -> dict[str, Any]:
-        ray_rt = self._ray
-        sessions = [s for s in (ray_rt.sessions if ray_rt is not None else []) if s is not None]
-        read = ray_rt.sessions_read if ray_rt is not None else 0.0
-        return {
-            **self.counters,
-            "active_calls": sum(int(s.get("active_calls", 0)) for s in sessions),
-            "pending_dials": sum(int(s.get("pending_dials", 0)) for s in sessions),
-            "tracked_messages": len(self._host.messages),
-            "connected": self.connected,
-            "shards": len(ray_rt.connections) if ray_rt is not None else 0,
-            "shards_reporting": len(sessions),
-            "stats_age": round(time.monotonic() - read, 3) if read else None,
-        }
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class _LocalTransport:

@@ -15,13 +15,16 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from .backoff import Backoff
 from .errors import ArgumentError, ConfigError
 from .protocol import constants as c
 from .protocol.session import Credentials
 
 __all__ = [
     "ALLOW_INSECURE_ENV",
+    "ClientOptions",
     "Settings",
     "configure_logging",
     "context_list",
@@ -58,6 +61,32 @@ class Settings:
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}"
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How a client behaves, beyond :class:`Settings` (``RelayClient``'s keyword arguments):
+    its call host's options and its connection's. On Ray the actors' clients get the same."""
+
+    over_limit: str = "drop"
+    handler_timeout: float | None = None
+    on_handler_error: str = "hangup"
+    request_timeout: float = c.REQUEST_TIMEOUT
+    ping_interval: float = c.CLIENT_PING_INTERVAL
+    dial_timeout: float = c.DIAL_TIMEOUT
+    backoff: Backoff | None = None
+
+    def for_actors(self) -> dict[str, Any]:
+        """The options as they travel to the app's actors (the backoff's settings, not its state)."""
+        return {
+            "over_limit": self.over_limit,
+            "handler_timeout": self.handler_timeout,
+            "on_handler_error": self.on_handler_error,
+            "request_timeout": self.request_timeout,
+            "ping_interval": self.ping_interval,
+            "dial_timeout": self.dial_timeout,
+            "backoff": self.backoff.options() if self.backoff is not None else None,
+        }
 
 
 def _validate_host(host: str) -> str:
@@ -164,19 +193,66 @@ def resolve_settings(
             variable to fix: missing credentials, bad host, bad limit, bad contexts,
             plaintext towards a remote host.
     """
-    in_file: dict[str, str] = {}
-    file_note = ""
-    if env is None:
-        env = os.environ
-        # The driver's own environment: a credentials file (Ray jobs) fills it in.
-        path = env.get("SIGNALWIRE_CREDENTIALS_FILE")
-        if path:
-            from .credentials_file import read_credentials_file
+    source = _EnvSource(env)
+    credentials = _credentials(project, token, jwt_token, source)
+    if credentials_from is None:
+        credentials_from = _credentials_origin(credentials, project, token, jwt_token, source)
+    env = source.env
+    host = _validate_host((host or env.get("SIGNALWIRE_SPACE", "") or c.DEFAULT_HOST).strip())
+    ctx = _context_names(contexts)
+    scheme = scheme or "wss"
+    if scheme not in ("ws", "wss"):
+        raise ConfigError(
+            f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}: "
+            "fix scheme=... or SIGNALWIRE_RELAY_SCHEME"
+        )
+    _check_plaintext(scheme, host, allow_insecure, env)
+    ca_file = ca_file or env.get("SIGNALWIRE_RELAY_CA_FILE") or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"CA file {ca_file!r} does not exist: fix ca_file=... or SIGNALWIRE_RELAY_CA_FILE")
+    return Settings(
+        credentials=credentials,
+        host=host,
+        contexts=tuple(dict.fromkeys(ctx)),
+        max_active_calls=_max_active_calls(max_active_calls, env),
+        scheme=scheme,
+        ca_file=ca_file,
+        credentials_from=credentials_from,
+    )
 
-            in_file = read_credentials_file(path)
-            env = {**env, **in_file}
-            file_note = f" in SIGNALWIRE_CREDENTIALS_FILE {path!r}"
-    given = {"project": project, "token": token, "jwt_token": jwt_token}
+
+class _EnvSource:
+    """Where settings not given as arguments come from: ``env`` as given, or this process's
+    environment filled in by its ``SIGNALWIRE_CREDENTIALS_FILE`` (Ray jobs), if any."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        #: The variables the credentials file set (none when ``env`` was given).
+        self.in_file: dict[str, str] = {}
+        #: `` in SIGNALWIRE_CREDENTIALS_FILE '<path>'`` when there is one, for messages.
+        self.file_note = ""
+        if env is None:
+            env = os.environ
+            path = env.get("SIGNALWIRE_CREDENTIALS_FILE")
+            if path:
+                from .credentials_file import read_credentials_file
+
+                self.in_file = read_credentials_file(path)
+                env = {**env, **self.in_file}
+                self.file_note = f" in SIGNALWIRE_CREDENTIALS_FILE {path!r}"
+        self.env: Mapping[str, str] = env
+
+    def origin(self, given: str | None, arg: str, variable: str) -> str:
+        """Where ``arg`` came from: the argument (``given``), the credentials file or the environment."""
+        if given:
+            return f"the {arg}= argument"
+        return f"{variable}{self.file_note}" if variable in self.in_file else f"{variable} (environment)"
+
+
+def _credentials(
+    project: str | None, token: str | None, jwt_token: str | None, source: _EnvSource
+) -> Credentials:
+    """The JWT, else the project and the token; a :class:`ConfigError` when they are missing."""
+    env, file_note = source.env, source.file_note
     project = project or env.get("SIGNALWIRE_PROJECT_ID", "")
     token = token or env.get("SIGNALWIRE_API_TOKEN", "")
     jwt_token = jwt_token or env.get("SIGNALWIRE_JWT_TOKEN", "")
@@ -193,43 +269,31 @@ def resolve_settings(
                 f"{'(it is not' + file_note + ') ' if file_note else ''}"
                 "(or use jwt_token=... / SIGNALWIRE_JWT_TOKEN)"
             )
+    return Credentials(project, token, jwt_token)
 
-    def origin(arg: str, variable: str) -> str:
-        if given[arg]:
-            return f"the {arg}= argument"
-        return f"{variable}{file_note}" if variable in in_file else f"{variable} (environment)"
 
-    if credentials_from is None:
-        credentials_from = (
-            origin("jwt_token", "SIGNALWIRE_JWT_TOKEN")
-            if jwt_token
-            else f"{origin('project', 'SIGNALWIRE_PROJECT_ID')} and {origin('token', 'SIGNALWIRE_API_TOKEN')}"
-        )
-    host = _validate_host((host or env.get("SIGNALWIRE_SPACE", "") or c.DEFAULT_HOST).strip())
+def _credentials_origin(
+    credentials: Credentials,
+    project: str | None,
+    token: str | None,
+    jwt_token: str | None,
+    source: _EnvSource,
+) -> str:
+    """Where the credentials came from, for messages (never their values)."""
+    if credentials.jwt_token:
+        return source.origin(jwt_token, "jwt_token", "SIGNALWIRE_JWT_TOKEN")
+    project_from = source.origin(project, "project", "SIGNALWIRE_PROJECT_ID")
+    return f"{project_from} and {source.origin(token, 'token', 'SIGNALWIRE_API_TOKEN')}"
+
+
+def _context_names(contexts: Sequence[str] | None) -> tuple[str, ...]:
+    """``contexts`` as a tuple of non-empty names; a :class:`ConfigError` for a string or a bad name."""
     if isinstance(contexts, str):
         raise ConfigError("contexts must be a list of context names, not a string: pass contexts=[...]")
     ctx = tuple(contexts or ())
     if any(not isinstance(x, str) or not x for x in ctx):
         raise ConfigError(f"contexts must be non-empty strings: {list(ctx)!r}")
-    scheme = scheme or "wss"
-    if scheme not in ("ws", "wss"):
-        raise ConfigError(
-            f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}: "
-            "fix scheme=... or SIGNALWIRE_RELAY_SCHEME"
-        )
-    _check_plaintext(scheme, host, allow_insecure, env)
-    ca_file = ca_file or env.get("SIGNALWIRE_RELAY_CA_FILE") or None
-    if ca_file and not os.path.isfile(ca_file):
-        raise ConfigError(f"CA file {ca_file!r} does not exist: fix ca_file=... or SIGNALWIRE_RELAY_CA_FILE")
-    return Settings(
-        credentials=Credentials(project, token, jwt_token),
-        host=host,
-        contexts=tuple(dict.fromkeys(ctx)),
-        max_active_calls=_max_active_calls(max_active_calls, env),
-        scheme=scheme,
-        ca_file=ca_file,
-        credentials_from=credentials_from,
-    )
+    return ctx
 
 
 def max_connections(env: Mapping[str, str] | None = None) -> int | None:

@@ -9,10 +9,12 @@ then with jittered exponential backoff, resumes the session by
 disconnected (bounded) and flushes them after re-authentication. It knows
 nothing of calls or of Ray: events go to the ``on_event`` callback.
 
-Its request timers are stall-aware (:class:`~relay_actors.protocol.liveness.Liveness`):
-when a handler blocks the loop, a timer that comes due meanwhile is re-armed rather
-than trusted, so the loop reads the replies that arrived (and writes the requests
-that were waiting) before anything is condemned.
+Its request timers are stall-aware (:class:`~relay_actors.request_futures.RequestFutures`
+over :class:`~relay_actors.protocol.liveness.Liveness`): when a handler blocks the loop,
+a timer that comes due meanwhile is re-armed rather than trusted, so the loop reads
+the replies that arrived (and writes the requests that were waiting) before anything
+is condemned. When to try again, start a fresh session or give up is the sans-IO
+:class:`~relay_actors.protocol.reconnect.ReconnectPolicy`'s decision.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .protocol import codec
 from .protocol import constants as c
 from .protocol.events import RelayEvent
 from .protocol.liveness import Liveness
+from .protocol.reconnect import ReconnectPolicy
 from .protocol.session import (
     ClientSession,
     Connected,
@@ -51,6 +54,7 @@ from .protocol.session import (
     RequestFailed,
     ResponseReceived,
 )
+from .request_futures import RequestFutures
 
 __all__ = ["Connection", "auth_failure", "first_contact_error"]
 
@@ -288,18 +292,18 @@ class Connection:
         )
         self.request_timeout = request_timeout
         self.ping_interval = ping_interval
-        self.max_auth_rejections = max_auth_rejections
         self.backoff = backoff or Backoff()
+        #: When to try again, start a fresh session or give up (sans-IO).
+        self.policy = ReconnectPolicy(self.backoff, max_auth_rejections)
         self._on_event = on_event
         self._on_connected = on_connected
         self._on_restart = on_restart
         self._ssl = _ssl_context(settings)
         self._ws: _RelaySocket | None = None
         self._writer: _FrameWriter | None = None
-        self._futures: dict[str, asyncio.Future[Any]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         #: The loop's awake clock and the server's silence on it (stall-aware timers).
         self.liveness = Liveness()
+        self._requests = RequestFutures(self.session, self.liveness, self._timed_out)
         self._reader: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -310,9 +314,6 @@ class Connection:
         self._closing = False
         self._loop_time: Callable[[], float] = time.monotonic  # the loop's clock, set when running
         self._fatal: BaseException | None = None
-        self._authenticated_ever = False
-        self._auth_rejections = 0
-        self._setup_failures = 0  # first-contact errors before the first success
         self.reconnects = 0
         self.resumes = 0
         #: Wall-clock time the current session (protocol) began, as seen by this process.
@@ -423,53 +424,13 @@ class Connection:
         if self._closing:
             raise RelayError("closed", f"cannot send {method}: the client is disconnected")
         req_id, frame = self.session.request(method, params)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._futures[req_id] = future
-        timeout = timeout or self.request_timeout
-        now = loop.time()
-        due = now + timeout
-        started = self.liveness.awake(now)
-        self._timers[req_id] = loop.call_at(due, self._expired, req_id, method, future, started, timeout, due)
-        future.add_done_callback(partial(self._request_done, req_id))
+        future = self._requests.start(req_id, method, timeout or self.request_timeout)
         if frame is not None:
             self._send(frame)
         return future
 
-    def _request_done(self, req_id: str, future: asyncio.Future[Any]) -> None:
-        timer = self._timers.pop(req_id, None)
-        if timer is not None:
-            timer.cancel()
-        self._futures.pop(req_id, None)
-        if future.cancelled():
-            self.session.forget(req_id)
-
-    def _expired(
-        self,
-        req_id: str,
-        method: str,
-        future: asyncio.Future[dict[str, Any]],
-        started: float,
-        timeout: float,
-        scheduled: float,
-        graced: bool = False,
-    ) -> None:
-        if future.done():
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        expiry = self.liveness.expired(started, timeout, scheduled, now, graced)
-        if expiry.rearm > 0:
-            # Our loop stalled (or was seen stalling): the reply may be waiting unread, or
-            # the request may have left only now. Look again once the loop has caught up.
-            when = now + expiry.rearm
-            self._timers[req_id] = loop.call_at(
-                when, self._expired, req_id, method, future, started, timeout, when, graced or expiry.grace
-            )
-            return
-        self._timers.pop(req_id, None)
-        self.session.forget(req_id)
-        if expiry.half_open and self.connected:
+    def _timed_out(self, method: str, half_open: bool) -> None:
+        if half_open and self.connected:
             # Unanswered, and the server silent for as long: the sign of a half-open socket.
             log.warning("request %s timed out, the server silent; closing the socket to reconnect", method)
             self._abort()
@@ -477,7 +438,6 @@ class Connection:
             log.warning("request %s timed out (the server is still talking; the socket stays)", method)
         else:
             log.warning("request %s timed out while disconnected", method)
-        future.set_exception(RelayError("timeout", f"Request timeout for {method}"))
 
     def ack(self, ack_ids: list[str]) -> None:
         """Ack events received with deferred acks (a no-op while disconnected: the
@@ -510,11 +470,7 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         self._connected.clear()
-        error = RelayError("closed", "the client disconnected")
-        for future in self._futures.values():
-            if not future.done():
-                future.set_exception(error)
-        self._futures.clear()
+        self._requests.fail_all(RelayError("closed", "the client disconnected"))
         self.session.pending.clear()
         self.session.queued.clear()
         for task in list(self._tasks):
@@ -570,8 +526,7 @@ class Connection:
         ws.attach(partial(self._on_message, writer))
         self._reader = asyncio.create_task(self._read(ws), name="relay-reader")
         req_id, frame = self.session.start_connect()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._futures[req_id] = future
+        future = self._requests.expect(req_id)
         try:
             self._send(frame)
             connected: Connected = await asyncio.wait_for(future, self.request_timeout)
@@ -583,10 +538,8 @@ class Connection:
             self._abort()
             raise
         finally:
-            self._futures.pop(req_id, None)
-        self._authenticated_ever = True
-        self._auth_rejections = 0
-        self.backoff.reset()
+            self._requests.discard(req_id)
+        self.policy.authenticated()
         if connected.restored:
             self.resumes += 1
         if not connected.restored or not self.session_started:
@@ -633,22 +586,14 @@ class Connection:
                 log.exception("event handler failed for %s", item.event.event_type)
             return
         if isinstance(item, ResponseReceived):
-            future = self._futures.get(item.id)
-            if future is not None and not future.done():
-                future.set_result(item.result)
+            self._requests.resolve(item.id, item.result)
         elif isinstance(item, RequestFailed):
-            future = self._futures.get(item.id)
-            if future is not None and not future.done():
-                future.set_exception(item.error)
+            self._requests.fail(item.id, item.error)
         elif isinstance(item, Connected):
-            future = self._futures.get(item.id)
-            if future is not None and not future.done():
-                future.set_result(item)
+            self._requests.resolve(item.id, item)
         elif isinstance(item, ConnectFailed):
-            future = self._futures.get(item.id)
-            if future is not None and not future.done():
-                err = item.error
-                future.set_exception(AuthenticationError(err.code, err.message, err.data))
+            err = item.error
+            self._requests.fail(item.id, AuthenticationError(err.code, err.message, err.data))
         elif isinstance(item, PingReceived):
             pass
         elif isinstance(item, DisconnectRequested):
@@ -670,9 +615,7 @@ class Connection:
             self._pinger = None
         error = RelayError("connection_closed", "Connection closed")
         for req_id, _method in self.session.connection_lost():
-            future = self._futures.get(req_id)
-            if future is not None and not future.done():
-                future.set_exception(error)
+            self._requests.fail(req_id, error)
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
         while self._ws is ws:
@@ -698,7 +641,7 @@ class Connection:
                 if self._closing:
                     break
                 self.reconnects += 1
-                self.backoff.lost_after(time.monotonic() - self._up_since)
+                self.policy.lost(time.monotonic() - self._up_since)
                 log.warning("connection to %s lost; reconnecting", self.settings.host)
                 await self._reconnect()
         except asyncio.CancelledError:
@@ -712,11 +655,8 @@ class Connection:
                 self._done.set()
 
     async def _reconnect(self, first: bool = False) -> None:
-        # The first attempt of an outage goes at once (jittered by a few ms); the
-        # backoff carries on from there if it fails. At start-up it goes with no wait.
-        delay = self.backoff.next_delay()
-        if first:
-            delay = 0.0
+        """Attempt until connected (or until :attr:`policy` gives up: then raise what to fix)."""
+        delay = self.policy.outage_delay(at_start=first)
         while not self._closing:
             if delay:
                 log.info("reconnecting in %.2fs", delay)
@@ -726,33 +666,27 @@ class Connection:
                 await self._open()
                 return
             except AuthenticationError as exc:
-                if self.session.protocol:
-                    # The server no longer knows our session: start a fresh one at once
-                    # (the SDK keeps offering the dead protocol and never gets back in).
+                step = self.policy.rejected(resuming=bool(self.session.protocol))
+                if step.fresh_session:
                     log.warning("resume refused (%s); starting a fresh session", exc.message)
                     self.session.clear_resume_state()
-                    delay = 0.0
-                    continue
-                if not self._authenticated_ever:
-                    self._auth_rejections += 1
-                    if self._auth_rejections >= self.max_auth_rejections:
-                        failure = auth_failure(exc, self.settings)
-                        log.error("authentication rejected %d times; giving up", self._auth_rejections)
-                        raise failure from None
-                log.warning("authentication rejected (%s); retrying", exc.message)
+                elif step.give_up:
+                    log.error("authentication rejected %d times; giving up", self.policy.rejections)
+                    raise auth_failure(exc, self.settings) from None
+                else:
+                    log.warning("authentication rejected (%s); retrying", exc.message)
             except RelayError as exc:
                 log.warning("connect failed: %s", exc.message)
+                step = self.policy.retry()
             except _TRANSPORT_ERRORS as exc:
-                # Once connected, the settings are proven: a reset is the network, not a TLS mismatch.
-                problem = None if self._authenticated_ever else first_contact_error(exc, self.settings)
-                if problem is not None:
-                    self._setup_failures += 1
-                    if self._setup_failures >= self.max_auth_rejections:
-                        log.error("cannot connect after %d attempts; giving up", self._setup_failures)
-                        raise problem from exc
+                problem = None if self.policy.settings_proven else first_contact_error(exc, self.settings)
+                step = self.policy.unreachable(misconfigured=problem is not None)
+                if step.give_up and problem is not None:
+                    log.error("cannot connect after %d attempts; giving up", self.policy.setup_failures)
+                    raise problem from exc
                 detail = problem.message if problem is not None else str(exc) or type(exc).__name__
                 log.warning("cannot reach %s: %s", self.settings.host, detail)
-            delay = self.backoff.next_delay()
+            delay = step.delay
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

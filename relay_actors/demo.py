@@ -184,113 +184,27 @@ async def _until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> No
 
 async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool, runtime: str) -> Report:
     report = Report(runtime)
-    counts = report.counts
     progress = Progress({"inbound": calls, "dials": dials, "messages": messages, "reply": 1})
     async with Emulator(
         tls=tls, ping_interval=0, durations=DURATIONS, journal_limit=max(5000, 40 * calls)
     ) as emulator:
-        client = RelayClient(
-            project=emulator.project,
-            token=emulator.token,
-            host=emulator.host,
-            contexts=["demo"],
-            scheme="wss" if tls else "ws",
-            ca_file=emulator.ca_file,
-            backoff=Backoff(initial=0.2, cap=2.0),
-            runtime=runtime,
-            ray_options=RayOptions(app="demo", min_call_actors=2, max_call_actors=4),
-        )
-
-        @client.on_call
-        async def on_call(call: Call) -> None:
-            await ivr(call)
-            if runtime == "local":
-                counts["inbound_completed"] += 1
-
-        @client.on_message
-        async def on_message(message: Message) -> None:
-            # Runs in a CallActor on Ray: ``client`` there is a proxy to the connection actors.
-            await client.send_message(
-                to_number=message.from_number, from_number=message.to_number, body="got it, thanks"
-            )
-
-        async def refresh() -> int:
-            """Calls handled so far (and the handler errors), per node on Ray."""
-            if runtime == "local":
-                counts["handler_errors"] = client.stats().get("handler_errors", 0)
-                report.nodes = {"this process": (0, counts["inbound_completed"])}
-                done = counts["inbound_completed"]
-            else:
-                done = await _ray_refresh(client, report)
-            progress.set("inbound", done)
-            return done
-
+        demo = _DemoRun(emulator, _demo_client(emulator, tls, runtime, report.counts), report, progress)
         started = time.monotonic()
-        metrics_server = None
         print(f"emulator at {emulator.url}; starting the {runtime} runtime ...", flush=True)
-        async with client:
-            if runtime == "local":
-                metrics_server, report.metrics = serve_local_metrics(client, app="demo")
-            else:
-                endpoint = await metrics_endpoint("demo")
-                report.metrics = endpoint["metrics_url"] or f"none ({endpoint['metrics_error'] or 'off'})"
-            print(
-                f"{runtime} runtime up in {time.monotonic() - started:.1f}s; "
-                f"metrics at {report.metrics} while the demo runs",
-                flush=True,
-            )
-            progress.draw()
-
-            async def watch() -> None:
-                """Keep the bar moving while the driver dials and sends."""
-                while True:
-                    try:
-                        await refresh()
-                    except Exception as exc:  # a slow actor: the next round will do
-                        log.debug("progress refresh: %s", exc)
-                    await asyncio.sleep(0.3)
-
-            watcher = asyncio.create_task(watch())
+        async with demo.client:
+            metrics_server = await demo.publish_metrics(started)
+            watcher = asyncio.create_task(demo.watch())
             emulator.core.inject_calls("demo", calls, rate=rate)
-            for _ in range(dials):
-                try:
-                    call: Any = await client.dial([[PHONE]], dial_timeout=10)
-                    counts["dialed_answered"] += 1
-                    await call.hangup()
-                except RelayError as exc:
-                    log.warning("dial failed: %s", exc)
-                    counts["dials_failed"] += 1
-                progress.set("dials", counts["dialed_answered"] + counts["dials_failed"])
-            for i in range(messages):
-                sent = await client.send_message(
-                    to_number="+15550100002", from_number="+15550100001", body=f"demo message {i}"
-                )
-                await sent.wait(timeout=10)  # (on Ray too: send_message does not block)
-                counts[f"message_{sent.state}"] += 1
-                progress.set("messages", i + 1)
-            before = emulator.core.messaging.sent
-            emulator.core.messaging.inject("demo", body="hello from the far side")
-
-            async def replied() -> bool:
-                await refresh()
-                return emulator.core.messaging.sent > before
-
-            async def all_done() -> bool:
-                return await refresh() + counts["handler_errors"] >= calls
-
-            try:
-                await _until(replied, 15)
-                counts["message_replied"] += 1
-                progress.set("reply", 1)
-                await _until(all_done, 30 + calls / max(rate, 0.1))
-            except TimeoutError:
-                log.warning("the demo timed out waiting for its calls and messages")
+            await demo.dial_out(dials)
+            await demo.send_messages(messages)
+            await demo.wait_for_reply_and_calls(calls, rate)
             watcher.cancel()
-            counts["inbound_completed"] = await refresh()
+            report.counts["inbound_completed"] = await demo.refresh()
             progress.draw(final=True)
         if metrics_server is not None:
             metrics_server.shutdown()
         report.offer_to_answer = offer_to_answer(emulator.core.journal.frames())
+    counts = report.counts
     report.ok = (
         counts["inbound_completed"] == calls
         and counts["handler_errors"] == 0
@@ -299,6 +213,131 @@ async def run_demo(calls: int, rate: float, dials: int, messages: int, tls: bool
         and counts["message_replied"] == 1
     )
     return report
+
+
+def _demo_client(emulator: Emulator, tls: bool, runtime: str, counts: Counter[str]) -> RelayClient:
+    """The demo's client of ``emulator``, serving the IVR and answering inbound messages."""
+    client = RelayClient(
+        project=emulator.project,
+        token=emulator.token,
+        host=emulator.host,
+        contexts=["demo"],
+        scheme="wss" if tls else "ws",
+        ca_file=emulator.ca_file,
+        backoff=Backoff(initial=0.2, cap=2.0),
+        runtime=runtime,
+        ray_options=RayOptions(app="demo", min_call_actors=2, max_call_actors=4),
+    )
+
+    # The handlers capture only ``runtime``, ``counts`` and ``client``: on Ray they are shipped
+    # to the CallActors.
+    @client.on_call
+    async def on_call(call: Call) -> None:
+        await ivr(call)
+        if runtime == "local":
+            counts["inbound_completed"] += 1
+
+    @client.on_message
+    async def on_message(message: Message) -> None:
+        # Runs in a CallActor on Ray: ``client`` there is a proxy to the connection actors.
+        await client.send_message(
+            to_number=message.from_number, from_number=message.to_number, body="got it, thanks"
+        )
+
+    return client
+
+
+@dataclass
+class _DemoRun:
+    """The demo's phases, run by :func:`run_demo` with the client started."""
+
+    emulator: Emulator
+    client: RelayClient
+    report: Report
+    progress: Progress
+
+    async def refresh(self) -> int:
+        """Calls handled so far (and the handler errors), per node on Ray."""
+        counts = self.report.counts
+        if self.report.runtime == "local":
+            counts["handler_errors"] = self.client.stats().get("handler_errors", 0)
+            self.report.nodes = {"this process": (0, counts["inbound_completed"])}
+            done = counts["inbound_completed"]
+        else:
+            done = await _ray_refresh(self.client, self.report)
+        self.progress.set("inbound", done)
+        return done
+
+    async def publish_metrics(self, started: float) -> Any:
+        """Serve (local) or find (Ray) the metrics endpoint and say the runtime is up; the local
+        metrics server (to shut down at the end) or None."""
+        report, metrics_server = self.report, None
+        if report.runtime == "local":
+            metrics_server, report.metrics = serve_local_metrics(self.client, app="demo")
+        else:
+            endpoint = await metrics_endpoint("demo")
+            report.metrics = endpoint["metrics_url"] or f"none ({endpoint['metrics_error'] or 'off'})"
+        print(
+            f"{report.runtime} runtime up in {time.monotonic() - started:.1f}s; "
+            f"metrics at {report.metrics} while the demo runs",
+            flush=True,
+        )
+        self.progress.draw()
+        return metrics_server
+
+    async def watch(self) -> None:
+        """Keep the bar moving while the driver dials and sends."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # a slow actor: the next round will do
+                log.debug("progress refresh: %s", exc)
+            await asyncio.sleep(0.3)
+
+    async def dial_out(self, dials: int) -> None:
+        """Dial ``dials`` calls one after the other, hanging up each once answered."""
+        counts = self.report.counts
+        for _ in range(dials):
+            try:
+                call: Any = await self.client.dial([[PHONE]], dial_timeout=10)
+                counts["dialed_answered"] += 1
+                await call.hangup()
+            except RelayError as exc:
+                log.warning("dial failed: %s", exc)
+                counts["dials_failed"] += 1
+            self.progress.set("dials", counts["dialed_answered"] + counts["dials_failed"])
+
+    async def send_messages(self, messages: int) -> None:
+        """Send ``messages`` messages one after the other, each waited for to its final state."""
+        for i in range(messages):
+            sent = await self.client.send_message(
+                to_number="+15550100002", from_number="+15550100001", body=f"demo message {i}"
+            )
+            await sent.wait(timeout=10)  # (on Ray too: send_message does not block)
+            self.report.counts[f"message_{sent.state}"] += 1
+            self.progress.set("messages", i + 1)
+
+    async def wait_for_reply_and_calls(self, calls: int, rate: float) -> None:
+        """Inject an inbound message, then wait for its reply and for the ``calls`` inbound calls
+        (a warning, not an error, when they take too long: the report shows what is missing)."""
+        messaging = self.emulator.core.messaging
+        before = messaging.sent
+        messaging.inject("demo", body="hello from the far side")
+
+        async def replied() -> bool:
+            await self.refresh()
+            return messaging.sent > before
+
+        async def all_done() -> bool:
+            return await self.refresh() + self.report.counts["handler_errors"] >= calls
+
+        try:
+            await _until(replied, 15)
+            self.report.counts["message_replied"] += 1
+            self.progress.set("reply", 1)
+            await _until(all_done, 30 + calls / max(rate, 0.1))
+        except TimeoutError:
+            log.warning("the demo timed out waiting for its calls and messages")
 
 
 async def _ray_refresh(client: RelayClient, report: Report) -> int:

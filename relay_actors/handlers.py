@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import logcontext
@@ -22,7 +22,13 @@ from .errors import ArgumentError, CallEndedError, RelayError
 from .message import Message
 from .protocol import constants as c
 
-__all__ = ["HANDLER_ERROR_POLICIES", "check_error_policy", "run_call_handler", "run_message_handler"]
+__all__ = [
+    "HANDLER_ERROR_POLICIES",
+    "check_error_policy",
+    "run_call_handler",
+    "run_message_handler",
+    "warn_if_no_contexts",
+]
 
 log = logging.getLogger("relay_actors.handlers")
 
@@ -37,6 +43,21 @@ def check_error_policy(policy: str) -> str:
     if policy not in HANDLER_ERROR_POLICIES:
         raise ArgumentError(f"on_handler_error must be one of {HANDLER_ERROR_POLICIES}, not {policy!r}")
     return policy
+
+
+def warn_if_no_contexts(
+    logger: logging.Logger, contexts: Sequence[str], on_call: Any, on_message: Any
+) -> None:
+    """Handlers but no contexts: the server offers nothing, which looks like a silent hang
+    (said on ``logger``, the client's)."""
+    if contexts or (on_call is None and on_message is None):
+        return
+    handlers = " and ".join(name for name, fn in (("on_call", on_call), ("on_message", on_message)) if fn)
+    logger.warning(
+        "%s handler registered but contexts=[]: no inbound call or message will arrive. "
+        "Pass RelayClient(contexts=[...]) or await client.receive([...]) after connecting",
+        handlers,
+    )
 
 
 async def _end(call: Call, counters: Counter[str], counter: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,99 +99,112 @@ def _fax(direction: str, params: dict[str, Any], success: bool) -> dict[str, Any
     }
 
 
-def build_script(verb: str, call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
-    """The script of action ``verb`` (a key of :data:`ACTION_VERBS`) started with ``params``."""
-    finished = {"state": "finished"}
-    if verb == "play":
-        ev = c.EVENT_CALL_PLAY
-        return Script(
-            steps=[Step(0, ev, {"state": "playing"}), Step("play", ev, finished)],
-            stop=[(ev, finished)],
-            pause=(ev, {"state": "paused"}, {"state": "playing"}),
-            message="Playing",
-        )
-    if verb == "record":
-        ev = c.EVENT_CALL_RECORD
-        record = _obj(params.get("record"))
-        fmt = (
-            (record.get("audio") or {}).get("format", "mp3")
-            if isinstance(record.get("audio"), dict)
-            else "mp3"
-        )
-        url = f"https://files.emulator.invalid/recordings/{params['control_id']}.{fmt}"
-        duration = config.duration("record")
-        done = {"url": url, "duration": duration, "size": int(duration * 16000) + 1024}
-        final = {"state": "finished", **done, "record": {**record, **done}}
-        return Script(
-            steps=[Step(0, ev, {"state": "recording", "record": record}), Step("record", ev, final)],
-            stop=[(ev, final)],
-            pause=(ev, {"state": "paused", "record": record}, {"state": "recording", "record": record}),
-            result={"url": url},
-            message="Recording",
-        )
-    if verb == "collect":
-        ev = c.EVENT_CALL_COLLECT
-        result = _collect_result(call, params, config)
-        steps = []
-        if params.get("send_start_of_input"):
-            steps.append(Step(0, ev, {"state": "collecting"}))
-        state = _COLLECT_STATES.get(result.get("type", ""), "finished")
-        steps.append(Step("collect", ev, {"final": True, "state": state, "result": result}))
-        return Script(
-            steps=steps,
-            stop=[(ev, {"final": True, "state": "no_input", "result": {"type": "no_input", "params": {}}})],
-            message="Collecting",
-        )
-    if verb == "play_and_collect":
-        play_ev, ev = c.EVENT_CALL_PLAY, c.EVENT_CALL_COLLECT
-        collect = _obj(params.get("collect"))
-        result = _collect_result(call, collect, config)
-        return Script(
-            steps=[
-                Step(0, play_ev, {"state": "playing"}),
-                Step("play", play_ev, finished),
-                Step("collect", ev, {"final": True, "result": result}),
-            ],
-            stop=[(play_ev, finished), (ev, {"final": True, "result": {"type": "no_input", "params": {}}})],
-            message="Prompting",
-        )
-    if verb == "detect":
-        ev = c.EVENT_CALL_DETECT
-        detect = _obj(params.get("detect"))
-        kind = detect.get("type", "machine")
-        steps = [
-            Step("detect" if i == 0 else "step", ev, {"detect": {"type": kind, "params": {"event": name}}})
-            for i, name in enumerate(_detect_events(call, detect, config))
-        ]
-        end = {"detect": {"type": kind, "params": {"event": "finished"}}}
-        steps.append(Step("step", ev, end))
-        return Script(steps=steps, stop=[(ev, end)], message="Detecting")
-    if verb == "tap":
-        ev = c.EVENT_CALL_TAP
-        tap, device = params.get("tap"), params.get("device")
-        return Script(
-            steps=[
-                Step(0, ev, {"state": "tapping", "tap": tap, "device": device}),
-                Step("tap", ev, {"state": "finished", "tap": tap, "device": device}),
-            ],
-            stop=[(ev, {"state": "finished", "tap": tap, "device": device})],
-            result={"source_device": {"type": "rtp", "params": {"addr": "127.0.0.1", "port": 12000}}},
-            message="Tapping",
-        )
-    if verb == "stream":
-        ev = c.EVENT_CALL_STREAM
-        info = {"url": params.get("url"), "name": params.get("name", "")}
-        return Script(
-            steps=[
-                Step(0, ev, {"state": "streaming", **info}),
-                Step("stream", ev, {"state": "finished", **info}),
-            ],
-            stop=[(ev, {"state": "finished", **info})],
-            message="Streaming",
-        )
-    if verb in ("send_fax", "receive_fax"):
+#: Builds the script of one action from the call, the start params and the config.
+ScriptBuilder = Callable[["Call", dict[str, Any], "EmulatorConfig"], Script]
+
+
+def _play_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev, finished = c.EVENT_CALL_PLAY, {"state": "finished"}
+    return Script(
+        steps=[Step(0, ev, {"state": "playing"}), Step("play", ev, finished)],
+        stop=[(ev, finished)],
+        pause=(ev, {"state": "paused"}, {"state": "playing"}),
+        message="Playing",
+    )
+
+
+def _record_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_RECORD
+    record = _obj(params.get("record"))
+    fmt = (record.get("audio") or {}).get("format", "mp3") if isinstance(record.get("audio"), dict) else "mp3"
+    url = f"https://files.emulator.invalid/recordings/{params['control_id']}.{fmt}"
+    duration = config.duration("record")
+    done = {"url": url, "duration": duration, "size": int(duration * 16000) + 1024}
+    final = {"state": "finished", **done, "record": {**record, **done}}
+    return Script(
+        steps=[Step(0, ev, {"state": "recording", "record": record}), Step("record", ev, final)],
+        stop=[(ev, final)],
+        pause=(ev, {"state": "paused", "record": record}, {"state": "recording", "record": record}),
+        result={"url": url},
+        message="Recording",
+    )
+
+
+def _collect_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_COLLECT
+    result = _collect_result(call, params, config)
+    steps = []
+    if params.get("send_start_of_input"):
+        steps.append(Step(0, ev, {"state": "collecting"}))
+    state = _COLLECT_STATES.get(result.get("type", ""), "finished")
+    steps.append(Step("collect", ev, {"final": True, "state": state, "result": result}))
+    return Script(
+        steps=steps,
+        stop=[(ev, {"final": True, "state": "no_input", "result": {"type": "no_input", "params": {}}})],
+        message="Collecting",
+    )
+
+
+def _play_and_collect_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    play_ev, ev, finished = c.EVENT_CALL_PLAY, c.EVENT_CALL_COLLECT, {"state": "finished"}
+    collect = _obj(params.get("collect"))
+    result = _collect_result(call, collect, config)
+    return Script(
+        steps=[
+            Step(0, play_ev, {"state": "playing"}),
+            Step("play", play_ev, finished),
+            Step("collect", ev, {"final": True, "result": result}),
+        ],
+        stop=[(play_ev, finished), (ev, {"final": True, "result": {"type": "no_input", "params": {}}})],
+        message="Prompting",
+    )
+
+
+def _detect_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_DETECT
+    detect = _obj(params.get("detect"))
+    kind = detect.get("type", "machine")
+    steps = [
+        Step("detect" if i == 0 else "step", ev, {"detect": {"type": kind, "params": {"event": name}}})
+        for i, name in enumerate(_detect_events(call, detect, config))
+    ]
+    end = {"detect": {"type": kind, "params": {"event": "finished"}}}
+    steps.append(Step("step", ev, end))
+    return Script(steps=steps, stop=[(ev, end)], message="Detecting")
+
+
+def _tap_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_TAP
+    tap, device = params.get("tap"), params.get("device")
+    return Script(
+        steps=[
+            Step(0, ev, {"state": "tapping", "tap": tap, "device": device}),
+            Step("tap", ev, {"state": "finished", "tap": tap, "device": device}),
+        ],
+        stop=[(ev, {"state": "finished", "tap": tap, "device": device})],
+        result={"source_device": {"type": "rtp", "params": {"addr": "127.0.0.1", "port": 12000}}},
+        message="Tapping",
+    )
+
+
+def _stream_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_STREAM
+    info = {"url": params.get("url"), "name": params.get("name", "")}
+    return Script(
+        steps=[
+            Step(0, ev, {"state": "streaming", **info}),
+            Step("stream", ev, {"state": "finished", **info}),
+        ],
+        stop=[(ev, {"state": "finished", **info})],
+        message="Streaming",
+    )
+
+
+def _fax_script(direction: str) -> ScriptBuilder:
+    """The script builder of a fax in ``direction`` (``send`` or ``receive``)."""
+
+    def build(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
         ev = c.EVENT_CALL_FAX
-        direction = "send" if verb == "send_fax" else "receive"
         page = {"fax": {"type": "page", "params": {"direction": direction, "number": 1}}}
         # FaxAction completes only on a top-level ``state``: send it with ``fax.type``.
         return Script(
@@ -201,34 +215,65 @@ def build_script(verb: str, call: Call, params: dict[str, Any], config: Emulator
             stop=[(ev, {"state": "finished", "fax": _fax(direction, params, False)})],
             message="Sending fax" if direction == "send" else "Receiving fax",
         )
-    if verb == "pay":
-        ev = c.EVENT_CALL_PAY
-        return Script(
-            steps=[Step(0, ev, {"state": "started"}), Step("pay", ev, finished)],
-            stop=[(ev, finished)],
-            message="Paying",
-        )
-    if verb == "transcribe":
-        ev = c.EVENT_CALL_TRANSCRIBE
-        cid = params["control_id"]
-        done = {
-            "state": "finished",
-            "url": f"https://files.emulator.invalid/transcriptions/{cid}.json",
-            "recording_id": str(uuid.uuid5(uuid.NAMESPACE_URL, cid)),
-            "duration": config.duration("transcribe"),
-            "size": 2048,
-        }
-        return Script(steps=[Step("transcribe", ev, done)], stop=[(ev, done)], message="Transcribing")
-    if verb == "ai":
-        ev = c.EVENT_CALL_AI
-        runs_forever = config.duration("ai") <= 0
-        return Script(
-            steps=[] if runs_forever else [Step("ai", ev, finished)],
-            stop=[(ev, finished)],
-            message="AI started",
-            finishes=not runs_forever,
-        )
-    raise KeyError(verb)
+
+    return build
+
+
+def _pay_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev, finished = c.EVENT_CALL_PAY, {"state": "finished"}
+    return Script(
+        steps=[Step(0, ev, {"state": "started"}), Step("pay", ev, finished)],
+        stop=[(ev, finished)],
+        message="Paying",
+    )
+
+
+def _transcribe_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev = c.EVENT_CALL_TRANSCRIBE
+    cid = params["control_id"]
+    done = {
+        "state": "finished",
+        "url": f"https://files.emulator.invalid/transcriptions/{cid}.json",
+        "recording_id": str(uuid.uuid5(uuid.NAMESPACE_URL, cid)),
+        "duration": config.duration("transcribe"),
+        "size": 2048,
+    }
+    return Script(steps=[Step("transcribe", ev, done)], stop=[(ev, done)], message="Transcribing")
+
+
+def _ai_script(call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    ev, finished = c.EVENT_CALL_AI, {"state": "finished"}
+    runs_forever = config.duration("ai") <= 0
+    return Script(
+        steps=[] if runs_forever else [Step("ai", ev, finished)],
+        stop=[(ev, finished)],
+        message="AI started",
+        finishes=not runs_forever,
+    )
+
+
+#: The script builder of each action verb (the keys of :data:`ACTION_VERBS`).
+_SCRIPT_BUILDERS: dict[str, ScriptBuilder] = {
+    "play": _play_script,
+    "record": _record_script,
+    "collect": _collect_script,
+    "play_and_collect": _play_and_collect_script,
+    "detect": _detect_script,
+    "tap": _tap_script,
+    "stream": _stream_script,
+    "send_fax": _fax_script("send"),
+    "receive_fax": _fax_script("receive"),
+    "pay": _pay_script,
+    "transcribe": _transcribe_script,
+    "ai": _ai_script,
+}
+
+
+def build_script(verb: str, call: Call, params: dict[str, Any], config: EmulatorConfig) -> Script:
+    """The script of action ``verb`` (a key of :data:`ACTION_VERBS`) started with ``params``.
+
+    Raises ``KeyError`` for a verb that is not an action."""
+    return _SCRIPT_BUILDERS[verb](call, params, config)
 
 
 #: Action verbs, their required params (besides ``call_id``/``control_id``) and sub-commands.

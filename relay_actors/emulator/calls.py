@@ -14,9 +14,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import constants as c
-from . import caller
+from . import call_commands, caller
 from .actions import ACTION_VERBS, Action, build_script
-from .rpc import InvalidParams, require, result
+from .rpc import InvalidParams, require, require_device_lists, result
 
 if TYPE_CHECKING:
     from .core import EmulatorCore
@@ -155,21 +155,6 @@ class Call:
         }
 
 
-#: Non-action ``calling.*`` methods: required params and result message.
-_SIMPLE_VERBS: dict[str, tuple[tuple[str, ...], str]] = {
-    "transfer": (("dest",), "Transferring"),
-    "bind_digit": (("digits", "bind_method"), "Digit binding created"),
-    "clear_digit_bindings": ((), "Digit bindings cleared"),
-    "live_transcribe": (("action",), "Live transcription started"),
-    "live_translate": (("action",), "Live translation started"),
-    "amazon_bedrock": ((), "AI started"),
-    "ai_message": ((), "Message sent"),
-    "ai_hold": ((), "AI on hold"),
-    "ai_unhold": ((), "AI resumed"),
-    "user_event": ((), "Event sent"),
-}
-
-
 class CallService:
     """Every call of the emulator and the ``calling.*`` methods."""
 
@@ -179,7 +164,8 @@ class CallService:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- bookkeeping ------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background (kept referenced until done)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -229,7 +215,7 @@ class CallService:
         timeout = self.core.config.ring_timeout if ring_timeout is None else ring_timeout
         if timeout > 0:
             call.schedule(timeout, self._ring_timeout, call)
-        self._offer(call)
+        self.offer(call)
         return call
 
     def _ring_timeout(self, call: Call) -> None:
@@ -237,7 +223,8 @@ class CallService:
         if call.state in (c.CALL_STATE_CREATED, c.CALL_STATE_RINGING):
             call.end("noAnswer", ending=False)
 
-    def _offer(self, call: Call) -> None:
+    def offer(self, call: Call) -> None:
+        """Offer ``call`` to the next subscriber of its context that has not had it, else end it."""
         session = self.core.next_subscriber(call.context, exclude=call.offered)
         if session is None:
             # No (other) subscriber: the call fails; the last holder, if any, learns it ended.
@@ -359,7 +346,8 @@ class CallService:
         else:
             leg.end(_OUTCOME_END_REASON[outcome], ending=False)
 
-    async def _connect(self, call: Call, devices: list[Any], tag: str) -> None:
+    async def connect(self, call: Call, devices: list[Any], tag: str) -> None:
+        """Ring ``devices`` for ``call`` (``calling.connect``) and bridge the winner to it."""
         call.emit(c.EVENT_CALL_CONNECT, {"connect_state": c.CONNECT_STATE_CONNECTING})
         assert call.session is not None
         await asyncio.sleep(self.core.config.duration("connect"))
@@ -384,10 +372,8 @@ class CallService:
     def handle(self, session: Session, verb: str, params: dict[str, Any]) -> dict[str, Any]:
         """Answer ``calling.<verb>``; raises :class:`InvalidParams` for missing params."""
         if verb == "dial":
-            require(params, "tag", "devices")
-            if not isinstance(params["devices"], list):
-                raise InvalidParams("devices must be a list of device lists")
-            self._spawn(self._dial(session, str(params["tag"]), params["devices"]))
+            require(params, "tag")
+            self.spawn(self._dial(session, str(params["tag"]), require_device_lists(params)))
             return result("200", "Dialing")
         if verb == "begin":
             require(params, "device")
@@ -400,7 +386,7 @@ class CallService:
                     session=session,
                 )
             )
-            self._spawn(self._begin(leg))
+            self.spawn(self._begin(leg))
             return result("200", "Call started", call_id=leg.call_id, node_id=leg.node_id)
 
         require(params, "call_id")
@@ -427,7 +413,7 @@ class CallService:
             if sub:
                 return self._action_command(call, base, sub, params)
             return self._start_action(call, base, params)
-        return self._command(call, verb, params)
+        return call_commands.run(self, call, verb, params)
 
     def _start_action(self, call: Call, verb: str, params: dict[str, Any]) -> dict[str, Any]:
         control_id = str(params["control_id"])
@@ -473,135 +459,3 @@ class CallService:
         if sub == "volume":
             return result("200", "Volume set", **echo)
         return result("200", "Input timers started", **echo)
-
-    def _command(self, call: Call, verb: str, params: dict[str, Any]) -> dict[str, Any]:
-        echo = {"call_id": call.call_id}
-        if verb == "answer":
-            if call.answer_commands and self.core.config.strict_commands:
-                self.core.count("repeated_commands_refused")
-                return result("409", "Call already answered")
-            call.answer_commands += 1
-            if call.state != c.CALL_STATE_ANSWERED:
-                call.set_state(c.CALL_STATE_ANSWERED)
-                if call.hangup_after is not None:
-                    call.schedule(call.hangup_after, self.hangup, call.call_id, "hangup")
-                elif call._timer is not None:
-                    call._timer.cancel()
-            return result("200", "Answered")
-        if verb == "end":
-            reason = params.get("reason") or "hangup"
-            call.end(str(reason))
-            return result("200", "Disconnecting call")
-        if verb == "pass":
-            if call.session is not None:
-                call.session.call_ids.discard(call.call_id)
-            self._spawn(self._pass(call))
-            return result("200", "Passing call")
-        if verb == "connect":
-            require(params, "devices")
-            if not isinstance(params["devices"], list):
-                raise InvalidParams("devices must be a list of device lists")
-            self._spawn(self._connect(call, params["devices"], str(params.get("tag") or uuid.uuid4())))
-            return result("200", "Connecting", **echo)
-        if verb == "disconnect":
-            peer, call.peer = call.peer, None
-            call.emit(c.EVENT_CALL_CONNECT, {"connect_state": c.CONNECT_STATE_DISCONNECTED})
-            if peer is not None:
-                peer.peer = None
-                peer.end("hangup", ending=False)
-            return result("200", "Disconnecting", **echo)
-        if verb == "send_digits":
-            require(params, "control_id", "digits")
-            control_id = params["control_id"]
-            asyncio.get_running_loop().call_later(
-                self.core.config.duration("send_digits"),
-                self._emit_unless_ended,
-                call,
-                c.EVENT_CALL_SEND_DIGITS,
-                {"control_id": control_id, "state": "finished"},
-            )
-            return result("200", "Sending Digits", control_id=control_id, **echo)
-        if verb == "refer":
-            require(params, "device")
-            device = params["device"] if isinstance(params["device"], dict) else {}
-            to = (device.get("params") or {}).get("to", "") if isinstance(device.get("params"), dict) else ""
-            call.emit(
-                c.EVENT_CALL_REFER,
-                {
-                    "state": "success",
-                    "sip_refer_to": to,
-                    "sip_refer_response_code": "202",
-                    "sip_notify_response_code": "200",
-                },
-            )
-            return result("200", "Starting SIP REFER", **echo)
-        if verb in ("hold", "unhold"):
-            call.emit(c.EVENT_CALL_HOLD, {"state": verb})
-            return result("200", "Call on hold" if verb == "hold" else "Call off hold", **echo)
-        if verb in ("denoise", "denoise.stop"):
-            call.emit(c.EVENT_CALL_DENOISE, {"denoised": verb == "denoise"})
-            return result("200", "Denoiser on" if verb == "denoise" else "Denoiser off", **echo)
-        if verb == "echo":
-            call.emit(c.EVENT_CALL_ECHO, {"state": "echoing"})
-            return result("200", "Echo started", **echo)
-        if verb == "join_conference":
-            require(params, "name")
-            name = str(params["name"])
-            conference_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.conference.emulator"))
-            conf = {"conference_id": conference_id, "name": name}
-            if call.session is not None:
-                call.session.emit(c.EVENT_CONFERENCE, {**conf, "status": "conference-start"})
-            call.emit(c.EVENT_CONFERENCE, {**conf, "status": "participant-join"})
-            return result("200", "Joining conference", conference_id=conference_id, **echo)
-        if verb == "leave_conference":
-            require(params, "conference_id")
-            call.emit(
-                c.EVENT_CONFERENCE, {"conference_id": params["conference_id"], "status": "participant-leave"}
-            )
-            return result("200", "Leaving conference", conference_id=params["conference_id"], **echo)
-        if verb in ("join_room", "leave_room"):
-            if verb == "join_room":
-                require(params, "name")
-            states = ("joining", "join") if verb == "join_room" else ("leaving", "leave")
-            for state in states:
-                call.emit("calling.call.room", {"state": state, "name": params.get("name", "")})
-            return result("200", "Joining room" if verb == "join_room" else "Leaving room", **echo)
-        if verb in ("queue.enter", "queue.leave"):
-            require(params, "control_id", "queue_name")
-            queue_id = str(
-                params.get("queue_id") or uuid.uuid5(uuid.NAMESPACE_DNS, f"{params['queue_name']}.q")
-            )
-            entering = verb == "queue.enter"
-            call.emit(
-                c.EVENT_CALL_QUEUE,
-                {
-                    "control_id": params["control_id"],
-                    "status": "enqueue" if entering else "leave",
-                    "id": queue_id,
-                    "name": params["queue_name"],
-                    "position": 1 if entering else 0,
-                    "size": 1 if entering else 0,
-                },
-            )
-            return result(
-                "200",
-                "Entering Queue" if entering else "Leaving Queue",
-                control_id=params["control_id"],
-                **echo,
-            )
-        simple = _SIMPLE_VERBS.get(verb)
-        if simple is not None:
-            require(params, *simple[0])
-            return result("200", simple[1], **echo)
-        # Unknown verbs succeed, as the service does for verbs it does not act on.
-        return result("200", "OK", **echo)
-
-    def _emit_unless_ended(self, call: Call, event_type: str, params: dict[str, Any]) -> None:
-        if not call.ended:
-            call.emit(event_type, params)
-
-    async def _pass(self, call: Call) -> None:
-        # The result goes out first; the offer then moves on.
-        await asyncio.sleep(0)
-        if not call.ended:
-            self._offer(call)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["InvalidParams", "require", "result"]
+__all__ = ["InvalidParams", "require", "require_device_lists", "result"]
 
 
 class InvalidParams(Exception):
@@ -16,6 +16,16 @@ def require(params: dict[str, Any], *names: str) -> None:
     for name in names:
         if params.get(name) is None:
             raise InvalidParams(f"missing required parameter {name!r}")
+
+
+def require_device_lists(params: dict[str, Any]) -> list[Any]:
+    """The ``devices`` param (``calling.dial``, ``calling.connect``): present and a list of device
+    lists, else :class:`InvalidParams`."""
+    require(params, "devices")
+    devices = params["devices"]
+    if not isinstance(devices, list):
+        raise InvalidParams("devices must be a list of device lists")
+    return devices
 
 
 def result(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -224,10 +224,7 @@ def call_timeline(
                 text, urls = _media(params.get("play"))
                 events.append(Prompt(text, urls, collects=method == "calling.play_and_collect"))
             elif method == "calling.connect":
-                devices: list[Any] = params["devices"] if isinstance(params.get("devices"), list) else []
-                targets = tuple(
-                    _number(d) for group in devices for d in (group if isinstance(group, list) else [group])
-                )
+                targets = _targets(params)
             elif method == "calling.end":
                 app_ended = True
             continue
@@ -243,18 +240,7 @@ def call_timeline(
                 events.append(HungUp("app" if app_ended else far_side, str(p.get("end_reason") or "")))
                 return events, True
         elif event_type == "calling.call.collect" and isinstance(p.get("result"), dict):
-            result = p["result"]
-            r: dict[str, Any] = result["params"] if isinstance(result.get("params"), dict) else {}
-            confidence = r.get("confidence")
-            events.append(
-                Collected(
-                    str(result.get("type", "")),
-                    digits=str(r.get("digits", "")),
-                    terminator=str(r.get("terminator", "")),
-                    text=str(r.get("text", "")),
-                    confidence=float(confidence) if isinstance(confidence, (int, float)) else None,
-                )
-            )
+            events.append(_collected(p["result"]))
         elif event_type == "calling.call.record" and p.get("state") not in ("recording", "paused"):
             events.append(
                 Recording(str(p.get("url", "")), str(p.get("state")), p.get("duration"), p.get("size"))
@@ -262,15 +248,40 @@ def call_timeline(
         elif event_type == "calling.call.connect" and p.get("connect_state") in ("connected", "failed"):
             events.append(Connected(targets, str(p["connect_state"])))
         elif event_type == "calling.call.detect":
-            detect: dict[str, Any] = p["detect"] if isinstance(p.get("detect"), dict) else {}
-            result = (
-                (detect.get("params") or {}).get("event") if isinstance(detect.get("params"), dict) else None
-            )
+            detection = _detection(p)
             control_id = str(p.get("control_id"))
-            if result and result not in _NOT_A_DETECTION and control_id not in detected:
+            if detection is not None and control_id not in detected:
                 detected.add(control_id)
-                events.append(Detected(str(result), str(detect.get("type", "machine"))))
+                events.append(detection)
     return events, False
+
+
+def _targets(connect: dict[str, Any]) -> tuple[str, ...]:
+    """The numbers a ``calling.connect`` rings, in order."""
+    devices: list[Any] = connect["devices"] if isinstance(connect.get("devices"), list) else []
+    return tuple(_number(d) for group in devices for d in (group if isinstance(group, list) else [group]))
+
+
+def _collected(result: dict[str, Any]) -> Collected:
+    """What a collect's ``result`` says the caller pressed or said."""
+    r: dict[str, Any] = result["params"] if isinstance(result.get("params"), dict) else {}
+    confidence = r.get("confidence")
+    return Collected(
+        str(result.get("type", "")),
+        digits=str(r.get("digits", "")),
+        terminator=str(r.get("terminator", "")),
+        text=str(r.get("text", "")),
+        confidence=float(confidence) if isinstance(confidence, (int, float)) else None,
+    )
+
+
+def _detection(params: dict[str, Any]) -> Detected | None:
+    """What a ``calling.call.detect`` event detected; None for a non-detection (``finished``, ...)."""
+    detect: dict[str, Any] = params["detect"] if isinstance(params.get("detect"), dict) else {}
+    result = (detect.get("params") or {}).get("event") if isinstance(detect.get("params"), dict) else None
+    if not result or result in _NOT_A_DETECTION:
+        return None
+    return Detected(str(result), str(detect.get("type", "machine")))
 
 
 def dialed_call_ids(entries: Iterable[dict[str, Any]], number: str) -> list[str]:
