@@ -94,8 +94,6 @@ class RelayClient:
         runtime: str = "local",
         ray_options: RayOptions | None = None,
     ) -> None:
-        import os
-
         self._settings: Settings = resolve_settings(
             project,
             token,
@@ -103,7 +101,7 @@ class RelayClient:
             host,
             contexts,
             max_active_calls,
-            scheme=scheme or os.environ.get("SIGNALWIRE_RELAY_SCHEME") or None,
+            scheme=scheme,
             ca_file=ca_file,
             allow_insecure=allow_insecure,
         )
@@ -128,12 +126,9 @@ class RelayClient:
         self._host = CallHost(
             self._transport(),
             capacity=self._settings.max_active_calls,
-            over_limit=over_limit,
-            handler_timeout=handler_timeout,
-            on_handler_error=self._options.on_handler_error,
-            dial_timeout=dial_timeout,
             app=self._ray_options.app or "",
             tasks=self.tasks,
+            **self._options.host_options(),
         )
         #: Counters: offers, offers_dropped, offers_passed, handler_errors, ...
         self.counters: Counter[str] = self._host.counters

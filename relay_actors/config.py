@@ -76,15 +76,21 @@ class ClientOptions:
     dial_timeout: float = c.DIAL_TIMEOUT
     backoff: Backoff | None = None
 
-    def for_actors(self) -> dict[str, Any]:
-        """The options as they travel to the app's actors (the backoff's settings, not its state)."""
+    def host_options(self) -> dict[str, Any]:
+        """The call host's part (``CallHost``'s keyword arguments)."""
         return {
             "over_limit": self.over_limit,
             "handler_timeout": self.handler_timeout,
             "on_handler_error": self.on_handler_error,
+            "dial_timeout": self.dial_timeout,
+        }
+
+    def for_actors(self) -> dict[str, Any]:
+        """The options as they travel to the app's actors (the backoff's settings, not its state)."""
+        return {
+            **self.host_options(),
             "request_timeout": self.request_timeout,
             "ping_interval": self.ping_interval,
-            "dial_timeout": self.dial_timeout,
             "backoff": self.backoff.options() if self.backoff is not None else None,
         }
 
@@ -183,6 +189,7 @@ def resolve_settings(
 ) -> Settings:
     """Resolve settings the way the official client does.
 
+    ``scheme`` is ``wss`` unless given or set in ``SIGNALWIRE_RELAY_SCHEME``.
     ``allow_insecure`` (else ``SIGNALWIRE_RELAY_ALLOW_INSECURE=1``) permits
     ``scheme='ws'`` towards a host that is not loopback; without it, that is refused.
     ``credentials_from`` overrides where the credentials are said to come from (a Ray
@@ -200,7 +207,7 @@ def resolve_settings(
     env = source.env
     host = _validate_host((host or env.get("SIGNALWIRE_SPACE", "") or c.DEFAULT_HOST).strip())
     ctx = _context_names(contexts)
-    scheme = scheme or "wss"
+    scheme = scheme or env.get("SIGNALWIRE_RELAY_SCHEME") or "wss"
     if scheme not in ("ws", "wss"):
         raise ConfigError(
             f"scheme must be 'wss' (default) or 'ws' (local emulator only), not {scheme!r}: "

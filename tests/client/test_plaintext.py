@@ -91,3 +91,13 @@ def test_a_stray_scheme_variable_cannot_send_the_token_in_clear(monkeypatch: pyt
 async def test_ws_to_the_local_emulator_still_connects(emulator: Emulator) -> None:
     async with RelayClient(**client_kwargs(emulator, scheme="ws")) as client:
         assert client.connected and emulator.host.startswith("127.")
+
+
+def test_the_scheme_comes_from_the_argument_else_the_given_environment() -> None:
+    env = {"SIGNALWIRE_RELAY_SCHEME": "ws"}
+    assert resolve_settings("p", "t", None, "127.0.0.1:9", ["a"], env=env).scheme == "ws"
+    assert resolve_settings("p", "t", None, "127.0.0.1:9", ["a"], scheme="wss", env=env).scheme == "wss"
+    # An actor resolves with env={}: a stray variable of its process changes nothing.
+    assert resolve_settings("p", "t", None, "127.0.0.1:9", ["a"], env={}).scheme == "wss"
+    with pytest.raises(ConfigError, match="SIGNALWIRE_RELAY_SCHEME"):
+        resolve_settings("p", "t", None, "127.0.0.1:9", ["a"], env={"SIGNALWIRE_RELAY_SCHEME": "http"})
