@@ -381,15 +381,21 @@ async def test_a_restarted_peer_is_recognised_and_its_unacknowledged_items_retur
     await restarted.aclose()
 
 
-async def test_a_peer_whose_loop_is_blocked_turns_slow_and_back() -> None:
+async def watched_link(slow_after: float) -> tuple[LinkServer, LinkClient, Side, LinkHub]:
+    """A link up under a hub that reports its health every 50 ms."""
     s_side, c_side = Side(), Side()
-    limits = LinkLimits(slow_after=0.3, heartbeat=0.1, dead_after=30.0)
+    limits = LinkLimits(slow_after=slow_after, heartbeat=0.1, dead_after=30.0)
     server = await start_server(s_side, limits=limits)
     client = client_for(server, c_side, limits=limits)
     hub = LinkHub(client, interval=0.05)
     hub.start()
     client.ensure(7)
     await until(lambda: client.connected(7))
+    return server, client, c_side, hub
+
+
+async def test_a_peer_whose_loop_is_blocked_turns_slow_and_back() -> None:
+    server, client, c_side, hub = await watched_link(slow_after=0.3)
     # Stop the server reading (what a blocked event loop looks like from outside).
     server.wires[3].transport.pause_reading()
     client.send(7, ["offer", "c1"], "e1")
@@ -427,14 +433,8 @@ async def test_items_waiting_behind_a_full_window_leave_when_it_opens() -> None:
 async def test_a_peer_slow_before_its_reset_is_reported_ok_after_it() -> None:
     """A CallActor killed is first unreachable (slow), then found lost and its link reset:
     the owner must hear the fresh link is OK, or it never gives that actor work again."""
-    s_side, c_side = Side(), Side()
-    limits = LinkLimits(slow_after=0.2, heartbeat=0.1, dead_after=30.0)
-    server = await start_server(s_side, limits=limits)
-    client = client_for(server, c_side, limits=limits)
-    hub = LinkHub(client, interval=0.05)
-    hub.start()
-    client.ensure(7)
-    await until(lambda: client.connected(7))
+    server, client, c_side, hub = await watched_link(slow_after=0.2)
+    limits = client.limits
     await server.aclose()  # the CallActor dies; its restart takes longer than slow_after
     await until(lambda: c_side.health[-1:] == [(7, HealthStatus.SLOW)], what="reported slow")
     restarted = await start_server(Side(), limits=limits)

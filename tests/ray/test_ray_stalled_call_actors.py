@@ -19,17 +19,8 @@ async def test_offers_wait_while_every_call_actor_is_stalled(
     rec_name, rec = recorder
     relay = await make_client(on_call=helpers.recording_handler(rec_name, plays=0))
     conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
-    pids = [a["pid"] for a in (await relay.ray_stats())["call_actors"]]
-    assert len(pids) == 2
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    pids = await _stop_both_call_actors(relay, conn)
     try:
-
-        async def both_stalled() -> Any:
-            shard = await conn.stats.remote()
-            return shard if shard["unavailable_call_actors"] == 2 else None
-
-        await eventually(both_stalled, 15, what="both CallActors take no new calls")
         call_ids = emulator.core.inject_calls("office", 3)
 
         async def waiting() -> Any:
@@ -61,17 +52,8 @@ async def test_while_every_call_actor_is_stalled_the_pool_adds_one_and_offers_go
         on_call=helpers.recording_handler(rec_name, plays=0), ray_options={"max_call_actors": 3}
     )
     conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
-    pids = [a["pid"] for a in (await relay.ray_stats())["call_actors"]]
-    assert len(pids) == 2
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    pids = await _stop_both_call_actors(relay, conn)
     try:
-
-        async def both_stalled() -> Any:
-            shard = await conn.stats.remote()
-            return shard if shard["unavailable_call_actors"] == 2 else None
-
-        await eventually(both_stalled, 15, what="both CallActors take no new calls")
         call_ids = emulator.core.inject_calls("office", 3)
 
         async def handled() -> Any:
@@ -86,3 +68,24 @@ async def test_while_every_call_actor_is_stalled_the_pool_adds_one_and_offers_go
     assert not any(dump["errors"].get(cid) for cid in call_ids), dump["errors"]
     shard = await conn.stats.remote()
     assert shard.get("offers_no_capacity", 0) == 0 and shard.get("offers_dropped", 0) == 0, shard
+
+
+async def _stop_both_call_actors(relay: Any, conn: Any) -> list[int]:
+    """SIGSTOP the app's two CallActors and wait until the shard takes them as lagging;
+    their pids (the caller sends SIGCONT)."""
+    pids = [a["pid"] for a in (await relay.ray_stats())["call_actors"]]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+    async def both_stalled() -> Any:
+        shard = await conn.stats.remote()
+        return shard if shard["unavailable_call_actors"] == 2 else None
+
+    try:
+        await eventually(both_stalled, 15, what="both CallActors take no new calls")
+    except BaseException:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        raise
+    return pids
