@@ -105,7 +105,11 @@ def test_the_lint_rule_flags_an_import_outside_its_layer(module: str, tmp_path: 
 
 #: The only unpickling in the package: the app's handlers, which the driver sends
 #: through Ray (a CallActor's constructor argument, a ``dial_remote`` argument), never
-#: bytes from a socket of ours. Anything new here must say where its bytes come from.
+#: bytes from a socket of ours (the links decode JSON only: ``link_protocol``; the
+#: hostile-peer tests in tests/link send them pickles). An upgraded app's handlers also
+#: come back from the router's stored state, in the app's secrets namespace of Ray's KV
+#: store, which only a client of the cluster can write (and such a client can run code
+#: on it anyway). Anything new here must say where its bytes come from.
 PICKLE_LOADS_ALLOWED = {
     ("ray_runtime/call_actor.py", "__init__"),
     ("ray_runtime/call_actor.py", "dial_remote"),
