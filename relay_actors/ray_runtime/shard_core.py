@@ -105,8 +105,6 @@ class ShardCore:
         self.early_messages = MessageTracker(max_early=10_000)
         #: Admitted offers waiting for a CallActor that only lags (see :meth:`place`).
         self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
-        #: Capacity was asked for since offers began to wait (once while they wait).
-        self.asked_for_room = False
         self.counters: Counter[str] = Counter()
         #: The pool as this shard knows it: the router's snapshots, retirement, drain.
         self.pool = ShardPool(self)
@@ -393,10 +391,9 @@ class ShardCore:
                 self.waiting_for_room[event.call_id] = (event, ack_id)
                 self.counters["offers_waited_for_room"] += 1
                 self.fx.act(WaitForRoom(event.call_id))
-                if not self.asked_for_room:
-                    # Every CallActor lags (stalled handlers, a GC pause): the pool adds one,
-                    # within its bounds, and the waiting offers go there when it comes.
-                    self.asked_for_room = True
+                if len(self.waiting_for_room) == 1:
+                    # The first to wait: every CallActor lags (stalled handlers, a GC pause).
+                    # The pool adds one, within its bounds; the waiting offers go there.
                     self.fx.act(_WANT_CAPACITY)
                 return True
             # The wait is over (or too many wait): a lagging CallActor takes it rather than it
@@ -424,14 +421,10 @@ class ShardCore:
         while self.waiting_for_room and self.placement.pick() is not None:
             _call_id, (event, ack_id) = self.waiting_for_room.popitem(last=False)
             self.place(event, ack_id)
-        if not self.waiting_for_room:
-            self.asked_for_room = False
 
     def room_wait_over(self, call_id: str) -> None:
         """The offer waited long enough (:class:`WaitForRoom`): placed now, or dropped."""
         waiting = self.waiting_for_room.pop(call_id, None)
-        if not self.waiting_for_room:
-            self.asked_for_room = False
         if waiting is not None and not self.place(*waiting, wait=False) and self.leases is not None:
             self.lease_actions(self.leases.ended(call_id))
 
