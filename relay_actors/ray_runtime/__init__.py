@@ -66,6 +66,9 @@ The modules:
   what every actor's stats say about its process and links;
 - ``admission`` and ``placement`` (sans-IO): the call limit and where calls go;
 - ``kvstore``: the app's records and secrets in Ray's GCS KV store.
+- ``metrics_export`` (the app's metrics endpoint, served by the router), ``tracing_setup``
+  (the driver's ``OTEL_*`` settings carried to the actors), ``job_logs`` (which job's logs
+  an actor's output shows in), ``gc_tuning`` (the collector's settings in actor processes).
 
 No module here imports ``driver`` (but this facade), nor another module's private
 names; ``tests/test_layout.py`` checks it.
