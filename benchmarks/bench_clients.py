@@ -184,13 +184,17 @@ class Tree:
         return os.path.basename(cmd[0]) if cmd else p.name()
 
     def pss(self) -> float:
-        total = 0
+        return sum(self.pss_by_process().values())
+
+    def pss_by_process(self) -> Counter[str]:
+        """MiB of PSS per kind of process (``_label``)."""
+        out: Counter[str] = Counter()
         for p in self.procs():
             try:
-                total += p.memory_full_info().pss
+                out[self._label(p)] += p.memory_full_info().pss / 2**20
             except psutil.Error:
                 continue
-        return total / 2**20
+        return out
 
     def start_sampling(self, interval: float = 0.5) -> None:
         def loop() -> None:
@@ -334,7 +338,8 @@ def run_one(
     server = psutil.Process(emu.pid)
     try:
         ended_before = http("GET", f"{emu.control_url}/stats")["call_state_transitions"].get("ended", 0)
-        cpu0, pss0 = tree.cpu(), tree.pss()
+        cpu0, pss0_by = tree.cpu(), tree.pss_by_process()
+        pss0 = sum(pss0_by.values())
         server_cpu0 = sum(server.cpu_times()[:2])
         tree.start_sampling()
         if scenario in ("inbound", "hold"):
@@ -345,6 +350,7 @@ def run_one(
                 body["hangup_after"] = 3600
             http("POST", f"{emu.control_url}/calls", body)
         held_pss = float("nan")
+        held_by: Counter[str] = Counter()
         if scenario == "hold":
             deadline = time.monotonic() + TIME_LIMIT
             while time.monotonic() < deadline:
@@ -352,7 +358,8 @@ def run_one(
                 if answered >= n:
                     break
                 time.sleep(0.25)
-            held_pss = tree.pss()
+            held_by = tree.pss_by_process()
+            held_pss = sum(held_by.values())
             calls = http("GET", f"{emu.control_url}/calls?state=answered")["calls"]
             with ThreadPoolExecutor(16) as pool:
                 list(
@@ -399,6 +406,9 @@ def run_one(
     )
     if scenario == "hold":
         result["kib_per_call"] = (held_pss - pss0) * 1024 / max(n, 1)
+        result["kib_per_call_by_process"] = {
+            k: (held_by[k] - pss0_by[k]) * 1024 / max(n, 1) for k in sorted(set(held_by) | set(pss0_by))
+        }
     if scenario == "inbound":
         entries: list[dict[str, Any]] = []
         for protocol in protocols:
@@ -536,6 +546,14 @@ def main() -> int:
         for impl, runs in results.items():
             if impl.startswith("ray"):
                 parts = ", ".join(f"{k} {v:.2f}" for k, v in runs[0]["cpu_by_process"].items() if v >= 0.01)
+                print(f"  {label:<16}{impl:<6}{parts}")
+    held = [(label, rs) for label, rs in rows if label.startswith("hold")]
+    if held:
+        print("\nKiB per held call by process (the first round):")
+        for label, results in held:
+            for impl, runs in results.items():
+                by = runs[0].get("kib_per_call_by_process", {})
+                parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
                 print(f"  {label:<16}{impl:<6}{parts}")
     if args.json:
         Path(args.json).write_text(

@@ -46,11 +46,24 @@ def stalls(device: dict[str, Any]) -> bool:
     return bool((device.get("params") or {}).get("to_number") == STALL_NUMBER)
 
 
-def stall_flow(seconds: float) -> Any:
+def stall_flow(seconds: float, log_dir: str | None = None) -> Any:
+    """The stall scenario's handler. With ``log_dir``, each process notes in
+    ``<log_dir>/<pid>.log`` which calls it answered (``call <call_id>``) and when its loop
+    was blocked (``stall <start> <end>``, wall clock as the emulator's journal), so the
+    parent can tell the calls that shared a loop with a stall from those that did not."""
+
+    def note(line: str) -> None:
+        if log_dir is not None:
+            with open(os.path.join(log_dir, f"{os.getpid()}.log"), "a") as f:
+                f.write(line + "\n")
+
     async def flow(call: Any) -> None:
         if stalls(call.device):
+            started = time.time()
             time.sleep(seconds)  # noqa: ASYNC251 - the blocking code under test
+            note(f"stall {started} {time.time()}")
         await call.answer()
+        note(f"call {call.call_id}")
         await call.hangup()
 
     return flow
@@ -115,7 +128,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     all_done = asyncio.Event()
     flow = hold_flow if args.scenario == "hold" else inbound_flow
     if args.scenario == "stall":
-        flow = stall_flow(args.stall_seconds)
+        flow = stall_flow(args.stall_seconds, args.stall_log)
 
     async def on_call(call: Any) -> None:
         nonlocal done, failures
@@ -219,6 +232,9 @@ def main() -> int:
     parser.add_argument("--impl", choices=["ours", "sdk", "ray"], required=True)
     parser.add_argument("--scenario", choices=["inbound", "hold", "dial", "message", "stall"], required=True)
     parser.add_argument("--stall-seconds", type=float, default=6.0, help="stall: how long it blocks")
+    parser.add_argument(
+        "--stall-log", default=None, help="stall: a directory where each process notes its calls and stalls"
+    )
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument(

@@ -248,7 +248,9 @@ _DEFS = [
     _c(
         "relay_link_events",
         "Link events: accepted, authenticated, refused (failed handshakes, bad frames), "
-        "handshake_timeout, handshake_evicted, connect_failure, silent_closed, peer_restart, slow, overflow.",
+        "handshake_timeout, handshake_evicted, connect_failure, silent_closed, peer_restart, slow, "
+        "spare_asked (a CallActor turned slow with one other left to take calls: the pool was asked "
+        "for one more), overflow.",
         "event",
     ),
     _g("relay_loop_lag_seconds", "How late this actor's event loop ran its link timer (a blocked loop)."),
@@ -294,6 +296,7 @@ _COMMON: _Map = {
     "unavailable_call_actors": ("relay_call_actors_unavailable", {}),
     "requests_fenced": ("relay_requests_fenced", {}),
     "call_actors_slow": ("relay_link_events", {"event": "slow"}),
+    "capacity_asked_ahead": ("relay_link_events", {"event": "spare_asked"}),
     "link_overflows": ("relay_link_events", {"event": "overflow"}),
     "unknown_link_items": ("relay_item_errors", {"outcome": "unknown"}),
     "malformed_link_items": ("relay_item_errors", {"outcome": "malformed"}),

@@ -498,6 +498,7 @@ class LinkClient(_Peers):
         on_restarted: the CallActor came back as a new incarnation; its previous
             session (what it never acknowledged) is passed.
         on_health: ``(call_actor_index, Health)`` on every change of a link's status.
+        on_linked: ``(call_actor_index)`` each time a link to it is authenticated.
         endpoint: ``async (index) -> (endpoint dict, same_node)`` (a Ray call).
         tls: the client context that pins the app's certificate.
     """
@@ -512,12 +513,14 @@ class LinkClient(_Peers):
         *,
         endpoint: Callable[[int], Awaitable[tuple[dict[str, Any], bool]]],
         on_health: Callable[[int, Health], None] | None = None,
+        on_linked: Callable[[int], None] | None = None,
         tls: ssl.SSLContext | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(key, my_id, on_items, **kw)
         self._endpoint = endpoint
         self._on_health = on_health
+        self._on_linked = on_linked
         self._tls = tls
         self._keepers: dict[int, asyncio.Task[None]] = {}
         self._down: dict[int, asyncio.Event] = {}
@@ -624,6 +627,8 @@ class LinkClient(_Peers):
     def _bound(self, wire: _Wire, event: Authenticated) -> None:
         super()._bound(wire, event)
         self._up.setdefault(wire.peer_id, asyncio.Event()).set()
+        if self._on_linked is not None:
+            self._on_linked(wire.peer_id)
 
     def _wire_lost(self, wire: _Wire) -> None:
         super()._wire_lost(wire)

@@ -103,6 +103,9 @@ ROOM_WAIT = 3.0
 STEP_TIMEOUT = 10.0
 #: The router's ``call_actor_lost`` waits this long for the policy to finish.
 LOSS_WAIT = 60.0
+#: A pushed pool snapshot is answered once its new CallActors are linked, or after this
+#: (the router's deadline for the push is 5 s).
+LINK_WAIT = 2.0
 
 
 def decoded_entries(unacknowledged: list[tuple[Any, str | None]]) -> list[LinkEntry]:
@@ -512,6 +515,7 @@ class ConnectionActor:
             on_released=core.link_acked,
             on_restarted=self._on_call_actor_restarted,
             on_health=core.link_health,
+            on_linked=core.call_actor_linked,
             tls=link_tls.client_context(identity),
             linger=self.options.link_linger,
         )
@@ -712,6 +716,12 @@ class ConnectionActor:
         CallActors takes the new calls from now on) with each CallActor's handle: applied
         if newer than this shard's. Returns the version this shard has now."""
         self._apply_pool(snapshot, handles)
+        linking = self.core.pool.linking()
+        if linking and self.links is not None:
+            # Answered once the new CallActors are linked (bounded, well inside the router's
+            # deadline): after an upgrade the router returns, and the next call goes to the
+            # new generation rather than to the older one while the links come up.
+            await self.links.wait_linked(linking, LINK_WAIT)
         assert self.core.pool.snapshot is not None
         return self.core.pool.snapshot.key
 

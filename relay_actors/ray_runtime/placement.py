@@ -34,6 +34,10 @@ __all__ = ["Placement", "RouteRebuild", "spread_node"]
 
 E = TypeVar("E")
 
+#: The reasons that make a CallActor late rather than out of the game: it lags, or its link
+#: is not up yet. An offer that finds no other CallActor may wait for such a one.
+_LATE = frozenset({"slow", "linking"})
+
 
 def spread_node(nodes: Iterable[str], actor_nodes: Iterable[str]) -> str | None:
     """The node (of ``nodes``, the live ones that can host a CallActor) holding the
@@ -110,6 +114,10 @@ class Placement:
             if idx not in self.unavailable and self.generation.get(idx, 0) == newest
         ]
 
+    def live_with_room(self) -> int:
+        """How many available CallActors of the newest generation have room."""
+        return sum(1 for idx in self.live() if self.placed[idx] < self.capacity[idx])
+
     def pick(self, exclude: Iterable[int] = ()) -> int | None:
         """The least loaded available CallActor with room, or None."""
         skip = set(exclude)
@@ -133,20 +141,28 @@ class Placement:
         return live[self._rr]
 
     def lagging_with_room(self) -> bool:
-        """Some CallActor with room is unavailable only because it lags (``slow``): an
-        offer that finds no other may wait for it."""
+        """Some CallActor with room is unavailable only because it lags (``slow``) or is not
+        linked yet (``linking``): an offer that finds no other may wait for it."""
         return any(
-            self.unavailable.get(idx) == {"slow"} and self.placed[idx] < capacity
-            for idx, capacity in self.capacity.items()
+            self._only_late(idx) and self.placed[idx] < capacity for idx, capacity in self.capacity.items()
         )
 
+    def any_slow(self) -> bool:
+        """Some CallActor lags (rather than only not being linked yet)."""
+        return any("slow" in reasons for reasons in self.unavailable.values())
+
+    def _only_late(self, idx: int) -> bool:
+        reasons = self.unavailable.get(idx)
+        return reasons is not None and bool(reasons) and reasons <= _LATE
+
     def pick_lagging(self, exclude: Iterable[int] = ()) -> int | None:
-        """The least loaded CallActor with room that is unavailable only because it lags."""
+        """The least loaded CallActor with room that is unavailable only because it lags or
+        is not linked yet."""
         skip = set(exclude)
         lagging = [
             idx
             for idx, capacity in self.capacity.items()
-            if idx not in skip and self.unavailable.get(idx) == {"slow"} and self.placed[idx] < capacity
+            if idx not in skip and self._only_late(idx) and self.placed[idx] < capacity
         ]
         return min(lagging, key=lambda idx: self.placed[idx] / (self.capacity[idx] or 1), default=None)
 

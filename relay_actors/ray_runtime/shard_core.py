@@ -276,6 +276,12 @@ class ShardCore:
         self.routes.dials.cancel(tag)
         self.abandoned_dials.add(tag)
 
+    def call_actor_linked(self, idx: int) -> None:
+        """The link to CallActor ``idx`` is up (authenticated): a new one takes calls."""
+        if not self.placement.is_available(idx, "linking"):
+            self.placement.set_available(idx, "linking")
+            self.place_waiting_for_room()
+
     def link_health(self, idx: int, health: Health) -> None:
         """The link to ``idx`` saw it lag (no new calls), recover, or stay unreachable (lost)."""
         if health.status is HealthStatus.OK:
@@ -288,6 +294,11 @@ class ShardCore:
             self.counters["call_actors_slow"] += 1
             log.warning("shard %d: CallActor %d takes no new calls: %s", self.shard, idx, health.reason)
             self.placement.set_unavailable(idx, "slow")
+            if self.placement.live_with_room() == 1:
+                # One CallActor left to take calls: should it stall too, offers would wait for
+                # a new one to start (~1 s). The pool adds it now, while nothing waits.
+                self.counters["capacity_asked_ahead"] += 1
+                self.fx.act(_WANT_CAPACITY)
         if health.status is HealthStatus.LOST:
             log.error("shard %d: CallActor %d lost (%s)", self.shard, idx, health.reason)
             self.recovery.call_actor_lost(idx)
@@ -391,9 +402,10 @@ class ShardCore:
                 self.waiting_for_room[event.call_id] = (event, ack_id)
                 self.counters["offers_waited_for_room"] += 1
                 self.fx.act(WaitForRoom(event.call_id))
-                if len(self.waiting_for_room) == 1:
-                    # The first to wait: every CallActor lags (stalled handlers, a GC pause).
-                    # The pool adds one, within its bounds; the waiting offers go there.
+                if len(self.waiting_for_room) == 1 and self.placement.any_slow():
+                    # The first to wait: every CallActor lags (stalled handlers, a GC pause)
+                    # or is not linked yet. The pool adds one, within its bounds, unless none
+                    # lags (a link about to come up); the waiting offers go there.
                     self.fx.act(_WANT_CAPACITY)
                 return True
             # The wait is over (or too many wait): a lagging CallActor takes it rather than it

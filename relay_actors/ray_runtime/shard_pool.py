@@ -60,8 +60,10 @@ class ShardPool:
         generation): know the new CallActors; returns every CallActor to link to."""
         placement = self.core.placement
         for idx, capacity in pool:
-            if idx not in self.retired:
-                placement.add(idx, capacity, generations.get(idx, 0))
+            if idx not in self.retired and placement.add(idx, capacity, generations.get(idx, 0)):
+                # Until its link is up (:meth:`ShardCore.call_actor_linked`), a call placed on
+                # a new CallActor would wait for its process to start (~1 s).
+                placement.set_unavailable(idx, "linking")
         for idx, generation in generations.items():
             placement.set_generation(idx, generation)
         self.core.place_waiting_for_room()  # (a CallActor added for them)
@@ -78,6 +80,10 @@ class ShardPool:
         return self.add_call_actors(
             ((idx, snapshot.capacity) for idx, _gen in snapshot.actors), dict(snapshot.actors)
         )
+
+    def linking(self) -> list[int]:
+        """The CallActors this shard knows whose link has never been up yet."""
+        return [idx for idx, reasons in self.core.placement.unavailable.items() if "linking" in reasons]
 
     def knows(self, idx: int) -> bool:
         return idx in self.core.placement.capacity

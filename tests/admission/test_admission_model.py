@@ -175,7 +175,8 @@ class AdmissionModel(RuleBasedStateMachine):
     def _shard(self, s: int, incarnation: int, answers: dict[int, dict[str, Any] | None]) -> ShardCore:
         """A (re)started shard core, as the connection actor's start-up makes it."""
         core = ShardCore(s, ModelShell(self, s))
-        core.pool.add_call_actors([(idx, 1000) for idx in range(self.n_actors)], {})
+        for idx in core.pool.add_call_actors([(idx, 1000) for idx in range(self.n_actors)], {}):
+            core.call_actor_linked(idx)  # (links are not modelled: up at once)
         core.recovery.rebuilt(answers, 0.0)
         stored = [[cid, "n"] for cid in sorted(self.durable[s])]
         core.start_leases(incarnation, self.block, 0, stored, prefetch=self.prefetch)

@@ -132,7 +132,9 @@ class PoolModel(RuleBasedStateMachine):
 
     def _pull(self, s: int) -> None:
         """A shard asks for the snapshot (start-up, or it missed a generation)."""
-        self.shards[s].core.pool.apply(self.core.snapshot())
+        core = self.shards[s].core
+        for idx in core.pool.apply(self.core.snapshot()) or []:
+            core.call_actor_linked(idx)  # (links are not modelled: up at once)
 
     def _publish(self) -> None:
         """The router pushes its snapshot to every shard (it arrives later)."""
@@ -219,7 +221,8 @@ class PoolModel(RuleBasedStateMachine):
             snapshot = shard.inbox[pick % len(shard.inbox)]
             if not again:
                 shard.inbox.remove(snapshot)
-            shard.core.pool.apply(snapshot)
+            for idx in shard.core.pool.apply(snapshot) or []:
+                shard.core.call_actor_linked(idx)
 
     @precondition(lambda self: not self.core.upgrading)
     @rule()

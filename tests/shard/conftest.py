@@ -78,13 +78,20 @@ def state(call_id: str, call_state: str) -> RelayEvent:
     )
 
 
+def linked(core: ShardCore, idxs: list[int] | None) -> None:
+    """The links to ``idxs`` come up, as the shell reports them (a new CallActor takes no
+    call before)."""
+    for idx in idxs or []:
+        core.call_actor_linked(idx)
+
+
 def make_core(
     actors: int = 2, capacity: int = 10, budget: int = 10, over_limit: str = "drop", policy: str = "hangup"
 ) -> tuple[ShardCore, Shell]:
     """A started shard core with ``actors`` CallActors and a granted block of ``budget``."""
     shell = Shell()
     core = ShardCore(0, shell, over_limit=over_limit, on_call_actor_lost=policy)
-    core.pool.add_call_actors([(i, capacity) for i in range(actors)], {})
+    linked(core, core.pool.add_call_actors([(i, capacity) for i in range(actors)], {}))
     core.recovery.rebuilt({i: {"calls": [], "dials": [], "messages": []} for i in range(actors)}, 0.0)
     core.test_router = LeaseLedger(budget, 1, 1)  # type: ignore[attr-defined]
     core.start_leases(1, lease_block(budget, 1), 1, [])

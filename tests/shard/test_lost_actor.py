@@ -19,7 +19,7 @@ from relay_actors.ray_runtime.shard_actions import (
 from relay_actors.ray_runtime.shard_core import ShardCore
 from relay_actors.ray_runtime.shard_recovery import REBUILD_DEADLINE, LossPhase
 
-from .conftest import Shell, grant, make_core, offer, state
+from .conftest import Shell, grant, linked, make_core, offer, state
 
 NOTHING = {"calls": [], "dials": [], "messages": []}
 
@@ -151,7 +151,7 @@ def restarted(unknown_calls: list[str]) -> tuple[ShardCore, Shell]:
     """A shard that restarted: CallActor 0 answered (holding ``c0``), 1 did not."""
     shell = Shell()
     core = ShardCore(0, shell)
-    core.pool.add_call_actors([(0, 10), (1, 10)], {})
+    linked(core, core.pool.add_call_actors([(0, 10), (1, 10)], {}))
     core.recovery.rebuilt({0: {"calls": [["c0", "n1"]], "dials": [], "messages": []}, 1: None}, 0.0)
     core.start_leases(2, 4, 1, [])
     core.requests.relay_created("proto")
@@ -162,7 +162,7 @@ def test_the_rebuild_reports_what_it_holds_and_keeps_the_calls_of_an_actor_that_
     # An ask that raised (a timeout, the CallActor restarting) is "unknown", as None is.
     shell = Shell()
     core = ShardCore(0, shell)
-    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})
+    linked(core, core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {}))
     held = {"calls": [["c0", "n1"]], "dials": [], "messages": []}
     found = core.recovery.rebuilt({0: held, 1: TimeoutError("owned"), 2: None}, 0.0)
     assert found and core.recovery.unknown() == {1, 2} and core.routes.calls == {"c0": 0}

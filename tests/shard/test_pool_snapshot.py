@@ -23,9 +23,15 @@ def test_a_newer_snapshot_adds_its_call_actors_and_generations() -> None:
     core = ShardCore(0, Shell())
     assert core.pool.apply(snapshot(1, 1, ((0, 0), (1, 0)))) == [0, 1]
     assert core.placement.capacity == {0: 5, 1: 5}
-    # An upgrade: generation 1's CallActors take the new calls.
+    assert core.placement.pick() is None  # no link up yet
+    core.call_actor_linked(0)
+    core.call_actor_linked(1)
+    # An upgrade: generation 1's CallActors take the new calls, once linked (until then the
+    # older ones do: a call placed there would wait for the new process to start).
     assert core.pool.apply(snapshot(1, 2, ((0, 0), (1, 0), (2, 1)), generation=1)) == [0, 1, 2]
     assert core.pool.snapshot is not None and core.pool.snapshot.generation == 1
+    assert core.placement.pick() in (0, 1)
+    core.call_actor_linked(2)
     assert core.placement.pick() == 2
 
 

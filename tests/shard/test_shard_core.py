@@ -248,14 +248,35 @@ def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> N
     assert not core.waiting_for_room
 
 
+def test_the_pool_is_asked_for_one_more_when_one_call_actor_is_left_to_take_calls() -> None:
+    core, shell = make_core(actors=3)
+    _lagging(core, 0)
+    assert shell.take(WantCapacity) == []  # two take calls: no hurry
+    _lagging(core, 1)
+    assert shell.take(WantCapacity) == [WantCapacity()]  # one left: the next is started now
+    assert core.counters["capacity_asked_ahead"] == 1
+    _lagging(core, 2)
+    assert shell.take(WantCapacity) == []  # asked already; a waiting offer asks again
+    for idx in (0, 1, 2):
+        core.link_health(idx, Health(HealthStatus.OK))
+    _lagging(core, 1)
+    assert shell.take(WantCapacity) == []  # two take calls again
+    _lagging(core, 2)
+    assert shell.take(WantCapacity) == [WantCapacity()]  # a new spell: asked again
+
+
 def test_offers_waiting_on_lagging_call_actors_ask_for_one_more_once_and_go_to_it() -> None:
     core, shell = make_core(actors=2)
-    _lagging(core, 0, 1)
+    _lagging(core, 0)
+    assert shell.take(WantCapacity) == [WantCapacity()]  # one left to take calls: asked ahead
+    _lagging(core, 1)
     for cid in ("c1", "c2", "c3"):
         admit(core, shell, cid)
     assert shell.take(WantCapacity) == [WantCapacity()]  # once for the three
     assert list(core.waiting_for_room) == ["c1", "c2", "c3"]
     core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added CallActor 2
+    assert not core.routes.calls  # not before its link is up
+    core.call_actor_linked(2)
     assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2} and not core.waiting_for_room
     assert [item.call_id for item in shell.items(2, m.OfferItem)] == ["c1", "c2", "c3"]
     _lagging(core, 2)
@@ -322,3 +343,23 @@ def test_malformed_items_from_a_call_actor_are_counted_and_the_rest_applied(shar
     core.on_link_items(0, batch)
     assert core.counters["malformed_link_items"] == 4 and core.counters["unknown_link_items"] == 1
     assert [r[1] for r in shell.requests] == ["r2"]
+
+
+def test_a_new_call_actor_takes_calls_once_its_link_is_up() -> None:
+    core, shell = make_core(actors=1)
+    core.pool.add_call_actors([(0, 10), (1, 10)], {})  # the pool grew: CallActor 1 is starting
+    for cid in ("c1", "c2"):
+        admit(core, shell, cid)
+    assert core.routes.calls == {"c1": 0, "c2": 0}  # not on 1: its process may not even run yet
+    core.call_actor_linked(1)
+    admit(core, shell, "c3")
+    assert core.routes.calls["c3"] == 1
+
+
+def test_offers_that_find_only_call_actors_not_linked_yet_wait_for_them_without_asking_for_more() -> None:
+    core, shell = make_core(actors=0)
+    core.pool.add_call_actors([(0, 10), (1, 10)], {})  # the pool's first CallActors, linking
+    admit(core, shell, "c1")
+    assert list(core.waiting_for_room) == ["c1"] and shell.take(WantCapacity) == []
+    core.call_actor_linked(0)
+    assert core.routes.calls == {"c1": 0} and not core.waiting_for_room
