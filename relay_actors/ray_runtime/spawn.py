@@ -29,6 +29,21 @@ _COMMON: dict[str, Any] = {
 }
 
 
+#: One Ray actor class per class, made once per process: Ray prepares and exports an actor
+#: class on its first creation (~80 ms of this process's time here), so a new
+#: ``ray.remote(cls)`` for every actor paid that for each CallActor, router and shard.
+_ACTOR_CLASSES: dict[type, Any] = {}
+
+
+def _actor_class(cls: type) -> Any:
+    actor_class = _ACTOR_CLASSES.get(cls)
+    if actor_class is None:
+        import ray
+
+        actor_class = _ACTOR_CLASSES[cls] = ray.remote(cls)
+    return actor_class
+
+
 def spawn_control_actor(
     app: str,
     role: str,
@@ -54,7 +69,7 @@ def spawn_control_actor(
             ray.get_runtime_context().get_node_id(), soft=True
         )
     return (
-        ray.remote(cls)
+        _actor_class(cls)
         .options(name=actor_name(app, role, index), num_cpus=0, **_COMMON, **options)
         .remote(*args)
     )
@@ -78,7 +93,6 @@ def spawn_call_actor(
     it, or dies, lets Ray place it elsewhere), or on a node offering
     ``placement["resource"]``, else by Ray's SPREAD."""
     options = CallActorOptions.from_parts(app_options, capacity=capacity, shards=shards)
-    import ray
 
     from .call_actor import CallActor
 
@@ -92,7 +106,7 @@ def spawn_call_actor(
     else:
         ray_options["scheduling_strategy"] = "SPREAD"
     return (
-        ray.remote(CallActor)
+        _actor_class(CallActor)
         .options(name=actor_name(app, "call", index), **_COMMON, **ray_options)
         .remote(app, index, handlers, options)
     )
