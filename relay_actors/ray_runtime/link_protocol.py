@@ -213,6 +213,8 @@ class HealthStatus(str, enum.Enum):
 class Health:
     status: HealthStatus
     reason: str = ""
+    #: False while the link is down (the peer restarting, or closed for silence).
+    reachable: bool = True
 
 
 @dataclass
@@ -427,17 +429,22 @@ class LinkSession:
 
     def health(self, now: float, connected: bool) -> Health:
         limits = self.limits
+        oldest = now - self._unacked[0].sent_at if self._unacked else 0.0
         if not connected:
             if self.unreachable_since is None:
                 self.unreachable_since = now
             down = now - self.unreachable_since
             if down >= limits.lost_after:
-                return Health(HealthStatus.LOST, f"unreachable for {down:.0f} s")
+                return Health(HealthStatus.LOST, f"unreachable for {down:.0f} s", reachable=False)
             if down >= limits.slow_after:  # (a blip reconnects well before: frames just wait)
-                return Health(HealthStatus.SLOW, f"unreachable for {down:.1f} s")
-            return Health(HealthStatus.OK)
+                return Health(HealthStatus.SLOW, f"unreachable for {down:.1f} s", reachable=False)
+            if oldest >= min(limits.slow_unacked_after, limits.slow_after):
+                # Closed while it lagged (a peer silent past dead_after, its loop blocked): it
+                # stays slow, or calls would go to a loop that is not running.
+                why = f"unreachable, oldest frame unacknowledged for {oldest:.2f} s"
+                return Health(HealthStatus.SLOW, why, reachable=False)
+            return Health(HealthStatus.OK, reachable=False)
         self.unreachable_since = None
-        oldest = now - self._unacked[0].sent_at if self._unacked else 0.0
         silent = now - self.last_heard if self.last_heard else 0.0
         if oldest >= limits.lost_after:
             return Health(HealthStatus.LOST, f"no acknowledgement for {oldest:.0f} s")

@@ -294,9 +294,10 @@ class ShardCore:
             self.counters["call_actors_slow"] += 1
             log.warning("shard %d: CallActor %d takes no new calls: %s", self.shard, idx, health.reason)
             self.placement.set_unavailable(idx, "slow")
-            if self.placement.live_with_room() == 1:
-                # One CallActor left to take calls: should it stall too, offers would wait for
-                # a new one to start (~1 s). The pool adds it now, while nothing waits.
+            if health.reachable and self.placement.live_with_room() == 1:
+                # A loop stalls (not a process restarting: Ray brings that back) with one
+                # CallActor left to take calls: should it stall too, offers would wait for a
+                # new one to start (~1 s). The pool adds it now, while nothing waits.
                 self.counters["capacity_asked_ahead"] += 1
                 self.fx.act(_WANT_CAPACITY)
         if health.status is HealthStatus.LOST:

@@ -257,6 +257,21 @@ def test_health_slow_then_lost_when_unacknowledged_and_unreachable() -> None:
     assert b.health(10.0, False).status is HealthStatus.LOST
 
 
+def test_a_link_closed_while_its_peer_lagged_stays_slow() -> None:
+    # A CallActor whose loop is blocked: its frames go unacknowledged (slow), then its silent
+    # link is closed (dead_after). The closed link must not read as a mere blip (OK for
+    # slow_after), or new calls would go to the blocked loop meanwhile.
+    limits = LinkLimits(slow_after=2.0, slow_unacked_after=0.15, dead_after=6.0)
+    a = LinkSession(1, b"b", limits)
+    a.last_heard = 0.0
+    a.queue(["offer"])
+    a.pack(0.0)
+    assert a.health(0.2, True).status is HealthStatus.SLOW
+    assert a.health(6.0, False).status is HealthStatus.SLOW  # just closed: still slow
+    b = LinkSession(1, b"b", limits)
+    assert b.health(6.0, False).status is HealthStatus.OK  # closed with nothing owed: a blip
+
+
 def test_peer_restart_is_reported_with_the_previous_session() -> None:
     cd, sd = Directory(), Directory()
     client, _server, _, _ = pair(cd, sd, server_inc=b"1" * 16)

@@ -263,6 +263,9 @@ def test_the_pool_is_asked_for_one_more_when_one_call_actor_is_left_to_take_call
     assert shell.take(WantCapacity) == []  # two take calls again
     _lagging(core, 2)
     assert shell.take(WantCapacity) == [WantCapacity()]  # a new spell: asked again
+    core.link_health(2, Health(HealthStatus.OK))
+    core.link_health(2, Health(HealthStatus.SLOW, "unreachable for 2.0 s", reachable=False))
+    assert shell.take(WantCapacity) == []  # a process restarting: Ray brings it back
 
 
 def test_offers_waiting_on_lagging_call_actors_ask_for_one_more_once_and_go_to_it() -> None:
