@@ -192,15 +192,18 @@ def blocking_handler(rec_name: str, block_for: float) -> Any:
 
 
 async def test_unacknowledged_event_is_not_acked_and_after_kill9_reaches_its_handler_once(
-    make_client, emulator, recorder
+    make_client, emulator, recorder, app_name
 ) -> None:
     """A CallActor that has the bytes but never acknowledges them (its loop is blocked):
     the offer is not acked to RELAY; the connection actor is killed; the resumed session
     redelivers it, and its handler runs exactly once."""
     rec_name, rec = recorder
-    relay = await make_client(
+    await make_client(
         on_call=blocking_handler(rec_name, 8.0), ray_options={"min_call_actors": 1, "max_call_actors": 1}
     )
+    # The connection actor's own stats: ``ray_stats()`` would wait 5 s for the blocked
+    # CallActor's, each time (the kill would then come once the block is over).
+    conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
     (blocker,) = emulator.core.inject_calls("office", 1, to_number="+block", ring_timeout=60)
 
     async def blocking() -> Any:
@@ -213,12 +216,12 @@ async def test_unacknowledged_event_is_not_acked_and_after_kill9_reaches_its_han
     # The frame carrying the offer left for the CallActor, which cannot acknowledge it
     # while blocked: no RELAY ack may have gone out for it.
     async def in_flight() -> Any:
-        links = (await _stats(relay))["connections"][0]["links"]
-        return links[0]["window"] >= 1 and links[0]["frames_out"] > 0
+        shard = await asyncio.wait_for(conn.stats.remote(), 10)
+        links = shard["links"]
+        return links[0]["window"] >= 1 and links[0]["frames_out"] > 0 and shard
 
-    await eventually(in_flight, 10, what="the offer framed and unacknowledged")
+    old = await eventually(in_flight, 10, what="the offer framed and unacknowledged")
     assert not set(offer_ids) & _acked_ids(emulator), "an event was acked before its CallActor had it"
-    old = (await _stats(relay))["connections"][0]
     kill9(old["pid"])
     dump = await eventually(lambda: _done(rec, [call_id, blocker]), 60, what="both handlers finished")
     assert len(dump["started"][call_id]) == 1, "the redelivered offer reached a handler twice"
