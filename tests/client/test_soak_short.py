@@ -22,10 +22,10 @@ from relay_actors.emulator.testing import wait_until
 #: Calls/s; calls to warm up; calls traced before the first snapshot (a bounded table such
 #: as the session's window of event ids turns over in them: its entries are then all traced,
 #: and its churn no longer reads as growth); calls measured between the two snapshots.
-RATE = 100.0
+RATE = 200.0
 WARMUP = 300
-SETTLE = 500
-MEASURED = 1000
+SETTLE = 250
+MEASURED = 500
 #: The session's window of event ids (4,096), small here so that it turns over in SETTLE
 #: calls; its bound is the session's own test.
 DEDUPE_WINDOW = 256

@@ -70,16 +70,17 @@ def hostile_frame(draw: st.DrawFn) -> bytes:
 
 async def test_fuzz_hostile_frames(emulator: Emulator, client: RawClient) -> None:
     # Hypothesis shrinks a failing frame; the seeded generator adds many more frames per
-    # second of CI (hypothesis spends milliseconds drawing one).
+    # second of CI (hypothesis spends milliseconds drawing one): 300 + 10,700, the same
+    # 11,000 frames as 1,000 + 10,000 in a third of the time.
     frames: list[bytes] = []
 
-    @settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(hostile_frame())
     def collect(frame: bytes) -> None:
         frames.append(frame)
 
     collect()
-    frames += [frame for _, frame in hf.frames(5, 10_000, SEEDED_FAMILIES)]
+    frames += [frame for _, frame in hf.frames(5, 10_700, SEEDED_FAMILIES)]
     await all_answered_with_errors(emulator, client, frames)
 
 

@@ -200,18 +200,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     scenario = Scenario(tmp, other_port)
     prom = None
     try:
-        report = scenario.wait_ready()
+        # Prometheus starts while the scenario does (its targets are down until the apps
+        # serve; Ray writes the discovery file it watches when Ray starts).
         sd = scenario.ray_dir / "prom_metrics_service_discovery.json"
-        assert sd.exists(), f"Ray wrote no service discovery file in {scenario.ray_dir}"
         targets = [f"127.0.0.1:{DEFAULT_METRICS_PORT}", f"127.0.0.1:{other_port}"]
         prom = Prometheus(tmp / "prom", static=targets, file_sd=str(sd)).start()
+        report = scenario.wait_ready()
+        assert sd.exists(), f"Ray wrote no service discovery file in {scenario.ray_dir}"
         t = time.monotonic()
         got = prom.wait_value(f'sum(relay_offers_total{{app="{APP}",outcome="admitted"}})', CALLS, 30)
         report["scraped_after"] = time.monotonic() - t
         assert got == CALLS, f"admitted offers in Prometheus: {got}, injected {CALLS}"
         print(
             f"\nscenario ready after {report['ready_after']:.1f}s {report['timings']}, "
-            f"metrics in Prometheus {report['scraped_after']:.1f}s after it started"
+            f"metrics in Prometheus {report['scraped_after']:.1f}s after that"
         )
         yield Env(prom, scenario, report, other_port)
     finally:

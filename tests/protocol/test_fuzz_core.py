@@ -177,9 +177,11 @@ def drive(s: ClientSession, router: EventRouter[CallCore], data: bytes) -> list[
 
 
 # Hypothesis shrinks a failure to its smallest frame; the seeded generator below covers
-# many more frames per second (hypothesis spends ~10 ms drawing one nested frame).
+# many more frames per second (hypothesis spends ~10 ms drawing one nested frame), so it
+# carries the counts: each hypothesis pass here is a third of what it was, the seeded
+# one took over the difference (the same totals of frames, streams and batches).
 @pytest.mark.timeout(600)
-@settings(max_examples=1_000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frame=frames)
 def test_core_survives_hostile_frames(frame: bytes) -> None:
     survives(frame)
@@ -195,7 +197,7 @@ def survives(frame: bytes) -> None:
 
 
 @pytest.mark.timeout(600)
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(frames, min_size=20, max_size=60))
 def test_core_survives_hostile_streams(batch: list[bytes]) -> None:
     """Long streams: state built by earlier frames must not make later ones crash."""
@@ -211,7 +213,7 @@ def survives_stream(batch: list[bytes]) -> None:
 
 
 @pytest.mark.timeout(600)
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(frames, min_size=1, max_size=8))
 def test_every_request_answered_once_with_deferred_acks(batch: list[bytes]) -> None:
     """The Ray connection actor defers acks until a CallActor has the event: the
@@ -276,7 +278,7 @@ SEEDED_FAMILIES = [
 @pytest.mark.parametrize("seed", [1])
 def test_core_survives_seeded_hostile_frames(seed: int) -> None:
     """≥ 10,000 hostile frames per seed (a failure names its seed and index)."""
-    for index, frame in hf.frames(seed, 12_000, SEEDED_FAMILIES):
+    for index, frame in hf.frames(seed, 12_700, SEEDED_FAMILIES):
         try:
             survives(frame)
         except Exception as exc:
@@ -285,7 +287,7 @@ def test_core_survives_seeded_hostile_frames(seed: int) -> None:
 
 def test_core_survives_seeded_hostile_streams() -> None:
     rng = random.Random(3)
-    for n in range(300):
+    for n in range(340):
         batch = [frame for _, frame in hf.frames(rng.randrange(2**32), rng.randint(20, 60), SEEDED_FAMILIES)]
         try:
             survives_stream(batch)
@@ -295,7 +297,7 @@ def test_core_survives_seeded_hostile_streams() -> None:
 
 def test_every_request_answered_once_seeded_deferred_acks() -> None:
     rng = random.Random(4)
-    for n in range(1_500):
+    for n in range(1_700):
         batch = [frame for _, frame in hf.frames(rng.randrange(2**32), rng.randint(1, 8), SEEDED_FAMILIES)]
         try:
             answered_once_deferred(batch)

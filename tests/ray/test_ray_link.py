@@ -192,15 +192,18 @@ def blocking_handler(rec_name: str, block_for: float) -> Any:
 
 
 async def test_unacknowledged_event_is_not_acked_and_after_kill9_reaches_its_handler_once(
-    make_client, emulator, recorder
+    make_client, emulator, recorder, app_name
 ) -> None:
     """A CallActor that has the bytes but never acknowledges them (its loop is blocked):
     the offer is not acked to RELAY; the connection actor is killed; the resumed session
     redelivers it, and its handler runs exactly once."""
     rec_name, rec = recorder
-    relay = await make_client(
+    await make_client(
         on_call=blocking_handler(rec_name, 8.0), ray_options={"min_call_actors": 1, "max_call_actors": 1}
     )
+    # The connection actor's own stats: ``ray_stats()`` would wait 5 s for the blocked
+    # CallActor's, each time (the kill would then come once the block is over).
+    conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
     (blocker,) = emulator.core.inject_calls("office", 1, to_number="+block", ring_timeout=60)
 
     async def blocking() -> Any:
@@ -213,12 +216,12 @@ async def test_unacknowledged_event_is_not_acked_and_after_kill9_reaches_its_han
     # The frame carrying the offer left for the CallActor, which cannot acknowledge it
     # while blocked: no RELAY ack may have gone out for it.
     async def in_flight() -> Any:
-        links = (await _stats(relay))["connections"][0]["links"]
-        return links[0]["window"] >= 1 and links[0]["frames_out"] > 0
+        shard = await asyncio.wait_for(conn.stats.remote(), 10)
+        links = shard["links"]
+        return links[0]["window"] >= 1 and links[0]["frames_out"] > 0 and shard
 
-    await eventually(in_flight, 10, what="the offer framed and unacknowledged")
+    old = await eventually(in_flight, 10, what="the offer framed and unacknowledged")
     assert not set(offer_ids) & _acked_ids(emulator), "an event was acked before its CallActor had it"
-    old = (await _stats(relay))["connections"][0]
     kill9(old["pid"])
     dump = await eventually(lambda: _done(rec, [call_id, blocker]), 60, what="both handlers finished")
     assert len(dump["started"][call_id]) == 1, "the redelivered offer reached a handler twice"
@@ -273,9 +276,20 @@ async def test_link_resets_under_100_live_calls_end_no_call_and_lose_nothing(
     assert not dump["errors"]
 
 
-async def test_a_call_actor_blocked_for_30s_is_reported_and_skipped(make_client, emulator, recorder) -> None:
+#: Long enough for the link to pass ``dead_after`` (6 s) twice while the CallActor is
+#: blocked, far below ``lost_after`` (60 s): it must be reported slow and skipped, not lost.
+BLOCK_FOR = 14.0
+
+
+async def test_a_call_actor_blocked_for_14s_is_reported_and_skipped(
+    make_client, emulator, recorder, app_name
+) -> None:
+    assert 2 * lp.DEFAULT_LIMITS.dead_after < BLOCK_FOR < lp.DEFAULT_LIMITS.lost_after / 2
     rec_name, rec = recorder
-    relay = await make_client(on_call=blocking_handler(rec_name, 30.0))
+    relay = await make_client(on_call=blocking_handler(rec_name, BLOCK_FOR))
+    # The connection actor's own stats: ``ray_stats()`` would also wait 5 s, each time, for
+    # the blocked CallActor's.
+    conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
     (blocker,) = emulator.core.inject_calls("office", 1, to_number="+block", ring_timeout=90)
 
     async def blocking() -> Any:
@@ -284,22 +298,31 @@ async def test_a_call_actor_blocked_for_30s_is_reported_and_skipped(make_client,
 
     blocked_pid = await eventually(blocking, 30, what="a CallActor's loop blocked")
     blocked_at = time.monotonic()
-    conn_pid = (await _stats(relay))["connections"][0]["pid"]
+    conn_pid = (await asyncio.wait_for(conn.stats.remote(), 10))["pid"]
     rss = psutil.Process(conn_pid).memory_info().rss
 
     async def reported() -> Any:
-        shard = (await _stats(relay))["connections"][0]
+        shard = await asyncio.wait_for(conn.stats.remote(), 10)
         slow = shard["unavailable_call_actors"] == 1 and shard.get("call_actors_slow", 0) >= 1
         return shard if slow else None
 
+    async def link_closed() -> Any:
+        shard = await asyncio.wait_for(conn.stats.remote(), 10)
+        return shard["links"]["_process"].get("links_silent_closed", 0) >= 1
+
     await eventually(reported, 10, what="the blocked CallActor reported slow")
-    # While it stays blocked, calls keep flowing to the other CallActor.
+    # While it stays blocked, calls keep flowing to the other CallActor: before and after
+    # its link, silent past ``dead_after``, is closed (once it is reported slow again: for
+    # ``slow_after`` after the close it counts as available, and offers then wait for it).
     later: list[str] = []
-    for _ in range(4):
+    for round_ in range(4):
+        if round_ == 2:
+            await eventually(link_closed, BLOCK_FOR, what="the silent link closed")
+            await eventually(reported, 10, what="the blocked CallActor reported slow again")
         ids = emulator.core.inject_calls("office", 10)
         later += ids
         await eventually(lambda ids=ids: _done(rec, ids), 10, what="calls handled meanwhile")
-    assert time.monotonic() - blocked_at < 30, "the calls were handled only once the block ended"
+    assert time.monotonic() - blocked_at < BLOCK_FOR, "the calls were handled only once the block ended"
     dump = await rec.dump.remote()
     assert all(dump["started"][cid][0]["pid"] != blocked_pid for cid in later)
     assert psutil.Process(conn_pid).memory_info().rss - rss < 64 * 1024 * 1024

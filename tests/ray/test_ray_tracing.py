@@ -142,7 +142,9 @@ async def test_call_outliving_a_connection_actor_kill_is_one_trace(
 ) -> None:
     rec_name, rec = recorder
     relay = await make_client(on_call=helpers.recording_handler(rec_name, until_ended=True, hangup=False))
-    call_ids = emulator.core.inject_calls("office", 3, hangup_after=8.0)
+    # The kill comes ~0.3 s after the calls arrive; they end 4 s in, after it (delivered by
+    # the restarted connection actor, live or on the resumed session).
+    call_ids = emulator.core.inject_calls("office", 3, hangup_after=4.0)
 
     async def playing() -> Any:
         dump = await rec.dump.remote()
