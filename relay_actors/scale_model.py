@@ -3,11 +3,12 @@ for N concurrent calls and M calls/s, and which part saturates first.
 
 Plain arithmetic over measured per-component costs (no Ray here): ``Costs`` holds what one
 call, one held call, one idle process and one node cost, measured with
-``benchmarks/bench_soak.py`` (CPU per kind of process, from each process's own CPU time)
-and ``benchmarks/check_scale_model.py --nodes 1`` (memory per held call, from PSS); ``plan``
-turns them into a layout. ``benchmarks/check_scale_model.py`` checks a prediction against a
-3-node cluster. The docs' cost-model page prints the table for 10k/100k concurrent calls and
-1k/10k calls/s.
+``benchmarks/check_scale_model.py --nodes 1`` on a quiet 2-core machine (CPU per kind of
+process as the slope of its own CPU time over idle, 20 and 50 calls/s; memory per held call
+from PSS); ``plan`` turns them into a layout. ``benchmarks/check_scale_model.py --nodes 3``
+checks a prediction against a 3-node cluster (within 25% on CPU and memory). The docs' scale
+model page prints the table for 10k/100k concurrent calls and 1k/10k calls/s; costs per call
+fall at higher rates (loops batch more per wake-up), so there the model errs towards more.
 
     python -m relay_actors.scale_model --concurrent 10000 --rate 1000 [--cores-per-node 16]
 
@@ -51,30 +52,30 @@ class Costs:
     #: RELAY frames per call on the WebSocket, both ways (the benchmark's flow: ~9 each way).
     frames_per_call: float = 18.4
     #: µs of CPU per call in a connection actor (parse, admit, place, relay events and commands).
-    connection_us_per_call: float = 620.0
+    connection_us_per_call: float = 2755.0
     #: µs of CPU per call in the router (leases, reports).
-    router_us_per_call: float = 46.0
+    router_us_per_call: float = 132.0
     #: µs of CPU per call in a CallActor (the handler and its Call).
-    call_actor_us_per_call: float = 380.0
+    call_actor_us_per_call: float = 1478.0
     #: µs of CPU per call in Ray's own processes (raylet, GCS, agents) and the driver.
-    ray_us_per_call: float = 33.0
+    ray_us_per_call: float = 0.0
     #: ms of CPU per second of one idle actor process (its timers).
-    idle_ms_per_s_per_actor: float = 9.2
+    idle_ms_per_s_per_actor: float = 17.8
     #: ms of CPU per second of one idle node's Ray daemons (raylet, agents, log monitor).
-    idle_ms_per_s_per_node: float = 37.0
+    idle_ms_per_s_per_node: float = 32.2
     #: ms of CPU per second of what only the head runs, idle (GCS, dashboard head, autoscaler
     #: monitor, the driver).
-    head_idle_ms_per_s: float = 0.0
+    head_idle_ms_per_s: float = 19.1
     #: PSS of one actor process with no calls (MiB).
-    actor_pss_mib: float = 62.0
+    actor_pss_mib: float = 62.7
     #: PSS of one node's Ray daemons (MiB): raylet, agents, log monitor, idle workers.
-    node_pss_mib: float = 300.0
+    node_pss_mib: float = 206.0
     #: PSS of what only the head runs (MiB): GCS, dashboard head, autoscaler monitor, the driver.
-    head_pss_mib: float = 115.0
+    head_pss_mib: float = 257.2
     #: PSS per held (answered, playing) call in its CallActor (KiB).
-    call_actor_kib_per_call: float = 3.4
+    call_actor_kib_per_call: float = 3.2
     #: PSS per held call in its connection actor (KiB): its route, its session state.
-    connection_kib_per_call: float = 1.2
+    connection_kib_per_call: float = 0.95
     #: Frames/s one WebSocket carries (server push, ~300-byte frames, loopback).
     ws_frames_per_s: float = 100_000.0
     #: Share of one core the model lets any one loop use.

@@ -19,6 +19,7 @@ ROUND = Costs(
     ray_us_per_call=400,
     idle_ms_per_s_per_actor=10,
     idle_ms_per_s_per_node=50,
+    head_idle_ms_per_s=0,
     actor_pss_mib=100,
     node_pss_mib=200,
     head_pss_mib=100,
