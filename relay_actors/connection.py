@@ -139,8 +139,15 @@ class _FrameWriter:
     def write(self, frame: bytes) -> None:
         self._pending.append(frame)
         if not self._scheduled:
+            now = self._loop.time()
+            if self._liveness.handlers_block(now):
+                # Handlers block this loop: held for the end of the iteration, this frame
+                # (an answer, say) could wait behind the next handler's block. Written at once
+                # until the loop runs smoothly again, as the official SDK always writes.
+                self.flush()
+                return
             self._scheduled = True
-            self._since = self._loop.time()
+            self._since = now
             self._loop.call_soon(self.flush)
 
     def flush(self) -> None:

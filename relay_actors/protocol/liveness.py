@@ -28,10 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["STALL_TOLERANCE", "Expiry", "Liveness"]
+__all__ = ["BLOCKING_STALL", "BLOCKING_WINDOW", "STALL_TOLERANCE", "Expiry", "Liveness"]
 
 #: A callback this late (seconds) means the loop was blocked, not merely busy.
 STALL_TOLERANCE = 0.05
+#: A stall this long (seconds) is a handler blocking the loop (blocking I/O, ``time.sleep``),
+#: not a busy iteration (a burst's frames, a GC pause)...
+BLOCKING_STALL = 1.0
+#: ...and for this long after one, the loop counts as one whose handlers block.
+BLOCKING_WINDOW = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class Liveness:
         tolerance: lateness (s) beyond which a callback counts as a stall.
     """
 
-    __slots__ = ("_blocked_until", "heard", "stalled", "stalls", "tolerance")
+    __slots__ = ("_blocked_until", "_blocking_until", "heard", "stalled", "stalls", "tolerance")
 
     def __init__(self, tolerance: float = STALL_TOLERANCE) -> None:
         self.tolerance = tolerance
@@ -67,6 +72,7 @@ class Liveness:
         #: Awake time of the last frame read from the peer (or of the socket's start).
         self.heard = 0.0
         self._blocked_until = float("-inf")
+        self._blocking_until = float("-inf")
 
     def awake(self, now: float) -> float:
         """``now`` (loop time) on the clock that excludes our own stalls."""
@@ -86,7 +92,15 @@ class Liveness:
                 self.stalls += 1
             self.stalled += now - start
             self._blocked_until = now
+        if now - scheduled >= BLOCKING_STALL:
+            self._blocking_until = now + BLOCKING_WINDOW
         return True
+
+    def handlers_block(self, now: float) -> bool:
+        """Whether a stall of :data:`BLOCKING_STALL` or more ended within the last
+        :data:`BLOCKING_WINDOW` seconds: handlers are calling blocking code, so a frame held
+        for the end of the loop iteration may wait behind the next one's block."""
+        return now < self._blocking_until
 
     def heard_from_peer(self, now: float) -> None:
         """A frame was read from the peer (or a new socket opened) at ``now``."""

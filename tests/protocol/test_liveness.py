@@ -89,3 +89,12 @@ def test_a_loop_late_on_every_timer_still_times_requests_out() -> None:
         scheduled = scheduled + 0.2 + expiry.rearm
     assert verdicts == 1 and scheduled < 9.0
     assert expiry.half_open
+
+
+def test_a_blocking_stall_marks_the_loop_for_a_while_a_busy_iteration_does_not() -> None:
+    live = Liveness()
+    assert live.late(10.0, 10.2)  # a busy iteration (a burst's frames): a stall, not blocking
+    assert not live.handlers_block(10.3)
+    assert live.late(20.0, 26.0)  # a handler slept 6 s
+    assert live.handlers_block(26.1) and live.handlers_block(35.9)
+    assert not live.handlers_block(36.1)  # ran smoothly for BLOCKING_WINDOW since
