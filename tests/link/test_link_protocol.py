@@ -241,12 +241,18 @@ def test_window_bounds_unacknowledged_frames_and_pending_overflows() -> None:
         a.queue(["e", 5])
 
 
+def _one_frame_sent(limits: LinkLimits) -> LinkSession:
+    """A session that sent one frame at time 0, heard from its peer then too."""
+    session = LinkSession(1, b"b", limits)
+    session.last_heard = 0.0
+    session.queue(["offer"])
+    session.pack(0.0)
+    return session
+
+
 def test_health_slow_then_lost_when_unacknowledged_and_unreachable() -> None:
     limits = LinkLimits(slow_after=1.0, slow_unacked_after=1.0, lost_after=10.0)
-    a = LinkSession(1, b"b", limits)
-    a.last_heard = 0.0
-    a.queue(["offer"])
-    a.pack(0.0)
+    a = _one_frame_sent(limits)
     assert a.health(0.5, True).status is HealthStatus.OK
     assert a.health(1.5, True).status is HealthStatus.SLOW
     assert a.health(10.5, True).status is HealthStatus.LOST
@@ -262,10 +268,7 @@ def test_a_link_closed_while_its_peer_lagged_stays_slow() -> None:
     # link is closed (dead_after). The closed link must not read as a mere blip (OK for
     # slow_after), or new calls would go to the blocked loop meanwhile.
     limits = LinkLimits(slow_after=2.0, slow_unacked_after=0.15, dead_after=6.0)
-    a = LinkSession(1, b"b", limits)
-    a.last_heard = 0.0
-    a.queue(["offer"])
-    a.pack(0.0)
+    a = _one_frame_sent(limits)
     assert a.health(0.2, True).status is HealthStatus.SLOW
     assert a.health(6.0, False).status is HealthStatus.SLOW  # just closed: still slow
     b = LinkSession(1, b"b", limits)
