@@ -152,8 +152,8 @@ class Placement:
         return any("slow" in reasons for reasons in self.unavailable.values())
 
     def _only_late(self, idx: int) -> bool:
-        reasons = self.unavailable.get(idx)
-        return reasons is not None and bool(reasons) and reasons <= _LATE
+        reasons = self.unavailable.get(idx)  # (never empty: set_available drops an empty one)
+        return reasons is not None and reasons <= _LATE
 
     def pick_lagging(self, exclude: Iterable[int] = ()) -> int | None:
         """The least loaded CallActor with room that is unavailable only because it lags or

@@ -366,3 +366,10 @@ def test_offers_that_find_only_call_actors_not_linked_yet_wait_for_them_without_
     assert list(core.waiting_for_room) == ["c1"] and shell.take(WantCapacity) == []
     core.call_actor_linked(0)
     assert core.routes.calls == {"c1": 0} and not core.waiting_for_room
+    # One whose wait ends before any link is up goes to a CallActor still linking (its link's
+    # queue holds it; RELAY's ack waits for the CallActor's): never dropped below the limit.
+    core.placement.set_unavailable(0, "linking")
+    admit(core, shell, "c2")
+    core.room_wait_over("c2")
+    assert core.routes.calls["c2"] in (0, 1) and "ack-c2" not in shell.acked
+    assert core.counters["offers_no_capacity"] == 0 and core.counters["offers_dropped"] == 0
