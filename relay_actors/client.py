@@ -24,7 +24,7 @@ from .call import Call, CallControl
 from .call_host import CallHandler, CallHost, HostTransport, MessageHandler
 from .client_local import LocalConnection
 from .client_ray import RayDriver, actor_side_client, client_proxy_reduction
-from .config import ClientOptions, Settings, context_list, resolve_settings, updated_contexts
+from .config import ClientOptions, Settings, check_runtime, context_list, resolve_settings, updated_contexts
 from .connection import Connection
 from .errors import ArgumentError, RelayError, unwrap_remote
 from .handlers import check_error_policy, warn_if_no_contexts
@@ -94,6 +94,7 @@ class RelayClient:
         runtime: str = "local",
         ray_options: RayOptions | None = None,
     ) -> None:
+        self._runtime = check_runtime(runtime)
         self._settings: Settings = resolve_settings(
             project,
             token,
@@ -115,9 +116,6 @@ class RelayClient:
             backoff,
         )
         self.tasks = BackgroundTasks()
-        if runtime not in ("local", "ray"):
-            raise ArgumentError(f"runtime must be 'local' or 'ray', not {runtime!r}")
-        self._runtime = runtime
         self._ray_options = ray_options or RayOptions()
         #: The Ray app from connect() to disconnect(), with ``runtime="ray"``.
         self._ray_driver = RayDriver(self.tasks, request_timeout)

@@ -95,6 +95,17 @@ class ClientOptions:
         }
 
 
+#: Where a RelayClient runs its calls: this process, or a Ray app.
+RUNTIMES = ("local", "ray")
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES`; otherwise an error saying which are."""
+    if runtime not in RUNTIMES:
+        raise ArgumentError(f"runtime must be 'local' or 'ray', not {runtime!r}")
+    return runtime
+
+
 def _validate_host(host: str) -> str:
     if not host or any(ch in host for ch in _BAD_HOST_CHARS) or "://" in host:
         raise ConfigError(

@@ -108,6 +108,28 @@ LOSS_WAIT = 60.0
 LINK_WAIT = 2.0
 
 
+async def call_while_restarting(
+    handle: Any, method: str, *args: Any, what: str, timeout: float = 30.0
+) -> Any:
+    """Call ``method`` of the actor ``handle``, retrying while Ray restarts it
+    (``ActorUnavailableError``, or an error of a call in flight when it died) for up to
+    ``timeout`` seconds, each try bounded; ``what`` names the caller in the log."""
+    from ray.exceptions import RayActorError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(*args), 10.0)
+        except (RayActorError, asyncio.TimeoutError) as exc:
+            if loop.time() > deadline:
+                raise
+            log.info("%s: no answer to %s (%r); retrying", what, method, exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
+
 def decoded_entries(unacknowledged: list[tuple[Any, str | None]]) -> list[LinkEntry]:
     """A link's unacknowledged (wire, ack id) entries as the typed items the core reads
     (its lost-actor policy re-places the offers among them)."""
@@ -526,10 +548,13 @@ class ConnectionActor:
     async def _pull_pool(self) -> None:
         """Ask the router for its pool snapshot (start-up, or a shard that missed a push)."""
         snapshot, handles = await asyncio.wait_for(self.router.pool_snapshot.remote(), STEP_TIMEOUT)
-        self._apply_pool(snapshot, handles)
+        await self._apply_pool(snapshot, handles)
         self._link_all()  # (a push may have come before the links existed)
 
-    def _apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> None:
+    async def _apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> None:
+        """Apply ``snapshot`` if newer, and link its new CallActors: done once they are
+        linked (bounded by ``LINK_WAIT``), so that after an upgrade the next call goes to
+        the new generation rather than to the older one while the links come up."""
         linked = self.core.pool.apply(snapshot)
         if linked is None:
             return  # not newer than what this shard has
@@ -539,6 +564,9 @@ class ConnectionActor:
         # Upgraded: the new owner's job shows this actor's output (see job_logs).
         show_in_job(snapshot.log_job)
         self._link_all()
+        linking = self.core.pool.linking()
+        if linking and self.links is not None:
+            await self.links.wait_linked(linking, LINK_WAIT)
 
     def _link_all(self) -> None:
         # Link eagerly: a CallActor's requests travel on the link this shard opens.
@@ -657,25 +685,7 @@ class ConnectionActor:
     async def _report(self, batch: list[RouterReport]) -> None:
         # Reports are idempotent, so they are retried across a restart of the router
         # (a lost CallReleased would leak a call record there, a lost CallPlaced hide a call).
-        await self._router_call("report", self.shard, batch)
-
-    async def _router_call(self, method: str, *args: Any, timeout: float = 30.0) -> Any:
-        """Call the router, retrying while it restarts (``ActorUnavailableError``, or an
-        error of a call in flight when it died) for up to ``timeout`` seconds."""
-        from ray.exceptions import RayActorError
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.05
-        while True:
-            try:
-                return await asyncio.wait_for(getattr(self.router, method).remote(*args), 10.0)
-            except (RayActorError, asyncio.TimeoutError) as exc:
-                if loop.time() > deadline:
-                    raise
-                log.info("shard %d: the router did not answer %s (%r); retrying", self.shard, method, exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 1.0)
+        await call_while_restarting(self.router, "report", self.shard, batch, what=f"shard {self.shard}")
 
     # --- what the router and the driver ask ------------------------------------------
 
@@ -715,13 +725,7 @@ class ConnectionActor:
         """The router pushes its pool snapshot (scaled up, upgraded: a new generation of
         CallActors takes the new calls from now on) with each CallActor's handle: applied
         if newer than this shard's. Returns the version this shard has now."""
-        self._apply_pool(snapshot, handles)
-        linking = self.core.pool.linking()
-        if linking and self.links is not None:
-            # Answered once the new CallActors are linked (bounded, well inside the router's
-            # deadline): after an upgrade the router returns, and the next call goes to the
-            # new generation rather than to the older one while the links come up.
-            await self.links.wait_linked(linking, LINK_WAIT)
+        await self._apply_pool(snapshot, handles)
         assert self.core.pool.snapshot is not None
         return self.core.pool.snapshot.key
 

@@ -102,3 +102,8 @@ async def test_handler_log_records_carry_the_call_id(make_harness: Any) -> None:
     assert outside.call_id == "-"  # type: ignore[attr-defined]
     line = capture.format(inside)
     assert f"{app} {call_id} tests.my_app: pressed 1" in line
+
+
+def test_unknown_runtime_is_refused_before_anything_starts(emulator: Emulator) -> None:
+    with pytest.raises(ArgumentError, match="runtime must be 'local' or 'ray', not 'thread'"):
+        RelayClient(**client_kwargs(emulator, runtime="thread"))
