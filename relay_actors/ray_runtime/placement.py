@@ -156,15 +156,20 @@ class Placement:
         return reasons is not None and reasons <= _LATE
 
     def pick_lagging(self, exclude: Iterable[int] = ()) -> int | None:
-        """The least loaded CallActor with room that is unavailable only because it lags or
-        is not linked yet."""
+        """The CallActor with room that is unavailable only because it lags or is not linked
+        yet: one only linking first (its process is coming up; a lagging one's loop is
+        stalled), then the least loaded."""
         skip = set(exclude)
         lagging = [
             idx
             for idx, capacity in self.capacity.items()
             if idx not in skip and self._only_late(idx) and self.placed[idx] < capacity
         ]
-        return min(lagging, key=lambda idx: self.placed[idx] / (self.capacity[idx] or 1), default=None)
+        return min(
+            lagging,
+            key=lambda idx: ("slow" in self.unavailable[idx], self.placed[idx] / (self.capacity[idx] or 1)),
+            default=None,
+        )
 
     def placed_on(self, idx: int) -> None:
         self.placed[idx] += 1

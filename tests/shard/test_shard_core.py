@@ -373,3 +373,12 @@ def test_offers_that_find_only_call_actors_not_linked_yet_wait_for_them_without_
     core.room_wait_over("c2")
     assert core.routes.calls["c2"] in (0, 1) and "ack-c2" not in shell.acked
     assert core.counters["offers_no_capacity"] == 0 and core.counters["offers_dropped"] == 0
+
+
+def test_an_offer_whose_wait_ends_goes_to_a_call_actor_coming_up_rather_than_a_stalled_one() -> None:
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)  # both loops stalled
+    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added 2: linking
+    admit(core, shell, "c1")
+    core.room_wait_over("c1")  # 2's process took longer than the wait to come up
+    assert core.routes.calls == {"c1": 2}  # its link's queue holds it; 0 and 1 are stalled
