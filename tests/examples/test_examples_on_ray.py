@@ -112,11 +112,19 @@ def two_nodes(emulator_thread: EmulatorThread) -> Iterator[tuple[Cluster, str]]:
             subprocess.Popen(head_args, env=head_env, stdout=logs[0], stderr=subprocess.STDOUT, cwd=tmp)
         )
         _wait(lambda: "Ray runtime started" in (tmp / "head.log").read_text(), 90, "ray start --head")
-        procs.append(
-            subprocess.Popen(worker_args, env=env, stdout=logs[1], stderr=subprocess.STDOUT, cwd=tmp)
-        )
+
+        def start_worker() -> None:
+            procs.append(
+                subprocess.Popen(worker_args, env=env, stdout=logs[1], stderr=subprocess.STDOUT, cwd=tmp)
+            )
+
+        start_worker()
 
         def alive_nodes() -> bool:
+            if procs[-1].poll() is not None and len(procs) < 4:
+                # `ray start` gives up when the head's GCS is slow to answer it on a loaded
+                # machine ("Failed to get node info ... Deadline Exceeded"): up to three starts.
+                start_worker()
             listed = cluster.run("ray", "list", "nodes", "--address", cluster.dashboard, "--format", "json")
             return sum(1 for n in json.loads(listed.stdout) if n["state"] == "ALIVE") >= 2
 
