@@ -119,7 +119,8 @@ def span(entries: list[dict[str, Any]]) -> float:
     return max(ends) - min(offers) if offers and ends else float("nan")
 
 
-def offer_to_answer(entries: list[dict[str, Any]]) -> list[float]:
+def offer_to_answer(entries: list[dict[str, Any]], at: list[float] | None = None) -> list[float]:
+    """Each call's offer→answer time at the server; ``at`` gets each one's offer time."""
     offered: dict[str, float] = {}
     latencies: list[float] = []
     for entry in sorted(entries, key=lambda e: e["t"]):
@@ -132,6 +133,8 @@ def offer_to_answer(entries: list[dict[str, Any]]) -> list[float]:
             t0 = offered.pop((frame.get("params") or {}).get("call_id"), None)
             if t0 is not None:
                 latencies.append(entry["t"] - t0)
+                if at is not None:
+                    at.append(t0)
     return latencies
 
 
@@ -414,7 +417,15 @@ def run_one(
         for protocol in protocols:
             journal = http("GET", f"{emu.control_url}/journal?session={protocol}")
             entries += journal["sessions"].get(protocol, [])
-        lat = offer_to_answer(entries)
+        at: list[float] = []
+        lat = offer_to_answer(entries, at)
+        # The slowest calls, with when they were offered (s after the first offer): spikes
+        # that come in clusters at a period point at a timer somewhere in the tree.
+        start = min(at, default=0.0)
+        result["slowest"] = sorted(
+            ((round(t - start, 3), round(x * 1000, 2)) for t, x in zip(at, lat, strict=True)),
+            key=lambda p: -p[1],
+        )[:20]
         # Throughput as the server saw it, the same way for every client.
         result["wall"] = span(entries)
         result.update(
