@@ -68,7 +68,7 @@ The modules:
 - ``kvstore``: the app's records and secrets in Ray's GCS KV store.
 - ``metrics_export`` (the app's metrics endpoint, served by the router), ``tracing_setup``
   (the driver's ``OTEL_*`` settings carried to the actors), ``job_logs`` (which job's logs
-  an actor's output shows in), ``gc_tuning`` (the collector's settings in actor processes), ``local_ray``
+  an actor's output shows in), ``gc_tuning`` (the collector's settings in actor processes), ``cpu_priority``
   (on a local Ray we start, Ray's monitoring daemons yield the CPU to the actors).
 
 No module here imports ``driver`` (but this facade), nor another module's private

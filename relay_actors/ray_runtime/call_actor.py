@@ -44,6 +44,7 @@ from .actor_info import link_stats
 from .actor_info import where as _where
 from .actor_link import LinkHub, LinkServer
 from .call_actor_core import CallActorCore, Fetched
+from .cpu_priority import claim_normal_priority
 from .gc_tuning import tune_gc
 from .link_protocol import LinkSession
 from .options import CallActorOptions
@@ -123,6 +124,7 @@ class CallActor:
         self.service = BackgroundTasks()
         self.service.spawn(self._serve_links(), "link server")
         tune_gc()  # set up: freeze what start-up made (see gc_tuning)
+        claim_normal_priority(f"CallActor {index}")  # it carries calls (see cpu_priority)
         #: (until, hang, cleared) while :meth:`owned` is made to fail (:meth:`fail_owned`).
         self._owned_fault: tuple[float, bool, asyncio.Event] | None = None
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.

@@ -62,6 +62,7 @@ from .actor_info import where as _where
 from .actor_link import LinkClient, LinkHub
 from .actor_messages import NAMESPACE, ToCallActor, actor_name, decode_to_call_actor, encode
 from .batching import Batcher
+from .cpu_priority import claim_normal_priority
 from .gc_tuning import tune_gc
 from .job_logs import show_in_job
 from .link_protocol import LinkOverflow, LinkSession
@@ -418,6 +419,7 @@ class ConnectionActor:
         self.startup = ShardStartup(asyncio.get_running_loop().time())
         self._start_task = asyncio.get_running_loop().create_task(self._start())
         tune_gc()  # set up: freeze what start-up made (see gc_tuning)
+        claim_normal_priority(f"connection actor {shard}")  # it carries calls (see cpu_priority)
 
     # --- start-up and recovery ----------------------------------------------------
 

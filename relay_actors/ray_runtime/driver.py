@@ -68,7 +68,7 @@ from .app_lifecycle import (
     ownership,
     status_report,
 )
-from .local_ray import lower_daemons
+from .cpu_priority import lower_daemons
 from .options import ConnectionActorOptions, RayOptions, RouterOptions, call_actor_app_part
 from .spawn import spawn_control_actor
 
@@ -111,7 +111,7 @@ LOCAL_RAY_CONFIG: dict[str, Any] = {
     "debug_dump_period_milliseconds": 60_000,
     # Ray starts its workers at nice 15, below its own daemons, for batch work. Ours carry
     # live calls: at nice 15 every 5-s burst of the dashboard agent ran ahead of them
-    # (see local_ray, which also lowers the daemons).
+    # (see cpu_priority, which also lowers the daemons).
     "worker_niceness": 0,
 }
 #: Environment of the processes a local Ray starts: the log monitor globs Ray's log folder

@@ -1,19 +1,23 @@
-"""Ray's monitoring daemons on a local Ray we start: they yield the CPU to calls.
+"""CPU priority: the processes that carry calls outrank Ray's monitoring daemons.
 
-Every 5 s Ray's dashboard agent gathers the node's statistics (psutil over every
-worker, disks, network): 15 to 25 ms of CPU at once. On a busy core that burst
-runs ahead of the actors' loops, and every call whose frames arrive meanwhile
-waits for it: measured with ``benchmarks/bench_clients.py`` (steady 200 calls/s,
-the whole tree on one core), the slowest 1% of calls were the ones offered during
-those bursts, 20 to 60 ms late. The log monitor, the dashboard and the autoscaler's
-monitor poll in the same way, only more lightly.
+Ray starts its worker processes (our actors) at nice 15, below its own daemons,
+which suits batch work. Every 5 s Ray's dashboard agent gathers the node's
+statistics (psutil over every worker, disks, network): 15 to 25 ms of CPU at
+once. On a busy core that burst ran ahead of the actors' loops, and every call
+whose frames arrived meanwhile waited for it: measured with
+``benchmarks/bench_clients.py`` (steady 200 calls/s, the whole tree on one core),
+the slowest 1% of calls were the ones offered during those bursts, 20 to 60 ms
+late. The log monitor, the dashboard and the autoscaler's monitor poll in the
+same way, only more lightly.
 
-None of them carries a call, so on a local Ray we start they run at a lower
-priority (:data:`NICENESS`): they still get the CPU the calls leave idle, and a
-share of it when a core is saturated, but a call's frames no longer wait behind
-them. The raylet, the GCS and the workers keep their priority (the workers are
-the raylet's children and would inherit it). A cluster started elsewhere keeps
-its operator's settings: ``cluster/`` says how to do the same there.
+- On a local Ray we start, the workers start at nice 0 (``worker_niceness`` in
+  the driver's ``LOCAL_RAY_CONFIG``) and :func:`lower_daemons` puts the daemons at
+  :data:`NICENESS`: they still get the CPU the calls leave idle, and a share of it
+  when a core is saturated. The raylet and the GCS keep their priority.
+- On a cluster started elsewhere, the operator starts Ray with
+  ``RAY_worker_niceness=0`` (``cluster/README.md``). Where that was not done, the
+  connection actors and CallActors raise themselves to nice 0 if the system lets
+  them (:func:`claim_normal_priority`), and otherwise say so once in their log.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ import contextlib
 import logging
 import os
 
-__all__ = ["DAEMONS", "NICENESS", "TITLES", "descendants", "is_daemon", "lower_daemons"]
+__all__ = [
+    "DAEMONS",
+    "NICENESS",
+    "TITLES",
+    "claim_normal_priority",
+    "descendants",
+    "is_daemon",
+    "lower_daemons",
+]
 
 log = logging.getLogger("relay_actors.ray_runtime")
 
@@ -114,3 +126,31 @@ def lower_daemons(root: int | None = None) -> list[int]:
     if changed:
         log.debug("Ray's monitoring daemons %s now run at nice %d", changed, NICENESS)
     return changed
+
+
+def claim_normal_priority(what: str) -> bool:
+    """Bring every thread of this process up to nice 0 if it runs lower (Ray's workers
+    start at 15); returns whether it now runs at 0. Raising a priority takes a
+    privilege (``CAP_SYS_NICE`` or ``RLIMIT_NICE``): without one, ``what`` logs one
+    warning that says what to do."""
+    try:
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return True  # not Linux: nothing to do
+    refused = False
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        except PermissionError:
+            refused = True
+        except OSError:
+            continue  # a thread that ended meanwhile
+    if refused:
+        log.warning(
+            "%s runs at nice %d, below Ray's daemons, and may not raise itself: calls can wait "
+            "behind them on a busy node. Start Ray with RAY_worker_niceness=0 (cluster/README.md)",
+            what,
+            os.getpriority(os.PRIO_PROCESS, 0),
+        )
+    return not refused

@@ -1,5 +1,5 @@
 """Ray's monitoring daemons on a local Ray we start run at a lower priority than the
-processes that carry calls (``relay_actors.ray_runtime.local_ray``), found by their
+processes that carry calls (``relay_actors.ray_runtime.cpu_priority``), found by their
 command lines among this process's descendants: real child processes here."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relay_actors.ray_runtime.local_ray import NICENESS, is_daemon, lower_daemons
+from relay_actors.ray_runtime.cpu_priority import NICENESS, is_daemon, lower_daemons
 
 WAIT = "import sys; sys.stdin.read()"
 
@@ -67,7 +67,7 @@ PROBE = """
 import glob, json, os
 import ray
 from relay_actors.ray_runtime.driver import ensure_ray
-from relay_actors.ray_runtime.local_ray import descendants, lower_daemons
+from relay_actors.ray_runtime.cpu_priority import descendants, lower_daemons
 
 def nice(pid):
     tids = [int(t.rsplit("/", 1)[1]) for t in glob.glob(f"/proc/{pid}/task/*")]
@@ -112,3 +112,34 @@ def test_on_a_local_ray_we_start_the_actors_outrank_the_daemons() -> None:
     assert nice["actor"] == [0], nice
     assert set(nice["DashboardAgent"]) == set(nice["log_monitor.py"]) == {NICENESS}, nice
     assert set(nice["raylet/raylet"]) == set(nice["gcs_server"]) == {0}, nice
+
+
+CLAIM = """
+import json, logging, os, sys
+from relay_actors.ray_runtime.cpu_priority import claim_normal_priority
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+os.nice(15)  # as Ray starts its workers
+if sys.argv[1] == "unprivileged":  # (everything imported: root's files are out of reach now)
+    os.setgid(65534)
+    os.setuid(65534)
+ok = claim_normal_priority("CallActor 3")
+print(json.dumps([ok, os.getpriority(os.PRIO_PROCESS, 0)]))
+"""
+
+
+@pytest.mark.parametrize("who", ["privileged", "unprivileged"])
+def test_an_actor_started_at_nice_15_claims_normal_priority_or_says_what_to_do(who: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: to be refused, and allowed, a raise of priority")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", CLAIM, who], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ok, nice = json.loads(done.stdout.strip().splitlines()[-1])
+    if who == "privileged":
+        assert (ok, nice) == (True, 0) and "RAY_worker_niceness" not in done.stderr
+    else:
+        assert (ok, nice) == (False, 15)
+        (line,) = [ln for ln in done.stderr.splitlines() if "RAY_worker_niceness=0" in ln]
+        assert line.startswith("CallActor 3 runs at nice 15"), line
