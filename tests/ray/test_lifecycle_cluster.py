@@ -35,6 +35,7 @@ import pytest
 
 from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
+from relay_actors.ray_runtime.cpu_priority import NICENESS
 
 BIN = Path(sys.executable).parent
 APP = """
@@ -346,13 +347,45 @@ def test_credentials_in_a_runtime_env_are_loudly_refused_as_a_route(cluster: Clu
     assert "SIGNALWIRE_CREDENTIALS_FILE" in logs
 
 
+#: A local Ray of our own, and what runs at which priority on it (see cpu_priority).
+LOCAL_RAY_PROBE = """
+import glob, json, os
+import ray
+from relay_actors.ray_runtime import ensure_ray
+from relay_actors.ray_runtime.cpu_priority import descendants, lower_daemons
+
+def nice(pid):
+    tids = [int(t.rsplit("/", 1)[1]) for t in glob.glob(f"/proc/{pid}/task/*")]
+    return sorted({os.getpriority(os.PRIO_PROCESS, tid) for tid in tids})
+
+@ray.remote
+class Carrier:
+    def pid(self):
+        return os.getpid()
+
+out = {"started": ensure_ray(), "address": ray.get_runtime_context().gcs_address}
+actor = Carrier.remote()
+lower_daemons()  # (the app's start does this again once its actors are up)
+out["actor"] = nice(ray.get(actor.pid.remote(), timeout=60))
+for pid in descendants(os.getpid()):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split(chr(0))
+        kinds = ("DashboardAgent", "log_monitor.py", "raylet/raylet", "gcs_server")
+        kind = next((k for k in kinds if any(k in a for a in argv[:3])), None)
+        if kind:
+            out.setdefault(kind, []).extend(nice(pid))
+    except OSError:
+        pass
+print(json.dumps(out))
+ray.shutdown()
+"""
+
+
 def test_a_local_ray_of_our_own_is_our_own(cluster: Cluster) -> None:
-    probe = (
-        "import ray; from relay_actors.ray_runtime import ensure_ray; "
-        "print(ensure_ray(), ray.get_runtime_context().gcs_address); ray.shutdown()"
-    )
+    """Not the cluster ``ray start`` left running; and on it the actors carrying calls
+    outrank Ray's monitoring daemons (Ray's default put its workers at nice 15, below them)."""
     result = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", LOCAL_RAY_PROBE],
         env=cluster.env,
         capture_output=True,
         text=True,
@@ -360,8 +393,12 @@ def test_a_local_ray_of_our_own_is_our_own(cluster: Cluster) -> None:
         cwd=cluster.tmp,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    started, address = result.stdout.split()[-2:]
-    assert started == "True" and address != cluster.gcs and address.startswith("127.0.0.1:")
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    address = out["address"]
+    assert out["started"] is True and address != cluster.gcs and address.startswith("127.0.0.1:")
+    assert out["actor"] == [0], out
+    assert set(out["DashboardAgent"]) == set(out["log_monitor.py"]) == {NICENESS}, out
+    assert set(out["raylet/raylet"]) == set(out["gcs_server"]) == {0}, out
 
 
 def test_rolling_upgrade_as_ray_jobs(cluster: Cluster, emulator_server: EmulatorThread) -> None:
