@@ -33,6 +33,8 @@ def test_demo_command_runs_the_flows(runtime: str) -> None:
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr[-3000:]
     assert "demo OK" in out
+    # Nothing of Ray's own start-up notes (its token note says how to turn authentication off).
+    assert "Token authentication" not in proc.stderr + out, proc.stderr[-2000:]
     # Progress while it ran (not a terminal here: a line per quarter), ending at 100%.
     bars = [line for line in out.splitlines() if line.startswith("[")]
     assert len(bars) >= 2 and "100%  inbound 6/6  dials 2/2  messages 3/3  reply 1/1" in bars[-1], out

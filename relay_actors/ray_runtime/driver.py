@@ -158,7 +158,15 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
         "logging_level": logging.WARNING,
         **init_kwargs,
     }
-    ray.init(**kwargs)
+    # Ray notes on start that it turned token authentication on, and how to turn it off:
+    # on a local Ray of ours it stays on, and the note was the first line a new user saw.
+    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = auth_log.level
+    auth_log.setLevel(logging.ERROR)
+    try:
+        ray.init(**kwargs)
+    finally:
+        auth_log.setLevel(level)
     lower_daemons()
     return True
 
