@@ -30,7 +30,7 @@ from . import eventloop, logcontext
 from .client import RelayClient
 from .errors import RelayError, unwrap_remote
 from .metrics import serve_local_metrics
-from .ray_runtime import RayOptions, app_status, list_apps, sanitize_app_name, stop_app
+from .ray_runtime import RayOptions, app_status, detach_ray, list_apps, sanitize_app_name, stop_app
 from .ray_runtime.driver import gcs_address, ship_module_by_value
 
 __all__ = ["load_client", "run_main", "status_main", "stop_main"]
@@ -187,6 +187,7 @@ def run_main(argv: Sequence[str]) -> int:
             if metrics_server is not None:
                 metrics_server.shutdown()
     except (RelayError, ValueError, ImportError, ConnectionError) as exc:
+        detach_ray()  # (the error line is the last: nothing of the actors' after it)
         return fail(exc, _state_after_failure(args, ready_seen[0]))
     except KeyboardInterrupt:
         last = None

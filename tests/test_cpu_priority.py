@@ -10,12 +10,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from relay_actors.ray_runtime.cpu_priority import NICENESS, is_daemon, lower_daemons
+from relay_actors.ray_runtime.cpu_priority import NICENESS, is_daemon
 
 WAIT = "import sys; sys.stdin.read()"
 
@@ -33,34 +32,46 @@ def test_only_the_daemons_command_lines_match() -> None:
     assert not is_daemon(["ray::CallActor"]) and not is_daemon(["ray::IDLE"]) and not is_daemon([])
 
 
-@pytest.fixture
-def children(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+#: Run in a child of the test (so that only its own children are its descendants, not the
+#: session's Ray): a daemon-like child and one that names the daemon's script in an argument.
+LOWER = """
+import json, os, subprocess, sys
+from relay_actors.ray_runtime.cpu_priority import lower_daemons
+agent, wait = sys.argv[1], "import sys; sys.stdin.read()"
+daemon = subprocess.Popen([sys.executable, agent], stdin=subprocess.PIPE)
+carrier = subprocess.Popen([sys.executable, "-c", wait, "--agent=" + agent], stdin=subprocess.PIPE)
+try:
+    before = [os.getpriority(os.PRIO_PROCESS, p.pid) for p in (daemon, carrier)]
+    first, second, elsewhere = lower_daemons(), lower_daemons(), lower_daemons(root=carrier.pid)
+    after = [os.getpriority(os.PRIO_PROCESS, p.pid) for p in (daemon, carrier)]
+    print(json.dumps({"pids": [daemon.pid, carrier.pid], "before": before, "after": after,
+                      "first": first, "second": second, "elsewhere": elsewhere}))
+finally:
+    for p in (daemon, carrier):
+        p.kill()
+        p.wait()
+"""
+
+
+def test_the_daemons_under_this_process_are_lowered_once_and_nothing_else(tmp_path: Path) -> None:
     agent = tmp_path / "ray" / "dashboard" / "agent.py"
     agent.parent.mkdir(parents=True)
     agent.write_text(WAIT + "\n")
-    procs = {
-        "daemon": subprocess.Popen([sys.executable, str(agent)], stdin=subprocess.PIPE),
-        # Names the daemon's script, but as an argument: like the raylet.
-        "carrier": subprocess.Popen([sys.executable, "-c", WAIT, f"--agent={agent}"], stdin=subprocess.PIPE),
-    }
-    try:
-        yield procs
-    finally:
-        for proc in procs.values():
-            proc.kill()
-            proc.wait()
-
-
-def test_the_daemons_under_this_process_are_lowered_once_and_nothing_else(
-    children: dict[str, subprocess.Popen[bytes]],
-) -> None:
-    daemon, carrier = children["daemon"].pid, children["carrier"].pid
-    assert os.getpriority(os.PRIO_PROCESS, daemon) == os.getpriority(os.PRIO_PROCESS, carrier) == 0
-    assert lower_daemons() == [daemon]
-    assert os.getpriority(os.PRIO_PROCESS, daemon) == NICENESS
-    assert os.getpriority(os.PRIO_PROCESS, carrier) == 0
-    assert lower_daemons() == []  # idempotent
-    assert lower_daemons(root=carrier) == []  # not under that one
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", LOWER, str(agent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    daemon, _carrier = out["pids"]
+    assert out["before"] == [0, 0]
+    assert out["first"] == [daemon] and out["after"] == [NICENESS, 0], out
+    assert out["second"] == [] and out["elsewhere"] == [], out  # idempotent; not under the carrier
 
 
 CLAIM = """

@@ -171,6 +171,16 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
     return True
 
 
+def detach_ray() -> None:
+    """Disconnect this driver from Ray, if it is connected (a local Ray of ours stops with
+    it): after this no actor's output reaches this process's terminal, so a line printed
+    next stays the last one (say, the error of an app that did not start, while Ray still
+    forwarded what its actors logged as they were torn down)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 def attach_ray(address: str | None = None) -> None:
     """Attach to a running cluster (for ``status``/``stop``: never start one): ``address``,
     else ``RAY_ADDRESS``, else the last ``ray start`` on this machine, as Ray's own CLI

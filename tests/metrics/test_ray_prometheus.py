@@ -285,11 +285,21 @@ def test_apps_do_not_see_each_other(env: Env) -> None:
     received = [v for (name, labels), v in other.items() if name == "relay_offers_total" and
                 ("outcome", "received") in labels]  # fmt: skip
     assert received == [OTHER_CALLS]
-    by_instance = env.prom.query('count by (instance, app) ({job="relay",app!=""})')["data"]["result"]
-    assert {(r["metric"]["instance"], r["metric"]["app"]) for r in by_instance} == {
-        (env.url.split("/")[2], APP),
-        (env.other_url.split("/")[2], OTHER),
-    }
+    want = {(env.url.split("/")[2], APP), (env.other_url.split("/")[2], OTHER)}
+
+    seen: list[set[tuple[str, str]]] = []
+
+    def apps_by_instance_as_wanted() -> bool:
+        by_instance = env.prom.query('count by (instance, app) ({job="relay",app!=""})')["data"]["result"]
+        seen.append({(r["metric"]["instance"], r["metric"]["app"]) for r in by_instance})
+        return seen[-1] == want
+
+    # Each endpoint as Prometheus stored it once it has scraped both (every 1 s; the
+    # target's health can be "up" a moment before its first samples are queryable).
+    try:
+        poll(apps_by_instance_as_wanted, 10, f"apps by instance {want}")
+    except AssertionError:
+        assert seen[-1] == want  # (shows what Prometheus had)
 
 
 def test_key_metrics_have_the_values_of_the_scenario(env: Env) -> None:
