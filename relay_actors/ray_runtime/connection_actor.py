@@ -119,7 +119,7 @@ async def call_while_restarting(
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    delay = 0.05
+    backoff = Backoff(initial=0.05, cap=1.0, attempts=1)
     while True:
         try:
             return await asyncio.wait_for(getattr(handle, method).remote(*args), 10.0)
@@ -127,8 +127,7 @@ async def call_while_restarting(
             if loop.time() > deadline:
                 raise
             log.info("%s: no answer to %s (%r); retrying", what, method, exc)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 1.0)
+            await asyncio.sleep(backoff.next_delay())
 
 
 def decoded_entries(unacknowledged: list[tuple[Any, str | None]]) -> list[LinkEntry]:
@@ -252,7 +251,7 @@ class ShellEffects:
         core = self.actor.core
         try:
             while core.leases is not None and (request := core.leases.outstanding) is not None:
-                since, delay = loop.time(), 0.05
+                since, backoff = loop.time(), Backoff(initial=0.05, cap=1.0, attempts=1)
                 while core.leases.outstanding is request:
                     try:
                         reply = await asyncio.wait_for(self.actor.router.lease.remote(request), LEASE_TIMEOUT)
@@ -265,8 +264,7 @@ class ShellEffects:
                         break
                     if loop.time() - since > LEASE_TIMEOUT:
                         core.lease_timed_out()
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, 1.0)
+                    await asyncio.sleep(backoff.next_delay())
         finally:
             self._leasing = False
 
@@ -276,11 +274,10 @@ class ShellEffects:
         self._retrying_hangups = True
 
         async def retry() -> None:
-            delay = 1.0
+            backoff = Backoff(initial=1.0, cap=HANGUP_RETRY_MAX, attempts=1)
             try:
                 while self.actor.core.unconfirmed:
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, HANGUP_RETRY_MAX)
+                    await asyncio.sleep(backoff.next_delay())
                     if self.actor.conn is not None and self.actor.conn.connected:
                         self.actor.core.recovery.retry_hangups()
             finally:

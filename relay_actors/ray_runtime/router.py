@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from ..backoff import Backoff
 from ..errors import RelayError
 from ..tasks import BackgroundTasks
 from . import kvstore, metrics_export
@@ -314,12 +315,13 @@ class Router:
         the cluster recovers), with backoff, until it works: a router that failed once
         must not leave the app without leases for good. :meth:`ready` reports the first
         attempt's failure to the driver meanwhile."""
-        delay = START_RETRY_FIRST
+        backoff = Backoff(initial=START_RETRY_FIRST, cap=START_RETRY_MAX, attempts=1)
         while True:
             try:
                 await self._start_once()
             except Exception as exc:
                 self._failed = exc
+                delay = backoff.next_delay()
                 log.exception("router of app %r failed to start; trying again in %.1f s", self.app, delay)
             else:
                 self._failed = None
@@ -328,7 +330,6 @@ class Router:
             finally:
                 self._attempted.set()
             await asyncio.sleep(delay)
-            delay = min(2 * delay, START_RETRY_MAX)
 
     async def _start_once(self) -> None:
         # A fresh core each attempt: what a failed one learned is learned again.
