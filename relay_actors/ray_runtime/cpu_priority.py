@@ -12,8 +12,8 @@ same way, only more lightly.
 
 - On a local Ray we start, the workers start at nice 0 (``worker_niceness`` in
   the driver's ``LOCAL_RAY_CONFIG``) and :func:`lower_daemons` puts the daemons at
-  :data:`NICENESS`: they still get the CPU the calls leave idle, and a share of it
-  when a core is saturated. The raylet and the GCS keep their priority.
+  :data:`NICENESS` as soon as ``ray.init`` returns: they still get the CPU the calls
+  leave idle, and a share of it when a core is saturated. The raylet and the GCS keep their priority.
 - On a cluster started elsewhere, the operator starts Ray with
   ``RAY_worker_niceness=0`` (``cluster/README.md``). Where that was not done, the
   connection actors and CallActors raise themselves to nice 0 if the system lets
@@ -26,12 +26,13 @@ import contextlib
 import logging
 import os
 
+import psutil
+
 __all__ = [
     "DAEMONS",
     "NICENESS",
     "TITLES",
     "claim_normal_priority",
-    "descendants",
     "is_daemon",
     "lower_daemons",
 ]
@@ -54,7 +55,7 @@ TITLES = ("ray::DashboardAgent",)
 
 
 def is_daemon(argv: list[str]) -> bool:
-    """Whether a command line (``/proc/<pid>/cmdline``, split) is one of the daemons."""
+    """Whether a command line (its arguments) is one of the daemons."""
     if not argv:
         return False
     if argv[0].startswith(TITLES):
@@ -62,67 +63,37 @@ def is_daemon(argv: list[str]) -> bool:
     return os.path.basename(argv[0]).startswith("python") and any(a.endswith(DAEMONS) for a in argv[1:3])
 
 
-def _parents() -> dict[int, int]:
-    """Every process's parent, from ``/proc``."""
-    out: dict[int, int] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                # Fields after the command name (which may hold spaces and parentheses).
-                out[int(name)] = int(fh.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended meanwhile
-    return out
-
-
-def descendants(root: int) -> set[int]:
-    """The pids of ``root``'s descendants, now."""
-    children: dict[int, list[int]] = {}
-    for pid, parent in _parents().items():
-        children.setdefault(parent, []).append(pid)
-    found: set[int] = set()
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+def _threads(proc: psutil.Process) -> list[int]:
+    """``proc``'s thread ids: Linux keeps a niceness per thread (threads started later
+    inherit it from the thread that starts them), so each one is set."""
+    return [thread.id for thread in proc.threads()]
 
 
 def lower_daemons(root: int | None = None) -> list[int]:
     """Give Ray's monitoring daemons under ``root`` (default: this process, which
     started the local Ray) the niceness :data:`NICENESS`; returns the pids changed.
 
-    Idempotent, and harmless where it cannot act (not Linux, no permission): the
-    daemons then keep their priority."""
-    if not os.path.isdir("/proc"):
-        return []
+    Idempotent, and harmless where it cannot act (no permission): the daemons then keep
+    their priority."""
     changed = []
     try:
-        pids = descendants(os.getpid() if root is None else root)
-    except OSError:
+        procs = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
         return []
-    for pid in sorted(pids):
+    for proc in procs:
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().decode("utf-8", "replace").split("\0")
-            if not is_daemon(argv):
+            if not is_daemon(proc.cmdline()):
                 continue
-            # Linux keeps a niceness per thread: each of them (threads started later
-            # inherit it from the thread that starts them).
             lowered = False
-            for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+            for tid in _threads(proc):
                 with contextlib.suppress(OSError):  # (a thread that ended meanwhile)
                     if os.getpriority(os.PRIO_PROCESS, tid) < NICENESS:
                         os.setpriority(os.PRIO_PROCESS, tid, NICENESS)
                         lowered = True
             if lowered:
-                changed.append(pid)
-        except OSError:
-            continue  # ended meanwhile, or not ours to change
+                changed.append(proc.pid)
+        except psutil.Error:
+            continue  # ended meanwhile, or not ours to read
     if changed:
         log.debug("Ray's monitoring daemons %s now run at nice %d", changed, NICENESS)
     return changed
@@ -133,12 +104,8 @@ def claim_normal_priority(what: str) -> bool:
     start at 15); returns whether it now runs at 0. Raising a priority takes a
     privilege (``CAP_SYS_NICE`` or ``RLIMIT_NICE``): without one, ``what`` logs one
     warning that says what to do."""
-    try:
-        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        return True  # not Linux: nothing to do
     refused = False
-    for tid in tids:
+    for tid in _threads(psutil.Process()):
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) > 0:
                 os.setpriority(os.PRIO_PROCESS, tid, 0)

@@ -167,7 +167,7 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
         ray.init(**kwargs)
     finally:
         auth_log.setLevel(level)
-    lower_daemons()
+    lower_daemons()  # (the raylet's dashboard agent is up once ray.init returns)
     return True
 
 
@@ -515,8 +515,6 @@ class RayRuntime:
                 await self._upgrade(record, fingerprint)
             else:
                 log.info("joined running Ray app %r (%s)", self.app, record.describe(time.time()))
-        if self.started_ray:
-            lower_daemons()  # again: the raylet starts its dashboard agent after ray.init returns
 
     def _step(self, name: str) -> None:
         self.start_steps.append((name, time.monotonic()))

@@ -350,9 +350,8 @@ def test_credentials_in_a_runtime_env_are_loudly_refused_as_a_route(cluster: Clu
 #: A local Ray of our own, and what runs at which priority on it (see cpu_priority).
 LOCAL_RAY_PROBE = """
 import glob, json, os
-import ray
+import psutil, ray
 from relay_actors.ray_runtime import ensure_ray
-from relay_actors.ray_runtime.cpu_priority import descendants, lower_daemons
 
 def nice(pid):
     tids = [int(t.rsplit("/", 1)[1]) for t in glob.glob(f"/proc/{pid}/task/*")]
@@ -365,16 +364,15 @@ class Carrier:
 
 out = {"started": ensure_ray(), "address": ray.get_runtime_context().gcs_address}
 actor = Carrier.remote()
-lower_daemons()  # (the app's start does this again once its actors are up)
 out["actor"] = nice(ray.get(actor.pid.remote(), timeout=60))
-for pid in descendants(os.getpid()):
+for proc in psutil.Process().children(recursive=True):
     try:
-        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split(chr(0))
+        pid, argv = proc.pid, proc.cmdline()
         kinds = ("DashboardAgent", "log_monitor.py", "raylet/raylet", "gcs_server")
         kind = next((k for k in kinds if any(k in a for a in argv[:3])), None)
         if kind:
             out.setdefault(kind, []).extend(nice(pid))
-    except OSError:
+    except (OSError, psutil.Error):
         pass
 print(json.dumps(out))
 ray.shutdown()
