@@ -730,7 +730,7 @@ class ConnectionActor:
 
     def _unacknowledged(self, idx: int) -> int:
         session = self.links.sessions.get(idx) if self.links is not None else None
-        return len(session.unacknowledged()) if session is not None else 0
+        return session.unacknowledged_count if session is not None else 0
 
     async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
         """What this shard still has with CallActor ``idx`` (0: it may be retired). A

@@ -217,13 +217,20 @@ class Health:
     reachable: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Unacked:
+    """A DATA frame sent and not yet acknowledged. Its items are not kept beside it: the
+    frame holds them, and only a lost peer's items are wanted again (:meth:`items`), so a
+    burst in flight costs its bytes, not a second copy as Python objects."""
+
     seq: int
     frame: bytes
-    items: list[Any]
     metas: list[Any]
     sent_at: float
+
+    def items(self) -> list[Any]:
+        items: list[Any] = orjson.loads(memoryview(self.frame)[HEADER.size + _DATA.size :])
+        return items
 
 
 class LinkSession:
@@ -313,7 +320,7 @@ class LinkSession:
             seq = self._next_seq
             self._next_seq += 1
             frame = _frame(DATA, _DATA.pack(seq, self.recv_seq) + orjson.dumps(items))
-            self._unacked.append(_Unacked(seq, frame, items, metas, now))
+            self._unacked.append(_Unacked(seq, frame, metas, now))
             out.append(frame)
             self.items_out += len(items)
         if out:
@@ -369,8 +376,13 @@ class LinkSession:
 
     def unacknowledged(self) -> list[tuple[Any, Any]]:
         """Every ``(item, meta)`` the peer has not acknowledged, in order: framed, then queued."""
-        pairs = [pair for entry in self._unacked for pair in zip(entry.items, entry.metas, strict=True)]
+        pairs = [pair for entry in self._unacked for pair in zip(entry.items(), entry.metas, strict=True)]
         return pairs + list(zip(self._pending, self._pending_metas, strict=True))
+
+    @property
+    def unacknowledged_count(self) -> int:
+        """How many items the peer has not acknowledged (framed or queued)."""
+        return sum(len(entry.metas) for entry in self._unacked) + len(self._pending)
 
     def take_pending(self) -> list[tuple[Any, Any]]:
         """Remove and return the ``(item, meta)`` pairs never framed: they never left this

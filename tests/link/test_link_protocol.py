@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import pickle
 import struct
+import weakref
 from typing import Any
 
 import pytest
@@ -239,6 +242,32 @@ def test_window_bounds_unacknowledged_frames_and_pending_overflows() -> None:
     a.queue(["e", 4])
     with pytest.raises(LinkOverflow):
         a.queue(["e", 5])
+
+
+def test_framed_items_live_in_their_frame_only_and_come_back_in_order() -> None:
+    """A frame in flight keeps its bytes, not the queued objects too (a burst held twice
+    over, or a stalled peer's whole window), and a lost peer's items come back decoded
+    from the frames, in order, before those never framed."""
+
+    @dataclasses.dataclass
+    class Event:  # (orjson encodes dataclasses; a weak reference shows whether one is kept)
+        n: int
+
+    limits = LinkLimits(window=2, max_items=2)
+    a = LinkSession(1, b"b", limits)
+    queued = [Event(i) for i in range(5)]
+    refs = [weakref.ref(e) for e in queued]
+    for e in queued:
+        a.queue(e, f"ack-{e.n}")
+    assert len(a.pack(0.0)) == 2 and a.pending == 1
+    del queued, e
+    gc.collect()
+    assert [r() for r in refs[:4]] == [None] * 4  # framed: only the frames hold them
+    assert refs[4]() is not None  # still queued, as it was
+    assert a.unacknowledged_count == 5
+    pairs = a.unacknowledged()
+    assert pairs[:4] == [({"n": i}, f"ack-{i}") for i in range(4)]
+    assert pairs[4] == (refs[4](), "ack-4")
 
 
 def _one_frame_sent(limits: LinkLimits) -> LinkSession:
