@@ -126,7 +126,7 @@ def child_ray(t0: float) -> dict[str, Any]:
     steps: list[tuple[str, float]] = [("python up", time.monotonic())]
     import ray
 
-    from relay_actors.ray_runtime.driver import ensure_ray
+    from relay_actors.ray_runtime.ray_attach import ensure_ray
 
     steps.append(("ray imported", time.monotonic()))
     ensure_ray()

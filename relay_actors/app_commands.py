@@ -31,7 +31,7 @@ from .client import RelayClient
 from .errors import RelayError, unwrap_remote
 from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions, app_status, detach_ray, list_apps, sanitize_app_name, stop_app
-from .ray_runtime.driver import gcs_address, ship_module_by_value
+from .ray_runtime.ray_attach import gcs_address, ship_module_by_value
 
 __all__ = ["load_client", "run_main", "status_main", "stop_main"]
 

@@ -34,7 +34,8 @@ from .errors import RelayError
 from .message import Message
 from .metrics import serve_local_metrics
 from .ray_runtime import RayOptions
-from .ray_runtime.driver import metrics_endpoint, node_ips, shutdown_ray
+from .ray_runtime.app_control import metrics_endpoint
+from .ray_runtime.ray_attach import detach_ray, node_ips
 
 log = logging.getLogger("relay_actors.demo")
 
@@ -426,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = run_demo(args.calls, args.rate, args.dials, args.messages, args.tls, args.runtime)
     report = eventloop.run(demo)
     if args.runtime == "ray":
-        shutdown_ray()
+        detach_ray()
     expected = {"calls": args.calls, "dials": args.dials, "messages": args.messages}
     print(render(report, expected, time.monotonic() - started), flush=True)
     return 0 if report.ok else 1

@@ -48,8 +48,11 @@ Glossary (one meaning per word, in this package and its docs):
 The modules:
 
 - ``driver``: what ``RelayClient(runtime="ray")`` runs in the driver process (start,
-  adopt, stop, status of an app), over ``app_lifecycle`` (the start decision,
-  ownership and the status report, sans-IO);
+  adopt and stop its app; calls, dials and messages from the driver), over ``app_lifecycle``
+  (the start decision, ownership and the status report, sans-IO); ``ray_attach``: how a
+  driver comes to have Ray (a local Ray of its own, a cluster it joins, leaving it);
+  ``app_control``: an app's status, drain and stop by name, from any process attached to
+  its cluster (``relay-actors status``/``stop``, and the driver's own drain and stop);
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
   ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``,
@@ -72,7 +75,8 @@ The modules:
   (on a local Ray we start, Ray's monitoring daemons yield the CPU to the actors).
 
 No module here imports ``driver`` (but this facade), nor another module's private
-names; ``tests/test_layout.py`` checks it.
+names; ``tests/test_layout.py`` checks it. Actors import neither ``ray_attach`` nor
+``app_control``.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -81,44 +85,34 @@ from .actor_messages import STREAM_LOST
 from .options import RayOptions, default_app_name, sanitize_app_name
 
 if TYPE_CHECKING:
-    from .driver import (
-        DriverTransport,
-        RayRuntime,
-        RemoteCall,
-        app_status,
-        attach_ray,
-        check_ray_auth,
-        ensure_ray,
-        list_apps,
-        stop_app,
-        warn_runtime_env_credentials,
-    )
+    from .app_control import app_status, list_apps, stop_app
+    from .driver import DriverTransport, RayRuntime, RemoteCall
+    from .ray_attach import attach_ray, check_ray_auth, detach_ray, ensure_ray, warn_runtime_env_credentials
 
-#: The driver's names, imported on first use: an actor process (which imports this
-#: package for its own module) never needs the driver, and a restarted actor is
-#: serving again sooner for not importing it.
-_FROM_DRIVER = frozenset(
-    {
-        "DriverTransport",
-        "RayRuntime",
-        "RemoteCall",
-        "app_status",
-        "attach_ray",
-        "check_ray_auth",
-        "detach_ray",
-        "ensure_ray",
-        "list_apps",
-        "stop_app",
-        "warn_runtime_env_credentials",
-    }
-)
+#: The driver side's names (name -> its module), imported on first use: an actor process
+#: (which imports this package for its own module) never needs them, and a restarted
+#: actor is serving again sooner for not importing them.
+_DRIVER_SIDE = {
+    "DriverTransport": "driver",
+    "RayRuntime": "driver",
+    "RemoteCall": "driver",
+    "app_status": "app_control",
+    "list_apps": "app_control",
+    "stop_app": "app_control",
+    "attach_ray": "ray_attach",
+    "check_ray_auth": "ray_attach",
+    "detach_ray": "ray_attach",
+    "ensure_ray": "ray_attach",
+    "warn_runtime_env_credentials": "ray_attach",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_DRIVER:
-        from . import driver
+    module = _DRIVER_SIDE.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(driver, name)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

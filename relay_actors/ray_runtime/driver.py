@@ -22,23 +22,19 @@ Lifecycle, on purpose and never by accident:
   :meth:`~relay_actors.ray_runtime.router.Router.upgrade`): new calls go to it, the
   older CallActors drain and are stopped, no call is dropped; the app's ownership
   moves to this driver, and the previous owner sees it and exits, leaving the app;
-* :func:`stop_app` (``relay-actors stop APP``) drains and stops an app from
-  anywhere, including one whose driver is gone; a start that finds a record whose
-  actors are gone (a crash) reclaims it.
+* :func:`~relay_actors.ray_runtime.app_control.stop_app` (``relay-actors stop APP``)
+  drains and stops an app from anywhere, including one whose driver is gone; a start
+  that finds a record whose actors are gone (a crash) reclaims it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import hmac
 import logging
 import os
-import re
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -55,7 +51,8 @@ from ..protocol.calls import CallCore
 from ..protocol.events import parse_event
 from ..tasks import BackgroundTasks
 from . import kvstore, tracing_setup  # tracing hook: tracing_setup
-from .actor_messages import NAMESPACE, STREAM_LOST, actor_name
+from .actor_messages import STREAM_LOST, actor_name
+from .app_control import CALL_TIMEOUT, actor_or_none, call_with_timeout, drain_app, teardown_app
 from .app_lifecycle import (
     AppRecord,
     DriverInfo,
@@ -66,210 +63,17 @@ from .app_lifecycle import (
     decide_start,
     handover_notice,
     ownership,
-    status_report,
 )
-from .cpu_priority import lower_daemons
 from .options import ConnectionActorOptions, RayOptions, RouterOptions, call_actor_app_part
+from .ray_attach import ensure_ray
 from .spawn import spawn_control_actor
 
-__all__ = [
-    "DriverTransport",
-    "RayRuntime",
-    "RemoteCall",
-    "app_status",
-    "attach_ray",
-    "ensure_ray",
-    "list_apps",
-    "stop_app",
-]
+__all__ = ["DriverTransport", "RayRuntime", "RemoteCall"]
 
 log = logging.getLogger("relay_actors.ray_runtime")
 
 #: How long the driver waits for the router and the connection actors to be ready.
 START_TIMEOUT = 120.0
-#: Every control call the driver makes to an actor has this deadline.
-CALL_TIMEOUT = 10.0
-#: Environment variables that must not arrive through a runtime env.
-_SECRET_ENV = ("SIGNALWIRE_API_TOKEN", "SIGNALWIRE_JWT_TOKEN")
-
-
-# --- attaching to Ray ---------------------------------------------------------------------
-
-
-#: Ray's own timers on a local Ray we start (``_system_config``; a cluster started elsewhere
-#: keeps its operator's settings). Idle, the tree's processes wake thousands of times a
-#: second; these polls are for multi-node object transfer, plasma pressure, disk usage,
-#: idle-worker reaping and event-loop statistics, none of which a single node needs ten
-#: times a second. Measured on 2 cores: the raylet 0.8% → 0.5% of a core idle (145 → 92
-#: wake-ups/s). Liveness, the OOM monitor, metrics and task events keep Ray's defaults.
-LOCAL_RAY_CONFIG: dict[str, Any] = {
-    "raylet_check_gc_period_milliseconds": 1000,
-    "kill_idle_workers_interval_ms": 1000,
-    "object_manager_timer_freq_ms": 1000,
-    "local_fs_monitor_interval_ms": 1000,
-    "event_stats": False,
-    "debug_dump_period_milliseconds": 60_000,
-    # Ray starts its workers at nice 15, below its own daemons, for batch work. Ours carry
-    # live calls: at nice 15 every 5-s burst of the dashboard agent ran ahead of them
-    # (see cpu_priority, which also lowers the daemons).
-    "worker_niceness": 0,
-}
-#: Environment of the processes a local Ray starts: the log monitor globs Ray's log folder
-#: for new files every 0.5 s instead of every 0.1 s (1.0% → 0.4% of a core idle).
-LOCAL_RAY_ENV = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
-
-
-def ensure_ray(address: str | None = None, **init_kwargs: Any) -> bool:
-    """Attach to Ray, or start a local Ray of our own on loopback. Returns True if we started it.
-
-    ``address`` (else ``RAY_ADDRESS``) names a running cluster; without one we start
-    our own (``address="local"``: never the cluster some other ``ray start`` left on
-    this machine). Raises ``RelayError("ray_auth")`` in one line when the cluster wants
-    Ray's token authentication and this process does not have it."""
-    from .job_logs import keep_per_call_lines
-
-    keep_per_call_lines()
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
-        check_ray_auth(address)
-        ray.init(address=address, namespace=NAMESPACE, **init_kwargs)
-        warn_runtime_env_credentials()
-        return False
-    # A local Ray of our own: keep every socket on 127.0.0.1 and stay quiet.
-    if os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0") == "0":
-        # Ray reads this variable when it is imported, which it may well be by now; the
-        # processes it starts read it from the environment.
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    for name, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(name, value)
-    init_kwargs["_system_config"] = {**LOCAL_RAY_CONFIG, **(init_kwargs.get("_system_config") or {})}
-    kwargs: dict[str, Any] = {
-        "address": "local",
-        "namespace": NAMESPACE,
-        "_node_ip_address": "127.0.0.1",
-        "include_dashboard": False,
-        "logging_level": logging.WARNING,
-        **init_kwargs,
-    }
-    # Ray notes on start that it turned token authentication on, and how to turn it off:
-    # on a local Ray of ours it stays on, and the note was the first line a new user saw.
-    auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    level = auth_log.level
-    auth_log.setLevel(logging.ERROR)
-    try:
-        ray.init(**kwargs)
-    finally:
-        auth_log.setLevel(level)
-    lower_daemons()  # (the raylet's dashboard agent is up once ray.init returns)
-    return True
-
-
-def detach_ray() -> None:
-    """Disconnect this driver from Ray, if it is connected (a local Ray of ours stops with
-    it): after this no actor's output reaches this process's terminal, so a line printed
-    next stays the last one (say, the error of an app that did not start, while Ray still
-    forwarded what its actors logged as they were torn down)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-
-
-def attach_ray(address: str | None = None) -> None:
-    """Attach to a running cluster (for ``status``/``stop``: never start one): ``address``,
-    else ``RAY_ADDRESS``, else the last ``ray start`` on this machine, as Ray's own CLI
-    (``ray status``, ``ray job logs``) finds it."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address or address == "local":
-        address = _last_ray_start()
-    if not address:
-        raise RelayError(
-            "no_ray",
-            "no Ray cluster found: none named (--address, RAY_ADDRESS) and no ray start on this machine "
-            "under Ray's default temp dir (a head started with --temp-dir elsewhere, or on another "
-            "machine, is not found): pass --address HEAD_IP:6379 or set RAY_ADDRESS",
-        )
-    ensure_ray(address, logging_level=logging.WARNING, log_to_driver=False)
-
-
-def _last_ray_start() -> str | None:
-    """The GCS address the last ``ray start`` on this machine wrote (``/tmp/ray/ray_current_cluster``)."""
-    try:
-        from ray._private.utils import read_ray_address
-
-        return read_ray_address(None) or None
-    except Exception:  # a Ray without this helper: as if none was found
-        return None
-
-
-def check_ray_auth(address: str, timeout: float = 5.0) -> None:
-    """Ask the cluster's GCS whether we may talk to it, before ``ray.init`` (which
-    would retry for ~20 s, logging a line a second, then blame a crashed instance).
-
-    Only a refusal is reported; anything else (unreachable, slow) is left to ``ray.init``."""
-    if not re.match(r"^[\w.\-\[\]:]+:\d+$", address):
-        return  # ray://, auto, http://...: not a GCS address we can probe
-    refused: list[BaseException] = []
-
-    def probe() -> None:
-        try:
-            from ray._raylet import GcsClient  # type: ignore[attr-defined]
-
-            GcsClient(address=address)
-        except BaseException as exc:  # only an auth refusal is ours to report
-            if type(exc).__name__ == "AuthenticationError":
-                refused.append(exc)
-
-    # A daemon thread: an unreachable GCS keeps the probe busy for ~40 s; we do not wait.
-    thread = threading.Thread(target=probe, name="ray-auth-probe", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if refused and os.environ.get("RAY_AUTH_MODE") == "token":
-        raise RelayError(
-            "ray_auth",
-            f"the Ray cluster at {address} refused this process's Ray token: put the cluster's token "
-            "in ~/.ray/auth_token (or name its file with RAY_AUTH_TOKEN_PATH)",
-        )
-    if refused:
-        mode = os.environ.get("RAY_AUTH_MODE", "") or "unset"
-        raise RelayError(
-            "ray_auth",
-            f"the Ray cluster at {address} requires token authentication and this process has none "
-            f"(RAY_AUTH_MODE is {mode}): set RAY_AUTH_MODE=token and put the cluster's token in "
-            "~/.ray/auth_token (or name its file with RAY_AUTH_TOKEN_PATH)",
-        )
-
-
-def warn_runtime_env_credentials() -> None:
-    """Loudly warn when SignalWire secrets came in through the job's runtime env: Ray's
-    jobs API and dashboard show a runtime env's ``env_vars`` in clear."""
-    import ray
-
-    try:
-        runtime_env = ray.get_runtime_context().runtime_env or {}
-        env_vars = dict(runtime_env.get("env_vars") or {})
-    except Exception:  # a best-effort check
-        return
-    leaked = [name for name in _SECRET_ENV if name in env_vars]
-    if leaked:
-        message = (
-            f"WARNING: {', '.join(leaked)} arrived through this job's runtime_env: Ray's jobs API "
-            "(ray job list, GET /api/jobs/) and dashboard show it in clear to anyone who can reach "
-            "the cluster. Rotate that token, and give the driver its credentials with "
-            "SIGNALWIRE_CREDENTIALS_FILE naming a file on the head node instead (see cluster/README.md)."
-        )
-        log.warning(message)
-        print(f"relay-actors: {message}", file=sys.stderr, flush=True)
 
 
 # --- the app's identity ---------------------------------------------------------------------
@@ -309,26 +113,6 @@ def config_fingerprint(
     return hmac.new(key, orjson.dumps(config, option=orjson.OPT_SORT_KEYS), hashlib.sha256).hexdigest()
 
 
-def _actor_or_none(name: str) -> Any:
-    import ray
-
-    try:
-        return ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return None
-
-
-def _app_actor_names(app: str) -> list[str]:
-    import ray
-
-    prefix = f"relay:{app}:"
-    return sorted(
-        a["name"]
-        for a in ray.util.list_named_actors(all_namespaces=True)
-        if a.get("namespace") == NAMESPACE and a["name"].startswith(prefix)
-    )
-
-
 class _CallLane:
     """The lane of a driver-side call (its :class:`~relay_actors.call.CallControl`): its
     commands go through its CallActor (and the shard that owns the call), its handlers
@@ -343,7 +127,7 @@ class _CallLane:
 
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         call_id = str(params.get("call_id") or "")
-        return await _call(self.actor.call_execute.remote(call_id, method, params), self.deadline)
+        return await call_with_timeout(self.actor.call_execute.remote(call_id, method, params), self.deadline)
 
 
 class RemoteCall(Call):
@@ -374,7 +158,7 @@ class RemoteCall(Call):
             while not self._core.ended:
                 try:
                     ref = self._actor.call_events.remote(call_id, start, poll)
-                    got = await _call(ref, poll + CALL_TIMEOUT)
+                    got = await call_with_timeout(ref, poll + CALL_TIMEOUT)
                 except Exception:  # the actor died or hangs: nobody will report this call
                     got = None
                 if got is None:
@@ -490,7 +274,7 @@ class RayRuntime:
         decision = decide_start(
             self.app,
             record,
-            _actor_or_none(self._name("router")) is not None,
+            actor_or_none(self._name("router")) is not None,
             join=self.options.join,
             upgrade=self.options.upgrade,
             fingerprint=fingerprint,
@@ -504,7 +288,7 @@ class RayRuntime:
             log.warning(
                 "reclaiming Ray app %r, whose router is gone (%s)", self.app, record.describe(time.time())
             )
-            await _teardown(self.app, stored)  # its records, and any actor of it left behind
+            await teardown_app(self.app, stored)  # its records, and any actor of it left behind
             await self._create(fingerprint)
         elif decision.action is StartAction.CREATE:
             await self._create(fingerprint)
@@ -543,7 +327,7 @@ class RayRuntime:
 
         app = self.app
         try:
-            result = await _call(
+            result = await call_with_timeout(
                 self.router.upgrade.remote(
                     cloudpickle.dumps(self.handlers),
                     self._call_actor_options(),
@@ -578,7 +362,7 @@ class RayRuntime:
         )
 
     def _get(self, name: str) -> Any:
-        handle = _actor_or_none(name)
+        handle = actor_or_none(name)
         if handle is None:
             raise app_gone(name)
         return handle
@@ -709,7 +493,7 @@ class RayRuntime:
         """Stop taking offers and wait up to ``timeout`` s for active calls to end;
         returns the calls still active."""
         record = self.record.to_dict() if self.record is not None else None
-        return await _drain(self.app, record, self.connections, self.router, timeout, progress)
+        return await drain_app(self.app, record, self.connections, self.router, timeout, progress)
 
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stop the app if this driver created it (draining first for ``drain_timeout``
@@ -718,7 +502,7 @@ class RayRuntime:
         if owner and await self._still_ours():
             if drain_timeout > 0:
                 await self.drain(drain_timeout)
-            await _teardown(self.app, self.record.to_dict() if self.record is not None else None)
+            await teardown_app(self.app, self.record.to_dict() if self.record is not None else None)
         self.connections = []
         self.router = None
 
@@ -766,13 +550,15 @@ class RayRuntime:
         return float(self.client_options.get("request_timeout") or c.REQUEST_TIMEOUT) + 5.0
 
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await _call(self._conn().execute.remote(method, params), self._request_deadline())
+        return await call_with_timeout(self._conn().execute.remote(method, params), self._request_deadline())
 
     async def receive(self, contexts: list[str], method: str) -> None:
         # Every shard receives the same contexts: the service spreads offers over them.
         await asyncio.gather(
             *(
-                _call(conn.execute.remote(method, {"contexts": contexts}), self._request_deadline())
+                call_with_timeout(
+                    conn.execute.remote(method, {"contexts": contexts}), self._request_deadline()
+                )
                 for conn in self.connections
             )
         )
@@ -801,7 +587,9 @@ class RayRuntime:
         """Send through a CallActor (which tracks the message); returns the send's
         result, whose ``actor`` is that CallActor, to :meth:`follow_message` from."""
         actor = await self._call_actor()
-        result = await _call(actor.send_message_remote.remote(params), self._request_deadline() + 5.0)
+        result = await call_with_timeout(
+            actor.send_message_remote.remote(params), self._request_deadline() + 5.0
+        )
         return {**result, "actor": actor}
 
     async def follow_message(self, actor: Any, message_id: str, host: CallHost, poll: float = 20.0) -> None:
@@ -819,7 +607,9 @@ class RayRuntime:
         start = 0
         while message_id in host.messages:
             try:
-                got = await _call(actor.message_events.remote(message_id, start, poll), poll + CALL_TIMEOUT)
+                got = await call_with_timeout(
+                    actor.message_events.remote(message_id, start, poll), poll + CALL_TIMEOUT
+                )
             except Exception as exc:  # the actor died or hangs: nobody will report this message
                 got, why = None, f"its CallActor stopped answering ({type(exc).__name__})"
             else:
@@ -835,7 +625,8 @@ class RayRuntime:
         """Read every shard's session (protocol, connected, contexts, load); a shard that
         does not answer within ``timeout`` reads as ``None``."""
         answers = await asyncio.gather(
-            *(_call(conn.session_info.remote(), timeout) for conn in self.connections), return_exceptions=True
+            *(call_with_timeout(conn.session_info.remote(), timeout) for conn in self.connections),
+            return_exceptions=True,
         )
         self.sessions = [None if isinstance(a, BaseException) else a for a in answers]
         self.sessions_read = time.monotonic()
@@ -864,218 +655,3 @@ class RayRuntime:
             "connections": [s for s in shards if not isinstance(s, BaseException)],
             "call_actors": [a for a in actors if not isinstance(a, BaseException)],
         }
-
-
-# --- operating an app from anywhere: drain, stop, status -------------------------------------
-
-
-async def _call(ref: Any, timeout: float = CALL_TIMEOUT) -> Any:
-    return await asyncio.wait_for(ref, timeout)
-
-
-async def _drain(
-    app: str,
-    record: dict[str, Any] | None,
-    connections: list[Any],
-    router: Any,
-    timeout: float,
-    progress: Callable[[str], None] | None,
-) -> int:
-    """Unsubscribe every shard from the app's contexts (the service then offers new calls
-    to other consumers, or to nobody), then wait for the active calls to end."""
-    say = progress or (lambda line: log.info("%s", line))
-    contexts = list((record or {}).get("contexts") or [])
-    if contexts:
-        results = await asyncio.gather(
-            *(_call(conn.execute.remote(c.METHOD_UNRECEIVE, {"contexts": contexts})) for conn in connections),
-            return_exceptions=True,
-        )
-        for shard, result in enumerate(results):
-            if isinstance(result, BaseException):
-                log.warning("app %r shard %d: unreceive failed (%r)", app, shard, result)
-    active = await _active_calls(router, connections)
-    if active:
-        calls = f"{active} active call{'s' * (active != 1)}"
-        say(f"draining {app}: {calls}, new offers refused (up to {timeout:g} s)")
-    deadline = time.monotonic() + timeout
-    while active and time.monotonic() < deadline:
-        # Polling the router (no event to wait on across processes), with a deadline.
-        await asyncio.sleep(0.25)
-        active = await _active_calls(router, connections)
-    return active
-
-
-async def _active_calls(router: Any, connections: list[Any]) -> int:
-    """Active calls by the router's table and by the shards' own (the router learns of
-    calls in batches, a little later): the larger. Unreachable actors count 0."""
-    asks = [router.active.remote()] if router is not None else []
-    asks += [conn.lease_state.remote() for conn in connections]
-    answers = await asyncio.gather(*(_call(a) for a in asks), return_exceptions=True)
-    counts = [a for a in answers if not isinstance(a, BaseException)]
-    by_router = int(counts[0]["calls"]) if router is not None and counts and "calls" in counts[0] else 0
-    by_shards = sum(int(a.get("in_use", 0)) for a in counts if "in_use" in a)
-    return max(by_router, by_shards)
-
-
-async def _teardown(app: str, record: dict[str, Any] | None) -> int:
-    """Shut the app's actors down (sessions first), kill them, delete its KV records.
-    Returns the number of actors removed."""
-    import ray
-
-    names = _app_actor_names(app)
-    handles = {name: _actor_or_none(name) for name in names}
-    handles = {name: h for name, h in handles.items() if h is not None}
-
-    async def shutdown(role: str) -> None:
-        await asyncio.gather(
-            *(_call(h.shutdown.remote()) for n, h in handles.items() if n.split(":")[2] == role),
-            return_exceptions=True,
-        )
-
-    for role in ("connection", "call", "router"):
-        await shutdown(role)
-    for handle in handles.values():
-        with contextlib.suppress(Exception):
-            ray.kill(handle, no_restart=True)
-    await kvstore.delete_app(app, record)
-    return len(handles)
-
-
-async def stop_app(
-    app: str,
-    *,
-    address: str | None = None,
-    drain_timeout: float = 30.0,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Drain and stop the Ray app ``app`` wherever its driver is (or was): stop taking
-    offers, wait up to ``drain_timeout`` s for active calls, shut down and remove its
-    actors and its KV records. ``address``: the cluster (else ``RAY_ADDRESS`` or the
-    Ray this process is attached to).
-
-    Raises:
-        RelayError: ``not_found`` if no app of that name has actors or records.
-    """
-    attach_ray(address)
-    say = progress or (lambda line: log.info("%s", line))
-    record = await kvstore.read_record(app)
-    names = _app_actor_names(app)
-    if record is None and not names:
-        known = ", ".join(await kvstore.apps()) or "none"
-        raise RelayError("not_found", f"no Ray app named {app!r} (apps: {known})")
-    router = _actor_or_none(actor_name(app, "router"))
-    shards = int((record or {}).get("connections", 0)) or sum(":connection:" in n for n in names)
-    connections = [h for h in (_actor_or_none(actor_name(app, "connection", i)) for i in range(shards)) if h]
-    left = await _drain(app, record, connections, router, drain_timeout, say) if router is not None else 0
-    removed = await _teardown(app, record)
-    say(
-        f"stopped {app}: {removed} actors removed, records deleted"
-        + (f"; {left} calls were still active after the drain timeout" if left else "")
-    )
-    return {"app": app, "actors_removed": removed, "calls_left": left}
-
-
-async def list_apps(address: str | None = None) -> list[dict[str, Any]]:
-    """Every app with a record: name, state, driver, and whether its router is up."""
-    attach_ray(address)
-    found = []
-    for app in await kvstore.apps():
-        record = await kvstore.read_record(app) or {}
-        found.append(
-            {
-                "app": app,
-                "state": record.get("state", "?") if _actor_or_none(actor_name(app, "router")) else "dead",
-                "created": record.get("created"),
-                "driver": record.get("driver"),
-                "contexts": record.get("contexts"),
-                "max_active_calls": record.get("max_active_calls"),
-            }
-        )
-    return found
-
-
-async def app_status(app: str, *, address: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    """One app's live state, from its actors' ``stats()`` (each asked with ``timeout``):
-    shards, active calls against the limit, CallActors per node, error counters (see
-    :func:`~relay_actors.ray_runtime.app_lifecycle.status_report`)."""
-    attach_ray(address)
-    record = await kvstore.read_record(app)
-    router = _actor_or_none(actor_name(app, "router"))
-    if record is None and router is None:
-        known = ", ".join(await kvstore.apps()) or "none"
-        raise RelayError("not_found", f"no Ray app named {app!r} (apps: {known})")
-    unreachable: list[str] = []
-
-    async def ask(name: str, ref: Any) -> Any:
-        try:
-            return await _call(ref, timeout)
-        except Exception as exc:  # reported, the rest of the table still shows
-            unreachable.append(f"{name}: {type(exc).__name__}")
-            return None
-
-    router_stats = pool = generations = None
-    if router is not None:
-        router_stats = await ask("router", router.stats.remote())
-        pool = await ask("router", router.pool_info.remote())
-        generations = await ask("router", router.generations_info.remote())
-    shards = int((record or {}).get("connections", 1))
-    conn_handles = [(i, _actor_or_none(actor_name(app, "connection", i))) for i in range(shards)]
-    conn_stats = await asyncio.gather(
-        *(ask(f"connection {i}", h.stats.remote()) for i, h in conn_handles if h is not None)
-    )
-    actor_stats = await asyncio.gather(*(ask(f"CallActor {i}", h.stats.remote()) for i, h, _ in pool or []))
-    return status_report(
-        app,
-        record,
-        router_stats,
-        router_up=router is not None,
-        capacity={idx: cap for idx, _, cap in pool or []},
-        generations=generations,
-        shard_stats=conn_stats,
-        actor_stats=actor_stats,
-        ips=node_ips(),
-        unreachable=unreachable,
-        now=time.time(),
-    )
-
-
-def node_ips() -> dict[str, str]:
-    """Node id -> node address of the cluster this process is attached to ({} if unknown)."""
-    import ray
-
-    try:
-        return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
-    except Exception:  # ids then
-        return {}
-
-
-async def metrics_endpoint(app: str, timeout: float = 5.0) -> dict[str, Any]:
-    """``metrics_url`` of the app's endpoint (None if it has none) and ``metrics_error``
-    (why not), as its router says."""
-    router = _actor_or_none(actor_name(app, "router"))
-    if router is None:
-        return {"metrics_url": None, "metrics_error": f"app {app!r} has no router"}
-    stats = await _call(router.stats.remote(), timeout)
-    return {"metrics_url": stats.get("metrics_url"), "metrics_error": stats.get("metrics_error")}
-
-
-def gcs_address() -> str:
-    """The address of the Ray cluster this process is attached to."""
-    import ray
-
-    return str(ray.get_runtime_context().gcs_address)
-
-
-def shutdown_ray() -> None:
-    """Detach from Ray (stopping the local Ray this process started, if any)."""
-    import ray
-
-    ray.shutdown()
-
-
-def ship_module_by_value(module_name: str) -> None:
-    """Handlers of the app's module travel to CallActors by value: the module need not be
-    importable on the worker nodes (its other imports must be)."""
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[module_name])

@@ -62,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
     from relay_actors.emulator.testing import FAST_DURATIONS
     from relay_actors.ray_runtime import RayOptions
     from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
-    from relay_actors.ray_runtime.driver import app_status, metrics_endpoint
+    from relay_actors.ray_runtime.app_control import app_status, metrics_endpoint
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()

@@ -39,7 +39,7 @@ from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
 from relay_actors.ray_runtime import RayOptions
 from relay_actors.ray_runtime.actor_messages import NAMESPACE
-from relay_actors.ray_runtime.driver import ship_module_by_value
+from relay_actors.ray_runtime.ray_attach import ship_module_by_value
 
 pytestmark = pytest.mark.timeout(120)
 
