@@ -19,7 +19,10 @@ The emulator refuses a second ``calling.answer`` (``strict_commands``). Without
 ``--kinds`` the schedule draws from ``chaos.DEFAULT_KINDS`` (every kind), process pauses
 included (``pause_connection``, ``pause_router``, ``pause_call_actor``: SIGSTOP for 2-4 s,
 then SIGCONT; "calls flow" is measured from the SIGSTOP, so a pause that stops calls shows)
-and ``kill_connection_then_router``; ``--kinds pause_router,kill_connection`` narrows it.
+and the compound faults, a second fault while the runtime recovers from the first
+(``kill_connection_then_router``, ``kill_call_actor_then_connection``,
+``pause_call_actor_and_ws_drop``, ``pause_connection_and_kill_router``);
+``--kinds pause_router,kill_connection`` narrows it.
 """
 
 from __future__ import annotations
@@ -239,6 +242,30 @@ class ChaosRun:
             await asyncio.sleep(gap)
             os.kill(router_pid, signal.SIGKILL)
             return f"shard {shard['shard']} pid {shard['pid']}, router pid {router_pid} {gap:.2f}s later"
+        if kind == "kill_call_actor_then_connection":
+            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
+            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            gap = 0.1 + (pick % 201) / 1000
+            self.killed_pids.add(actor["pid"])
+            self.exposed |= self.live_ids()
+            os.kill(actor["pid"], signal.SIGKILL)
+            await asyncio.sleep(gap)
+            os.kill(shard["pid"], signal.SIGKILL)
+            return f"CallActor {actor['index']} pid {actor['pid']}, shard {shard['shard']} {gap:.2f}s later"
+        if kind == "pause_call_actor_and_ws_drop":
+            paused = await self.pause("pause_call_actor", pick, st)
+            gap = 0.3 + (pick % 501) / 1000
+            await asyncio.sleep(gap)
+            sessions = sorted(s["protocol"] for s in self.core.list_sessions() if s["attached"])
+            protocol = sessions[pick % len(sessions)] if sessions else ""
+            self.core.drop(protocol)
+            return f"{paused}; session {protocol[-6:]} dropped {gap:.2f}s in"
+        if kind == "pause_connection_and_kill_router":
+            paused = await self.pause("pause_connection", pick, st)
+            gap = 0.3 + (pick % 501) / 1000
+            await asyncio.sleep(gap)
+            os.kill(st["router"]["pid"], signal.SIGKILL)
+            return f"{paused}; router pid {st['router']['pid']} killed {gap:.2f}s in"
         if kind.startswith("pause_"):
             return await self.pause(kind, pick, st)
         if kind == "reset_links":

@@ -69,8 +69,17 @@ FAULT_KINDS: dict[str, float] = {
     "pause_connection": 1.0,
     "pause_router": 1.0,
     "pause_call_actor": 1.0,
+    # Compound faults: a second one while the runtime recovers from the first.
     # A connection actor killed, then the router 0.2-0.4 s later (while the shard starts).
     "kill_connection_then_router": 1.0,
+    # A CallActor killed, then a connection actor 0.1-0.3 s later (while the shard applies
+    # the lost-actor policy to the CallActor's calls).
+    "kill_call_actor_then_connection": 1.0,
+    # A CallActor paused (2-4 s), and 0.3-0.8 s into the pause the WebSocket dropped: the
+    # resumed session redelivers what the stalled CallActor has not acknowledged.
+    "pause_call_actor_and_ws_drop": 1.0,
+    # A connection actor paused (2-4 s), and the router killed during the pause.
+    "pause_connection_and_kill_router": 1.0,
 }
 
 #: The kinds a schedule draws from when none are given (the CI run and ``benchmarks/chaos.py``).

@@ -257,6 +257,11 @@ _DEFS = [
     _g("relay_call_actors_unavailable", "CallActors a connection actor places no new calls on (slow, down)."),
     _c("relay_requests_fenced", "Commands refused because the runtime had ended or moved their call."),
     _c("relay_pool_snapshots_ignored", "Pool snapshots a connection actor ignored (older than its own)."),
+    _c(
+        "relay_lost_actor_notices_ignored",
+        "Notices of a CallActor's loss a connection actor ignored: older than the shard, which only "
+        "knew the incarnation that replaced it (its calls there are alive).",
+    ),
     # --- the rest ---
     _g("relay_stat", "A numeric stats() value with no metric of its own (tag key).", "key"),
 ]
@@ -322,6 +327,7 @@ _COMMON: _Map = {
     "commands_resent": ("relay_commands_in_doubt", {"outcome": "resent"}),
     "commands_cut_off": ("relay_commands_in_doubt", {"outcome": "cut_off"}),
     "pool_snapshots_ignored": ("relay_pool_snapshots_ignored", {}),
+    "losses_older_than_the_shard": ("relay_lost_actor_notices_ignored", {}),
     "start_give_ups": ("relay_shard_start_steps", {"outcome": "gave_up"}),
     "owned_given_up": ("relay_owned_queries", {"outcome": "given_up"}),
     "held_slots": ("relay_held_slots", {}),

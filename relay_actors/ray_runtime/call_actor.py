@@ -299,7 +299,9 @@ class CallActor:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(fault[2].wait(), left)
             raise RelayError("internal", "owned() fails on purpose (fault injection)")
-        return self.call_host.owned_by(self.links[shard])
+        # With this incarnation: a shard that restarted knows which life of this actor
+        # its calls are on (a loss reported later for this incarnation is not theirs).
+        return {**self.call_host.owned_by(self.links[shard]), "incarnation": self.incarnation}
 
     async def fail_owned(self, seconds: float, hang: bool = False) -> None:
         """Fault injection for tests and drills (a Ray call, never reachable from the

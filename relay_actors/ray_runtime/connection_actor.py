@@ -692,7 +692,12 @@ class ConnectionActor:
         """The router's health loop found CallActor ``idx`` lost (its new ``incarnation``):
         apply the lost-calls policy (once per loss) and wait for it (bounded)."""
         await self._ready.wait()
-        if not self.core.recovery.call_actor_lost(idx, incarnation) and idx not in self.core.recovery.losses:
+        session = self.links.sessions.get(idx) if self.links is not None else None
+        bound = session.peer_incarnation.hex() if session is not None and session.peer_incarnation else None
+        if (
+            not self.core.recovery.call_actor_lost(idx, incarnation, bound=bound)
+            and idx not in self.core.recovery.losses
+        ):
             return {"already": 1}
         waiter: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._loss_waiters.setdefault(idx, []).append(waiter)

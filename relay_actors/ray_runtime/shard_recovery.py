@@ -103,6 +103,9 @@ class ShardRecovery:
         self.losses: dict[int, ActorLoss] = {}
         #: CallActor index → the incarnation whose loss was last handled.
         self.incarnations: dict[int, str] = {}
+        #: CallActor index → the incarnation whose calls this shard adopted in a rebuild
+        #: ("": calls adopted from two incarnations).
+        self.adopted_from: dict[int, str] = {}
 
     # --- the rebuild after a restart ------------------------------------------------------
 
@@ -156,6 +159,11 @@ class ShardRecovery:
         """Route to CallActor ``idx`` what it says it holds for this shard; returns the
         ids of the calls routed (those not routed already)."""
         core = self.core
+        incarnation = state.get("incarnation")
+        if incarnation:
+            known = self.adopted_from.setdefault(idx, incarnation)
+            if known != incarnation:
+                self.adopted_from[idx] = ""
         calls = []
         for call_id, node_id in state["calls"]:
             if call_id in core.routes.calls:
@@ -248,6 +256,7 @@ class ShardRecovery:
 
     def forget(self, idx: int) -> None:
         self.incarnations.pop(idx, None)
+        self.adopted_from.pop(idx, None)
 
     # --- the lost-actor policy ------------------------------------------------------------
 
@@ -257,11 +266,27 @@ class ShardRecovery:
         incarnation: str | None = None,
         unacked: list[LinkEntry] | None = None,
         overflow: LinkEntry | None = None,
+        bound: str | None = None,
     ) -> bool:
         """CallActor ``idx`` is lost (a new incarnation, unreachable past the deadline, a
         full queue, or the router says so): start the policy. False if its loss is being
-        handled, or this incarnation's was handled already (each loss is handled once)."""
+        handled, or this incarnation's was handled already (each loss is handled once),
+        or the loss is older than this shard: ``bound``, the incarnation its link is bound
+        to, is the one that replaced the lost one, and every call it adopted came from it too.
+
+        That last case is a compound fault: the CallActor restarted and this shard too, before
+        the router's notice reached it. This shard then only ever knew the new incarnation:
+        what it routes there is alive, and hanging it up would end healthy calls."""
         if idx in self.losses or (incarnation is not None and self.incarnations.get(idx) == incarnation):
+            return False
+        if (
+            incarnation is not None
+            and bound == incarnation
+            and self.adopted_from.get(idx, incarnation) == incarnation
+            and not self.is_unknown(idx)
+        ):
+            self.incarnations[idx] = incarnation
+            self.core.counters["losses_older_than_the_shard"] += 1
             return False
         self.core.placement.set_unavailable(idx, "lost")
         loss = ActorLoss(idx, incarnation, unacked, LossPhase.ENDING, overflow)

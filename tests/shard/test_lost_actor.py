@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from relay_actors.errors import RelayError
 from relay_actors.ray_runtime import actor_messages as m
+from relay_actors.ray_runtime.admission import LeaseLedger, lease_block
 from relay_actors.ray_runtime.pool_core import CallMoved, CallsHeld
 from relay_actors.ray_runtime.shard_actions import (
     AskLastKnown,
@@ -224,3 +225,46 @@ def test_a_retired_call_actor_is_asked_nothing_and_holds_nothing() -> None:
     core.placement.forget(1)  # (the router retired it meanwhile)
     core.recovery.tick(1.0)
     assert not core.recovery.is_unknown(1) and AskOwned(1) not in shell.actions
+
+
+def _restarted_knowing(incarnation: str) -> tuple[ShardCore, Shell]:
+    """A shard that restarted after CallActor 0 did: the rebuild adopted ``c0`` from
+    ``incarnation``, and the shard placed ``c1`` there since."""
+    shell = Shell()
+    core = ShardCore(0, shell)
+    linked(core, core.pool.add_call_actors([(0, 10)], {}))
+    held = {"calls": [["c0", "n1"]], "dials": [], "messages": [], "incarnation": incarnation}
+    core.recovery.rebuilt({0: held}, 0.0)
+    core.test_router = LeaseLedger(10, 1, 1)  # type: ignore[attr-defined]
+    core.start_leases(2, lease_block(10, 1), 1, [])
+    grant(core, shell)
+    core.requests.relay_created("proto")
+    admit(core, shell, "c1")
+    shell.acknowledge(0)  # c1's handler runs there
+    return core, shell
+
+
+def test_a_loss_older_than_the_shard_ends_none_of_the_calls_on_the_new_incarnation() -> None:
+    # Chaos, kill_call_actor_then_connection: CallActor 0 and then this shard died; the
+    # restarted shard adopted from and linked to the new incarnation, and the router's
+    # notice of the old one's loss came seconds later. It used to hang up c0 and c1, alive.
+    core, shell = _restarted_knowing("inc2")
+    assert core.routes.calls == {"c0": 0, "c1": 0}
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2") is False
+    assert end_lost_calls(core, shell) == [] and core.routes.calls == {"c0": 0, "c1": 0}
+    assert core.placement.is_available(0)
+    assert core.counters["losses_older_than_the_shard"] == 1
+    assert not core.recovery.call_actor_lost(0, "inc2", bound="inc2")  # and once only
+    assert core.recovery.call_actor_lost(0, "inc3", bound="inc2")  # a later restart is a loss
+
+
+def test_a_loss_applies_when_the_shard_adopted_from_the_lost_incarnation_or_is_not_linked() -> None:
+    # Adopted from inc1 (alive when asked), then linked to inc2 with no restart seen on
+    # the link: c0 is on the lost incarnation, and ends.
+    core, shell = _restarted_knowing("inc1")
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2") is True
+    assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
+    # Not linked yet (nothing says which life its calls are on): the policy applies.
+    core, shell = _restarted_knowing("inc2")
+    assert core.recovery.call_actor_lost(0, "inc2", bound=None) is True
+    assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
