@@ -21,7 +21,8 @@ included (``pause_connection``, ``pause_router``, ``pause_call_actor``: SIGSTOP 
 then SIGCONT; "calls flow" is measured from the SIGSTOP, so a pause that stops calls shows)
 and the compound faults, a second fault while the runtime recovers from the first
 (``kill_connection_then_router``, ``kill_call_actor_then_connection``,
-``pause_call_actor_and_ws_drop``, ``pause_connection_and_kill_router``);
+``pause_call_actor_and_ws_drop``, ``pause_connection_and_kill_router``,
+``kill_router_then_call_actor``, ``ws_drop_then_kill_connection``, ``kill_connection_twice``);
 ``--kinds pause_router,kill_connection`` narrows it.
 """
 
@@ -266,6 +267,41 @@ class ChaosRun:
             await asyncio.sleep(gap)
             os.kill(st["router"]["pid"], signal.SIGKILL)
             return f"{paused}; router pid {st['router']['pid']} killed {gap:.2f}s in"
+        if kind == "kill_router_then_call_actor":
+            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
+            gap = 0.1 + (pick % 201) / 1000
+            os.kill(st["router"]["pid"], signal.SIGKILL)
+            await asyncio.sleep(gap)
+            self.killed_pids.add(actor["pid"])
+            self.exposed |= self.live_ids()
+            os.kill(actor["pid"], signal.SIGKILL)
+            return f"router pid {st['router']['pid']}, CallActor {actor['index']} {gap:.2f}s later"
+        if kind == "ws_drop_then_kill_connection":
+            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            gap = 0.05 + (pick % 201) / 1000
+            self.core.drop(shard["protocol"])
+            await asyncio.sleep(gap)
+            os.kill(shard["pid"], signal.SIGKILL)
+            return f"session {shard['protocol'][-6:]} dropped, shard {shard['shard']} killed {gap:.2f}s later"
+        if kind == "kill_connection_twice":
+            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            os.kill(shard["pid"], signal.SIGKILL)
+            started = time.monotonic()
+
+            async def new_process() -> int | None:
+                now = await self.stats()
+                pids = [s["pid"] for s in (now or {}).get("connections", []) if s["shard"] == shard["shard"]]
+                return pids[0] if pids and pids[0] != shard["pid"] else None
+
+            second: int | None = None
+            while second is None and time.monotonic() - started < 20:
+                second = await new_process()
+                if second is None:
+                    await asyncio.sleep(0.02)
+            if second is None:
+                return f"shard {shard['shard']} pid {shard['pid']} (no new process to kill in 20 s)"
+            os.kill(second, signal.SIGKILL)
+            return f"shard {shard['shard']} pid {shard['pid']}, then its new pid {second}"
         if kind.startswith("pause_"):
             return await self.pause(kind, pick, st)
         if kind == "reset_links":

@@ -80,6 +80,14 @@ FAULT_KINDS: dict[str, float] = {
     "pause_call_actor_and_ws_drop": 1.0,
     # A connection actor paused (2-4 s), and the router killed during the pause.
     "pause_connection_and_kill_router": 1.0,
+    # The router killed, then a CallActor 0.1-0.3 s later (no health loop sees it restart).
+    "kill_router_then_call_actor": 1.0,
+    # The WebSocket dropped, then its connection actor killed 0.05-0.25 s later (while it
+    # reconnects and resumes).
+    "ws_drop_then_kill_connection": 1.0,
+    # A connection actor killed, and killed again as soon as its new process is up (a
+    # crash during start-up: the rebuild, the resume).
+    "kill_connection_twice": 0.7,
 }
 
 #: The kinds a schedule draws from when none are given (the CI run and ``benchmarks/chaos.py``).
