@@ -1,4 +1,4 @@
-"""The chaos suite, short: ``benchmarks/chaos.py`` with a seeded schedule of 20 faults
+"""The chaos suite, short: ``benchmarks/chaos.py`` with a seeded schedule of 21 faults
 over every fault kind, against a 3-node cluster under steady load, in a subprocess (a
 Cluster cannot share this process with the session's local Ray). The long run is the
 same command with ``--faults 100``."""
@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent.parent
 SEED = 7
-FAULTS = 20
+FAULTS = 21  # one of each kind (chaos.DEFAULT_KINDS)
 
 
 def _run() -> subprocess.CompletedProcess[str]:
