@@ -688,16 +688,17 @@ class ConnectionActor:
 
     # --- what the router and the driver ask ------------------------------------------
 
-    async def call_actor_lost(self, idx: int, incarnation: str | None = None) -> dict[str, int]:
-        """The router's health loop found CallActor ``idx`` lost (its new ``incarnation``):
-        apply the lost-calls policy (once per loss) and wait for it (bounded)."""
+    async def call_actor_lost(
+        self, idx: int, incarnation: str | None = None, previous: str | None = None
+    ) -> dict[str, int]:
+        """The router's health loop found CallActor ``idx`` lost (``previous``, the lost
+        incarnation, replaced by ``incarnation``): apply the lost-calls policy to what this
+        shard has on ``previous`` (once per loss) and wait for it (bounded)."""
         await self._ready.wait()
         session = self.links.sessions.get(idx) if self.links is not None else None
         bound = session.peer_incarnation.hex() if session is not None and session.peer_incarnation else None
-        if (
-            not self.core.recovery.call_actor_lost(idx, incarnation, bound=bound)
-            and idx not in self.core.recovery.losses
-        ):
+        lost = self.core.recovery.call_actor_lost(idx, incarnation, bound=bound, previous=previous or None)
+        if not lost and idx not in self.core.recovery.losses:
             return {"already": 1}
         waiter: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
         self._loss_waiters.setdefault(idx, []).append(waiter)

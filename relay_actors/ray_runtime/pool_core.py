@@ -123,12 +123,14 @@ class Spawn:
 
 @dataclass(frozen=True, slots=True)
 class ActorLost:
-    """CallActor ``index`` restarted (now ``incarnation``): tell every shard, which applies
-    the lost-calls policy to ``calls`` (those the table had on it; now dropped)."""
+    """CallActor ``index`` restarted (``previous`` was lost, now ``incarnation``): tell
+    every shard, which applies the lost-calls policy to its calls on ``previous``;
+    ``calls``: those the table had on it (now dropped)."""
 
     index: int
     incarnation: str
     calls: tuple[str, ...]
+    previous: str = ""
 
 
 class RetireStep(str, enum.Enum):
@@ -351,7 +353,7 @@ class PoolCore:
         if previous is None or previous == answer.incarnation:
             return None
         self.counters["call_actor_restarts"] += 1
-        return ActorLost(idx, answer.incarnation, self._drop_calls_on(idx))
+        return ActorLost(idx, answer.incarnation, self._drop_calls_on(idx), previous)
 
     def _drop_calls_on(self, idx: int) -> tuple[str, ...]:
         lost = tuple(cid for cid, on in self.calls.items() if on == idx)

@@ -535,7 +535,7 @@ class Router:
                         log.warning("app %r: could not restart shard %d: %r", self.app, shard, exc)
 
     async def _tell_lost(self, lost: ActorLost) -> None:
-        await self.shard_actors.ask("call_actor_lost", lost.index, lost.incarnation)
+        await self.shard_actors.ask("call_actor_lost", lost.index, lost.incarnation, lost.previous)
 
     async def _grow(self, spawn: Spawn) -> None:
         try:

@@ -95,7 +95,7 @@ def test_a_new_incarnation_is_a_loss_with_the_calls_it_had() -> None:
     pool.report(0, [CallPlaced("c1", 0), CallPlaced("c2", 1)])
     assert up(pool, 0) is None  # same incarnation
     assert pool.health(0, None) is None  # no answer: nothing decided
-    assert up(pool, 0, incarnation="b") == ActorLost(0, "b", ("c1",))
+    assert up(pool, 0, incarnation="b") == ActorLost(0, "b", ("c1",), "a")
     assert pool.calls == {"c2": 1}
     assert pool.counters["call_actor_restarts"] == 1
 

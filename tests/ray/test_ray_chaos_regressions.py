@@ -129,9 +129,11 @@ async def test_a_late_notice_of_a_call_actor_loss_older_than_the_shard_ends_no_c
     call_ids = emulator.core.inject_calls("office", 6)
     await eventually(lambda: _all(rec, "started", call_ids), 20, what="handlers started")
     conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
-    # The router's notice, late: the lost incarnation was replaced by the one the shard knows.
-    answer = await conn.call_actor_lost.remote(victim["index"], back["incarnation"])
+    # The router's notice, late, as the router sends it: the lost incarnation, and the one
+    # that replaced it (which the shard knows); then as an older router sent it (no lost one).
+    answer = await conn.call_actor_lost.remote(victim["index"], back["incarnation"], victim["incarnation"])
     assert answer == {"already": 1}
+    assert await conn.call_actor_lost.remote(victim["index"], back["incarnation"]) == {"already": 1}
     counters = (await relay.ray_stats())["connections"][0]
     assert counters.get("losses_older_than_the_shard", 0) >= 1, counters
     assert not counters.get("calls_lost_actor"), counters

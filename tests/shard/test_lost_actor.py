@@ -268,3 +268,22 @@ def test_a_loss_applies_when_the_shard_adopted_from_the_lost_incarnation_or_is_n
     core, shell = _restarted_knowing("inc2")
     assert core.recovery.call_actor_lost(0, "inc2", bound=None) is True
     assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
+
+
+def test_a_notice_naming_the_lost_incarnation_applies_only_to_a_shard_that_has_something_on_it() -> None:
+    # The router names both: the lost incarnation (previous) and the one that replaced it.
+    core, shell = _restarted_knowing("inc2")  # bound to, and adopted from, inc2
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2", previous="inc1") is False
+    assert end_lost_calls(core, shell) == [] and core.counters["losses_older_than_the_shard"] == 1
+    # A notice two restarts late: inc1 -> inc2 told while the shard knows only inc3.
+    core, shell = _restarted_knowing("inc3")
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc3", previous="inc1") is False
+    assert end_lost_calls(core, shell) == [] and core.routes.calls == {"c0": 0, "c1": 0}
+    # The shard's link is on the lost incarnation: its calls there end.
+    core, shell = _restarted_knowing("inc1")
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc1", previous="inc1") is True
+    assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
+    # Its calls were adopted from the lost incarnation (the link not bound yet): they end.
+    core, shell = _restarted_knowing("inc1")
+    assert core.recovery.call_actor_lost(0, "inc2", bound=None, previous="inc1") is True
+    assert "c0" in {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)}
