@@ -217,87 +217,104 @@ class ChaosRun:
         return {cid for cid, call in self.core.calls.calls.items() if call.state != "ended"}
 
     # --- faults ----------------------------------------------------------------
+    @staticmethod
+    def shard_of(st: dict[str, Any], pick: int) -> dict[str, Any]:
+        """The shard (its stats) ``pick`` chooses."""
+        return sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+
+    @staticmethod
+    def actor_of(st: dict[str, Any], pick: int) -> dict[str, Any]:
+        """The CallActor (its stats) ``pick`` chooses."""
+        return sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
+
+    def session_of(self, pick: int) -> str:
+        """The attached session ``pick`` chooses ("" if none)."""
+        sessions = sorted(s["protocol"] for s in self.core.list_sessions() if s["attached"])
+        return sessions[pick % len(sessions)] if sessions else ""
+
+    @staticmethod
+    def gap(pick: int, least: float, spread: float) -> float:
+        """Seconds between the two faults of a compound one: ``least`` to ``least + spread``."""
+        return least + (pick % (int(spread * 1000) + 1)) / 1000
+
+    def kill_call_actor(self, actor: dict[str, Any]) -> None:
+        """``kill -9`` a CallActor: its live calls may be ended by the lost-calls policy."""
+        self.killed_pids.add(actor["pid"])
+        self.exposed |= self.live_ids()
+        os.kill(actor["pid"], signal.SIGKILL)
+
+    async def respawned(self, shard: dict[str, Any], timeout: float = 20.0) -> int | None:
+        """The pid of ``shard``'s next process, once it shows in the stats (None: not in time)."""
+        found: list[int] = []
+
+        async def new_process() -> bool:
+            now = await self.stats()
+            found[:] = [s["pid"] for s in (now or {}).get("connections", []) if s["shard"] == shard["shard"]]
+            return bool(found) and found[0] != shard["pid"]
+
+        return found[0] if await self.until(new_process, timeout, interval=0.02) else None
+
     async def apply(self, fault: chaos.Fault) -> str:
         """Apply ``fault``; returns what was hit."""
         st = await self.stats()
         assert st is not None
         kind, pick = fault.kind, fault.pick
         if kind == "kill_connection":
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            shard = self.shard_of(st, pick)
             os.kill(shard["pid"], signal.SIGKILL)
             return f"shard {shard['shard']} pid {shard['pid']}"
         if kind == "kill_router":
             os.kill(st["router"]["pid"], signal.SIGKILL)
             return f"router pid {st['router']['pid']}"
         if kind == "kill_call_actor":
-            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
-            self.killed_pids.add(actor["pid"])
-            self.exposed |= self.live_ids()
-            os.kill(actor["pid"], signal.SIGKILL)
+            actor = self.actor_of(st, pick)
+            self.kill_call_actor(actor)
             return f"CallActor {actor['index']} pid {actor['pid']}"
         if kind == "kill_connection_then_router":
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
-            router_pid = st["router"]["pid"]
-            gap = 0.2 + (pick % 201) / 1000  # 0.2-0.4 s: the shard is starting again
+            shard, router_pid = self.shard_of(st, pick), st["router"]["pid"]
+            gap = self.gap(pick, 0.2, 0.2)  # the shard is starting again
             os.kill(shard["pid"], signal.SIGKILL)
             await asyncio.sleep(gap)
             os.kill(router_pid, signal.SIGKILL)
             return f"shard {shard['shard']} pid {shard['pid']}, router pid {router_pid} {gap:.2f}s later"
         if kind == "kill_call_actor_then_connection":
-            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
-            gap = 0.1 + (pick % 201) / 1000
-            self.killed_pids.add(actor["pid"])
-            self.exposed |= self.live_ids()
-            os.kill(actor["pid"], signal.SIGKILL)
+            actor, shard = self.actor_of(st, pick), self.shard_of(st, pick)
+            gap = self.gap(pick, 0.1, 0.2)
+            self.kill_call_actor(actor)
             await asyncio.sleep(gap)
             os.kill(shard["pid"], signal.SIGKILL)
             return f"CallActor {actor['index']} pid {actor['pid']}, shard {shard['shard']} {gap:.2f}s later"
         if kind == "pause_call_actor_and_ws_drop":
             paused = await self.pause("pause_call_actor", pick, st)
-            gap = 0.3 + (pick % 501) / 1000
+            gap = self.gap(pick, 0.3, 0.5)
             await asyncio.sleep(gap)
-            sessions = sorted(s["protocol"] for s in self.core.list_sessions() if s["attached"])
-            protocol = sessions[pick % len(sessions)] if sessions else ""
+            protocol = self.session_of(pick)
             self.core.drop(protocol)
             return f"{paused}; session {protocol[-6:]} dropped {gap:.2f}s in"
         if kind == "pause_connection_and_kill_router":
             paused = await self.pause("pause_connection", pick, st)
-            gap = 0.3 + (pick % 501) / 1000
+            gap = self.gap(pick, 0.3, 0.5)
             await asyncio.sleep(gap)
             os.kill(st["router"]["pid"], signal.SIGKILL)
             return f"{paused}; router pid {st['router']['pid']} killed {gap:.2f}s in"
         if kind == "kill_router_then_call_actor":
-            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
-            gap = 0.1 + (pick % 201) / 1000
+            actor = self.actor_of(st, pick)
+            gap = self.gap(pick, 0.1, 0.2)
             os.kill(st["router"]["pid"], signal.SIGKILL)
             await asyncio.sleep(gap)
-            self.killed_pids.add(actor["pid"])
-            self.exposed |= self.live_ids()
-            os.kill(actor["pid"], signal.SIGKILL)
+            self.kill_call_actor(actor)
             return f"router pid {st['router']['pid']}, CallActor {actor['index']} {gap:.2f}s later"
         if kind == "ws_drop_then_kill_connection":
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
-            gap = 0.05 + (pick % 201) / 1000
+            shard = self.shard_of(st, pick)
+            gap = self.gap(pick, 0.05, 0.2)
             self.core.drop(shard["protocol"])
             await asyncio.sleep(gap)
             os.kill(shard["pid"], signal.SIGKILL)
             return f"session {shard['protocol'][-6:]} dropped, shard {shard['shard']} killed {gap:.2f}s later"
         if kind == "kill_connection_twice":
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            shard = self.shard_of(st, pick)
             os.kill(shard["pid"], signal.SIGKILL)
-            started = time.monotonic()
-
-            async def new_process() -> int | None:
-                now = await self.stats()
-                pids = [s["pid"] for s in (now or {}).get("connections", []) if s["shard"] == shard["shard"]]
-                return pids[0] if pids and pids[0] != shard["pid"] else None
-
-            second: int | None = None
-            while second is None and time.monotonic() - started < 20:
-                second = await new_process()
-                if second is None:
-                    await asyncio.sleep(0.02)
+            second = await self.respawned(shard)
             if second is None:
                 return f"shard {shard['shard']} pid {shard['pid']} (no new process to kill in 20 s)"
             os.kill(second, signal.SIGKILL)
@@ -309,8 +326,7 @@ class ChaosRun:
             handle = ray.get_actor(actor_name(self.args.app, "connection", shard), namespace=NAMESPACE)
             n = await asyncio.wait_for(handle.reset_links.remote(), 10.0)
             return f"shard {shard}: {n} links reset"
-        sessions = sorted(s["protocol"] for s in self.core.list_sessions() if s["attached"])
-        protocol = sessions[pick % len(sessions)] if sessions else ""
+        protocol = self.session_of(pick)
         if kind == "ws_drop":
             self.core.drop(protocol)
             return f"session {protocol[-6:]} dropped"
@@ -355,16 +371,16 @@ class ChaosRun:
         router must cost calls nothing while the shards' leases last); :meth:`after`
         waits for the SIGCONT."""
         if kind == "pause_connection":
-            shard = sorted(st["connections"], key=lambda s: s["shard"])[pick % len(st["connections"])]
+            shard = self.shard_of(st, pick)
             pid, what = shard["pid"], f"shard {shard['shard']}"
         elif kind == "pause_router":
             pid, what = st["router"]["pid"], "router"
         else:
-            actor = sorted(st["call_actors"], key=lambda a: a["index"])[pick % len(st["call_actors"])]
+            actor = self.actor_of(st, pick)
             pid, what = actor["pid"], f"CallActor {actor['index']}"
             # A CallActor silent for seconds may be taken for lost (its calls ended).
             self.exposed |= self.live_ids()
-        seconds = 2.0 + (pick % 2001) / 1000
+        seconds = self.gap(pick, 2.0, 2.0)
 
         async def resume() -> None:
             try:
