@@ -697,7 +697,7 @@ class ConnectionActor:
         await self._ready.wait()
         session = self.links.sessions.get(idx) if self.links is not None else None
         bound = session.peer_incarnation.hex() if session is not None and session.peer_incarnation else None
-        lost = self.core.recovery.call_actor_lost(idx, incarnation, bound=bound, previous=previous or None)
+        lost = self.core.recovery.call_actor_lost(idx, incarnation, bound=bound, previous=previous)
         if not lost and idx not in self.core.recovery.losses:
             return {"already": 1}
         waiter: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()

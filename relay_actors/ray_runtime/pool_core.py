@@ -130,7 +130,7 @@ class ActorLost:
     index: int
     incarnation: str
     calls: tuple[str, ...]
-    previous: str = ""
+    previous: str
 
 
 class RetireStep(str, enum.Enum):

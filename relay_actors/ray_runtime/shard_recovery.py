@@ -272,22 +272,18 @@ class ShardRecovery:
         """CallActor ``idx`` is lost (a new incarnation, unreachable past the deadline, a
         full queue, or the router says so): start the policy. False if its loss is being
         handled, or this incarnation's was handled already (each loss is handled once),
-        or this shard has nothing on the lost incarnation (the router's notices name it,
-        ``previous``): neither its link (``bound``: the incarnation the link is bound to)
-        nor any call it adopted in a rebuild is on it. Without ``previous``: nothing on
-        anything but ``incarnation``, the one that replaced it.
+        or the router's notice names the lost incarnation (``previous``) and this shard has
+        nothing on it: neither its link (``bound``: the incarnation the link is bound to)
+        nor any call it adopted in a rebuild.
 
-        That case is a compound fault: the CallActor restarted and this shard too (or the
-        CallActor once more) before the router's notice reached it. This shard then only knew
-        a later incarnation: what it routes there is alive, and hanging it up would end
+        That last case is a compound fault: the CallActor restarted and this shard too (or
+        the CallActor once more) before the router's notice reached it. This shard then only
+        knew a later incarnation: what it routes there is alive, and hanging it up would end
         healthy calls."""
         if idx in self.losses or (incarnation is not None and self.incarnations.get(idx) == incarnation):
             return False
         adopted = self.adopted_from.get(idx)
-        if previous is not None:
-            older = bound != previous and adopted != previous and adopted != ""
-        else:
-            older = incarnation is not None and bound == incarnation and adopted in (None, incarnation)
+        older = previous is not None and bound != previous and adopted not in (previous, "")
         if older and incarnation is not None and not self.is_unknown(idx):
             self.incarnations[idx] = incarnation
             self.core.counters["losses_older_than_the_shard"] += 1

@@ -130,7 +130,7 @@ async def test_a_late_notice_of_a_call_actor_loss_older_than_the_shard_ends_no_c
     await eventually(lambda: _all(rec, "started", call_ids), 20, what="handlers started")
     conn = ray.get_actor(actor_name(app_name, "connection", 0), namespace=NAMESPACE)
     # The router's notice, late, as the router sends it: the lost incarnation, and the one
-    # that replaced it (which the shard knows); then as an older router sent it (no lost one).
+    # that replaced it (which the shard knows); and once only.
     answer = await conn.call_actor_lost.remote(victim["index"], back["incarnation"], victim["incarnation"])
     assert answer == {"already": 1}
     assert await conn.call_actor_lost.remote(victim["index"], back["incarnation"]) == {"already": 1}

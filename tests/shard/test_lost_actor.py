@@ -250,23 +250,13 @@ def test_a_loss_older_than_the_shard_ends_none_of_the_calls_on_the_new_incarnati
     # notice of the old one's loss came seconds later. It used to hang up c0 and c1, alive.
     core, shell = _restarted_knowing("inc2")
     assert core.routes.calls == {"c0": 0, "c1": 0}
-    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2") is False
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2", previous="inc1") is False
     assert end_lost_calls(core, shell) == [] and core.routes.calls == {"c0": 0, "c1": 0}
     assert core.placement.is_available(0)
     assert core.counters["losses_older_than_the_shard"] == 1
-    assert not core.recovery.call_actor_lost(0, "inc2", bound="inc2")  # and once only
-    assert core.recovery.call_actor_lost(0, "inc3", bound="inc2")  # a later restart is a loss
-
-
-def test_a_loss_applies_when_the_shard_adopted_from_the_lost_incarnation_or_is_not_linked() -> None:
-    # Adopted from inc1 (alive when asked), then linked to inc2 with no restart seen on
-    # the link: c0 is on the lost incarnation, and ends.
-    core, shell = _restarted_knowing("inc1")
-    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2") is True
-    assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
-    # Not linked yet (nothing says which life its calls are on): the policy applies.
-    core, shell = _restarted_knowing("inc2")
-    assert core.recovery.call_actor_lost(0, "inc2", bound=None) is True
+    assert not core.recovery.call_actor_lost(0, "inc2", bound="inc2", previous="inc1")  # once only
+    # A later restart of the one it knows is a loss.
+    assert core.recovery.call_actor_lost(0, "inc3", bound="inc2", previous="inc2")
     assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
 
 
@@ -287,3 +277,10 @@ def test_a_notice_naming_the_lost_incarnation_applies_only_to_a_shard_that_has_s
     core, shell = _restarted_knowing("inc1")
     assert core.recovery.call_actor_lost(0, "inc2", bound=None, previous="inc1") is True
     assert "c0" in {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)}
+    # Adopted from two incarnations (one may be the lost one): they end.
+    core, shell = _restarted_knowing("inc2")
+    core.recovery.adopt_owned(0, {"calls": [], "dials": [], "messages": [], "incarnation": "inc1"})
+    assert core.recovery.call_actor_lost(0, "inc3", bound="inc3", previous="inc1") is True
+    # A loss the shard saw itself (its link's handshake, a deadline) names no lost incarnation.
+    core, shell = _restarted_knowing("inc2")
+    assert core.recovery.call_actor_lost(0, "inc3") is True
