@@ -326,7 +326,10 @@ def test_key_metrics_have_the_values_of_the_scenario(env: Env) -> None:
     # Where: every component on this machine's node.
     nodes = prom.query(f"count by (node) ({{job='relay',{a}}})")["data"]["result"]
     assert [r["metric"]["node"] for r in nodes] == ["127.0.0.1"]
-    # The violation and the drop the scenario caused.
+    # The violation and the drop the scenario caused. The resume came last, so once the
+    # exporter's poll that saw it is scraped, the violation and the reconnect are too (the
+    # fixture waited only for the offers, scraped long before).
+    assert prom.wait_value(f"sum(relay_resumes_total{{{a}}}) >= bool 1", 1, 15) == 1
     violations = prom.query(f"relay_protocol_violations_total{{{a}}}")["data"]["result"]
     assert violations and all(r["metric"]["code"] for r in violations)
     assert sum(float(r["value"][1]) for r in violations) >= 1
