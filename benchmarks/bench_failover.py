@@ -18,6 +18,9 @@ the emulator still in this process): the faults are ``drop``, ``disconnect`` and
 10 ms from the fault on; the figure is the time to the first call answered on a
 socket attached after the fault. For ``kill`` also: the time until the shard is
 whole again (serving, every CallActor linked, the session resumed on the new socket).
+
+``ray-standby``: the same with ``RayOptions(standby_connections=True)``: the kill's
+process is the one serving the shard at the time, and its warm standby takes over.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import signal
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from relay_actors import Call, RelayClient
@@ -125,21 +129,31 @@ async def one_ray_round(
     whole: float | None = None
     next_offer = t0
     deadline = t0 + 30
-    while time.monotonic() < deadline and (flowed is None or (fault == "kill" and whole is None)):
+
+    async def watch_whole() -> None:
+        # Apart from the offers: a Ray call to a restarting actor waits for its restart.
+        nonlocal whole
+        while whole is None and time.monotonic() < deadline:
+            if await shard_whole(client, emu, protocol, old_peer):
+                whole = time.monotonic() - t0
+            else:
+                await asyncio.sleep(0.005)
+
+    watcher = asyncio.ensure_future(watch_whole()) if fault == "kill" else None
+    while time.monotonic() < deadline and flowed is None:
         now = time.monotonic()
-        if flowed is None and now >= next_offer:
+        if now >= next_offer:
             offered += emu.core.inject_calls("office", 1)
             next_offer = now + 0.01
-        if flowed is None:
-            calls = emu.core.calls.calls
-            answered = {cid for cid in offered if cid in calls and calls[cid].answer_commands}
-            if session.peer is None or session.peer is old_peer:
-                on_old |= answered  # (a disconnect: the old socket still carries calls a while)
-            elif answered - on_old:
-                flowed = time.monotonic() - t0
-        if fault == "kill" and whole is None and await shard_whole(client, emu, protocol, old_peer):
-            whole = time.monotonic() - t0
+        calls = emu.core.calls.calls
+        answered = {cid for cid in offered if cid in calls and calls[cid].answer_commands}
+        if session.peer is None or session.peer is old_peer:
+            on_old |= answered  # (a disconnect: the old socket still carries calls a while)
+        elif answered - on_old:
+            flowed = time.monotonic() - t0
         await asyncio.sleep(0.002)
+    if watcher is not None:
+        await watcher
     if flowed is None:
         raise RuntimeError(f"no call answered within 30 s of a {fault}")
     return flowed, whole
@@ -159,7 +173,7 @@ async def ray_async(args: argparse.Namespace) -> dict[str, list[float]]:
             scheme="ws",
             contexts=["office"],
             runtime="ray",
-            ray_options=one_shard_app(f"failover{os.getpid()}"),
+            ray_options=replace(one_shard_app(f"failover{os.getpid()}"), standby_connections=args.standby),
         )
         client.on_call(ray_handler)
         await client.connect()
@@ -194,11 +208,12 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--faults", default=None, help="default: drop,disconnect (and kill on Ray)")
-    parser.add_argument("--runtimes", default="inproc", help="inproc, ray, or inproc,ray")
+    parser.add_argument("--runtimes", default="inproc", help="inproc, ray, ray-standby, or a list")
     args = parser.parse_args()
     asked = args.faults
     for runtime in args.runtimes.split(","):
-        if runtime == "ray":
+        if runtime in ("ray", "ray-standby"):
+            args.standby = runtime == "ray-standby"
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             args.faults = asked or "drop,disconnect,kill"

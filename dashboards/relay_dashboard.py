@@ -123,11 +123,15 @@ CONNECTION = Row(
         Panel(
             13,
             "Reconnects and resumes",
-            "WebSocket reconnections, resumed sessions and connection attempts in each interval; "
-            "sessions up.",
+            "WebSocket reconnections, resumed sessions and connection attempts in each interval, "
+            "shards taken over by their warm standby; sessions up.",
             [
                 Target(
                     increase("relay_reconnects_total", APP, "app, shard"), "reconnects {{app}} {{shard}}"
+                ),
+                Target(
+                    increase("relay_standby_takeovers_total", APP, "app, shard"),
+                    "standby takeovers {{app}} {{shard}}",
                 ),
                 Target(increase("relay_resumes_total", APP, "app, shard"), "resumes {{app}} {{shard}}"),
                 Target(

@@ -140,6 +140,12 @@ def _run_parser() -> argparse.ArgumentParser:
         "calls go to the new code, the old CallActors drain for up to --drain-timeout s) and take it over",
     )
     parser.add_argument("--connections", type=int, help="connection actors (shards) on Ray")
+    parser.add_argument(
+        "--standby-connections",
+        action="store_true",
+        help="a warm standby beside each connection actor on Ray (one more process per shard): "
+        "calls flow again ~0.2 s after the serving process dies, instead of ~1.3 s",
+    )
     parser.add_argument("--min-call-actors", type=int, help="CallActor pool minimum on Ray")
     parser.add_argument("--max-call-actors", type=int, help="CallActor pool maximum on Ray")
     parser.add_argument("--placement", help='"spread", or a custom resource CallActors are pinned to')
@@ -207,6 +213,8 @@ def _ray_options(args: argparse.Namespace, options: RayOptions, module_name: str
     """The client's RayOptions with what the command line says; the app is named after
     the module unless the client or ``--app`` names it."""
     changes: dict[str, Any] = {"join": args.join or options.join, "upgrade": args.upgrade or options.upgrade}
+    if args.standby_connections:
+        changes["standby_connections"] = True
     if args.upgrade:
         changes["upgrade_drain_timeout"] = args.drain_timeout
     if args.app or options.app_defaulted:

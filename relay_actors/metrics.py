@@ -208,6 +208,11 @@ _DEFS = [
     ),
     _c("relay_call_actor_restarts", "CallActor restarts the router noticed (a new incarnation)."),
     _c("relay_shard_restarts", "Connection actors the router restarted because their start-up failed."),
+    _c(
+        "relay_standby_takeovers",
+        "Shards taken over by their warm standby when the process serving them died "
+        "(RayOptions.standby_connections).",
+    ),
     _c("relay_slots_leased", "Admission slots leased to connection actors."),
     _c("relay_slots_returned", "Admission slots given back by connection actors."),
     _c("relay_lease_shortfall", "Slots asked for but not leased (the budget was used up)."),
@@ -544,6 +549,10 @@ def _flatten_nested(
             num = _number(count)
             if num is not None:
                 add(metric, num, actor=cap("actor", str(idx)))
+    elif key == "standby":
+        num = _number(value.get("takeovers"))
+        if num is not None:
+            add("relay_standby_takeovers", num)
     elif key == "grants":
         for shard, count in value.items():
             num = _number(count)

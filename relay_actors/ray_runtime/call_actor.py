@@ -48,6 +48,7 @@ from .cpu_priority import claim_normal_priority
 from .gc_tuning import tune_gc
 from .link_protocol import LinkSession
 from .options import CallActorOptions
+from .shard_handles import shard_handle
 
 __all__ = ["CallActor", "current_host"]
 
@@ -187,16 +188,13 @@ class CallActor:
         """Read the shards' sessions for the handlers' client (``relay_protocol``,
         ``contexts``, ``connected``): quickly until the first protocol, then every few
         seconds (actors have no push to us outside the link, which carries calls)."""
-        import ray
 
         delay = 0.2
         while True:
             handles: list[Any] = []
             for shard in range(self.shards):
                 try:
-                    handles.append(
-                        ray.get_actor(m.actor_name(self.app, "connection", shard), namespace=m.NAMESPACE)
-                    )
+                    handles.append(shard_handle(self.app, shard))
                 except ValueError:  # not created yet, or gone
                     handles.append(None)
             answers = await asyncio.gather(

@@ -66,6 +66,7 @@ from .app_lifecycle import (
 )
 from .options import ConnectionActorOptions, RayOptions, RouterOptions, call_actor_app_part
 from .ray_attach import ensure_ray
+from .shard_handles import ShardHandle, shard_handle
 from .spawn import spawn_control_actor
 
 __all__ = ["DriverTransport", "RayRuntime", "RemoteCall"]
@@ -101,6 +102,7 @@ def config_fingerprint(
         "on_call_actor_lost": options.on_call_actor_lost,
         "control_resource": options.control_resource,
         "link_linger": options.link_linger,
+        "standby_connections": options.standby_connections,
         "client": {k: client_options.get(k) for k in sorted(client_options)},
         "handlers": {
             k: f"{getattr(h, '__module__', '')}.{getattr(h, '__qualname__', '')}" if h else None
@@ -317,7 +319,7 @@ class RayRuntime:
         """Reach the running app's actors and wait until they are ready."""
         self.record = record
         self.router = self._get(self._name("router"))
-        self.connections = [self._get(self._name("connection", shard)) for shard in range(record.connections)]
+        self.connections = [shard_handle(self.app, shard) for shard in range(record.connections)]
         await self._wait_ready()
 
     async def _upgrade(self, record: AppRecord, fingerprint: str) -> None:
@@ -439,7 +441,7 @@ class RayRuntime:
         conn_options = ConnectionActorOptions.for_app(
             self.settings, self.options, self.client_options, self._ca_pem
         )
-        self.connections = [
+        mains = [
             spawn_control_actor(
                 self.app,
                 "connection",
@@ -450,6 +452,25 @@ class RayRuntime:
                 max_task_retries=0,
             )
             for shard in range(self.options.connections)
+        ]
+        standbys = [
+            # Each shard's warm spare (see shard_standby), beside it on this node.
+            spawn_control_actor(
+                self.app,
+                "standby",
+                shard,
+                ConnectionActor,
+                (self.app, shard, conn_options, "standby"),
+                control_resource=control,
+                max_task_retries=0,
+            )
+            if conn_options.standby
+            else None
+            for shard in range(self.options.connections)
+        ]
+        self.connections = [
+            ShardHandle(self.app, shard, main, standby)
+            for shard, (main, standby) in enumerate(zip(mains, standbys, strict=True))
         ]
 
     def _start_call_actors(self, router_options: RouterOptions) -> None:

@@ -196,6 +196,14 @@ class AppSecrets:
     async def save(self, key: str, value: Any) -> None:
         await put(key, value, namespace=self.namespace)
 
+    async def claim(self, key: str, value: Any) -> bool:
+        """Store ``value`` under ``key`` only if nothing is there: True if this call did
+        (of two that race, exactly one wins; see :mod:`~relay_actors.ray_runtime.shard_standby`)."""
+        return await put(key, value, namespace=self.namespace, overwrite=False)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await keys(prefix, namespace=self.namespace)
+
     async def link_tls(self) -> dict[str, str] | None:
         """The deploy's link certificate and key (:mod:`relay_actors.ray_runtime.link_tls`)."""
         identity: dict[str, str] | None = await get("link_tls", namespace=self.namespace)

@@ -31,7 +31,8 @@ from ..metrics import (
     families,
     serve_registry,
 )
-from .actor_messages import NAMESPACE, actor_name
+from .actor_messages import actor_name
+from .shard_handles import shard_handle
 
 __all__ = ["AppComponents", "AppMetrics", "MetricsConfig"]
 
@@ -188,11 +189,10 @@ class AppComponents:
         return sources
 
     async def _ask(self, name: str) -> dict[str, Any]:
-        import ray
-
         handle = self._handles.get(name)
         if handle is None:
-            handle = self._handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+            shard = int(name.rsplit(":", 1)[1])
+            handle = self._handles[name] = shard_handle(self.app, shard)
         try:
             return await handle.stats.remote()
         except Exception:

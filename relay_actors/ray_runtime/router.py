@@ -59,6 +59,7 @@ from .pool_core import (
     ShardRestarts,
     Spawn,
 )
+from .shard_handles import shard_handle
 from .spawn import spawn_call_actor
 
 __all__ = ["LEASE_BLOCK", "NAMESPACE", "CallActors", "Router", "Shards"]
@@ -210,12 +211,10 @@ class Shards:
 
     def _handle(self, shard: int) -> Any:
         """The shard's handle (a named actor's handle outlives its restarts: looked up once)."""
-        import ray
 
         handle = self._handles.get(shard)
         if handle is None:
-            name = actor_name(self.app, "connection", shard)
-            handle = self._handles[shard] = ray.get_actor(name, namespace=NAMESPACE)
+            handle = self._handles[shard] = shard_handle(self.app, shard)
         return handle
 
     async def check(self) -> dict[int, ShardCheck]:

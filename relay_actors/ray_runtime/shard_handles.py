@@ -1,0 +1,99 @@
+"""A shard's Ray handle as its callers hold it: the main slot, and with a warm standby
+(:mod:`~relay_actors.ray_runtime.shard_standby`) the standby slot too.
+
+Either slot answers every call: the one that does not serve passes it on to the one that
+does. But while Ray restarts the main slot's process (~1 s after a kill, during which the
+standby already serves), a call to it waits for the restart (or fails with Ray's
+``ActorUnavailableError``): the reads below then ask the standby slot as well, and take
+the first answer. Other calls are not sent twice (one
+that failed may have run), so they fail as they did without a standby, and their callers
+retry as they do across any restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from .actor_messages import NAMESPACE, actor_name
+
+__all__ = ["ShardHandle", "shard_handle"]
+
+#: Calls that only read: asked of the standby slot too when the main slot is unavailable.
+READS = frozenset({"ready", "stats", "session_info", "lease_state"})
+#: Seconds a read waits for the main slot before asking the standby slot as well (a call
+#: to an actor that Ray is restarting waits for the restart, ~1 s).
+ASK_STANDBY_AFTER = 0.25
+
+
+class _Method:
+    __slots__ = ("_handle", "_name")
+
+    def __init__(self, handle: ShardHandle, name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def remote(self, *args: Any) -> Awaitable[Any]:
+        return self._handle.call(self._name, *args)
+
+
+class ShardHandle:
+    """Call a shard's Ray methods as on an actor handle (``handle.stats.remote()``, to be
+    awaited), through its main slot, reads falling back to its standby slot (looked up
+    by name when first needed: it may be created after this handle)."""
+
+    def __init__(self, app: str, shard: int, main: Any, standby: Any = None) -> None:
+        self.app = app
+        self.shard = shard
+        self.main = main
+        self.standby = standby
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self, name)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        if method not in READS:
+            return await getattr(self.main, method).remote(*args)
+        from ray.exceptions import RayActorError
+
+        main = asyncio.ensure_future(getattr(self.main, method).remote(*args))
+        done, _ = await asyncio.wait({main}, timeout=ASK_STANDBY_AFTER)
+        if main in done and not isinstance(main.exception(), RayActorError):
+            return main.result()
+        standby = self._standby()
+        if standby is None:
+            return await main
+        pending = {main, asyncio.ensure_future(getattr(standby, method).remote(*args))}
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for ask in done:
+                    if ask.exception() is None:
+                        return ask.result()
+                    error = ask.exception()
+        finally:
+            for ask in pending:
+                ask.cancel()
+        assert error is not None
+        raise error
+
+    def _standby(self) -> Any:
+        if self.standby is None:
+            import ray
+
+            try:
+                self.standby = ray.get_actor(actor_name(self.app, "standby", self.shard), namespace=NAMESPACE)
+            except ValueError:  # no standby
+                return None
+        return self.standby
+
+
+def shard_handle(app: str, shard: int) -> ShardHandle:
+    """Shard ``shard`` of ``app`` by name (raises ``ValueError`` if its main slot does not exist)."""
+    import ray
+
+    return ShardHandle(app, shard, ray.get_actor(actor_name(app, "connection", shard), namespace=NAMESPACE))

@@ -1,0 +1,203 @@
+"""A shard's warm standby, sans-IO: which of a shard's two processes serves it, and when
+the waiting one takes over.
+
+Ray restarts a killed connection actor ~1 s after the kill before our start-up even
+begins (a worker process to start, Ray imported, the class loaded): calls stop for that
+long. With ``RayOptions(standby_connections=True)`` each shard has a second actor, its
+*standby* slot (``relay:<app>:standby:<n>``, beside the *main* slot
+``relay:<app>:connection:<n>``, on the same node), whose process is up and has imported
+everything. One of the two **serves** the shard (the RELAY session, the links, the
+leases); the other is its **spare**: it holds a Unix-domain socket to the serving process,
+which the kernel closes the instant that process dies, and then runs the shard's normal
+restart start-up (:mod:`~relay_actors.ray_runtime.shard_startup`: resume the session,
+rebuild from the CallActors) in a process that is already warm. Ray meanwhile restarts
+the dead slot, whose new process finds the shard served and becomes the spare.
+
+Who serves is decided by **epochs** in the KV store: a process serves only after it
+claimed epoch *n + 1* over the claim *n* it saw, and a claim is a put-if-absent, so of
+two processes that try, exactly one wins. A claim names its slot, process and watch
+socket. The rules (:func:`on_start`, :func:`on_watch_lost`, :func:`on_unreachable`):
+
+* nothing claimed yet: the main slot claims; the standby waits for it;
+* the last claim is this slot's own: an earlier process of this slot served and is
+  gone (Ray restarted it): claim, as a plain restart would;
+* the last claim is the other slot's: be its spare — watch its socket;
+* the watch ends with the serving process saying goodbye (the app stops): no takeover;
+  read the claims again;
+* the watch ends otherwise (the process died, or exited to be restarted): claim;
+* the socket cannot be reached: claim only if the claimant's process is known to be
+  gone (same host, no such live process); else wait — a process that is only paused
+  (SIGSTOP) keeps its socket and is never replaced by its spare, and a spare on another
+  host cannot watch and leaves the failover to Ray's restart.
+
+A serving process that sees a newer claim than its own (:meth:`StandbyState.superseded`)
+has been replaced while it was alive — paused long enough for its spare to see its
+process gone, say — and exits at once rather than serve a session twice.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Claim",
+    "Next",
+    "Slot",
+    "StandbyState",
+    "claim_key",
+    "claims_prefix",
+    "latest_claim",
+    "on_start",
+    "on_unreachable",
+    "on_watch_lost",
+]
+
+#: What the serving process writes on its watch sockets before it closes them on purpose.
+GOODBYE = b"bye\n"
+
+
+class Slot(str, enum.Enum):
+    """The shard's two actors."""
+
+    MAIN = "main"  # relay:<app>:connection:<n>
+    STANDBY = "standby"  # relay:<app>:standby:<n>
+
+    @property
+    def other(self) -> Slot:
+        return Slot.STANDBY if self is Slot.MAIN else Slot.MAIN
+
+
+class Next(str, enum.Enum):
+    """What a process that does not serve does next."""
+
+    CLAIM = "claim"  # claim the epoch after the last one seen
+    WATCH = "watch"  # be the spare of the last claimant: watch its socket
+    WAIT = "wait"  # read the claims again a little later
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One epoch's claim: who served the shard from then on."""
+
+    epoch: int
+    slot: Slot
+    pid: int = 0
+    host: str = ""
+    #: The claimant's watch socket (a Unix-domain socket on ``host``).
+    path: str = ""
+
+    def to_record(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "slot": self.slot.value, "pid": self.pid, "host": self.host,
+                "path": self.path}  # fmt: skip
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Claim:
+        return cls(
+            int(record["epoch"]),
+            Slot(record["slot"]),
+            int(record.get("pid", 0)),
+            str(record.get("host", "")),
+            str(record.get("path", "")),
+        )
+
+
+def claims_prefix(shard: int) -> str:
+    """KV keys of a shard's claims (one per epoch, never overwritten)."""
+    return f"shard/{shard}/epoch/"
+
+
+def claim_key(shard: int, epoch: int) -> str:
+    # Zero-padded: the keys sort as the epochs do.
+    return f"{claims_prefix(shard)}{epoch:010d}"
+
+
+def latest_claim(keys: list[str], shard: int) -> int:
+    """The last epoch claimed, from the KV keys under :func:`claims_prefix` (0: none)."""
+    prefix = claims_prefix(shard)
+    epochs = [int(k[len(prefix) :]) for k in keys if k.startswith(prefix) and k[len(prefix) :].isdigit()]
+    return max(epochs, default=0)
+
+
+def on_start(slot: Slot, latest: Claim | None) -> Next:
+    """A process that does not serve (yet) read ``latest``: what it does next."""
+    if latest is None:
+        return Next.CLAIM if slot is Slot.MAIN else Next.WAIT
+    if latest.slot is slot:
+        return Next.CLAIM  # this slot's earlier process served and is gone: a restart
+    return Next.WATCH
+
+
+def on_watch_lost(said_goodbye: bool) -> Next:
+    """The watched socket closed: the serving process died (take over) or left on
+    purpose (the app stops: read the claims again, no takeover)."""
+    return Next.WAIT if said_goodbye else Next.CLAIM
+
+
+def on_unreachable(latest: Claim, host: str, peer_alive: bool | None) -> Next:
+    """The claimant's socket could not be reached. ``peer_alive``: whether a live process
+    with its pid exists here (None: not known)."""
+    if latest.host != host or not latest.path:
+        return Next.WAIT  # another host: nothing to watch; Ray's restart is the failover
+    return Next.CLAIM if peer_alive is False else Next.WAIT
+
+
+@dataclass(slots=True)
+class StandbyState:
+    """One process's view: its slot, whether it serves, the epochs it saw and claimed."""
+
+    slot: Slot
+    #: The claim this process serves under (None: it does not serve).
+    serving: Claim | None = None
+    #: The last claim it saw (while a spare: the one it watches).
+    seen: Claim | None = None
+    #: Takeovers: claims won after watching another process (not first starts or restarts).
+    takeovers: int = 0
+    #: Claims lost to the other process (both tried the same epoch).
+    claims_lost: int = 0
+    #: Watches that ended with a goodbye (no takeover).
+    goodbyes: int = 0
+    #: Seconds from the watch's end (or the unreachable peer's discovery) to serving, per takeover.
+    takeover_times: list[float] = field(default_factory=list)
+
+    def next_claim(self, pid: int, host: str, path: str) -> Claim:
+        """The claim this process tries next: the epoch after the last one seen."""
+        epoch = self.seen.epoch + 1 if self.seen is not None else 1
+        return Claim(epoch, self.slot, pid, host, path)
+
+    def claimed(self, claim: Claim, won: bool, *, takeover: bool) -> None:
+        if not won:
+            self.claims_lost += 1
+            return
+        previous = self.seen
+        self.serving = claim
+        self.seen = claim
+        if takeover and previous is not None and previous.slot is not self.slot:
+            self.takeovers += 1
+
+    def superseded(self, latest_epoch: int) -> bool:
+        """A newer claim exists than the one this process serves under: it must stop."""
+        return self.serving is not None and latest_epoch > self.serving.epoch
+
+    def fence(self, previous: Claim | None, host: str, peer_alive: bool | None) -> bool:
+        """Whether to kill the process this one replaced: only a process of the other
+        slot that may still be alive (its socket closed but the process lives on)."""
+        if previous is None or previous.slot is self.slot:
+            return False
+        if previous.host != host:
+            return True  # cannot tell from here: make sure
+        return peer_alive is not False
+
+    def stats(self) -> dict[str, Any]:
+        times = self.takeover_times
+        known = self.serving or self.seen
+        return {
+            "slot": self.slot.value,
+            "role": "serving" if self.serving is not None else "spare",
+            "epoch": known.epoch if known is not None else 0,
+            "takeovers": self.takeovers,
+            "claims_lost": self.claims_lost,
+            "goodbyes": self.goodbyes,
+            "last_takeover_s": round(times[-1], 4) if times else None,
+        }

@@ -1,0 +1,88 @@
+"""A shard with a warm standby (``RayOptions(standby_connections=True)``) on a real local
+Ray: ``kill -9`` of the process serving the shard, twice, one slot after the other. Each
+time the other slot's process, already up, takes over (a new epoch), the calls that
+were up stay up, new calls are answered, and Ray's restart of the killed slot becomes
+the new spare; the app's Ray calls keep answering throughout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import ray_helpers as helpers
+from ray_helpers import eventually, kill9
+
+from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+
+
+async def _shard(relay: Any) -> dict[str, Any] | None:
+    try:
+        shards = (await relay.ray_stats())["connections"]
+    except Exception:
+        return None
+    return shards[0] if shards else None
+
+
+async def _serving(relay: Any, epoch: int, slot: str) -> Any:
+    shard = await _shard(relay)
+    if shard is None or shard.get("start_step") != "serving":
+        return None
+    standby = shard["standby"]
+    return shard if (standby["epoch"], standby["slot"], standby["role"]) == (epoch, slot, "serving") else None
+
+
+async def test_kill9_of_the_serving_process_the_standby_takes_over_both_ways(
+    make_client, emulator, recorder, app_name
+) -> None:
+    rec_name, rec = recorder
+    relay = await make_client(
+        on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
+        ray_options={"standby_connections": True},
+    )
+    first = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main slot serves epoch 1")
+    held = emulator.core.inject_calls("office", 4)
+    await eventually(lambda: _all(rec, "started", held), 15, what="the first calls' handlers started")
+
+    for epoch, slot in ((2, "standby"), (3, "main")):
+        before = await _shard(relay)
+        assert before is not None
+        kill9(before["pid"])
+        shard = await eventually(
+            lambda e=epoch, s=slot: _serving(relay, e, s), 20, what=f"the {slot} slot serves epoch {epoch}"
+        )
+        assert shard["pid"] != before["pid"]
+        assert shard["standby"]["takeovers"] == 1, shard["standby"]
+        assert shard["conn.resumes"] >= 1  # the same session, resumed by the other process
+        # New calls are answered; the held ones are still up, their handlers never ended.
+        new = emulator.core.inject_calls("office", 2)
+        await eventually(lambda n=new: _all(rec, "started", n), 15, what=f"new calls answered, epoch {epoch}")
+        live = {c["call_id"] for c in helpers.live_calls(emulator)}
+        assert set(held) <= live
+        assert not await _any(rec, "done", held)
+        # Ray restarted the killed slot: its new process is the spare (and passes calls on).
+        killed = "connection" if slot == "standby" else "standby"
+        handle = ray.get_actor(actor_name(app_name, killed, 0), namespace=NAMESPACE)
+        info = await eventually(lambda h=handle: _answers(h), 30, what=f"the {killed} slot restarted")
+        assert info["pid"] == shard["pid"], "the restarted slot passes its calls to the serving process"
+    assert first["pid"] != shard["pid"]
+
+    for cid in held:
+        emulator.core.hangup(cid)
+    await eventually(lambda: _all(rec, "done", held), 15, what="the held calls ended by their callers")
+
+
+async def _answers(handle: Any) -> Any:
+    try:
+        return await handle.stats.remote()
+    except Exception:
+        return None
+
+
+async def _all(rec: Any, key: str, call_ids: list[str]) -> bool:
+    dump = await rec.dump.remote()
+    return all(cid in dump[key] for cid in call_ids)
+
+
+async def _any(rec: Any, key: str, call_ids: list[str]) -> bool:
+    dump = await rec.dump.remote()
+    return any(cid in dump[key] for cid in call_ids)
