@@ -183,7 +183,27 @@ class ChaosRun:
         sessions = self.core.list_sessions()
         protocols = {s["protocol"] for s in st["connections"]}
         attached = {s["protocol"] for s in sessions if s["attached"]}
-        return protocols <= attached and all(s["attached"] for s in sessions)
+        if not (protocols <= attached and all(s["attached"] for s in sessions)):
+            return False
+        return not self.args.standby or await self.spares_up(st)
+
+    async def spares_up(self, st: dict[str, Any]) -> bool:
+        """With standbys: each shard's two slots answer, and the one that does not serve
+        is its spare (a process of its own, passing calls on to the serving one)."""
+        from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+
+        for shard in st["connections"]:
+            pids = set()
+            for role in ("connection", "standby"):
+                try:
+                    name = actor_name(self.args.app, role, shard["shard"])
+                    handle = ray.get_actor(name, namespace=NAMESPACE)
+                    pids.add((await asyncio.wait_for(handle.stats.remote(), 2.0))["pid"])
+                except Exception:
+                    return False
+            if pids != {shard["pid"]} or shard.get("standby", {}).get("role") != "serving":
+                return False
+        return True
 
     async def until(self, probe: Any, timeout: float, interval: float = 0.1) -> bool:
         deadline = time.monotonic() + timeout
@@ -423,6 +443,7 @@ class ChaosRun:
                 min_call_actors=3,
                 max_call_actors=3,
                 control_resource="relay_control",
+                standby_connections=args.standby,
             ),
             project=self.emu.project,
             token=self.emu.token,
@@ -649,6 +670,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=30, help="max_active_calls")
     parser.add_argument("--handler-timeout", type=float, default=4.0)
     parser.add_argument("--app", default="chaos")
+    parser.add_argument(
+        "--standby", action="store_true", help="RayOptions(standby_connections=True): a warm spare per shard"
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--keep-logs", action="store_true", help="keep Ray's temp dir (its logs)")
     return parser.parse_args(argv)
