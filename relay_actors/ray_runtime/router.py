@@ -234,10 +234,8 @@ class Shards:
         return dict(enumerate(await asyncio.gather(*(one(s) for s in range(self.count)))))
 
     def restart(self, shard: int) -> None:
-        """Kill the shard's process; Ray starts it again (``max_restarts=-1``)."""
-        import ray
-
-        ray.kill(self._handle(shard), no_restart=False)
+        """Kill the shard's processes; Ray starts them again (``max_restarts=-1``)."""
+        self._handle(shard).kill()
 
     async def ask(self, method: str, *args: Any, shards: Iterable[int] | None = None) -> dict[int, Any]:
         """Call ``method`` on every shard (or on ``shards``); the answers of those that

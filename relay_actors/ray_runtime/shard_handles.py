@@ -81,6 +81,16 @@ class ShardHandle:
         assert error is not None
         raise error
 
+    def kill(self) -> None:
+        """Kill the shard's processes, both slots' (Ray restarts them; one claims the next
+        epoch and serves, the other is its spare): the one whose start-up failed may be either."""
+        import ray
+
+        ray.kill(self.main, no_restart=False)
+        standby = self._standby()
+        if standby is not None:
+            ray.kill(standby, no_restart=False)
+
     def _standby(self) -> Any:
         if self.standby is None:
             import ray
