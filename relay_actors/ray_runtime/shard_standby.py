@@ -18,7 +18,8 @@ claimed epoch *n + 1* over the claim *n* it saw, and a claim is a put-if-absent,
 two processes that try, exactly one wins. A claim names its slot, process and watch
 socket. The rules (:func:`on_start`, :func:`on_watch_lost`, :func:`on_unreachable`):
 
-* nothing claimed yet: the main slot claims; the standby waits for it;
+* nothing claimed yet: the main slot claims; the standby waits for it (a read that
+  shows less than this process saw before is not believed: it reads again);
 * the last claim is this slot's own: an earlier process of this slot served and is
   gone (Ray restarted it): claim, as a plain restart would;
 * the last claim is the other slot's: be its spare — watch its socket;
@@ -120,8 +121,12 @@ def latest_claim(keys: list[str], shard: int) -> int:
     return max(epochs, default=0)
 
 
-def on_start(slot: Slot, latest: Claim | None) -> Next:
-    """A process that does not serve (yet) read ``latest``: what it does next."""
+def on_start(slot: Slot, latest: Claim | None, seen: Claim | None = None) -> Next:
+    """A process that does not serve (yet) read ``latest``, having seen ``seen`` before:
+    what it does next. A read older than what was seen (a store that answered from a
+    stale copy, or lost a key) is never claimed over: read again."""
+    if seen is not None and (latest is None or latest.epoch < seen.epoch):
+        return Next.WAIT
     if latest is None:
         return Next.CLAIM if slot is Slot.MAIN else Next.WAIT
     if latest.slot is slot:

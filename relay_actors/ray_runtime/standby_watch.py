@@ -146,9 +146,9 @@ class StandbyWatch:
                 log.info("shard %d: claims unreadable (%r)", self.shard, exc)
                 await asyncio.sleep(MAX_WAIT)
                 continue
-            if latest is not None:
+            step = on_start(self.state.slot, latest, self.state.seen)
+            if latest is not None and step is not Next.WAIT:
                 self.state.seen = latest
-            step = on_start(self.state.slot, latest)
             self._decided.set()
             lost_at = time.monotonic()
             takeover = False

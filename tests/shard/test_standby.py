@@ -45,6 +45,14 @@ def test_a_claim_of_this_slot_is_an_earlier_process_of_it_a_restart_claims() -> 
     assert on_start(STANDBY, Claim(4, STANDBY)) is Next.CLAIM
 
 
+def test_a_read_showing_less_than_was_seen_is_not_claimed_over() -> None:
+    seen = Claim(10, STANDBY)
+    assert on_start(MAIN, None, seen) is Next.WAIT
+    assert on_start(MAIN, Claim(9, MAIN), seen) is Next.WAIT
+    assert on_start(MAIN, Claim(10, STANDBY), seen) is Next.WATCH
+    assert on_start(MAIN, Claim(11, MAIN), seen) is Next.CLAIM
+
+
 def test_a_claim_of_the_other_slot_is_watched() -> None:
     assert on_start(MAIN, Claim(2, STANDBY)) is Next.WATCH
     assert on_start(STANDBY, Claim(1, MAIN)) is Next.WATCH
@@ -163,9 +171,9 @@ class Model:
                     self.claim(proc, takeover=True)
             return
         latest = self.latest()
-        if latest is not None:
+        step = on_start(slot, latest, proc.state.seen)
+        if latest is not None and step is not Next.WAIT:
             proc.state.seen = latest
-        step = on_start(slot, latest)
         if step is Next.CLAIM:
             self.claim(proc, takeover=False)
         elif step is Next.WATCH:
