@@ -159,12 +159,35 @@ async def one_ray_round(
     return flowed, whole
 
 
+async def spare_cost(app: str, seconds: float = 5.0) -> None:
+    """What the standby's spare process costs while it waits: its memory (PSS) and CPU."""
+    import psutil
+    import ray
+
+    from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
+
+    infos = [
+        await ray.get_actor(actor_name(app, role, 0), namespace=NAMESPACE).slot_info.remote()
+        for role in ("connection", "standby")
+    ]
+    spare = next(i for i in infos if not i["serving"])
+    proc = psutil.Process(spare["pid"])
+    before = proc.cpu_times()
+    await asyncio.sleep(seconds)
+    after = proc.cpu_times()
+    cpu = (after.user + after.system - before.user - before.system) / seconds
+    pss = proc.memory_full_info().pss / 2**20
+    who = f"{spare['slot']} slot, pid {spare['pid']}"
+    print(f"  the spare ({who}): PSS {pss:.1f} MiB, {100 * cpu:.2f}% of a core over {seconds:g} s")
+
+
 async def ray_async(args: argparse.Namespace) -> dict[str, list[float]]:
     from bench_start import one_shard_app  # a script beside this one
 
     faults = args.faults.split(",")
     results: dict[str, list[float]] = {f: [] for f in faults}
     results.update({"kill: whole": []} if "kill" in faults else {})
+    app = f"failover{os.getpid()}"
     async with Emulator(ping_interval=0, durations=FAST_DURATIONS) as emu:
         client = RelayClient(
             project=emu.project,
@@ -173,11 +196,13 @@ async def ray_async(args: argparse.Namespace) -> dict[str, list[float]]:
             scheme="ws",
             contexts=["office"],
             runtime="ray",
-            ray_options=replace(one_shard_app(f"failover{os.getpid()}"), standby_connections=args.standby),
+            ray_options=replace(one_shard_app(app), standby_connections=args.standby),
         )
         client.on_call(ray_handler)
         await client.connect()
         try:
+            if args.standby:
+                await spare_cost(app)
             for _ in range(args.rounds):
                 for fault in faults:
                     await asyncio.sleep(1.5)  # a long-lived connection (past the backoff's reset)

@@ -550,9 +550,8 @@ def _flatten_nested(
             if num is not None:
                 add(metric, num, actor=cap("actor", str(idx)))
     elif key == "standby":
-        num = _number(value.get("takeovers"))
-        if num is not None:
-            add("relay_standby_takeovers", num)
+        # (0 for a shard without a standby: the series exists, the dashboard's panel has data)
+        add("relay_standby_takeovers", _number(value.get("takeovers")) or 0.0)
     elif key == "grants":
         for shard, count in value.items():
             num = _number(count)

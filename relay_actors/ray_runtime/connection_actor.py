@@ -582,6 +582,16 @@ class ConnectionActor:
     async def _forward(self, other: Any, method: str, *args: Any) -> Any:
         return await asyncio.wait_for(other.forwarded.remote(method, args), FORWARD_TIMEOUT)
 
+    async def slot_info(self) -> dict[str, Any]:
+        """This process itself (never passed on): its slot, pid, and whether it serves."""
+        return {
+            "shard": self.shard,
+            "slot": self.slot.value,
+            "pid": os.getpid(),
+            "serving": self.standby is None or self.standby.serving,
+            "standby": self.standby.stats() if self.standby is not None else {},
+        }
+
     async def forwarded(self, method: str, args: tuple[Any, ...]) -> Any:
         """A Ray call this shard's spare passed on (it is never passed back)."""
         if method not in _FORWARDABLE:
