@@ -1,7 +1,7 @@
 """A shard's warm standby, sans-IO: which of a shard's two processes serves it, and when
 the waiting one takes over.
 
-Ray restarts a killed connection actor ~1 s after the kill before our start-up even
+Ray restarts a killed connection actor 0.6-1.3 s after the kill before our start-up even
 begins (a worker process to start, Ray imported, the class loaded): calls stop for that
 long. With ``RayOptions(standby_connections=True)`` each shard has a second actor, its
 *standby* slot (``relay:<app>:standby:<n>``, beside the *main* slot

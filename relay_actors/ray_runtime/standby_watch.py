@@ -6,7 +6,7 @@ The watch is a Unix-domain socket in a directory only this user can enter: the s
 process listens, its spare connects and reads. Nothing is exchanged but a goodbye (the
 serving process leaves on purpose); what matters is that the kernel closes the socket
 the moment the serving process dies, however it dies, so the spare learns it at once —
-Ray's own notice of an actor's death comes with its restart, ~1 s later.
+Ray's own notice of an actor's death comes with its restart, 0.6 s or more later.
 """
 
 from __future__ import annotations

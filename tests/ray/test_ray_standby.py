@@ -86,3 +86,31 @@ async def _all(rec: Any, key: str, call_ids: list[str]) -> bool:
 async def _any(rec: Any, key: str, call_ids: list[str]) -> bool:
     dump = await rec.dump.remote()
     return any(cid in dump[key] for cid in call_ids)
+
+
+async def test_a_paused_serving_process_is_not_replaced_by_its_spare(make_client, emulator, recorder) -> None:
+    """SIGSTOP (a long GC, a frozen VM) is not death: the spare keeps its socket open and
+    waits; once the process runs again it still serves, under the same epoch."""
+    import asyncio
+    import os
+    import signal
+
+    rec_name, rec = recorder
+    relay = await make_client(
+        on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
+        ray_options={"standby_connections": True},
+    )
+    shard = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main slot serves epoch 1")
+    held = emulator.core.inject_calls("office", 2)
+    await eventually(lambda: _all(rec, "started", held), 15, what="the calls' handlers started")
+    os.kill(shard["pid"], signal.SIGSTOP)
+    try:
+        # Longer than the spare's reads and Ray's own checks would need to act on a death.
+        await asyncio.sleep(3.0)  # (the pause itself: the fault, not a synchronisation)
+    finally:
+        os.kill(shard["pid"], signal.SIGCONT)
+    after = await eventually(lambda: _serving(relay, 1, "main"), 20, what="still epoch 1, the same process")
+    assert after["pid"] == shard["pid"] and after["standby"]["takeovers"] == 0
+    new = emulator.core.inject_calls("office", 1)
+    await eventually(lambda: _all(rec, "started", new), 15, what="a new call answered after the pause")
+    assert not await _any(rec, "done", held)
