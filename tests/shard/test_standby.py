@@ -150,11 +150,24 @@ class Model:
         claim = proc.state.next_claim(proc.pid, "h", "/s")
         won = claim.epoch not in self.claims  # put-if-absent
         if won:
+            latest = self.latest()
+            # A claim never replaces a live server: only a dead one (or nothing) is succeeded.
+            assert latest is None or not any(p.alive and p.pid == latest.pid for p in self.procs), (
+                f"{proc.slot.value} claimed epoch {claim.epoch} over live pid {latest.pid}"
+            )
             self.claims[claim.epoch] = claim
         proc.state.claimed(claim, won, takeover=takeover)
         proc.watching = None
 
-    def step(self, slot: Slot) -> None:
+    def stale(self, slot: Slot) -> None:
+        """A turn whose read of the claims came back empty (a store that lost its keys)."""
+        self.step(slot, stale=True)
+
+    def refused(self, slot: Slot) -> None:
+        """A turn whose connect to a live claimant's socket failed (not listening yet)."""
+        self.step(slot, refused=True)
+
+    def step(self, slot: Slot, stale: bool = False, refused: bool = False) -> None:
         """One turn of the live process of ``slot``, as StandbyWatch.until_serving runs it."""
         proc = self.live(slot)
         if proc is None:
@@ -170,7 +183,7 @@ class Model:
                 if on_watch_lost(said_goodbye=False) is Next.CLAIM:
                     self.claim(proc, takeover=True)
             return
-        latest = self.latest()
+        latest = None if stale else self.latest()
         step = on_start(slot, latest, proc.state.seen)
         if latest is not None and step is not Next.WAIT:
             proc.state.seen = latest
@@ -179,7 +192,9 @@ class Model:
         elif step is Next.WATCH:
             assert latest is not None
             owner = next(p for p in self.procs if p.pid == latest.pid)
-            if owner.alive:
+            if owner.alive and refused:
+                assert on_unreachable(latest, "h", peer_alive=True) is Next.WAIT
+            elif owner.alive:
                 proc.watching = latest
             elif on_unreachable(latest, "h", peer_alive=False) is Next.CLAIM:
                 self.claim(proc, takeover=True)
@@ -194,7 +209,7 @@ class Model:
         ]  # fmt: skip
 
 
-EVENTS = st.sampled_from(["start", "kill", "step"])
+EVENTS = st.sampled_from(["start", "kill", "step", "stale", "refused"])
 SLOTS = st.sampled_from([MAIN, STANDBY])
 
 
@@ -219,6 +234,20 @@ def test_model_at_most_one_process_serves_and_a_live_one_always_comes_to(events:
     assert len(model.serving()) == 1
     spare = [p for p in model.procs if p.alive and p.state.serving is None]
     assert len(spare) == 1 and spare[0].watching is not None, "the other slot is the spare, watching"
+
+
+def test_model_a_restarted_process_that_could_not_watch_claims_nothing_over_an_empty_read() -> None:
+    """The path hypothesis rarely walks: the main slot dies, the standby takes over, Ray
+    restarts the main slot, whose connect to the standby's socket fails (not listening
+    yet), then whose read of the claims comes back empty: it must not claim over the
+    standby serving (it would kill it)."""
+    model = Model()
+    for event, slot in [("start", MAIN), ("start", STANDBY), ("step", MAIN), ("step", STANDBY),
+                        ("kill", MAIN), ("step", STANDBY), ("start", MAIN), ("refused", MAIN),
+                        ("stale", MAIN), ("step", MAIN)]:  # fmt: skip
+        getattr(model, event)(slot)
+    assert [p.slot for p in model.serving()] == [STANDBY]
+    assert max(model.claims) == 2
 
 
 # --- the watch, over real Unix sockets ------------------------------------------------------
