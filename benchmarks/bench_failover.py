@@ -167,7 +167,7 @@ async def spare_cost(app: str, seconds: float = 5.0) -> None:
     from relay_actors.ray_runtime.actor_messages import NAMESPACE, actor_name
 
     infos = [
-        await ray.get_actor(actor_name(app, role, 0), namespace=NAMESPACE).slot_info.remote()
+        await ray.get_actor(actor_name(app, role, 0), namespace=NAMESPACE).seat_info.remote()
         for role in ("connection", "standby")
     ]
     spare = next(i for i in infos if not i["serving"])
@@ -177,7 +177,7 @@ async def spare_cost(app: str, seconds: float = 5.0) -> None:
     after = proc.cpu_times()
     cpu = (after.user + after.system - before.user - before.system) / seconds
     pss = proc.memory_full_info().pss / 2**20
-    who = f"{spare['slot']} slot, pid {spare['pid']}"
+    who = f"{spare['seat']} seat, pid {spare['pid']}"
     print(f"  the spare ({who}): PSS {pss:.1f} MiB, {100 * cpu:.2f}% of a core over {seconds:g} s")
 
 

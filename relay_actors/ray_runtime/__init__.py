@@ -38,6 +38,10 @@ Glossary (one meaning per word, in this package and its docs):
   a peer tells a restart from a reconnect.
 - **epoch**: the number of a router's life in the lease protocol (each router start
   takes the next): a lease request meant for an earlier router is refused.
+- **standby**, **spare**, **term**: with ``RayOptions(standby_connections=True)`` a shard
+  has two actors, its main seat and its standby seat (``relay:<app>:standby:<n>``); the
+  process that serves it holds the current **term** (claimed put-if-absent in the KV
+  store), the other is its **spare** (:mod:`~relay_actors.ray_runtime.shard_standby`).
 - **lease**, **slot**, **block**: a slot is one active call of the cluster-wide budget;
   shards lease slots from the router in blocks (:mod:`~relay_actors.ray_runtime.admission`).
 - **core** and **shell**: a core decides over plain state (no ``ray``, no networking:
@@ -55,12 +59,14 @@ The modules:
   its cluster (``relay-actors status``/``stop``, and the driver's own drain and stop);
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
-  ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``,
+  ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``, ``shard_standby``
+  (which of a shard's two processes serves, sans-IO; its I/O in ``standby_watch``),
   ``commands_in_doubt`` and, for what it asks its shell to do, ``shard_actions``);
   ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
   ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's
   streams, with ``event_dedupe``: the event ids already applied, a bounded window per shard);
-  ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
+  ``shard_handles``: a shard's handle as its callers hold it (reads fall back to the
+  standby seat); ``spawn``: the one place actors are created; ``options``: ``RayOptions`` (the
   app's layout, as the user gives it) and the actors' typed options (``RouterOptions``,
   ``ConnectionActorOptions``, ``CallActorOptions``: no secrets);
 - ``link_protocol`` (sans-IO), ``actor_link`` (its asyncio shell), ``link_tls``,

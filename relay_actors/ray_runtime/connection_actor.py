@@ -89,7 +89,7 @@ from .shard_actions import (
     WantCapacity,
 )
 from .shard_core import ShardCore, shard_stats
-from .shard_standby import Claim, Slot
+from .shard_standby import Claim, Seat
 from .shard_startup import ShardStartup, StartStep
 from .standby_watch import StandbyWatch
 
@@ -418,21 +418,21 @@ class ConnectionActor:
         shard: this shard's number.
         options: see :class:`~relay_actors.ray_runtime.options.ConnectionActorOptions`.
             Credentials are NOT passed here: they are read from the GCS KV store.
-        slot: ``"main"`` (``relay:<app>:connection:<n>``) or ``"standby"``
+        seat: ``"main"`` (``relay:<app>:connection:<n>``) or ``"standby"``
             (``relay:<app>:standby:<n>``, created only with ``options.standby``): with a
             standby, one of the two serves and the other is its warm spare
             (:mod:`~relay_actors.ray_runtime.shard_standby`), passing the Ray calls it
             gets on to the one that serves.
     """
 
-    def __init__(self, app: str, shard: int, options: ConnectionActorOptions, slot: str = "main") -> None:
+    def __init__(self, app: str, shard: int, options: ConnectionActorOptions, seat: str = "main") -> None:
         self.app = app
         self.shard = shard
         self.options = options
-        self.slot = Slot(slot)
+        self.seat = Seat(seat)
         #: The claims and watch of a shard with a standby (None: no standby, this serves).
-        self.standby = StandbyWatch(shard, self.slot) if options.standby else None
-        self._other_slot: Any = None
+        self.standby = StandbyWatch(shard, self.seat) if options.standby else None
+        self._other_seat: Any = None
         self.fx = ShellEffects(self)
         self.core = ShardCore(
             shard,
@@ -477,7 +477,7 @@ class ConnectionActor:
                 await self._until_serving()
             except BaseException as exc:
                 self._failed = exc
-                log.exception("shard %d: the %s slot could not take its role", self.shard, self.slot.value)
+                log.exception("shard %d: the %s seat could not take its role", self.shard, self.seat.value)
                 self._ready.set()
                 if self.standby is not None:
                     self.standby.decided_anyway()  # (calls waiting on the role get the failure)
@@ -543,13 +543,13 @@ class ConnectionActor:
         self.tasks.spawn(self.standby.supervise(self._superseded), "standby supervision")
 
     def _other(self) -> Any:
-        """The handle of this shard's other slot (a named actor's handle outlives its restarts)."""
-        if self._other_slot is None:
+        """The handle of this shard's other seat (a named actor's handle outlives its restarts)."""
+        if self._other_seat is None:
             import ray
 
-            role = "standby" if self.slot is Slot.MAIN else "connection"
-            self._other_slot = ray.get_actor(actor_name(self.app, role, self.shard), namespace=NAMESPACE)
-        return self._other_slot
+            role = "standby" if self.seat is Seat.MAIN else "connection"
+            self._other_seat = ray.get_actor(actor_name(self.app, role, self.shard), namespace=NAMESPACE)
+        return self._other_seat
 
     async def _fence(self, previous: Claim) -> None:
         """This process took over while the one it replaced may still live (its socket
@@ -564,8 +564,8 @@ class ConnectionActor:
 
     def _superseded(self) -> None:
         """A newer claim than this process's exists: its spare took over. Exit at once
-        (Ray restarts this slot, which becomes the spare) rather than serve twice."""
-        log.error("shard %d: replaced by the other slot while still alive; exiting", self.shard)
+        (Ray restarts this seat, which becomes the spare) rather than serve twice."""
+        log.error("shard %d: replaced by the other seat while still alive; exiting", self.shard)
         os._exit(1)
 
     async def _spare_for(self) -> Any:
@@ -582,11 +582,11 @@ class ConnectionActor:
     async def _forward(self, other: Any, method: str, *args: Any) -> Any:
         return await asyncio.wait_for(other.forwarded.remote(method, args), FORWARD_TIMEOUT)
 
-    async def slot_info(self) -> dict[str, Any]:
-        """This process itself (never passed on): its slot, pid, and whether it serves."""
+    async def seat_info(self) -> dict[str, Any]:
+        """This process itself (never passed on): its seat, pid, and whether it serves."""
         return {
             "shard": self.shard,
-            "slot": self.slot.value,
+            "seat": self.seat.value,
             "pid": os.getpid(),
             "serving": self.standby is None or self.standby.serving,
             "standby": self.standby.stats() if self.standby is not None else {},

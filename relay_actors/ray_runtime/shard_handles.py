@@ -1,10 +1,10 @@
-"""A shard's Ray handle as its callers hold it: the main slot, and with a warm standby
-(:mod:`~relay_actors.ray_runtime.shard_standby`) the standby slot too.
+"""A shard's Ray handle as its callers hold it: the main seat, and with a warm standby
+(:mod:`~relay_actors.ray_runtime.shard_standby`) the standby seat too.
 
-Either slot answers every call: the one that does not serve passes it on to the one that
-does. But while Ray restarts the main slot's process (~1 s after a kill, during which the
+Either seat answers every call: the one that does not serve passes it on to the one that
+does. But while Ray restarts the main seat's process (~1 s after a kill, during which the
 standby already serves), a call to it waits for the restart (or fails with Ray's
-``ActorUnavailableError``): the reads below then ask the standby slot as well, and take
+``ActorUnavailableError``): the reads below then ask the standby seat as well, and take
 the first answer. Other calls are not sent twice (one
 that failed may have run), so they fail as they did without a standby, and their callers
 retry as they do across any restart.
@@ -20,9 +20,9 @@ from .actor_messages import NAMESPACE, actor_name
 
 __all__ = ["ShardHandle", "shard_handle"]
 
-#: Calls that only read: asked of the standby slot too when the main slot is unavailable.
+#: Calls that only read: asked of the standby seat too when the main seat is unavailable.
 READS = frozenset({"ready", "stats", "session_info", "lease_state"})
-#: Seconds a read waits for the main slot before asking the standby slot as well (a call
+#: Seconds a read waits for the main seat before asking the standby seat as well (a call
 #: to an actor that Ray is restarting waits for the restart, ~1 s).
 ASK_STANDBY_AFTER = 0.25
 
@@ -40,7 +40,7 @@ class _Method:
 
 class ShardHandle:
     """Call a shard's Ray methods as on an actor handle (``handle.stats.remote()``, to be
-    awaited), through its main slot, reads falling back to its standby slot (looked up
+    awaited), through its main seat, reads falling back to its standby seat (looked up
     by name when first needed: it may be created after this handle)."""
 
     def __init__(self, app: str, shard: int, main: Any, standby: Any = None) -> None:
@@ -82,7 +82,7 @@ class ShardHandle:
         raise error
 
     def kill(self) -> None:
-        """Kill the shard's processes, both slots' (Ray restarts them; one claims the next
+        """Kill the shard's processes, both seats' (Ray restarts them; one claims the next
         epoch and serves, the other is its spare): the one whose start-up failed may be either."""
         import ray
 
@@ -103,7 +103,7 @@ class ShardHandle:
 
 
 def shard_handle(app: str, shard: int) -> ShardHandle:
-    """Shard ``shard`` of ``app`` by name (raises ``ValueError`` if its main slot does not exist)."""
+    """Shard ``shard`` of ``app`` by name (raises ``ValueError`` if its main seat does not exist)."""
     import ray
 
     return ShardHandle(app, shard, ray.get_actor(actor_name(app, "connection", shard), namespace=NAMESPACE))

@@ -26,7 +26,7 @@ from .shard_standby import (
     GOODBYE,
     Claim,
     Next,
-    Slot,
+    Seat,
     StandbyState,
     claim_key,
     claims_prefix,
@@ -69,15 +69,15 @@ class StandbyWatch:
 
     Args:
         shard: the shard's number.
-        slot: this process's slot.
+        seat: this process's seat.
     """
 
-    def __init__(self, shard: int, slot: Slot) -> None:
+    def __init__(self, shard: int, seat: Seat) -> None:
         self.shard = shard
         #: The app's :class:`~relay_actors.ray_runtime.kvstore.AppSecrets` (the claims
         #: live with the deploy's state, and go with it): given to :meth:`until_serving`.
         self.secrets: Any = None
-        self.state = StandbyState(slot)
+        self.state = StandbyState(seat)
         self.host = socket.gethostname()
         self.path = ""
         self._dir = ""
@@ -92,7 +92,7 @@ class StandbyWatch:
     async def listen(self) -> None:
         """Open the watch socket (before any claim: a claim names it)."""
         self._dir = tempfile.mkdtemp(prefix="rs-")  # (mode 0700: this user only)
-        self.path = os.path.join(self._dir, f"s{self.shard}-{self.state.slot.value}-{os.getpid()}.sock")
+        self.path = os.path.join(self._dir, f"s{self.shard}-{self.state.seat.value}-{os.getpid()}.sock")
         self._server = await asyncio.start_unix_server(self._watched, self.path)
         os.chmod(self.path, 0o600)
 
@@ -109,25 +109,25 @@ class StandbyWatch:
 
     async def latest(self) -> Claim | None:
         keys = await asyncio.wait_for(self.secrets.keys(claims_prefix(self.shard)), KV_TIMEOUT)
-        epoch = latest_claim(keys, self.shard)
-        if not epoch:
+        term = latest_claim(keys, self.shard)
+        if not term:
             return None
-        record = await asyncio.wait_for(self.secrets.load(claim_key(self.shard, epoch)), KV_TIMEOUT)
+        record = await asyncio.wait_for(self.secrets.load(claim_key(self.shard, term)), KV_TIMEOUT)
         return Claim.from_record(record) if record else None
 
     async def _claim(self, *, takeover: bool) -> bool:
         claim = self.state.next_claim(os.getpid(), self.host, self.path)
         won = await asyncio.wait_for(
-            self.secrets.claim(claim_key(self.shard, claim.epoch), claim.to_record()), KV_TIMEOUT
+            self.secrets.claim(claim_key(self.shard, claim.term), claim.to_record()), KV_TIMEOUT
         )
         previous = self.state.seen
         self.state.claimed(claim, won, takeover=takeover)
         if won:
             log.warning(
-                "shard %d: the %s slot serves from epoch %d%s",
+                "shard %d: the %s seat serves from term %d%s",
                 self.shard,
-                self.state.slot.value,
-                claim.epoch,
+                self.state.seat.value,
+                claim.term,
                 f" (took over from pid {previous.pid})" if takeover and previous is not None else "",
             )
         return won
@@ -146,7 +146,7 @@ class StandbyWatch:
                 log.info("shard %d: claims unreadable (%r)", self.shard, exc)
                 await asyncio.sleep(MAX_WAIT)
                 continue
-            step = on_start(self.state.slot, latest, self.state.seen)
+            step = on_start(self.state.seat, latest, self.state.seen)
             if latest is not None and step is not Next.WAIT:
                 self.state.seen = latest
             self._decided.set()
@@ -185,8 +185,8 @@ class StandbyWatch:
             refused = isinstance(exc, OSError) and exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
             alive = pid_alive(latest.pid) if refused else None
             return on_unreachable(latest, self.host, alive), time.monotonic()
-        log.info("shard %d: %s slot is the spare of pid %d (epoch %d)", self.shard,
-                 self.state.slot.value, latest.pid, latest.epoch)  # fmt: skip
+        log.info("shard %d: %s seat is the spare of pid %d (term %d)", self.shard,
+                 self.state.seat.value, latest.pid, latest.term)  # fmt: skip
         said = b""
         try:
             said = await reader.read()

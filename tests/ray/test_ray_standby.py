@@ -1,7 +1,7 @@
 """A shard with a warm standby (``RayOptions(standby_connections=True)``) on a real local
-Ray: ``kill -9`` of the process serving the shard, twice, one slot after the other. Each
-time the other slot's process, already up, takes over (a new epoch), the calls that
-were up stay up, new calls are answered, and Ray's restart of the killed slot becomes
+Ray: ``kill -9`` of the process serving the shard, twice, one seat after the other. Each
+time the other seat's process, already up, takes over (a new term), the calls that
+were up stay up, new calls are answered, and Ray's restart of the killed seat becomes
 the new spare; the app's Ray calls keep answering throughout."""
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ async def _shard(relay: Any) -> dict[str, Any] | None:
     return shards[0] if shards else None
 
 
-async def _serving(relay: Any, epoch: int, slot: str) -> Any:
+async def _serving(relay: Any, term: int, seat: str) -> Any:
     shard = await _shard(relay)
     if shard is None or shard.get("start_step") != "serving":
         return None
     standby = shard["standby"]
-    return shard if (standby["epoch"], standby["slot"], standby["role"]) == (epoch, slot, "serving") else None
+    return shard if (standby["term"], standby["seat"], standby["role"]) == (term, seat, "serving") else None
 
 
 async def test_kill9_of_the_serving_process_the_standby_takes_over_both_ways(
@@ -39,31 +39,31 @@ async def test_kill9_of_the_serving_process_the_standby_takes_over_both_ways(
         on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
         ray_options={"standby_connections": True},
     )
-    first = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main slot serves epoch 1")
+    first = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main seat serves term 1")
     held = emulator.core.inject_calls("office", 4)
     await eventually(lambda: _all(rec, "started", held), 15, what="the first calls' handlers started")
 
-    for epoch, slot in ((2, "standby"), (3, "main")):
+    for term, seat in ((2, "standby"), (3, "main")):
         before = await _shard(relay)
         assert before is not None
         kill9(before["pid"])
         shard = await eventually(
-            lambda e=epoch, s=slot: _serving(relay, e, s), 20, what=f"the {slot} slot serves epoch {epoch}"
+            lambda e=term, s=seat: _serving(relay, e, s), 20, what=f"the {seat} seat serves term {term}"
         )
         assert shard["pid"] != before["pid"]
         assert shard["standby"]["takeovers"] == 1, shard["standby"]
         assert shard["conn.resumes"] >= 1  # the same session, resumed by the other process
         # New calls are answered; the held ones are still up, their handlers never ended.
         new = emulator.core.inject_calls("office", 2)
-        await eventually(lambda n=new: _all(rec, "started", n), 15, what=f"new calls answered, epoch {epoch}")
+        await eventually(lambda n=new: _all(rec, "started", n), 15, what=f"new calls answered, term {term}")
         live = {c["call_id"] for c in helpers.live_calls(emulator)}
         assert set(held) <= live
         assert not await _any(rec, "done", held)
-        # Ray restarted the killed slot: its new process is the spare (and passes calls on).
-        killed = "connection" if slot == "standby" else "standby"
+        # Ray restarted the killed seat: its new process is the spare (and passes calls on).
+        killed = "connection" if seat == "standby" else "standby"
         handle = ray.get_actor(actor_name(app_name, killed, 0), namespace=NAMESPACE)
-        info = await eventually(lambda h=handle: _answers(h), 30, what=f"the {killed} slot restarted")
-        assert info["pid"] == shard["pid"], "the restarted slot passes its calls to the serving process"
+        info = await eventually(lambda h=handle: _answers(h), 30, what=f"the {killed} seat restarted")
+        assert info["pid"] == shard["pid"], "the restarted seat passes its calls to the serving process"
     assert first["pid"] != shard["pid"]
 
     for cid in held:
@@ -90,7 +90,7 @@ async def _any(rec: Any, key: str, call_ids: list[str]) -> bool:
 
 async def test_a_paused_serving_process_is_not_replaced_by_its_spare(make_client, emulator, recorder) -> None:
     """SIGSTOP (a long GC, a frozen VM) is not death: the spare keeps its socket open and
-    waits; once the process runs again it still serves, under the same epoch."""
+    waits; once the process runs again it still serves, under the same term."""
     import asyncio
     import os
     import signal
@@ -100,7 +100,7 @@ async def test_a_paused_serving_process_is_not_replaced_by_its_spare(make_client
         on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
         ray_options={"standby_connections": True},
     )
-    shard = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main slot serves epoch 1")
+    shard = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main seat serves term 1")
     held = emulator.core.inject_calls("office", 2)
     await eventually(lambda: _all(rec, "started", held), 15, what="the calls' handlers started")
     os.kill(shard["pid"], signal.SIGSTOP)
@@ -109,7 +109,7 @@ async def test_a_paused_serving_process_is_not_replaced_by_its_spare(make_client
         await asyncio.sleep(3.0)  # (the pause itself: the fault, not a synchronisation)
     finally:
         os.kill(shard["pid"], signal.SIGCONT)
-    after = await eventually(lambda: _serving(relay, 1, "main"), 20, what="still epoch 1, the same process")
+    after = await eventually(lambda: _serving(relay, 1, "main"), 20, what="still term 1, the same process")
     assert after["pid"] == shard["pid"] and after["standby"]["takeovers"] == 0
     new = emulator.core.inject_calls("office", 1)
     await eventually(lambda: _all(rec, "started", new), 15, what="a new call answered after the pause")

@@ -1,4 +1,4 @@
-"""A shard's warm standby: the rules (fed by hand), a model of two slots' processes dying,
+"""A shard's warm standby: the rules (fed by hand), a model of two seats' processes dying,
 restarting and racing for claims (hypothesis), and the watch over real Unix sockets."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from relay_actors.ray_runtime.shard_standby import (
     Claim,
     Next,
-    Slot,
+    Seat,
     StandbyState,
     claim_key,
     claims_prefix,
@@ -29,7 +29,7 @@ from relay_actors.ray_runtime.shard_standby import (
 )
 from relay_actors.ray_runtime.standby_watch import StandbyWatch, pid_alive
 
-MAIN, STANDBY = Slot.MAIN, Slot.STANDBY
+MAIN, STANDBY = Seat.MAIN, Seat.STANDBY
 
 
 # --- the rules ---------------------------------------------------------------------------
@@ -73,13 +73,13 @@ def test_an_unreachable_socket_is_taken_over_only_if_the_process_is_known_gone()
     assert on_unreachable(claim, "other", peer_alive=False) is Next.WAIT
 
 
-def test_claims_sort_by_epoch_and_the_latest_is_found() -> None:
+def test_claims_sort_by_term_and_the_latest_is_found() -> None:
     keys = [claim_key(0, e) for e in (1, 2, 10)] + [claim_key(1, 99), "shard/0/resume"]
     assert sorted(keys[:3]) == keys[:3]
     assert latest_claim(keys, 0) == 10
     assert latest_claim(keys, 1) == 99
     assert latest_claim([], 0) == 0
-    assert claims_prefix(0) == "shard/0/epoch/"
+    assert claims_prefix(0) == "shard/0/term/"
 
 
 def test_state_counts_takeovers_lost_claims_and_knows_when_it_is_superseded() -> None:
@@ -92,26 +92,26 @@ def test_state_counts_takeovers_lost_claims_and_knows_when_it_is_superseded() ->
     assert (state.serving, state.takeovers) == (claim, 1)
     assert not state.superseded(2)
     assert state.superseded(3)
-    assert state.stats()["role"] == "serving" and state.stats()["epoch"] == 2
+    assert state.stats()["role"] == "serving" and state.stats()["term"] == 2
     assert Claim.from_record(claim.to_record()) == claim
 
 
-def test_fence_only_a_live_or_unknown_process_of_the_other_slot() -> None:
+def test_fence_only_a_live_or_unknown_process_of_the_other_seat() -> None:
     state = StandbyState(STANDBY)
     other = Claim(1, MAIN, pid=5, host="h")
     assert state.fence(other, "h", peer_alive=True)
     assert state.fence(other, "h", peer_alive=None)
     assert not state.fence(other, "h", peer_alive=False)
-    assert not state.fence(Claim(1, STANDBY, pid=5, host="h"), "h", peer_alive=True)  # own slot: a restart
+    assert not state.fence(Claim(1, STANDBY, pid=5, host="h"), "h", peer_alive=True)  # own seat: a restart
     assert not state.fence(None, "h", peer_alive=True)
 
 
-# --- a model: two slots, processes that die, restart and race -----------------------------
+# --- a model: two seats, processes that die, restart and race -----------------------------
 
 
 @dataclass
 class Proc:
-    slot: Slot
+    seat: Seat
     pid: int
     state: StandbyState
     watching: Claim | None = None
@@ -129,16 +129,16 @@ class Model:
     def latest(self) -> Claim | None:
         return self.claims[max(self.claims)] if self.claims else None
 
-    def live(self, slot: Slot) -> Proc | None:
-        return next((p for p in self.procs if p.alive and p.slot is slot), None)
+    def live(self, seat: Seat) -> Proc | None:
+        return next((p for p in self.procs if p.alive and p.seat is seat), None)
 
-    def start(self, slot: Slot) -> None:
-        if self.live(slot) is None:
+    def start(self, seat: Seat) -> None:
+        if self.live(seat) is None:
             self.next_pid += 1
-            self.procs.append(Proc(slot, self.next_pid, StandbyState(slot)))
+            self.procs.append(Proc(seat, self.next_pid, StandbyState(seat)))
 
-    def kill(self, slot: Slot) -> None:
-        proc = self.live(slot)
+    def kill(self, seat: Seat) -> None:
+        proc = self.live(seat)
         if proc is None:
             return
         proc.alive = False
@@ -148,33 +148,33 @@ class Model:
 
     def claim(self, proc: Proc, takeover: bool) -> None:
         claim = proc.state.next_claim(proc.pid, "h", "/s")
-        won = claim.epoch not in self.claims  # put-if-absent
+        won = claim.term not in self.claims  # put-if-absent
         if won:
             latest = self.latest()
             # A claim never replaces a live server: only a dead one (or nothing) is succeeded.
             assert latest is None or not any(p.alive and p.pid == latest.pid for p in self.procs), (
-                f"{proc.slot.value} claimed epoch {claim.epoch} over live pid {latest.pid}"
+                f"{proc.seat.value} claimed term {claim.term} over live pid {latest.pid}"
             )
-            self.claims[claim.epoch] = claim
+            self.claims[claim.term] = claim
         proc.state.claimed(claim, won, takeover=takeover)
         proc.watching = None
 
-    def stale(self, slot: Slot) -> None:
+    def stale(self, seat: Seat) -> None:
         """A turn whose read of the claims came back empty (a store that lost its keys)."""
-        self.step(slot, stale=True)
+        self.step(seat, stale=True)
 
-    def refused(self, slot: Slot) -> None:
+    def refused(self, seat: Seat) -> None:
         """A turn whose connect to a live claimant's socket failed (not listening yet)."""
-        self.step(slot, refused=True)
+        self.step(seat, refused=True)
 
-    def step(self, slot: Slot, stale: bool = False, refused: bool = False) -> None:
-        """One turn of the live process of ``slot``, as StandbyWatch.until_serving runs it."""
-        proc = self.live(slot)
+    def step(self, seat: Seat, stale: bool = False, refused: bool = False) -> None:
+        """One turn of the live process of ``seat``, as StandbyWatch.until_serving runs it."""
+        proc = self.live(seat)
         if proc is None:
             return
         if proc.state.serving is not None:
             latest = self.latest()
-            if latest is not None and proc.state.superseded(latest.epoch):
+            if latest is not None and proc.state.superseded(latest.term):
                 proc.alive = False  # exits at once
             return
         if proc.watching is not None:
@@ -184,7 +184,7 @@ class Model:
                     self.claim(proc, takeover=True)
             return
         latest = None if stale else self.latest()
-        step = on_start(slot, latest, proc.state.seen)
+        step = on_start(seat, latest, proc.state.seen)
         if latest is not None and step is not Next.WAIT:
             proc.state.seen = latest
         if step is Next.CLAIM:
@@ -205,7 +205,7 @@ class Model:
         return [
             p for p in self.procs
             if p.alive and p.state.serving is not None and latest is not None
-            and p.state.serving.epoch == latest.epoch
+            and p.state.serving.term == latest.term
         ]  # fmt: skip
 
 
@@ -219,13 +219,13 @@ def test_model_at_most_one_process_serves_and_a_live_one_always_comes_to(events:
     model = Model()
     model.start(MAIN)
     model.start(STANDBY)
-    for event, slot in events:
-        getattr(model, event)(slot)
+    for event, seat in events:
+        getattr(model, event)(seat)
         # Never two live processes serving the latest claim (a stale server exits at its next check).
         assert len(model.serving()) <= 1
         for p in model.procs:
-            assert not (p.alive and p.state.serving is not None and p.state.serving.epoch > max(model.claims))
-    # Ray restarts every slot, and each process runs until nothing changes: exactly one serves.
+            assert not (p.alive and p.state.serving is not None and p.state.serving.term > max(model.claims))
+    # Ray restarts every seat, and each process runs until nothing changes: exactly one serves.
     model.start(MAIN)
     model.start(STANDBY)
     for _ in range(6):
@@ -233,20 +233,20 @@ def test_model_at_most_one_process_serves_and_a_live_one_always_comes_to(events:
         model.step(STANDBY)
     assert len(model.serving()) == 1
     spare = [p for p in model.procs if p.alive and p.state.serving is None]
-    assert len(spare) == 1 and spare[0].watching is not None, "the other slot is the spare, watching"
+    assert len(spare) == 1 and spare[0].watching is not None, "the other seat is the spare, watching"
 
 
 def test_model_a_restarted_process_that_could_not_watch_claims_nothing_over_an_empty_read() -> None:
-    """The path hypothesis rarely walks: the main slot dies, the standby takes over, Ray
-    restarts the main slot, whose connect to the standby's socket fails (not listening
+    """The path hypothesis rarely walks: the main seat dies, the standby takes over, Ray
+    restarts the main seat, whose connect to the standby's socket fails (not listening
     yet), then whose read of the claims comes back empty: it must not claim over the
     standby serving (it would kill it)."""
     model = Model()
-    for event, slot in [("start", MAIN), ("start", STANDBY), ("step", MAIN), ("step", STANDBY),
+    for event, seat in [("start", MAIN), ("start", STANDBY), ("step", MAIN), ("step", STANDBY),
                         ("kill", MAIN), ("step", STANDBY), ("start", MAIN), ("refused", MAIN),
                         ("stale", MAIN), ("step", MAIN)]:  # fmt: skip
-        getattr(model, event)(slot)
-    assert [p.slot for p in model.serving()] == [STANDBY]
+        getattr(model, event)(seat)
+    assert [p.seat for p in model.serving()] == [STANDBY]
     assert max(model.claims) == 2
 
 
@@ -292,7 +292,7 @@ async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goo
     fenced: list[Claim] = []
     main, spare = StandbyWatch(0, MAIN), StandbyWatch(0, STANDBY)
     await _serving(main, secrets, fenced)
-    assert main.serving and main.state.serving is not None and main.state.serving.epoch == 1
+    assert main.serving and main.state.serving is not None and main.state.serving.term == 1
     task = asyncio.ensure_future(_serving(spare, secrets, fenced))
     try:
         await _until(lambda: len(main._watchers) == 1)
@@ -303,11 +303,11 @@ async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goo
         await main.close()
         await asyncio.wait_for(task, 5)
         assert spare.serving and spare.state.serving is not None
-        assert spare.state.serving.epoch == 2 and spare.state.takeovers == 1
+        assert spare.state.serving.term == 2 and spare.state.takeovers == 1
         assert spare.stats()["last_takeover_s"] is not None
         # Its process (this one) still lives: the spare fences it.
-        assert [c.epoch for c in fenced] == [1]
-        assert main.state.superseded(latest_claim(await secrets.keys("shard/0/epoch/"), 0))
+        assert [c.term for c in fenced] == [1]
+        assert main.state.superseded(latest_claim(await secrets.keys("shard/0/term/"), 0))
     finally:
         task.cancel()
         await spare.close()
@@ -349,7 +349,7 @@ async def test_a_claimant_found_gone_without_a_socket_is_taken_over(dead_pid: in
     fenced: list[Claim] = []
     try:
         await asyncio.wait_for(_serving(spare, secrets, fenced), 5)
-        assert spare.state.serving is not None and spare.state.serving.epoch == 2
+        assert spare.state.serving is not None and spare.state.serving.term == 2
         assert fenced == []  # known gone: nothing to fence
     finally:
         await spare.close()
@@ -360,14 +360,14 @@ def test_pid_alive_reads_this_process_and_refuses_nonsense() -> None:
     assert pid_alive(0) is None
 
 
-@pytest.mark.parametrize("slot", [MAIN, STANDBY])
-async def test_a_restart_of_the_serving_slot_claims_over_its_own_earlier_claim(slot: Slot) -> None:
+@pytest.mark.parametrize("seat", [MAIN, STANDBY])
+async def test_a_restart_of_the_serving_slot_claims_over_its_own_earlier_claim(seat: Seat) -> None:
     secrets = MemorySecrets()
-    secrets.kv[claim_key(0, 5)] = Claim(5, slot, 1, "elsewhere", "").to_record()
-    watch = StandbyWatch(0, slot)
+    secrets.kv[claim_key(0, 5)] = Claim(5, seat, 1, "elsewhere", "").to_record()
+    watch = StandbyWatch(0, seat)
     try:
         await _serving(watch, secrets, [])
-        assert watch.state.serving is not None and watch.state.serving.epoch == 6
+        assert watch.state.serving is not None and watch.state.serving.term == 6
         assert watch.state.takeovers == 0
     finally:
         await watch.close()
