@@ -60,7 +60,8 @@ The modules:
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
   ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``, ``shard_standby``
-  (which of a shard's two processes serves, sans-IO; its I/O in ``standby_watch``),
+  (which of a shard's two processes serves, sans-IO; its I/O in ``standby_watch``; the
+  spare passing Ray calls on: ``standby_forwarding``),
   ``commands_in_doubt`` and, for what it asks its shell to do, ``shard_actions``);
   ``router`` over ``pool_core`` (the pool's decisions, sans-IO);
   ``call_actor`` over ``call_actor_core`` (what each item does, requests, the driver's

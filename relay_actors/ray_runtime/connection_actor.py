@@ -40,13 +40,10 @@ idempotent verb's resend must not fail for that).
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from ..backoff import Backoff
 from ..config import resolve_settings, updated_contexts
@@ -91,6 +88,7 @@ from .shard_actions import (
 from .shard_core import ShardCore, shard_stats
 from .shard_standby import Claim, Seat
 from .shard_startup import ShardStartup, StartStep
+from .standby_forwarding import FORWARD_TIMEOUT, forwarding, run_forwarded, served_here
 from .standby_watch import StandbyWatch
 
 __all__ = ["ConnectionActor"]
@@ -112,39 +110,6 @@ LOSS_WAIT = 60.0
 #: A pushed pool snapshot is answered once its new CallActors are linked, or after this
 #: (the router's deadline for the push is 5 s).
 LINK_WAIT = 2.0
-#: A call the spare passes on to the serving process is awaited this long at most (its
-#: callers' own deadlines are shorter: ``call_actor_lost`` waits LOSS_WAIT).
-FORWARD_TIMEOUT = LOSS_WAIT + 5.0
-
-#: Set while this process runs a call another process of the shard forwarded to it: such
-#: a call is never passed back (two spares with stale views would bounce it).
-_FORWARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("relay_forwarded", default=False)
-#: The Ray methods a spare passes on to the process serving the shard.
-_FORWARDABLE = frozenset(
-    {
-        "ready", "call_actor_lost", "execute", "reset_links", "apply_pool", "call_actor_busy",
-        "forget_call_actor", "end_calls_on", "lease_state", "session_info", "stats", "shutdown",
-    }
-)  # fmt: skip
-
-
-_M = TypeVar("_M", bound=Callable[..., Awaitable[Any]])
-
-
-def _served_here(method: _M) -> _M:
-    """A Ray method of the shard: run here if this process serves the shard (or will:
-    it then waits for its start-up as before), else passed on to the one that does."""
-    name = method.__name__
-    assert name in _FORWARDABLE, name
-
-    @functools.wraps(method)
-    async def served(self: ConnectionActor, *args: Any) -> Any:
-        if (other := await self._spare_for()) is not None:
-            return await self._forward(other, name, *args)
-        return await method(self, *args)
-
-    return cast(_M, served)
-
 
 async def call_while_restarting(
     handle: Any, method: str, *args: Any, what: str, timeout: float = 30.0
@@ -568,19 +533,16 @@ class ConnectionActor:
         log.error("shard %d: replaced by the other seat while still alive; exiting", self.shard)
         os._exit(1)
 
-    async def _spare_for(self) -> Any:
+    async def spare_for(self) -> Any:
         """The serving process's handle if this process is the spare (None: this serves,
         or will: its start-up is awaited as usual)."""
         standby = self.standby
-        if standby is None or standby.serving or _FORWARDED.get():
+        if standby is None or standby.serving or forwarding():
             return None
         await asyncio.wait_for(standby.decided(), FORWARD_TIMEOUT)
         if standby.serving or self._failed is not None:
             return None
         return self._other()
-
-    async def _forward(self, other: Any, method: str, *args: Any) -> Any:
-        return await asyncio.wait_for(other.forwarded.remote(method, args), FORWARD_TIMEOUT)
 
     async def seat_info(self) -> dict[str, Any]:
         """This process itself (never passed on): its seat, pid, and whether it serves."""
@@ -594,13 +556,7 @@ class ConnectionActor:
 
     async def forwarded(self, method: str, args: tuple[Any, ...]) -> Any:
         """A Ray call this shard's spare passed on (it is never passed back)."""
-        if method not in _FORWARDABLE:
-            raise RelayError("invalid_request", f"{method!r} is not a connection actor call")
-        token = _FORWARDED.set(True)
-        try:
-            return await getattr(self, method)(*args)
-        finally:
-            _FORWARDED.reset(token)
+        return await run_forwarded(self, method, args)
 
     def _give_up_start(self, step: StartStep, exc: BaseException) -> None:
         """Still failing at the deadline: exit, so that Ray restarts this actor and start-up
@@ -788,7 +744,7 @@ class ConnectionActor:
                 await asyncio.sleep(0.2)
         return None
 
-    @_served_here
+    @served_here
     async def ready(self) -> dict[str, Any]:
         """Wait until started; raises if start-up failed."""
         await self._ready.wait()
@@ -827,7 +783,7 @@ class ConnectionActor:
 
     # --- what the router and the driver ask ------------------------------------------
 
-    @_served_here
+    @served_here
     async def call_actor_lost(
         self, idx: int, incarnation: str | None = None, previous: str | None = None
     ) -> dict[str, int]:
@@ -847,7 +803,7 @@ class ConnectionActor:
             return {"done": 1}
         return await asyncio.wait_for(waiter, LOSS_WAIT)
 
-    @_served_here
+    @served_here
     async def execute(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A request from the driver (not batched: the driver is not on the hot path)."""
         await self._ready.wait()
@@ -857,7 +813,7 @@ class ConnectionActor:
             self.core.contexts_changed(method, params)
         return result
 
-    @_served_here
+    @served_here
     async def reset_links(self) -> int:
         """Fault injection for tests and drills: reset every link's socket at once, as a
         network blip would (the links reconnect and resend; no call may notice)."""
@@ -868,7 +824,7 @@ class ConnectionActor:
                 wire.transport.abort()
         return len(wires)
 
-    @_served_here
+    @served_here
     async def apply_pool(self, snapshot: PoolSnapshot, handles: dict[int, Any]) -> tuple[int, int]:
         """The router pushes its pool snapshot (scaled up, upgraded: a new generation of
         CallActors takes the new calls from now on) with each CallActor's handle: applied
@@ -881,7 +837,7 @@ class ConnectionActor:
         session = self.links.sessions.get(idx) if self.links is not None else None
         return session.unacknowledged_count if session is not None else 0
 
-    @_served_here
+    @served_here
     async def call_actor_busy(self, idx: int, generation: int = 0) -> int:
         """What this shard still has with CallActor ``idx`` (0: it may be retired). A
         shard that missed the news of ``generation`` (the router's current) learns it here first."""
@@ -889,7 +845,7 @@ class ConnectionActor:
             await self._pull_pool()
         return self.core.pool.busy_with(idx, self._unacknowledged(idx))
 
-    @_served_here
+    @served_here
     async def forget_call_actor(self, idx: int) -> bool:
         """The router retires CallActor ``idx`` (an older generation, drained): stop
         linking to it and never place on it again, so its stop is not a loss here.
@@ -902,21 +858,21 @@ class ConnectionActor:
             self.links.forget(idx)
         return True
 
-    @_served_here
+    @served_here
     async def end_calls_on(self, idx: int) -> int:
         """Hang up the calls routed to CallActor ``idx`` (its drain deadline passed); they
         end as any call does, their ``ended`` events reaching it. Returns how many."""
         assert self.conn is not None
         return self.core.pool.end_calls_on(idx)
 
-    @_served_here
+    @served_here
     async def lease_state(self, epoch: int = 0) -> dict[str, int]:
         """This shard's leases; a router of a newer ``epoch`` (restarted) gets them
         reported through ``Router.lease`` (the request is sent, not returned here,
         so that it is numbered and retransmitted like any other)."""
         return self.core.lease_asked(epoch)
 
-    @_served_here
+    @served_here
     async def session_info(self) -> dict[str, Any]:
         """This shard's session as the app's clients show it (``relay_protocol``,
         ``connected``, ``contexts``), and its load: a cheap read, polled by them."""
@@ -930,7 +886,7 @@ class ConnectionActor:
             "pending_dials": len(self.core.dial_owner),
         }
 
-    @_served_here
+    @served_here
     async def stats(self) -> dict[str, Any]:
         conn = self.conn.stats() if self.conn is not None else {}
         return {
@@ -948,7 +904,7 @@ class ConnectionActor:
             **{f"conn.{k}": v for k, v in conn.items()},
         }
 
-    @_served_here
+    @served_here
     async def shutdown(self) -> None:
         """Close the links and the socket (the session is not resumed after this)."""
         if self.standby is not None:
