@@ -313,6 +313,9 @@ class ShardRecovery:
         """What is decided at once: void the link, re-place what it never took, take its
         calls, dials and messages; then the hang-ups (or moves) of its calls."""
         core, idx = self.core, loss.idx
+        # What was adopted from an earlier incarnation is taken now: a late notice of that
+        # incarnation's loss is no longer this shard's (it would end the calls placed since).
+        self.adopted_from.pop(idx, None)
         unacked = list(loss.unacked) if loss.unacked is not None else core.fx.reset_link(idx)
         if loss.overflow is not None:
             unacked.append(loss.overflow)

@@ -284,3 +284,28 @@ def test_a_notice_naming_the_lost_incarnation_applies_only_to_a_shard_that_has_s
     # A loss the shard saw itself (its link's handshake, a deadline) names no lost incarnation.
     core, shell = _restarted_knowing("inc2")
     assert core.recovery.call_actor_lost(0, "inc3") is True
+
+
+def test_a_late_notice_of_a_loss_the_shard_already_handled_ends_no_call_placed_since() -> None:
+    # Chaos with a standby (kill_call_actor_then_connection): a shard that adopted c0 from
+    # inc1 saw CallActor 0's loss itself (a deadline: no incarnation named) and handled it;
+    # the CallActor did not answer the confirmation in time. New calls went to inc2. The
+    # router's notice of inc1's loss then came: it used to end c2, alive on inc2, because
+    # the calls adopted from inc1 were still counted as being there.
+    core, shell = _restarted_knowing("inc1")
+    assert core.recovery.call_actor_lost(0) is True
+    assert {cmd.params["call_id"] for cmd in end_lost_calls(core, shell)} == {"c0", "c1"}
+    assert shell.take(ConfirmLoss) == [ConfirmLoss(0)]
+    core.recovery.loss_confirmed(0, None)
+    assert core.placement.is_available(0)
+    admit(core, shell, "c2")
+    shell.acknowledge(0)
+    assert core.routes.calls == {"c2": 0}
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc2", previous="inc1") is False
+    assert end_lost_calls(core, shell) == [] and core.routes.calls == {"c2": 0}
+    # The link on the lost incarnation still (not reconnected): the notice is this shard's.
+    core, shell = _restarted_knowing("inc1")
+    assert core.recovery.call_actor_lost(0) is True
+    end_lost_calls(core, shell)
+    core.recovery.loss_confirmed(0, None)
+    assert core.recovery.call_actor_lost(0, "inc2", bound="inc1", previous="inc1") is True
