@@ -104,10 +104,28 @@ def cluster_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((ip, 0))
-        return int(sock.getsockname()[1])
+#: Ports :func:`_free_port` gave out in this process.
+_ISSUED: set[int] = set()
+
+
+def _free_port(ip: str, first: int = 20_000, last: int = 29_999) -> int:
+    """A port free now on ``ip``, below the kernel's ephemeral range and never handed out
+    twice: one picked by binding port 0 comes from that range, where the session's Ray
+    keeps binding its workers' servers (on every address), and a `ray start` whose port
+    was taken in between never started (CI: "timed out waiting for ray start")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in range(first, min(last, low - 1) + 1):
+        if port in _ISSUED:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ip, port))
+            except OSError:
+                continue
+        _ISSUED.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}-{last} below the ephemeral range (from {low})")
 
 
 def _wait(probe: Any, timeout: float, what: str) -> Any:
@@ -231,7 +249,11 @@ def cluster(emulator_server: EmulatorThread) -> Iterator[Cluster]:
         ip, f"{ip}:{ports['--port']}", f"http://{ip}:{ports['--dashboard-port']}", token, tmp, env
     )
     try:
-        _wait(lambda: "Ray runtime started" in (tmp / "ray-start.log").read_text(), 90, "ray start")
+        try:
+            _wait(lambda: "Ray runtime started" in (tmp / "ray-start.log").read_text(), 90, "ray start")
+        except TimeoutError:
+            said = (tmp / "ray-start.log").read_text()[-3000:]
+            raise TimeoutError(f"ray start did not start; it said:\n{said}") from None
         _wait(lambda: handle.http("/api/version"), 60, "the dashboard")
         yield handle
     finally:
