@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -13,36 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from free_ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "cluster" / "prometheus" / "relay_rules.yml"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 MISSING = "the prometheus binary is not installed (CI installs it: .ci/setup, Debian package 'prometheus')"
-
-
-#: Ports :func:`free_port` gave out in this process.
-_ISSUED: set[int] = set()
-
-
-def free_port(first: int = 9479, last: int = 10_999) -> int:
-    """A port free now, below the kernel's ephemeral range: a port picked by binding port 0
-    comes from that range, where every process of a Ray starting meanwhile binds its
-    servers too, and one of them took such a port before the app bound it (a scrape then
-    reached a gRPC server: ``BadStatusLine``)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in range(first, min(last, low - 1) + 1):
-        if port in _ISSUED:  # (handed out and maybe not bound yet)
-            continue
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _ISSUED.add(port)
-            return port
-    raise RuntimeError(f"no free port in {first}-{last} below the ephemeral range (from {low})")
 
 
 class Prometheus:

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from free_ports import free_port
 
 from relay_actors.emulator import Emulator
 from relay_actors.emulator.testing import FAST_DURATIONS
@@ -104,28 +104,9 @@ def cluster_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-#: Ports :func:`_free_port` gave out in this process.
-_ISSUED: set[int] = set()
-
-
-def _free_port(ip: str, first: int = 20_000, last: int = 29_999) -> int:
-    """A port free now on ``ip``, below the kernel's ephemeral range and never handed out
-    twice: one picked by binding port 0 comes from that range, where the session's Ray
-    keeps binding its workers' servers (on every address), and a `ray start` whose port
-    was taken in between never started (CI: "timed out waiting for ray start")."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in range(first, min(last, low - 1) + 1):
-        if port in _ISSUED:
-            continue
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((ip, port))
-            except OSError:
-                continue
-        _ISSUED.add(port)
-        return port
-    raise RuntimeError(f"no free port in {first}-{last} below the ephemeral range (from {low})")
+def _free_port(ip: str) -> int:
+    # (`ray start`'s ports: see free_ports)
+    return free_port(ip, first=20_000)
 
 
 def _wait(probe: Any, timeout: float, what: str) -> Any:
