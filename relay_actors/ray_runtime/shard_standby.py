@@ -39,7 +39,7 @@ process gone, say — and exits at once rather than serve a session twice.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -163,8 +163,8 @@ class StandbyState:
     claims_lost: int = 0
     #: Watches that ended with a goodbye (no takeover).
     goodbyes: int = 0
-    #: Seconds from the watch's end (or the unreachable peer's discovery) to serving, per takeover.
-    takeover_times: list[float] = field(default_factory=list)
+    #: Seconds from the watch's end (or the unreachable peer's discovery) to serving, at the last takeover.
+    last_takeover_s: float | None = None
 
     def next_claim(self, pid: int, host: str, path: str) -> Claim:
         """The claim this process tries next: the term after the last one seen."""
@@ -195,7 +195,6 @@ class StandbyState:
         return peer_alive is not False
 
     def stats(self) -> dict[str, Any]:
-        times = self.takeover_times
         known = self.serving or self.seen
         return {
             "seat": self.seat.value,
@@ -204,5 +203,5 @@ class StandbyState:
             "takeovers": self.takeovers,
             "claims_lost": self.claims_lost,
             "goodbyes": self.goodbyes,
-            "last_takeover_s": round(times[-1], 4) if times else None,
+            "last_takeover_s": round(self.last_takeover_s, 4) if self.last_takeover_s is not None else None,
         }

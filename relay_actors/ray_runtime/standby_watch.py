@@ -48,6 +48,10 @@ MAX_WAIT = 1.0
 SUPERVISE_INTERVAL = 2.0
 #: Seconds a KV read or write may take.
 KV_TIMEOUT = 5.0
+#: Watchers the serving process holds at most (its spare needs one; more are refused).
+MAX_WATCHERS = 4
+#: Bytes read at a time from a watch socket (what is read is dropped, or scanned for the goodbye).
+READ_CHUNK = 4096
 
 
 def pid_alive(pid: int) -> bool | None:
@@ -83,6 +87,8 @@ class StandbyWatch:
         self._dir = ""
         self._server: asyncio.AbstractServer | None = None
         self._watchers: set[asyncio.StreamWriter] = set()
+        #: Watch connections refused (over MAX_WATCHERS).
+        self.refused = 0
         self._decided = asyncio.Event()
 
     @property
@@ -97,10 +103,16 @@ class StandbyWatch:
         os.chmod(self.path, 0o600)
 
     async def _watched(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A spare watches: hold the socket until one end goes.
+        # A spare watches: hold the socket until one end goes. Nothing it could send means
+        # anything here: read and dropped, a chunk at a time (never kept, never decoded).
+        if len(self._watchers) >= MAX_WATCHERS:
+            self.refused += 1
+            writer.close()
+            return
         self._watchers.add(writer)
         try:
-            await reader.read()
+            while await reader.read(READ_CHUNK):
+                pass
         except OSError:
             pass
         finally:
@@ -170,7 +182,7 @@ class StandbyWatch:
             if not won:
                 continue  # the other process claimed first: read again, follow it
             if takeover and previous is not None:
-                self.state.takeover_times.append(time.monotonic() - lost_at)
+                self.state.last_takeover_s = time.monotonic() - lost_at
             if previous is not None and self.state.fence(previous, self.host, pid_alive(previous.pid)):
                 await fence(previous)
             return lost_at
@@ -187,15 +199,17 @@ class StandbyWatch:
             return on_unreachable(latest, self.host, alive), time.monotonic()
         log.info("shard %d: %s seat is the spare of pid %d (term %d)", self.shard,
                  self.state.seat.value, latest.pid, latest.term)  # fmt: skip
+        # Only the goodbye means anything: the tail of what was read is kept to find it.
         said = b""
         try:
-            said = await reader.read()
+            while chunk := await reader.read(READ_CHUNK):
+                said = (said + chunk)[-2 * len(GOODBYE) :]
         except OSError:
             pass
         finally:
             writer.close()
         closed_at = time.monotonic()
-        goodbye = GOODBYE in said
+        goodbye = said.endswith(GOODBYE)
         if goodbye:
             self.state.goodbyes += 1
             log.info("shard %d: pid %d left on purpose; not taking over", self.shard, latest.pid)
@@ -243,4 +257,4 @@ class StandbyWatch:
             os.rmdir(self._dir)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.state.stats(), "watchers": len(self._watchers)}
+        return {**self.state.stats(), "watchers": len(self._watchers), "watchers_refused": self.refused}

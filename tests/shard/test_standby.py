@@ -371,3 +371,61 @@ async def test_a_restart_of_the_serving_slot_claims_over_its_own_earlier_claim(s
         assert watch.state.takeovers == 0
     finally:
         await watch.close()
+
+
+async def test_a_hostile_peer_on_the_watch_socket_is_read_and_dropped_and_capped(tmp_path: Any) -> None:
+    """The watch socket is this user's only (0600 in a 0700 directory), yet what arrives on
+    it is never kept nor decoded: a pickle that would create a file is read and dropped,
+    and connections beyond MAX_WATCHERS are refused; the serving process serves on."""
+    import pickle
+
+    from relay_actors.ray_runtime.standby_watch import MAX_WATCHERS
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (open, (str(marker), "w"))
+
+    secrets = MemorySecrets()
+    main = StandbyWatch(0, MAIN)
+    await _serving(main, secrets, [])
+    assert os.stat(main.path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(main.path)).st_mode & 0o777 == 0o700
+    try:
+        peers = [await asyncio.open_unix_connection(main.path) for _ in range(MAX_WATCHERS + 2)]
+        _, first = peers[0]
+        first.write(pickle.dumps(Evil()) * 1000 + os.urandom(1 << 20))
+        await first.drain()
+        await _until(lambda: main.refused == 2)
+        assert len(main._watchers) == MAX_WATCHERS and not marker.exists()
+        for _, writer in peers:
+            writer.close()
+        await _until(lambda: not main._watchers)
+        # Still serving, still watchable.
+        assert main.serving and main.stats()["watchers_refused"] == 2
+        _, again = await asyncio.open_unix_connection(main.path)
+        await _until(lambda: len(main._watchers) == 1)
+        again.close()
+    finally:
+        await main.close()
+
+
+async def test_a_spare_takes_over_only_on_a_goodbye_at_the_end() -> None:
+    """Bytes before the close that are not the goodbye (or contain it mid-stream) are no goodbye."""
+    secrets = MemorySecrets()
+    main, spare = StandbyWatch(0, MAIN), StandbyWatch(0, STANDBY)
+    await _serving(main, secrets, [])
+    task = asyncio.ensure_future(_serving(spare, secrets, []))
+    try:
+        await _until(lambda: len(main._watchers) == 1)
+        for writer in list(main._watchers):
+            writer.write(b"bye\nnot a goodbye at the end" * 1000)
+            await writer.drain()
+            writer.transport.abort()
+        await main.close()
+        await asyncio.wait_for(task, 5)
+        assert spare.serving and spare.state.takeovers == 1 and spare.state.goodbyes == 0
+    finally:
+        task.cancel()
+        await spare.close()
