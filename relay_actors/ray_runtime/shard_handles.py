@@ -13,6 +13,7 @@ retry as they do across any restart.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -25,6 +26,9 @@ READS = frozenset({"ready", "stats", "session_info", "lease_state"})
 #: Seconds a read waits for the main seat before asking the standby seat as well (a call
 #: to an actor that Ray is restarting waits for the restart, ~1 s).
 ASK_STANDBY_AFTER = 0.25
+#: Seconds before a standby seat found missing is looked up again (it may be created
+#: after the handle, with the app; most apps have none).
+LOOKUP_AGAIN_AFTER = 30.0
 
 
 class _Method:
@@ -48,6 +52,7 @@ class ShardHandle:
         self.shard = shard
         self.main = main
         self.standby = standby
+        self._next_lookup = 0.0
 
     def __getattr__(self, name: str) -> _Method:
         if name.startswith("_"):
@@ -83,7 +88,7 @@ class ShardHandle:
 
     def kill(self) -> None:
         """Kill the shard's processes, both seats' (Ray restarts them; one claims the next
-        epoch and serves, the other is its spare): the one whose start-up failed may be either."""
+        term and serves, the other is its spare): the one whose start-up failed may be either."""
         import ray
 
         ray.kill(self.main, no_restart=False)
@@ -95,9 +100,13 @@ class ShardHandle:
         if self.standby is None:
             import ray
 
+            now = time.monotonic()
+            if now < self._next_lookup:
+                return None  # (an app without a standby: not looked up on every slow read)
+            self._next_lookup = now + LOOKUP_AGAIN_AFTER
             try:
                 self.standby = ray.get_actor(actor_name(self.app, "standby", self.shard), namespace=NAMESPACE)
-            except ValueError:  # no standby
+            except ValueError:  # no standby (or not created yet)
                 return None
         return self.standby
 

@@ -31,17 +31,26 @@ async def _serving(relay: Any, term: int, seat: str) -> Any:
     return shard if (standby["term"], standby["seat"], standby["role"]) == (term, seat, "serving") else None
 
 
-async def test_kill9_of_the_serving_process_the_standby_takes_over_both_ways(
-    make_client, emulator, recorder, app_name
-) -> None:
+async def _app_holding_calls(
+    make_client: Any, emulator: Any, recorder: Any, calls: int
+) -> tuple[Any, Any, dict[str, Any], list[str]]:
+    """An app with a standby, its main seat serving term 1, and ``calls`` calls held (their
+    handlers started and staying): (client, recorder, shard stats, call ids)."""
     rec_name, rec = recorder
     relay = await make_client(
         on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
         ray_options={"standby_connections": True},
     )
-    first = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main seat serves term 1")
-    held = emulator.core.inject_calls("office", 4)
-    await eventually(lambda: _all(rec, "started", held), 15, what="the first calls' handlers started")
+    shard = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main seat serves term 1")
+    held = emulator.core.inject_calls("office", calls)
+    await eventually(lambda: _all(rec, "started", held), 15, what="the held calls' handlers started")
+    return relay, rec, shard, held
+
+
+async def test_kill9_of_the_serving_process_the_standby_takes_over_both_ways(
+    make_client, emulator, recorder, app_name
+) -> None:
+    relay, rec, first, held = await _app_holding_calls(make_client, emulator, recorder, 4)
 
     for term, seat in ((2, "standby"), (3, "main")):
         before = await _shard(relay)
@@ -95,14 +104,7 @@ async def test_a_paused_serving_process_is_not_replaced_by_its_spare(make_client
     import os
     import signal
 
-    rec_name, rec = recorder
-    relay = await make_client(
-        on_call=helpers.recording_handler(rec_name, stay=True, hangup=False),
-        ray_options={"standby_connections": True},
-    )
-    shard = await eventually(lambda: _serving(relay, 1, "main"), 20, what="the main seat serves term 1")
-    held = emulator.core.inject_calls("office", 2)
-    await eventually(lambda: _all(rec, "started", held), 15, what="the calls' handlers started")
+    relay, rec, shard, held = await _app_holding_calls(make_client, emulator, recorder, 2)
     os.kill(shard["pid"], signal.SIGSTOP)
     try:
         # Longer than the spare's reads and Ray's own checks would need to act on a death.
