@@ -86,9 +86,9 @@ from .shard_actions import (
     WantCapacity,
 )
 from .shard_core import ShardCore, shard_stats
-from .shard_standby import Claim, Seat
+from .shard_standby import Seat
 from .shard_startup import ShardStartup, StartStep
-from .standby_forwarding import FORWARD_TIMEOUT, forwarding, run_forwarded, served_here
+from .standby_forwarding import forwarding, run_forwarded, served_here
 from .standby_watch import StandbyWatch
 
 __all__ = ["ConnectionActor"]
@@ -396,8 +396,7 @@ class ConnectionActor:
         self.options = options
         self.seat = Seat(seat)
         #: The claims and watch of a shard with a standby (None: no standby, this serves).
-        self.standby = StandbyWatch(shard, self.seat) if options.standby else None
-        self._other_seat: Any = None
+        self.standby = StandbyWatch(shard, self.seat, app) if options.standby else None
         self.fx = ShellEffects(self)
         self.core = ShardCore(
             shard,
@@ -488,61 +487,17 @@ class ConnectionActor:
     async def _until_serving(self) -> None:
         """A shard with a standby: be the spare until this process serves it, then start
         up as a restarted shard does, on a fresh start-up clock."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.startup.deadline
-        while True:
-            try:
-                secrets = await asyncio.wait_for(kvstore.AppSecrets.open(self.app), STEP_TIMEOUT)
-                break
-            except RelayError:
-                raise
-            except Exception as exc:  # the GCS restarting
-                if loop.time() > deadline:
-                    raise
-                log.info("shard %d: secrets not readable yet (%r)", self.shard, exc)
-                await asyncio.sleep(0.5)
         assert self.standby is not None
-        await self.standby.listen()
-        await self.standby.until_serving(secrets, self._fence)
+        loop = asyncio.get_running_loop()
+        await self.standby.take_seat(loop.time() + self.startup.deadline, STEP_TIMEOUT)
         self.startup = ShardStartup(loop.time())
-        self.tasks.spawn(self.standby.supervise(self._superseded), "standby supervision")
-
-    def _other(self) -> Any:
-        """The handle of this shard's other seat (a named actor's handle outlives its restarts)."""
-        if self._other_seat is None:
-            import ray
-
-            role = "standby" if self.seat is Seat.MAIN else "connection"
-            self._other_seat = ray.get_actor(actor_name(self.app, role, self.shard), namespace=NAMESPACE)
-        return self._other_seat
-
-    async def _fence(self, previous: Claim) -> None:
-        """This process took over while the one it replaced may still live (its socket
-        closed, its process did not go): kill it, so that the shard is served once."""
-        import ray
-
-        log.error("shard %d: killing pid %d, which this process replaced", self.shard, previous.pid)
-        try:
-            ray.kill(self._other(), no_restart=False)
-        except Exception as exc:
-            log.warning("shard %d: could not kill the replaced process (%r)", self.shard, exc)
-
-    def _superseded(self) -> None:
-        """A newer claim than this process's exists: its spare took over. Exit at once
-        (Ray restarts this seat, which becomes the spare) rather than serve twice."""
-        log.error("shard %d: replaced by the other seat while still alive; exiting", self.shard)
-        os._exit(1)
+        self.tasks.spawn(self.standby.supervise(self.standby.superseded), "standby supervision")
 
     async def spare_for(self) -> Any:
-        """The serving process's handle if this process is the spare (None: this serves,
-        or will: its start-up is awaited as usual)."""
-        standby = self.standby
-        if standby is None or standby.serving or forwarding():
+        """The serving process's handle if this process is the spare (see ``served_here``)."""
+        if self.standby is None or forwarding():
             return None
-        await asyncio.wait_for(standby.decided(), FORWARD_TIMEOUT)
-        if standby.serving or self._failed is not None:
-            return None
-        return self._other()
+        return await self.standby.spare_for(lambda: self._failed is not None)
 
     async def seat_info(self) -> dict[str, Any]:
         """This process itself (never passed on): its seat, pid, and whether it serves."""

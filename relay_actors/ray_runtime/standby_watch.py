@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..errors import RelayError
+from .actor_messages import NAMESPACE, actor_name
 from .shard_standby import (
     GOODBYE,
     Claim,
@@ -35,6 +37,7 @@ from .shard_standby import (
     on_unreachable,
     on_watch_lost,
 )
+from .standby_forwarding import FORWARD_TIMEOUT
 
 __all__ = ["StandbyWatch", "pid_alive"]
 
@@ -74,10 +77,13 @@ class StandbyWatch:
     Args:
         shard: the shard's number.
         seat: this process's seat.
+        app: the app's name (its actors' names: the other seat's, to pass calls on or fence).
     """
 
-    def __init__(self, shard: int, seat: Seat) -> None:
+    def __init__(self, shard: int, seat: Seat, app: str = "") -> None:
         self.shard = shard
+        self.app = app
+        self._other: Any = None
         #: The app's :class:`~relay_actors.ray_runtime.kvstore.AppSecrets` (the claims
         #: live with the deploy's state, and go with it): given to :meth:`until_serving`.
         self.secrets: Any = None
@@ -216,6 +222,63 @@ class StandbyWatch:
         else:
             log.warning("shard %d: pid %d is gone; taking over", self.shard, latest.pid)
         return on_watch_lost(goodbye), closed_at
+
+    async def take_seat(self, deadline: float, step_timeout: float) -> None:
+        """The actor's part: read the app's secrets (trying again while the GCS restarts,
+        until ``deadline`` on the loop's clock), open the watch socket, and be the spare
+        until this process serves."""
+        from .kvstore import AppSecrets
+
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                secrets = await asyncio.wait_for(AppSecrets.open(self.app), step_timeout)
+                break
+            except RelayError:
+                raise
+            except Exception as exc:  # the GCS restarting
+                if loop.time() > deadline:
+                    raise
+                log.info("shard %d: secrets not readable yet (%r)", self.shard, exc)
+                await asyncio.sleep(0.5)
+        await self.listen()
+        await self.until_serving(secrets, self.fence)
+
+    def other(self) -> Any:
+        """The other seat's actor handle (a named actor's handle outlives its restarts)."""
+        if self._other is None:
+            import ray
+
+            role = "standby" if self.state.seat is Seat.MAIN else "connection"
+            self._other = ray.get_actor(actor_name(self.app, role, self.shard), namespace=NAMESPACE)
+        return self._other
+
+    async def fence(self, previous: Claim) -> None:
+        """This process took over while the one it replaced may still live (its socket
+        closed, its process did not go): kill it, so that the shard is served once."""
+        import ray
+
+        log.error("shard %d: killing pid %d, which this process replaced", self.shard, previous.pid)
+        try:
+            ray.kill(self.other(), no_restart=False)
+        except Exception as exc:
+            log.warning("shard %d: could not kill the replaced process (%r)", self.shard, exc)
+
+    def superseded(self) -> None:
+        """A newer claim than this process's exists: its spare took over. Exit at once
+        (Ray restarts this seat, which becomes the spare) rather than serve twice."""
+        log.error("shard %d: replaced by the other seat while still alive; exiting", self.shard)
+        os._exit(1)
+
+    async def spare_for(self, failed: Callable[[], bool]) -> Any:
+        """The serving process's handle if this process is the spare; None if it serves, or
+        will (its start-up is then awaited as usual), or its start-up ``failed()``."""
+        if self.serving:
+            return None
+        await asyncio.wait_for(self.decided(), FORWARD_TIMEOUT)
+        if self.serving or failed():
+            return None
+        return self.other()
 
     async def decided(self) -> None:
         """Until this process has read the claims once (it knows whom it serves for)."""
