@@ -182,8 +182,9 @@ class StandbyWatch:
             previous = self.state.seen
             try:
                 won = await self._claim(takeover=takeover)
-            except Exception as exc:
+            except Exception as exc:  # the GCS restarting: read again after a wait
                 log.info("shard %d: claim failed (%r)", self.shard, exc)
+                await asyncio.sleep(MAX_WAIT)
                 continue
             if not won:
                 continue  # the other process claimed first: read again, follow it
