@@ -103,6 +103,9 @@ HANGUP_RETRY_MAX = 30.0
 OWNED_TIMEOUT = 10.0
 #: An admitted offer waits this long for a lagging CallActor (ring timeouts are ~30 s).
 ROOM_WAIT = 3.0
+#: The router's answer to a request for one more CallActor (it lists the nodes, creates
+#: it and pushes the pool, 5 s at most) is awaited this long.
+CAPACITY_TIMEOUT = 20.0
 #: Each try of a start-up step (and each call to the router in it) is awaited this long.
 STEP_TIMEOUT = 10.0
 #: The router's ``call_actor_lost`` waits this long for the policy to finish.
@@ -187,6 +190,14 @@ class ShellEffects:
 
     # --- the rarer actions -------------------------------------------------------------
 
+    async def _want_capacity(self) -> None:
+        try:
+            await asyncio.wait_for(self.actor.router.want_capacity.remote(), CAPACITY_TIMEOUT)
+        except Exception as exc:  # the router restarting, or slow: offers stop waiting for it
+            log.warning("shard %d: the router did not add a CallActor (%r)", self.actor.shard, exc)
+        finally:
+            self.actor.core.capacity_answered()
+
     def act(self, action: Action) -> None:
         """Carry out one of the core's rarer actions (the I/O runs as a task)."""
         if isinstance(action, Command):
@@ -203,9 +214,9 @@ class ShellEffects:
             self._retry_hangups()
         elif isinstance(action, WaitForRoom):
             loop = asyncio.get_running_loop()
-            loop.call_later(ROOM_WAIT, self.actor.core.room_wait_over, action.call_id)
+            loop.call_later(ROOM_WAIT, self.actor.core.room_wait_over, action.call_id, action.rounds)
         elif isinstance(action, WantCapacity):
-            self.actor.tasks.spawn(self.actor.router.want_capacity.remote(), "scale-up request")
+            self.actor.tasks.spawn(self._want_capacity(), "scale-up request")
         elif isinstance(action, AskOwned):
             self.actor.tasks.spawn(
                 self.actor._ask_owned(action.idx), f"ask CallActor {action.idx} what it holds"

@@ -442,6 +442,7 @@ class LinkSession:
     def health(self, now: float, connected: bool) -> Health:
         limits = self.limits
         oldest = now - self._unacked[0].sent_at if self._unacked else 0.0
+        silent = now - self.last_heard if self.last_heard else 0.0
         if not connected:
             if self.unreachable_since is None:
                 self.unreachable_since = now
@@ -455,9 +456,12 @@ class LinkSession:
                 # stays slow, or calls would go to a loop that is not running.
                 why = f"unreachable, oldest frame unacknowledged for {oldest:.2f} s"
                 return Health(HealthStatus.SLOW, why, reachable=False)
+            if silent >= limits.slow_after:
+                # Closed because it was silent (dead_after): a stalled loop owing nothing
+                # is no blip either.
+                return Health(HealthStatus.SLOW, f"unreachable, silent for {silent:.1f} s", reachable=False)
             return Health(HealthStatus.OK, reachable=False)
         self.unreachable_since = None
-        silent = now - self.last_heard if self.last_heard else 0.0
         if oldest >= limits.lost_after:
             return Health(HealthStatus.LOST, f"no acknowledgement for {oldest:.0f} s")
         if len(self._unacked) >= limits.window:

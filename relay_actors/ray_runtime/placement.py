@@ -147,6 +147,14 @@ class Placement:
             self._only_late(idx) and self.placed[idx] < capacity for idx, capacity in self.capacity.items()
         )
 
+    def linking_with_room(self) -> bool:
+        """Some CallActor with room is unavailable only because its link was never up yet
+        (its process is coming up; ``slow`` too once that takes a while)."""
+        return any(
+            self._only_late(idx) and "linking" in self.unavailable[idx] and self.placed[idx] < capacity
+            for idx, capacity in self.capacity.items()
+        )
+
     def any_slow(self) -> bool:
         """Some CallActor lags (rather than only not being linked yet)."""
         return any("slow" in reasons for reasons in self.unavailable.values())
@@ -157,8 +165,8 @@ class Placement:
 
     def pick_lagging(self, exclude: Iterable[int] = ()) -> int | None:
         """The CallActor with room that is unavailable only because it lags or is not linked
-        yet: one only linking first (its process is coming up; a lagging one's loop is
-        stalled), then the least loaded."""
+        yet: one never linked first (its process is coming up, slow or not: a lagging one's
+        loop is stalled), then the least loaded."""
         skip = set(exclude)
         lagging = [
             idx
@@ -167,7 +175,11 @@ class Placement:
         ]
         return min(
             lagging,
-            key=lambda idx: ("slow" in self.unavailable[idx], self.placed[idx] / (self.capacity[idx] or 1)),
+            key=lambda idx: (
+                "linking" not in self.unavailable[idx],
+                "slow" in self.unavailable[idx],
+                self.placed[idx] / (self.capacity[idx] or 1),
+            ),
             default=None,
         )
 

@@ -64,6 +64,11 @@ Waiting = tuple[RelayEvent, "str | None"]
 
 #: Offers waiting for a lagging CallActor at most (beyond: dropped as without room).
 MAX_WAITING_FOR_ROOM = 10_000
+#: Rounds of the room wait (:class:`WaitForRoom`) an offer may wait while the router has
+#: not answered a request for one more CallActor: on a busy machine a new CallActor takes
+#: seconds to start, and the lagging one the offer would go to instead may stay stalled
+#: (with ``ROOM_WAIT`` = 3 s: 12 s at most, inside a ~30 s ring time).
+MAX_ROOM_ROUNDS = 4
 
 _CHECKPOINT = Checkpoint()
 _WANT_CAPACITY = WantCapacity()
@@ -105,6 +110,8 @@ class ShardCore:
         self.early_messages = MessageTracker(max_early=10_000)
         #: Admitted offers waiting for a CallActor that only lags (see :meth:`place`).
         self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
+        #: Requests for one more CallActor (:class:`WantCapacity`) the router has not answered.
+        self.capacity_asked = 0
         self.counters: Counter[str] = Counter()
         #: The pool as this shard knows it: the router's snapshots, retirement, drain.
         self.pool = ShardPool(self)
@@ -299,7 +306,7 @@ class ShardCore:
                 # CallActor left to take calls: should it stall too, offers would wait for a
                 # new one to start (~1 s). The pool adds it now, while nothing waits.
                 self.counters["capacity_asked_ahead"] += 1
-                self.fx.act(_WANT_CAPACITY)
+                self.want_capacity()
         if health.status is HealthStatus.LOST:
             log.error("shard %d: CallActor %d lost (%s)", self.shard, idx, health.reason)
             self.recovery.call_actor_lost(idx)
@@ -407,7 +414,7 @@ class ShardCore:
                     # The first to wait: every CallActor lags (stalled handlers, a GC pause)
                     # or is not linked yet. The pool adds one, within its bounds, unless none
                     # lags (a link about to come up); the waiting offers go there.
-                    self.fx.act(_WANT_CAPACITY)
+                    self.want_capacity()
                 return True
             # The wait is over (or too many wait): a lagging CallActor takes it rather than it
             # being dropped below the limit; RELAY's ack waits for that CallActor's acknowledgement.
@@ -418,7 +425,7 @@ class ShardCore:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
             self._ack_now(ack_id)
-            self.fx.act(_WANT_CAPACITY)
+            self.want_capacity()
             return False
         self.routes.add_call(event.call_id, idx)
         self.node_of[event.call_id] = sys.intern(event.node_id)  # a few media nodes: one string each
@@ -435,8 +442,31 @@ class ShardCore:
             _call_id, (event, ack_id) = self.waiting_for_room.popitem(last=False)
             self.place(event, ack_id)
 
-    def room_wait_over(self, call_id: str) -> None:
-        """The offer waited long enough (:class:`WaitForRoom`): placed now, or dropped."""
+    def want_capacity(self) -> None:
+        """Ask the router for one more CallActor; the shell answers with
+        :meth:`capacity_answered` whatever the outcome."""
+        self.capacity_asked += 1
+        self.fx.act(_WANT_CAPACITY)
+
+    def capacity_answered(self) -> None:
+        """The router answered a :class:`WantCapacity` (a CallActor it added is in the pool
+        this shard has by then), or the request failed or timed out."""
+        self.capacity_asked = max(0, self.capacity_asked - 1)
+
+    def room_wait_over(self, call_id: str, rounds: int = 1) -> None:
+        """The offer waited ``rounds`` rounds (:class:`WaitForRoom`): placed now, or dropped
+        — unless the pool is still growing for it and the new CallActor is not known yet,
+        when it waits another round (bounded by :data:`MAX_ROOM_ROUNDS`) rather than go to
+        a CallActor that may stay stalled."""
+        if (
+            call_id in self.waiting_for_room
+            and self.capacity_asked
+            and rounds < MAX_ROOM_ROUNDS
+            and not self.placement.linking_with_room()  # (one is coming: it takes the offer)
+        ):
+            self.counters["room_waits_extended"] += 1
+            self.fx.act(WaitForRoom(call_id, rounds + 1))
+            return
         waiting = self.waiting_for_room.pop(call_id, None)
         if waiting is not None and not self.place(*waiting, wait=False) and self.leases is not None:
             self.lease_actions(self.leases.ended(call_id))

@@ -302,6 +302,15 @@ def test_a_link_closed_while_its_peer_lagged_stays_slow() -> None:
     assert a.health(6.0, False).status is HealthStatus.SLOW  # just closed: still slow
     b = LinkSession(1, b"b", limits)
     assert b.health(6.0, False).status is HealthStatus.OK  # closed with nothing owed: a blip
+    # Closed because it was silent past dead_after, owing nothing (no call was sent to the
+    # blocked loop): still slow, not a blip (CI: the waiting offers went to it).
+    c = LinkSession(1, b"b", limits)
+    c.last_heard = 1.0
+    assert c.health(2.5, True).status is HealthStatus.OK  # silent 1.5 s: under slow_after
+    assert c.health(3.5, True).status is HealthStatus.SLOW
+    assert c.health(7.0, False).status is HealthStatus.SLOW
+    c.last_heard = 6.5  # heard just before a reset: a blip
+    assert c.health(7.0, False).status is HealthStatus.OK
 
 
 def test_peer_restart_is_reported_with_the_previous_session() -> None:

@@ -15,7 +15,7 @@ from relay_actors.ray_runtime.shard_actions import (
     WaitForRoom,
     WantCapacity,
 )
-from relay_actors.ray_runtime.shard_core import ShardCore
+from relay_actors.ray_runtime.shard_core import MAX_ROOM_ROUNDS, ShardCore
 from relay_actors.ray_runtime.shard_requests import MAX_EARLY_REQUESTS
 
 from .conftest import Shell, grant, make_core, offer, state
@@ -291,6 +291,7 @@ def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dro
     core, shell = make_core(actors=1, budget=1)
     _lagging(core, 0)
     admit(core, shell, "c1")
+    core.capacity_answered()  # the router added no CallActor (at max_call_actors)
     core.room_wait_over("c1")
     # Below the limit an offer is never dropped: the lagging CallActor takes it, and RELAY's
     # ack waits for its acknowledgement (a CallActor that died meanwhile means a redelivery).
@@ -299,11 +300,57 @@ def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dro
     assert core.counters["offers_placed_on_lagging"] == 1
 
 
+def test_while_the_pool_grows_an_offer_waits_for_the_new_call_actor_not_a_stalled_one() -> None:
+    # CI on a busy machine: the CallActor asked for took longer than one room wait to reach
+    # the shard, and the offers went to the stalled CallActors, never answered.
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)
+    assert shell.take(WantCapacity) == [WantCapacity()] and core.capacity_asked == 1
+    admit(core, shell, "c1")
+    assert shell.take(WaitForRoom) == [WaitForRoom("c1")]
+    for rounds in range(1, MAX_ROOM_ROUNDS):
+        core.room_wait_over("c1", rounds)  # the router has not answered: another round
+        assert shell.take(WaitForRoom) == [WaitForRoom("c1", rounds + 1)] and not core.routes.calls
+    core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the router added CallActor 2
+    assert not core.routes.calls  # (its link is not up yet)
+    core.call_actor_linked(2)
+    assert core.routes.calls == {"c1": 2} and core.counters["room_waits_extended"] == MAX_ROOM_ROUNDS - 1
+    core.room_wait_over("c1", MAX_ROOM_ROUNDS)  # the last round's timer: nothing left to do
+    assert core.routes.calls == {"c1": 2} and core.counters["offers_placed_on_lagging"] == 0
+    # Known but its link not up when the wait is over: it takes the offer, no more rounds.
+    _lagging(core, 2)
+    admit(core, shell, "c2")
+    core.pool.add_call_actors([(3, 10)], {})
+    core.room_wait_over("c2", 1)
+    assert core.routes.calls["c2"] == 3 and shell.take(WaitForRoom) == [WaitForRoom("c2")]
+    for _ in range(core.capacity_asked):
+        core.capacity_answered()
+    assert core.capacity_asked == 0
+
+
+def test_the_wait_for_a_growing_pool_is_bounded_and_ends_when_the_router_answers() -> None:
+    core, shell = make_core(actors=2)
+    _lagging(core, 0, 1)
+    admit(core, shell, "c1")
+    core.room_wait_over("c1", MAX_ROOM_ROUNDS)  # the router never answered: the bound holds
+    assert core.routes.calls == {"c1": 0} and core.counters["offers_placed_on_lagging"] == 1
+    core.capacity_answered()
+    core.capacity_answered()  # (an answer more than asked for never goes below zero)
+    assert core.capacity_asked == 0
+    admit(core, shell, "c2")  # (asks the router again)
+    assert core.capacity_asked == 1
+    core.capacity_answered()  # the router added none (at max_call_actors): no more rounds
+    shell.take(WaitForRoom)
+    core.room_wait_over("c2", 1)
+    assert core.routes.calls == {"c1": 0, "c2": 1} and shell.take(WaitForRoom) == []
+
+
 def test_an_offer_whose_wait_ends_with_no_call_actor_at_all_is_dropped_and_its_slot_freed() -> None:
     core, shell = make_core(actors=1, budget=1)
     _lagging(core, 0)
     admit(core, shell, "c1")
     core.placement.set_unavailable(0, "retiring")  # no longer only lagging: it takes nothing new
+    core.capacity_answered()
     core.room_wait_over("c1")
     assert "ack-c1" in shell.acked and core.counters["offers_no_capacity"] == 1
     core.placement.set_available(0, "retiring")
@@ -382,3 +429,10 @@ def test_an_offer_whose_wait_ends_goes_to_a_call_actor_coming_up_rather_than_a_s
     admit(core, shell, "c1")
     core.room_wait_over("c1")  # 2's process took longer than the wait to come up
     assert core.routes.calls == {"c1": 2}  # its link's queue holds it; 0 and 1 are stalled
+    # Unreachable past slow_after as well (a busy machine starts it slowly): still the one
+    # coming up, never the stalled loops (CI: each of them got one of three offers).
+    core.link_health(2, Health(HealthStatus.SLOW, "unreachable for 2.0 s", reachable=False))
+    for cid in ("c2", "c3"):
+        admit(core, shell, cid)
+        core.room_wait_over(cid, MAX_ROOM_ROUNDS)
+    assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2}
