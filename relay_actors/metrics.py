@@ -255,7 +255,8 @@ _DEFS = [
         "Link events: accepted, authenticated, refused (failed handshakes, bad frames), "
         "handshake_timeout, handshake_evicted, connect_failure, silent_closed, peer_restart, slow, "
         "spare_asked (a CallActor turned slow with one other left to take calls: the pool was asked "
-        "for one more), overflow.",
+        "for one more), room_wait_extended (an offer waiting for a CallActor waited another 3 s: "
+        "the pool was still adding one), overflow.",
         "event",
     ),
     _g("relay_loop_lag_seconds", "How late this actor's event loop ran its link timer (a blocked loop)."),
@@ -307,6 +308,7 @@ _COMMON: _Map = {
     "requests_fenced": ("relay_requests_fenced", {}),
     "call_actors_slow": ("relay_link_events", {"event": "slow"}),
     "capacity_asked_ahead": ("relay_link_events", {"event": "spare_asked"}),
+    "room_waits_extended": ("relay_link_events", {"event": "room_wait_extended"}),
     "link_overflows": ("relay_link_events", {"event": "overflow"}),
     "unknown_link_items": ("relay_item_errors", {"outcome": "unknown"}),
     "malformed_link_items": ("relay_item_errors", {"outcome": "malformed"}),
