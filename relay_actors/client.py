@@ -220,7 +220,7 @@ class RelayClient:
     def _transport(self) -> HostTransport:
         """How the call host's requests reach the wire in this client's runtime."""
         if self._runtime == "ray":
-            return DriverTransport(self._ray_driver.ready, self.tasks)
+            return DriverTransport(self._ray_driver.ready_requests, self.tasks)
         return _LocalTransport(self)
 
     @property
@@ -378,7 +378,7 @@ class RelayClient:
         if params is not None and not isinstance(params, dict):
             raise ArgumentError("params must be a dict")
         if self._runtime == "ray":
-            return await (await self._ray_driver.ready()).execute(method, params or {})
+            return await (await self._ray_driver.ready_requests()).execute(method, params or {})
         return await self._connection().execute(method, params or {})
 
     async def receive(self, contexts: Sequence[str]) -> None:
@@ -434,7 +434,7 @@ class RelayClient:
                 "region": region,
                 "max_price_per_minute": max_price_per_minute,
             }
-            return await (await self._ray_driver.ready()).dial(devices, handler, options, self._host)
+            return await (await self._ray_driver.ready_requests()).dial(devices, handler, options, self._host)
         if handler is not None:
             raise ArgumentError("dial(handler=...) is for the Ray runtime; in-process, use the returned Call")
         return await self._host.dial(
@@ -475,7 +475,7 @@ class RelayClient:
 
     async def ray_stats(self) -> dict[str, Any]:
         """On Ray: the router's, every connection actor's and every CallActor's stats."""
-        return await self._ray_driver.running().stats()
+        return await self._ray_driver.running().requests.stats()
 
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests. On Ray: this driver's counters and messages,

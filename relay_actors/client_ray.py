@@ -14,13 +14,16 @@ import asyncio
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .call_host import CallHost
 from .config import ClientOptions, Settings, updated_contexts
 from .errors import ArgumentError, RelayError
 from .ray_runtime import RayOptions, RayRuntime
 from .tasks import BackgroundTasks
+
+if TYPE_CHECKING:
+    from .ray_runtime.driver_requests import DriverRequests
 
 __all__ = ["RayDriver", "actor_side_client", "client_proxy_reduction"]
 
@@ -57,8 +60,8 @@ class RayDriver:
             app, self.app = self.app, None
             await app.stop()
             raise
-        await self.app.refresh_sessions()
-        self._tasks.spawn(self.app.watch_sessions(), "reads of the shards' sessions")
+        await self.app.requests.refresh_sessions()
+        self._tasks.spawn(self.app.requests.watch_sessions(), "reads of the shards' sessions")
         self._closed = False
         self._up.set()
 
@@ -110,6 +113,10 @@ class RayDriver:
                 ) from None
         return self.running()
 
+
+    async def ready_requests(self) -> DriverRequests:
+        """The app's requests (:class:`DriverRequests`), once it is up (see :meth:`ready`)."""
+        return (await self.ready()).requests
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set, or until the app is stopped from elsewhere (then there is
         nothing left to serve)."""
@@ -125,30 +132,30 @@ class RayDriver:
 
     async def subscribe(self, method: str, contexts: list[str]) -> None:
         """``signalwire.receive``/``unreceive`` ``contexts`` on every shard."""
-        app = await self.ready()
-        await app.receive(contexts, method)
-        for session in app.sessions:  # show it now, not at the next read
+        requests = (await self.ready()).requests
+        await requests.receive(contexts, method)
+        for session in requests.sessions:  # show it now, not at the next read
             if session is not None:
                 session["contexts"] = updated_contexts(session.get("contexts") or [], method, contexts)
 
     def session(self) -> dict[str, Any] | None:
         """The first shard's session as last read; None before the first read."""
-        if self.app is None or not self.app.sessions:
+        if self.app is None or not self.app.requests.sessions:
             return None
-        return self.app.sessions[0]
+        return self.app.requests.sessions[0]
 
     @property
     def connected(self) -> bool:
         """Every shard's socket was up and authenticated, as last read."""
-        sessions = self.app.sessions if self.app is not None else []
+        sessions = self.app.requests.sessions if self.app is not None else []
         return bool(sessions) and all(s is not None and s.get("connected") for s in sessions)
 
     def stats(self, counters: Mapping[str, int], tracked_messages: int) -> dict[str, Any]:
         """The driver's ``counters`` and messages it tracks, with the app's calls and dials
         summed over the shards as last read."""
         app = self.app
-        sessions = [s for s in (app.sessions if app is not None else []) if s is not None]
-        read = app.sessions_read if app is not None else 0.0
+        sessions = [s for s in (app.requests.sessions if app is not None else []) if s is not None]
+        read = app.requests.sessions_read if app is not None else 0.0
         return {
             **counters,
             "active_calls": sum(int(s.get("active_calls", 0)) for s in sessions),

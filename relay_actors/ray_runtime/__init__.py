@@ -52,7 +52,8 @@ Glossary (one meaning per word, in this package and its docs):
 The modules:
 
 - ``driver``: what ``RelayClient(runtime="ray")`` runs in the driver process (start,
-  adopt and stop its app; calls, dials and messages from the driver), over ``app_lifecycle``
+  adopt and stop its app; its requests, dials and messages once the app is up:
+  ``driver_requests``), over ``app_lifecycle``
   (the start decision, ownership and the status report, sans-IO); ``ray_attach``: how a
   driver comes to have Ray (a local Ray of its own, a cluster it joins, leaving it);
   ``app_control``: an app's status, drain and stop by name, from any process attached to
@@ -93,16 +94,17 @@ from .options import RayOptions, default_app_name, sanitize_app_name
 
 if TYPE_CHECKING:
     from .app_control import app_status, list_apps, stop_app
-    from .driver import DriverTransport, RayRuntime, RemoteCall
+    from .driver import RayRuntime
+    from .driver_requests import DriverTransport, RemoteCall
     from .ray_attach import attach_ray, check_ray_auth, detach_ray, ensure_ray, warn_runtime_env_credentials
 
 #: The driver side's names (name -> its module), imported on first use: an actor process
 #: (which imports this package for its own module) never needs them, and a restarted
 #: actor is serving again sooner for not importing them.
 _DRIVER_SIDE = {
-    "DriverTransport": "driver",
+    "DriverTransport": "driver_requests",
     "RayRuntime": "driver",
-    "RemoteCall": "driver",
+    "RemoteCall": "driver_requests",
     "app_status": "app_control",
     "list_apps": "app_control",
     "stop_app": "app_control",
