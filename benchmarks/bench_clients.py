@@ -1,7 +1,8 @@
 """Side by side: the official signalwire-sdk, our in-process RelayClient, and our Ray runtime
 (1 and 2 connection shards) — same emulator, same run.
 
-    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--hold 10000] [--quick] [--repeat 3]
+    python benchmarks/bench_clients.py [--n 1000] [--rate 200] [--hold 10000] [--hold-rate R]
+                                       [--quick] [--repeat 3]
 
 The emulator runs in its own process pinned to CPU 0 (wss, which the SDK needs);
 each client runs in its own process tree pinned to CPU 1 (``client_runner.py``;
@@ -468,6 +469,12 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000, help="calls / dials / messages per scenario")
     parser.add_argument("--rate", type=float, default=200.0, help="steady inbound rate (calls/s)")
     parser.add_argument("--hold", type=int, default=10_000, help="calls held open for memory per call")
+    parser.add_argument(
+        "--hold-rate",
+        type=float,
+        default=None,
+        help="the held calls arrive at this many calls/s (default: all at once, a burst)",
+    )
     parser.add_argument("--quick", action="store_true", help="n=200, hold=1000 for a fast look")
     parser.add_argument(
         "--impls",
@@ -492,12 +499,13 @@ def main() -> int:
     n = 200 if args.quick else args.n
     hold = 1000 if args.quick else args.hold
     impls = args.impls.split(",")
+    held_at = f" at {args.hold_rate:g}/s" if args.hold_rate else ""
     scenarios = [
         ("burst", "inbound", n, None, impls),
         (f"steady {args.rate:g}/s", "inbound", n, args.rate, impls),
         ("dial", "dial", n, None, [i for i in impls if not i.startswith("ray")]),
         ("message", "message", n, None, [i for i in impls if not i.startswith("ray")]),
-        (f"hold {hold}", "hold", hold, None, impls),
+        (f"hold {hold}{held_at}", "hold", hold, args.hold_rate, impls),
     ]
     wanted = set(args.scenarios.split(","))
     scenarios = [s for s in scenarios if s[0].split()[0] in wanted]

@@ -244,29 +244,39 @@ def test_window_bounds_unacknowledged_frames_and_pending_overflows() -> None:
         a.queue(["e", 5])
 
 
-def test_queued_and_framed_items_live_as_bytes_only_and_come_back_in_order() -> None:
-    """Neither a queued item nor a frame in flight keeps the objects queued (a burst held
-    twice over, or a stalled peer's whole window, as Python objects), and a lost peer's
-    items come back decoded, in order: the framed ones, then those never framed."""
+def test_framed_items_and_a_full_windows_backlog_live_as_bytes_and_come_back_in_order() -> None:
+    """A frame in flight keeps its bytes, not the queued objects too, and so does a frame's
+    worth queued behind a full window (a burst held twice over, or a stalled peer's whole
+    backlog, as Python objects); a lost peer's items come back decoded, in order: the
+    framed ones, then those never framed."""
 
     @dataclasses.dataclass
     class Event:  # (orjson encodes dataclasses; a weak reference shows whether one is kept)
         n: int
 
-    limits = LinkLimits(window=2, max_items=2)
+    limits = LinkLimits(window=1, max_items=2)
     a = LinkSession(1, b"b", limits)
-    queued = [Event(i) for i in range(5)]
+    queued = [Event(i) for i in range(7)]
     refs = [weakref.ref(e) for e in queued]
-    for e in queued:
+    a.queue(queued[0], "ack-0")
+    a.queue(queued[1], "ack-1")
+    assert len(a.pack(0.0)) == 1 and a.pending == 0 and a.in_window == 1  # the window is full now
+    for e in queued[2:]:
         a.queue(e, f"ack-{e.n}")
-    assert len(a.pack(0.0)) == 2 and a.pending == 1
+    assert a.pending == 5 and len(a.pack(0.0)) == 0
     del queued, e
     gc.collect()
-    assert [r() for r in refs] == [None] * 5  # framed or queued: only their bytes are kept
-    assert a.unacknowledged_count == 5
+    assert [r() for r in refs[:6]] == [None] * 6  # framed, or a frame's worth behind the window
+    assert refs[6]() is not None  # the next frame's first item: still itself
+    assert a.unacknowledged_count == 7
     pairs = a.unacknowledged()
-    assert pairs == [({"n": i}, f"ack-{i}") for i in range(5)]
-    assert a.take_pending() == [({"n": 4}, "ack-4")] and a.pending == 0
+    assert pairs[:6] == [({"n": i}, f"ack-{i}") for i in range(6)] and pairs[6] == (refs[6](), "ack-6")
+    # The window opens: the encoded frames go first, as they were queued.
+    assert a.take_acked(1, 0.1) == ["ack-0", "ack-1"]
+    frames = a.pack(0.1)
+    assert len(frames) == 1 and a.pending == 3
+    assert a.take_pending() == [({"n": 4}, "ack-4"), ({"n": 5}, "ack-5"), (refs[6](), "ack-6")]
+    assert a.pending == 0 and a.unacknowledged_count == 2
 
 
 def _one_frame_sent(limits: LinkLimits) -> LinkSession:
