@@ -4,10 +4,12 @@ restarting and racing for claims (hypothesis), and the watch over real Unix sock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,9 +289,13 @@ async def _until(cond: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goodbye() -> None:
-    secrets = MemorySecrets()
-    fenced: list[Claim] = []
+@contextlib.asynccontextmanager
+async def _served_and_watched(
+    secrets: MemorySecrets, fenced: list[Claim] | None = None
+) -> AsyncIterator[tuple[StandbyWatch, StandbyWatch, asyncio.Future[None]]]:
+    """Shard 0's main seat serving (term 1) and its standby watching it as the spare:
+    ``(main, spare, the spare's task until it serves)``."""
+    fenced = [] if fenced is None else fenced
     main, spare = StandbyWatch(0, MAIN), StandbyWatch(0, STANDBY)
     await _serving(main, secrets, fenced)
     assert main.serving and main.state.serving is not None and main.state.serving.term == 1
@@ -297,6 +303,16 @@ async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goo
     try:
         await _until(lambda: len(main._watchers) == 1)
         assert not spare.serving
+        yield main, spare, task
+    finally:
+        task.cancel()
+        await spare.close()
+
+
+async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goodbye() -> None:
+    secrets = MemorySecrets()
+    fenced: list[Claim] = []
+    async with _served_and_watched(secrets, fenced) as (main, spare, task):
         # The serving process dies: its sockets close (here: closed without a word).
         for writer in list(main._watchers):
             writer.transport.abort()
@@ -308,26 +324,16 @@ async def test_the_spare_takes_over_when_the_serving_socket_closes_without_a_goo
         # Its process (this one) still lives: the spare fences it.
         assert [c.term for c in fenced] == [1]
         assert main.state.superseded(latest_claim(await secrets.keys("shard/0/term/"), 0))
-    finally:
-        task.cancel()
-        await spare.close()
 
 
 async def test_a_goodbye_is_not_taken_over() -> None:
     secrets = MemorySecrets()
-    main, spare = StandbyWatch(0, MAIN), StandbyWatch(0, STANDBY)
-    await _serving(main, secrets, [])
-    task = asyncio.ensure_future(_serving(spare, secrets, []))
-    try:
-        await _until(lambda: len(main._watchers) == 1)
+    async with _served_and_watched(secrets) as (main, spare, _task):
         await main.goodbye()
         await _until(lambda: spare.state.goodbyes == 1)
         # The claimant's process (this one) lives on: the spare waits, it does not claim.
         await asyncio.sleep(0.3)  # (several of the spare's read intervals: it must not claim)
         assert not spare.serving and sorted(secrets.kv) == [claim_key(0, 1)]
-    finally:
-        task.cancel()
-        await spare.close()
 
 
 @pytest.fixture
@@ -414,11 +420,7 @@ async def test_a_hostile_peer_on_the_watch_socket_is_read_and_dropped_and_capped
 async def test_a_spare_takes_over_only_on_a_goodbye_at_the_end() -> None:
     """Bytes before the close that are not the goodbye (or contain it mid-stream) are no goodbye."""
     secrets = MemorySecrets()
-    main, spare = StandbyWatch(0, MAIN), StandbyWatch(0, STANDBY)
-    await _serving(main, secrets, [])
-    task = asyncio.ensure_future(_serving(spare, secrets, []))
-    try:
-        await _until(lambda: len(main._watchers) == 1)
+    async with _served_and_watched(secrets) as (main, spare, task):
         for writer in list(main._watchers):
             writer.write(b"bye\nnot a goodbye at the end" * 1000)
             await writer.drain()
@@ -426,6 +428,3 @@ async def test_a_spare_takes_over_only_on_a_goodbye_at_the_end() -> None:
         await main.close()
         await asyncio.wait_for(task, 5)
         assert spare.serving and spare.state.takeovers == 1 and spare.state.goodbyes == 0
-    finally:
-        task.cancel()
-        await spare.close()
