@@ -176,6 +176,7 @@ CORES = {
     "shard_pool.py",
     "shard_recovery.py",
     "shard_requests.py",
+    "shard_room.py",
     "shard_startup.py",
     "event_dedupe.py",
 }

@@ -60,6 +60,7 @@ The modules:
   its cluster (``relay-actors status``/``stop``, and the driver's own drain and stop);
 - ``connection_actor``, ``router``, ``call_actor``: the three actor shells; ``connection_actor``
   over ``shard_core`` (a shard's decisions, sans-IO, with ``shard_recovery``, ``shard_requests``,
+  ``shard_room`` (offers waiting for a lagging CallActor, and asking the pool for one more),
   ``shard_pool`` (the router's pool snapshots, retirement), ``shard_startup``, ``shard_standby``
   (which of a shard's two processes serves, sans-IO; its I/O in ``standby_watch``; the
   spare passing Ray calls on: ``standby_forwarding``),

@@ -196,7 +196,7 @@ class ShellEffects:
         except Exception as exc:  # the router restarting, or slow: offers stop waiting for it
             log.warning("shard %d: the router did not add a CallActor (%r)", self.actor.shard, exc)
         finally:
-            self.actor.core.capacity_answered()
+            self.actor.core.room.capacity_answered()
 
     def act(self, action: Action) -> None:
         """Carry out one of the core's rarer actions (the I/O runs as a task)."""
@@ -214,7 +214,7 @@ class ShellEffects:
             self._retry_hangups()
         elif isinstance(action, WaitForRoom):
             loop = asyncio.get_running_loop()
-            loop.call_later(ROOM_WAIT, self.actor.core.room_wait_over, action.call_id, action.rounds)
+            loop.call_later(ROOM_WAIT, self.actor.core.room.over, action.call_id, action.rounds)
         elif isinstance(action, WantCapacity):
             self.actor.tasks.spawn(self._want_capacity(), "scale-up request")
         elif isinstance(action, AskOwned):

@@ -79,8 +79,9 @@ class WantCapacity:
 @dataclass(frozen=True, slots=True)
 class WaitForRoom:
     """The offer of ``call_id`` waits for a lagging CallActor: after ``ROOM_WAIT`` (well
-    inside its ring time), :meth:`ShardCore.room_wait_over` (with ``rounds``, this
-    round's number)."""
+    inside its ring time),
+    :meth:`~relay_actors.ray_runtime.shard_room.ShardRoomWait.over` (with ``rounds``,
+    this round's number)."""
 
     call_id: str
     rounds: int = 1

@@ -16,14 +16,15 @@ rebuild after a restart live in :class:`~relay_actors.ray_runtime.shard_recovery
 (``core.recovery``), CallActors' requests in
 :class:`~relay_actors.ray_runtime.shard_requests.ShardRequests` (``core.requests``), the pool's
 snapshots and retirement in :class:`~relay_actors.ray_runtime.shard_pool.ShardPool`
-(``core.pool``): parts this core owns.
+(``core.pool``), offers waiting for a CallActor that lags in
+:class:`~relay_actors.ray_runtime.shard_room.ShardRoomWait` (``core.room``): parts this core owns.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,30 +49,17 @@ from .shard_actions import (
     ShardEffects,
     StoreUnconfirmed,
     TrackContexts,
-    WaitForRoom,
-    WantCapacity,
 )
 from .shard_pool import ShardPool
 from .shard_recovery import ShardRecovery
 from .shard_requests import ShardRequests
+from .shard_room import ShardRoomWait, Waiting
 
 __all__ = ["ShardCore", "Waiting", "shard_stats"]
 
 log = logging.getLogger("relay_actors.ray_runtime.connection_actor")
 
-#: An offer waiting for a slot: the event and its ack id.
-Waiting = tuple[RelayEvent, "str | None"]
-
-#: Offers waiting for a lagging CallActor at most (beyond: dropped as without room).
-MAX_WAITING_FOR_ROOM = 10_000
-#: Rounds of the room wait (:class:`WaitForRoom`) an offer may wait while the router has
-#: not answered a request for one more CallActor: on a busy machine a new CallActor takes
-#: seconds to start, and the lagging one the offer would go to instead may stay stalled
-#: (with ``ROOM_WAIT`` = 3 s: 12 s at most, inside a ~30 s ring time).
-MAX_ROOM_ROUNDS = 4
-
 _CHECKPOINT = Checkpoint()
-_WANT_CAPACITY = WantCapacity()
 
 
 class ShardCore:
@@ -108,10 +96,8 @@ class ShardCore:
         self.node_of: dict[str, str] = {}
         self.msg_owner: dict[str, int] = {}
         self.early_messages = MessageTracker(max_early=10_000)
-        #: Admitted offers waiting for a CallActor that only lags (see :meth:`place`).
-        self.waiting_for_room: OrderedDict[str, Waiting] = OrderedDict()
-        #: Requests for one more CallActor (:class:`WantCapacity`) the router has not answered.
-        self.capacity_asked = 0
+        #: Admitted offers waiting for a lagging CallActor, and requests for one more.
+        self.room = ShardRoomWait(self)
         self.counters: Counter[str] = Counter()
         #: The pool as this shard knows it: the router's snapshots, retirement, drain.
         self.pool = ShardPool(self)
@@ -230,10 +216,10 @@ class ShardCore:
         if event.event_type != c.EVENT_CALL_STATE or event.params.get("call_state") != c.CALL_STATE_ENDED:
             return False
         waiting = self.leases.withdraw(event.call_id) if self.leases is not None else None
-        if waiting is None and event.call_id in self.waiting_for_room:
-            waiting = self.waiting_for_room.pop(event.call_id)
-            if self.leases is not None:
-                self.lease_actions(self.leases.ended(event.call_id))
+        if waiting is None:
+            waiting = self.room.withdraw(event.call_id)
+            if waiting is not None:
+                self.offer_dropped(event.call_id)
         if waiting is None:
             return False
         self.counters["offers_ended_waiting"] += 1
@@ -287,7 +273,7 @@ class ShardCore:
         """The link to CallActor ``idx`` is up (authenticated): a new one takes calls."""
         if not self.placement.is_available(idx, "linking"):
             self.placement.set_available(idx, "linking")
-            self.place_waiting_for_room()
+            self.room.place_waiting()
 
     def link_health(self, idx: int, health: Health) -> None:
         """The link to ``idx`` saw it lag (no new calls), recover, or stay unreachable (lost)."""
@@ -295,7 +281,7 @@ class ShardCore:
             if not self.placement.is_available(idx, "slow"):
                 self.placement.set_available(idx, "slow")
                 log.warning("shard %d: CallActor %d takes calls again", self.shard, idx)
-                self.place_waiting_for_room()
+                self.room.place_waiting()
             return
         if self.placement.is_available(idx, "slow"):
             self.counters["call_actors_slow"] += 1
@@ -306,7 +292,7 @@ class ShardCore:
                 # CallActor left to take calls: should it stall too, offers would wait for a
                 # new one to start (~1 s). The pool adds it now, while nothing waits.
                 self.counters["capacity_asked_ahead"] += 1
-                self.want_capacity()
+                self.room.want_capacity()
         if health.status is HealthStatus.LOST:
             log.error("shard %d: CallActor %d lost (%s)", self.shard, idx, health.reason)
             self.recovery.call_actor_lost(idx)
@@ -398,23 +384,16 @@ class ShardCore:
         self._ack_now(ack_id)
 
     def place(
-        self, event: RelayEvent, ack_id: str | None, exclude: Iterable[int] = (), wait: bool = True
+        self, event: RelayEvent, ack_id: str | None, exclude: Iterable[int] = (), *, wait: bool = True
     ) -> bool:
         """Place an admitted offer; False if no CallActor has room (it is dropped). While
-        one that would have room only lags (``slow``), the offer waits for it (``wait``),
-        bounded (:class:`WaitForRoom`), its slot kept: a stall of every CallActor is brief;
-        once the wait is over, the lagging CallActor takes it (never dropped below the limit)."""
+        one that would have room only lags (``slow``) or is not linked yet, the offer waits
+        for it (``wait``: :class:`~relay_actors.ray_runtime.shard_room.ShardRoomWait`), its
+        slot kept; once the wait is over, a late CallActor takes it (never dropped below the
+        limit)."""
         idx = self.placement.pick(exclude)
         if idx is None and self.placement.lagging_with_room():
-            if wait and len(self.waiting_for_room) < MAX_WAITING_FOR_ROOM:
-                self.waiting_for_room[event.call_id] = (event, ack_id)
-                self.counters["offers_waited_for_room"] += 1
-                self.fx.act(WaitForRoom(event.call_id))
-                if len(self.waiting_for_room) == 1 and self.placement.any_slow():
-                    # The first to wait: every CallActor lags (stalled handlers, a GC pause)
-                    # or is not linked yet. The pool adds one, within its bounds, unless none
-                    # lags (a link about to come up); the waiting offers go there.
-                    self.want_capacity()
+            if wait and self.room.wait(event, ack_id):
                 return True
             # The wait is over (or too many wait): a lagging CallActor takes it rather than it
             # being dropped below the limit; RELAY's ack waits for that CallActor's acknowledgement.
@@ -425,7 +404,7 @@ class ShardCore:
             self.counters["offers_no_capacity"] += 1
             log.warning("no CallActor has room; dropping inbound call %s", event.call_id)
             self._ack_now(ack_id)
-            self.want_capacity()
+            self.room.want_capacity()
             return False
         self.routes.add_call(event.call_id, idx)
         self.node_of[event.call_id] = sys.intern(event.node_id)  # a few media nodes: one string each
@@ -436,47 +415,17 @@ class ShardCore:
         self.to_actor(idx, m.OfferItem(event.call_id, event.params, ack_id, trace), ack_id)
         return True
 
-    def place_waiting_for_room(self) -> None:
-        """A CallActor takes calls again: place the offers that waited, oldest first."""
-        while self.waiting_for_room and self.placement.pick() is not None:
-            _call_id, (event, ack_id) = self.waiting_for_room.popitem(last=False)
-            self.place(event, ack_id)
-
-    def want_capacity(self) -> None:
-        """Ask the router for one more CallActor; the shell answers with
-        :meth:`capacity_answered` whatever the outcome."""
-        self.capacity_asked += 1
-        self.fx.act(_WANT_CAPACITY)
-
-    def capacity_answered(self) -> None:
-        """The router answered a :class:`WantCapacity` (a CallActor it added is in the pool
-        this shard has by then), or the request failed or timed out."""
-        self.capacity_asked = max(0, self.capacity_asked - 1)
-
-    def room_wait_over(self, call_id: str, rounds: int = 1) -> None:
-        """The offer waited ``rounds`` rounds (:class:`WaitForRoom`): placed now, or dropped
-        — unless the pool is still growing for it and the new CallActor is not known yet,
-        when it waits another round (bounded by :data:`MAX_ROOM_ROUNDS`) rather than go to
-        a CallActor that may stay stalled."""
-        if (
-            call_id in self.waiting_for_room
-            and self.capacity_asked
-            and rounds < MAX_ROOM_ROUNDS
-            and not self.placement.linking_with_room()  # (one is coming: it takes the offer)
-        ):
-            self.counters["room_waits_extended"] += 1
-            self.fx.act(WaitForRoom(call_id, rounds + 1))
-            return
-        waiting = self.waiting_for_room.pop(call_id, None)
-        if waiting is not None and not self.place(*waiting, wait=False) and self.leases is not None:
+    def offer_dropped(self, call_id: str) -> None:
+        """An admitted offer was never placed: its slot is free again."""
+        if self.leases is not None:
             self.lease_actions(self.leases.ended(call_id))
 
     def place_elsewhere(self, call_id: str, params: dict[str, Any], ack_id: str | None, exclude: int) -> None:
         """An offer ``exclude`` never took: place it on another CallActor (its slot kept);
         if none has room it is dropped and its slot freed."""
         event = RelayEvent(c.EVENT_CALL_RECEIVE, params, call_id)
-        if not self.place(event, ack_id, exclude=(exclude,)) and self.leases is not None:
-            self.lease_actions(self.leases.ended(call_id))
+        if not self.place(event, ack_id, exclude=(exclude,)):
+            self.offer_dropped(call_id)
 
     def _place_refused(self, idx: int, refused: tuple[m.OfferItem, ...]) -> None:
         """CallActor ``idx`` was full: place the offers it refused elsewhere."""
@@ -534,7 +483,7 @@ def shard_stats(core: ShardCore) -> dict[str, Any]:
     return {
         "active_calls": len(core.routes.calls),
         "granted": leases.granted if leases is not None else 0,
-        "waiting_offers": (len(leases.waiting) if leases is not None else 0) + len(core.waiting_for_room),
+        "waiting_offers": (len(leases.waiting) if leases is not None else 0) + len(core.room.waiting),
         "unconfirmed_hangups": len(leases.unconfirmed) if leases is not None else 0,
         "held_slots": leases.held if leases is not None else 0,
         "unknown_call_actors": len(rebuild.unknown) if rebuild is not None else 0,

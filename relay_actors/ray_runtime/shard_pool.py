@@ -23,6 +23,7 @@ from .shard_actions import Command, CommandPurpose, ShardEffects
 
 if TYPE_CHECKING:
     from .shard_recovery import ShardRecovery
+    from .shard_room import ShardRoomWait
 
 __all__ = ["PoolUser", "ShardPool"]
 
@@ -41,8 +42,7 @@ class PoolUser(Protocol):
     msg_owner: dict[str, int]
     node_of: dict[str, str]
     recovery: ShardRecovery
-
-    def place_waiting_for_room(self) -> None: ...
+    room: ShardRoomWait
 
 
 class ShardPool:
@@ -66,7 +66,7 @@ class ShardPool:
                 placement.set_unavailable(idx, "linking")
         for idx, generation in generations.items():
             placement.set_generation(idx, generation)
-        self.core.place_waiting_for_room()  # (a CallActor added for them)
+        self.core.room.place_waiting()  # (a CallActor added for them)
         return list(placement.capacity)
 
     def apply(self, snapshot: PoolSnapshot) -> list[int] | None:

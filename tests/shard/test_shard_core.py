@@ -15,8 +15,9 @@ from relay_actors.ray_runtime.shard_actions import (
     WaitForRoom,
     WantCapacity,
 )
-from relay_actors.ray_runtime.shard_core import MAX_ROOM_ROUNDS, ShardCore
+from relay_actors.ray_runtime.shard_core import ShardCore
 from relay_actors.ray_runtime.shard_requests import MAX_EARLY_REQUESTS
+from relay_actors.ray_runtime.shard_room import MAX_ROOM_ROUNDS
 
 from .conftest import Shell, grant, make_core, offer, state
 
@@ -241,11 +242,11 @@ def test_an_offer_waits_for_a_lagging_call_actor_instead_of_being_dropped() -> N
     core, shell = make_core(actors=2)
     _lagging(core, 0, 1)
     admit(core, shell, "c1")
-    assert core.waiting_for_room and shell.take(WaitForRoom) == [WaitForRoom("c1")]
+    assert core.room.waiting and shell.take(WaitForRoom) == [WaitForRoom("c1")]
     assert shell.acked == [] and core.counters["offers_dropped"] == 0
     core.link_health(1, Health(HealthStatus.OK))
     assert core.routes.calls == {"c1": 1} and shell.items(1, m.OfferItem)[0].event_id == "ack-c1"
-    assert not core.waiting_for_room
+    assert not core.room.waiting
 
 
 def test_the_pool_is_asked_for_one_more_when_one_call_actor_is_left_to_take_calls() -> None:
@@ -276,11 +277,11 @@ def test_offers_waiting_on_lagging_call_actors_ask_for_one_more_once_and_go_to_i
     for cid in ("c1", "c2", "c3"):
         admit(core, shell, cid)
     assert shell.take(WantCapacity) == [WantCapacity()]  # once for the three
-    assert list(core.waiting_for_room) == ["c1", "c2", "c3"]
+    assert list(core.room.waiting) == ["c1", "c2", "c3"]
     core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added CallActor 2
     assert not core.routes.calls  # not before its link is up
     core.call_actor_linked(2)
-    assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2} and not core.waiting_for_room
+    assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2} and not core.room.waiting
     assert [item.call_id for item in shell.items(2, m.OfferItem)] == ["c1", "c2", "c3"]
     _lagging(core, 2)
     admit(core, shell, "c4")  # all lag again: a new episode asks again
@@ -291,8 +292,8 @@ def test_an_offer_that_waited_long_enough_goes_to_the_lagging_call_actor_not_dro
     core, shell = make_core(actors=1, budget=1)
     _lagging(core, 0)
     admit(core, shell, "c1")
-    core.capacity_answered()  # the router added no CallActor (at max_call_actors)
-    core.room_wait_over("c1")
+    core.room.capacity_answered()  # the router added no CallActor (at max_call_actors)
+    core.room.over("c1")
     # Below the limit an offer is never dropped: the lagging CallActor takes it, and RELAY's
     # ack waits for its acknowledgement (a CallActor that died meanwhile means a redelivery).
     assert core.routes.calls == {"c1": 0} and shell.items(0, m.OfferItem)[0].event_id == "ack-c1"
@@ -305,43 +306,43 @@ def test_while_the_pool_grows_an_offer_waits_for_the_new_call_actor_not_a_stalle
     # the shard, and the offers went to the stalled CallActors, never answered.
     core, shell = make_core(actors=2)
     _lagging(core, 0, 1)
-    assert shell.take(WantCapacity) == [WantCapacity()] and core.capacity_asked == 1
+    assert shell.take(WantCapacity) == [WantCapacity()] and core.room.capacity_asked == 1
     admit(core, shell, "c1")
     assert shell.take(WaitForRoom) == [WaitForRoom("c1")]
     for rounds in range(1, MAX_ROOM_ROUNDS):
-        core.room_wait_over("c1", rounds)  # the router has not answered: another round
+        core.room.over("c1", rounds)  # the router has not answered: another round
         assert shell.take(WaitForRoom) == [WaitForRoom("c1", rounds + 1)] and not core.routes.calls
     core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the router added CallActor 2
     assert not core.routes.calls  # (its link is not up yet)
     core.call_actor_linked(2)
     assert core.routes.calls == {"c1": 2} and core.counters["room_waits_extended"] == MAX_ROOM_ROUNDS - 1
-    core.room_wait_over("c1", MAX_ROOM_ROUNDS)  # the last round's timer: nothing left to do
+    core.room.over("c1", MAX_ROOM_ROUNDS)  # the last round's timer: nothing left to do
     assert core.routes.calls == {"c1": 2} and core.counters["offers_placed_on_lagging"] == 0
     # Known but its link not up when the wait is over: it takes the offer, no more rounds.
     _lagging(core, 2)
     admit(core, shell, "c2")
     core.pool.add_call_actors([(3, 10)], {})
-    core.room_wait_over("c2", 1)
+    core.room.over("c2", 1)
     assert core.routes.calls["c2"] == 3 and shell.take(WaitForRoom) == [WaitForRoom("c2")]
-    for _ in range(core.capacity_asked):
-        core.capacity_answered()
-    assert core.capacity_asked == 0
+    for _ in range(core.room.capacity_asked):
+        core.room.capacity_answered()
+    assert core.room.capacity_asked == 0
 
 
 def test_the_wait_for_a_growing_pool_is_bounded_and_ends_when_the_router_answers() -> None:
     core, shell = make_core(actors=2)
     _lagging(core, 0, 1)
     admit(core, shell, "c1")
-    core.room_wait_over("c1", MAX_ROOM_ROUNDS)  # the router never answered: the bound holds
+    core.room.over("c1", MAX_ROOM_ROUNDS)  # the router never answered: the bound holds
     assert core.routes.calls == {"c1": 0} and core.counters["offers_placed_on_lagging"] == 1
-    core.capacity_answered()
-    core.capacity_answered()  # (an answer more than asked for never goes below zero)
-    assert core.capacity_asked == 0
+    core.room.capacity_answered()
+    core.room.capacity_answered()  # (an answer more than asked for never goes below zero)
+    assert core.room.capacity_asked == 0
     admit(core, shell, "c2")  # (asks the router again)
-    assert core.capacity_asked == 1
-    core.capacity_answered()  # the router added none (at max_call_actors): no more rounds
+    assert core.room.capacity_asked == 1
+    core.room.capacity_answered()  # the router added none (at max_call_actors): no more rounds
     shell.take(WaitForRoom)
-    core.room_wait_over("c2", 1)
+    core.room.over("c2", 1)
     assert core.routes.calls == {"c1": 0, "c2": 1} and shell.take(WaitForRoom) == []
 
 
@@ -350,8 +351,8 @@ def test_an_offer_whose_wait_ends_with_no_call_actor_at_all_is_dropped_and_its_s
     _lagging(core, 0)
     admit(core, shell, "c1")
     core.placement.set_unavailable(0, "retiring")  # no longer only lagging: it takes nothing new
-    core.capacity_answered()
-    core.room_wait_over("c1")
+    core.room.capacity_answered()
+    core.room.over("c1")
     assert "ack-c1" in shell.acked and core.counters["offers_no_capacity"] == 1
     core.placement.set_available(0, "retiring")
     core.link_health(0, Health(HealthStatus.OK))
@@ -364,7 +365,7 @@ def test_a_call_that_ends_while_waiting_for_room_is_never_placed() -> None:
     _lagging(core, 0)
     admit(core, shell, "c1")
     core.on_event(state("c1", "ended"), "ack-end")
-    assert shell.acked == ["ack-c1", "ack-end"] and not core.waiting_for_room
+    assert shell.acked == ["ack-c1", "ack-end"] and not core.room.waiting
     core.link_health(0, Health(HealthStatus.OK))
     assert shell.items(0, m.OfferItem) == []
     admit(core, shell, "c2")
@@ -410,14 +411,14 @@ def test_offers_that_find_only_call_actors_not_linked_yet_wait_for_them_without_
     core, shell = make_core(actors=0)
     core.pool.add_call_actors([(0, 10), (1, 10)], {})  # the pool's first CallActors, linking
     admit(core, shell, "c1")
-    assert list(core.waiting_for_room) == ["c1"] and shell.take(WantCapacity) == []
+    assert list(core.room.waiting) == ["c1"] and shell.take(WantCapacity) == []
     core.call_actor_linked(0)
-    assert core.routes.calls == {"c1": 0} and not core.waiting_for_room
+    assert core.routes.calls == {"c1": 0} and not core.room.waiting
     # One whose wait ends before any link is up goes to a CallActor still linking (its link's
     # queue holds it; RELAY's ack waits for the CallActor's): never dropped below the limit.
     core.placement.set_unavailable(0, "linking")
     admit(core, shell, "c2")
-    core.room_wait_over("c2")
+    core.room.over("c2")
     assert core.routes.calls["c2"] in (0, 1) and "ack-c2" not in shell.acked
     assert core.counters["offers_no_capacity"] == 0 and core.counters["offers_dropped"] == 0
 
@@ -427,12 +428,12 @@ def test_an_offer_whose_wait_ends_goes_to_a_call_actor_coming_up_rather_than_a_s
     _lagging(core, 0, 1)  # both loops stalled
     core.pool.add_call_actors([(0, 10), (1, 10), (2, 10)], {})  # the pool added 2: linking
     admit(core, shell, "c1")
-    core.room_wait_over("c1")  # 2's process took longer than the wait to come up
+    core.room.over("c1")  # 2's process took longer than the wait to come up
     assert core.routes.calls == {"c1": 2}  # its link's queue holds it; 0 and 1 are stalled
     # Unreachable past slow_after as well (a busy machine starts it slowly): still the one
     # coming up, never the stalled loops (CI: each of them got one of three offers).
     core.link_health(2, Health(HealthStatus.SLOW, "unreachable for 2.0 s", reachable=False))
     for cid in ("c2", "c3"):
         admit(core, shell, cid)
-        core.room_wait_over(cid, MAX_ROOM_ROUNDS)
+        core.room.over(cid, MAX_ROOM_ROUNDS)
     assert core.routes.calls == {"c1": 2, "c2": 2, "c3": 2}
