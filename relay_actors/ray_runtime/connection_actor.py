@@ -382,6 +382,100 @@ def _request_done(
         core.requests.request_done(idx, req_id, method, params, None, RelayError("internal", repr(exc)))
 
 
+class StartupRun:
+    """A connection actor's start-up as :class:`ShardStartup` decides it (the I/O half:
+    each step is one of the actor's ``_start_*`` methods), and, with a standby, its wait
+    as the spare first."""
+
+    __slots__ = ("actor",)
+
+    def __init__(self, actor: ConnectionActor) -> None:
+        self.actor = actor
+
+    async def run(self) -> None:
+        """Start-up as :class:`ShardStartup` says: each step tried again with backoff
+        while what it needs is unavailable (the router or a CallActor restarting too);
+        a configuration error fails for good (``ready`` raises it); a step still failing
+        at the deadline makes this actor exit so that Ray restarts it."""
+        actor = self.actor
+        loop = asyncio.get_running_loop()
+        if actor.options.standby:
+            try:
+                await self._until_serving()
+            except BaseException as exc:
+                actor._failed = exc
+                log.exception("shard %d: the %s seat could not take its role", actor.shard, actor.seat.value)
+                actor._ready.set()
+                if actor.standby is not None:
+                    actor.standby.decided_anyway()  # (calls waiting on the role get the failure)
+                raise
+        startup = actor.startup
+        steps = {
+            StartStep.SECRETS: actor._start_secrets,
+            StartStep.POOL: actor._pull_pool,
+            StartStep.REBUILD: actor._rebuild,
+            StartStep.LEASES: actor._start_leases,
+            StartStep.RELAY: actor._start_relay,
+        }
+        try:
+            while not startup.serving:
+                step = startup.step
+                try:
+                    await steps[step]()
+                except RelayError:
+                    raise  # an answer (bad credentials, no secret stored), not an unavailability
+                except Exception as exc:
+                    delay = startup.failed(step, repr(exc), loop.time())
+                    actor.core.counters["start_retries"] += 1
+                    if delay is None:
+                        self._give_up(step, exc)
+                        return
+                    log.warning(
+                        "shard %d: start-up step %s failed (%r); trying again", actor.shard, step.value, exc
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                startup.done(step, loop.time())
+        except BaseException as exc:
+            actor._failed = exc
+            if isinstance(exc, RelayError):  # an expected failure (credentials, settings): one line
+                log.error("connection shard %d failed to start: %s", actor.shard, exc.message)
+                log.debug("connection shard %d failed to start", actor.shard, exc_info=True)
+            else:
+                log.exception("connection shard %d failed to start", actor.shard)
+            actor.core.requests.start_failed()  # (the requests that waited fail: no connection will come)
+        finally:
+            actor._ready.set()
+
+    async def _until_serving(self) -> None:
+        """A shard with a standby: be the spare until this process serves it, then start
+        up as a restarted shard does, on a fresh start-up clock."""
+        actor = self.actor
+        assert actor.standby is not None
+        loop = asyncio.get_running_loop()
+        await actor.standby.take_seat(loop.time() + actor.startup.deadline, STEP_TIMEOUT)
+        actor.startup = ShardStartup(loop.time())
+        actor.tasks.spawn(actor.standby.supervise(actor.standby.superseded), "standby supervision")
+
+    def _give_up(self, step: StartStep, exc: BaseException) -> None:
+        """Still failing at the deadline: exit, so that Ray restarts this actor and start-up
+        begins afresh (alive and idle, it would never be restarted)."""
+        actor = self.actor
+        actor.core.counters["start_give_ups"] += 1
+        log.error(
+            "connection shard %d could not start: step %s failed %d times in %.0f s (%r); "
+            "exiting so that Ray restarts it",
+            actor.shard,
+            step.value,
+            actor.startup.total_retries,
+            actor.startup.deadline,
+            exc,
+        )
+        actor._failed = exc
+        actor.core.requests.start_failed()
+        asyncio.get_running_loop().call_later(0.2, os._exit, 1)
+
+
 class ConnectionActor:
     """One shard's RELAY connection (create with :func:`ray.remote`; see module docstring).
 
@@ -435,74 +529,11 @@ class ConnectionActor:
         #: An earlier life of this shard placed calls (or left a session to resume).
         self._restarted = False
         self.startup = ShardStartup(asyncio.get_running_loop().time())
-        self._start_task = asyncio.get_running_loop().create_task(self._start())
+        self._start_task = asyncio.get_running_loop().create_task(StartupRun(self).run())
         tune_gc()  # set up: freeze what start-up made (see gc_tuning)
         claim_normal_priority(f"connection actor {shard}")  # it carries calls (see cpu_priority)
 
-    # --- start-up and recovery ----------------------------------------------------
-
-    async def _start(self) -> None:
-        """Start-up as :class:`ShardStartup` says: each step tried again with backoff
-        while what it needs is unavailable (the router or a CallActor restarting too);
-        a configuration error fails for good (``ready`` raises it); a step still failing
-        at the deadline makes this actor exit so that Ray restarts it."""
-        loop = asyncio.get_running_loop()
-        if self.options.standby:
-            try:
-                await self._until_serving()
-            except BaseException as exc:
-                self._failed = exc
-                log.exception("shard %d: the %s seat could not take its role", self.shard, self.seat.value)
-                self._ready.set()
-                if self.standby is not None:
-                    self.standby.decided_anyway()  # (calls waiting on the role get the failure)
-                raise
-        startup = self.startup
-        steps = {
-            StartStep.SECRETS: self._start_secrets,
-            StartStep.POOL: self._pull_pool,
-            StartStep.REBUILD: self._rebuild,
-            StartStep.LEASES: self._start_leases,
-            StartStep.RELAY: self._start_relay,
-        }
-        try:
-            while not startup.serving:
-                step = startup.step
-                try:
-                    await steps[step]()
-                except RelayError:
-                    raise  # an answer (bad credentials, no secret stored), not an unavailability
-                except Exception as exc:
-                    delay = startup.failed(step, repr(exc), loop.time())
-                    self.core.counters["start_retries"] += 1
-                    if delay is None:
-                        self._give_up_start(step, exc)
-                        return
-                    log.warning(
-                        "shard %d: start-up step %s failed (%r); trying again", self.shard, step.value, exc
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                startup.done(step, loop.time())
-        except BaseException as exc:
-            self._failed = exc
-            if isinstance(exc, RelayError):  # an expected failure (credentials, settings): one line
-                log.error("connection shard %d failed to start: %s", self.shard, exc.message)
-                log.debug("connection shard %d failed to start", self.shard, exc_info=True)
-            else:
-                log.exception("connection shard %d failed to start", self.shard)
-            self.core.requests.start_failed()  # (the requests that waited fail: no connection will come)
-        finally:
-            self._ready.set()
-
-    async def _until_serving(self) -> None:
-        """A shard with a standby: be the spare until this process serves it, then start
-        up as a restarted shard does, on a fresh start-up clock."""
-        assert self.standby is not None
-        loop = asyncio.get_running_loop()
-        await self.standby.take_seat(loop.time() + self.startup.deadline, STEP_TIMEOUT)
-        self.startup = ShardStartup(loop.time())
-        self.tasks.spawn(self.standby.supervise(self.standby.superseded), "standby supervision")
+    # --- start-up (run by StartupRun) and recovery ----------------------------------
 
     async def spare_for(self) -> Any:
         """The serving process's handle if this process is the spare (see ``served_here``)."""
@@ -523,23 +554,6 @@ class ConnectionActor:
     async def forwarded(self, method: str, args: tuple[Any, ...]) -> Any:
         """A Ray call this shard's spare passed on (it is never passed back)."""
         return await run_forwarded(self, method, args)
-
-    def _give_up_start(self, step: StartStep, exc: BaseException) -> None:
-        """Still failing at the deadline: exit, so that Ray restarts this actor and start-up
-        begins afresh (alive and idle, it would never be restarted)."""
-        self.core.counters["start_give_ups"] += 1
-        log.error(
-            "connection shard %d could not start: step %s failed %d times in %.0f s (%r); "
-            "exiting so that Ray restarts it",
-            self.shard,
-            step.value,
-            self.startup.total_retries,
-            self.startup.deadline,
-            exc,
-        )
-        self._failed = exc
-        self.core.requests.start_failed()
-        asyncio.get_running_loop().call_later(0.2, os._exit, 1)
 
     async def _start_secrets(self) -> None:
         import ray
