@@ -129,8 +129,13 @@ class CallActor:
         #: (until, hang, cleared) while :meth:`owned` is made to fail (:meth:`fail_owned`).
         self._owned_fault: tuple[float, bool, asyncio.Event] | None = None
         # Unpickle last: a RelayClient inside the handlers' globals becomes a proxy to us.
-        # The app's own code, from the driver through Ray (an actor argument, behind Ray's
-        # token auth) — never bytes from a socket of ours: the links carry only JSON.
+        # The app's own code, cloudpickled by its driver, reaching us only through Ray,
+        # behind its token auth: our constructor argument from the router, which has it
+        # from its own (the driver's) or from an upgrade's Ray call — after a restart
+        # mid-upgrade, from the app's GCS KV namespace, where Ray keeps its own pickled
+        # functions too. Never bytes from a socket of ours: the links and the RELAY
+        # socket carry only JSON (tests/link: a pickle on a link never runs), and
+        # tests/test_layout.py allows unpickling in these two places alone.
         with self.unpickling():
             loaded = cloudpickle.loads(handlers)
         self.call_host.on_call = loaded.get("on_call")
