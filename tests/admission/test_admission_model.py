@@ -17,7 +17,12 @@ router, any shard and any CallActor can restart at any step:
   events held by the core) until a later ask answers, or the shard gives it up
   and hands its last known calls to the lost-actor policy;
 * CallActor crash: its calls are hung up by their shard; each ``calling.end``
-  may fail, and a failed one leaves the call live on the server.
+  may fail, and a failed one leaves the call live on the server;
+* a CallActor's loop stalls and recovers (as a shard's link sees it): offers that find
+  only lagging CallActors wait for room (their slot kept), the shell's room-wait timers
+  fire in any order, the router answers (or not) the shard's requests for one more
+  CallActor, and a caller may hang up while its offer waits: an offer is never placed
+  once its shard has learned that its call ended.
 
 Invariants after every step: the calls live on the server never exceed the
 limit, and each is counted by its shard. After quiescence (every message
@@ -52,6 +57,7 @@ from relay_actors.protocol import constants as c
 from relay_actors.protocol.events import RelayEvent
 from relay_actors.ray_runtime import actor_messages as m
 from relay_actors.ray_runtime.admission import LeaseLedger, ShardLeases, lease_block
+from relay_actors.ray_runtime.link_protocol import Health, HealthStatus
 from relay_actors.ray_runtime.shard_actions import (
     Action,
     AskLastKnown,
@@ -61,6 +67,8 @@ from relay_actors.ray_runtime.shard_actions import (
     LinkEntry,
     RequestLease,
     StoreUnconfirmed,
+    WaitForRoom,
+    WantCapacity,
 )
 from relay_actors.ray_runtime.shard_core import ShardCore
 from relay_actors.ray_runtime.shard_recovery import REBUILD_DEADLINE
@@ -93,8 +101,10 @@ class ModelShell:
         model = self.model
         if isinstance(item, m.OfferItem):
             assert item.call_id not in model.live, "a call admitted twice"
+            assert item.call_id not in model.gone, "an offer placed after the shard learned its call ended"
             model.actors[idx][item.call_id] = self.s
-            model.live[item.call_id] = self.s
+            if item.call_id not in model.hung_up:  # (else ended at the server: its `ended` follows)
+                model.live[item.call_id] = self.s
             RUNS["admitted"] += 1
         elif isinstance(item, m.LostItem) or (
             isinstance(item, m.EventItem) and item.params.get("call_state") == c.CALL_STATE_ENDED
@@ -128,6 +138,11 @@ class ModelShell:
             model.confirms.append((s, action.idx))
         elif isinstance(action, Command) and action.purpose is CommandPurpose.PASS:
             RUNS["passed"] += 1
+        elif isinstance(action, WaitForRoom):  # the shell's timer, for this incarnation
+            model.room_waits.append((s, model.incarnations[s], action.call_id, action.rounds))
+            RUNS["room_waits"] += 1
+        elif isinstance(action, WantCapacity):
+            model.capacity_asks.append((s, model.incarnations[s]))
 
 
 def offer(call_id: str) -> RelayEvent:
@@ -170,6 +185,14 @@ class AdmissionModel(RuleBasedStateMachine):
         self.crashed: dict[int, dict[str, int]] = {}
         self.crashes = 0
         self.next_call = 0
+        #: The shells' room-wait timers ``(shard, incarnation, call_id, round)`` and their
+        #: requests for one more CallActor ``(shard, incarnation)``, not fired/answered yet.
+        self.room_waits: list[tuple[int, int, str, int]] = []
+        #: Calls whose caller hung up while their offer waited for room (ended at the server),
+        #: and calls whose `ended` event reached a shard (never to be placed after it).
+        self.hung_up: set[str] = set()
+        self.gone: set[str] = set()
+        self.capacity_asks: list[tuple[int, int]] = []
         self.shards = [self._shard(s, 1, {idx: NOTHING for idx in range(actors)}) for s in range(shards)]
 
     def _shard(self, s: int, incarnation: int, answers: dict[int, dict[str, Any] | None]) -> ShardCore:
@@ -233,6 +256,7 @@ class AdmissionModel(RuleBasedStateMachine):
     def _end_event(self, s: int, call_id: str) -> None:
         rebuild = self.shards[s].recovery.rebuild
         held = len(rebuild.held) if rebuild is not None else 0
+        self.gone.add(call_id)
         self.shards[s].on_event(ended(call_id), f"ack-{call_id}")
         if rebuild is not None and len(rebuild.held) > held:
             RUNS["events_held"] += 1
@@ -281,6 +305,40 @@ class AdmissionModel(RuleBasedStateMachine):
             self.shards[s].on_event(offer(call_id), f"ack-{call_id}")
             if RUNS["admitted"] == admitted and call_id not in self.leases(s).waiting:
                 RUNS["rejected"] += 1
+
+    @rule(shard=index, actor=index, lags=st.booleans())
+    def call_actor_lags(self, shard: int, actor: int, lags: bool) -> None:
+        """A shard's link sees a CallActor's loop stall (no new calls; offers that find only
+        lagging ones wait for room) or recover (the waiting offers go there)."""
+        status = HealthStatus.SLOW if lags else HealthStatus.OK
+        self.shards[shard % self.n].link_health(actor % self.n_actors, Health(status, "model"))
+
+    @precondition(lambda self: any(core.room.waiting for core in self.shards))
+    @rule(pick=index)
+    def caller_hangs_up_while_waiting_for_room(self, pick: int) -> None:
+        """The caller of an offer still waiting for room gives up: the server says `ended`."""
+        waiting = sorted((call_id, s) for s, core in enumerate(self.shards) for call_id in core.room.waiting)
+        call_id, s = waiting[pick % len(waiting)]
+        RUNS["hung_up_while_waiting_for_room"] += 1
+        self.hung_up.add(call_id)
+        self.events[s].append(call_id)
+
+    @precondition(lambda self: bool(self.room_waits))
+    @rule(pick=index)
+    def room_wait_ends(self, pick: int) -> None:
+        """A room-wait timer fires (one of a restarted shard's earlier process: never)."""
+        s, incarnation, call_id, rounds = self.room_waits.pop(pick % len(self.room_waits))
+        if incarnation == self.incarnations[s]:
+            RUNS["room_waits_ended"] += 1
+            self.shards[s].room.over(call_id, rounds)
+
+    @precondition(lambda self: bool(self.capacity_asks))
+    @rule(pick=index)
+    def router_answers_capacity(self, pick: int) -> None:
+        """The router answers a request for one more CallActor (the model's pool stays as it is)."""
+        s, incarnation = self.capacity_asks.pop(pick % len(self.capacity_asks))
+        if incarnation == self.incarnations[s]:
+            self.shards[s].room.capacity_answered()
 
     @precondition(lambda self: bool(self.live))
     @rule(pick=index)
@@ -382,9 +440,10 @@ class AdmissionModel(RuleBasedStateMachine):
         # Held events were never acked: the server redelivers them to the new incarnation.
         if old.recovery.rebuild is not None:
             self.events[s].extend(call_id for call_id, _event in old.recovery.rebuild.held)
-        if old.leases is not None:
-            for call_id in old.leases.waiting:  # never acked: the server offers them again
-                self.shards[s].on_event(offer(call_id), f"ack-{call_id}")
+        # Never acked (waiting for a slot, or for room): the server offers them again.
+        again = list(old.leases.waiting) if old.leases is not None else []
+        for call_id in [cid for cid in again + list(old.room.waiting) if cid not in self.hung_up]:
+            self.shards[s].on_event(offer(call_id), f"ack-{call_id}")
 
     @rule(actor=index, roll=rare, data=st.data())
     def call_actor_crashes(self, actor: int, roll: int, data: st.DataObject) -> None:
@@ -451,6 +510,7 @@ class AdmissionModel(RuleBasedStateMachine):
             assert shard.synced and shard.epoch == router.epoch and shard.outstanding is None
             assert not shard.waiting and not shard.unconfirmed
             assert not shard.unknown and shard.held == 0
+            assert not self.shards[s].room.waiting, "an offer waiting for room for ever"
             assert router.grants()[s] == shard.granted, (s, router.grants(), shard.granted)
             assert 0 <= shard.spare <= 2 * self.block, (s, shard.spare)
         counted = set().union(*(self.leases(s).active for s in range(self.n)))
@@ -480,6 +540,13 @@ class AdmissionModel(RuleBasedStateMachine):
             elif self.router.unknown():
                 s = self.router.unknown()[0]
                 self.net.append(("ask", s, self.router.epoch))
+            elif slow := [s for s in range(self.n) if self.shards[s].placement.any_slow()]:
+                for idx in range(self.n_actors):  # every stall ends
+                    self.shards[slow[0]].link_health(idx, Health(HealthStatus.OK))
+            elif self.room_waits:
+                self.room_wait_ends(0)
+            elif self.capacity_asks:
+                self.router_answers_capacity(0)
             elif any(self.leases(s).outstanding is not None for s in range(self.n)):
                 s = next(i for i in range(self.n) if self.leases(i).outstanding is not None)
                 self.shards[s].lease_actions(self.leases(s).retry())
